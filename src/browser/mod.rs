@@ -1,0 +1,230 @@
+//! The browser layer: the [`Browser`] and [`Page`] abstraction flows run
+//! against, and its two implementations.
+//!
+//! - [`chrome`]: real Chromium over the DevTools protocol (chromiumoxide).
+//! - [`sim`]: a simulated browser for deterministic tests and the offline
+//!   dry-run, whose actions take configurable (virtual) time and can fail,
+//!   hang or panic on demand.
+//!
+//! This layer knows nothing of scripts, the registry or the scheduler. A
+//! page method waits for its element up to the timeout it is given, and
+//! every implementation must return within that bound (callers still wrap
+//! calls in their own timeout, because a browser can hang in ways a page
+//! cannot see).
+
+pub mod sim;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::id::SessionId;
+
+/// One way of finding an element.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum Selector {
+    /// A CSS selector (the default).
+    Css(String),
+    /// An XPath expression, written `xpath://button[@id='buy']`.
+    XPath(String),
+    /// The innermost element whose visible text contains the string,
+    /// written `text:Add to cart`.
+    Text(String),
+}
+
+impl Selector {
+    /// Parses the `xpath:` and `text:` prefixes; anything else is CSS.
+    pub fn parse(s: &str) -> Selector {
+        if let Some(x) = s.strip_prefix("xpath:") {
+            Selector::XPath(x.trim().to_owned())
+        } else if let Some(t) = s.strip_prefix("text:") {
+            Selector::Text(t.trim().to_owned())
+        } else {
+            Selector::Css(s.to_owned())
+        }
+    }
+}
+
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Selector::Css(s) => write!(f, "`{s}`"),
+            Selector::XPath(s) => write!(f, "`xpath:{s}`"),
+            Selector::Text(s) => write!(f, "`text:{s}`"),
+        }
+    }
+}
+
+/// An ordered list of fallbacks: the first that matches is used.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Selectors(pub Vec<Selector>);
+
+impl Selectors {
+    pub fn one(s: &str) -> Selectors {
+        Selectors(vec![Selector::parse(s)])
+    }
+
+    pub fn many<S: AsRef<str>>(list: &[S]) -> Selectors {
+        Selectors(list.iter().map(|s| Selector::parse(s.as_ref())).collect())
+    }
+}
+
+impl fmt::Display for Selectors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, s) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" or ")?;
+            }
+            write!(f, "{s}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a page call failed. The messages are what a script error shows after
+/// the primitive's name.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum PageError {
+    #[error("selector {selector} not found within {}ms", .waited.as_millis())]
+    NotFound {
+        selector: Selectors,
+        waited: Duration,
+    },
+    #[error("element {selector} has no attribute `{name}`")]
+    NoAttribute { selector: Selectors, name: String },
+    #[error("element {selector} is not a {expected}")]
+    WrongElement {
+        selector: Selectors,
+        expected: &'static str,
+    },
+    #[error("option `{value}` not found in {selector}")]
+    NoOption { selector: Selectors, value: String },
+    #[error("navigation to `{url}` failed: {reason}")]
+    Navigation { url: String, reason: String },
+    #[error("timed out after {}ms", .0.as_millis())]
+    Timeout(Duration),
+    #[error("javascript error: {0}")]
+    Script(String),
+    #[error("the page was closed")]
+    Closed,
+    #[error("the browser is gone: {0}")]
+    Disconnected(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Why a browser could not give a page.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BrowserError {
+    #[error(
+        "no Chromium found (looked at `browser.executable`, $BATON_CHROME and chromium, chromium-browser, google-chrome on PATH); install it with `apt-get install -y chromium`"
+    )]
+    NotFound,
+    #[error("cannot launch `{path}`: {reason}")]
+    Launch { path: String, reason: String },
+    #[error("cannot connect to `{url}`: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("cannot open a page: {0}")]
+    NewPage(String),
+    #[error("the browser is shut down")]
+    ShutDown,
+}
+
+/// What the dashboard shows about the browser.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BrowserHealth {
+    /// `not_started`, `running`, `restarting`, `dead` or `simulated`.
+    pub state: String,
+    pub pid: Option<u32>,
+    pub restarts: u64,
+    pub version: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// A source of pages, one browser process (or a simulation of one).
+#[async_trait]
+pub trait Browser: Send + Sync + 'static {
+    /// A fresh page in `session`, in the foreground. The caller closes it.
+    async fn new_page(&self, session: SessionId) -> Result<Arc<dyn Page>, BrowserError>;
+
+    fn health(&self) -> BrowserHealth;
+
+    /// Tears the browser down now: every page and call in flight fails. The
+    /// next `new_page` starts a fresh one. The last resort against a run
+    /// that will not stop.
+    async fn kill(&self);
+
+    /// Ends the browser and waits for its processes to exit.
+    async fn shutdown(&self);
+}
+
+/// One page (tab) that one run drives.
+///
+/// Methods that take a selector wait for it up to `timeout`; methods that do
+/// not (`navigate`, `eval`, ...) are bounded by `timeout` as a whole.
+#[async_trait]
+pub trait Page: Send + Sync + 'static {
+    async fn navigate(&self, url: &str, timeout: Duration) -> Result<(), PageError>;
+    async fn reload(&self, timeout: Duration) -> Result<(), PageError>;
+    async fn url(&self) -> Result<String, PageError>;
+    async fn title(&self) -> Result<String, PageError>;
+    /// Waits for the first matching selector; returns its index in the list.
+    async fn wait_for(&self, sel: &Selectors, timeout: Duration) -> Result<usize, PageError>;
+    /// Whether any selector matches now (no waiting).
+    async fn exists(&self, sel: &Selectors) -> Result<bool, PageError>;
+    /// How many elements the first selector that matches anything matches
+    /// now (0 if none; no waiting).
+    async fn count(&self, sel: &Selectors) -> Result<usize, PageError>;
+    async fn text(&self, sel: &Selectors, timeout: Duration) -> Result<String, PageError>;
+    async fn attr(
+        &self,
+        sel: &Selectors,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<Option<String>, PageError>;
+    async fn value(&self, sel: &Selectors, timeout: Duration) -> Result<String, PageError>;
+    async fn click(&self, sel: &Selectors, timeout: Duration) -> Result<(), PageError>;
+    async fn fill(&self, sel: &Selectors, text: &str, timeout: Duration) -> Result<(), PageError>;
+    async fn select(
+        &self,
+        sel: &Selectors,
+        value: &str,
+        timeout: Duration,
+    ) -> Result<(), PageError>;
+    async fn press(&self, key: &str, timeout: Duration) -> Result<(), PageError>;
+    async fn eval(&self, js: &str, timeout: Duration) -> Result<serde_json::Value, PageError>;
+    /// A PNG of the viewport.
+    async fn screenshot(&self, timeout: Duration) -> Result<Vec<u8>, PageError>;
+    /// The page's current HTML.
+    async fn html(&self, timeout: Duration) -> Result<String, PageError>;
+    /// Closes the page. Later calls fail with [`PageError::Closed`]; a call
+    /// in flight is aborted. Idempotent.
+    async fn close(&self);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selector_prefixes() {
+        assert_eq!(Selector::parse("#buy"), Selector::Css("#buy".into()));
+        assert_eq!(
+            Selector::parse("xpath://a[1]"),
+            Selector::XPath("//a[1]".into())
+        );
+        assert_eq!(
+            Selector::parse("text: Add to cart"),
+            Selector::Text("Add to cart".into())
+        );
+        assert_eq!(
+            Selectors::many(&["#a", "text:b"]).to_string(),
+            "`#a` or `text:b`"
+        );
+    }
+}

@@ -1,0 +1,766 @@
+//! The simulated browser: pages described by data, actions that take
+//! configurable time and fail, hang or panic on demand.
+//!
+//! Two users: the deterministic tests (which run it under tokio's paused
+//! clock, so its latencies cost no real time) and `baton dry-run --offline`,
+//! which loads a [`SimSite`] from a fixture file. It also watches for the
+//! thing baton exists to prevent: it counts every moment at which two pages
+//! of one session are open, or two calls on one session are in flight.
+//!
+//! Selectors are matched by their text, not evaluated: an element described
+//! under `"#stock"` is found by the selector `#stock` and by nothing else.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use super::{Browser, BrowserError, BrowserHealth, Page, PageError, Selector, Selectors};
+use crate::id::SessionId;
+
+/// A site: pages by URL. This is the `site:` part of an offline fixture.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimSite {
+    /// Pages by URL. A URL not listed is a blank page.
+    #[serde(default)]
+    pub pages: BTreeMap<String, SimPage>,
+    /// Answers to `js(code)` on any page, by code.
+    #[serde(default)]
+    pub eval: BTreeMap<String, Value>,
+    /// Answers to `http_get_json(url)`, by URL.
+    #[serde(default)]
+    pub http: BTreeMap<String, Value>,
+}
+
+/// One page of a [`SimSite`].
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimPage {
+    #[serde(default)]
+    pub title: String,
+    /// Elements by selector, exactly as scripts write it.
+    #[serde(default)]
+    pub elements: BTreeMap<String, SimElement>,
+    /// Answers to `js(code)` on this page, by code.
+    #[serde(default)]
+    pub eval: BTreeMap<String, Value>,
+}
+
+/// One element (or a group of `count` alike elements).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimElement {
+    #[serde(default)]
+    pub text: String,
+    #[serde(default)]
+    pub value: String,
+    #[serde(default)]
+    pub attrs: BTreeMap<String, String>,
+    /// How many elements the selector matches; 0 means absent.
+    #[serde(default = "one")]
+    pub count: usize,
+    /// Values a `select(sel, value)` accepts; empty means any.
+    #[serde(default)]
+    pub options: Vec<String>,
+    /// What clicking it does.
+    #[serde(default)]
+    pub on_click: Option<ClickEffect>,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl Default for SimElement {
+    fn default() -> Self {
+        SimElement {
+            text: String::new(),
+            value: String::new(),
+            attrs: BTreeMap::new(),
+            count: 1,
+            options: Vec::new(),
+            on_click: None,
+        }
+    }
+}
+
+impl SimElement {
+    pub fn text(text: &str) -> SimElement {
+        SimElement {
+            text: text.into(),
+            ..SimElement::default()
+        }
+    }
+}
+
+/// The effect of a click.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClickEffect {
+    /// Go to this URL.
+    #[serde(default)]
+    pub navigate: Option<String>,
+    /// Remove one of these elements (decrement its count), on the current
+    /// page; for "remove from cart" buttons.
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+/// An injected fault.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fault {
+    /// The call fails with this message.
+    Fail(String),
+    /// The call never returns (until its page is closed).
+    Hang,
+    /// The call panics.
+    Panic,
+}
+
+#[derive(Debug)]
+struct FaultRule {
+    action: String,
+    selector: Option<String>,
+    fault: Fault,
+    remaining: u32,
+}
+
+/// One call made against a simulated page, for assertions.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimCall {
+    pub page: u64,
+    pub session: SessionId,
+    pub action: String,
+    pub arg: String,
+}
+
+/// A hook run (synchronously) when a call matching `action` and `arg` is
+/// made; tests use it to change the world at an exact point of a run.
+type Hook = Arc<dyn Fn(&SimCall) + Send + Sync>;
+
+#[derive(Default)]
+struct SessionLoad {
+    open_pages: u32,
+    in_flight: u32,
+}
+
+struct Inner {
+    site: Mutex<SimSite>,
+    /// Per-action latency; the key `*` is the default.
+    latency: Mutex<HashMap<String, Duration>>,
+    faults: Mutex<VecDeque<FaultRule>>,
+    sessions: Mutex<HashMap<SessionId, SessionLoad>>,
+    overlaps: AtomicU64,
+    calls: Mutex<Vec<SimCall>>,
+    hooks: Mutex<Vec<(String, String, Hook)>>,
+    next_page: AtomicU64,
+    pages_opened: AtomicU64,
+    /// Parent of every page's token; `kill` cancels it and starts a new one.
+    killed: Mutex<CancellationToken>,
+}
+
+/// The simulated browser. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct SimBrowser {
+    inner: Arc<Inner>,
+}
+
+impl Default for SimBrowser {
+    fn default() -> Self {
+        SimBrowser::new(SimSite::default())
+    }
+}
+
+impl std::fmt::Debug for SimBrowser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimBrowser")
+            .field("overlaps", &self.overlaps())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SimBrowser {
+    pub fn new(site: SimSite) -> SimBrowser {
+        SimBrowser {
+            inner: Arc::new(Inner {
+                site: Mutex::new(site),
+                latency: Mutex::new(HashMap::new()),
+                faults: Mutex::new(VecDeque::new()),
+                sessions: Mutex::new(HashMap::new()),
+                overlaps: AtomicU64::new(0),
+                calls: Mutex::new(Vec::new()),
+                hooks: Mutex::new(Vec::new()),
+                next_page: AtomicU64::new(1),
+                pages_opened: AtomicU64::new(0),
+                killed: Mutex::new(CancellationToken::new()),
+            }),
+        }
+    }
+
+    /// Every call of `action` (`navigate`, `click`, ..., or `*` for all
+    /// without their own) takes `d`.
+    pub fn set_latency(&self, action: &str, d: Duration) {
+        lock(&self.inner.latency).insert(action.to_owned(), d);
+    }
+
+    /// The next `times` calls of `action` (on `selector`, if given) hit
+    /// `fault`.
+    pub fn inject(&self, action: &str, selector: Option<&str>, fault: Fault, times: u32) {
+        lock(&self.inner.faults).push_back(FaultRule {
+            action: action.to_owned(),
+            selector: selector.map(str::to_owned),
+            fault,
+            remaining: times,
+        });
+    }
+
+    /// Runs `hook` whenever a call of `action` with argument `arg` starts.
+    pub fn on_call(
+        &self,
+        action: &str,
+        arg: &str,
+        hook: impl Fn(&SimCall) + Send + Sync + 'static,
+    ) {
+        lock(&self.inner.hooks).push((action.to_owned(), arg.to_owned(), Arc::new(hook)));
+    }
+
+    /// Changes the site (for example, to put an item back in stock).
+    pub fn edit_site(&self, f: impl FnOnce(&mut SimSite)) {
+        f(&mut lock(&self.inner.site));
+    }
+
+    /// Times two pages of one session were open at once, or two calls on
+    /// one session were in flight at once.
+    pub fn overlaps(&self) -> u64 {
+        self.inner.overlaps.load(Ordering::SeqCst)
+    }
+
+    /// Pages open right now, over all sessions.
+    pub fn open_pages(&self) -> u32 {
+        lock(&self.inner.sessions)
+            .values()
+            .map(|s| s.open_pages)
+            .sum()
+    }
+
+    pub fn pages_opened(&self) -> u64 {
+        self.inner.pages_opened.load(Ordering::SeqCst)
+    }
+
+    /// Every call made so far.
+    pub fn calls(&self) -> Vec<SimCall> {
+        lock(&self.inner.calls).clone()
+    }
+
+    /// The answer to `http_get_json(url)` in the site, if any.
+    pub fn http(&self, url: &str) -> Option<Value> {
+        lock(&self.inner.site).http.get(url).cloned()
+    }
+
+    fn latency(&self, action: &str) -> Duration {
+        let l = lock(&self.inner.latency);
+        l.get(action)
+            .or_else(|| l.get("*"))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    fn take_fault(&self, action: &str, arg: &str) -> Option<Fault> {
+        let mut faults = lock(&self.inner.faults);
+        let i = faults
+            .iter()
+            .position(|r| r.action == action && r.selector.as_deref().is_none_or(|s| s == arg))?;
+        let rule = &mut faults[i];
+        let fault = rule.fault.clone();
+        rule.remaining -= 1;
+        if rule.remaining == 0 {
+            faults.remove(i);
+        }
+        Some(fault)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[async_trait]
+impl Browser for SimBrowser {
+    async fn new_page(&self, session: SessionId) -> Result<Arc<dyn Page>, BrowserError> {
+        {
+            let mut sessions = lock(&self.inner.sessions);
+            let load = sessions.entry(session).or_default();
+            if load.open_pages > 0 {
+                self.inner.overlaps.fetch_add(1, Ordering::SeqCst);
+                tracing::error!(
+                    session = session.0,
+                    "simulated browser: two pages open in one session"
+                );
+            }
+            load.open_pages += 1;
+        }
+        self.inner.pages_opened.fetch_add(1, Ordering::SeqCst);
+        let id = self.inner.next_page.fetch_add(1, Ordering::SeqCst);
+        Ok(Arc::new(SimTab {
+            browser: self.clone(),
+            id,
+            session,
+            url: Mutex::new("about:blank".into()),
+            edits: Mutex::new(HashMap::new()),
+            closed: lock(&self.inner.killed).child_token(),
+            released: std::sync::atomic::AtomicBool::new(false),
+        }))
+    }
+
+    fn health(&self) -> BrowserHealth {
+        BrowserHealth {
+            state: "simulated".into(),
+            pid: None,
+            restarts: 0,
+            version: None,
+            last_error: None,
+        }
+    }
+
+    async fn kill(&self) {
+        let mut killed = lock(&self.inner.killed);
+        killed.cancel();
+        *killed = CancellationToken::new();
+    }
+
+    async fn shutdown(&self) {
+        self.kill().await;
+    }
+}
+
+/// Changes a page's actions made to its elements (fills, removals), keyed
+/// by (url, selector).
+#[derive(Clone, Debug, Default)]
+struct Edit {
+    value: Option<String>,
+    removed: usize,
+}
+
+struct SimTab {
+    browser: SimBrowser,
+    id: u64,
+    session: SessionId,
+    url: Mutex<String>,
+    edits: Mutex<HashMap<(String, String), Edit>>,
+    /// Cancelled by `close` or by the browser being killed.
+    closed: CancellationToken,
+    /// Whether this page has given back its place in the session.
+    released: std::sync::atomic::AtomicBool,
+}
+
+/// Marks a call in flight on its session for as long as it lives, so a
+/// call that is aborted still ends its flight.
+struct InFlight {
+    browser: SimBrowser,
+    session: SessionId,
+}
+
+impl InFlight {
+    fn start(browser: &SimBrowser, session: SessionId) -> InFlight {
+        let mut sessions = lock(&browser.inner.sessions);
+        let load = sessions.entry(session).or_default();
+        if load.in_flight > 0 {
+            browser.inner.overlaps.fetch_add(1, Ordering::SeqCst);
+            tracing::error!(
+                session = session.0,
+                "simulated browser: two calls in flight in one session"
+            );
+        }
+        load.in_flight += 1;
+        InFlight {
+            browser: browser.clone(),
+            session,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(load) = lock(&self.browser.inner.sessions).get_mut(&self.session) {
+            load.in_flight = load.in_flight.saturating_sub(1);
+        }
+    }
+}
+
+impl SimTab {
+    /// The common frame of every call: record it, run hooks, wait the
+    /// latency, apply faults, then compute the answer. Racing `closed`
+    /// means closing the page aborts the call.
+    async fn call<T>(
+        &self,
+        action: &str,
+        arg: &str,
+        answer: impl FnOnce(&SimTab) -> Result<T, PageError>,
+    ) -> Result<T, PageError> {
+        if self.closed.is_cancelled() {
+            return Err(PageError::Closed);
+        }
+        let call = SimCall {
+            page: self.id,
+            session: self.session,
+            action: action.to_owned(),
+            arg: arg.to_owned(),
+        };
+        lock(&self.browser.inner.calls).push(call.clone());
+        let hooks: Vec<Hook> = lock(&self.browser.inner.hooks)
+            .iter()
+            .filter(|(a, g, _)| a == action && g == arg)
+            .map(|(_, _, h)| h.clone())
+            .collect();
+        for h in hooks {
+            h(&call);
+        }
+        let _flight = InFlight::start(&self.browser, self.session);
+        let fault = self.browser.take_fault(action, arg);
+        let latency = self.browser.latency(action);
+        let work = async {
+            if !latency.is_zero() {
+                tokio::time::sleep(latency).await;
+            }
+            match fault {
+                Some(Fault::Fail(msg)) => Err(PageError::Other(msg)),
+                Some(Fault::Hang) => std::future::pending().await,
+                Some(Fault::Panic) => panic!("simulated panic in `{action}`"),
+                None => answer(self),
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = self.closed.cancelled() => Err(PageError::Closed),
+            r = work => r,
+        }
+    }
+
+    fn current_url(&self) -> String {
+        lock(&self.url).clone()
+    }
+
+    /// The first selector that matches, with its element as edited.
+    fn find(&self, sel: &Selectors) -> Option<(usize, String, SimElement)> {
+        let url = self.current_url();
+        let site = lock(&self.browser.inner.site);
+        let page = site.pages.get(&url)?;
+        let edits = lock(&self.edits);
+        sel.0.iter().enumerate().find_map(|(i, s)| {
+            let key = key(s);
+            let mut el = page.elements.get(&key)?.clone();
+            if let Some(e) = edits.get(&(url.clone(), key.clone())) {
+                el.count = el.count.saturating_sub(e.removed);
+                if let Some(v) = &e.value {
+                    el.value = v.clone();
+                }
+            }
+            (el.count > 0).then_some((i, key, el))
+        })
+    }
+
+    fn require(
+        &self,
+        sel: &Selectors,
+        timeout: Duration,
+    ) -> Result<(usize, String, SimElement), PageError> {
+        // Nothing appears later in a static simulation, so a miss is final;
+        // report it as the timed-out wait it stands for.
+        self.find(sel).ok_or(PageError::NotFound {
+            selector: sel.clone(),
+            waited: timeout,
+        })
+    }
+
+    fn edit(&self, key: &str, f: impl FnOnce(&mut Edit)) {
+        let url = self.current_url();
+        f(lock(&self.edits).entry((url, key.to_owned())).or_default());
+    }
+}
+
+fn key(s: &Selector) -> String {
+    match s {
+        Selector::Css(c) => c.clone(),
+        Selector::XPath(x) => format!("xpath:{x}"),
+        Selector::Text(t) => format!("text:{t}"),
+    }
+}
+
+#[async_trait]
+impl Page for SimTab {
+    async fn navigate(&self, url: &str, _timeout: Duration) -> Result<(), PageError> {
+        self.call("navigate", url, |t| {
+            *lock(&t.url) = url.to_owned();
+            lock(&t.edits).clear();
+            Ok(())
+        })
+        .await
+    }
+
+    async fn reload(&self, _timeout: Duration) -> Result<(), PageError> {
+        self.call("reload", "", |t| {
+            lock(&t.edits).clear();
+            Ok(())
+        })
+        .await
+    }
+
+    async fn url(&self) -> Result<String, PageError> {
+        self.call("url", "", |t| Ok(t.current_url())).await
+    }
+
+    async fn title(&self) -> Result<String, PageError> {
+        self.call("title", "", |t| {
+            let site = lock(&t.browser.inner.site);
+            Ok(site
+                .pages
+                .get(&t.current_url())
+                .map(|p| p.title.clone())
+                .unwrap_or_default())
+        })
+        .await
+    }
+
+    async fn wait_for(&self, sel: &Selectors, timeout: Duration) -> Result<usize, PageError> {
+        self.call("wait_for", &sel.to_string(), |t| {
+            t.require(sel, timeout).map(|(i, _, _)| i)
+        })
+        .await
+    }
+
+    async fn exists(&self, sel: &Selectors) -> Result<bool, PageError> {
+        self.call("exists", &sel.to_string(), |t| Ok(t.find(sel).is_some()))
+            .await
+    }
+
+    async fn count(&self, sel: &Selectors) -> Result<usize, PageError> {
+        self.call("count", &sel.to_string(), |t| {
+            Ok(t.find(sel).map(|(_, _, e)| e.count).unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn text(&self, sel: &Selectors, timeout: Duration) -> Result<String, PageError> {
+        self.call("text", &sel.to_string(), |t| {
+            t.require(sel, timeout).map(|(_, _, e)| e.text)
+        })
+        .await
+    }
+
+    async fn attr(
+        &self,
+        sel: &Selectors,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<Option<String>, PageError> {
+        self.call("attr", &sel.to_string(), |t| {
+            t.require(sel, timeout)
+                .map(|(_, _, e)| e.attrs.get(name).cloned())
+        })
+        .await
+    }
+
+    async fn value(&self, sel: &Selectors, timeout: Duration) -> Result<String, PageError> {
+        self.call("value", &sel.to_string(), |t| {
+            t.require(sel, timeout).map(|(_, _, e)| e.value)
+        })
+        .await
+    }
+
+    async fn click(&self, sel: &Selectors, timeout: Duration) -> Result<(), PageError> {
+        self.call("click", &sel.to_string(), |t| {
+            let (_, _, el) = t.require(sel, timeout)?;
+            if let Some(effect) = el.on_click {
+                for r in &effect.remove {
+                    t.edit(r, |e| e.removed += 1);
+                }
+                if let Some(url) = effect.navigate {
+                    *lock(&t.url) = url;
+                    lock(&t.edits).clear();
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn fill(&self, sel: &Selectors, text: &str, timeout: Duration) -> Result<(), PageError> {
+        self.call("fill", &sel.to_string(), |t| {
+            let (_, key, _) = t.require(sel, timeout)?;
+            t.edit(&key, |e| e.value = Some(text.to_owned()));
+            Ok(())
+        })
+        .await
+    }
+
+    async fn select(
+        &self,
+        sel: &Selectors,
+        value: &str,
+        timeout: Duration,
+    ) -> Result<(), PageError> {
+        self.call("select", &sel.to_string(), |t| {
+            let (_, key, el) = t.require(sel, timeout)?;
+            if !el.options.is_empty() && !el.options.iter().any(|o| o == value) {
+                return Err(PageError::NoOption {
+                    selector: sel.clone(),
+                    value: value.to_owned(),
+                });
+            }
+            t.edit(&key, |e| e.value = Some(value.to_owned()));
+            Ok(())
+        })
+        .await
+    }
+
+    async fn press(&self, key: &str, _timeout: Duration) -> Result<(), PageError> {
+        self.call("press", key, |_| Ok(())).await
+    }
+
+    async fn eval(&self, js: &str, _timeout: Duration) -> Result<Value, PageError> {
+        self.call("eval", js, |t| {
+            let site = lock(&t.browser.inner.site);
+            let page = site.pages.get(&t.current_url());
+            Ok(page
+                .and_then(|p| p.eval.get(js))
+                .or_else(|| site.eval.get(js))
+                .cloned()
+                .unwrap_or(Value::Null))
+        })
+        .await
+    }
+
+    async fn screenshot(&self, _timeout: Duration) -> Result<Vec<u8>, PageError> {
+        // A valid 1x1 PNG, so callers that save it produce a real file.
+        const PNG: &[u8] = &[
+            0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48,
+            0x44, 0x52, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00,
+            0x00, 0x1f, 0x15, 0xc4, 0x89, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x44, 0x41, 0x54, 0x78,
+            0x9c, 0x63, 0xf8, 0xff, 0xff, 0x3f, 0x00, 0x05, 0xfe, 0x02, 0xfe, 0xa7, 0x35, 0x81,
+            0x84, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+        ];
+        self.call("screenshot", "", |_| Ok(PNG.to_vec())).await
+    }
+
+    async fn html(&self, _timeout: Duration) -> Result<String, PageError> {
+        self.call("html", "", |t| {
+            let site = lock(&t.browser.inner.site);
+            let mut html = format!("<!-- simulated page {} -->\n", t.current_url());
+            if let Some(p) = site.pages.get(&t.current_url()) {
+                for (sel, el) in &p.elements {
+                    html.push_str(&format!("<!-- {sel} x{} -->{}\n", el.count, el.text));
+                }
+            }
+            Ok(html)
+        })
+        .await
+    }
+
+    async fn close(&self) {
+        self.release();
+    }
+}
+
+impl SimTab {
+    fn release(&self) {
+        self.closed.cancel();
+        if !self.released.swap(true, Ordering::SeqCst)
+            && let Some(load) = lock(&self.browser.inner.sessions).get_mut(&self.session)
+        {
+            load.open_pages = load.open_pages.saturating_sub(1);
+        }
+    }
+}
+
+impl Drop for SimTab {
+    fn drop(&mut self) {
+        // A page dropped without close() still frees its session slot, the
+        // way a real tab disappears when its target is destroyed.
+        self.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shop() -> SimSite {
+        let mut site = SimSite::default();
+        let mut p = SimPage {
+            title: "Widget".into(),
+            ..SimPage::default()
+        };
+        p.elements
+            .insert("#stock".into(), SimElement::text("In stock"));
+        p.elements.insert(
+            "#add".into(),
+            SimElement {
+                on_click: Some(ClickEffect {
+                    navigate: Some("/cart".into()),
+                    remove: vec![],
+                }),
+                ..SimElement::default()
+            },
+        );
+        site.pages.insert("/p/1".into(), p);
+        site
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn latency_is_virtual_and_answers_follow_the_site() {
+        let b = SimBrowser::new(shop());
+        b.set_latency("*", Duration::from_millis(500));
+        let page = b.new_page(SessionId(0)).await.unwrap();
+        let t0 = tokio::time::Instant::now();
+        page.navigate("/p/1", Duration::from_secs(1)).await.unwrap();
+        assert_eq!(t0.elapsed(), Duration::from_millis(500));
+        let sel = Selectors::many(&["#missing", "#stock"]);
+        assert_eq!(
+            page.text(&sel, Duration::from_secs(1)).await.unwrap(),
+            "In stock"
+        );
+        page.click(&Selectors::one("#add"), Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!(page.url().await.unwrap(), "/cart");
+        let err = page
+            .text(&Selectors::one("#stock"), Duration::from_millis(250))
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "selector `#stock` not found within 250ms");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_call_ends_when_its_page_closes() {
+        let b = SimBrowser::new(shop());
+        b.inject("click", None, Fault::Hang, 1);
+        let page = b.new_page(SessionId(0)).await.unwrap();
+        let p2 = page.clone();
+        let call = tokio::spawn(async move {
+            p2.click(&Selectors::one("#add"), Duration::from_secs(1))
+                .await
+        });
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(!call.is_finished());
+        page.close().await;
+        assert_eq!(call.await.unwrap(), Err(PageError::Closed));
+        assert_eq!(b.overlaps(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn two_pages_in_one_session_count_as_an_overlap() {
+        let b = SimBrowser::default();
+        let a = b.new_page(SessionId(0)).await.unwrap();
+        let _other_session = b.new_page(SessionId(1)).await.unwrap();
+        assert_eq!(b.overlaps(), 0);
+        let _b = b.new_page(SessionId(0)).await.unwrap();
+        assert_eq!(b.overlaps(), 1);
+        a.close().await;
+    }
+}

@@ -1,0 +1,201 @@
+//! The flow model: targets, flows and their steps, as the scheduler and the
+//! run executor see them once `flows.yaml` has been read and checked.
+//!
+//! Also the seam between a run and whatever executes its steps: the
+//! [`StepRunner`] trait, implemented by the Rhai script host and, in tests,
+//! by plain Rust closures.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::browser::Page;
+use crate::id::TargetId;
+use crate::registry::{PinnedVersion, RunControl};
+
+/// Something to run a flow for, such as one product.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Target {
+    pub id: TargetId,
+    pub url: String,
+    /// The flow this target runs.
+    pub flow: String,
+    /// Free-form parameters from `flows.yaml` (for example `max_price`).
+    pub params: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A named sequence of steps.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Flow {
+    pub name: String,
+    /// A script that decides whether a target runs this cycle.
+    pub monitor: Option<String>,
+    pub steps: Vec<Step>,
+    /// What each named outcome does to the target's status.
+    pub outcomes: BTreeMap<String, OutcomeAction>,
+}
+
+impl Flow {
+    /// Every script the flow uses, monitor first.
+    pub fn scripts(&self) -> impl Iterator<Item = &str> {
+        self.monitor
+            .as_deref()
+            .into_iter()
+            .chain(self.steps.iter().map(|s| s.script.as_str()))
+    }
+
+    /// What outcome `name` does; an outcome not declared ends the run
+    /// quietly and leaves the target ready, like `retry`.
+    pub fn outcome_action(&self, name: &str) -> OutcomeAction {
+        self.outcomes
+            .get(name)
+            .copied()
+            .unwrap_or(OutcomeAction::Retry)
+    }
+}
+
+/// One step: a script from `scripts/`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Step {
+    pub script: String,
+    /// Runs even when an earlier step failed, ended with an outcome or was
+    /// cancelled (cart clearing).
+    pub always: bool,
+}
+
+/// What a named outcome does to the target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeAction {
+    /// The run ends quietly; the target stays `ready` for the next cycle.
+    Retry,
+    /// The target is `completed` with this outcome.
+    Done,
+    /// The target is `failed` with this outcome as its error.
+    Fail,
+}
+
+/// How a step ended when it did not fail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StepEnd {
+    /// Go on with the next step.
+    Continue,
+    /// The script called `outcome(name)`: skip the remaining steps that are
+    /// not `always`.
+    Outcome(String),
+}
+
+/// Why a step failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StepErrorKind {
+    /// A script error, a failed primitive, `fail(reason)`.
+    Failed,
+    /// The step was cancelled (run cancelled or step timeout).
+    Cancelled,
+    /// A native function or the host panicked.
+    Panicked,
+}
+
+/// A step failure with a message fit for an operator: for a script, it
+/// starts with `file:line:column`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct StepError {
+    pub kind: StepErrorKind,
+    pub message: String,
+}
+
+impl StepError {
+    pub fn failed(message: impl Into<String>) -> StepError {
+        StepError {
+            kind: StepErrorKind::Failed,
+            message: message.into(),
+        }
+    }
+
+    pub fn cancelled(message: impl Into<String>) -> StepError {
+        StepError {
+            kind: StepErrorKind::Cancelled,
+            message: message.into(),
+        }
+    }
+}
+
+/// The point-of-no-return hooks `commit(label, ..)` calls. Called from the
+/// script's thread, so they may block.
+pub trait CommitSink: Send + Sync {
+    /// Called before the commit closure runs. `Ok(true)`: run it, after the
+    /// target has been persisted as `committing`. `Ok(false)`: skip it (a dry
+    /// run). `Err`: the step fails and the closure does not run.
+    fn begin(&self, label: &str) -> Result<bool, String>;
+    /// Called with what the closure returned (for example the order number).
+    fn done(&self, label: &str, result: &str);
+}
+
+/// Bounds that apply inside a step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Timeouts {
+    /// How long an action waits for its element, and the bound of every
+    /// browser call.
+    pub action: Duration,
+    /// A whole step.
+    pub step: Duration,
+    /// `http_get_json`.
+    pub http: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            action: Duration::from_secs(10),
+            step: Duration::from_secs(30),
+            http: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Everything a step gets to work with.
+#[derive(Clone)]
+pub struct StepContext {
+    pub page: Arc<dyn Page>,
+    pub target: Arc<Target>,
+    /// Cancelled when the step must stop: the run was cancelled, or the step
+    /// ran out of time. Every wait inside the step races it.
+    pub cancel: CancellationToken,
+    pub control: Arc<RunControl>,
+    pub commit: Arc<dyn CommitSink>,
+    pub timeouts: Timeouts,
+}
+
+/// A flow whose scripts are pinned at one version each (I8).
+pub trait PinnedFlow: Send + Sync {
+    fn versions(&self) -> Vec<PinnedVersion>;
+    /// Runs one step. The future may be dropped after `cx.cancel` fires;
+    /// the step must then stop on its own promptly.
+    fn run_step(
+        &self,
+        step: &Step,
+        cx: StepContext,
+    ) -> BoxFuture<'static, Result<StepEnd, StepError>>;
+}
+
+/// What executes steps and monitors.
+pub trait StepRunner: Send + Sync + 'static {
+    /// Pins the current version of every script `flow` uses. The run keeps
+    /// the pin for its whole life, whatever reloads happen meanwhile.
+    fn pin(&self, flow: &Flow) -> Result<Arc<dyn PinnedFlow>, StepError>;
+
+    /// Runs `script` as a monitor for `target`: `true` means run the target
+    /// this cycle. Monitors get no page.
+    fn monitor(
+        &self,
+        script: &str,
+        target: Arc<Target>,
+        cancel: CancellationToken,
+        timeouts: Timeouts,
+    ) -> BoxFuture<'static, Result<bool, StepError>>;
+}

@@ -1,0 +1,91 @@
+//! Identifiers shared by every part: targets, runs and browser sessions.
+//!
+//! They are small, cheap to clone and print the way operators read them in
+//! logs (`target 1001`, `run r42`, `session 0`).
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// The id of a target from `flows.yaml` (for example a product number).
+///
+/// Cloning is a reference-count bump: ids travel through logs, the registry
+/// and the state store many times a cycle.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TargetId(Arc<str>);
+
+impl TargetId {
+    pub fn new(id: impl AsRef<str>) -> Self {
+        TargetId(Arc::from(id.as_ref()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TargetId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for TargetId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", &*self.0)
+    }
+}
+
+impl Borrow<str> for TargetId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for TargetId {
+    fn from(s: &str) -> Self {
+        TargetId::new(s)
+    }
+}
+
+/// A run's id: unique for the life of a state directory, because the store
+/// seeds the counter from the highest id it has persisted.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RunId(pub u64);
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "r{}", self.0)
+    }
+}
+
+impl fmt::Debug for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// One browser session: a cookie jar and the pages driven in it.
+///
+/// Session 0 is the browser's default context (the persistent profile, so a
+/// login survives restarts); sessions 1.. exist only when
+/// `max_concurrent_runs` is above 1 and are isolated contexts.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[serde(transparent)]
+pub struct SessionId(pub u32);
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "session {}", self.0)
+    }
+}

@@ -1,0 +1,34 @@
+//! baton runs browser flows written in Rhai, in cycles, and guarantees that
+//! no two runs ever drive the same browser at once.
+//!
+//! # Layout
+//!
+//! The modules follow the parts of the design (docs/architecture.md), and
+//! dependencies point one way: each part can be read and tested alone.
+//!
+//! - Safety core, importing none of the others:
+//!   - [`registry`]: the active-run registry, the [`registry::RunGuard`], the
+//!     completion lock and the event-driven bounded waits (invariants I1-I5).
+//!   - [`state`]: per-target status in an atomically replaced file, and the
+//!     append-only run history (I6).
+//! - [`browser`]: the `Browser`/`Page` abstraction, with the simulated
+//!   browser and real Chromium. Knows nothing of scripts or scheduling.
+//! - [`flow`]: targets, flows and steps, and the [`flow::StepRunner`] seam
+//!   between a run and whatever executes its steps. [`native`] implements it
+//!   with Rust closures.
+//! - [`run`]: one run, from its guard to its completion (I7).
+//! - [`scheduler`]: the cycle loop; the only part that starts runs.
+//! - [`config`]: `flows.yaml`. [`metrics`], [`time`], [`id`]: small shared
+//!   pieces.
+
+pub mod browser;
+pub mod config;
+pub mod flow;
+pub mod id;
+pub mod metrics;
+pub mod native;
+pub mod registry;
+pub mod run;
+pub mod scheduler;
+pub mod state;
+pub mod time;

@@ -1,0 +1,529 @@
+//! One run: a flow's steps against one page, under a [`RunGuard`], ending in
+//! the atomic completion step.
+//!
+//! The run owns three safety duties besides running steps:
+//!
+//! - Cleanup (`always` steps) runs inside the registered window, so the next
+//!   cycle can never collide with cart clearing.
+//! - Cancellation closes the page at once (so a script that ignores its
+//!   cancellation cannot drive the browser any more), waits a short grace
+//!   for the step to stop, and runs cleanup on a fresh page.
+//! - I7: a run that entered `commit` and ended without a recorded result
+//!   leaves its target `in_doubt`; test `i7_committed_run_without_result_is_in_doubt`.
+//!
+//! Panics anywhere in the steps are caught here and recorded as a failure,
+//! so even then the final state is persisted before the guard drops (I4).
+
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use futures::FutureExt;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::browser::{Browser, Page};
+use crate::flow::{
+    CommitSink, Flow, OutcomeAction, PinnedFlow, StepContext, StepEnd, StepError, StepErrorKind,
+    Target, Timeouts,
+};
+use crate::metrics::Metrics;
+use crate::registry::{CancelReason, RunControl, RunGuard};
+use crate::state::{RunRecord, StateStore, Status, StepRecord};
+
+/// How long a cancelled step gets to stop after its page was closed, before
+/// the run moves on without it.
+pub const CANCEL_GRACE: Duration = Duration::from_secs(2);
+
+/// What a run needs besides its guard.
+#[derive(Clone)]
+pub struct RunDeps {
+    pub browser: Arc<dyn Browser>,
+    pub state: Arc<StateStore>,
+    pub metrics: Arc<Metrics>,
+    pub timeouts: Timeouts,
+    pub run_timeout: Duration,
+    /// Where failure screenshots go; `None` to take none.
+    pub shots_dir: Option<PathBuf>,
+}
+
+/// Executes `flow` for `target` under `guard`, persists the result and
+/// deregisters. Returns the history record that was written.
+pub async fn execute(
+    guard: RunGuard,
+    target: Arc<Target>,
+    flow: Arc<Flow>,
+    pinned: Arc<dyn PinnedFlow>,
+    deps: RunDeps,
+) -> RunRecord {
+    let started_at = SystemTime::now();
+    let started = Instant::now();
+    let control = guard.control().clone();
+    let sink = Arc::new(RunCommit {
+        state: deps.state.clone(),
+        target: target.clone(),
+        run: guard.run_id(),
+        control: control.clone(),
+        result: Mutex::new(None),
+    });
+
+    let report = AssertUnwindSafe(run_steps(
+        &guard,
+        target.clone(),
+        &flow,
+        pinned.as_ref(),
+        sink.clone(),
+        &deps,
+    ))
+    .catch_unwind()
+    .await
+    .unwrap_or_else(|panic| Report {
+        error: Some(format!(
+            "baton panicked while running the flow: {}",
+            panic_message(&panic)
+        )),
+        ..Report::default()
+    });
+
+    let order = sink.result.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let committed = control.committed();
+    let (status, outcome, error) =
+        settle(&flow, &report, committed, order.is_some(), control.reason());
+    let duration = started.elapsed();
+    let record = RunRecord {
+        run_id: guard.run_id(),
+        target: target.id.clone(),
+        flow: flow.name.clone(),
+        started_at,
+        ended_at: SystemTime::now(),
+        duration_ms: duration.as_millis() as u64,
+        status,
+        outcome: outcome.clone(),
+        order: order.clone(),
+        error: error.clone(),
+        committed,
+        cancelled: control.reason().map(|r| r.to_string()),
+        steps: report.steps.clone(),
+        screenshot: report.screenshot.clone(),
+    };
+
+    let state = deps.state.clone();
+    let rec = record.clone();
+    let run_id = guard.run_id();
+    let persisted = guard
+        .complete(async move {
+            tokio::task::spawn_blocking(move || {
+                state.update(&rec.target, |t| {
+                    t.status = rec.status;
+                    t.run_id = Some(rec.run_id);
+                    t.last_outcome = rec.outcome.clone();
+                    if rec.order.is_some() {
+                        t.last_order = rec.order.clone();
+                    }
+                    t.last_error = rec.error.clone();
+                    t.runs += 1;
+                })?;
+                state.append_history(&rec)
+            })
+            .await
+        })
+        .await;
+    match persisted {
+        Ok(Ok(())) => tracing::info!(run = %run_id, "state saved"),
+        Ok(Err(e)) => tracing::error!(run = %run_id, error = %e, "state not saved"),
+        Err(e) => tracing::error!(run = %run_id, error = %e, "state not saved"),
+    }
+    deps.metrics.run_finished(status, duration);
+    tracing::info!(
+        run = %run_id,
+        target = %target.id,
+        status = %status,
+        outcome = outcome.as_deref().unwrap_or("-"),
+        order = order.as_deref().unwrap_or("-"),
+        error = error.as_deref().unwrap_or("-"),
+        duration = %crate::time::short(duration),
+        "run finished"
+    );
+    record
+}
+
+/// What happened inside a run, before it is turned into a status.
+#[derive(Default)]
+struct Report {
+    steps: Vec<StepRecord>,
+    /// The outcome named by a step, if one ended the run early.
+    outcome: Option<String>,
+    /// The first error of a non-cleanup step, or of the run itself.
+    error: Option<String>,
+    /// The first error of a cleanup step.
+    cleanup_error: Option<String>,
+    screenshot: Option<String>,
+}
+
+/// Turns a report into the target's new status, outcome and error.
+fn settle(
+    flow: &Flow,
+    r: &Report,
+    committed: bool,
+    has_result: bool,
+    cancelled: Option<CancelReason>,
+) -> (Status, Option<String>, Option<String>) {
+    let error = r.error.clone().or_else(|| r.cleanup_error.clone());
+    if committed {
+        if has_result {
+            // The order is placed; a later failure (cleanup) is reported
+            // but cannot undo that.
+            let outcome = r.outcome.clone().unwrap_or_else(|| "completed".into());
+            return (Status::Completed, Some(outcome), error);
+        }
+        let why = error.unwrap_or_else(|| "the commit closure did not return".into());
+        return (
+            Status::InDoubt,
+            Some("in_doubt".into()),
+            Some(format!(
+                "passed its commit point without a recorded result: {why}"
+            )),
+        );
+    }
+    if let Some(reason) = cancelled {
+        let status = match reason {
+            CancelReason::Shutdown => Status::Failed,
+            CancelReason::WaitTimeout | CancelReason::RunTimeout => Status::TimedOut,
+        };
+        let msg = format!("cancelled: {reason}");
+        return (status, Some(status.as_str().into()), Some(msg));
+    }
+    if let Some(e) = &r.error {
+        return (Status::Failed, Some("failed".into()), Some(e.clone()));
+    }
+    if let Some(name) = &r.outcome {
+        let status = match flow.outcome_action(name) {
+            OutcomeAction::Retry => Status::Ready,
+            OutcomeAction::Done => Status::Completed,
+            OutcomeAction::Fail => Status::Failed,
+        };
+        let error = match status {
+            Status::Failed => Some(format!("outcome `{name}`")),
+            _ => r.cleanup_error.clone(),
+        };
+        return (status, Some(name.clone()), error);
+    }
+    if let Some(e) = &r.cleanup_error {
+        return (Status::Failed, Some("failed".into()), Some(e.clone()));
+    }
+    (Status::Completed, Some("completed".into()), None)
+}
+
+/// Why a step stopped before it finished by itself.
+enum Interrupt {
+    /// The run was cancelled (wait timeout, run timeout, shutdown).
+    Run,
+    /// The step ran past `Timeouts::step`.
+    Step,
+}
+
+async fn run_steps(
+    guard: &RunGuard,
+    target: Arc<Target>,
+    flow: &Flow,
+    pinned: &dyn PinnedFlow,
+    sink: Arc<RunCommit>,
+    deps: &RunDeps,
+) -> Report {
+    let control = guard.control().clone();
+    let run_deadline = Instant::now() + deps.run_timeout;
+    let mut report = Report::default();
+    let mut page: Option<Arc<dyn Page>> = None;
+    // Set once a step was interrupted: the page may be mid-action, so the
+    // cleanup steps get a fresh one.
+    let mut interrupted = false;
+
+    for step in &flow.steps {
+        let stopping = report.error.is_some() || report.outcome.is_some() || interrupted;
+        if stopping && !step.always {
+            report.steps.push(StepRecord {
+                script: step.script.clone(),
+                generation: version_of(pinned, &step.script),
+                duration_ms: 0,
+                result: "skipped".into(),
+                outcome: None,
+                error: None,
+            });
+            continue;
+        }
+        // Cleanup after a cancellation runs on its own clock: the run's
+        // token is already cancelled and its deadline may have passed.
+        let cleanup_after_cancel = step.always && (interrupted || control.is_cancelled());
+        let token = if cleanup_after_cancel {
+            CancellationToken::new()
+        } else {
+            control.token().child_token()
+        };
+        let step_started = Instant::now();
+        let step_deadline = step_started + deps.timeouts.step;
+        control.set_step(Some(&step.script));
+
+        let p = match &page {
+            Some(p) => p.clone(),
+            None => match open_page(guard, deps, &token).await {
+                Ok(p) => {
+                    page = Some(p.clone());
+                    p
+                }
+                Err(e) => {
+                    let msg = format!("step `{}`: {e}", step.script);
+                    record_failure(&mut report, step.always, &msg);
+                    report.steps.push(step_record(
+                        pinned,
+                        step,
+                        step_started,
+                        "failed",
+                        None,
+                        Some(msg),
+                    ));
+                    continue;
+                }
+            },
+        };
+
+        let cx = StepContext {
+            page: p.clone(),
+            target: target.clone(),
+            cancel: token.clone(),
+            control: control.clone(),
+            commit: sink.clone(),
+            timeouts: deps.timeouts,
+        };
+        // A panic inside a step (a native function, a plugin) is that step's
+        // failure: cleanup steps still run and the run still completes.
+        let fut = AssertUnwindSafe(pinned.run_step(step, cx))
+            .catch_unwind()
+            .map(|r| {
+                r.unwrap_or_else(|panic| {
+                    Err(StepError {
+                        kind: StepErrorKind::Panicked,
+                        message: format!("panicked: {}", panic_message(&*panic)),
+                    })
+                })
+            });
+        tokio::pin!(fut);
+        let run_bound = if cleanup_after_cancel {
+            step_deadline
+        } else {
+            run_deadline.min(step_deadline)
+        };
+        let result = tokio::select! {
+            r = &mut fut => Ok(r),
+            _ = token.cancelled() => Err(Interrupt::Run),
+            _ = tokio::time::sleep_until(run_bound) => {
+                if !cleanup_after_cancel && Instant::now() >= run_deadline {
+                    control.cancel(CancelReason::RunTimeout);
+                    Err(Interrupt::Run)
+                } else {
+                    Err(Interrupt::Step)
+                }
+            }
+        };
+        let result = match result {
+            Ok(r) => r,
+            Err(why) => {
+                // Stop the step and take the page away from it first, then
+                // give it a moment to notice.
+                token.cancel();
+                p.close().await;
+                page = None;
+                interrupted = true;
+                if tokio::time::timeout(CANCEL_GRACE, &mut fut).await.is_err() {
+                    tracing::warn!(
+                        target = %target.id,
+                        step = %step.script,
+                        "step did not stop within {} of cancellation; its page is closed",
+                        crate::time::short(CANCEL_GRACE)
+                    );
+                }
+                Err(match why {
+                    Interrupt::Run => StepError::cancelled(format!(
+                        "step `{}` cancelled: {}",
+                        step.script,
+                        control.reason().map(|r| r.to_string()).unwrap_or_default()
+                    )),
+                    Interrupt::Step => StepError {
+                        kind: StepErrorKind::Cancelled,
+                        message: format!(
+                            "step `{}` timed out after {}",
+                            step.script,
+                            crate::time::short(deps.timeouts.step)
+                        ),
+                    },
+                })
+            }
+        };
+
+        match result {
+            Ok(StepEnd::Continue) => {
+                report
+                    .steps
+                    .push(step_record(pinned, step, step_started, "ok", None, None));
+            }
+            Ok(StepEnd::Outcome(name)) => {
+                report.steps.push(step_record(
+                    pinned,
+                    step,
+                    step_started,
+                    "outcome",
+                    Some(name.clone()),
+                    None,
+                ));
+                if !step.always && report.outcome.is_none() {
+                    report.outcome = Some(name);
+                }
+            }
+            Err(e) => {
+                let result = match e.kind {
+                    StepErrorKind::Cancelled => "cancelled",
+                    StepErrorKind::Failed | StepErrorKind::Panicked => "failed",
+                };
+                if e.kind != StepErrorKind::Cancelled
+                    && report.screenshot.is_none()
+                    && let Some(p) = &page
+                {
+                    report.screenshot = screenshot(p.as_ref(), guard, deps).await;
+                }
+                tracing::warn!(target = %target.id, step = %step.script, error = %e.message, "step {result}");
+                record_failure(&mut report, step.always, &e.message);
+                report.steps.push(step_record(
+                    pinned,
+                    step,
+                    step_started,
+                    result,
+                    None,
+                    Some(e.message),
+                ));
+            }
+        }
+    }
+    control.set_step(None);
+    if let Some(p) = page {
+        p.close().await;
+    }
+    report
+}
+
+fn record_failure(report: &mut Report, always: bool, msg: &str) {
+    let slot = if always {
+        &mut report.cleanup_error
+    } else {
+        &mut report.error
+    };
+    if slot.is_none() {
+        *slot = Some(msg.to_owned());
+    }
+}
+
+async fn open_page(
+    guard: &RunGuard,
+    deps: &RunDeps,
+    token: &CancellationToken,
+) -> Result<Arc<dyn Page>, String> {
+    let opened = tokio::select! {
+        r = tokio::time::timeout(deps.timeouts.action, deps.browser.new_page(guard.session())) => r,
+        _ = token.cancelled() => return Err("cancelled while opening a page".into()),
+    };
+    match opened {
+        Ok(Ok(p)) => Ok(p),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "opening a page timed out after {}",
+            crate::time::short(deps.timeouts.action)
+        )),
+    }
+}
+
+async fn screenshot(page: &dyn Page, guard: &RunGuard, deps: &RunDeps) -> Option<String> {
+    let dir = deps.shots_dir.as_ref()?;
+    let png = page.screenshot(deps.timeouts.action).await.ok()?;
+    let name = format!("{}.png", guard.run_id());
+    let path = dir.join(&name);
+    let written = tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(path.parent().unwrap_or(&path))?;
+        std::fs::write(&path, png)
+    })
+    .await;
+    match written {
+        Ok(Ok(())) => Some(format!("shots/{name}")),
+        _ => None,
+    }
+}
+
+fn version_of(pinned: &dyn PinnedFlow, script: &str) -> u64 {
+    pinned
+        .versions()
+        .iter()
+        .find(|v| v.script == script)
+        .map(|v| v.generation)
+        .unwrap_or(0)
+}
+
+fn step_record(
+    pinned: &dyn PinnedFlow,
+    step: &crate::flow::Step,
+    started: Instant,
+    result: &str,
+    outcome: Option<String>,
+    error: Option<String>,
+) -> StepRecord {
+    StepRecord {
+        script: step.script.clone(),
+        generation: version_of(pinned, &step.script),
+        duration_ms: started.elapsed().as_millis() as u64,
+        result: result.into(),
+        outcome,
+        error,
+    }
+}
+
+/// The run's side of `commit(label, ..)`: persist `committing` before the
+/// closure runs, remember what it returned.
+struct RunCommit {
+    state: Arc<StateStore>,
+    target: Arc<Target>,
+    run: crate::id::RunId,
+    control: Arc<RunControl>,
+    result: Mutex<Option<String>>,
+}
+
+impl CommitSink for RunCommit {
+    fn begin(&self, label: &str) -> Result<bool, String> {
+        if self.control.is_cancelled() {
+            return Err("run cancelled before its commit point".into());
+        }
+        // Persist first: if baton dies inside the closure, the restart finds
+        // `committing` and turns it into `in_doubt`, never a retry.
+        self.state
+            .update(&self.target.id, |t| {
+                t.status = Status::Committing;
+                t.run_id = Some(self.run);
+            })
+            .map_err(|e| format!("cannot persist `committing`: {e}"))?;
+        self.control.mark_committed();
+        tracing::info!(run = %self.run, target = %self.target.id, label, "committing");
+        Ok(true)
+    }
+
+    fn done(&self, label: &str, result: &str) {
+        tracing::info!(run = %self.run, target = %self.target.id, label, result, "committed");
+        *self.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(result.to_owned());
+    }
+}
+
+/// The message of a caught panic.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".into()
+    }
+}

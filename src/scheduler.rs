@@ -1,0 +1,779 @@
+//! The cycle loop: tick, wait for the previous cycle's runs, reset (test
+//! mode), monitor, dispatch. It wires the safety core (registry, state) to
+//! the browser and the step runner, and it is the only part that starts
+//! runs.
+//!
+//! One cycle (design section 4):
+//!
+//! 1. Tick. The interval is drawn from the configured range and counted from
+//!    the start of the previous cycle; ticks missed while a cycle overran are
+//!    coalesced into one.
+//! 2. Wait until the registry is idle, at most `wait_for_active` (I3). The
+//!    wait is woken by deregistration, never by polling. On expiry each stuck
+//!    run is cancelled, and the cycle goes on only once its guard has
+//!    dropped; if that cannot be confirmed the cycle dispatches nothing.
+//! 3. Test mode: completed targets go back to `ready`.
+//! 4. Monitor: a script per target decides whether it runs this cycle.
+//! 5. Dispatch: each selected target in turn waits for a free browser
+//!    session, is checked against the registry and the persisted state under
+//!    the completion lock, registered, persisted as `attempting`, and spawned.
+//!
+//! Commands (pause, resume, run now, reset, resolve) arrive on a channel from
+//! the dashboard and the CLI; they go through the same locks as dispatch.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::browser::Browser;
+use crate::config::Config;
+use crate::flow::StepRunner;
+use crate::id::TargetId;
+use crate::metrics::Metrics;
+use crate::registry::{CancelReason, Registration, Registry, RunInfo, Stuck};
+use crate::run::{self, CANCEL_GRACE, RunDeps};
+use crate::state::{RunRecord, StateStore, Status};
+
+/// What the scheduler is doing, for observers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Starting,
+    Sleeping,
+    Paused,
+    Waiting,
+    Monitoring,
+    Dispatching,
+    ShuttingDown,
+    Stopped,
+}
+
+/// A run a cycle is waiting for.
+#[derive(Clone, Debug, Serialize)]
+pub struct WaitingFor {
+    pub run_id: crate::id::RunId,
+    pub target: TargetId,
+    pub status: crate::registry::RunStatus,
+    pub step: Option<String>,
+}
+
+/// The scheduler's published status.
+#[derive(Clone, Debug, Serialize)]
+pub struct SchedulerStatus {
+    pub cycle: u64,
+    pub phase: Phase,
+    pub paused: bool,
+    pub test_mode: bool,
+    #[serde(with = "crate::time::rfc3339_opt")]
+    pub next_cycle_at: Option<SystemTime>,
+    #[serde(with = "crate::time::rfc3339_opt")]
+    pub wait_started_at: Option<SystemTime>,
+    pub waiting_for: Vec<WaitingFor>,
+    pub last_wait_ms: Option<u64>,
+}
+
+impl Default for SchedulerStatus {
+    fn default() -> Self {
+        SchedulerStatus {
+            cycle: 0,
+            phase: Phase::Starting,
+            paused: false,
+            test_mode: false,
+            next_cycle_at: None,
+            wait_started_at: None,
+            waiting_for: Vec::new(),
+            last_wait_ms: None,
+        }
+    }
+}
+
+/// An operator command. Each carries a channel for its answer.
+#[derive(Debug)]
+pub enum Command {
+    Pause(oneshot::Sender<()>),
+    Resume(oneshot::Sender<()>),
+    /// Start a cycle now (it still waits for the previous one).
+    RunNow(oneshot::Sender<()>),
+    /// Put a target back to `ready`.
+    Reset(TargetId, oneshot::Sender<Result<(), String>>),
+    /// Settle an `in_doubt` target as `completed` or `ready`.
+    Resolve(TargetId, Status, oneshot::Sender<Result<(), String>>),
+}
+
+/// Everything the scheduler runs with.
+pub struct Scheduler {
+    pub config: Arc<ArcSwap<Config>>,
+    pub registry: Arc<Registry>,
+    pub state: Arc<StateStore>,
+    pub browser: Arc<dyn Browser>,
+    pub steps: Arc<dyn StepRunner>,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: CancellationToken,
+    pub commands: mpsc::Receiver<Command>,
+    pub status: watch::Sender<SchedulerStatus>,
+    /// Stop after this many cycles (and their runs).
+    pub cycles: Option<u64>,
+    /// Seed for the interval jitter; tests fix it.
+    pub seed: u64,
+}
+
+/// How a scheduler ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub cycles: u64,
+    pub runs: u64,
+}
+
+/// Why the scheduler woke from its sleep.
+enum Wake {
+    Tick,
+    Shutdown,
+}
+
+struct Loop {
+    s: Scheduler,
+    rng: StdRng,
+    runs: JoinSet<RunRecord>,
+    finished_runs: u64,
+    paused: bool,
+    cycle: u64,
+}
+
+impl Scheduler {
+    /// Runs cycles until shutdown or the cycle limit, then waits for the last
+    /// runs (within `wait_for_active`, cancelling them after it) and shuts
+    /// the browser down.
+    pub async fn run(self) -> Summary {
+        let rng = StdRng::seed_from_u64(self.seed);
+        let mut l = Loop {
+            s: self,
+            rng,
+            runs: JoinSet::new(),
+            finished_runs: 0,
+            paused: false,
+            cycle: 0,
+        };
+        l.run().await
+    }
+}
+
+impl Loop {
+    async fn run(&mut self) -> Summary {
+        let mut next_tick = Instant::now();
+        loop {
+            if let Wake::Shutdown = self.sleep_until(next_tick).await {
+                break;
+            }
+            let cfg = self.s.config.load_full();
+            let cycle_start = Instant::now();
+            next_tick = cycle_start + self.draw_interval(&cfg);
+            self.cycle += 1;
+            self.s.metrics.cycle_started();
+            tracing::info!(cycle = self.cycle, "cycle started");
+            self.cycle_once(&cfg).await;
+            self.reap();
+            if self.s.shutdown.is_cancelled() {
+                break;
+            }
+            if self.s.cycles.is_some_and(|n| self.cycle >= n) {
+                tracing::info!(cycles = self.cycle, "cycle limit reached");
+                break;
+            }
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            self.publish(|st| {
+                st.next_cycle_at = Some(SystemTime::now() + wait);
+            });
+        }
+        self.finish().await
+    }
+
+    /// Sleeps until `at`, serving commands meanwhile. A paused scheduler
+    /// sleeps until resumed; ticks missed meanwhile coalesce into one.
+    async fn sleep_until(&mut self, at: Instant) -> Wake {
+        loop {
+            let phase = if self.paused {
+                Phase::Paused
+            } else {
+                Phase::Sleeping
+            };
+            self.publish(|st| st.phase = phase);
+            let tick = async {
+                if self.paused {
+                    std::future::pending::<()>().await
+                } else {
+                    tokio::time::sleep_until(at).await
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = self.s.shutdown.cancelled() => return Wake::Shutdown,
+                cmd = self.s.commands.recv() => match cmd {
+                    Some(Command::RunNow(reply)) => {
+                        let _ = reply.send(());
+                        if !self.paused {
+                            tracing::info!("cycle requested by an operator");
+                            return Wake::Tick;
+                        }
+                    }
+                    Some(cmd) => self.command(cmd).await,
+                    // Nobody can send commands any more; keep ticking.
+                    None => {
+                        tokio::select! {
+                            _ = self.s.shutdown.cancelled() => return Wake::Shutdown,
+                            _ = tokio::time::sleep_until(at), if !self.paused => return Wake::Tick,
+                        }
+                    }
+                },
+                _ = tick => return Wake::Tick,
+            }
+        }
+    }
+
+    async fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Pause(reply) => {
+                self.paused = true;
+                tracing::info!("cycles paused by an operator");
+                self.publish(|st| st.paused = true);
+                let _ = reply.send(());
+            }
+            Command::Resume(reply) => {
+                self.paused = false;
+                tracing::info!("cycles resumed by an operator");
+                self.publish(|st| st.paused = false);
+                let _ = reply.send(());
+            }
+            Command::RunNow(reply) => {
+                let _ = reply.send(());
+            }
+            Command::Reset(target, reply) => {
+                let r = self.set_status(&target, Status::Ready, None).await;
+                let _ = reply.send(r);
+            }
+            Command::Resolve(target, to, reply) => {
+                let r = self.set_status(&target, to, Some(Status::InDoubt)).await;
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    /// Sets a target's status on an operator's behalf, under the completion
+    /// lock and never while the target has a live run.
+    async fn set_status(
+        &self,
+        target: &TargetId,
+        to: Status,
+        only_from: Option<Status>,
+    ) -> Result<(), String> {
+        let cfg = self.s.config.load();
+        let known = cfg.target(target.as_str()).is_some()
+            || self
+                .s
+                .state
+                .snapshot()
+                .targets
+                .contains_key(target.as_str());
+        if !known {
+            return Err(format!("unknown target `{target}`"));
+        }
+        let _lock = self.s.registry.completion_lock().await;
+        if let Some(run) = self.s.registry.get(target.as_str()) {
+            return Err(format!(
+                "target `{target}` has run {} in progress; try again when it ends",
+                run.run_id
+            ));
+        }
+        let current = self.s.state.get(target.as_str()).status;
+        if let Some(from) = only_from
+            && current != from
+        {
+            return Err(format!(
+                "target `{target}` is `{current}`, not `{from}`: nothing to resolve"
+            ));
+        }
+        let state = self.s.state.clone();
+        let t = target.clone();
+        let note = match only_from {
+            Some(_) => format!("resolved by an operator as `{to}` (was `{current}`)"),
+            None => format!("reset by an operator (was `{current}`)"),
+        };
+        let saved = tokio::task::spawn_blocking(move || {
+            state.update(&t, |s| {
+                s.status = to;
+                s.last_error = Some(note);
+            })
+        })
+        .await;
+        match saved {
+            Ok(Ok(_)) => {
+                tracing::info!(target = %target, from = %current, to = %to, "target status set by an operator");
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn draw_interval(&mut self, cfg: &Config) -> Duration {
+        let (lo, hi) = cfg.cycle.interval;
+        if lo >= hi {
+            return lo;
+        }
+        let ms = self
+            .rng
+            .random_range(lo.as_millis() as u64..=hi.as_millis() as u64);
+        Duration::from_millis(ms)
+    }
+
+    async fn cycle_once(&mut self, cfg: &Arc<Config>) {
+        let n = self.cycle;
+        self.publish(|st| {
+            st.cycle = n;
+            st.test_mode = cfg.test_mode;
+            st.next_cycle_at = None;
+        });
+
+        // 2. The bounded, event-driven wait for the previous cycle (I3).
+        if !self.wait_for_previous(cfg).await {
+            tracing::error!(
+                "the previous cycle's runs could not be confirmed gone; this cycle dispatches nothing"
+            );
+            return;
+        }
+        if self.s.shutdown.is_cancelled() {
+            return;
+        }
+
+        // 3. Test mode.
+        if cfg.test_mode {
+            self.reset_completed(cfg).await;
+        }
+
+        // 4. Monitor.
+        self.publish(|st| st.phase = Phase::Monitoring);
+        let selected = self.monitor(cfg).await;
+
+        // 5. Dispatch.
+        self.publish(|st| st.phase = Phase::Dispatching);
+        for target in selected {
+            if self.s.shutdown.is_cancelled() {
+                break;
+            }
+            if !self.dispatch(cfg, &target).await {
+                break;
+            }
+            self.reap();
+        }
+    }
+
+    /// Waits until every run is gone. Returns false if a stuck run could not
+    /// be confirmed gone (the cycle must then not dispatch).
+    async fn wait_for_previous(&mut self, cfg: &Config) -> bool {
+        let started = Instant::now();
+        let active = self.s.registry.snapshot();
+        if active.is_empty() {
+            self.s.metrics.waited(Duration::ZERO, false);
+            self.publish(|st| st.last_wait_ms = Some(0));
+            return true;
+        }
+        self.publish(|st| {
+            st.phase = Phase::Waiting;
+            st.wait_started_at = Some(SystemTime::now());
+            st.waiting_for = waiting_for(&active);
+        });
+        for r in &active {
+            tracing::info!(
+                run = %r.run_id,
+                target = %r.target,
+                elapsed = %crate::time::short(r.elapsed()),
+                status = %r.status,
+                step = r.step.as_deref().unwrap_or("-"),
+                "waiting for run {} ({}, {})",
+                r.run_id,
+                crate::time::short(r.elapsed()),
+                r.status
+            );
+        }
+        let result = self.wait_idle_logged(cfg.cycle.wait_for_active).await;
+        let ok = match result {
+            Ok(waited) => {
+                tracing::info!(
+                    waited_ms = waited.as_millis() as u64,
+                    "wait finished after {}ms",
+                    waited.as_millis()
+                );
+                self.s.metrics.waited(waited, false);
+                true
+            }
+            Err(stuck) => {
+                self.s.metrics.waited(stuck.waited, true);
+                self.cancel_stuck(cfg, stuck).await
+            }
+        };
+        let waited = started.elapsed();
+        self.publish(|st| {
+            st.wait_started_at = None;
+            st.waiting_for.clear();
+            st.last_wait_ms = Some(waited.as_millis() as u64);
+        });
+        ok
+    }
+
+    /// `Registry::wait_idle`, with a "still waiting" line every 10 s so a
+    /// long wait is visible in the log.
+    async fn wait_idle_logged(&self, bound: Duration) -> Result<Duration, Stuck> {
+        const EVERY: Duration = Duration::from_secs(10);
+        let start = Instant::now();
+        loop {
+            let left = bound.saturating_sub(start.elapsed());
+            match self.s.registry.wait_idle(left.min(EVERY)).await {
+                Ok(_) => return Ok(start.elapsed()),
+                Err(stuck) if left <= EVERY => {
+                    return Err(Stuck {
+                        waited: start.elapsed(),
+                        ..stuck
+                    });
+                }
+                Err(stuck) => {
+                    self.publish(|st| st.waiting_for = waiting_for(&stuck.runs));
+                    for r in &stuck.runs {
+                        tracing::info!(
+                            run = %r.run_id,
+                            target = %r.target,
+                            "still waiting for run {} ({}, {})",
+                            r.run_id,
+                            crate::time::short(r.elapsed()),
+                            r.status
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Cancels runs a bounded wait gave up on and waits for each guard to
+    /// drop. Returns whether all are confirmed gone.
+    async fn cancel_stuck(&mut self, cfg: &Config, stuck: Stuck) -> bool {
+        for r in &stuck.runs {
+            tracing::warn!(
+                run = %r.run_id,
+                target = %r.target,
+                status = %r.status,
+                step = r.step.as_deref().unwrap_or("-"),
+                committed = r.committed,
+                "wait timed out after {}: cancelling run {} ({}, {})",
+                crate::time::short(stuck.waited),
+                r.run_id,
+                crate::time::short(r.elapsed()),
+                r.status
+            );
+            r.control.cancel(CancelReason::WaitTimeout);
+        }
+        // A cancelled run closes its page, gives its step a grace period,
+        // runs its cleanup steps (each bounded by step_timeout) and
+        // completes. Allow for all of that before escalating.
+        let bound = cancel_bound(cfg);
+        let mut all_gone = true;
+        for r in &stuck.runs {
+            if self.s.registry.wait_gone(r.run_id, bound).await {
+                tracing::info!(run = %r.run_id, target = %r.target, "cancelled run {} is gone", r.run_id);
+                continue;
+            }
+            tracing::error!(
+                run = %r.run_id,
+                target = %r.target,
+                "run {} did not deregister within {} of cancellation; restarting the browser",
+                r.run_id,
+                crate::time::short(bound)
+            );
+            self.s.browser.kill().await;
+            self.s.metrics.browser_restarted();
+            if !self.s.registry.wait_gone(r.run_id, bound).await {
+                all_gone = false;
+            }
+        }
+        self.reap();
+        all_gone
+    }
+
+    /// Test mode: completed targets go back to `ready`.
+    async fn reset_completed(&mut self, cfg: &Config) {
+        let _lock = self.s.registry.completion_lock().await;
+        let doc = self.s.state.snapshot();
+        let ids: Vec<TargetId> = cfg
+            .targets
+            .iter()
+            .filter(|t| {
+                doc.targets
+                    .get(t.id.as_str())
+                    .is_some_and(|s| s.status == Status::Completed)
+                    && !self.s.registry.is_registered(t.id.as_str())
+            })
+            .map(|t| t.id.clone())
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        let state = self.s.state.clone();
+        let n = ids.len();
+        let saved = tokio::task::spawn_blocking(move || {
+            ids.iter()
+                .try_for_each(|id| state.update(id, |s| s.status = Status::Ready).map(drop))
+        })
+        .await;
+        match saved {
+            Ok(Ok(())) => {
+                tracing::info!(targets = n, "test mode: completed targets reset to ready")
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "test mode reset not saved"),
+            Err(e) => tracing::error!(error = %e, "test mode reset not saved"),
+        }
+    }
+
+    /// Runs each runnable target's monitor; returns the targets to run.
+    async fn monitor(&mut self, cfg: &Arc<Config>) -> Vec<Arc<crate::flow::Target>> {
+        let mut selected = Vec::new();
+        let doc = self.s.state.snapshot();
+        for t in &cfg.targets {
+            if self.s.shutdown.is_cancelled() {
+                break;
+            }
+            let status = doc
+                .targets
+                .get(t.id.as_str())
+                .map(|s| s.status)
+                .unwrap_or_default();
+            if !status.is_runnable() {
+                tracing::debug!(target = %t.id, status = %status, "not runnable");
+                continue;
+            }
+            let Some(flow) = cfg.flow_of(t) else { continue };
+            let Some(script) = &flow.monitor else {
+                selected.push(t.clone());
+                continue;
+            };
+            let cancel = self.s.shutdown.child_token();
+            let check = self
+                .s
+                .steps
+                .monitor(script, t.clone(), cancel.clone(), cfg.timeouts());
+            let bound = cfg.cycle.step_timeout;
+            match tokio::time::timeout(bound, check).await {
+                Ok(Ok(true)) => {
+                    tracing::info!(target = %t.id, monitor = %script, "monitor: run");
+                    selected.push(t.clone());
+                }
+                Ok(Ok(false)) => tracing::info!(target = %t.id, monitor = %script, "monitor: skip"),
+                Ok(Err(e)) => {
+                    tracing::warn!(target = %t.id, monitor = %script, error = %e, "monitor failed; target skipped this cycle")
+                }
+                Err(_) => {
+                    cancel.cancel();
+                    tracing::warn!(target = %t.id, monitor = %script, "monitor timed out after {}; target skipped this cycle", crate::time::short(bound));
+                }
+            }
+        }
+        selected
+    }
+
+    /// Starts one run. Returns false when dispatching must stop for this
+    /// cycle (shutdown, or no session could be freed).
+    async fn dispatch(&mut self, cfg: &Arc<Config>, target: &Arc<crate::flow::Target>) -> bool {
+        let Some(flow) = cfg.flow_of(target).cloned() else {
+            return true;
+        };
+        let sessions = cfg.cycle.max_concurrent_runs;
+        // A free browser session (I1). The wait is bounded and races
+        // shutdown; a run that holds its session too long is cancelled like
+        // a stuck run at the start of a cycle.
+        let session = tokio::select! {
+            _ = self.s.shutdown.cancelled() => return false,
+            r = self.s.registry.wait_for_session(sessions, cfg.cycle.wait_for_active) => r,
+        };
+        let session = match session {
+            Ok(s) => s,
+            Err(stuck) => {
+                if !self.cancel_stuck(cfg, stuck).await {
+                    return false;
+                }
+                match self.s.registry.free_session(sessions) {
+                    Some(s) => s,
+                    None => return false,
+                }
+            }
+        };
+
+        let pinned = match self.s.steps.pin(&flow) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(target = %target.id, flow = %flow.name, error = %e, "cannot start run: flow not loaded");
+                return true;
+            }
+        };
+
+        // Check, register and persist `attempting` under the completion
+        // lock (I4): a lock holder sees the target registered and
+        // attempting, or neither.
+        let guard = {
+            let _lock = self.s.registry.completion_lock().await;
+            let status = self.s.state.get(target.id.as_str()).status;
+            if !status.is_runnable() {
+                tracing::info!(target = %target.id, status = %status, "not dispatched: status changed");
+                return true;
+            }
+            let guard = match self.s.registry.register(Registration {
+                target: target.id.clone(),
+                session,
+                flow: flow.name.clone(),
+                versions: pinned.versions(),
+            }) {
+                Ok(g) => g,
+                Err(refusal) => {
+                    tracing::warn!(target = %target.id, "not dispatched: {refusal}");
+                    return true;
+                }
+            };
+            let state = self.s.state.clone();
+            let (id, run_id) = (target.id.clone(), guard.run_id());
+            let saved = tokio::task::spawn_blocking(move || {
+                state.update(&id, |s| {
+                    s.status = Status::Attempting;
+                    s.run_id = Some(run_id);
+                })
+            })
+            .await;
+            match saved {
+                Ok(Ok(_)) => guard,
+                Ok(Err(e)) => {
+                    tracing::error!(target = %target.id, error = %e, "not dispatched: cannot persist `attempting`");
+                    return true;
+                }
+                Err(e) => {
+                    tracing::error!(target = %target.id, error = %e, "not dispatched: cannot persist `attempting`");
+                    return true;
+                }
+            }
+        };
+        self.s.metrics.run_started();
+        let deps = RunDeps {
+            browser: self.s.browser.clone(),
+            state: self.s.state.clone(),
+            metrics: self.s.metrics.clone(),
+            timeouts: cfg.timeouts(),
+            run_timeout: cfg.cycle.run_timeout,
+            shots_dir: Some(cfg.state_dir.join("shots")),
+        };
+        self.runs
+            .spawn(run::execute(guard, target.clone(), flow, pinned, deps));
+        true
+    }
+
+    /// Collects finished run tasks without waiting.
+    fn reap(&mut self) {
+        while let Some(r) = self.runs.try_join_next() {
+            self.finished_runs += 1;
+            if let Err(e) = r {
+                // execute() catches panics itself; this is a bug report.
+                tracing::error!(error = %e, "run task ended abnormally");
+            }
+        }
+    }
+
+    /// Shutdown: dispatch has stopped; wait for the active runs within
+    /// `wait_for_active`, cancel what remains, then close the browser.
+    async fn finish(&mut self) -> Summary {
+        let cfg = self.s.config.load_full();
+        self.publish(|st| {
+            st.phase = Phase::ShuttingDown;
+            st.next_cycle_at = None;
+        });
+        let active = self.s.registry.snapshot();
+        if !active.is_empty() {
+            for r in &active {
+                tracing::info!(run = %r.run_id, target = %r.target, "waiting for run {} to finish before exiting", r.run_id);
+            }
+            // After the last of `--cycles N` the runs may finish on their
+            // own (each is bounded by run_timeout); on a signal they get
+            // `wait_for_active`, like a cycle would give them.
+            let bound = if self.s.shutdown.is_cancelled() {
+                cfg.cycle.wait_for_active
+            } else {
+                cfg.cycle.run_timeout + cancel_bound(&cfg)
+            };
+            if let Err(stuck) = self.s.registry.wait_idle(bound).await {
+                for r in &stuck.runs {
+                    tracing::warn!(run = %r.run_id, target = %r.target, "cancelling run {}: baton is shutting down", r.run_id);
+                    r.control.cancel(CancelReason::Shutdown);
+                }
+                let bound = cancel_bound(&cfg);
+                for r in &stuck.runs {
+                    if !self.s.registry.wait_gone(r.run_id, bound).await {
+                        tracing::error!(run = %r.run_id, "run {} did not stop; closing the browser under it", r.run_id);
+                    }
+                }
+            }
+        }
+        // Every run task has deregistered (or is being torn down with the
+        // browser); collect them so none outlives the scheduler.
+        self.s.browser.shutdown().await;
+        let drain = async {
+            while let Some(r) = self.runs.join_next().await {
+                self.finished_runs += 1;
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "run task ended abnormally");
+                }
+            }
+        };
+        if tokio::time::timeout(cancel_bound(&cfg), drain)
+            .await
+            .is_err()
+        {
+            self.runs.abort_all();
+        }
+        self.publish(|st| st.phase = Phase::Stopped);
+        tracing::info!(
+            cycles = self.cycle,
+            runs = self.finished_runs,
+            "scheduler stopped"
+        );
+        Summary {
+            cycles: self.cycle,
+            runs: self.finished_runs,
+        }
+    }
+
+    fn publish(&self, f: impl FnOnce(&mut SchedulerStatus)) {
+        self.s.status.send_modify(f);
+    }
+}
+
+/// How long a cancelled run may take to deregister: the grace its step gets,
+/// plus its cleanup steps, plus a margin for persisting.
+pub fn cancel_bound(cfg: &Config) -> Duration {
+    let cleanup_steps = cfg
+        .flows
+        .values()
+        .map(|f| f.steps.iter().filter(|s| s.always).count())
+        .max()
+        .unwrap_or(0) as u32;
+    CANCEL_GRACE + cfg.cycle.step_timeout * cleanup_steps + Duration::from_secs(5)
+}
+
+fn waiting_for(runs: &[RunInfo]) -> Vec<WaitingFor> {
+    runs.iter()
+        .map(|r| WaitingFor {
+            run_id: r.run_id,
+            target: r.target.clone(),
+            status: r.status,
+            step: r.step.clone(),
+        })
+        .collect()
+}

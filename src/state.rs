@@ -1,0 +1,601 @@
+//! The state store: each target's persisted status and the run history.
+//!
+//! Part of the safety core with `registry`; it imports nothing but ids and
+//! time helpers. Two files live in the state directory:
+//!
+//! - `state.json`, one document with every target's status and last result.
+//!   It is never edited in place: each change writes a temporary file in the
+//!   same directory, fsyncs it, renames it over the old one and fsyncs the
+//!   directory. A `kill -9` at any instant leaves the old document or the new
+//!   one, never a mix or nothing (I6, proven by `tests/crash.rs`).
+//! - `history.jsonl`, one JSON record per finished run, appended and
+//!   fdatasynced. A crash can only cut the record being written; the cut
+//!   tail is dropped when the store is next opened.
+//!
+//! A store has one writer: the process that holds `state.lock` (an advisory
+//! lock, released by the OS when the process dies). Others read the
+//! documents, which are always whole, and send changes to that process.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::id::{RunId, TargetId};
+
+pub const STATE_FILE: &str = "state.json";
+pub const HISTORY_FILE: &str = "history.jsonl";
+pub const LOCK_FILE: &str = "state.lock";
+
+/// A target's persisted status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Eligible for the next cycle.
+    #[default]
+    Ready,
+    /// A run is registered and executing (set under the completion lock at
+    /// dispatch).
+    Attempting,
+    /// The run has entered its `commit` closure: the point of no return.
+    Committing,
+    /// The flow finished; not run again unless test mode resets it.
+    Completed,
+    /// The last run failed before its commit point; retried next cycle.
+    Failed,
+    /// The last run was cancelled after its bound, before its commit point;
+    /// retried next cycle.
+    TimedOut,
+    /// A run crossed its commit point without a recorded result. Never run
+    /// again until an operator resolves it (I7).
+    InDoubt,
+}
+
+impl Status {
+    /// A status that only a live run may hold.
+    pub fn is_live(self) -> bool {
+        matches!(self, Status::Attempting | Status::Committing)
+    }
+
+    /// Whether a cycle may start a run for a target with this status.
+    pub fn is_runnable(self) -> bool {
+        matches!(self, Status::Ready | Status::Failed | Status::TimedOut)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ready => "ready",
+            Status::Attempting => "attempting",
+            Status::Committing => "committing",
+            Status::Completed => "completed",
+            Status::Failed => "failed",
+            Status::TimedOut => "timed_out",
+            Status::InDoubt => "in_doubt",
+        }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One target's entry in `state.json`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TargetState {
+    pub status: Status,
+    /// The live run while `attempting`/`committing`, else the last run.
+    pub run_id: Option<RunId>,
+    pub last_outcome: Option<String>,
+    pub last_order: Option<String>,
+    pub last_error: Option<String>,
+    #[serde(with = "crate::time::rfc3339_opt")]
+    pub updated_at: Option<SystemTime>,
+    /// Runs finished for this target.
+    pub runs: u64,
+}
+
+/// The whole of `state.json`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateDoc {
+    /// Bumped when the format changes incompatibly.
+    pub format: u32,
+    /// Highest run id ever handed out, so ids stay unique across restarts.
+    pub last_run_id: u64,
+    /// Bumped on every write; lets readers and tests tell documents apart.
+    pub revision: u64,
+    pub targets: BTreeMap<TargetId, TargetState>,
+}
+
+/// How one step of a run ended, as history records it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub script: String,
+    pub generation: u64,
+    pub duration_ms: u64,
+    /// `ok`, `outcome`, `failed`, `cancelled` or `skipped`.
+    pub result: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One line of `history.jsonl`: a finished run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub run_id: RunId,
+    pub target: TargetId,
+    pub flow: String,
+    #[serde(with = "crate::time::rfc3339")]
+    pub started_at: SystemTime,
+    #[serde(with = "crate::time::rfc3339")]
+    pub ended_at: SystemTime,
+    pub duration_ms: u64,
+    /// The status the target was left in.
+    pub status: Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub committed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled: Option<String>,
+    #[serde(default)]
+    pub steps: Vec<StepRecord>,
+    /// File name of the failure screenshot, relative to the state directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub screenshot: Option<String>,
+}
+
+/// What opening a store repaired.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Recovery {
+    /// Targets found `attempting` (now `failed`).
+    pub failed: Vec<TargetId>,
+    /// Targets found `committing` (now `in_doubt`).
+    pub in_doubt: Vec<TargetId>,
+    /// Bytes of a cut history record that were dropped.
+    pub history_bytes_dropped: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot create state directory `{path}`: {source}")]
+    CreateDir { path: PathBuf, source: io::Error },
+    #[error("cannot read `{path}`: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error(
+        "`{path}` is not a valid state file ({source}); baton will not overwrite it: move it aside or fix it"
+    )]
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("cannot write `{path}`: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error(
+        "`{path}` is locked by another baton process (is `baton run` running?); changes must go through it"
+    )]
+    Locked { path: PathBuf },
+    #[error("target `{0}` is not in the state file")]
+    UnknownTarget(TargetId),
+}
+
+/// The store. Methods take `&self` and serialise writers on an internal
+/// mutex; callers in async code run them on a blocking thread.
+#[derive(Debug)]
+pub struct StateStore {
+    dir: PathBuf,
+    /// The document as last written. Updated only after a write succeeds,
+    /// so memory never runs ahead of disk.
+    doc: Mutex<StateDoc>,
+    history: Mutex<File>,
+    /// Held for the life of the store: the single-writer lock.
+    _lock: File,
+}
+
+impl StateStore {
+    /// Opens (or creates) the store in `dir`, takes the writer lock and
+    /// repairs what a crash left behind: `attempting` becomes `failed`,
+    /// `committing` becomes `in_doubt`, a cut history record is dropped.
+    pub fn open(dir: &Path) -> Result<(StateStore, Recovery), StateError> {
+        fs::create_dir_all(dir).map_err(|source| StateError::CreateDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| StateError::Write {
+                path: lock_path.clone(),
+                source,
+            })?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(StateError::Locked { path: lock_path });
+            }
+            Err(fs::TryLockError::Error(source)) => {
+                return Err(StateError::Write {
+                    path: lock_path,
+                    source,
+                });
+            }
+        }
+
+        let mut doc = read_doc(dir)?.unwrap_or(StateDoc {
+            format: 1,
+            ..StateDoc::default()
+        });
+        let mut recovery = Recovery::default();
+        let now = SystemTime::now();
+        for (id, t) in doc.targets.iter_mut() {
+            match t.status {
+                Status::Attempting => {
+                    t.status = Status::Failed;
+                    t.last_error = Some(
+                        "baton stopped while this run was attempting (recovered at start-up)"
+                            .into(),
+                    );
+                    t.updated_at = Some(now);
+                    recovery.failed.push(id.clone());
+                }
+                Status::Committing => {
+                    t.status = Status::InDoubt;
+                    t.last_error = Some(
+                        "baton stopped after this run passed its commit point; the order may have been placed"
+                            .into(),
+                    );
+                    t.updated_at = Some(now);
+                    recovery.in_doubt.push(id.clone());
+                }
+                _ => {}
+            }
+        }
+
+        let history_path = dir.join(HISTORY_FILE);
+        let (history, dropped) = open_history(&history_path)?;
+        recovery.history_bytes_dropped = dropped;
+
+        let store = StateStore {
+            dir: dir.to_owned(),
+            doc: Mutex::new(doc.clone()),
+            history: Mutex::new(history),
+            _lock: lock,
+        };
+        if !recovery.failed.is_empty() || !recovery.in_doubt.is_empty() {
+            store.write(doc)?;
+        }
+        Ok((store, recovery))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A copy of the document as last written.
+    pub fn snapshot(&self) -> StateDoc {
+        self.lock_doc().clone()
+    }
+
+    /// One target's state (the default, `ready`, for a target never seen).
+    pub fn get(&self, target: &str) -> TargetState {
+        self.lock_doc()
+            .targets
+            .get(target)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The highest run id ever persisted.
+    pub fn last_run_id(&self) -> u64 {
+        self.lock_doc().last_run_id
+    }
+
+    /// Makes sure every id in `targets` has an entry, so `state show` lists
+    /// targets that have never run.
+    pub fn ensure_targets<'a>(
+        &self,
+        targets: impl IntoIterator<Item = &'a TargetId>,
+    ) -> Result<(), StateError> {
+        let mut doc = self.lock_doc();
+        let mut next = doc.clone();
+        let mut changed = false;
+        for t in targets {
+            if !next.targets.contains_key(t.as_str()) {
+                next.targets.insert(t.clone(), TargetState::default());
+                changed = true;
+            }
+        }
+        if changed {
+            self.commit(&mut doc, next)?;
+        }
+        Ok(())
+    }
+
+    /// Changes one target's state and persists the whole document
+    /// atomically before returning. `f` sees the current state (the default
+    /// for a new target). If the write fails nothing changes, in memory or
+    /// on disk.
+    pub fn update(
+        &self,
+        target: &TargetId,
+        f: impl FnOnce(&mut TargetState),
+    ) -> Result<TargetState, StateError> {
+        let mut doc = self.lock_doc();
+        let mut next = doc.clone();
+        let entry = next.targets.entry(target.clone()).or_default();
+        f(entry);
+        entry.updated_at = Some(SystemTime::now());
+        if let Some(id) = entry.run_id {
+            next.last_run_id = next.last_run_id.max(id.0);
+        }
+        let updated = entry.clone();
+        self.commit(&mut doc, next)?;
+        Ok(updated)
+    }
+
+    /// Appends one record to the history and syncs it.
+    pub fn append_history(&self, record: &RunRecord) -> Result<(), StateError> {
+        let mut line = serde_json::to_vec(record).expect("run records always serialize");
+        line.push(b'\n');
+        let mut file = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        // One write call per record: a crash cuts at most this record.
+        file.write_all(&line)
+            .and_then(|()| file.sync_data())
+            .map_err(|source| StateError::Write {
+                path: self.dir.join(HISTORY_FILE),
+                source,
+            })
+    }
+
+    /// The last `limit` records of the history, newest first.
+    pub fn history(&self, limit: usize) -> Result<Vec<RunRecord>, StateError> {
+        read_history(&self.dir, limit)
+    }
+
+    fn commit(
+        &self,
+        doc: &mut std::sync::MutexGuard<'_, StateDoc>,
+        mut next: StateDoc,
+    ) -> Result<(), StateError> {
+        next.revision = doc.revision + 1;
+        self.write(next.clone())?;
+        **doc = next;
+        Ok(())
+    }
+
+    fn write(&self, doc: StateDoc) -> Result<(), StateError> {
+        write_atomic(&self.dir, STATE_FILE, &doc)
+    }
+
+    fn lock_doc(&self) -> std::sync::MutexGuard<'_, StateDoc> {
+        // A panic while holding this lock cannot leave the document half
+        // changed (changes go to a copy), so a poisoned lock is safe to use.
+        self.doc.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Reads `state.json` from `dir` without taking the writer lock. `None` if
+/// there is no file yet.
+pub fn read_doc(dir: &Path) -> Result<Option<StateDoc>, StateError> {
+    let path = dir.join(STATE_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| StateError::Corrupt { path, source }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StateError::Read { path, source }),
+    }
+}
+
+/// Whether another process holds the writer lock of the store in `dir`.
+pub fn is_locked(dir: &Path) -> bool {
+    let Ok(f) = OpenOptions::new().write(true).open(dir.join(LOCK_FILE)) else {
+        return false;
+    };
+    matches!(f.try_lock(), Err(fs::TryLockError::WouldBlock))
+}
+
+/// The last `limit` history records in `dir`, newest first. Lines that do
+/// not parse (a record cut by a crash) are skipped.
+pub fn read_history(dir: &Path, limit: usize) -> Result<Vec<RunRecord>, StateError> {
+    let path = dir.join(HISTORY_FILE);
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(StateError::Read { path, source }),
+    };
+    let mut out = std::collections::VecDeque::with_capacity(limit.min(1024));
+    for line in BufReader::new(file).lines() {
+        let line = line.map_err(|source| StateError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        if let Ok(rec) = serde_json::from_str::<RunRecord>(&line) {
+            if out.len() == limit {
+                out.pop_front();
+            }
+            if limit > 0 {
+                out.push_back(rec);
+            }
+        }
+    }
+    Ok(out.into_iter().rev().collect())
+}
+
+/// Writes `value` as pretty JSON to `dir/name` so that the file is, at
+/// every instant, either the old document or the new one.
+pub fn write_atomic<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), StateError> {
+    let path = dir.join(name);
+    let err = |source| StateError::Write {
+        path: path.clone(),
+        source,
+    };
+    let mut bytes = serde_json::to_vec_pretty(value).expect("state documents always serialize");
+    bytes.push(b'\n');
+    // The temporary file lives in the same directory so the rename cannot
+    // cross file systems (which would make it a copy, not atomic).
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".state-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(err)?;
+    tmp.write_all(&bytes).map_err(err)?;
+    // Data must be on disk before the rename makes it visible, or a crash
+    // could leave a renamed but empty file.
+    tmp.as_file().sync_all().map_err(err)?;
+    tmp.persist(&path).map_err(|e| err(e.error))?;
+    // The rename itself is only durable once the directory is synced.
+    File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
+    Ok(())
+}
+
+/// Opens the history for appending, first cutting off a partial last line
+/// left by a crash. Returns the file and how many bytes were dropped.
+fn open_history(path: &Path) -> Result<(File, u64), StateError> {
+    let err = |source| StateError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(path)
+        .map_err(err)?;
+    let len = file.metadata().map_err(err)?.len();
+    if len == 0 {
+        return Ok((file, 0));
+    }
+    // Find the last newline; anything after it is a cut record.
+    let mut keep = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut end = len;
+    'scan: while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let n = (end - start) as usize;
+        file.seek(SeekFrom::Start(start)).map_err(err)?;
+        file.read_exact(&mut buf[..n]).map_err(err)?;
+        if let Some(i) = buf[..n].iter().rposition(|&b| b == b'\n') {
+            keep = start + i as u64 + 1;
+            break 'scan;
+        }
+        end = start;
+    }
+    if keep < len {
+        file.set_len(keep).map_err(err)?;
+        file.sync_all().map_err(err)?;
+    }
+    Ok((file, len - keep))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recovers_live_statuses_at_start_up() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (s, _) = StateStore::open(dir.path()).unwrap();
+            s.update(&"a".into(), |t| {
+                t.status = Status::Attempting;
+                t.run_id = Some(RunId(7));
+            })
+            .unwrap();
+            s.update(&"b".into(), |t| t.status = Status::Committing)
+                .unwrap();
+            s.update(&"c".into(), |t| t.status = Status::Completed)
+                .unwrap();
+        }
+        let (s, rec) = StateStore::open(dir.path()).unwrap();
+        assert_eq!(rec.failed, vec![TargetId::new("a")]);
+        assert_eq!(rec.in_doubt, vec![TargetId::new("b")]);
+        assert_eq!(s.get("a").status, Status::Failed);
+        assert_eq!(s.get("b").status, Status::InDoubt);
+        assert_eq!(s.get("c").status, Status::Completed);
+        assert_eq!(s.last_run_id(), 7);
+        // The repair was persisted, not just applied in memory.
+        let on_disk = read_doc(dir.path()).unwrap().unwrap();
+        assert_eq!(on_disk.targets["b"].status, Status::InDoubt);
+    }
+
+    #[test]
+    fn a_second_writer_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_s, _) = StateStore::open(dir.path()).unwrap();
+        assert!(is_locked(dir.path()));
+        let err = StateStore::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StateError::Locked { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_corrupt_state_file_is_reported_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(STATE_FILE), "{\"format\": 1,").unwrap();
+        let err = StateStore::open(dir.path()).unwrap_err();
+        assert!(
+            err.to_string().contains("is not a valid state file"),
+            "{err}"
+        );
+        assert_eq!(
+            fs::read_to_string(dir.path().join(STATE_FILE)).unwrap(),
+            "{\"format\": 1,"
+        );
+    }
+
+    #[test]
+    fn a_cut_history_record_is_dropped_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = RunRecord {
+            run_id: RunId(1),
+            target: "a".into(),
+            flow: "f".into(),
+            started_at: SystemTime::UNIX_EPOCH,
+            ended_at: SystemTime::UNIX_EPOCH,
+            duration_ms: 5,
+            status: Status::Completed,
+            outcome: None,
+            order: Some("o-1".into()),
+            error: None,
+            committed: true,
+            cancelled: None,
+            steps: vec![],
+            screenshot: None,
+        };
+        {
+            let (s, _) = StateStore::open(dir.path()).unwrap();
+            s.append_history(&rec).unwrap();
+        }
+        let path = dir.path().join(HISTORY_FILE);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"run_id\": 2, \"tar").unwrap();
+        drop(f);
+        let (s, recovery) = StateStore::open(dir.path()).unwrap();
+        assert_eq!(recovery.history_bytes_dropped, 18);
+        s.append_history(&RunRecord {
+            run_id: RunId(3),
+            ..rec.clone()
+        })
+        .unwrap();
+        let h = s.history(10).unwrap();
+        assert_eq!(
+            h.iter().map(|r| r.run_id).collect::<Vec<_>>(),
+            vec![RunId(3), RunId(1)]
+        );
+    }
+}

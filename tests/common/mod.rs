@@ -1,0 +1,168 @@
+//! Shared test scaffolding: a scheduler over the simulated browser and
+//! native steps, in a temporary state directory.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use baton::browser::sim::SimBrowser;
+use baton::config::Config;
+use baton::flow::{Flow, OutcomeAction, Step, Target};
+use baton::id::TargetId;
+use baton::metrics::Metrics;
+use baton::native::NativeSteps;
+use baton::registry::Registry;
+use baton::scheduler::{Command, Scheduler, SchedulerStatus, Summary};
+use baton::state::StateStore;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("BATON_TEST_LOG"))
+        .try_init();
+}
+
+/// A flow named `purchase` with the given steps; names ending in `!` are
+/// `always` steps (the `!` is dropped).
+pub fn flow(steps: &[&str]) -> Arc<Flow> {
+    Arc::new(Flow {
+        name: "purchase".into(),
+        monitor: None,
+        steps: steps
+            .iter()
+            .map(|s| Step {
+                script: s.trim_end_matches('!').to_owned(),
+                always: s.ends_with('!'),
+            })
+            .collect(),
+        outcomes: BTreeMap::from([("out_of_stock".to_owned(), OutcomeAction::Retry)]),
+    })
+}
+
+pub fn config(targets: &[&str], flow: Arc<Flow>) -> Config {
+    let mut cfg = Config {
+        test_mode: true,
+        dashboard: None,
+        ..Config::default()
+    };
+    cfg.cycle.interval = (Duration::from_secs(25), Duration::from_secs(35));
+    cfg.targets = targets
+        .iter()
+        .map(|id| {
+            Arc::new(Target {
+                id: TargetId::new(id),
+                url: format!("http://shop.test/p/{id}"),
+                flow: "purchase".into(),
+                params: Default::default(),
+            })
+        })
+        .collect();
+    cfg.flows = BTreeMap::from([("purchase".to_owned(), flow)]);
+    cfg
+}
+
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub config: Arc<ArcSwap<Config>>,
+    pub registry: Arc<Registry>,
+    pub state: Arc<StateStore>,
+    pub sim: SimBrowser,
+    pub steps: Arc<NativeSteps>,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: CancellationToken,
+    pub commands: mpsc::Sender<Command>,
+    pub status: watch::Receiver<SchedulerStatus>,
+    parts: Mutex<Option<(mpsc::Receiver<Command>, watch::Sender<SchedulerStatus>)>>,
+}
+
+impl Harness {
+    pub fn new(cfg: Config) -> Harness {
+        init_tracing();
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = cfg;
+        cfg.state_dir = dir.path().to_owned();
+        let (state, _) = StateStore::open(dir.path()).unwrap();
+        let state = Arc::new(state);
+        state
+            .ensure_targets(cfg.targets.iter().map(|t| &t.id))
+            .unwrap();
+        let (tx, rx) = mpsc::channel(16);
+        let (status_tx, status_rx) = watch::channel(SchedulerStatus::default());
+        Harness {
+            registry: Arc::new(Registry::new(state.last_run_id() + 1)),
+            config: Arc::new(ArcSwap::from_pointee(cfg)),
+            state,
+            sim: SimBrowser::default(),
+            steps: Arc::new(NativeSteps::new()),
+            metrics: Arc::new(Metrics::new()),
+            shutdown: CancellationToken::new(),
+            commands: tx,
+            status: status_rx,
+            parts: Mutex::new(Some((rx, status_tx))),
+            dir,
+        }
+    }
+
+    /// The scheduler, ready to run `cycles` cycles. Can be taken once.
+    pub fn scheduler(&self, cycles: Option<u64>) -> Scheduler {
+        let (commands, status) = self
+            .parts
+            .lock()
+            .unwrap()
+            .take()
+            .expect("one scheduler per harness");
+        Scheduler {
+            config: self.config.clone(),
+            registry: self.registry.clone(),
+            state: self.state.clone(),
+            browser: Arc::new(self.sim.clone()),
+            steps: self.steps.clone(),
+            metrics: self.metrics.clone(),
+            shutdown: self.shutdown.clone(),
+            commands,
+            status,
+            cycles,
+            seed: 7,
+        }
+    }
+
+    pub async fn run_cycles(&self, n: u64) -> Summary {
+        self.scheduler(Some(n)).run().await
+    }
+
+    pub fn history(&self) -> Vec<baton::state::RunRecord> {
+        let mut h = self.state.history(usize::MAX).unwrap();
+        h.reverse();
+        h
+    }
+}
+
+/// A log of (virtual) times at which things happened, shared by steps.
+#[derive(Clone, Default)]
+pub struct Timeline(pub Arc<Mutex<Vec<(String, Instant)>>>);
+
+impl Timeline {
+    pub fn mark(&self, what: impl Into<String>) {
+        self.0.lock().unwrap().push((what.into(), Instant::now()));
+    }
+
+    pub fn all(&self, what: &str) -> Vec<Instant> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(w, _)| w == what)
+            .map(|(_, t)| *t)
+            .collect()
+    }
+
+    pub fn events(&self) -> Vec<(String, Instant)> {
+        self.0.lock().unwrap().clone()
+    }
+}

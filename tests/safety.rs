@@ -1,0 +1,877 @@
+//! The safety invariants (design section 2), each proven under tokio's
+//! paused clock against the simulated browser. Each test names the
+//! mechanism it guards; docs/safety.md records how each was checked to fail
+//! with that mechanism removed.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::Duration;
+
+use baton::browser::Selectors;
+use baton::browser::sim::Fault;
+use baton::flow::{StepEnd, StepError};
+use baton::id::{SessionId, TargetId};
+use baton::native::commit;
+use baton::registry::{Registration, Registry};
+use baton::scheduler::Command;
+use baton::state::Status;
+use common::{Harness, Timeline, config, flow};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::time::Instant;
+
+const T: Duration = Duration::from_secs(5);
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// A step that navigates to the target and then takes `d` (virtual) time.
+fn timed_step(h: &Harness, name: &'static str, d: Duration, tl: &Timeline) {
+    let tl = tl.clone();
+    h.steps.step(name, move |cx| {
+        let tl = tl.clone();
+        async move {
+            tl.mark(format!("{name}:start:{}", cx.target.id));
+            cx.page
+                .navigate(&cx.target.url, T)
+                .await
+                .map_err(|e| StepError::failed(e.to_string()))?;
+            tokio::time::sleep(d).await;
+            tl.mark(format!("{name}:end:{}", cx.target.id));
+            Ok(StepEnd::Continue)
+        }
+    });
+}
+
+// I1 -----------------------------------------------------------------------
+
+/// I1: with one session, three targets whose runs each take most of a cycle
+/// never share the browser; with two sessions, runs do go two at a time
+/// (so the sessions are really used) and still never share one.
+/// Guards: the session claim in `Registry::register` and the session wait
+/// in dispatch.
+#[tokio::test(start_paused = true)]
+async fn i1_no_overlap_on_a_session() {
+    for sessions in [1u32, 2] {
+        let mut cfg = config(&["a", "b", "c"], flow(&["work"]));
+        cfg.cycle.max_concurrent_runs = sessions;
+        let h = Harness::new(cfg);
+        h.sim.set_latency("navigate", Duration::from_millis(700));
+        let tl = Timeline::default();
+        timed_step(&h, "work", secs(6), &tl);
+
+        let live = Arc::new(AtomicU32::new(0));
+        let peak = Arc::new(AtomicU32::new(0));
+        let watcher = {
+            let (registry, live, peak) = (h.registry.clone(), live.clone(), peak.clone());
+            let mut rx = registry.watch();
+            tokio::spawn(async move {
+                while rx.changed().await.is_ok() {
+                    let n = registry.len() as u32;
+                    live.store(n, Ordering::SeqCst);
+                    peak.fetch_max(n, Ordering::SeqCst);
+                }
+            })
+        };
+        h.run_cycles(20).await;
+        watcher.abort();
+
+        assert_eq!(
+            h.sim.overlaps(),
+            0,
+            "two runs drove one session ({sessions} sessions)"
+        );
+        assert_eq!(h.history().len(), 60, "every target ran every cycle");
+        assert_eq!(peak.load(Ordering::SeqCst), sessions, "runs in parallel");
+        assert!(h.registry.is_idle());
+    }
+}
+
+// I2 -----------------------------------------------------------------------
+
+/// I2: threads racing to register the same target: exactly one wins each
+/// round. Guards: check-and-insert as one `DashMap::entry` call.
+#[test]
+fn i2_one_run_per_target() {
+    const THREADS: usize = 8;
+    const ROUNDS: usize = 2_000;
+    let registry = Arc::new(Registry::default());
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let winners = Arc::new(AtomicU64::new(0));
+    let max_in_round = Arc::new(AtomicU64::new(0));
+    let round_wins: Arc<Vec<AtomicU64>> =
+        Arc::new((0..ROUNDS).map(|_| AtomicU64::new(0)).collect());
+    let threads: Vec<_> = (0..THREADS)
+        .map(|i| {
+            let (registry, barrier, winners, round_wins, max_in_round) = (
+                registry.clone(),
+                barrier.clone(),
+                winners.clone(),
+                round_wins.clone(),
+                max_in_round.clone(),
+            );
+            std::thread::spawn(move || {
+                for round in 0..ROUNDS {
+                    barrier.wait();
+                    // Each thread uses its own session, so only the target
+                    // claim can stop a second winner.
+                    let got = registry.register(Registration {
+                        target: TargetId::new("a"),
+                        session: SessionId(i as u32),
+                        flow: "f".into(),
+                        versions: vec![],
+                    });
+                    if let Ok(_guard) = &got {
+                        winners.fetch_add(1, Ordering::SeqCst);
+                        let n = round_wins[round].fetch_add(1, Ordering::SeqCst) + 1;
+                        max_in_round.fetch_max(n, Ordering::SeqCst);
+                    }
+                    // Everyone has tried before the winner lets go.
+                    barrier.wait();
+                    drop(got);
+                    barrier.wait();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(
+        max_in_round.load(Ordering::SeqCst),
+        1,
+        "two runs of one target registered at once"
+    );
+    assert_eq!(
+        winners.load(Ordering::SeqCst),
+        ROUNDS as u64,
+        "every round had a winner"
+    );
+    assert!(registry.is_idle());
+}
+
+// I3 -----------------------------------------------------------------------
+
+/// I3: a run longer than the interval. The next cycle ticks while it runs,
+/// waits, and starts its run only after the guard dropped, less than 1 ms
+/// of virtual time later (the wait is woken by the drop, not by polling).
+/// Guards: `Registry::wait_idle` and its Notify wake-up.
+#[tokio::test(start_paused = true)]
+async fn i3_next_cycle_waits_for_slow_run() {
+    let mut cfg = config(&["a"], flow(&["slow"]));
+    cfg.cycle.interval = (secs(30), secs(30));
+    cfg.cycle.wait_for_active = secs(60);
+    cfg.cycle.run_timeout = secs(120);
+    cfg.cycle.step_timeout = secs(120);
+    let h = Harness::new(cfg);
+    let tl = Timeline::default();
+    timed_step(&h, "slow", secs(45), &tl);
+
+    // Record the virtual instant of every registry change, with its size.
+    let changes = Arc::new(Mutex::new(Vec::new()));
+    let watcher = {
+        let (registry, changes) = (h.registry.clone(), changes.clone());
+        let mut rx = registry.watch();
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                changes
+                    .lock()
+                    .unwrap()
+                    .push((Instant::now(), registry.len()));
+            }
+        })
+    };
+    let t0 = Instant::now();
+    h.run_cycles(2).await;
+    watcher.abort();
+
+    let starts = tl.all("slow:start:a");
+    let ends = tl.all("slow:end:a");
+    assert_eq!(starts.len(), 2);
+    // Cycle 2 ticked at 30 s but its run could only start after run 1.
+    assert_eq!(ends[0] - t0, secs(45));
+    assert!(starts[1] >= ends[0], "run 2 started before run 1 ended");
+    let changes = changes.lock().unwrap().clone();
+    let dropped = changes
+        .iter()
+        .find(|(t, n)| *n == 0 && *t >= ends[0])
+        .expect("run 1 deregistered")
+        .0;
+    let handoff = starts[1] - dropped;
+    assert!(
+        handoff < Duration::from_millis(1),
+        "hand-off took {handoff:?} of virtual time after the guard dropped"
+    );
+    assert_eq!(h.sim.overlaps(), 0);
+    assert_eq!(h.metrics.cycles(), 2);
+}
+
+/// I3, the seed's exact race: a run that ends right at the tick, so its
+/// completion straddles the next cycle's start. Every cycle must still run
+/// the target once, after the previous run saved its state, never
+/// alongside it. Guards: the wait before dispatch (without it the target
+/// is refused as busy and a cycle is lost) and I4's ordering.
+#[tokio::test(start_paused = true)]
+async fn seed_race_run_ends_between_tick_and_wait() {
+    let mut cfg = config(&["a"], flow(&["buy", "clear!"]));
+    cfg.cycle.interval = (secs(30), secs(30));
+    cfg.cycle.step_timeout = secs(40);
+    cfg.cycle.wait_for_active = secs(40);
+    let h = Harness::new(cfg);
+    let tl = Timeline::default();
+    // Runs end 1 ms before, exactly at, and 1 ms after the next tick.
+    let n = Arc::new(AtomicU32::new(0));
+    {
+        let (tl, n) = (tl.clone(), n.clone());
+        h.steps.step("buy", move |cx| {
+            let (tl, n) = (tl.clone(), n.clone());
+            async move {
+                let i = n.fetch_add(1, Ordering::SeqCst);
+                tl.mark("start");
+                let d = Duration::from_millis(29_999 + (i % 3) as u64);
+                tokio::time::sleep(d).await;
+                commit(&cx, "order", async move { Ok(format!("o-{i}")) }).await?;
+                Ok(StepEnd::Continue)
+            }
+        });
+    }
+    {
+        let tl = tl.clone();
+        h.steps.step("clear", move |_cx| {
+            let tl = tl.clone();
+            async move {
+                tl.mark("end");
+                Ok(StepEnd::Continue)
+            }
+        });
+    }
+    // Every time the state says `attempting`, the previous run's record
+    // must already be in the history.
+    h.run_cycles(30).await;
+    let history = h.history();
+    assert_eq!(history.len(), 30, "a cycle lost its run");
+    for r in &history {
+        assert_eq!(r.status, Status::Completed, "{r:?}");
+    }
+    let starts = tl.all("start");
+    let ends = tl.all("end");
+    for i in 1..starts.len() {
+        assert!(
+            starts[i] >= ends[i - 1],
+            "run {i} started before run {} ended",
+            i - 1
+        );
+    }
+    for w in history.windows(2) {
+        assert!(
+            w[1].started_at >= w[0].ended_at,
+            "runs overlapped in the history"
+        );
+    }
+    assert_eq!(h.sim.overlaps(), 0);
+}
+
+/// I3: a stuck run. The next cycle waits `wait_for_active`, cancels it,
+/// confirms its guard dropped (its page closed, its cleanup ran), records
+/// it `timed_out`, and only then runs again. Guards: the bounded wait, the
+/// cancellation reaching the browser call, and `wait_gone`.
+#[tokio::test(start_paused = true)]
+async fn i3_stuck_run_is_cancelled_and_confirmed_gone() {
+    let mut cfg = config(&["a"], flow(&["work", "clear!"]));
+    cfg.cycle.interval = (secs(30), secs(30));
+    cfg.cycle.wait_for_active = secs(30);
+    cfg.cycle.run_timeout = secs(600);
+    cfg.cycle.step_timeout = secs(600);
+    let h = Harness::new(cfg);
+    let tl = Timeline::default();
+    {
+        let tl = tl.clone();
+        h.steps.step("work", move |cx| {
+            let tl = tl.clone();
+            async move {
+                tl.mark("work:start");
+                cx.page
+                    .navigate(&cx.target.url, T)
+                    .await
+                    .map_err(|e| StepError::failed(e.to_string()))?;
+                let r = cx.page.click(&Selectors::one("#buy"), T).await;
+                tl.mark("work:end");
+                r.map(|_| StepEnd::Continue)
+                    .map_err(|e| StepError::failed(e.to_string()))
+            }
+        });
+    }
+    {
+        let tl = tl.clone();
+        h.steps.step("clear", move |cx| {
+            let tl = tl.clone();
+            async move {
+                cx.page
+                    .navigate("http://shop.test/cart", T)
+                    .await
+                    .map_err(|e| StepError::failed(e.to_string()))?;
+                tl.mark("clear");
+                Ok(StepEnd::Continue)
+            }
+        });
+    }
+    h.sim.edit_site(|s| {
+        s.pages
+            .entry("http://shop.test/p/a".into())
+            .or_default()
+            .elements
+            .insert("#buy".into(), Default::default());
+    });
+    // The first click hangs forever.
+    h.sim.inject("click", Some("`#buy`"), Fault::Hang, 1);
+    let t0 = Instant::now();
+    h.run_cycles(2).await;
+
+    let history = h.history();
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[0].status, Status::TimedOut);
+    assert!(
+        history[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("wait timed out"),
+        "{:?}",
+        history[0].error
+    );
+    assert_eq!(
+        history[0].steps[1].result, "ok",
+        "cleanup ran after the cancellation"
+    );
+    assert_eq!(history[1].status, Status::Completed);
+    let starts = tl.all("work:start");
+    // Cycle 2 ticked at 30 s and waited 30 s before cancelling.
+    assert!(
+        starts[1] - t0 >= secs(60),
+        "run 2 started at {:?}",
+        starts[1] - t0
+    );
+    // The cancelled run's cleanup finished before run 2 began.
+    assert!(tl.all("clear")[0] <= starts[1]);
+    assert_eq!(h.sim.overlaps(), 0);
+    assert_eq!(h.sim.open_pages(), 0, "no page left open");
+    assert!(h.registry.is_idle());
+    assert!(
+        h.metrics
+            .render()
+            .contains("baton_cycle_wait_timeouts_total 1")
+    );
+}
+
+// I4 -----------------------------------------------------------------------
+
+/// I4: the final state is persisted before the run deregisters, and under
+/// the completion lock. Two observers watch a completion whose write is
+/// slow: one woken by every registry change (as the next cycle's wait is),
+/// which must never find the run gone while its state is still
+/// `attempting`; and one that takes the completion lock, which must see the
+/// run registered or finished, never in between. Guards:
+/// `RunGuard::complete` persisting under the lock and deregistering last.
+#[tokio::test(start_paused = true)]
+async fn i4_completion_is_atomic_under_the_lock() {
+    let registry = Arc::new(Registry::default());
+    // The "persisted" status of target a, as a completion would write it.
+    let status = Arc::new(Mutex::new(Status::Ready));
+    let done = Arc::new(AtomicBool::new(false));
+    let violations = Arc::new(Mutex::new(Vec::<&str>::new()));
+    let checks = Arc::new(AtomicU32::new(0));
+    let locked_observer = {
+        let (registry, status, done, violations, checks) = (
+            registry.clone(),
+            status.clone(),
+            done.clone(),
+            violations.clone(),
+            checks.clone(),
+        );
+        tokio::spawn(async move {
+            while !done.load(Ordering::SeqCst) {
+                {
+                    let _lock = registry.completion_lock().await;
+                    let s = *status.lock().unwrap();
+                    if s.is_live() && !registry.is_registered("a") {
+                        violations
+                            .lock()
+                            .unwrap()
+                            .push("under the lock: attempting with no live run");
+                    }
+                    let completing = registry
+                        .get("a")
+                        .is_some_and(|r| r.status == baton::registry::RunStatus::Completing);
+                    if completing || (s == Status::Completed && registry.is_registered("a")) {
+                        violations
+                            .lock()
+                            .unwrap()
+                            .push("under the lock: a completion seen half-way");
+                    }
+                    checks.fetch_add(1, Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    let change_observer = {
+        let (registry, status, violations, checks) = (
+            registry.clone(),
+            status.clone(),
+            violations.clone(),
+            checks.clone(),
+        );
+        let mut rx = registry.watch();
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                if !registry.is_registered("a") && status.lock().unwrap().is_live() {
+                    violations
+                        .lock()
+                        .unwrap()
+                        .push("deregistered before the final state was saved");
+                }
+                checks.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    for _ in 0..20 {
+        let guard = {
+            let _lock = registry.completion_lock().await;
+            let g = registry
+                .register(Registration {
+                    target: "a".into(),
+                    session: SessionId(0),
+                    flow: "f".into(),
+                    versions: vec![],
+                })
+                .unwrap();
+            *status.lock().unwrap() = Status::Attempting;
+            g
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let status = status.clone();
+        guard
+            .complete(async move {
+                // A slow disk: the write takes 10 ms.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                *status.lock().unwrap() = Status::Completed;
+            })
+            .await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    done.store(true, Ordering::SeqCst);
+    locked_observer.await.unwrap();
+    change_observer.abort();
+    assert!(
+        checks.load(Ordering::SeqCst) > 300,
+        "the observers looked often"
+    );
+    assert_eq!(*violations.lock().unwrap(), Vec::<&str>::new());
+}
+
+// I5 -----------------------------------------------------------------------
+
+/// I5: a step that panics, a page call that panics, a step that errors and
+/// a task that is aborted all leave the registry empty, and the first three
+/// are recorded as failures with their cleanup run. Guards: `RunGuard`'s
+/// `Drop` and the panic catching in `run`.
+#[tokio::test(start_paused = true)]
+async fn i5_deregistered_after_panic_and_error() {
+    let cfg = config(
+        &["panics", "page-panics", "errors"],
+        flow(&["work", "clear!"]),
+    );
+    let h = Harness::new(cfg);
+    h.steps.step("work", |cx| async move {
+        match cx.target.id.as_str() {
+            "panics" => panic!("native step blew up"),
+            "page-panics" => {
+                cx.page.click(&Selectors::one("#x"), T).await.ok();
+                Ok(StepEnd::Continue)
+            }
+            _ => Err(StepError::failed("checkout refused the card")),
+        }
+    });
+    let cleaned = Arc::new(AtomicU32::new(0));
+    {
+        let cleaned = cleaned.clone();
+        h.steps.step("clear", move |_| {
+            let cleaned = cleaned.clone();
+            async move {
+                cleaned.fetch_add(1, Ordering::SeqCst);
+                Ok(StepEnd::Continue)
+            }
+        });
+    }
+    h.sim.inject("click", None, Fault::Panic, 1);
+    h.run_cycles(1).await;
+
+    assert!(h.registry.is_idle(), "a run stayed registered");
+    assert_eq!(
+        cleaned.load(Ordering::SeqCst),
+        3,
+        "cleanup ran after every failure"
+    );
+    let by_target = |id: &str| {
+        h.history()
+            .into_iter()
+            .find(|r| r.target.as_str() == id)
+            .unwrap()
+    };
+    let p = by_target("panics");
+    assert_eq!(p.status, Status::Failed);
+    assert!(p.error.unwrap().contains("panicked: native step blew up"));
+    let pp = by_target("page-panics");
+    assert_eq!(pp.status, Status::Failed);
+    assert!(pp.error.unwrap().contains("simulated panic in `click`"));
+    let e = by_target("errors");
+    assert_eq!(e.error.as_deref(), Some("checkout refused the card"));
+    assert_eq!(h.sim.open_pages(), 0);
+
+    // An aborted task drops its guard too.
+    let guard = h
+        .registry
+        .register(Registration {
+            target: "x".into(),
+            session: SessionId(0),
+            flow: "f".into(),
+            versions: vec![],
+        })
+        .unwrap();
+    let task = tokio::spawn(async move {
+        let _guard = guard;
+        std::future::pending::<()>().await;
+    });
+    tokio::task::yield_now().await;
+    assert!(h.registry.is_registered("x"));
+    task.abort();
+    let _ = task.await;
+    assert!(h.registry.is_idle(), "an aborted run stayed registered");
+}
+
+// I7 -----------------------------------------------------------------------
+
+/// I7: a run that entered `commit` and never returned from it (it hung and
+/// was cancelled) leaves its target `in_doubt`, and no later cycle runs
+/// that target again, even in test mode, until an operator resolves it. A
+/// commit that returned is `completed` even if cleanup then failed.
+/// Guards: `committed` in `RunControl` and `run::settle`.
+#[tokio::test(start_paused = true)]
+async fn i7_committed_run_without_result_is_in_doubt() {
+    let mut cfg = config(&["hangs", "cleanup-fails"], flow(&["buy", "clear!"]));
+    cfg.cycle.interval = (secs(30), secs(30));
+    cfg.cycle.wait_for_active = secs(20);
+    let h = Harness::new(cfg);
+    let buys = Arc::new(Mutex::new(Vec::new()));
+    {
+        let buys = buys.clone();
+        h.steps.step("buy", move |cx| {
+            let buys = buys.clone();
+            async move {
+                buys.lock().unwrap().push(cx.target.id.to_string());
+                let page = cx.page.clone();
+                let hang = cx.target.id.as_str() == "hangs";
+                commit(&cx, "place order", async move {
+                    if hang {
+                        page.click(&Selectors::one("#place"), T)
+                            .await
+                            .map_err(|e| StepError::failed(e.to_string()))?;
+                    }
+                    Ok("A-1".to_owned())
+                })
+                .await?;
+                Ok(StepEnd::Continue)
+            }
+        });
+    }
+    h.steps.step("clear", |cx| async move {
+        if cx.target.id.as_str() == "cleanup-fails" {
+            return Err(StepError::failed("cart still has 1 line"));
+        }
+        Ok(StepEnd::Continue)
+    });
+    h.sim.inject("click", Some("`#place`"), Fault::Hang, 1);
+    let sched = h.scheduler(Some(4));
+    let commands = h.commands.clone();
+    let run = tokio::spawn(sched.run());
+    run.await.unwrap();
+
+    let hangs: Vec<_> = h
+        .history()
+        .into_iter()
+        .filter(|r| r.target.as_str() == "hangs")
+        .collect();
+    assert_eq!(hangs.len(), 1, "an in_doubt target was run again");
+    assert_eq!(hangs[0].status, Status::InDoubt);
+    assert!(hangs[0].committed);
+    assert!(
+        hangs[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .starts_with("passed its commit point without a recorded result")
+    );
+    assert_eq!(h.state.get("hangs").status, Status::InDoubt);
+    let cf = h.state.get("cleanup-fails");
+    assert_eq!(cf.status, Status::Completed, "the order was placed");
+    assert_eq!(cf.last_order.as_deref(), Some("A-1"));
+    assert_eq!(cf.last_error.as_deref(), Some("cart still has 1 line"));
+    assert_eq!(
+        buys.lock()
+            .unwrap()
+            .iter()
+            .filter(|t| *t == "hangs")
+            .count(),
+        1
+    );
+    drop(commands);
+}
+
+// I8 -----------------------------------------------------------------------
+
+/// I8: a step replaced while a run is in progress does not change that run;
+/// the next run gets the new version. Guards: `StepRunner::pin` at dispatch.
+#[tokio::test(start_paused = true)]
+async fn i8_reload_never_changes_a_running_flow() {
+    let cfg = config(&["a"], flow(&["first", "second"]));
+    let h = Harness::new(cfg);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let steps = h.steps.clone();
+    {
+        let (seen, steps) = (seen.clone(), steps.clone());
+        h.steps.step("first", move |_| {
+            let (seen, steps) = (seen.clone(), steps.clone());
+            async move {
+                seen.lock().unwrap().push("first".to_owned());
+                // A reload lands in the middle of the run.
+                let seen2 = seen.clone();
+                steps.step("second", move |_| {
+                    let seen2 = seen2.clone();
+                    async move {
+                        seen2.lock().unwrap().push("second v2".to_owned());
+                        Ok(StepEnd::Continue)
+                    }
+                });
+                Ok(StepEnd::Continue)
+            }
+        });
+    }
+    {
+        let seen = seen.clone();
+        h.steps.step("second", move |_| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push("second v1".to_owned());
+                Ok(StepEnd::Continue)
+            }
+        });
+    }
+    let v1 = h.steps.generation("second").unwrap();
+    h.run_cycles(2).await;
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec!["first", "second v1", "first", "second v2"]
+    );
+    let history = h.history();
+    assert_eq!(
+        history[0].steps[1].generation, v1,
+        "history records the pinned version"
+    );
+    assert!(history[1].steps[1].generation > v1);
+}
+
+// Soak -----------------------------------------------------------------------
+
+/// 10,000 cycles of mixed fast, slow, stuck, failing, panicking and
+/// committing runs over four targets and two sessions. After every registry
+/// change a checker asserts that no two runs shared a session and that,
+/// under the completion lock, the persisted state agrees with the registry
+/// (a target is `attempting`/`committing` exactly when it has a live run).
+#[tokio::test(start_paused = true)]
+async fn soak_10000_cycles() {
+    const CYCLES: u64 = 10_000;
+    let seed: u64 = std::env::var("BATON_SOAK_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed);
+    let mut cfg = config(&["a", "b", "c", "d"], flow(&["work", "clear!"]));
+    cfg.cycle.max_concurrent_runs = 2;
+    cfg.cycle.interval = (secs(25), secs(35));
+    cfg.cycle.wait_for_active = secs(30);
+    cfg.cycle.run_timeout = secs(50);
+    cfg.cycle.step_timeout = secs(40);
+    let h = Harness::new(cfg);
+    h.sim.set_latency("*", Duration::from_millis(40));
+    let rng = Arc::new(Mutex::new(StdRng::seed_from_u64(seed)));
+    let kinds = Arc::new(Mutex::new([0u32; 8]));
+    {
+        let (rng, kinds) = (rng.clone(), kinds.clone());
+        h.steps.step("work", move |cx| {
+            let (rng, kinds) = (rng.clone(), kinds.clone());
+            async move {
+                let (kind, ms) = {
+                    let mut r = rng.lock().unwrap();
+                    (r.random_range(0..8u32), r.random_range(0..50_000u64))
+                };
+                kinds.lock().unwrap()[kind as usize] += 1;
+                let fail = |e: baton::browser::PageError| StepError::failed(e.to_string());
+                cx.page.navigate(&cx.target.url, T).await.map_err(fail)?;
+                match kind {
+                    // fast
+                    0 | 1 => tokio::time::sleep(Duration::from_millis(ms % 3_000)).await,
+                    // slow: longer than the interval
+                    2 => tokio::time::sleep(Duration::from_millis(25_000 + ms % 20_000)).await,
+                    // stuck in the browser
+                    3 => {
+                        let page = cx.page.clone();
+                        let never = async move {
+                            loop {
+                                page.wait_for(&Selectors::one("#never"), T).await.ok();
+                                tokio::time::sleep(secs(1)).await;
+                            }
+                        };
+                        never.await
+                    }
+                    // failing
+                    4 => return Err(StepError::failed("simulated failure")),
+                    // panicking
+                    5 => panic!("simulated panic"),
+                    // commits and completes
+                    6 => {
+                        commit(&cx, "order", async { Ok("o".to_owned()) }).await?;
+                    }
+                    // commits and hangs: in_doubt
+                    _ => {
+                        commit(&cx, "order", async {
+                            std::future::pending::<Result<String, StepError>>().await
+                        })
+                        .await?;
+                    }
+                }
+                Ok(StepEnd::Continue)
+            }
+        });
+    }
+    h.steps.step("clear", |cx| async move {
+        cx.page
+            .navigate("http://shop.test/cart", T)
+            .await
+            .map_err(|e| StepError::failed(e.to_string()))?;
+        Ok(StepEnd::Continue)
+    });
+
+    // The checker: after every registry change.
+    let violations = Arc::new(Mutex::new(Vec::<String>::new()));
+    let checks = Arc::new(AtomicU64::new(0));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let checker = {
+        let (registry, state, sim, violations, checks, stop) = (
+            h.registry.clone(),
+            h.state.clone(),
+            h.sim.clone(),
+            violations.clone(),
+            checks.clone(),
+            stop.clone(),
+        );
+        let mut rx = registry.watch();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    r = rx.changed() => if r.is_err() { break },
+                }
+                if sim.overlaps() > 0 {
+                    violations
+                        .lock()
+                        .unwrap()
+                        .push("two runs on one session".into());
+                }
+                let _lock = registry.completion_lock().await;
+                let doc = state.snapshot();
+                for (id, t) in &doc.targets {
+                    let registered = registry.is_registered(id.as_str());
+                    if t.status.is_live() != registered {
+                        violations.lock().unwrap().push(format!(
+                            "target {id}: state `{}` but registered = {registered}",
+                            t.status
+                        ));
+                    }
+                }
+                checks.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    // An operator who resolves in_doubt targets, so they keep running.
+    let resolver = {
+        let (commands, mut status, state) = (h.commands.clone(), h.status.clone(), h.state.clone());
+        tokio::spawn(async move {
+            while status.changed().await.is_ok() {
+                let doubtful: Vec<_> = state
+                    .snapshot()
+                    .targets
+                    .into_iter()
+                    .filter(|(_, t)| t.status == Status::InDoubt)
+                    .map(|(id, _)| id)
+                    .collect();
+                for id in doubtful {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    if commands
+                        .send(Command::Resolve(id, Status::Ready, tx))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    let _ = rx.await;
+                }
+            }
+        })
+    };
+
+    let summary = h.run_cycles(CYCLES).await;
+    stop.cancel();
+    checker.await.unwrap();
+    resolver.abort();
+
+    let violations = violations.lock().unwrap();
+    assert!(
+        violations.is_empty(),
+        "seed {seed}: {} violations, first: {:?}",
+        violations.len(),
+        violations.first()
+    );
+    assert_eq!(summary.cycles, CYCLES);
+    assert!(h.registry.is_idle());
+    assert_eq!(h.sim.overlaps(), 0);
+    assert_eq!(h.sim.open_pages(), 0);
+    let history = h.history();
+    assert_eq!(
+        history.len() as u64,
+        summary.runs,
+        "every run left one record"
+    );
+    let count = |s: Status| history.iter().filter(|r| r.status == s).count();
+    for s in [
+        Status::Completed,
+        Status::Failed,
+        Status::TimedOut,
+        Status::InDoubt,
+    ] {
+        assert!(
+            count(s) > 100,
+            "seed {seed}: too few `{s}` runs ({})",
+            count(s)
+        );
+    }
+    assert!(checks.load(Ordering::SeqCst) > 10_000, "the checker ran");
+    eprintln!(
+        "soak seed {seed}: {} cycles, {} runs, {} checks, kinds {:?}",
+        summary.cycles,
+        summary.runs,
+        checks.load(Ordering::SeqCst),
+        kinds.lock().unwrap()
+    );
+}
