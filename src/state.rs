@@ -236,6 +236,7 @@ impl StateStore {
             }
         }
 
+        remove_stale_temp_files(dir);
         let mut doc = read_doc(dir)?.unwrap_or(StateDoc {
             format: 1,
             ..StateDoc::default()
@@ -462,6 +463,21 @@ pub fn write_atomic<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(
     // The rename itself is only durable once the directory is synced.
     File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
     Ok(())
+}
+
+/// Removes temporary files a killed writer left behind. Only the lock
+/// holder calls this, so none of them can be in use.
+fn remove_stale_temp_files(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(".state-") && name.ends_with(".tmp") {
+            let _ = fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Opens the history for appending, first cutting off a partial last line
