@@ -132,8 +132,9 @@ pub trait CommitSink: Send + Sync {
     /// target has been persisted as `committing`. `Ok(false)`: skip it (a dry
     /// run). `Err`: the step fails and the closure does not run.
     fn begin(&self, label: &str) -> Result<bool, String>;
-    /// Called with what the closure returned (for example the order number).
-    fn done(&self, label: &str, result: &str);
+    /// Called when the closure returned, with what it returned (for
+    /// example the order number; `None` if it returned nothing).
+    fn done(&self, label: &str, result: Option<&str>);
 }
 
 /// Bounds that apply inside a step.
@@ -161,6 +162,7 @@ impl Default for Timeouts {
 /// Everything a step gets to work with.
 #[derive(Clone)]
 pub struct StepContext {
+    pub run_id: crate::id::RunId,
     pub page: Arc<dyn Page>,
     pub target: Arc<Target>,
     /// Cancelled when the step must stop: the run was cancelled, or the step

@@ -185,6 +185,6 @@ where
         return Ok(None);
     }
     let result = body.await?;
-    cx.commit.done(label, &result);
+    cx.commit.done(label, Some(&result));
     Ok(Some(result))
 }

@@ -86,10 +86,16 @@ pub async fn execute(
         ..Report::default()
     });
 
-    let order = sink.result.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let result = sink.result.lock().unwrap_or_else(|e| e.into_inner()).take();
     let committed = control.committed();
-    let (status, outcome, error) =
-        settle(&flow, &report, committed, order.is_some(), control.reason());
+    let (status, outcome, error) = settle(
+        &flow,
+        &report,
+        committed,
+        result.is_some(),
+        control.reason(),
+    );
+    let order = result.flatten();
     let duration = started.elapsed();
     let record = RunRecord {
         run_id: guard.run_id(),
@@ -288,6 +294,7 @@ async fn run_steps(
         };
 
         let cx = StepContext {
+            run_id: guard.run_id(),
             page: p.clone(),
             target: target.clone(),
             cancel: token.clone(),
@@ -490,7 +497,8 @@ struct RunCommit {
     target: Arc<Target>,
     run: crate::id::RunId,
     control: Arc<RunControl>,
-    result: Mutex<Option<String>>,
+    /// `Some` once the commit closure returned; inside, what it returned.
+    result: Mutex<Option<Option<String>>>,
 }
 
 impl CommitSink for RunCommit {
@@ -511,9 +519,9 @@ impl CommitSink for RunCommit {
         Ok(true)
     }
 
-    fn done(&self, label: &str, result: &str) {
-        tracing::info!(run = %self.run, target = %self.target.id, label, result, "committed");
-        *self.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(result.to_owned());
+    fn done(&self, label: &str, result: Option<&str>) {
+        tracing::info!(run = %self.run, target = %self.target.id, label, result = result.unwrap_or("-"), "committed");
+        *self.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(result.map(str::to_owned));
     }
 }
 

@@ -163,6 +163,11 @@ struct Inner {
     pages_opened: AtomicU64,
     /// Parent of every page's token; `kill` cancels it and starts a new one.
     killed: Mutex<CancellationToken>,
+    /// Woken by `edit_site`, so waits for an element see it appear.
+    changed: tokio::sync::Notify,
+    /// Nothing will ever change the site (an offline fixture): a missing
+    /// element fails at once instead of waiting out its timeout.
+    fixed: std::sync::atomic::AtomicBool,
 }
 
 /// The simulated browser. Cheap to clone; clones share everything.
@@ -199,6 +204,8 @@ impl SimBrowser {
                 next_page: AtomicU64::new(1),
                 pages_opened: AtomicU64::new(0),
                 killed: Mutex::new(CancellationToken::new()),
+                changed: tokio::sync::Notify::new(),
+                fixed: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -230,9 +237,21 @@ impl SimBrowser {
         lock(&self.inner.hooks).push((action.to_owned(), arg.to_owned(), Arc::new(hook)));
     }
 
-    /// Changes the site (for example, to put an item back in stock).
+    /// Changes the site (for example, to put an item back in stock). Calls
+    /// waiting for an element see the change.
     pub fn edit_site(&self, f: impl FnOnce(&mut SimSite)) {
         f(&mut lock(&self.inner.site));
+        self.inner.changed.notify_waiters();
+    }
+
+    /// Declares that the site never changes (an offline fixture): waits for
+    /// a missing element fail at once.
+    pub fn set_fixed(&self, fixed: bool) {
+        self.inner.fixed.store(fixed, Ordering::SeqCst);
+    }
+
+    fn is_fixed(&self) -> bool {
+        self.inner.fixed.load(Ordering::SeqCst)
     }
 
     /// Times two pages of one session were open at once, or two calls on
@@ -403,6 +422,17 @@ impl SimTab {
         arg: &str,
         answer: impl FnOnce(&SimTab) -> Result<T, PageError>,
     ) -> Result<T, PageError> {
+        self.call_waiting(action, arg, None, answer).await
+    }
+
+    /// [`SimTab::call`] for actions that wait for their element first.
+    async fn call_waiting<T>(
+        &self,
+        action: &str,
+        arg: &str,
+        wait: Option<(&Selectors, Duration)>,
+        answer: impl FnOnce(&SimTab) -> Result<T, PageError>,
+    ) -> Result<T, PageError> {
         if self.closed.is_cancelled() {
             return Err(PageError::Closed);
         }
@@ -432,7 +462,12 @@ impl SimTab {
                 Some(Fault::Fail(msg)) => Err(PageError::Other(msg)),
                 Some(Fault::Hang) => std::future::pending().await,
                 Some(Fault::Panic) => panic!("simulated panic in `{action}`"),
-                None => answer(self),
+                None => {
+                    if let Some((sel, timeout)) = wait {
+                        self.wait_present(sel, timeout).await;
+                    }
+                    answer(self)
+                }
             }
         };
         tokio::select! {
@@ -444,6 +479,22 @@ impl SimTab {
 
     fn current_url(&self) -> String {
         lock(&self.url).clone()
+    }
+
+    /// Returns once `sel` matches, the site is fixed, or `timeout` passed.
+    async fn wait_present(&self, sel: &Selectors, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let changed = self.browser.inner.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.find(sel).is_some() || self.browser.is_fixed() {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return;
+            }
+        }
     }
 
     /// The first selector that matches, with its element as edited.
@@ -470,11 +521,13 @@ impl SimTab {
         sel: &Selectors,
         timeout: Duration,
     ) -> Result<(usize, String, SimElement), PageError> {
-        // Nothing appears later in a static simulation, so a miss is final;
-        // report it as the timed-out wait it stands for.
         self.find(sel).ok_or(PageError::NotFound {
             selector: sel.clone(),
-            waited: timeout,
+            waited: if self.browser.is_fixed() {
+                Duration::ZERO
+            } else {
+                timeout
+            },
         })
     }
 
@@ -528,7 +581,7 @@ impl Page for SimTab {
     }
 
     async fn wait_for(&self, sel: &Selectors, timeout: Duration) -> Result<usize, PageError> {
-        self.call("wait_for", &sel.to_string(), |t| {
+        self.call_waiting("wait_for", &sel.to_string(), Some((sel, timeout)), |t| {
             t.require(sel, timeout).map(|(i, _, _)| i)
         })
         .await
@@ -547,7 +600,7 @@ impl Page for SimTab {
     }
 
     async fn text(&self, sel: &Selectors, timeout: Duration) -> Result<String, PageError> {
-        self.call("text", &sel.to_string(), |t| {
+        self.call_waiting("text", &sel.to_string(), Some((sel, timeout)), |t| {
             t.require(sel, timeout).map(|(_, _, e)| e.text)
         })
         .await
@@ -559,7 +612,7 @@ impl Page for SimTab {
         name: &str,
         timeout: Duration,
     ) -> Result<Option<String>, PageError> {
-        self.call("attr", &sel.to_string(), |t| {
+        self.call_waiting("attr", &sel.to_string(), Some((sel, timeout)), |t| {
             t.require(sel, timeout)
                 .map(|(_, _, e)| e.attrs.get(name).cloned())
         })
@@ -567,14 +620,14 @@ impl Page for SimTab {
     }
 
     async fn value(&self, sel: &Selectors, timeout: Duration) -> Result<String, PageError> {
-        self.call("value", &sel.to_string(), |t| {
+        self.call_waiting("value", &sel.to_string(), Some((sel, timeout)), |t| {
             t.require(sel, timeout).map(|(_, _, e)| e.value)
         })
         .await
     }
 
     async fn click(&self, sel: &Selectors, timeout: Duration) -> Result<(), PageError> {
-        self.call("click", &sel.to_string(), |t| {
+        self.call_waiting("click", &sel.to_string(), Some((sel, timeout)), |t| {
             let (_, _, el) = t.require(sel, timeout)?;
             if let Some(effect) = el.on_click {
                 for r in &effect.remove {
@@ -591,7 +644,7 @@ impl Page for SimTab {
     }
 
     async fn fill(&self, sel: &Selectors, text: &str, timeout: Duration) -> Result<(), PageError> {
-        self.call("fill", &sel.to_string(), |t| {
+        self.call_waiting("fill", &sel.to_string(), Some((sel, timeout)), |t| {
             let (_, key, _) = t.require(sel, timeout)?;
             t.edit(&key, |e| e.value = Some(text.to_owned()));
             Ok(())
@@ -605,7 +658,7 @@ impl Page for SimTab {
         value: &str,
         timeout: Duration,
     ) -> Result<(), PageError> {
-        self.call("select", &sel.to_string(), |t| {
+        self.call_waiting("select", &sel.to_string(), Some((sel, timeout)), |t| {
             let (_, key, el) = t.require(sel, timeout)?;
             if !el.options.is_empty() && !el.options.iter().any(|o| o == value) {
                 return Err(PageError::NoOption {

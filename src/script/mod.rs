@@ -1,0 +1,697 @@
+//! The script host: compiles the flow scripts in `scripts/`, keeps the last
+//! good version of each, and runs them against a page.
+//!
+//! - [`engine`]: limits, sandbox, confined imports, located errors.
+//! - [`primitives`]: the functions scripts call.
+//! - [`reload`]: the file watcher that recompiles on save.
+//! - [`plugin`]: how a Rust program adds its own functions.
+//!
+//! Versions: every compiled script has a generation, bumped whenever its
+//! source or a module it imports changes. A run pins the whole library
+//! snapshot when it is dispatched ([`StepRunner::pin`]) and finishes with
+//! it, whatever reloads happen meanwhile (I8, tests
+//! `tests/scripting.rs::i8_a_run_keeps_its_versions_across_a_reload` and
+//! `tests/safety.rs::i8_reload_never_changes_a_running_flow`). A script that
+//! fails to compile never replaces its last good version.
+
+pub mod engine;
+pub mod plugin;
+pub mod primitives;
+pub mod reload;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use rhai::{AST, Dynamic, Module, Scope, Shared};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::browser::Page;
+use crate::config::Secrets;
+use crate::flow::{
+    CommitSink, Flow, PinnedFlow, Step, StepContext, StepEnd, StepError, StepErrorKind, StepRunner,
+    Target, Timeouts,
+};
+use crate::metrics::Metrics;
+use crate::redact::Redactor;
+use crate::registry::PinnedVersion;
+pub use engine::ScriptError;
+pub use plugin::Plugin;
+use primitives::{End, Http, ScriptContext, Trace};
+
+/// One compiled script.
+#[derive(Debug)]
+pub struct Script {
+    pub name: String,
+    /// The file as messages show it (`scripts/checkout.rhai`).
+    pub file: String,
+    pub generation: u64,
+    pub ast: Arc<AST>,
+    pub fingerprint: u64,
+    pub imports: Vec<PathBuf>,
+    pub loaded_at: SystemTime,
+}
+
+/// A snapshot of every script: what runs pin.
+#[derive(Debug, Default)]
+pub struct Library {
+    pub scripts: BTreeMap<String, Arc<Script>>,
+    /// The last compile error of each script (or `lib/` module) whose
+    /// newest version did not compile. The script may still have a last
+    /// good version in `scripts`.
+    pub errors: BTreeMap<String, ScriptError>,
+}
+
+/// What one reload did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ReloadReport {
+    /// Scripts swapped in, with their new generation.
+    pub changed: Vec<(String, u64)>,
+    /// Scripts that failed to compile (their last good version is kept).
+    pub failed: Vec<ScriptError>,
+}
+
+/// A script's version and health, for the dashboard.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScriptStatus {
+    pub name: String,
+    pub file: String,
+    pub generation: Option<u64>,
+    #[serde(with = "crate::time::rfc3339_opt")]
+    pub loaded_at: Option<SystemTime>,
+    pub error: Option<String>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    std: Shared<Module>,
+    library: ArcSwap<Library>,
+    generation: AtomicU64,
+    plugins: Vec<Arc<dyn Plugin>>,
+    secrets: ArcSwap<Secrets>,
+    redactor: Arc<Redactor>,
+    http: reqwest::Client,
+    shots_dir: Option<PathBuf>,
+    metrics: Option<Arc<Metrics>>,
+    /// Reloads come from the watcher thread and from commands; one at a
+    /// time keeps generations in order.
+    reloading: Mutex<()>,
+}
+
+/// The script host. Cheap to clone.
+#[derive(Clone)]
+pub struct ScriptHost {
+    inner: Arc<Inner>,
+}
+
+/// Builds a [`ScriptHost`].
+pub struct Builder {
+    dir: PathBuf,
+    plugins: Vec<Arc<dyn Plugin>>,
+    secrets: Secrets,
+    redactor: Arc<Redactor>,
+    shots_dir: Option<PathBuf>,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl Builder {
+    /// Adds a native plugin: its functions are registered into every
+    /// script's engine.
+    pub fn plugin(mut self, p: Arc<dyn Plugin>) -> Builder {
+        self.plugins.push(p);
+        self
+    }
+
+    pub fn plugins(mut self, ps: impl IntoIterator<Item = Arc<dyn Plugin>>) -> Builder {
+        self.plugins.extend(ps);
+        self
+    }
+
+    pub fn secrets(mut self, s: Secrets) -> Builder {
+        self.secrets = s;
+        self
+    }
+
+    pub fn redactor(mut self, r: Arc<Redactor>) -> Builder {
+        self.redactor = r;
+        self
+    }
+
+    /// Where `screenshot(name)` writes.
+    pub fn shots_dir(mut self, d: PathBuf) -> Builder {
+        self.shots_dir = Some(d);
+        self
+    }
+
+    pub fn metrics(mut self, m: Arc<Metrics>) -> Builder {
+        self.metrics = Some(m);
+        self
+    }
+
+    /// Compiles every script once. Compile errors do not fail the build:
+    /// they are in [`ScriptHost::library`]`.errors` for the caller to report.
+    pub fn build(self) -> ScriptHost {
+        let host = ScriptHost {
+            inner: Arc::new(Inner {
+                dir: self.dir,
+                std: engine::standard_package(),
+                library: ArcSwap::from_pointee(Library::default()),
+                generation: AtomicU64::new(0),
+                plugins: self.plugins,
+                secrets: ArcSwap::from_pointee(self.secrets.clone()),
+                redactor: self.redactor,
+                http: reqwest::Client::builder()
+                    .user_agent(concat!("baton/", env!("CARGO_PKG_VERSION")))
+                    .build()
+                    .unwrap_or_default(),
+                shots_dir: self.shots_dir,
+                metrics: self.metrics,
+                reloading: Mutex::new(()),
+            }),
+        };
+        for v in self.secrets.values() {
+            host.inner.redactor.add(v);
+        }
+        host.reload();
+        host
+    }
+}
+
+/// Everything [`ScriptHost::run_script`] needs besides the script name.
+pub struct ScriptRun {
+    pub page: Option<Arc<dyn Page>>,
+    pub target: Arc<Target>,
+    pub cancel: CancellationToken,
+    pub commit: Option<Arc<dyn CommitSink>>,
+    pub timeouts: Timeouts,
+    pub shot_prefix: String,
+    pub trace: Option<Arc<dyn Trace>>,
+    /// Offline answers for `http_get_json`; `None` to use the network.
+    pub http_fixture: Option<Arc<BTreeMap<String, serde_json::Value>>>,
+}
+
+impl ScriptHost {
+    pub fn builder(dir: impl Into<PathBuf>) -> Builder {
+        Builder {
+            dir: dir.into(),
+            plugins: Vec::new(),
+            secrets: Secrets::default(),
+            redactor: Arc::new(Redactor::new()),
+            shots_dir: None,
+            metrics: None,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The current library snapshot.
+    pub fn library(&self) -> Arc<Library> {
+        self.inner.library.load_full()
+    }
+
+    /// Replaces the secrets (after `flows.yaml` changed).
+    pub fn set_secrets(&self, s: Secrets) {
+        for v in s.values() {
+            self.inner.redactor.add(v);
+        }
+        self.inner.secrets.store(Arc::new(s));
+    }
+
+    /// Each script's version and last error, by name.
+    pub fn status(&self) -> Vec<ScriptStatus> {
+        let lib = self.library();
+        let mut names: Vec<&String> = lib.scripts.keys().chain(lib.errors.keys()).collect();
+        names.sort();
+        names.dedup();
+        names
+            .into_iter()
+            .map(|n| {
+                let s = lib.scripts.get(n);
+                ScriptStatus {
+                    name: n.clone(),
+                    file: s
+                        .map(|s| s.file.clone())
+                        .or_else(|| lib.errors.get(n).map(|e| e.file.clone()))
+                        .unwrap_or_default(),
+                    generation: s.map(|s| s.generation),
+                    loaded_at: s.map(|s| s.loaded_at),
+                    error: lib.errors.get(n).map(|e| e.to_string()),
+                }
+            })
+            .collect()
+    }
+
+    fn display(&self, rel: &Path) -> String {
+        self.inner.dir.join(rel).display().to_string()
+    }
+
+    /// Recompiles every script and swaps in those that changed and
+    /// compiled. Scripts that fail keep their last good version.
+    pub fn reload(&self) -> ReloadReport {
+        let _one_at_a_time = self
+            .inner
+            .reloading
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let old = self.inner.library.load_full();
+        let mut next = Library {
+            scripts: old.scripts.clone(),
+            errors: BTreeMap::new(),
+        };
+        let mut report = ReloadReport::default();
+        let (scripts, modules) = list_scripts(&self.inner.dir);
+
+        for name in &scripts {
+            let rel = PathBuf::from(format!("{name}.rhai"));
+            let display = self.display(&rel);
+            let source = match std::fs::read_to_string(self.inner.dir.join(&rel)) {
+                Ok(s) => s,
+                Err(e) => {
+                    let err = ScriptError {
+                        file: display,
+                        line: None,
+                        column: None,
+                        message: format!("cannot read: {e}"),
+                        called_from: vec![],
+                    };
+                    next.errors.insert(name.clone(), err.clone());
+                    report.failed.push(err);
+                    continue;
+                }
+            };
+            match engine::compile(&self.inner.std, &self.inner.dir, &display, &source) {
+                Ok(c) => {
+                    if old
+                        .scripts
+                        .get(name)
+                        .is_some_and(|s| s.fingerprint == c.fingerprint)
+                    {
+                        continue;
+                    }
+                    let generation = self.inner.generation.fetch_add(1, Ordering::SeqCst) + 1;
+                    next.scripts.insert(
+                        name.clone(),
+                        Arc::new(Script {
+                            name: name.clone(),
+                            file: display,
+                            generation,
+                            ast: Arc::new(c.ast),
+                            fingerprint: c.fingerprint,
+                            imports: c.imports.into_iter().collect(),
+                            loaded_at: SystemTime::now(),
+                        }),
+                    );
+                    report.changed.push((name.clone(), generation));
+                }
+                Err(e) => {
+                    next.errors.insert(name.clone(), e.clone());
+                    report.failed.push(e);
+                }
+            }
+        }
+        // A file that is gone keeps its last good version (a flow may still
+        // use it), with an error saying so.
+        for (name, s) in &old.scripts {
+            if !scripts.contains(name) {
+                let err = ScriptError {
+                    file: s.file.clone(),
+                    line: None,
+                    column: None,
+                    message: format!(
+                        "the file is gone; generation {} stays loaded until it is back",
+                        s.generation
+                    ),
+                    called_from: vec![],
+                };
+                if !old.errors.contains_key(name) {
+                    report.failed.push(err.clone());
+                }
+                next.errors.insert(name.clone(), err);
+            }
+        }
+        // Modules under lib/ are compiled with the scripts that import them;
+        // a syntax check here reports the ones nothing imports yet.
+        for rel in &modules {
+            let display = self.display(rel);
+            if let Ok(source) = std::fs::read_to_string(self.inner.dir.join(rel)) {
+                let engine = engine::base_engine(&self.inner.std);
+                if let Err(e) = engine.compile(&source) {
+                    let err = engine::parse_error(&display, &e);
+                    let key = rel.with_extension("").display().to_string();
+                    next.errors.insert(key, err.clone());
+                    if !report.failed.contains(&err) {
+                        report.failed.push(err);
+                    }
+                }
+            }
+        }
+
+        for (name, generation) in &report.changed {
+            tracing::info!(script = %name, generation, "script loaded: `{name}` generation {generation}");
+        }
+        for e in &report.failed {
+            if old.errors.values().any(|o| o == e) {
+                continue; // already reported
+            }
+            tracing::error!("script reload failed, keeping the last good version: {e}");
+        }
+        if let Some(m) = &self.inner.metrics {
+            for _ in &report.changed {
+                m.reloaded(true);
+            }
+            for e in &report.failed {
+                if !old.errors.values().any(|o| o == e) {
+                    m.reloaded(false);
+                }
+            }
+        }
+        self.inner.library.store(Arc::new(next));
+        report
+    }
+
+    /// Runs the current version of `name` once. For the dry run; runs
+    /// dispatched by the scheduler use [`StepRunner::pin`].
+    pub async fn run_script(&self, name: &str, run: ScriptRun) -> Result<Ended, StepError> {
+        let lib = self.library();
+        let Some(script) = lib.scripts.get(name).cloned() else {
+            return Err(StepError::failed(match lib.errors.get(name) {
+                Some(e) => e.to_string(),
+                None => format!(
+                    "script `{name}` not found in `{}`",
+                    self.inner.dir.display()
+                ),
+            }));
+        };
+        execute(self.inner.clone(), script, run).await
+    }
+
+    /// Writes the script API as a Rhai definition file (for the Rhai
+    /// language server) and returns it.
+    pub fn definitions(&self) -> String {
+        let mut engine = engine::base_engine(&self.inner.std);
+        let cx = Arc::new(ScriptContext {
+            script: String::new(),
+            file: String::new(),
+            page: None,
+            target: Arc::new(Target {
+                id: "".into(),
+                url: String::new(),
+                flow: String::new(),
+                params: Default::default(),
+            }),
+            cancel: CancellationToken::new(),
+            commit: None,
+            timeouts: Timeouts::default(),
+            secrets: Secrets::default(),
+            redactor: self.inner.redactor.clone(),
+            handle: None,
+            http: Http::Client(self.inner.http.clone()),
+            shots_dir: None,
+            shot_prefix: String::new(),
+            trace: None,
+            end: Mutex::new(None),
+        });
+        primitives::register(&mut engine, &cx);
+        for p in &self.inner.plugins {
+            p.register(&mut engine);
+        }
+        let mut scope = Scope::new();
+        scope.push_constant("target", rhai::Map::new());
+        let header = "// The baton script API, for the Rhai language server.\n// Generated by `baton defs`; see docs/scripting.md.\n\n";
+        format!(
+            "{header}{}",
+            engine
+                .definitions_with_scope(&scope)
+                .include_standard_packages(false)
+                .single_file()
+        )
+    }
+}
+
+/// Top-level scripts (by name) and `lib/` modules (relative paths).
+fn list_scripts(dir: &Path) -> (Vec<String>, Vec<PathBuf>) {
+    let mut scripts = Vec::new();
+    let mut modules = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_file() && p.extension().is_some_and(|x| x == "rhai") {
+                if let Some(stem) = p.file_stem() {
+                    scripts.push(stem.to_string_lossy().into_owned());
+                }
+            } else if p.is_dir() {
+                collect_modules(dir, &p, &mut modules);
+            }
+        }
+    }
+    scripts.sort();
+    modules.sort();
+    (scripts, modules)
+}
+
+fn collect_modules(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            collect_modules(root, &p, out);
+        } else if p.extension().is_some_and(|x| x == "rhai")
+            && let Ok(rel) = p.strip_prefix(root)
+        {
+            out.push(rel.to_owned());
+        }
+    }
+}
+
+/// The `target` constant scripts see.
+fn target_map(t: &Target) -> Dynamic {
+    let mut m = rhai::Map::new();
+    m.insert("id".into(), t.id.as_str().into());
+    m.insert("url".into(), t.url.clone().into());
+    m.insert("flow".into(), t.flow.clone().into());
+    let params = rhai::serde::to_dynamic(&t.params).unwrap_or_else(|_| rhai::Map::new().into());
+    m.insert("params".into(), params);
+    m.into()
+}
+
+/// How a script ended when it did not fail.
+#[derive(Debug, Clone)]
+pub enum Ended {
+    /// It ran to the end; this is its last value.
+    Value(Dynamic),
+    /// It called `outcome(name)`.
+    Outcome(String),
+}
+
+/// Runs `script` on a blocking thread and maps its ending.
+async fn execute(
+    inner: Arc<Inner>,
+    script: Arc<Script>,
+    run: ScriptRun,
+) -> Result<Ended, StepError> {
+    let cancel = run.cancel.clone();
+    let redactor = inner.redactor.clone();
+    let file = script.file.clone();
+    let handle = tokio::task::spawn_blocking(move || {
+        let cx = Arc::new(ScriptContext {
+            script: script.name.clone(),
+            file: script.file.clone(),
+            page: run.page,
+            target: run.target.clone(),
+            cancel: run.cancel.clone(),
+            commit: run.commit,
+            timeouts: run.timeouts,
+            secrets: Secrets::clone(&inner.secrets.load()),
+            redactor: inner.redactor.clone(),
+            handle: Some(tokio::runtime::Handle::current()),
+            http: match run.http_fixture {
+                Some(f) => Http::Fixture(f),
+                None => Http::Client(inner.http.clone()),
+            },
+            shots_dir: inner.shots_dir.clone(),
+            shot_prefix: run.shot_prefix,
+            trace: run.trace,
+            end: Mutex::new(None),
+        });
+        let mut engine = engine::base_engine(&inner.std);
+        primitives::register(&mut engine, &cx);
+        for p in &inner.plugins {
+            p.register(&mut engine);
+        }
+        // The progress hook runs between operations: a cancelled script
+        // stops here even in `loop {}`, with no primitive to notice.
+        let token = run.cancel.clone();
+        engine.on_progress(move |_| token.is_cancelled().then(|| Dynamic::from("cancelled")));
+        let (t, s) = (run.target.id.clone(), script.name.clone());
+        let red = inner.redactor.clone();
+        engine.on_print(move |msg| {
+            tracing::info!(target: "baton::script", target = %t, script = %s, "{}", red.apply(msg));
+        });
+        let (t, s) = (run.target.id.clone(), script.name.clone());
+        let red = inner.redactor.clone();
+        engine.on_debug(move |msg, _src, pos| {
+            tracing::debug!(target: "baton::script", target = %t, script = %s, "{}: {}", pos, red.apply(msg));
+        });
+        let mut scope = Scope::new();
+        scope.push_constant("target", target_map(&run.target));
+        let result = engine.eval_ast_with_scope::<Dynamic>(&mut scope, &script.ast);
+        let end = cx.end.lock().unwrap_or_else(|e| e.into_inner()).take();
+        (result, end)
+    });
+    let (result, end) = match handle.await {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => {
+            let msg = crate::run::panic_message(&*e.into_panic());
+            return Err(StepError {
+                kind: StepErrorKind::Panicked,
+                message: redactor
+                    .apply(&format!("{file}: panicked in a native function: {msg}"))
+                    .into_owned(),
+            });
+        }
+        Err(e) => return Err(StepError::cancelled(format!("{file}: {e}"))),
+    };
+    match (result, end) {
+        (Ok(v), _) => Ok(Ended::Value(v)),
+        (Err(_), Some(End::Outcome(name))) => Ok(Ended::Outcome(name)),
+        (Err(e), Some(End::Fail(reason))) => {
+            let mut se = engine::eval_error(&file, &e);
+            se.message = format!("fail: {reason}");
+            Err(StepError::failed(
+                redactor.apply(&se.to_string()).into_owned(),
+            ))
+        }
+        (Err(_), Some(End::Cancelled)) => Err(StepError::cancelled(format!("{file}: cancelled"))),
+        (Err(e), None)
+            if cancel.is_cancelled() && matches!(*e, rhai::EvalAltResult::ErrorTerminated(..)) =>
+        {
+            Err(StepError::cancelled(format!("{file}: cancelled")))
+        }
+        (Err(e), None) => Err(StepError::failed(
+            redactor
+                .apply(&engine::eval_error(&file, &e).to_string())
+                .into_owned(),
+        )),
+    }
+}
+
+fn step_end(r: Result<Ended, StepError>) -> Result<StepEnd, StepError> {
+    match r? {
+        Ended::Value(_) => Ok(StepEnd::Continue),
+        Ended::Outcome(name) => Ok(StepEnd::Outcome(name)),
+    }
+}
+
+/// A flow's scripts, pinned at the versions current at dispatch.
+struct PinnedScripts {
+    inner: Arc<Inner>,
+    lib: Arc<Library>,
+    scripts: Vec<String>,
+}
+
+impl PinnedFlow for PinnedScripts {
+    fn versions(&self) -> Vec<PinnedVersion> {
+        self.scripts
+            .iter()
+            .filter_map(|s| {
+                self.lib.scripts.get(s).map(|v| PinnedVersion {
+                    script: s.clone(),
+                    generation: v.generation,
+                })
+            })
+            .collect()
+    }
+
+    fn run_step(
+        &self,
+        step: &Step,
+        cx: StepContext,
+    ) -> BoxFuture<'static, Result<StepEnd, StepError>> {
+        let inner = self.inner.clone();
+        let script = self.lib.scripts.get(&step.script).cloned();
+        let name = step.script.clone();
+        async move {
+            let Some(script) = script else {
+                return Err(StepError::failed(format!("script `{name}` is not loaded")));
+            };
+            let run = ScriptRun {
+                page: Some(cx.page),
+                target: cx.target,
+                cancel: cx.cancel,
+                commit: Some(cx.commit),
+                timeouts: cx.timeouts,
+                shot_prefix: cx.run_id.to_string(),
+                trace: None,
+                http_fixture: None,
+            };
+            step_end(execute(inner, script, run).await)
+        }
+        .boxed()
+    }
+}
+
+impl StepRunner for ScriptHost {
+    fn pin(&self, flow: &Flow) -> Result<Arc<dyn PinnedFlow>, StepError> {
+        let lib = self.library();
+        for s in flow.scripts() {
+            if !lib.scripts.contains_key(s) {
+                return Err(StepError::failed(match lib.errors.get(s) {
+                    Some(e) => format!("script `{s}` has no version that compiles: {e}"),
+                    None => format!("script `{s}` not found in `{}`", self.inner.dir.display()),
+                }));
+            }
+        }
+        Ok(Arc::new(PinnedScripts {
+            inner: self.inner.clone(),
+            lib,
+            scripts: flow.scripts().map(str::to_owned).collect(),
+        }))
+    }
+
+    fn monitor(
+        &self,
+        script: &str,
+        target: Arc<Target>,
+        cancel: CancellationToken,
+        timeouts: Timeouts,
+    ) -> BoxFuture<'static, Result<bool, StepError>> {
+        let host = self.clone();
+        let name = script.to_owned();
+        async move {
+            let run = ScriptRun {
+                page: None,
+                target,
+                cancel,
+                commit: None,
+                timeouts,
+                shot_prefix: "monitor".into(),
+                trace: None,
+                http_fixture: None,
+            };
+            let v = match host.run_script(&name, run).await? {
+                Ended::Value(v) => v,
+                Ended::Outcome(o) => {
+                    return Err(StepError::failed(format!(
+                        "monitor `{name}` called outcome({o:?}); a monitor ends with `true` or `false`"
+                    )));
+                }
+            };
+            v.as_bool().map_err(|t| {
+                StepError::failed(format!(
+                    "monitor `{name}` must end with `true` (run the target) or `false` (skip it), not a {t}"
+                ))
+            })
+        }
+        .boxed()
+    }
+}
