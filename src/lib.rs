@@ -18,11 +18,21 @@
 //!   with Rust closures.
 //! - [`run`]: one run, from its guard to its completion (I7).
 //! - [`scheduler`]: the cycle loop; the only part that starts runs.
-//! - [`config`]: `flows.yaml`. [`metrics`], [`time`], [`id`]: small shared
-//!   pieces.
+//! - [`script`]: the Rhai host: engine, primitives, modules, plugins, hot
+//!   reload.
+//! - [`shop`]: the demo shop, a storefront on loopback. Stands alone.
+//! - [`dashboard`]: the live status page, JSON API and metrics. Reads
+//!   snapshots, sends commands to the scheduler.
+//! - [`config`]: `flows.yaml`. [`app`]: assembles a running baton from it.
+//!   [`cli`]: the commands.
+//! - Small shared pieces: [`id`], [`time`], [`metrics`], [`redact`],
+//!   [`logging`], [`watch`].
 
+pub mod app;
 pub mod browser;
+pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod flow;
 pub mod id;
 pub mod logging;
@@ -33,5 +43,7 @@ pub mod registry;
 pub mod run;
 pub mod scheduler;
 pub mod script;
+pub mod shop;
 pub mod state;
 pub mod time;
+pub mod watch;

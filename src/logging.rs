@@ -166,13 +166,15 @@ pub fn init(format: LogFormat, recent: Recent, redactor: Arc<Redactor>) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let writer = Redacting::new(io::stderr, redactor);
+    let ansi = std::io::IsTerminal::is_terminal(&io::stderr());
     let registry = tracing_subscriber::registry().with(filter).with(recent);
     let result = match format {
         LogFormat::Text => registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_writer(writer)
-                    .with_target(false),
+                    .with_target(false)
+                    .with_ansi(ansi),
             )
             .try_init(),
         LogFormat::Json => registry

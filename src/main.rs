@@ -1,1 +1,5 @@
-fn main() {}
+//! The `baton` binary: everything lives in the library; see `baton::cli`.
+
+fn main() -> std::process::ExitCode {
+    baton::cli::main()
+}

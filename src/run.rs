@@ -46,6 +46,9 @@ pub struct RunDeps {
     pub run_timeout: Duration,
     /// Where failure screenshots go; `None` to take none.
     pub shots_dir: Option<PathBuf>,
+    /// Every finished run's record is sent here (the CLI's run lines, the
+    /// dashboard).
+    pub finished: Option<tokio::sync::broadcast::Sender<RunRecord>>,
 }
 
 /// Executes `flow` for `target` under `guard`, persists the result and
@@ -117,9 +120,9 @@ pub async fn execute(
     let state = deps.state.clone();
     let rec = record.clone();
     let run_id = guard.run_id();
-    let persisted = guard
+    guard
         .complete(async move {
-            tokio::task::spawn_blocking(move || {
+            let saved = tokio::task::spawn_blocking(move || {
                 state.update(&rec.target, |t| {
                     t.status = rec.status;
                     t.run_id = Some(rec.run_id);
@@ -132,15 +135,25 @@ pub async fn execute(
                 })?;
                 state.append_history(&rec)
             })
-            .await
+            .await;
+            // Logged here, inside the completion step, so the log reads in
+            // the order things happen: completing, state saved, deregistered.
+            match saved {
+                Ok(Ok(())) => tracing::info!(run = %run_id, "state saved"),
+                Ok(Err(e)) => tracing::error!(run = %run_id, error = %e, "state not saved"),
+                Err(e) => tracing::error!(run = %run_id, error = %e, "state not saved"),
+            }
         })
         .await;
-    match persisted {
-        Ok(Ok(())) => tracing::info!(run = %run_id, "state saved"),
-        Ok(Err(e)) => tracing::error!(run = %run_id, error = %e, "state not saved"),
-        Err(e) => tracing::error!(run = %run_id, error = %e, "state not saved"),
-    }
     deps.metrics.run_finished(status, duration);
+    for s in &record.steps {
+        deps.metrics
+            .step_finished(&s.script, Duration::from_millis(s.duration_ms));
+    }
+    if let Some(tx) = &deps.finished {
+        // Nobody listening is fine.
+        let _ = tx.send(record.clone());
+    }
     tracing::info!(
         run = %run_id,
         target = %target.id,

@@ -123,6 +123,8 @@ pub struct Scheduler {
     pub cycles: Option<u64>,
     /// Seed for the interval jitter; tests fix it.
     pub seed: u64,
+    /// Finished runs are announced here.
+    pub finished: Option<tokio::sync::broadcast::Sender<RunRecord>>,
 }
 
 /// How a scheduler ended.
@@ -670,6 +672,7 @@ impl Loop {
             timeouts: cfg.timeouts(),
             run_timeout: cfg.cycle.run_timeout,
             shots_dir: Some(cfg.state_dir.join("shots")),
+            finished: self.s.finished.clone(),
         };
         self.runs
             .spawn(run::execute(guard, target.clone(), flow, pinned, deps));

@@ -1,13 +1,17 @@
-//! A native plugin in action: prints the script API with the plugin's
-//! `parse_price` and `price_below` added.
+//! baton with a native plugin: the same command line as `baton`, plus the
+//! `parse_price` and `price_below` functions in every script.
+//!
+//! ```sh
+//! cargo run --example price_plugin -- check
+//! cargo run --example price_plugin -- defs | grep price
+//! ```
 
 mod plugin;
 
 use std::sync::Arc;
 
-fn main() {
-    let host = baton::script::ScriptHost::builder("scripts")
-        .plugin(Arc::new(plugin::PricePlugin))
-        .build();
-    print!("{}", host.definitions());
+fn main() -> std::process::ExitCode {
+    baton::cli::main_with(baton::cli::Options {
+        plugins: vec![Arc::new(plugin::PricePlugin)],
+    })
 }

@@ -12,6 +12,7 @@
 //! calls in their own timeout, because a browser can hang in ways a page
 //! cannot see).
 
+pub mod chrome;
 pub mod sim;
 
 use std::fmt;

@@ -178,7 +178,7 @@ impl Builder {
         for v in self.secrets.values() {
             host.inner.redactor.add(v);
         }
-        host.reload();
+        host.reload_inner(true);
         host
     }
 }
@@ -256,6 +256,10 @@ impl ScriptHost {
     /// Recompiles every script and swaps in those that changed and
     /// compiled. Scripts that fail keep their last good version.
     pub fn reload(&self) -> ReloadReport {
+        self.reload_inner(false)
+    }
+
+    fn reload_inner(&self, initial: bool) -> ReloadReport {
         let _one_at_a_time = self
             .inner
             .reloading
@@ -355,7 +359,11 @@ impl ScriptHost {
         }
 
         for (name, generation) in &report.changed {
-            tracing::info!(script = %name, generation, "script loaded: `{name}` generation {generation}");
+            if initial {
+                tracing::debug!(script = %name, generation, "script loaded: `{name}` generation {generation}");
+            } else {
+                tracing::info!(script = %name, generation, "script reloaded: `{name}` generation {generation}");
+            }
         }
         for e in &report.failed {
             if old.errors.values().any(|o| o == e) {

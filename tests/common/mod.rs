@@ -129,6 +129,7 @@ impl Harness {
             status,
             cycles,
             seed: 7,
+            finished: None,
         }
     }
 

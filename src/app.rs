@@ -1,0 +1,333 @@
+//! A running baton: everything `baton run` assembles from `flows.yaml`.
+//!
+//! Start-up order matters and each failure is reported before anything
+//! runs: the config, the state store (and its single-writer lock), the demo
+//! shop, the scripts (every flow script must compile), the browser binary,
+//! the dashboard. Then the scheduler runs until its cycle limit or a signal,
+//! and everything is stopped in reverse.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::browser::chrome::{ChromeBrowser, ChromeConfig};
+use crate::browser::{Browser, BrowserError};
+use crate::config::{Config, ConfigError};
+use crate::dashboard::{self, Dashboard};
+use crate::logging::Recent;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::scheduler::{Command, Scheduler, SchedulerStatus, Summary};
+use crate::script::{Plugin, ScriptError, ScriptHost};
+use crate::state::{RunRecord, StateError, StateStore};
+use crate::{redact, shop};
+
+/// Why baton could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Scripts(Vec<ScriptError>),
+    #[error("{0}")]
+    State(#[from] StateError),
+    #[error("{0}")]
+    Browser(#[from] BrowserError),
+    #[error(
+        "cannot start the demo shop on 127.0.0.1:{port}: {source} (is another baton running? change `demo_shop.port`)"
+    )]
+    Shop { port: u16, source: std::io::Error },
+    #[error(
+        "cannot start the dashboard on {addr}: {source} (change `dashboard` in flows.yaml, or set it to `off`)"
+    )]
+    Dashboard {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+impl AppError {
+    /// The exit code: 2 for what the operator must fix in files, 1 for the
+    /// rest.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            AppError::Config(_) | AppError::Scripts(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// How to start.
+pub struct Options {
+    pub config: PathBuf,
+    /// Stop after this many cycles.
+    pub cycles: Option<u64>,
+    pub plugins: Vec<Arc<dyn Plugin>>,
+    /// Use this browser instead of launching Chromium (tests).
+    pub browser: Option<Arc<dyn Browser>>,
+    /// Where recent log events are kept for the dashboard.
+    pub recent: Recent,
+    /// Environment lookup for `flows.yaml`.
+    pub env: fn(&str) -> Option<String>,
+}
+
+impl Options {
+    pub fn new(config: impl Into<PathBuf>) -> Options {
+        Options {
+            config: config.into(),
+            cycles: None,
+            plugins: Vec::new(),
+            browser: None,
+            recent: Recent::default(),
+            env: |k| std::env::var(k).ok(),
+        }
+    }
+}
+
+/// A started baton, ready to run.
+pub struct App {
+    pub config: Arc<ArcSwap<Config>>,
+    pub registry: Arc<Registry>,
+    pub state: Arc<StateStore>,
+    pub metrics: Arc<Metrics>,
+    pub browser: Arc<dyn Browser>,
+    pub scripts: ScriptHost,
+    pub shop: Option<shop::Running>,
+    pub dashboard: Option<dashboard::Running>,
+    pub shutdown: CancellationToken,
+    pub commands: mpsc::Sender<Command>,
+    pub status: watch::Receiver<SchedulerStatus>,
+    pub finished: broadcast::Sender<RunRecord>,
+    scheduler: Scheduler,
+    /// Stops the shop and dashboard servers.
+    servers: CancellationToken,
+    _watches: Vec<crate::watch::Watch>,
+}
+
+impl App {
+    /// Starts everything but the cycles.
+    pub async fn start(opts: Options) -> Result<App, AppError> {
+        let mut cfg = Config::load(&opts.config, &opts.env)?;
+        let redactor = redact::global();
+        for v in cfg.secrets.values() {
+            redactor.add(v);
+        }
+        if let Some(d) = &cfg.dashboard
+            && let Some(t) = &d.token
+        {
+            redactor.add(t);
+        }
+
+        let (state, recovery) = StateStore::open(&cfg.state_dir)?;
+        for t in &recovery.failed {
+            tracing::warn!(target = %t, "recovered: was attempting when baton stopped; now failed");
+        }
+        for t in &recovery.in_doubt {
+            tracing::warn!(target = %t, "recovered: was committing when baton stopped; now in_doubt until resolved (`baton state resolve`)");
+        }
+        let state = Arc::new(state);
+        state.ensure_targets(cfg.targets.iter().map(|t| &t.id))?;
+
+        let servers = CancellationToken::new();
+        let shop = match &cfg.demo_shop {
+            Some(s) => {
+                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], s.port));
+                let running = shop::start(addr, servers.child_token())
+                    .await
+                    .map_err(|source| AppError::Shop {
+                        port: s.port,
+                        source,
+                    })?;
+                cfg.resolve_shop_urls(&running.url());
+                Some(running)
+            }
+            None => None,
+        };
+
+        let metrics = Arc::new(Metrics::new());
+        let scripts = ScriptHost::builder(&cfg.scripts_dir)
+            .plugins(opts.plugins.iter().cloned())
+            .secrets(cfg.secrets.clone())
+            .redactor(redactor.clone())
+            .shots_dir(cfg.state_dir.join("shots"))
+            .metrics(metrics.clone())
+            .build();
+        let lib = scripts.library();
+        let broken: Vec<ScriptError> = cfg
+            .scripts()
+            .iter()
+            .filter_map(|s| lib.errors.get(s).cloned())
+            .collect();
+        if !broken.is_empty() {
+            return Err(AppError::Scripts(broken));
+        }
+
+        let browser: Arc<dyn Browser> = match opts.browser {
+            Some(b) => b,
+            None => {
+                if cfg.browser.connect.is_none() {
+                    crate::browser::chrome::find_executable(cfg.browser.executable.as_deref())?;
+                }
+                Arc::new(ChromeBrowser::new(
+                    ChromeConfig {
+                        executable: cfg.browser.executable.clone(),
+                        headless: cfg.browser.headless,
+                        profile_dir: cfg.browser.profile_dir.clone(),
+                        connect: cfg.browser.connect.clone(),
+                        args: cfg.browser.args.clone(),
+                    },
+                    Some(metrics.clone()),
+                ))
+            }
+        };
+
+        let registry = Arc::new(Registry::new(state.last_run_id() + 1));
+        let shutdown = CancellationToken::new();
+        let (commands_tx, commands_rx) = mpsc::channel(32);
+        let (status_tx, status_rx) = watch::channel(SchedulerStatus::default());
+        let (finished, _) = broadcast::channel(256);
+        let config = Arc::new(ArcSwap::from_pointee(cfg.clone()));
+
+        let dashboard = match &cfg.dashboard {
+            Some(d) => Some(
+                dashboard::start(
+                    d.addr,
+                    Dashboard {
+                        token: d.token.clone(),
+                        config: config.clone(),
+                        registry: registry.clone(),
+                        state: state.clone(),
+                        metrics: metrics.clone(),
+                        browser: browser.clone(),
+                        scripts: scripts.clone(),
+                        status: status_rx.clone(),
+                        commands: commands_tx.clone(),
+                        recent: opts.recent.clone(),
+                        finished: finished.clone(),
+                        redactor: redactor.clone(),
+                    },
+                    servers.child_token(),
+                )
+                .await
+                .map_err(|source| AppError::Dashboard {
+                    addr: d.addr,
+                    source,
+                })?,
+            ),
+            None => None,
+        };
+
+        let mut watches = Vec::new();
+        match crate::script::reload::watch(scripts.clone(), |_| {}) {
+            Ok(w) => watches.push(w),
+            Err(e) => tracing::warn!(error = %e, "cannot watch scripts; hot reload is off"),
+        }
+        match watch_config(
+            &opts.config,
+            config.clone(),
+            scripts.clone(),
+            shop.as_ref().map(|s| s.url()),
+            opts.env,
+        ) {
+            Ok(w) => watches.push(w),
+            Err(e) => tracing::warn!(error = %e, "cannot watch the config; changes need a restart"),
+        }
+
+        let scheduler = Scheduler {
+            config: config.clone(),
+            registry: registry.clone(),
+            state: state.clone(),
+            browser: browser.clone(),
+            steps: Arc::new(scripts.clone()),
+            metrics: metrics.clone(),
+            shutdown: shutdown.clone(),
+            commands: commands_rx,
+            status: status_tx,
+            cycles: opts.cycles,
+            seed: rand::random(),
+            finished: Some(finished.clone()),
+        };
+        Ok(App {
+            config,
+            registry,
+            state,
+            metrics,
+            browser,
+            scripts,
+            shop,
+            dashboard,
+            shutdown,
+            commands: commands_tx,
+            status: status_rx,
+            finished,
+            scheduler,
+            servers,
+            _watches: watches,
+        })
+    }
+
+    /// Runs cycles until the limit or `shutdown`, then stops everything.
+    pub async fn run(self) -> Summary {
+        let summary = self.scheduler.run().await;
+        self.servers.cancel();
+        if let Some(s) = self.shop {
+            let _ = s.task.await;
+        }
+        if let Some(d) = self.dashboard {
+            let _ = d.task.await;
+        }
+        summary
+    }
+}
+
+/// Reloads `flows.yaml` when it changes: a valid version applies at the
+/// next cycle, an invalid one is reported and ignored.
+fn watch_config(
+    path: &std::path::Path,
+    config: Arc<ArcSwap<Config>>,
+    scripts: ScriptHost,
+    shop_url: Option<String>,
+    env: fn(&str) -> Option<String>,
+) -> Result<crate::watch::Watch, notify::Error> {
+    let file = path.to_owned();
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let name = file.file_name().map(|n| n.to_owned());
+    crate::watch::watch(
+        &dir,
+        false,
+        move |p| p.file_name().map(|n| n.to_owned()) == name,
+        move |_| match Config::load(&file, &env) {
+            Ok(mut next) => {
+                if let Some(url) = &shop_url {
+                    next.resolve_shop_urls(url);
+                }
+                let current = config.load();
+                if next.state_dir != current.state_dir
+                    || next.scripts_dir != current.scripts_dir
+                    || next.dashboard != current.dashboard
+                    || next.demo_shop != current.demo_shop
+                    || next.browser != current.browser
+                {
+                    tracing::warn!(
+                        "flows.yaml: changes to state_dir, scripts_dir, dashboard, demo_shop and browser apply after a restart"
+                    );
+                }
+                for v in next.secrets.values() {
+                    redact::global().add(v);
+                }
+                scripts.set_secrets(next.secrets.clone());
+                config.store(Arc::new(next));
+                tracing::info!("flows.yaml reloaded; the change applies at the next cycle");
+            }
+            Err(e) => {
+                tracing::error!("flows.yaml has errors; keeping the running configuration:\n{e}");
+            }
+        },
+    )
+}

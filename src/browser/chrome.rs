@@ -1,0 +1,858 @@
+//! Real Chromium over the DevTools protocol (chromiumoxide).
+//!
+//! One Chromium process tree serves every run. Session 0 is the default
+//! browser context, backed by the persistent profile (a login survives
+//! restarts); sessions 1.. are isolated contexts created on demand. Each run
+//! gets its own page (a foreground tab: trusted clicks in background tabs
+//! hang), closed when the run ends.
+//!
+//! Every call is bounded by a timeout of our own, because chromiumoxide's
+//! request timeout does not apply to page commands (chromiumoxide #13,
+//! #228, #333). Each primitive is one in-page evaluation (`page.js`) plus,
+//! for clicks and typing, the trusted input events: no fixed sleeps and no
+//! polling from outside the page.
+//!
+//! When Chromium dies or the connection drops, the handler loop ends on the
+//! first websocket error (left running, it would yield errors forever and
+//! every call would hang until its timeout): the browser is marked dead,
+//! every page's calls fail at once, the child is reaped, and the next
+//! `new_page` launches a fresh browser on the same profile.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chromiumoxide::cdp::browser_protocol::browser::BrowserContextId;
+use chromiumoxide::cdp::browser_protocol::input::{
+    DispatchKeyEventParams, DispatchKeyEventType, DispatchMouseEventParams, DispatchMouseEventType,
+    InsertTextParams, MouseButton,
+};
+use chromiumoxide::cdp::browser_protocol::page::{
+    CaptureScreenshotFormat, CaptureScreenshotParams,
+};
+use chromiumoxide::cdp::browser_protocol::target::{
+    CreateBrowserContextParams, CreateTargetParams,
+};
+use chromiumoxide::cdp::js_protocol::runtime::EvaluateParams;
+use chromiumoxide::error::CdpError;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::{Browser, BrowserError, BrowserHealth, Page, PageError, Selector, Selectors};
+use crate::id::SessionId;
+use crate::metrics::Metrics;
+
+const HELPER: &str = include_str!("page.js");
+
+/// How long Chromium gets to start and print its DevTools address.
+const LAUNCH_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a graceful close may take before the process is killed.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How to get a browser.
+#[derive(Clone, Debug)]
+pub struct ChromeConfig {
+    /// `None`: `$BATON_CHROME`, then chromium, chromium-browser,
+    /// google-chrome on PATH.
+    pub executable: Option<PathBuf>,
+    pub headless: bool,
+    pub profile_dir: PathBuf,
+    /// Attach to this DevTools URL instead of launching.
+    pub connect: Option<String>,
+    /// Extra switches, bare keys (`lang=en`).
+    pub args: Vec<String>,
+}
+
+/// Finds the Chromium binary to launch.
+pub fn find_executable(configured: Option<&Path>) -> Result<PathBuf, BrowserError> {
+    if let Some(p) = configured {
+        return if p.is_file() {
+            Ok(p.to_owned())
+        } else {
+            Err(BrowserError::Launch {
+                path: p.display().to_string(),
+                reason: "no such file (from `browser.executable`)".into(),
+            })
+        };
+    }
+    if let Some(p) = std::env::var_os("BATON_CHROME") {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(BrowserError::Launch {
+                path: p.display().to_string(),
+                reason: "no such file (from $BATON_CHROME)".into(),
+            })
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for name in [
+        "chromium",
+        "chromium-browser",
+        "google-chrome",
+        "google-chrome-stable",
+    ] {
+        for dir in std::env::split_paths(&path) {
+            let candidate = dir.join(name);
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+    }
+    Err(BrowserError::NotFound)
+}
+
+/// Whether this process runs as root (Chromium's sandbox refuses root).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// A running (or dead) browser.
+struct Running {
+    browser: chromiumoxide::Browser,
+    handler: JoinHandle<()>,
+    /// Cancelled when the connection is gone: every page's calls fail.
+    dead: CancellationToken,
+    contexts: HashMap<SessionId, BrowserContextId>,
+    pid: Option<u32>,
+    /// Which launch this is, so a late reaper never stops a newer browser.
+    generation: u64,
+}
+
+struct Inner {
+    config: ChromeConfig,
+    running: tokio::sync::Mutex<Option<Running>>,
+    health: Mutex<BrowserHealth>,
+    metrics: Option<Arc<Metrics>>,
+    /// Once shut down, no relaunch.
+    shut: CancellationToken,
+    launches: std::sync::atomic::AtomicU64,
+}
+
+/// Chromium, launched (or attached to) on first use.
+#[derive(Clone)]
+pub struct ChromeBrowser {
+    inner: Arc<Inner>,
+}
+
+impl ChromeBrowser {
+    pub fn new(config: ChromeConfig, metrics: Option<Arc<Metrics>>) -> ChromeBrowser {
+        ChromeBrowser {
+            inner: Arc::new(Inner {
+                config,
+                running: tokio::sync::Mutex::new(None),
+                health: Mutex::new(BrowserHealth {
+                    state: "not_started".into(),
+                    pid: None,
+                    restarts: 0,
+                    version: None,
+                    last_error: None,
+                }),
+                metrics,
+                shut: CancellationToken::new(),
+                launches: std::sync::atomic::AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The pid of the Chromium process, if one was launched and runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.health().pid
+    }
+
+    fn set_health(&self, f: impl FnOnce(&mut BrowserHealth)) {
+        f(&mut self.inner.health.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    async fn start(&self) -> Result<Running, BrowserError> {
+        let cfg = &self.inner.config;
+        let (browser, mut handler) = match &cfg.connect {
+            Some(url) => {
+                tokio::time::timeout(LAUNCH_TIMEOUT, chromiumoxide::Browser::connect(url.clone()))
+                    .await
+                    .map_err(|_| BrowserError::Connect {
+                        url: url.clone(),
+                        reason: "timed out".into(),
+                    })?
+                    .map_err(|e| BrowserError::Connect {
+                        url: url.clone(),
+                        reason: e.to_string(),
+                    })?
+            }
+            None => {
+                let exe = find_executable(cfg.executable.as_deref())?;
+                std::fs::create_dir_all(&cfg.profile_dir).map_err(|e| BrowserError::Launch {
+                    path: exe.display().to_string(),
+                    reason: format!(
+                        "cannot create profile dir `{}`: {e}",
+                        cfg.profile_dir.display()
+                    ),
+                })?;
+                let mut b = chromiumoxide::BrowserConfig::builder()
+                    .chrome_executable(&exe)
+                    .user_data_dir(&cfg.profile_dir)
+                    .launch_timeout(LAUNCH_TIMEOUT)
+                    .request_timeout(Duration::from_secs(30))
+                    .window_size(1280, 900)
+                    .viewport(None)
+                    // Bare keys: a leading `--` would be doubled and ignored.
+                    .arg("disable-gpu")
+                    .arg("disable-component-update")
+                    .arg("disable-quic")
+                    .arg("disable-domain-reliability")
+                    .arg("no-default-browser-check")
+                    .args(cfg.args.iter().map(String::as_str));
+                if !cfg.headless {
+                    b = b.with_head();
+                }
+                if is_root() {
+                    b = b.no_sandbox();
+                }
+                let config = b.build().map_err(|e| BrowserError::Launch {
+                    path: exe.display().to_string(),
+                    reason: e,
+                })?;
+                chromiumoxide::Browser::launch(config)
+                    .await
+                    .map_err(|e| BrowserError::Launch {
+                        path: exe.display().to_string(),
+                        reason: e.to_string(),
+                    })?
+            }
+        };
+        let mut browser = browser;
+        let generation = self
+            .inner
+            .launches
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        let pid = browser.get_mut_child().and_then(|c| c.as_mut_inner().id());
+        let dead = CancellationToken::new();
+        let handler_dead = dead.clone();
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let handler = tokio::spawn(async move {
+            while let Some(event) = handler.next().await {
+                match event {
+                    Ok(()) => {}
+                    // The connection is gone: stop at once (see module docs).
+                    Err(CdpError::Ws(e)) => {
+                        tracing::warn!(error = %e, "lost the connection to Chromium");
+                        break;
+                    }
+                    Err(CdpError::ChannelSendError(_)) | Err(CdpError::Io(_)) => break,
+                    // Events chromiumoxide cannot parse are harmless.
+                    Err(e) => tracing::debug!(error = %e, "devtools handler"),
+                }
+            }
+            handler_dead.cancel();
+            // Reap the child now rather than at the next launch, so a dead
+            // Chromium never lingers as a zombie while baton is idle.
+            if let Some(inner) = weak.upgrade() {
+                ChromeBrowser { inner }.reap(generation).await;
+            }
+        });
+        let version = browser.version().await.ok().map(|v| v.product);
+        self.set_health(|h| {
+            h.state = "running".into();
+            h.pid = pid;
+            h.version = version.clone();
+        });
+        tracing::info!(
+            pid = pid.unwrap_or(0),
+            version = version.as_deref().unwrap_or("?"),
+            "browser started"
+        );
+        Ok(Running {
+            browser,
+            handler,
+            dead,
+            contexts: HashMap::new(),
+            pid,
+            generation,
+        })
+    }
+
+    /// Cleans up a browser whose connection died, if it is still the
+    /// current one.
+    async fn reap(&self, generation: u64) {
+        let mut running = self.inner.running.lock().await;
+        let is_current = running.as_ref().is_some_and(|r| r.generation == generation);
+        if !is_current {
+            return;
+        }
+        if let Some(mut old) = running.take() {
+            if !self.inner.shut.is_cancelled() {
+                tracing::warn!(
+                    pid = old.pid.unwrap_or(0),
+                    "Chromium is gone; it will be relaunched for the next run"
+                );
+                self.set_health(|h| {
+                    h.state = "dead".into();
+                    h.last_error = Some("the browser exited or the connection dropped".into());
+                    h.pid = None;
+                });
+            }
+            stop(&mut old, false).await;
+        }
+    }
+}
+
+/// Ends a browser: gracefully when it is alive, then by force; always
+/// waits for the process so it is reaped.
+async fn stop(r: &mut Running, graceful: bool) {
+    r.dead.cancel();
+    if graceful && !r.handler.is_finished() {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, r.browser.close()).await;
+    }
+    let waited = tokio::time::timeout(CLOSE_TIMEOUT, r.browser.wait()).await;
+    if waited.is_err() {
+        let _ = r.browser.kill().await;
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, r.browser.wait()).await;
+    }
+    r.handler.abort();
+}
+
+#[async_trait]
+impl Browser for ChromeBrowser {
+    async fn new_page(&self, session: SessionId) -> Result<Arc<dyn Page>, BrowserError> {
+        if self.inner.shut.is_cancelled() {
+            return Err(BrowserError::ShutDown);
+        }
+        let mut running = self.inner.running.lock().await;
+        if running.as_ref().is_some_and(|r| r.dead.is_cancelled())
+            && let Some(mut old) = running.take()
+        {
+            stop(&mut old, false).await;
+        }
+        if running.is_none() {
+            let restarting = self.health().state != "not_started";
+            if restarting {
+                self.set_health(|h| {
+                    h.state = "restarting".into();
+                    h.restarts += 1;
+                });
+                if let Some(m) = &self.inner.metrics {
+                    m.browser_restarted();
+                }
+            }
+            match self.start().await {
+                Ok(r) => *running = Some(r),
+                Err(e) => {
+                    self.set_health(|h| {
+                        h.state = "dead".into();
+                        h.last_error = Some(e.to_string());
+                    });
+                    return Err(e);
+                }
+            }
+        }
+        let r = running.as_mut().expect("started above");
+        let context = if session.0 == 0 {
+            None
+        } else if let Some(c) = r.contexts.get(&session) {
+            Some(c.clone())
+        } else {
+            let c = r
+                .browser
+                .create_browser_context(CreateBrowserContextParams::default())
+                .await
+                .map_err(|e| BrowserError::NewPage(e.to_string()))?;
+            r.contexts.insert(session, c.clone());
+            Some(c)
+        };
+        let mut params = CreateTargetParams::new("about:blank");
+        params.browser_context_id = context;
+        let page = r
+            .browser
+            .new_page(params)
+            .await
+            .map_err(|e| BrowserError::NewPage(e.to_string()))?;
+        Ok(Arc::new(ChromePage {
+            page,
+            closed: r.dead.child_token(),
+            dead: r.dead.clone(),
+        }))
+    }
+
+    fn health(&self) -> BrowserHealth {
+        self.inner
+            .health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    async fn kill(&self) {
+        let mut running = self.inner.running.lock().await;
+        if let Some(mut r) = running.take() {
+            tracing::warn!(pid = r.pid.unwrap_or(0), "killing the browser");
+            if self.inner.config.connect.is_some() {
+                stop(&mut r, false).await;
+            } else {
+                let _ = r.browser.kill().await;
+                stop(&mut r, false).await;
+            }
+            self.set_health(|h| {
+                h.state = "dead".into();
+                h.pid = None;
+            });
+        }
+    }
+
+    async fn shutdown(&self) {
+        self.inner.shut.cancel();
+        let mut running = self.inner.running.lock().await;
+        if let Some(mut r) = running.take() {
+            stop(&mut r, self.inner.config.connect.is_none()).await;
+            tracing::info!(pid = r.pid.unwrap_or(0), "browser closed");
+        }
+        self.set_health(|h| {
+            h.state = "stopped".into();
+            h.pid = None;
+        });
+    }
+}
+
+/// One tab.
+struct ChromePage {
+    page: chromiumoxide::Page,
+    /// Cancelled by `close` or when the browser dies.
+    closed: CancellationToken,
+    dead: CancellationToken,
+}
+
+fn selector_json(sel: &Selectors) -> Value {
+    Value::Array(
+        sel.0
+            .iter()
+            .map(|s| match s {
+                Selector::Css(v) => json!({"kind": "css", "value": v}),
+                Selector::XPath(v) => json!({"kind": "xpath", "value": v}),
+                Selector::Text(v) => json!({"kind": "text", "value": v}),
+            })
+            .collect(),
+    )
+}
+
+/// An evaluation error that a navigation caused: retry on the new document.
+fn is_navigation_race(msg: &str) -> bool {
+    msg.contains("Execution context was destroyed")
+        || msg.contains("Cannot find context")
+        || msg.contains("Inspected target navigated or closed")
+        || msg.contains("context with specified id")
+}
+
+impl ChromePage {
+    /// Races `fut` against the page closing and bounds it by `bound`.
+    async fn guard<T>(
+        &self,
+        bound: Duration,
+        fut: impl Future<Output = Result<T, PageError>>,
+    ) -> Result<T, PageError> {
+        if self.closed.is_cancelled() {
+            return Err(self.gone());
+        }
+        tokio::select! {
+            biased;
+            _ = self.closed.cancelled() => Err(self.gone()),
+            r = tokio::time::timeout(bound, fut) => r.unwrap_or(Err(PageError::Timeout(bound))),
+        }
+    }
+
+    fn gone(&self) -> PageError {
+        if self.dead.is_cancelled() {
+            PageError::Disconnected("Chromium exited or the connection dropped".into())
+        } else {
+            PageError::Closed
+        }
+    }
+
+    /// Evaluates `expression` (awaiting a promise) and returns its value.
+    async fn evaluate(&self, expression: String) -> Result<Value, PageError> {
+        let params = EvaluateParams::builder()
+            .expression(expression)
+            .await_promise(true)
+            .return_by_value(true)
+            .build()
+            .map_err(PageError::Other)?;
+        let resp = self.page.execute(params).await.map_err(|e| cdp_error(&e))?;
+        if let Some(ex) = resp.result.exception_details {
+            let detail = ex.exception.and_then(|o| o.description).unwrap_or(ex.text);
+            return Err(PageError::Script(detail));
+        }
+        Ok(resp.result.result.value.unwrap_or(Value::Null))
+    }
+
+    /// Runs the helper's `op` on `sel`, retrying when a navigation destroys
+    /// the document under it, until `timeout`.
+    async fn helper(
+        &self,
+        sel: &Selectors,
+        op: &str,
+        opts: Value,
+        timeout: Duration,
+    ) -> Result<Value, PageError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let mut opts = opts.clone();
+            opts["timeout"] = json!(left.as_millis() as u64);
+            let expr = format!(
+                "({HELPER})({}, {}, {})",
+                selector_json(sel),
+                json!(op),
+                opts
+            );
+            match self.evaluate(expr).await {
+                Ok(v) => {
+                    if v["found"].as_bool() == Some(true) {
+                        return Ok(v);
+                    }
+                    return Err(match v["why"].as_str() {
+                        Some(why) => PageError::Other(format!(
+                            "element {sel} was found but {why} after {}ms",
+                            timeout.as_millis()
+                        )),
+                        None => PageError::NotFound {
+                            selector: sel.clone(),
+                            waited: timeout,
+                        },
+                    });
+                }
+                Err(PageError::Script(m)) | Err(PageError::Other(m)) if is_navigation_race(&m) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(PageError::NotFound {
+                            selector: sel.clone(),
+                            waited: timeout,
+                        });
+                    }
+                    // The new document is loading; evaluating again waits
+                    // for its context.
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn mouse(&self, kind: DispatchMouseEventType, x: f64, y: f64) -> Result<(), PageError> {
+        let mut p = DispatchMouseEventParams::new(kind, x, y);
+        p.button = Some(MouseButton::Left);
+        p.click_count = Some(1);
+        self.page
+            .execute(p)
+            .await
+            .map(drop)
+            .map_err(|e| cdp_error(&e))
+    }
+}
+
+fn cdp_error(e: &CdpError) -> PageError {
+    match e {
+        CdpError::Ws(_) | CdpError::ChannelSendError(_) | CdpError::Io(_) => {
+            PageError::Disconnected(e.to_string())
+        }
+        CdpError::Timeout => PageError::Timeout(Duration::from_secs(30)),
+        other => PageError::Other(other.to_string()),
+    }
+}
+
+/// Margin for the answer of an in-page wait to arrive after the page's own
+/// timer fired.
+const MARGIN: Duration = Duration::from_millis(1500);
+
+#[async_trait]
+impl Page for ChromePage {
+    async fn navigate(&self, url: &str, timeout: Duration) -> Result<(), PageError> {
+        self.guard(timeout, async {
+            self.page.goto(url).await.map(drop).map_err(|e| match e {
+                CdpError::Ws(_) | CdpError::ChannelSendError(_) => {
+                    PageError::Disconnected(e.to_string())
+                }
+                other => PageError::Navigation {
+                    url: url.to_owned(),
+                    reason: other.to_string(),
+                },
+            })
+        })
+        .await
+        .map_err(|e| match e {
+            PageError::Timeout(d) => PageError::Navigation {
+                url: url.to_owned(),
+                reason: format!("not loaded within {}ms", d.as_millis()),
+            },
+            other => other,
+        })
+    }
+
+    async fn reload(&self, timeout: Duration) -> Result<(), PageError> {
+        self.guard(timeout, async {
+            self.page
+                .reload()
+                .await
+                .map(drop)
+                .map_err(|e| cdp_error(&e))
+        })
+        .await
+    }
+
+    async fn url(&self) -> Result<String, PageError> {
+        self.guard(Duration::from_secs(10), async {
+            let v = self.evaluate("location.href".into()).await?;
+            Ok(v.as_str().unwrap_or_default().to_owned())
+        })
+        .await
+    }
+
+    async fn title(&self) -> Result<String, PageError> {
+        self.guard(Duration::from_secs(10), async {
+            let v = self.evaluate("document.title".into()).await?;
+            Ok(v.as_str().unwrap_or_default().to_owned())
+        })
+        .await
+    }
+
+    async fn wait_for(&self, sel: &Selectors, timeout: Duration) -> Result<usize, PageError> {
+        self.guard(timeout + MARGIN, async {
+            let v = self
+                .helper(sel, "wait", json!({"visible": true}), timeout)
+                .await?;
+            Ok(v["index"].as_u64().unwrap_or(0) as usize)
+        })
+        .await
+    }
+
+    async fn exists(&self, sel: &Selectors) -> Result<bool, PageError> {
+        self.guard(Duration::from_secs(10), async {
+            match self.helper(sel, "count", json!({}), Duration::ZERO).await {
+                Ok(_) => Ok(true),
+                Err(PageError::NotFound { .. }) => Ok(false),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+
+    async fn count(&self, sel: &Selectors) -> Result<usize, PageError> {
+        self.guard(Duration::from_secs(10), async {
+            match self.helper(sel, "count", json!({}), Duration::ZERO).await {
+                Ok(v) => Ok(v["count"].as_u64().unwrap_or(0) as usize),
+                Err(PageError::NotFound { .. }) => Ok(0),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+
+    async fn text(&self, sel: &Selectors, timeout: Duration) -> Result<String, PageError> {
+        self.guard(timeout + MARGIN, async {
+            let v = self.helper(sel, "text", json!({}), timeout).await?;
+            Ok(v["value"].as_str().unwrap_or_default().to_owned())
+        })
+        .await
+    }
+
+    async fn attr(
+        &self,
+        sel: &Selectors,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<Option<String>, PageError> {
+        self.guard(timeout + MARGIN, async {
+            let v = self
+                .helper(sel, "attr", json!({"name": name}), timeout)
+                .await?;
+            Ok(v["value"].as_str().map(str::to_owned))
+        })
+        .await
+    }
+
+    async fn value(&self, sel: &Selectors, timeout: Duration) -> Result<String, PageError> {
+        self.guard(timeout + MARGIN, async {
+            let v = self.helper(sel, "value", json!({}), timeout).await?;
+            match v["value"].as_str() {
+                Some(s) => Ok(s.to_owned()),
+                None => Err(PageError::WrongElement {
+                    selector: sel.clone(),
+                    expected: "form field",
+                }),
+            }
+        })
+        .await
+    }
+
+    async fn click(&self, sel: &Selectors, timeout: Duration) -> Result<(), PageError> {
+        self.guard(timeout + MARGIN, async {
+            let v = self
+                .helper(sel, "point", json!({"visible": true}), timeout)
+                .await?;
+            let (x, y) = (
+                v["x"].as_f64().unwrap_or(0.0),
+                v["y"].as_f64().unwrap_or(0.0),
+            );
+            self.mouse(DispatchMouseEventType::MouseMoved, x, y).await?;
+            self.mouse(DispatchMouseEventType::MousePressed, x, y)
+                .await?;
+            self.mouse(DispatchMouseEventType::MouseReleased, x, y)
+                .await
+        })
+        .await
+    }
+
+    async fn fill(&self, sel: &Selectors, text: &str, timeout: Duration) -> Result<(), PageError> {
+        self.guard(timeout + MARGIN, async {
+            let v = self
+                .helper(sel, "focus", json!({"visible": true}), timeout)
+                .await?;
+            if v["editable"].as_bool() != Some(true) {
+                return Err(PageError::WrongElement {
+                    selector: sel.clone(),
+                    expected: "text field",
+                });
+            }
+            if !text.is_empty() {
+                self.page
+                    .execute(InsertTextParams::new(text))
+                    .await
+                    .map_err(|e| cdp_error(&e))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn select(
+        &self,
+        sel: &Selectors,
+        value: &str,
+        timeout: Duration,
+    ) -> Result<(), PageError> {
+        self.guard(timeout + MARGIN, async {
+            let v = self
+                .helper(
+                    sel,
+                    "select",
+                    json!({"visible": true, "option": value}),
+                    timeout,
+                )
+                .await?;
+            if v.get("wrong").is_some() {
+                return Err(PageError::WrongElement {
+                    selector: sel.clone(),
+                    expected: "<select>",
+                });
+            }
+            if v.get("missing").is_some() {
+                return Err(PageError::NoOption {
+                    selector: sel.clone(),
+                    value: value.to_owned(),
+                });
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn press(&self, key: &str, timeout: Duration) -> Result<(), PageError> {
+        self.guard(timeout, async {
+            let def = chromiumoxide::keys::get_key_definition(key).ok_or_else(|| {
+                PageError::Other(format!(
+                    "unknown key `{key}` (use names like `Enter`, `Tab`, `a`)"
+                ))
+            })?;
+            let text = def.text.or((def.key.len() == 1).then_some(def.key));
+            let mut down = DispatchKeyEventParams::new(if text.is_some() {
+                DispatchKeyEventType::KeyDown
+            } else {
+                DispatchKeyEventType::RawKeyDown
+            });
+            down.key = Some(def.key.into());
+            down.code = Some(def.code.into());
+            down.windows_virtual_key_code = Some(def.key_code);
+            down.native_virtual_key_code = Some(def.key_code);
+            down.text = text.map(str::to_owned);
+            let mut up = down.clone();
+            up.r#type = DispatchKeyEventType::KeyUp;
+            up.text = None;
+            self.page.execute(down).await.map_err(|e| cdp_error(&e))?;
+            self.page
+                .execute(up)
+                .await
+                .map(drop)
+                .map_err(|e| cdp_error(&e))
+        })
+        .await
+    }
+
+    async fn eval(&self, js: &str, timeout: Duration) -> Result<Value, PageError> {
+        self.guard(timeout, self.evaluate(js.to_owned())).await
+    }
+
+    async fn screenshot(&self, timeout: Duration) -> Result<Vec<u8>, PageError> {
+        self.guard(timeout, async {
+            let p = CaptureScreenshotParams {
+                format: Some(CaptureScreenshotFormat::Png),
+                ..Default::default()
+            };
+            let resp = self.page.execute(p).await.map_err(|e| cdp_error(&e))?;
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD
+                .decode(AsRef::<str>::as_ref(&resp.result.data))
+                .map_err(|e| PageError::Other(format!("bad screenshot data: {e}")))
+        })
+        .await
+    }
+
+    async fn html(&self, timeout: Duration) -> Result<String, PageError> {
+        self.guard(timeout, async {
+            let v = self
+                .evaluate("document.documentElement.outerHTML".into())
+                .await?;
+            Ok(v.as_str().unwrap_or_default().to_owned())
+        })
+        .await
+    }
+
+    async fn close(&self) {
+        if self.closed.is_cancelled() {
+            return;
+        }
+        // Abort calls in flight first, so nothing drives the page while it
+        // closes.
+        self.closed.cancel();
+        if !self.dead.is_cancelled() {
+            let close = self.page.clone().close();
+            if tokio::time::timeout(CLOSE_TIMEOUT, close).await.is_err() {
+                tracing::warn!("closing a page timed out");
+            }
+        }
+    }
+}
+
+impl Drop for ChromePage {
+    fn drop(&mut self) {
+        if !self.closed.is_cancelled() {
+            // A page dropped without close (a panic unwinding): close the
+            // tab in the background so it does not linger.
+            self.closed.cancel();
+            let page = self.page.clone();
+            if let Ok(h) = tokio::runtime::Handle::try_current() {
+                h.spawn(async move {
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, page.close()).await;
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,572 @@
+//! The command line: `run`, `check`, `dry-run`, `demo-shop`, `state`,
+//! `defs`. Each command turns its outcome into a message and an exit code:
+//! 0 success, 1 runtime failure, 2 usage or configuration error.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::app::{self, App};
+use crate::config::Config;
+use crate::logging::{LogFormat, Recent};
+use crate::script::Plugin;
+use crate::state::{self, Status};
+
+mod dry_run;
+
+const EXAMPLES: &str = "\
+Examples:
+  baton run                                   buy from the embedded demo shop, every 25-35 s
+  baton run --cycles 3                        three cycles, then exit
+  baton check                                 validate flows.yaml and compile every script
+  baton dry-run scripts/product_page.rhai --target 1001
+  baton dry-run scripts/checkout.rhai --target 1001 --offline tests/fixtures/checkout.yaml
+  baton state                                 every target's status
+  baton state resolve 1001 --as completed     settle an in_doubt target
+  baton demo-shop --port 8099                 serve the demo shop alone
+
+Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
+Logs go to stderr; RUST_LOG filters them (e.g. RUST_LOG=debug).";
+
+/// Runs browser flows written in Rhai, in cycles, and guarantees that no two
+/// runs ever drive the same browser at once.
+#[derive(Parser, Debug)]
+#[command(name = "baton", version, after_help = EXAMPLES)]
+struct Cli {
+    /// Log lines as readable text or as one JSON object each.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run cycles: monitor the targets and run their flows (the main job).
+    ///
+    /// Stops after `--cycles N`, or on Ctrl-C/SIGTERM: dispatching stops,
+    /// the active run gets `wait_for_active` to finish, then baton exits 0.
+    /// A second Ctrl-C stops the browser at once.
+    #[command(
+        after_help = "Examples:\n  baton run\n  baton run --config staging.yaml --cycles 5\n  BATON_TEST_MODE=1 baton run --cycles 3"
+    )]
+    Run {
+        /// The flows file.
+        #[arg(short, long, default_value = "flows.yaml")]
+        config: PathBuf,
+        /// Stop after this many cycles (and their runs).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        cycles: Option<u64>,
+    },
+    /// Validate flows.yaml and compile every script and its imports.
+    ///
+    /// Prints each problem with its file, line and column. Exit 0 when all
+    /// is well, 2 otherwise: usable in an editor's save hook or CI.
+    #[command(after_help = "Examples:\n  baton check\n  baton check --config staging.yaml")]
+    Check {
+        #[arg(short, long, default_value = "flows.yaml")]
+        config: PathBuf,
+    },
+    /// Run one script once, with commit skipped and nothing persisted.
+    ///
+    /// Live against Chromium by default; `--offline FIXTURE` runs it against
+    /// the simulated browser with page answers from the fixture. Prints
+    /// every primitive call with its arguments (secrets masked), result and
+    /// time. On failure saves a screenshot and the page's HTML and exits 1.
+    #[command(
+        after_help = "Examples:\n  baton dry-run scripts/product_page.rhai --target 1001\n  baton dry-run scripts/checkout.rhai --target 1001 --offline tests/fixtures/checkout.yaml"
+    )]
+    DryRun {
+        /// The script, as a path (`scripts/checkout.rhai`) or a name (`checkout`).
+        script: String,
+        /// The target from flows.yaml to run it for.
+        #[arg(long)]
+        target: String,
+        /// A fixture file for the simulated browser (see docs/cli.md).
+        #[arg(long)]
+        offline: Option<PathBuf>,
+        #[arg(short, long, default_value = "flows.yaml")]
+        config: PathBuf,
+        /// Chromium profile for a live dry run (default: a fresh temporary
+        /// one, so it neither disturbs nor shares a running baton's).
+        #[arg(long)]
+        profile: Option<PathBuf>,
+    },
+    /// Serve the demo shop alone.
+    #[command(
+        after_help = "Examples:\n  baton demo-shop\n  baton demo-shop --port 9000\n  curl -X POST http://127.0.0.1:8099/admin/stock/1003/5"
+    )]
+    DemoShop {
+        #[arg(long, default_value_t = 8099)]
+        port: u16,
+    },
+    /// Show targets' statuses, or reset or resolve one.
+    ///
+    /// Works while `baton run` is running: changes then go through its
+    /// dashboard API (the state file has one writer).
+    #[command(
+        after_help = "Examples:\n  baton state\n  baton state reset 1001\n  baton state resolve 1001 --as completed"
+    )]
+    State {
+        #[arg(short, long, default_value = "flows.yaml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: Option<StateCmd>,
+    },
+    /// Print the script API as a Rhai definition file, for the Rhai
+    /// language server.
+    #[command(after_help = "Examples:\n  baton defs > scripts/baton.d.rhai")]
+    Defs {
+        /// Write here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum StateCmd {
+    /// A table of targets: status, last outcome, last order, last error, time.
+    Show,
+    /// Put a target back to `ready`.
+    Reset { id: String },
+    /// Settle an `in_doubt` target after checking the shop.
+    Resolve {
+        id: String,
+        /// `completed`: the order was placed. `ready`: it was not; buy again.
+        #[arg(long = "as", value_enum)]
+        to: ResolveAs,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ResolveAs {
+    Completed,
+    Ready,
+}
+
+/// What a program built on the library adds to the CLI.
+#[derive(Default)]
+pub struct Options {
+    pub plugins: Vec<Arc<dyn Plugin>>,
+}
+
+/// A command's failure: the message and the exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn usage(message: impl Into<String>) -> Failure {
+        Failure {
+            code: 2,
+            message: message.into(),
+        }
+    }
+
+    pub fn runtime(message: impl Into<String>) -> Failure {
+        Failure {
+            code: 1,
+            message: message.into(),
+        }
+    }
+}
+
+/// `baton`'s `main`.
+pub fn main() -> ExitCode {
+    main_with(Options::default())
+}
+
+/// `main` for a binary built on the library, with its own plugins.
+pub fn main_with(opts: Options) -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        // clap prints help, versions and usage errors itself (exit 0 or 2).
+        Err(e) => e.exit(),
+    };
+    let recent = Recent::new(crate::redact::global());
+    crate::logging::init(cli.log_format, recent.clone(), crate::redact::global());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(dispatch(cli.command, opts, recent));
+    // Scripts may still be winding down on blocking threads; do not wait.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            let msg = crate::redact::global().apply(&f.message).into_owned();
+            eprintln!("error: {msg}");
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+async fn dispatch(cmd: Cmd, opts: Options, recent: Recent) -> Result<(), Failure> {
+    match cmd {
+        Cmd::Run { config, cycles } => run(config, cycles, opts, recent).await,
+        Cmd::Check { config } => check(&config, opts),
+        Cmd::DryRun {
+            script,
+            target,
+            offline,
+            config,
+            profile,
+        } => {
+            dry_run::run(dry_run::Args {
+                script,
+                target,
+                offline,
+                config,
+                profile,
+                plugins: opts.plugins,
+            })
+            .await
+        }
+        Cmd::DemoShop { port } => demo_shop(port).await,
+        Cmd::State { config, action } => state_cmd(&config, action.unwrap_or(StateCmd::Show)).await,
+        Cmd::Defs { out } => defs(out, opts),
+    }
+}
+
+fn env(k: &str) -> Option<String> {
+    std::env::var(k).ok()
+}
+
+fn load(config: &Path) -> Result<Config, Failure> {
+    Config::load(config, &env).map_err(|e| Failure::usage(format!("invalid configuration:\n{e}")))
+}
+
+/// Resolves on the first Ctrl-C or SIGTERM.
+async fn signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn run(
+    config: PathBuf,
+    cycles: Option<u64>,
+    opts: Options,
+    recent: Recent,
+) -> Result<(), Failure> {
+    let mut o = app::Options::new(&config);
+    o.cycles = cycles;
+    o.plugins = opts.plugins;
+    o.recent = recent;
+    let app = App::start(o).await.map_err(|e| Failure {
+        code: e.exit_code(),
+        message: e.to_string(),
+    })?;
+    {
+        let cfg = app.config.load();
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "baton {}: {} target(s), state in {}",
+            env!("CARGO_PKG_VERSION"),
+            cfg.targets.len(),
+            cfg.state_dir.display()
+        );
+        if let Some(s) = &app.shop {
+            let _ = writeln!(out, "demo shop:  {}", s.url());
+        }
+        if let Some(d) = &app.dashboard {
+            let _ = writeln!(out, "dashboard:  http://{}", d.addr);
+        }
+        let _ = writeln!(out, "Ctrl-C stops after the active run.");
+    }
+
+    // One line per finished run on stdout.
+    let mut finished = app.finished.subscribe();
+    let printer = tokio::spawn(async move {
+        loop {
+            match finished.recv().await {
+                Ok(r) => println!("{}", run_line(&r)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => break,
+            }
+        }
+    });
+
+    let shutdown = app.shutdown.clone();
+    let browser = app.browser.clone();
+    let signals = tokio::spawn(async move {
+        signal().await;
+        tracing::info!(
+            "stopping: no new runs; waiting for the active run (Ctrl-C again to stop now)"
+        );
+        shutdown.cancel();
+        signal().await;
+        tracing::warn!("stopping now");
+        browser.kill().await;
+        std::process::exit(130);
+    });
+    let summary = app.run().await;
+    signals.abort();
+    // The broadcast sender is gone with the app; the printer drains and ends.
+    let _ = tokio::time::timeout(Duration::from_secs(1), printer).await;
+    println!(
+        "stopped after {} cycle(s), {} run(s)",
+        summary.cycles, summary.runs
+    );
+    Ok(())
+}
+
+/// `1001  completed  order A-10001  2.3s`
+pub fn run_line(r: &state::RunRecord) -> String {
+    let mut line = format!(
+        "{}  {:<8} {:<10}",
+        crate::time::format(r.ended_at).get(11..19).unwrap_or(""),
+        r.target.as_str(),
+        r.status.as_str()
+    );
+    match (&r.order, &r.outcome) {
+        (Some(o), _) => line.push_str(&format!(" order {o}")),
+        (None, Some(o)) if o != r.status.as_str() => line.push_str(&format!(" {o}")),
+        _ => {}
+    }
+    line.push_str(&format!(
+        "  {}",
+        crate::time::short(Duration::from_millis(r.duration_ms))
+    ));
+    if let Some(e) = &r.error {
+        line.push_str(&format!("  ({e})"));
+    }
+    line
+}
+
+fn check(config: &Path, opts: Options) -> Result<(), Failure> {
+    let cfg = load(config)?;
+    let host = crate::script::ScriptHost::builder(&cfg.scripts_dir)
+        .plugins(opts.plugins)
+        .secrets(cfg.secrets.clone())
+        .build();
+    let lib = host.library();
+    if !lib.errors.is_empty() {
+        let msgs: Vec<String> = lib.errors.values().map(|e| e.to_string()).collect();
+        return Err(Failure::usage(format!(
+            "{} script problem(s):\n{}",
+            msgs.len(),
+            msgs.join("\n")
+        )));
+    }
+    println!(
+        "{}: ok ({} target(s), {} flow(s)); {}: ok ({} script(s))",
+        cfg.file.display(),
+        cfg.targets.len(),
+        cfg.flows.len(),
+        cfg.scripts_dir.display(),
+        lib.scripts.len()
+    );
+    Ok(())
+}
+
+async fn demo_shop(port: u16) -> Result<(), Failure> {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let running = crate::shop::start(addr, stop.clone())
+        .await
+        .map_err(|e| Failure::runtime(format!("cannot listen on {addr}: {e}")))?;
+    println!("demo shop on {}", running.url());
+    println!("  products:  {0}/p/1001 .. {0}/p/1004", running.url());
+    println!(
+        "  control:   POST {}/admin/stock/ID/N, /admin/delay/STEP/MS, /admin/fail/STEP/N, /admin/reset",
+        running.url()
+    );
+    println!(
+        "  reports:   GET {0}/admin/orders, {0}/admin/overlaps, {0}/admin/carts",
+        running.url()
+    );
+    println!("Ctrl-C to stop.");
+    signal().await;
+    stop.cancel();
+    let _ = running.task.await;
+    Ok(())
+}
+
+fn defs(out: Option<PathBuf>, opts: Options) -> Result<(), Failure> {
+    let host = crate::script::ScriptHost::builder("scripts")
+        .plugins(opts.plugins)
+        .build();
+    let text = host.definitions();
+    match out {
+        Some(p) => std::fs::write(&p, text)
+            .map_err(|e| Failure::runtime(format!("cannot write `{}`: {e}", p.display()))),
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+    }
+}
+
+async fn state_cmd(config: &Path, action: StateCmd) -> Result<(), Failure> {
+    let cfg = load(config)?;
+    match action {
+        StateCmd::Show => {
+            let doc = state::read_doc(&cfg.state_dir)
+                .map_err(|e| Failure::runtime(e.to_string()))?
+                .unwrap_or_default();
+            print!("{}", state_table(&cfg, &doc));
+            Ok(())
+        }
+        StateCmd::Reset { id } => change_state(&cfg, &id, None).await,
+        StateCmd::Resolve { id, to } => {
+            let to = match to {
+                ResolveAs::Completed => Status::Completed,
+                ResolveAs::Ready => Status::Ready,
+            };
+            change_state(&cfg, &id, Some(to)).await
+        }
+    }
+}
+
+/// The `state show` table, targets in config order, then any the state
+/// knows that the config no longer lists.
+pub fn state_table(cfg: &Config, doc: &state::StateDoc) -> String {
+    let mut ids: Vec<String> = cfg.targets.iter().map(|t| t.id.to_string()).collect();
+    for id in doc.targets.keys() {
+        if !ids.iter().any(|i| i == id.as_str()) {
+            ids.push(id.to_string());
+        }
+    }
+    let mut rows = vec![[
+        "TARGET".to_owned(),
+        "STATUS".to_owned(),
+        "LAST OUTCOME".to_owned(),
+        "LAST ORDER".to_owned(),
+        "UPDATED".to_owned(),
+        "LAST ERROR".to_owned(),
+    ]];
+    for id in ids {
+        let t = doc.targets.get(id.as_str()).cloned().unwrap_or_default();
+        rows.push([
+            id,
+            t.status.to_string(),
+            t.last_outcome.unwrap_or_else(|| "-".into()),
+            t.last_order.unwrap_or_else(|| "-".into()),
+            t.updated_at
+                .map(crate::time::format)
+                .unwrap_or_else(|| "-".into()),
+            t.last_error.unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    let widths: Vec<usize> = (0..5)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        for (c, w) in widths.iter().enumerate() {
+            out.push_str(&format!("{:<w$}  ", r[c], w = *w));
+        }
+        out.push_str(&r[5]);
+        out.push('\n');
+    }
+    out
+}
+
+/// Resets (`to` = None) or resolves a target: through the running baton's
+/// dashboard if one holds the state lock, else directly.
+async fn change_state(cfg: &Config, id: &str, to: Option<Status>) -> Result<(), Failure> {
+    let known = cfg.target(id).is_some()
+        || state::read_doc(&cfg.state_dir)
+            .ok()
+            .flatten()
+            .is_some_and(|d| d.targets.contains_key(id));
+    if !known {
+        return Err(Failure::usage(format!(
+            "unknown target `{id}`: it is neither in flows.yaml nor in the state file"
+        )));
+    }
+    let verb = if to.is_some() { "resolved" } else { "reset" };
+    if state::is_locked(&cfg.state_dir) {
+        let Some(d) = &cfg.dashboard else {
+            return Err(Failure::runtime(
+                "`baton run` is running with the dashboard off, and the state file has one writer; stop it, or enable the dashboard to change state while it runs",
+            ));
+        };
+        let path = match to {
+            None => format!("/api/targets/{id}/reset"),
+            Some(s) => format!("/api/targets/{id}/resolve?as={s}"),
+        };
+        let url = format!("http://{}{path}", d.addr);
+        let mut req = reqwest::Client::new()
+            .post(&url)
+            .header("X-Baton-Action", "1")
+            .timeout(Duration::from_secs(40));
+        if let Some(t) = &d.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.map_err(|e| {
+            Failure::runtime(format!("cannot reach the running baton at {}: {e}", d.addr))
+        })?;
+        let ok = resp.status().is_success();
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        if !ok {
+            return Err(Failure::runtime(
+                body["error"]
+                    .as_str()
+                    .unwrap_or("the running baton refused the change")
+                    .to_owned(),
+            ));
+        }
+        println!("target `{id}` {verb} (through the running baton)");
+        return Ok(());
+    }
+    let (store, _) =
+        state::StateStore::open(&cfg.state_dir).map_err(|e| Failure::runtime(e.to_string()))?;
+    let current = store.get(id).status;
+    if let Some(to) = to {
+        if current != Status::InDoubt {
+            return Err(Failure::usage(format!(
+                "target `{id}` is `{current}`, not `in_doubt`: nothing to resolve"
+            )));
+        }
+        store
+            .update(&id.into(), |t| {
+                t.status = to;
+                t.last_error = Some(format!(
+                    "resolved by an operator as `{to}` (was `in_doubt`)"
+                ));
+            })
+            .map_err(|e| Failure::runtime(e.to_string()))?;
+    } else {
+        store
+            .update(&id.into(), |t| {
+                t.status = Status::Ready;
+                t.last_error = Some(format!("reset by an operator (was `{current}`)"));
+            })
+            .map_err(|e| Failure::runtime(e.to_string()))?;
+    }
+    println!("target `{id}` {verb}");
+    Ok(())
+}

@@ -1,0 +1,478 @@
+//! `baton dry-run`: one script, once, with `commit` skipped, nothing
+//! persisted and the registry untouched, printing every primitive call.
+//!
+//! Live runs use real Chromium with a throwaway profile; `--offline` runs
+//! use the simulated browser, with the pages, JavaScript answers and HTTP
+//! answers of a fixture file. A fixture may also say what it expects
+//! (`expect:`), which makes it a test of the script that needs no browser.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use super::{Failure, load, signal};
+use crate::browser::chrome::{ChromeBrowser, ChromeConfig};
+use crate::browser::sim::{SimBrowser, SimPage, SimSite};
+use crate::browser::{Browser, Page};
+use crate::flow::CommitSink;
+use crate::id::SessionId;
+use crate::script::primitives::{Trace, TracedCall};
+use crate::script::{Ended, Plugin, ScriptHost, ScriptRun};
+
+pub struct Args {
+    pub script: String,
+    pub target: String,
+    pub offline: Option<PathBuf>,
+    pub config: PathBuf,
+    pub profile: Option<PathBuf>,
+    pub plugins: Vec<Arc<dyn Plugin>>,
+}
+
+/// An offline fixture: the simulated site, and optionally what the run
+/// should come to.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Fixture {
+    /// Pages by URL; a key starting with `/` is relative to the target's
+    /// origin.
+    #[serde(default)]
+    pub pages: BTreeMap<String, SimPage>,
+    /// Answers to `js(code)` on any page.
+    #[serde(default)]
+    pub eval: BTreeMap<String, serde_json::Value>,
+    /// Answers to `http_get_json(url)`; keys as for `pages`.
+    #[serde(default)]
+    pub http: BTreeMap<String, serde_json::Value>,
+    /// Where the page starts (default `about:blank`).
+    #[serde(default)]
+    pub start: Option<String>,
+    #[serde(default)]
+    pub expect: Option<Expect>,
+}
+
+/// What a fixture expects.
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// `ok`, `outcome` or `error`.
+    pub end: Option<String>,
+    /// The outcome's name, for `end: outcome`.
+    pub outcome: Option<String>,
+    /// Text the error must contain, for `end: error`.
+    pub error: Option<String>,
+    /// The label of a commit the script must reach (and, dry, skip).
+    pub would_commit: Option<String>,
+}
+
+/// The origin (`scheme://host:port`) of a URL.
+fn origin(url: &str) -> String {
+    let after = url.find("://").map(|i| i + 3).unwrap_or(0);
+    match url[after..].find('/') {
+        Some(j) => url[..after + j].to_owned(),
+        None => url.to_owned(),
+    }
+}
+
+fn absolute(origin: &str, key: String) -> String {
+    if key.starts_with('/') {
+        format!("{origin}{key}")
+    } else {
+        key
+    }
+}
+
+/// Prints each call as it happens.
+struct Printer {
+    start: Instant,
+    out: Mutex<Vec<String>>,
+}
+
+impl Trace for Printer {
+    fn call(&self, c: &TracedCall<'_>) {
+        let at = self.start.elapsed();
+        let result = match c.result {
+            Ok("") => "ok".to_owned(),
+            Ok(r) => format!("-> {r}"),
+            Err(e) => format!("FAILED: {e}"),
+        };
+        let line = format!(
+            "{:>8}  {}({}) {} [{}]",
+            crate::time::short(at),
+            c.name,
+            c.args,
+            result,
+            crate::time::short(c.took)
+        );
+        println!("{line}");
+        self.out
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(line);
+    }
+}
+
+/// `commit` in a dry run: report, skip.
+#[derive(Default)]
+struct DrySink {
+    labels: Mutex<Vec<String>>,
+}
+
+impl CommitSink for DrySink {
+    fn begin(&self, label: &str) -> Result<bool, String> {
+        println!("          would commit: {label} (skipped in a dry run)");
+        self.labels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(label.to_owned());
+        Ok(false)
+    }
+
+    fn done(&self, _label: &str, _result: Option<&str>) {}
+}
+
+/// The script's name, from `scripts/x.rhai` or `x`.
+fn script_name(arg: &str, scripts_dir: &Path) -> Result<String, Failure> {
+    let p = Path::new(arg);
+    if p.extension().is_some_and(|e| e == "rhai") || p.components().count() > 1 {
+        let stem = p
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .ok_or_else(|| Failure::usage(format!("`{arg}` is not a script path")))?;
+        let in_dir = p
+            .parent()
+            .and_then(|d| d.canonicalize().ok())
+            .zip(scripts_dir.canonicalize().ok())
+            .is_some_and(|(d, s)| d == s);
+        if !in_dir {
+            return Err(Failure::usage(format!(
+                "`{arg}` is not in the scripts directory `{}`: dry-run runs flow scripts from there",
+                scripts_dir.display()
+            )));
+        }
+        Ok(stem)
+    } else {
+        Ok(arg.to_owned())
+    }
+}
+
+pub async fn run(args: Args) -> Result<(), Failure> {
+    let cfg = load(&args.config)?;
+    let name = script_name(&args.script, &cfg.scripts_dir)?;
+    let Some(target) = cfg.target(&args.target).cloned() else {
+        let known: Vec<_> = cfg.targets.iter().map(|t| format!("`{}`", t.id)).collect();
+        return Err(Failure::usage(format!(
+            "unknown target `{}` (targets in {}: {})",
+            args.target,
+            cfg.file.display(),
+            known.join(", ")
+        )));
+    };
+    let redactor = crate::redact::global();
+    for v in cfg.secrets.values() {
+        redactor.add(v);
+    }
+    let report_dir = cfg.state_dir.join("dry-run");
+    let host = ScriptHost::builder(&cfg.scripts_dir)
+        .plugins(args.plugins)
+        .secrets(cfg.secrets.clone())
+        .redactor(redactor.clone())
+        .shots_dir(report_dir.clone())
+        .build();
+    let lib = host.library();
+    if !lib.scripts.contains_key(&name) {
+        return Err(match lib.errors.get(&name) {
+            Some(e) => Failure::usage(e.to_string()),
+            None => Failure::usage(format!(
+                "no script `{name}` in `{}`",
+                cfg.scripts_dir.display()
+            )),
+        });
+    }
+    let is_monitor = cfg
+        .flows
+        .values()
+        .any(|f| f.monitor.as_deref() == Some(name.as_str()))
+        && !cfg
+            .flows
+            .values()
+            .any(|f| f.steps.iter().any(|s| s.script == name));
+
+    let stop = CancellationToken::new();
+    let mut shop = None;
+    let mut target = (*target).clone();
+    let fixture = match &args.offline {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                Failure::usage(format!("cannot read fixture `{}`: {e}", path.display()))
+            })?;
+            let options = serde_saphyr::options! { strict_booleans: true };
+            let f: Fixture = serde_saphyr::from_str_with_options(&text, options).map_err(|e| {
+                let at = e
+                    .location()
+                    .map(|l| format!(":{}:{}", l.line(), l.column()))
+                    .unwrap_or_default();
+                let msg = serde_saphyr::MessageFormatter::format_message(
+                    &serde_saphyr::UserMessageFormatter,
+                    e.without_snippet(),
+                );
+                Failure::usage(format!("{}{at}: {msg}", path.display()))
+            })?;
+            if target.url.starts_with('/') {
+                let port = cfg.demo_shop.as_ref().map(|d| d.port).unwrap_or(8099);
+                target.url = format!("http://127.0.0.1:{port}{}", target.url);
+            }
+            Some(f)
+        }
+        None => {
+            if target.url.starts_with('/') {
+                let port = cfg.demo_shop.as_ref().map(|d| d.port).unwrap_or(8099);
+                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+                match crate::shop::start(addr, stop.clone()).await {
+                    Ok(s) => {
+                        println!("demo shop on {}", s.url());
+                        shop = Some(s);
+                    }
+                    Err(_) => {
+                        println!("demo shop port {port} is taken; using the shop already there")
+                    }
+                }
+                target.url = format!("http://127.0.0.1:{port}{}", target.url);
+            }
+            None
+        }
+    };
+    let target = Arc::new(target);
+    let origin = origin(&target.url);
+    // A live run's throwaway profile, deleted when this function returns
+    // (after the browser is shut down).
+    let mut _profile_tmp = None;
+
+    let (browser, http_fixture, start_url): (Arc<dyn Browser>, _, _) = match fixture.as_ref() {
+        Some(f) => {
+            let site = SimSite {
+                pages: f
+                    .pages
+                    .iter()
+                    .map(|(k, v)| (absolute(&origin, k.clone()), v.clone()))
+                    .collect(),
+                eval: f.eval.clone(),
+                http: f
+                    .http
+                    .iter()
+                    .map(|(k, v)| (absolute(&origin, k.clone()), v.clone()))
+                    .collect(),
+            };
+            let http = site.http.clone();
+            let sim = SimBrowser::new(site);
+            sim.set_fixed(true);
+            (
+                Arc::new(sim),
+                Some(Arc::new(http)),
+                f.start.clone().map(|s| absolute(&origin, s)),
+            )
+        }
+        None => {
+            let profile = match &args.profile {
+                Some(p) => p.clone(),
+                None => {
+                    let t = tempfile::Builder::new()
+                        .prefix("baton-dry-run-")
+                        .tempdir()
+                        .map_err(|e| {
+                            Failure::runtime(format!("cannot create a temporary profile: {e}"))
+                        })?;
+                    let p = t.path().to_owned();
+                    _profile_tmp = Some(t);
+                    p
+                }
+            };
+            let chrome = ChromeBrowser::new(
+                ChromeConfig {
+                    executable: cfg.browser.executable.clone(),
+                    headless: cfg.browser.headless,
+                    profile_dir: profile,
+                    connect: cfg.browser.connect.clone(),
+                    args: cfg.browser.args.clone(),
+                },
+                None,
+            );
+            (Arc::new(chrome), None, None)
+        }
+    };
+
+    println!(
+        "dry run of `{name}` for target `{}`{}{}",
+        target.id,
+        if args.offline.is_some() {
+            " (offline)"
+        } else {
+            ""
+        },
+        if is_monitor { " as a monitor" } else { "" }
+    );
+    let page: Option<Arc<dyn Page>> = if is_monitor {
+        None
+    } else {
+        let p = browser
+            .new_page(SessionId(0))
+            .await
+            .map_err(|e| Failure::runtime(e.to_string()))?;
+        if let Some(u) = &start_url {
+            p.navigate(u, cfg.browser.timeout)
+                .await
+                .map_err(|e| Failure::runtime(e.to_string()))?;
+        }
+        Some(p)
+    };
+
+    let printer = Arc::new(Printer {
+        start: Instant::now(),
+        out: Mutex::new(Vec::new()),
+    });
+    let sink = Arc::new(DrySink::default());
+    let cancel = CancellationToken::new();
+    let on_signal = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            signal().await;
+            cancel.cancel();
+        })
+    };
+    let started = Instant::now();
+    let result = host
+        .run_script(
+            &name,
+            ScriptRun {
+                page: page.clone(),
+                target: target.clone(),
+                cancel,
+                commit: if is_monitor { None } else { Some(sink.clone()) },
+                timeouts: cfg.timeouts(),
+                shot_prefix: name.clone(),
+                trace: Some(printer.clone()),
+                http_fixture,
+            },
+        )
+        .await;
+    on_signal.abort();
+    let took = crate::time::short(started.elapsed());
+
+    let mut failed = false;
+    let end = match &result {
+        Ok(Ended::Value(v)) => {
+            if is_monitor {
+                println!(
+                    "monitor says: {} ({took})",
+                    if v.as_bool().unwrap_or(false) {
+                        "run"
+                    } else {
+                        "skip"
+                    }
+                );
+            } else {
+                println!("ok ({took})");
+            }
+            "ok"
+        }
+        Ok(Ended::Outcome(o)) => {
+            println!("outcome `{o}` ({took})");
+            "outcome"
+        }
+        Err(e) => {
+            failed = true;
+            println!("FAILED ({took}): {}", e.message);
+            if let Some(p) = &page {
+                save_failure(p.as_ref(), &report_dir, &name, &cfg).await;
+            }
+            "error"
+        }
+    };
+
+    if let Some(p) = page {
+        p.close().await;
+    }
+    browser.shutdown().await;
+    stop.cancel();
+    if let Some(s) = shop {
+        let _ = s.task.await;
+    }
+
+    if let Some(expect) = fixture.and_then(|f| f.expect) {
+        let mut problems = Vec::new();
+        if let Some(want) = &expect.end
+            && want != end
+        {
+            problems.push(format!(
+                "expected the script to end with `{want}`, it ended with `{end}`"
+            ));
+        }
+        if let Some(want) = &expect.outcome {
+            match &result {
+                Ok(Ended::Outcome(o)) if o == want => {}
+                _ => problems.push(format!("expected outcome `{want}`")),
+            }
+        }
+        if let Some(want) = &expect.error {
+            match &result {
+                Err(e) if e.message.contains(want.as_str()) => {}
+                _ => problems.push(format!("expected an error containing `{want}`")),
+            }
+        }
+        if let Some(want) = &expect.would_commit {
+            let labels = sink.labels.lock().unwrap_or_else(|e| e.into_inner());
+            if !labels.iter().any(|l| l == want) {
+                problems.push(format!("expected the script to reach commit `{want}`"));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(Failure::runtime(format!(
+                "the fixture's expectations were not met:\n  {}",
+                problems.join("\n  ")
+            )));
+        }
+        println!("expectations met");
+        return Ok(());
+    }
+    if failed {
+        return Err(Failure::runtime(format!("`{name}` failed")));
+    }
+    Ok(())
+}
+
+/// Saves the page's screenshot and HTML next to the report.
+async fn save_failure(page: &dyn Page, dir: &Path, name: &str, cfg: &crate::config::Config) {
+    let stamp = crate::time::format(std::time::SystemTime::now()).replace([':', '.'], "-");
+    let base = dir.join(format!("{name}-{stamp}"));
+    if std::fs::create_dir_all(dir).is_err() {
+        return;
+    }
+    let bound = cfg.browser.timeout.min(Duration::from_secs(10));
+    if let Ok(png) = page.screenshot(bound).await {
+        let p = base.with_extension("png");
+        if std::fs::write(&p, png).is_ok() {
+            println!("screenshot: {}", p.display());
+        }
+    }
+    if let Ok(html) = page.html(bound).await {
+        let p = base.with_extension("html");
+        if std::fs::write(&p, html).is_ok() {
+            println!("page HTML:  {}", p.display());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_and_relative_keys() {
+        assert_eq!(origin("http://127.0.0.1:8099/p/1"), "http://127.0.0.1:8099");
+        assert_eq!(absolute("http://a:1", "/cart".into()), "http://a:1/cart");
+        assert_eq!(absolute("http://a:1", "https://x/y".into()), "https://x/y");
+    }
+}

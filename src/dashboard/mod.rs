@@ -1,0 +1,423 @@
+//! The live dashboard: a status page, a JSON API, operator actions, run
+//! history with failure screenshots, and Prometheus metrics.
+//!
+//! It reads snapshots (registry, state, scheduler status, scripts, browser
+//! health) and sends actions to the scheduler as [`Command`]s, so "run now"
+//! or "reset" go through the same waits and locks as a cycle; it never
+//! touches the registry or the state file itself.
+//!
+//! Security: bound to loopback by default; any other address needs a token
+//! (checked when `flows.yaml` is read). When a token is set, every API
+//! request needs it, as `Authorization: Bearer ...` or as the `baton_token`
+//! cookie the page sets when the token is entered. The page itself is public:
+//! it holds no data. Actions also need the `X-Baton-Action` header, which a
+//! cross-site form cannot send, so no other web page can press the buttons.
+//! Every response passes through the redactor, so no secret value leaves.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::browser::{Browser, BrowserHealth};
+use crate::config::Config;
+use crate::id::TargetId;
+use crate::logging::Recent;
+use crate::metrics::Metrics;
+use crate::redact::Redactor;
+use crate::registry::{Registry, RunInfo};
+use crate::scheduler::{Command, SchedulerStatus};
+use crate::script::{ScriptHost, ScriptStatus};
+use crate::state::{RunRecord, StateStore, Status};
+
+const PAGE: &str = include_str!("page.html");
+
+/// What the dashboard reads and where it sends actions.
+#[derive(Clone)]
+pub struct Dashboard {
+    pub token: Option<String>,
+    pub config: Arc<ArcSwap<Config>>,
+    pub registry: Arc<Registry>,
+    pub state: Arc<StateStore>,
+    pub metrics: Arc<Metrics>,
+    pub browser: Arc<dyn Browser>,
+    pub scripts: ScriptHost,
+    pub status: watch::Receiver<SchedulerStatus>,
+    pub commands: mpsc::Sender<Command>,
+    pub recent: Recent,
+    pub finished: broadcast::Sender<RunRecord>,
+    pub redactor: Arc<Redactor>,
+}
+
+/// One target as the page shows it.
+#[derive(Serialize)]
+struct TargetView {
+    id: TargetId,
+    url: String,
+    flow: String,
+    status: Status,
+    last_outcome: Option<String>,
+    last_order: Option<String>,
+    last_error: Option<String>,
+    #[serde(with = "crate::time::rfc3339_opt")]
+    updated_at: Option<std::time::SystemTime>,
+    runs: u64,
+    active: bool,
+}
+
+/// Everything `GET /api/status` returns.
+#[derive(Serialize)]
+struct StatusView {
+    version: &'static str,
+    scheduler: SchedulerStatus,
+    active: Vec<RunInfo>,
+    targets: Vec<TargetView>,
+    scripts: Vec<ScriptStatus>,
+    browser: BrowserHealth,
+    recent: Vec<crate::logging::Event>,
+    runs_total: u64,
+    cycles_total: u64,
+    #[serde(with = "crate::time::rfc3339")]
+    now: std::time::SystemTime,
+}
+
+impl Dashboard {
+    fn status_view(&self) -> StatusView {
+        let cfg = self.config.load();
+        let doc = self.state.snapshot();
+        let active = self.registry.snapshot();
+        let targets = cfg
+            .targets
+            .iter()
+            .map(|t| {
+                let s = doc.targets.get(t.id.as_str()).cloned().unwrap_or_default();
+                TargetView {
+                    id: t.id.clone(),
+                    url: t.url.clone(),
+                    flow: t.flow.clone(),
+                    status: s.status,
+                    last_outcome: s.last_outcome,
+                    last_order: s.last_order,
+                    last_error: s.last_error,
+                    updated_at: s.updated_at,
+                    runs: s.runs,
+                    active: active.iter().any(|r| r.target == t.id),
+                }
+            })
+            .collect();
+        let runs_total = [
+            Status::Ready,
+            Status::Completed,
+            Status::Failed,
+            Status::TimedOut,
+            Status::InDoubt,
+        ]
+        .iter()
+        .map(|s| self.metrics.runs(*s))
+        .sum();
+        StatusView {
+            version: env!("CARGO_PKG_VERSION"),
+            scheduler: self.status.borrow().clone(),
+            active,
+            targets,
+            scripts: self.scripts.status(),
+            browser: self.browser.health(),
+            recent: self.recent.snapshot(),
+            runs_total,
+            cycles_total: self.metrics.cycles(),
+            now: std::time::SystemTime::now(),
+        }
+    }
+
+    /// JSON with every secret masked.
+    fn json(&self, v: &impl Serialize) -> Response {
+        let text = serde_json::to_string(v)
+            .unwrap_or_else(|e| json!({"error": e.to_string()}).to_string());
+        let text = self.redactor.apply(&text).into_owned();
+        ([(header::CONTENT_TYPE, "application/json")], text).into_response()
+    }
+}
+
+/// The router. `fn app` so tests can call it without a socket.
+pub fn app(d: Dashboard) -> Router {
+    let api = Router::new()
+        .route("/api/status", get(status))
+        .route("/api/runs", get(runs))
+        .route("/api/events", get(events))
+        .route("/api/pause", post(pause))
+        .route("/api/resume", post(resume))
+        .route("/api/run-now", post(run_now))
+        .route("/api/targets/{id}/reset", post(reset))
+        .route("/api/targets/{id}/resolve", post(resolve))
+        .route("/metrics", get(metrics))
+        .route("/shots/{name}", get(shot))
+        .layer(middleware::from_fn_with_state(d.clone(), auth));
+    Router::new().route("/", get(page)).merge(api).with_state(d)
+}
+
+/// A running dashboard server.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Serves the dashboard on `addr` until `stop` fires.
+pub async fn start(
+    addr: SocketAddr,
+    d: Dashboard,
+    stop: CancellationToken,
+) -> std::io::Result<Running> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app(d))
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "dashboard stopped");
+        }
+    });
+    tracing::info!(%addr, "dashboard on http://{addr}");
+    Ok(Running { addr, task })
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(json!({"error": msg.into()}))).into_response()
+}
+
+/// Compares without an early exit, so timing does not tell how much of a
+/// guessed token was right.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+fn presented_token(headers: &HeaderMap) -> Option<String> {
+    if let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        && let Some(t) = v.strip_prefix("Bearer ")
+    {
+        return Some(t.trim().to_owned());
+    }
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == "baton_token")
+        .map(|(_, v)| {
+            percent_encoding::percent_decode_str(v)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+}
+
+async fn auth(State(d): State<Dashboard>, req: Request, next: Next) -> Response {
+    if let Some(token) = &d.token {
+        let ok = presented_token(req.headers()).is_some_and(|t| same(&t, token));
+        if !ok {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                Json(json!({"error": "a dashboard token is required: send `Authorization: Bearer TOKEN`"})),
+            )
+                .into_response();
+        }
+    }
+    if req.method() == axum::http::Method::POST && !req.headers().contains_key("x-baton-action") {
+        return error(
+            StatusCode::FORBIDDEN,
+            "actions need the `X-Baton-Action: 1` header (it keeps other web pages from pressing the buttons)",
+        );
+    }
+    next.run(req).await
+}
+
+async fn page() -> Html<&'static str> {
+    Html(PAGE)
+}
+
+async fn status(State(d): State<Dashboard>) -> Response {
+    d.json(&d.status_view())
+}
+
+#[derive(Deserialize)]
+struct RunsQuery {
+    limit: Option<usize>,
+}
+
+async fn runs(State(d): State<Dashboard>, Query(q): Query<RunsQuery>) -> Response {
+    let limit = q.limit.unwrap_or(50).min(1000);
+    let state = d.state.clone();
+    match tokio::task::spawn_blocking(move || state.history(limit)).await {
+        Ok(Ok(h)) => d.json(&h),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// Server-sent events: a `status` event whenever something changes (a run
+/// registers, moves or ends, the scheduler changes phase), and at least
+/// once a second for the clocks.
+async fn events(
+    State(d): State<Dashboard>,
+) -> Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>> {
+    let mut registry = d.registry.watch();
+    let mut status = d.status.clone();
+    let mut finished = d.finished.subscribe();
+    let stream = async_stream(move |tx| async move {
+        loop {
+            let view = d.status_view();
+            let text = serde_json::to_string(&view).unwrap_or_default();
+            let text = d.redactor.apply(&text).into_owned();
+            if tx
+                .send(Event::default().event("status").data(text))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            tokio::select! {
+                _ = registry.changed() => {}
+                _ = status.changed() => {}
+                _ = finished.recv() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// A stream fed by a task, ended when the client goes away.
+fn async_stream<F, Fut>(f: F) -> impl Stream<Item = Result<Event, std::convert::Infallible>>
+where
+    F: FnOnce(mpsc::Sender<Event>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(f(tx));
+    futures::stream::unfold(
+        rx,
+        |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
+    )
+}
+
+async fn send(d: &Dashboard, make: impl FnOnce(oneshot::Sender<()>) -> Command) -> Response {
+    let (tx, rx) = oneshot::channel();
+    if d.commands.send(make(tx)).await.is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the scheduler has stopped");
+    }
+    match tokio::time::timeout(Duration::from_secs(10), rx).await {
+        Ok(Ok(())) => Json(json!({"ok": true})).into_response(),
+        _ => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the scheduler is busy with a cycle; the request is queued",
+        ),
+    }
+}
+
+async fn pause(State(d): State<Dashboard>) -> Response {
+    send(&d, Command::Pause).await
+}
+
+async fn resume(State(d): State<Dashboard>) -> Response {
+    send(&d, Command::Resume).await
+}
+
+async fn run_now(State(d): State<Dashboard>) -> Response {
+    send(&d, Command::RunNow).await
+}
+
+async fn target_command(
+    d: &Dashboard,
+    make: impl FnOnce(oneshot::Sender<Result<(), String>>) -> Command,
+) -> Response {
+    let (tx, rx) = oneshot::channel();
+    if d.commands.send(make(tx)).await.is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the scheduler has stopped");
+    }
+    match tokio::time::timeout(Duration::from_secs(30), rx).await {
+        Ok(Ok(Ok(()))) => Json(json!({"ok": true})).into_response(),
+        Ok(Ok(Err(e))) => error(StatusCode::CONFLICT, e),
+        _ => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the scheduler is busy with a cycle; try again when it is sleeping",
+        ),
+    }
+}
+
+async fn reset(State(d): State<Dashboard>, Path(id): Path<String>) -> Response {
+    target_command(&d, |tx| Command::Reset(TargetId::new(&id), tx)).await
+}
+
+#[derive(Deserialize)]
+struct ResolveQuery {
+    #[serde(rename = "as")]
+    to: String,
+}
+
+async fn resolve(
+    State(d): State<Dashboard>,
+    Path(id): Path<String>,
+    Query(q): Query<ResolveQuery>,
+) -> Response {
+    let to = match q.to.as_str() {
+        "completed" => Status::Completed,
+        "ready" => Status::Ready,
+        other => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "cannot resolve as `{other}`: use `completed` (the order was placed) or `ready` (it was not)"
+                ),
+            );
+        }
+    };
+    target_command(&d, |tx| Command::Resolve(TargetId::new(&id), to, tx)).await
+}
+
+async fn metrics(State(d): State<Dashboard>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        d.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn shot(State(d): State<Dashboard>, Path(name): Path<String>) -> Response {
+    let ok = !name.is_empty()
+        && name.ends_with(".png")
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && !name.contains("..");
+    if !ok {
+        return error(StatusCode::BAD_REQUEST, "bad screenshot name");
+    }
+    let path = d.config.load().state_dir.join("shots").join(&name);
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "image/png")], bytes).into_response(),
+        Err(_) => error(StatusCode::NOT_FOUND, format!("no screenshot `{name}`")),
+    }
+}

@@ -1,0 +1,856 @@
+//! The demo shop: a small storefront on loopback for the demo, the tests and
+//! the benchmarks. It stands alone (it imports nothing else of baton's).
+//!
+//! Product pages with price, stock and an add-to-cart button; a cart with
+//! remove buttons; a checkout form; an order confirmation; a stock API for
+//! monitors. A control API under `/admin` sets stock, injects latency and
+//! failures, and reports orders, cart contents and overlaps.
+//!
+//! The overlap detector is the shop's view of invariant I1. A browser
+//! session is the `shop_session` cookie. An overlap is counted when two of a
+//! session's page requests are in flight at once, or when a product-page or
+//! add-to-cart request arrives while that session is between starting
+//! checkout and placing its order (or emptying its cart).
+
+mod pages;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use axum::extract::{Form, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+/// A step of the purchase flow, as the control API names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    Product,
+    AddToCart,
+    Cart,
+    Remove,
+    Checkout,
+    PlaceOrder,
+    Order,
+}
+
+impl Step {
+    fn parse(s: &str) -> Option<Step> {
+        Some(match s {
+            "product" => Step::Product,
+            "add_to_cart" => Step::AddToCart,
+            "cart" => Step::Cart,
+            "remove" => Step::Remove,
+            "checkout" => Step::Checkout,
+            "place_order" => Step::PlaceOrder,
+            "order" => Step::Order,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Product {
+    pub id: String,
+    pub name: String,
+    pub price_cents: u64,
+    pub stock: u32,
+}
+
+#[derive(Clone, Debug, Serialize)]
+struct Line {
+    id: u64,
+    product: String,
+    qty: u32,
+}
+
+#[derive(Default, Debug)]
+struct Session {
+    cart: Vec<Line>,
+    in_flight: u32,
+    in_checkout: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+struct Order {
+    number: String,
+    session: String,
+    lines: Vec<Line>,
+    total_cents: u64,
+    name: String,
+    #[serde(with = "humantime_serde_compat")]
+    placed_at: SystemTime,
+}
+
+mod humantime_serde_compat {
+    use std::time::SystemTime;
+    pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_rfc3339_millis(*t).to_string())
+    }
+}
+
+#[derive(Debug)]
+struct ShopState {
+    products: BTreeMap<String, Product>,
+    sessions: HashMap<String, Session>,
+    orders: Vec<Order>,
+    next_order: u64,
+    next_line: u64,
+    next_session: u64,
+    overlaps: u64,
+    overlap_events: Vec<String>,
+    delays: HashMap<Step, Duration>,
+    fails: HashMap<Step, u32>,
+    requests: HashMap<Step, u64>,
+}
+
+/// The catalogue a fresh shop starts with.
+pub fn default_products() -> Vec<Product> {
+    let p = |id: &str, name: &str, price_cents, stock| Product {
+        id: id.into(),
+        name: name.into(),
+        price_cents,
+        stock,
+    };
+    vec![
+        p("1001", "Espresso machine", 4999, 50),
+        p("1002", "Burr grinder", 2450, 50),
+        p("1003", "Milk frother", 1500, 0),
+        p("1004", "Gooseneck kettle", 8900, 10),
+    ]
+}
+
+impl ShopState {
+    fn new() -> ShopState {
+        ShopState {
+            products: default_products()
+                .into_iter()
+                .map(|p| (p.id.clone(), p))
+                .collect(),
+            sessions: HashMap::new(),
+            orders: Vec::new(),
+            next_order: 10_001,
+            next_line: 1,
+            next_session: 1,
+            overlaps: 0,
+            overlap_events: Vec::new(),
+            delays: HashMap::new(),
+            fails: HashMap::new(),
+            requests: HashMap::new(),
+        }
+    }
+}
+
+/// The shop. Cheap to clone; clones share state.
+#[derive(Clone)]
+pub struct Shop {
+    state: Arc<Mutex<ShopState>>,
+}
+
+impl Default for Shop {
+    fn default() -> Self {
+        Shop::new()
+    }
+}
+
+impl Shop {
+    pub fn new() -> Shop {
+        Shop {
+            state: Arc::new(Mutex::new(ShopState::new())),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ShopState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Orders placed so far.
+    pub fn orders(&self) -> usize {
+        self.lock().orders.len()
+    }
+
+    /// Overlaps detected so far.
+    pub fn overlaps(&self) -> u64 {
+        self.lock().overlaps
+    }
+
+    /// Sets a product's stock.
+    pub fn set_stock(&self, id: &str, n: u32) -> bool {
+        match self.lock().products.get_mut(id) {
+            Some(p) => {
+                p.stock = n;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Enters a flow request for `session`: counts overlaps, applies
+    /// injected failures and delays. The returned guard ends the request's
+    /// flight when dropped, so a request the client abandoned (its
+    /// connection closed mid-delay) ends too.
+    async fn enter(&self, session: &str, step: Step) -> Result<InFlight, Response> {
+        let (delay, fail) = {
+            let mut s = self.lock();
+            *s.requests.entry(step).or_default() += 1;
+            let fail = match s.fails.get_mut(&step) {
+                Some(n) if *n > 0 => {
+                    *n -= 1;
+                    true
+                }
+                _ => false,
+            };
+            let sess = s.sessions.entry(session.to_owned()).or_default();
+            let mut why = None;
+            if sess.in_flight > 0 {
+                why = Some(format!(
+                    "{step:?} while another request of session {session} was in flight"
+                ));
+            } else if sess.in_checkout && matches!(step, Step::Product | Step::AddToCart) {
+                why = Some(format!("{step:?} while session {session} was in checkout"));
+            }
+            sess.in_flight += 1;
+            if let Some(why) = why {
+                tracing::error!(target: "baton::shop", "overlap: {why}");
+                s.overlaps += 1;
+                s.overlap_events.push(why);
+            }
+            (s.delays.get(&step).copied(), fail)
+        };
+        let guard = InFlight {
+            shop: self.clone(),
+            session: session.to_owned(),
+        };
+        if fail {
+            return Err((
+                StatusCode::INTERNAL_SERVER_ERROR,
+                pages::error("Something went wrong", "injected failure"),
+            )
+                .into_response());
+        }
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
+        Ok(guard)
+    }
+}
+
+struct InFlight {
+    shop: Shop,
+    session: String,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(s) = self.shop.lock().sessions.get_mut(&self.session) {
+            s.in_flight = s.in_flight.saturating_sub(1);
+        }
+    }
+}
+
+const COOKIE: &str = "shop_session";
+
+/// The session a request belongs to, and whether it is new (so the
+/// response must set the cookie).
+struct SessionId {
+    id: String,
+    new: bool,
+}
+
+fn session_of(shop: &Shop, headers: &HeaderMap) -> SessionId {
+    let existing = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_owned());
+    match existing {
+        Some(id) => SessionId { id, new: false },
+        None => {
+            let mut s = shop.lock();
+            let n = s.next_session;
+            s.next_session += 1;
+            let nanos = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+            SessionId {
+                id: format!("s{n}-{nanos:08x}"),
+                new: true,
+            }
+        }
+    }
+}
+
+fn with_session(sid: &SessionId, resp: impl IntoResponse) -> Response {
+    let mut resp = resp.into_response();
+    if sid.new {
+        let cookie = format!(
+            "{COOKIE}={}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax",
+            sid.id
+        );
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            resp.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    resp
+}
+
+/// The shop's routes. `fn router` so tests can call it without a socket.
+pub fn router(shop: Shop) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/p/{id}", get(product))
+        .route("/cart", get(cart))
+        .route("/cart/add/{id}", post(add_to_cart))
+        .route("/cart/remove/{line}", post(remove))
+        .route("/checkout", get(checkout))
+        .route("/checkout/place", post(place_order))
+        .route("/order/{number}", get(order))
+        .route("/api/stock/{id}", get(stock_api))
+        .route("/admin/orders", get(admin_orders))
+        .route("/admin/overlaps", get(admin_overlaps))
+        .route("/admin/carts", get(admin_carts))
+        .route("/admin/stock/{id}/{n}", post(admin_stock))
+        .route("/admin/delay/{step}/{ms}", post(admin_delay))
+        .route("/admin/fail/{step}/{n}", post(admin_fail))
+        .route("/admin/reset", post(admin_reset))
+        .with_state(shop)
+}
+
+/// A running shop.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub shop: Shop,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// The base URL, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// Serves a fresh shop on `addr` (port 0 for any) until `stop` fires.
+pub async fn start(addr: SocketAddr, stop: CancellationToken) -> std::io::Result<Running> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let shop = Shop::new();
+    let app = router(shop.clone());
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "demo shop stopped");
+        }
+    });
+    tracing::info!(%addr, "demo shop listening on http://{addr}");
+    Ok(Running { addr, shop, task })
+}
+
+// ---------------------------------------------------------------------------
+// Storefront.
+
+async fn index(State(shop): State<Shop>) -> Response {
+    let products: Vec<Product> = shop.lock().products.values().cloned().collect();
+    pages::index(&products).into_response()
+}
+
+async fn product(State(shop): State<Shop>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let sid = session_of(&shop, &headers);
+    let _flight = match shop.enter(&sid.id, Step::Product).await {
+        Ok(g) => g,
+        Err(r) => return with_session(&sid, r),
+    };
+    let (p, lines) = {
+        let s = shop.lock();
+        let lines = s.sessions.get(&sid.id).map(|x| x.cart.len()).unwrap_or(0);
+        (s.products.get(&id).cloned(), lines)
+    };
+    match p {
+        Some(p) => with_session(&sid, pages::product(&p, lines)),
+        None => with_session(
+            &sid,
+            (
+                StatusCode::NOT_FOUND,
+                pages::error("Not found", &format!("There is no product {id}.")),
+            ),
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+struct AddForm {
+    #[serde(default = "one")]
+    qty: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+async fn add_to_cart(
+    State(shop): State<Shop>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<AddForm>,
+) -> Response {
+    let sid = session_of(&shop, &headers);
+    let _flight = match shop.enter(&sid.id, Step::AddToCart).await {
+        Ok(g) => g,
+        Err(r) => return with_session(&sid, r),
+    };
+    let mut s = shop.lock();
+    let Some(p) = s.products.get(&id).cloned() else {
+        return with_session(
+            &sid,
+            (
+                StatusCode::NOT_FOUND,
+                pages::error("Not found", "No such product."),
+            ),
+        );
+    };
+    if p.stock == 0 || f.qty == 0 {
+        return with_session(&sid, Redirect::to(&format!("/p/{id}")));
+    }
+    let line = s.next_line;
+    s.next_line += 1;
+    let qty = f.qty.min(p.stock);
+    s.sessions
+        .entry(sid.id.clone())
+        .or_default()
+        .cart
+        .push(Line {
+            id: line,
+            product: id,
+            qty,
+        });
+    with_session(&sid, Redirect::to("/cart"))
+}
+
+async fn cart(State(shop): State<Shop>, headers: HeaderMap) -> Response {
+    let sid = session_of(&shop, &headers);
+    let _flight = match shop.enter(&sid.id, Step::Cart).await {
+        Ok(g) => g,
+        Err(r) => return with_session(&sid, r),
+    };
+    let s = shop.lock();
+    let lines = s
+        .sessions
+        .get(&sid.id)
+        .map(|x| x.cart.clone())
+        .unwrap_or_default();
+    let rows: Vec<(Line, Option<Product>)> = lines
+        .into_iter()
+        .map(|l| {
+            let p = s.products.get(&l.product).cloned();
+            (l, p)
+        })
+        .collect();
+    with_session(&sid, pages::cart(&rows))
+}
+
+async fn remove(State(shop): State<Shop>, headers: HeaderMap, Path(line): Path<u64>) -> Response {
+    let sid = session_of(&shop, &headers);
+    let _flight = match shop.enter(&sid.id, Step::Remove).await {
+        Ok(g) => g,
+        Err(r) => return with_session(&sid, r),
+    };
+    let mut s = shop.lock();
+    if let Some(sess) = s.sessions.get_mut(&sid.id) {
+        sess.cart.retain(|l| l.id != line);
+        if sess.cart.is_empty() {
+            // An emptied cart abandons any checkout in progress.
+            sess.in_checkout = false;
+        }
+    }
+    with_session(&sid, Redirect::to("/cart"))
+}
+
+async fn checkout(State(shop): State<Shop>, headers: HeaderMap) -> Response {
+    let sid = session_of(&shop, &headers);
+    let _flight = match shop.enter(&sid.id, Step::Checkout).await {
+        Ok(g) => g,
+        Err(r) => return with_session(&sid, r),
+    };
+    let mut guard = shop.lock();
+    let s = &mut *guard;
+    let sess = s.sessions.entry(sid.id.clone()).or_default();
+    if sess.cart.is_empty() {
+        return with_session(&sid, Redirect::to("/cart"));
+    }
+    sess.in_checkout = true;
+    let products = &s.products;
+    let total: u64 = sess
+        .cart
+        .iter()
+        .map(|l| l.qty as u64 * products.get(&l.product).map(|p| p.price_cents).unwrap_or(0))
+        .sum();
+    with_session(&sid, pages::checkout(total))
+}
+
+#[derive(Deserialize)]
+struct PlaceForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    address: String,
+    #[serde(default)]
+    card_number: String,
+    #[serde(default)]
+    card_cvv: String,
+}
+
+async fn place_order(
+    State(shop): State<Shop>,
+    headers: HeaderMap,
+    Form(f): Form<PlaceForm>,
+) -> Response {
+    let sid = session_of(&shop, &headers);
+    let _flight = match shop.enter(&sid.id, Step::PlaceOrder).await {
+        Ok(g) => g,
+        Err(r) => return with_session(&sid, r),
+    };
+    let digits = |s: &str| {
+        s.chars()
+            .filter(|c| !c.is_whitespace())
+            .all(|c| c.is_ascii_digit())
+    };
+    let card_len = f.card_number.chars().filter(char::is_ascii_digit).count();
+    let problem =
+        if f.name.trim().is_empty() || f.email.trim().is_empty() || f.address.trim().is_empty() {
+            Some("Please fill in your name, email and address.")
+        } else if !digits(&f.card_number) || !(12..=19).contains(&card_len) {
+            Some("The card number is not valid.")
+        } else if !digits(&f.card_cvv) || !(3..=4).contains(&f.card_cvv.len()) {
+            Some("The security code is not valid.")
+        } else {
+            None
+        };
+    if let Some(p) = problem {
+        return with_session(
+            &sid,
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                pages::error("Check your details", p),
+            ),
+        );
+    }
+    let mut guard = shop.lock();
+    let s = &mut *guard;
+    let lines = s
+        .sessions
+        .get(&sid.id)
+        .map(|x| x.cart.clone())
+        .unwrap_or_default();
+    if lines.is_empty() {
+        return with_session(&sid, Redirect::to("/cart"));
+    }
+    for l in &lines {
+        let stock = s.products.get(&l.product).map(|p| p.stock).unwrap_or(0);
+        if stock < l.qty {
+            return with_session(
+                &sid,
+                (
+                    StatusCode::CONFLICT,
+                    pages::error(
+                        "Sold out",
+                        "An item in your cart sold out before you ordered.",
+                    ),
+                ),
+            );
+        }
+    }
+    let mut total = 0;
+    for l in &lines {
+        if let Some(p) = s.products.get_mut(&l.product) {
+            p.stock -= l.qty;
+            total += p.price_cents * l.qty as u64;
+        }
+    }
+    let number = format!("A-{}", s.next_order);
+    s.next_order += 1;
+    s.orders.push(Order {
+        number: number.clone(),
+        session: sid.id.clone(),
+        lines,
+        total_cents: total,
+        name: f.name.trim().to_owned(),
+        placed_at: SystemTime::now(),
+    });
+    if let Some(sess) = s.sessions.get_mut(&sid.id) {
+        sess.cart.clear();
+        sess.in_checkout = false;
+    }
+    with_session(&sid, Redirect::to(&format!("/order/{number}")))
+}
+
+async fn order(
+    State(shop): State<Shop>,
+    headers: HeaderMap,
+    Path(number): Path<String>,
+) -> Response {
+    let sid = session_of(&shop, &headers);
+    let _flight = match shop.enter(&sid.id, Step::Order).await {
+        Ok(g) => g,
+        Err(r) => return with_session(&sid, r),
+    };
+    let o = shop
+        .lock()
+        .orders
+        .iter()
+        .find(|o| o.number == number && o.session == sid.id)
+        .cloned();
+    match o {
+        Some(o) => with_session(&sid, pages::order(&o.number, o.total_cents)),
+        None => with_session(
+            &sid,
+            (
+                StatusCode::NOT_FOUND,
+                pages::error("Not found", "No such order."),
+            ),
+        ),
+    }
+}
+
+async fn stock_api(State(shop): State<Shop>, Path(id): Path<String>) -> Response {
+    match shop.lock().products.get(&id) {
+        Some(p) => Json(json!({
+            "id": p.id,
+            "name": p.name,
+            "price": p.price_cents as f64 / 100.0,
+            "stock": p.stock,
+            "in_stock": p.stock > 0,
+        }))
+        .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("no product {id}")})),
+        )
+            .into_response(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Control API.
+
+async fn admin_orders(State(shop): State<Shop>) -> Json<serde_json::Value> {
+    let s = shop.lock();
+    let mut per_product: BTreeMap<String, u64> = BTreeMap::new();
+    for o in &s.orders {
+        for l in &o.lines {
+            *per_product.entry(l.product.clone()).or_default() += 1;
+        }
+    }
+    Json(json!({
+        "total": s.orders.len(),
+        "per_product": per_product,
+        "orders": s.orders,
+    }))
+}
+
+async fn admin_overlaps(State(shop): State<Shop>) -> Json<serde_json::Value> {
+    let s = shop.lock();
+    Json(json!({"overlaps": s.overlaps, "events": s.overlap_events}))
+}
+
+async fn admin_carts(State(shop): State<Shop>) -> Json<serde_json::Value> {
+    let s = shop.lock();
+    let lines: usize = s.sessions.values().map(|x| x.cart.len()).sum();
+    let requests: BTreeMap<String, u64> = s
+        .requests
+        .iter()
+        .map(|(k, v)| {
+            (
+                serde_json::to_value(k)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                *v,
+            )
+        })
+        .collect();
+    Json(json!({"lines": lines, "sessions": s.sessions.len(), "requests": requests}))
+}
+
+async fn admin_stock(State(shop): State<Shop>, Path((id, n)): Path<(String, u32)>) -> Response {
+    if shop.set_stock(&id, n) {
+        Json(json!({"id": id, "stock": n})).into_response()
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("no product {id}")})),
+        )
+            .into_response()
+    }
+}
+
+fn bad_step(step: &str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"error": format!("unknown step `{step}`: use product, add_to_cart, cart, remove, checkout, place_order or order")})),
+    )
+        .into_response()
+}
+
+async fn admin_delay(State(shop): State<Shop>, Path((step, ms)): Path<(String, u64)>) -> Response {
+    let Some(st) = Step::parse(&step) else {
+        return bad_step(&step);
+    };
+    let mut s = shop.lock();
+    if ms == 0 {
+        s.delays.remove(&st);
+    } else {
+        s.delays.insert(st, Duration::from_millis(ms));
+    }
+    Json(json!({"step": step, "delay_ms": ms})).into_response()
+}
+
+async fn admin_fail(State(shop): State<Shop>, Path((step, n)): Path<(String, u32)>) -> Response {
+    let Some(st) = Step::parse(&step) else {
+        return bad_step(&step);
+    };
+    shop.lock().fails.insert(st, n);
+    Json(json!({"step": step, "fail_next": n})).into_response()
+}
+
+async fn admin_reset(State(shop): State<Shop>) -> Json<serde_json::Value> {
+    *shop.lock() = ShopState::new();
+    Json(json!({"reset": true}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    async fn call(
+        app: &Router,
+        method: &str,
+        uri: &str,
+        cookie: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, HeaderMap, String) {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(c) = cookie {
+            req = req.header(header::COOKIE, c);
+        }
+        if method == "POST" {
+            req = req.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        }
+        let resp = app
+            .clone()
+            .oneshot(req.body(Body::from(body.to_owned())).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (
+            status,
+            headers,
+            String::from_utf8_lossy(&bytes).into_owned(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_purchase_from_product_page_to_order() {
+        let shop = Shop::new();
+        let app = router(shop.clone());
+        let (_, h, body) = call(&app, "GET", "/p/1001", None, "").await;
+        assert!(body.contains("id=\"add-to-cart\""));
+        let cookie = h[header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        let c = Some(cookie.as_str());
+        let (st, h, _) = call(&app, "POST", "/cart/add/1001", c, "qty=1").await;
+        assert_eq!(
+            (st, &h[header::LOCATION]),
+            (StatusCode::SEE_OTHER, &HeaderValue::from_static("/cart"))
+        );
+        let (_, _, body) = call(&app, "GET", "/cart", c, "").await;
+        assert!(body.contains("data-lines=\"1\""), "{body}");
+        call(&app, "GET", "/checkout", c, "").await;
+        let (st, h, _) = call(
+            &app,
+            "POST",
+            "/checkout/place",
+            c,
+            "name=Ada&email=a%40b.c&address=1+Main+St&card_number=4242424242424242&card_cvv=123",
+        )
+        .await;
+        assert_eq!(st, StatusCode::SEE_OTHER);
+        let loc = h[header::LOCATION].to_str().unwrap().to_owned();
+        let (_, _, body) = call(&app, "GET", &loc, c, "").await;
+        assert!(body.contains("id=\"order-number\">A-10001<"), "{body}");
+        let (_, _, orders) = call(&app, "GET", "/admin/orders", None, "").await;
+        assert!(
+            orders.starts_with("{\"orders\"") || orders.contains("\"total\":1"),
+            "{orders}"
+        );
+        assert_eq!(shop.overlaps(), 0);
+        let (_, _, body) = call(&app, "GET", "/cart", c, "").await;
+        assert!(
+            body.contains("id=\"cart-empty\""),
+            "the order emptied the cart"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_overlap_is_counted_for_a_product_page_during_checkout() {
+        let shop = Shop::new();
+        let app = router(shop.clone());
+        let c = Some("shop_session=x");
+        call(&app, "POST", "/cart/add/1001", c, "qty=1").await;
+        call(&app, "GET", "/checkout", c, "").await;
+        assert_eq!(shop.overlaps(), 0);
+        // A second flow starts on the same session before the order.
+        call(&app, "GET", "/p/1002", c, "").await;
+        assert_eq!(shop.overlaps(), 1);
+        // Another session is not an overlap.
+        call(&app, "GET", "/p/1002", Some("shop_session=y"), "").await;
+        assert_eq!(shop.overlaps(), 1);
+    }
+
+    #[tokio::test]
+    async fn injected_failures_and_unknown_steps() {
+        let shop = Shop::new();
+        let app = router(shop.clone());
+        let (st, _, _) = call(&app, "POST", "/admin/fail/product/1", None, "").await;
+        assert_eq!(st, StatusCode::OK);
+        assert_eq!(
+            call(&app, "GET", "/p/1001", None, "").await.0,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(
+            call(&app, "GET", "/p/1001", None, "").await.0,
+            StatusCode::OK
+        );
+        let (st, _, body) = call(&app, "POST", "/admin/delay/teleport/10", None, "").await;
+        assert_eq!(st, StatusCode::NOT_FOUND);
+        assert!(body.contains("unknown step `teleport`"));
+        let (_, _, stock) = call(&app, "GET", "/api/stock/1003", None, "").await;
+        assert!(stock.contains("\"in_stock\":false"), "{stock}");
+    }
+}

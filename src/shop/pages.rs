@@ -1,0 +1,179 @@
+//! The demo shop's HTML. Plain server-rendered pages with stable ids for
+//! scripts to find, inline CSS, and an empty favicon (so browsers make no
+//! request the overlap detector would have to ignore).
+
+use axum::response::Html;
+
+use super::{Line, Product};
+
+const STYLE: &str = r#"
+body{font:16px/1.5 system-ui,sans-serif;margin:0;color:#1d1d1f;background:#fafafa}
+header{display:flex;justify-content:space-between;padding:12px 20px;background:#243b55;color:#fff}
+header a{color:#fff;text-decoration:none;font-weight:600}
+main{max-width:720px;margin:24px auto;padding:0 20px}
+.price{font-size:1.6em;font-weight:700}
+.in{color:#1a7f37}.out{color:#b42318}
+button,.button{background:#243b55;color:#fff;border:0;border-radius:6px;padding:10px 18px;font-size:1em;cursor:pointer;text-decoration:none;display:inline-block}
+button.remove{background:#b42318;padding:4px 10px}
+input{font-size:1em;padding:6px;margin:4px 0 12px;width:100%;box-sizing:border-box}
+input[type=number]{width:5em}
+table{width:100%;border-collapse:collapse}td{padding:8px;border-bottom:1px solid #ddd}
+.error{color:#b42318;font-weight:600}
+ul.products li{margin:8px 0}
+"#;
+
+fn money(cents: u64) -> String {
+    format!("${}.{:02}", cents / 100, cents % 100)
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn layout(title: &str, cart_lines: Option<usize>, body: &str) -> Html<String> {
+    let cart = match cart_lines {
+        Some(n) => format!(r#"<a id="cart-link" href="/cart">Cart ({n})</a>"#),
+        None => r#"<a id="cart-link" href="/cart">Cart</a>"#.to_owned(),
+    };
+    Html(format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title} · baton demo shop</title><link rel="icon" href="data:,"><style>{STYLE}</style></head>
+<body><header><a href="/">baton demo shop</a>{cart}</header>
+{body}
+</body></html>"#,
+        title = escape(title)
+    ))
+}
+
+pub fn index(products: &[Product]) -> Html<String> {
+    let items: String = products
+        .iter()
+        .map(|p| {
+            format!(
+                r#"<li><a href="/p/{id}">{name}</a> {price} {stock}</li>"#,
+                id = escape(&p.id),
+                name = escape(&p.name),
+                price = money(p.price_cents),
+                stock = if p.stock > 0 { "" } else { "(out of stock)" }
+            )
+        })
+        .collect();
+    layout(
+        "Products",
+        None,
+        &format!(
+            r#"<main id="index-page"><h1>Products</h1><ul class="products">{items}</ul></main>"#
+        ),
+    )
+}
+
+pub fn product(p: &Product, cart_lines: usize) -> Html<String> {
+    let buy = if p.stock > 0 {
+        format!(
+            r#"<p id="stock" class="in">In stock ({n} left)</p>
+<form method="post" action="/cart/add/{id}"><label>Quantity <input id="qty" name="qty" type="number" min="1" value="1"></label>
+<button id="add-to-cart" type="submit">Add to cart</button></form>"#,
+            n = p.stock,
+            id = escape(&p.id)
+        )
+    } else {
+        r#"<p id="out-of-stock" class="out">Out of stock</p>"#.to_owned()
+    };
+    layout(
+        &p.name,
+        Some(cart_lines),
+        &format!(
+            r#"<main id="product-page" data-product="{id}"><h1 id="product-name">{name}</h1>
+<p class="price"><span id="price" data-price="{raw}">{price}</span></p>
+{buy}
+</main>"#,
+            id = escape(&p.id),
+            name = escape(&p.name),
+            raw = format_args!("{}.{:02}", p.price_cents / 100, p.price_cents % 100),
+            price = money(p.price_cents),
+        ),
+    )
+}
+
+pub fn cart(rows: &[(Line, Option<Product>)]) -> Html<String> {
+    let body = if rows.is_empty() {
+        r#"<p id="cart-empty">Your cart is empty.</p>"#.to_owned()
+    } else {
+        let trs: String = rows
+            .iter()
+            .map(|(l, p)| {
+                let (name, price) = p
+                    .as_ref()
+                    .map(|p| (p.name.clone(), p.price_cents))
+                    .unwrap_or(("(gone)".into(), 0));
+                format!(
+                    r#"<tr class="cart-line" data-line="{line}" data-product="{pid}"><td>{name}</td><td class="qty">{qty}</td><td>{price}</td>
+<td><form method="post" action="/cart/remove/{line}"><button class="remove" type="submit">Remove</button></form></td></tr>"#,
+                    line = l.id,
+                    pid = escape(&l.product),
+                    name = escape(&name),
+                    qty = l.qty,
+                    price = money(price * l.qty as u64)
+                )
+            })
+            .collect();
+        format!(
+            r#"<table id="cart-lines">{trs}</table><p><a id="checkout" class="button" href="/checkout">Checkout</a></p>"#
+        )
+    };
+    layout(
+        "Cart",
+        Some(rows.len()),
+        &format!(
+            r#"<main id="cart-page" data-lines="{n}"><h1>Cart</h1>{body}</main>"#,
+            n = rows.len()
+        ),
+    )
+}
+
+pub fn checkout(total_cents: u64) -> Html<String> {
+    layout(
+        "Checkout",
+        None,
+        &format!(
+            r#"<main id="checkout-page"><h1>Checkout</h1><p>Total: <span id="total">{total}</span></p>
+<form id="checkout-form" method="post" action="/checkout/place">
+<label>Name <input id="name" name="name" autocomplete="name"></label>
+<label>Email <input id="email" name="email" type="email" autocomplete="email"></label>
+<label>Address <input id="address" name="address" autocomplete="street-address"></label>
+<label>Card number <input id="card-number" name="card_number" inputmode="numeric" autocomplete="cc-number"></label>
+<label>Security code <input id="card-cvv" name="card_cvv" inputmode="numeric" autocomplete="cc-csc"></label>
+<button id="place-order" type="submit">Place order</button>
+</form></main>"#,
+            total = money(total_cents)
+        ),
+    )
+}
+
+pub fn order(number: &str, total_cents: u64) -> Html<String> {
+    layout(
+        "Order placed",
+        Some(0),
+        &format!(
+            r#"<main id="order-page"><h1>Thank you!</h1><p>Your order <span id="order-number">{number}</span> is placed ({total}).</p></main>"#,
+            number = escape(number),
+            total = money(total_cents)
+        ),
+    )
+}
+
+pub fn error(title: &str, message: &str) -> Html<String> {
+    layout(
+        title,
+        None,
+        &format!(
+            r#"<main id="error-page"><h1>{title}</h1><p id="error" class="error">{message}</p><p><a href="/cart">Back to the cart</a></p></main>"#,
+            title = escape(title),
+            message = escape(message)
+        ),
+    )
+}
