@@ -104,6 +104,10 @@ pub struct RunControl {
     reason: OnceLock<CancelReason>,
     committed: AtomicBool,
     step: Mutex<Option<String>>,
+    /// The registry's change counter, bumped when the step or the commit
+    /// point changes so observers (the dashboard) see it. Weak: the
+    /// registry owns this control through its entry.
+    registry: std::sync::Weak<Registry>,
 }
 
 impl RunControl {
@@ -131,6 +135,13 @@ impl RunControl {
     /// Records that the run has crossed its point of no return (I7).
     pub fn mark_committed(&self) {
         self.committed.store(true, Ordering::SeqCst);
+        self.changed();
+    }
+
+    fn changed(&self) {
+        if let Some(r) = self.registry.upgrade() {
+            r.version.send_modify(|v| *v = v.wrapping_add(1));
+        }
     }
 
     pub fn committed(&self) -> bool {
@@ -139,6 +150,7 @@ impl RunControl {
 
     pub fn set_step(&self, step: Option<&str>) {
         *self.step.lock().unwrap_or_else(|e| e.into_inner()) = step.map(str::to_owned);
+        self.changed();
     }
 
     pub fn step(&self) -> Option<String> {
@@ -279,7 +291,10 @@ impl Registry {
                 e.insert(run_id);
             }
         }
-        let control = Arc::new(RunControl::default());
+        let control = Arc::new(RunControl {
+            registry: Arc::downgrade(self),
+            ..RunControl::default()
+        });
         match self.runs.entry(reg.target.clone()) {
             Entry::Occupied(e) => {
                 let holder = e.get().run_id;

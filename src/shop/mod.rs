@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use axum::extract::{Form, Path, State};
+use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -106,7 +106,9 @@ struct ShopState {
     next_session: u64,
     overlaps: u64,
     overlap_events: Vec<String>,
-    delays: HashMap<Step, Duration>,
+    /// Latency per step, and how many more requests it applies to
+    /// (`None`: all).
+    delays: HashMap<Step, (Duration, Option<u32>)>,
     fails: HashMap<Step, u32>,
     requests: HashMap<Step, u64>,
 }
@@ -181,6 +183,27 @@ impl Shop {
         self.lock().overlaps
     }
 
+    /// Orders placed so far, by product.
+    pub fn orders_per_product(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for o in &self.lock().orders {
+            for l in &o.lines {
+                *out.entry(l.product.clone()).or_default() += 1;
+            }
+        }
+        out
+    }
+
+    /// Lines in all carts.
+    pub fn cart_lines(&self) -> usize {
+        self.lock().sessions.values().map(|s| s.cart.len()).sum()
+    }
+
+    /// Why each overlap was counted.
+    pub fn overlap_events(&self) -> Vec<String> {
+        self.lock().overlap_events.clone()
+    }
+
     /// Sets a product's stock.
     pub fn set_stock(&self, id: &str, n: u32) -> bool {
         match self.lock().products.get_mut(id) {
@@ -222,7 +245,19 @@ impl Shop {
                 s.overlaps += 1;
                 s.overlap_events.push(why);
             }
-            (s.delays.get(&step).copied(), fail)
+            let delay = match s.delays.get_mut(&step) {
+                Some((d, None)) => Some(*d),
+                Some((d, Some(n))) => {
+                    let d = *d;
+                    *n -= 1;
+                    if *n == 0 {
+                        s.delays.remove(&step);
+                    }
+                    Some(d)
+                }
+                None => None,
+            };
+            (delay, fail)
         };
         let guard = InFlight {
             shop: self.clone(),
@@ -648,13 +683,8 @@ async fn stock_api(State(shop): State<Shop>, Path(id): Path<String>) -> Response
 // Control API.
 
 async fn admin_orders(State(shop): State<Shop>) -> Json<serde_json::Value> {
+    let per_product = shop.orders_per_product();
     let s = shop.lock();
-    let mut per_product: BTreeMap<String, u64> = BTreeMap::new();
-    for o in &s.orders {
-        for l in &o.lines {
-            *per_product.entry(l.product.clone()).or_default() += 1;
-        }
-    }
     Json(json!({
         "total": s.orders.len(),
         "per_product": per_product,
@@ -706,17 +736,27 @@ fn bad_step(step: &str) -> Response {
         .into_response()
 }
 
-async fn admin_delay(State(shop): State<Shop>, Path((step, ms)): Path<(String, u64)>) -> Response {
+#[derive(Deserialize)]
+struct DelayQuery {
+    /// Apply to this many requests only.
+    times: Option<u32>,
+}
+
+async fn admin_delay(
+    State(shop): State<Shop>,
+    Path((step, ms)): Path<(String, u64)>,
+    Query(q): Query<DelayQuery>,
+) -> Response {
     let Some(st) = Step::parse(&step) else {
         return bad_step(&step);
     };
     let mut s = shop.lock();
-    if ms == 0 {
+    if ms == 0 || q.times == Some(0) {
         s.delays.remove(&st);
     } else {
-        s.delays.insert(st, Duration::from_millis(ms));
+        s.delays.insert(st, (Duration::from_millis(ms), q.times));
     }
-    Json(json!({"step": step, "delay_ms": ms})).into_response()
+    Json(json!({"step": step, "delay_ms": ms, "times": q.times})).into_response()
 }
 
 async fn admin_fail(State(shop): State<Shop>, Path((step, n)): Path<(String, u32)>) -> Response {

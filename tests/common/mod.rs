@@ -21,6 +21,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+pub mod live;
+
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()

@@ -1,0 +1,195 @@
+//! Helpers for tests in real headless Chromium against the demo shop: a
+//! temporary project (the shipped scripts, a flows.yaml written by the test,
+//! its own state directory and browser profile), the shop's control API,
+//! and a check that no Chromium outlives the test.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The repository root (where the shipped scripts live).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A temporary copy of the shipped scripts with a flows.yaml.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+}
+
+impl Project {
+    /// `targets_and_more` is appended after the common settings: targets,
+    /// and any overrides of `cycle:` keys given in `cycle`.
+    pub fn new(cycle: &str, targets: &str, extra: &str) -> Project {
+        let dir = tempfile::Builder::new()
+            .prefix("baton-e2e-")
+            .tempdir()
+            .unwrap();
+        copy_dir(&repo().join("scripts"), &dir.path().join("scripts"));
+        let yaml = format!(
+            r#"browser:
+  headless: true
+  profile_dir: .baton/profile
+  timeout: 5s
+cycle:
+{cycle}
+test_mode: true
+state_dir: .baton
+dashboard: off
+demo_shop: {{ port: 0 }}
+secrets:
+  card_number: {{ env: BATON_TEST_NO_SUCH_VAR, default: "4242424242424242" }}
+  card_cvv: {{ env: BATON_TEST_NO_SUCH_VAR, default: "123" }}
+{extra}
+targets:
+{targets}
+flows:
+  purchase:
+    monitor: stock_check
+    steps:
+      - product_page
+      - checkout
+      - {{ script: clear_cart, always: true }}
+    outcomes:
+      out_of_stock: retry
+      price_too_high: retry
+"#
+        );
+        std::fs::write(dir.path().join("flows.yaml"), yaml).unwrap();
+        Project { dir }
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("flows.yaml")
+    }
+
+    pub fn profile(&self) -> PathBuf {
+        self.dir.path().join(".baton/profile")
+    }
+}
+
+/// A target line for `Project::new`.
+pub fn target(id: &str, max_price: f64) -> String {
+    format!(
+        "  - {{ id: \"{id}\", url: /p/{id}, params: {{ max_price: {max_price}, customer: {{ name: Ada, email: ada@example.com, address: 1 Main St }} }} }}\n"
+    )
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+/// The demo shop's control API.
+pub struct ShopApi {
+    pub base: String,
+    client: reqwest::Client,
+}
+
+impl ShopApi {
+    pub fn new(base: &str) -> ShopApi {
+        ShopApi {
+            base: base.to_owned(),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> serde_json::Value {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post(&self, path: &str) {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+    }
+
+    pub async fn overlaps(&self) -> u64 {
+        self.get("/admin/overlaps").await["overlaps"]
+            .as_u64()
+            .unwrap()
+    }
+
+    pub async fn orders_of(&self, product: &str) -> u64 {
+        self.get("/admin/orders").await["per_product"][product]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    pub async fn orders(&self) -> u64 {
+        self.get("/admin/orders").await["total"].as_u64().unwrap()
+    }
+
+    pub async fn cart_lines(&self) -> u64 {
+        self.get("/admin/carts").await["lines"].as_u64().unwrap()
+    }
+}
+
+/// Pids of processes whose command line mentions `needle` (a profile dir).
+pub fn processes_mentioning(needle: &Path) -> Vec<u32> {
+    let needle = needle.to_string_lossy().into_owned();
+    let mut out = Vec::new();
+    let me = std::process::id();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd);
+        // Zombies have an empty command line and are reaped by their parent.
+        if cmd.contains(&needle) {
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            let zombie = stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|s| s.trim_start().starts_with('Z'));
+            if !zombie {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// Asserts that no process uses `profile` any more. Chromium's helper
+/// processes exit shortly after the browser process; there is no event to
+/// wait on for processes that are not ours, so this looks a few times over
+/// up to ten seconds.
+pub async fn assert_no_chromium(profile: &Path) {
+    for _ in 0..100 {
+        if processes_mentioning(profile).is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "Chromium processes left behind for {}: {:?}",
+        profile.display(),
+        processes_mentioning(profile)
+    );
+}

@@ -1,0 +1,338 @@
+//! End to end in real headless Chromium against the demo shop, with the
+//! shipped scripts: purchases, stock, slow and hanging checkouts, a killed
+//! browser, injected failures, and the shop's overlap detector itself.
+//!
+//! Each test runs its own baton (in process, as `baton run` assembles it),
+//! its own shop on a free port and its own Chromium, and checks that no
+//! Chromium is left when it ends.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton::app::{App, Options};
+use baton::browser::{Browser, Selectors};
+use baton::id::SessionId;
+use baton::state::{RunRecord, Status};
+use common::live::{Project, ShopApi, assert_no_chromium, target};
+
+const FAST_CYCLE: &str =
+    "  interval: 1s\n  wait_for_active: 30s\n  run_timeout: 60s\n  step_timeout: 30s";
+
+async fn start(p: &Project, cycles: u64) -> App {
+    common::init_tracing();
+    let mut o = Options::new(p.config());
+    o.cycles = Some(cycles);
+    App::start(o)
+        .await
+        .unwrap_or_else(|e| panic!("baton did not start: {e}"))
+}
+
+/// The shop's in-process handle: it stays readable after baton stopped
+/// serving it.
+fn shop_of(app: &App) -> baton::shop::Shop {
+    app.shop.as_ref().unwrap().shop.clone()
+}
+
+fn orders_of(shop: &baton::shop::Shop, product: &str) -> u64 {
+    shop.orders_per_product().get(product).copied().unwrap_or(0)
+}
+
+/// N cycles in test mode buy exactly N of each in-stock target, none of the
+/// out-of-stock one, with no overlap, and every run's cleanup verified the
+/// cart empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn n_cycles_buy_exactly_n_per_in_stock_target() {
+    let p = Project::new(
+        FAST_CYCLE,
+        &[
+            target("1001", 60.0),
+            target("1002", 30.0),
+            target("1003", 20.0),
+        ]
+        .concat(),
+        "",
+    );
+    let app = start(&p, 3).await;
+    let sh = shop_of(&app);
+    let state = app.state.clone();
+    let summary = app.run().await;
+    assert_eq!(summary.cycles, 3);
+
+    assert_eq!(orders_of(&sh, "1001"), 3);
+    assert_eq!(orders_of(&sh, "1002"), 3);
+    assert_eq!(orders_of(&sh, "1003"), 0, "an out-of-stock item was bought");
+    assert_eq!(sh.overlaps(), 0);
+    assert_eq!(sh.cart_lines() as u64, 0);
+    let mut h = state.history(usize::MAX).unwrap();
+    h.reverse();
+    assert_eq!(h.len(), 6, "1003 is skipped by its monitor: {h:#?}");
+    for r in &h {
+        assert_eq!(r.status, Status::Completed, "{r:#?}");
+        assert!(r.order.as_deref().is_some_and(|o| o.starts_with("A-")));
+        let clear = r.steps.iter().find(|s| s.script == "clear_cart").unwrap();
+        assert_eq!(
+            clear.result, "ok",
+            "the cart was not verified empty: {r:#?}"
+        );
+    }
+    // Runs never overlapped in time either.
+    for w in h.windows(2) {
+        assert!(w[1].started_at >= w[0].ended_at);
+    }
+    assert_no_chromium(&p.profile()).await;
+}
+
+/// A checkout slower than the cycle interval: the next cycle waits for the
+/// run (the log says so) and there is still no overlap. Runs the binary, as
+/// an operator would, to read its log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkout_slower_than_the_interval_never_overlaps() {
+    let p = Project::new(FAST_CYCLE, &target("1001", 60.0), "");
+    // The shop must exist before baton starts so the delay can be set: use
+    // a standalone shop and point the target at it.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let shop_srv = baton::shop::start("127.0.0.1:0".parse().unwrap(), stop.clone())
+        .await
+        .unwrap();
+    let shop = ShopApi::new(&shop_srv.url());
+    shop.post("/admin/delay/place_order/2500").await;
+    let yaml = std::fs::read_to_string(p.config()).unwrap();
+    let yaml = yaml
+        .replace("demo_shop: { port: 0 }\n", "")
+        .replace("url: /p/1001", &format!("url: {}/p/1001", shop_srv.url()));
+    std::fs::write(p.config(), yaml).unwrap();
+
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["run", "--cycles", "3", "--config"])
+        .arg(p.config())
+        .current_dir(p.dir.path())
+        .env("RUST_LOG", "info")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(shop.orders_of("1001").await, 3, "{stdout}");
+    assert_eq!(shop.overlaps().await, 0);
+    assert!(
+        stderr.contains("waiting for run r"),
+        "the log does not show the wait:\n{stderr}"
+    );
+    assert!(stderr.contains("wait finished after"), "{stderr}");
+    assert_eq!(stdout.matches("completed  order A-").count(), 3, "{stdout}");
+    stop.cancel();
+    assert_no_chromium(&p.profile()).await;
+}
+
+/// A checkout that hangs past `wait_for_active` inside its commit is
+/// cancelled, left `in_doubt` (the order may have been placed), its cleanup
+/// still empties the cart, and the cycle goes on with the next target, with
+/// no overlap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_checkout_is_cancelled_and_the_cycle_goes_on() {
+    let p = Project::new(
+        "  interval: 1s\n  wait_for_active: 3s\n  run_timeout: 120s\n  step_timeout: 60s",
+        &[target("1001", 60.0), target("1002", 30.0)].concat(),
+        "",
+    );
+    let app = start(&p, 2).await;
+    let shop = ShopApi::new(&app.shop.as_ref().unwrap().url());
+    let sh = shop_of(&app);
+    // The first order hangs (for ten minutes); the ones after it do not.
+    shop.post("/admin/delay/place_order/600000?times=1").await;
+    let started = tokio::time::Instant::now();
+    let state = app.state.clone();
+    app.run().await;
+
+    let s1001 = state.get("1001");
+    assert_eq!(s1001.status, Status::InDoubt, "{s1001:?}");
+    assert!(
+        s1001
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("passed its commit point")
+    );
+    let h: Vec<RunRecord> = state.history(usize::MAX).unwrap();
+    let stuck = h.iter().find(|r| r.target.as_str() == "1001").unwrap();
+    assert!(
+        stuck
+            .cancelled
+            .as_deref()
+            .unwrap()
+            .contains("wait timed out"),
+        "{stuck:#?}"
+    );
+    assert_eq!(
+        stuck.steps.last().unwrap().result,
+        "ok",
+        "cleanup ran: {stuck:#?}"
+    );
+    // The other target was bought in both cycles, the stuck one never again.
+    assert_eq!(state.get("1002").status, Status::Completed, "{h:#?}");
+    assert_eq!(h.iter().filter(|r| r.target.as_str() == "1002").count(), 2);
+    assert_eq!(h.iter().filter(|r| r.target.as_str() == "1001").count(), 1);
+    assert_eq!(orders_of(&sh, "1002"), 2);
+    assert_eq!(sh.overlaps(), 0, "{:?}", sh.overlap_events());
+    assert_eq!(sh.cart_lines() as u64, 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(100),
+        "the hang was not bounded"
+    );
+    assert_no_chromium(&p.profile()).await;
+}
+
+/// Chromium killed (by pid) in the middle of a run: that run fails with a
+/// clear error, the browser is relaunched, and the next cycle buys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_killed_mid_run_is_survived() {
+    let p = Project::new(FAST_CYCLE, &target("1001", 60.0), "");
+    let app = start(&p, 2).await;
+    let shop = ShopApi::new(&app.shop.as_ref().unwrap().url());
+    let sh = shop_of(&app);
+    // Slow the checkout page so the kill lands inside the run.
+    shop.post("/admin/delay/checkout/3000?times=1").await;
+    let browser = app.browser.clone();
+    let state = app.state.clone();
+    let mut finished = app.finished.subscribe();
+    let registry = app.registry.clone();
+    let killer = {
+        tokio::spawn(async move {
+            let mut changes = registry.watch();
+            // Kill once the run is in its checkout step: the browser is up
+            // and the run is mid-flow (the checkout page is delayed 3 s).
+            loop {
+                let in_checkout = registry
+                    .get("1001")
+                    .is_some_and(|r| r.step.as_deref() == Some("checkout"));
+                if in_checkout {
+                    break;
+                }
+                changes.changed().await.unwrap();
+            }
+            let pid = browser.health().pid.expect("the browser runs");
+            let killed = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status()
+                .unwrap();
+            assert!(killed.success());
+            pid
+        })
+    };
+    let run = tokio::spawn(app.run());
+    let first = finished.recv().await.unwrap();
+    let killed = killer.await.unwrap();
+    run.await.unwrap();
+
+    assert_eq!(first.status, Status::Failed, "{first:#?}");
+    let err = first.error.as_deref().unwrap();
+    assert!(
+        err.contains("Chromium exited or the connection dropped")
+            || err.contains("the browser is gone"),
+        "{err}"
+    );
+    assert_eq!(
+        state.get("1001").status,
+        Status::Completed,
+        "the next cycle bought"
+    );
+    assert_eq!(orders_of(&sh, "1001"), 1);
+    assert_eq!(sh.overlaps(), 0);
+    let h = state.history(usize::MAX).unwrap();
+    assert_eq!(h.len(), 2);
+    assert!(
+        !common::live::processes_mentioning(&p.profile()).contains(&killed),
+        "the killed browser was not reaped"
+    );
+    assert_no_chromium(&p.profile()).await;
+}
+
+/// Injected 500s are recorded as failures and the target is retried (and
+/// bought) in the next cycle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_500s_are_failures_retried_next_cycle() {
+    let p = Project::new(
+        "  interval: 1s\n  wait_for_active: 30s\n  run_timeout: 60s\n  step_timeout: 30s",
+        &target("1001", 60.0),
+        "",
+    );
+    let yaml = std::fs::read_to_string(p.config())
+        .unwrap()
+        .replace("timeout: 5s", "timeout: 1500ms");
+    std::fs::write(p.config(), yaml).unwrap();
+    let app = start(&p, 2).await;
+    let shop = ShopApi::new(&app.shop.as_ref().unwrap().url());
+    let sh = shop_of(&app);
+    shop.post("/admin/fail/checkout/1").await;
+    let state = app.state.clone();
+    app.run().await;
+    let mut h = state.history(usize::MAX).unwrap();
+    h.reverse();
+    assert_eq!(h.len(), 2, "{h:#?}");
+    assert_eq!(h[0].status, Status::Failed);
+    assert!(
+        h[0].error.as_deref().unwrap().contains("checkout.rhai"),
+        "{:?}",
+        h[0].error
+    );
+    assert!(!h[0].committed, "the failure came before the commit point");
+    assert!(h[0].screenshot.is_some(), "a failure screenshot was saved");
+    assert_eq!(h[1].status, Status::Completed);
+    assert_eq!(orders_of(&sh, "1001"), 1);
+    assert_eq!(
+        sh.cart_lines() as u64,
+        0,
+        "the failed run's cleanup emptied the cart"
+    );
+    assert_eq!(sh.overlaps(), 0);
+    assert_no_chromium(&p.profile()).await;
+}
+
+/// The detector the other tests rely on: two flows driven at once on one
+/// browser session (two tabs sharing cookies) are seen as an overlap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shops_overlap_detector_sees_two_flows_on_one_session() {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let shop_srv = baton::shop::start("127.0.0.1:0".parse().unwrap(), stop.clone())
+        .await
+        .unwrap();
+    let shop = ShopApi::new(&shop_srv.url());
+    let profile = tempfile::tempdir().unwrap();
+    let browser = Arc::new(baton::browser::chrome::ChromeBrowser::new(
+        baton::browser::chrome::ChromeConfig {
+            executable: None,
+            headless: true,
+            profile_dir: profile.path().to_owned(),
+            connect: None,
+            args: vec![],
+        },
+        None,
+    ));
+    let t = Duration::from_secs(10);
+    let a = browser.new_page(SessionId(0)).await.unwrap();
+    let b = browser.new_page(SessionId(0)).await.unwrap();
+    // Flow A reaches checkout...
+    a.navigate(&format!("{}/p/1001", shop.base), t)
+        .await
+        .unwrap();
+    a.click(&Selectors::one("#add-to-cart"), t).await.unwrap();
+    a.wait_for(&Selectors::one("#cart-page"), t).await.unwrap();
+    a.navigate(&format!("{}/checkout", shop.base), t)
+        .await
+        .unwrap();
+    assert_eq!(shop.overlaps().await, 0);
+    // ...and flow B starts on the same session before A places its order.
+    b.navigate(&format!("{}/p/1002", shop.base), t)
+        .await
+        .unwrap();
+    assert_eq!(shop.overlaps().await, 1);
+    a.close().await;
+    b.close().await;
+    browser.shutdown().await;
+    stop.cancel();
+    assert_no_chromium(profile.path()).await;
+}
