@@ -250,26 +250,58 @@ fn load(config: &Path) -> Result<Config, Failure> {
     Config::load(config, &env).map_err(|e| Failure::usage(format!("invalid configuration:\n{e}")))
 }
 
-/// Resolves on the first Ctrl-C or SIGTERM.
-async fn signal() {
+/// Ctrl-C and SIGTERM, listened for from the moment this is created (so a
+/// signal that arrives before anyone awaits is not lost).
+pub(crate) struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+    int: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    pub(crate) fn new() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Signals {
+                int: signal(SignalKind::interrupt()).ok(),
+                term: signal(SignalKind::terminate()).ok(),
             }
         }
+        #[cfg(not(unix))]
+        Signals {}
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    /// Resolves on the next Ctrl-C or SIGTERM.
+    pub(crate) async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            let int = async {
+                match &mut self.int {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            let term = async {
+                match &mut self.term {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = int => {}
+                _ = term => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -279,6 +311,8 @@ async fn run(
     opts: Options,
     recent: Recent,
 ) -> Result<(), Failure> {
+    // Listen before anything starts, so an early Ctrl-C is not lost.
+    let mut sig = Signals::new();
     let mut o = app::Options::new(&config);
     o.cycles = cycles;
     o.plugins = opts.plugins;
@@ -321,12 +355,12 @@ async fn run(
     let shutdown = app.shutdown.clone();
     let browser = app.browser.clone();
     let signals = tokio::spawn(async move {
-        signal().await;
+        sig.recv().await;
         tracing::info!(
             "stopping: no new runs; waiting for the active run (Ctrl-C again to stop now)"
         );
         shutdown.cancel();
-        signal().await;
+        sig.recv().await;
         tracing::warn!("stopping now");
         browser.kill().await;
         std::process::exit(130);
@@ -392,6 +426,7 @@ fn check(config: &Path, opts: Options) -> Result<(), Failure> {
 }
 
 async fn demo_shop(port: u16) -> Result<(), Failure> {
+    let mut sig = Signals::new();
     let stop = tokio_util::sync::CancellationToken::new();
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let running = crate::shop::start(addr, stop.clone())
@@ -408,7 +443,7 @@ async fn demo_shop(port: u16) -> Result<(), Failure> {
         running.url()
     );
     println!("Ctrl-C to stop.");
-    signal().await;
+    sig.recv().await;
     stop.cancel();
     let _ = running.task.await;
     Ok(())

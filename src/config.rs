@@ -371,18 +371,50 @@ struct RawCycle {
     run_timeout: Option<Dur>,
     step_timeout: Option<Dur>,
     http_timeout: Option<Dur>,
-    max_concurrent_runs: Option<NonZeroU32>,
+    max_concurrent_runs: Option<Concurrency>,
+}
+
+/// `max_concurrent_runs`: 1 or more.
+struct Concurrency(NonZeroU32);
+
+impl<'de> Deserialize<'de> for Concurrency {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(d)?;
+        u32::try_from(n)
+            .ok()
+            .and_then(NonZeroU32::new)
+            .map(Concurrency)
+            .ok_or_else(|| {
+                de::Error::custom(format!(
+                    "invalid max_concurrent_runs `{n}`: it must be at least 1 (runs at once, each in its own browser session)"
+                ))
+            })
+    }
+}
+
+/// A TCP port; 0 picks a free one.
+struct Port(u16);
+
+impl<'de> Deserialize<'de> for Port {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(d)?;
+        u16::try_from(n).map(Port).map_err(|_| {
+            de::Error::custom(format!(
+                "invalid port `{n}`: use 1 to 65535, or 0 for any free port"
+            ))
+        })
+    }
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDemoShop {
     #[serde(default = "default_shop_port")]
-    port: u16,
+    port: Port,
 }
 
-fn default_shop_port() -> u16 {
-    8099
+fn default_shop_port() -> Port {
+    Port(8099)
 }
 
 #[derive(Deserialize)]
@@ -833,7 +865,7 @@ impl Resolver<'_> {
             run_timeout: raw.cycle.run_timeout.map_or(d.run_timeout, |x| x.0),
             step_timeout: raw.cycle.step_timeout.map_or(d.step_timeout, |x| x.0),
             http_timeout: raw.cycle.http_timeout.map_or(d.http_timeout, |x| x.0),
-            max_concurrent_runs: raw.cycle.max_concurrent_runs.map_or(1, NonZeroU32::get),
+            max_concurrent_runs: raw.cycle.max_concurrent_runs.map_or(1, |c| c.0.get()),
         };
 
         let state_dir = match &raw.state_dir {
@@ -1033,7 +1065,7 @@ impl Resolver<'_> {
             state_dir,
             scripts_dir,
             dashboard,
-            demo_shop: raw.demo_shop.map(|d| DemoShopConfig { port: d.port }),
+            demo_shop: raw.demo_shop.map(|d| DemoShopConfig { port: d.port.0 }),
             secrets: Secrets::new(secrets),
             targets,
             flows,

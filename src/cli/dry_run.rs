@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use super::{Failure, load, signal};
+use super::{Failure, Signals, load};
 use crate::browser::chrome::{ChromeBrowser, ChromeConfig};
 use crate::browser::sim::{SimBrowser, SimPage, SimSite};
 use crate::browser::{Browser, Page};
@@ -253,11 +253,21 @@ pub async fn run(args: Args) -> Result<(), Failure> {
 
     let (browser, http_fixture, start_url): (Arc<dyn Browser>, _, _) = match fixture.as_ref() {
         Some(f) => {
+            // Links inside the fixture may be relative too.
+            let page = |p: &SimPage| {
+                let mut p = p.clone();
+                for el in p.elements.values_mut() {
+                    if let Some(nav) = el.on_click.as_mut().and_then(|c| c.navigate.as_mut()) {
+                        *nav = absolute(&origin, nav.clone());
+                    }
+                }
+                p
+            };
             let site = SimSite {
                 pages: f
                     .pages
                     .iter()
-                    .map(|(k, v)| (absolute(&origin, k.clone()), v.clone()))
+                    .map(|(k, v)| (absolute(&origin, k.clone()), page(v)))
                     .collect(),
                 eval: f.eval.clone(),
                 http: f
@@ -337,8 +347,9 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     let cancel = CancellationToken::new();
     let on_signal = {
         let cancel = cancel.clone();
+        let mut sig = Signals::new();
         tokio::spawn(async move {
-            signal().await;
+            sig.recv().await;
             cancel.cancel();
         })
     };

@@ -366,8 +366,10 @@ impl ScriptHost {
             }
         }
         for e in &report.failed {
-            if old.errors.values().any(|o| o == e) {
-                continue; // already reported
+            // The first load's errors are the caller's to report; later
+            // ones are reported once each.
+            if initial || old.errors.values().any(|o| o == e) {
+                continue;
             }
             tracing::error!("script reload failed, keeping the last good version: {e}");
         }

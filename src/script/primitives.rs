@@ -309,12 +309,13 @@ pub fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
         let p = c.page("wait_for")?;
         let s = selectors(&c, "wait_for", &sel)?;
         let args = show_sel(&sel);
+        let names: Vec<String> = s.0.iter().map(|x| x.to_string()).collect();
         let i = c.block(
             "wait_for",
             &args,
             bound,
             p.wait_for(&s, bound),
-            |i: &usize| i.to_string(),
+            |i: &usize| names.get(*i).cloned().unwrap_or_default(),
         )?;
         Ok(match sel.clone().try_cast::<Array>() {
             Some(list) => list.get(i).map(|v| v.to_string()).unwrap_or_default(),

@@ -1,0 +1,776 @@
+//! The `baton` binary as a user drives it: a temporary directory, a written
+//! flows.yaml and scripts, and assertions on stdout, stderr and the exit
+//! code. One test per command and per class of bad input; every bad input
+//! must give a located, specific message and never a panic or a backtrace.
+
+mod common;
+
+use std::process::Command;
+
+use common::live::{copy_dir, repo};
+
+/// A temporary project and a way to run `baton` in it.
+struct Case {
+    dir: tempfile::TempDir,
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    /// Fails if the process panicked or printed a backtrace.
+    fn calm(&self) -> &Self {
+        for bad in ["panicked", "stack backtrace", "RUST_BACKTRACE"] {
+            assert!(
+                !self.stderr.contains(bad),
+                "`{bad}` in stderr:\n{}",
+                self.stderr
+            );
+        }
+        self
+    }
+}
+
+const STEP: &str = "log(\"hi\");";
+
+impl Case {
+    fn new() -> Case {
+        Case {
+            dir: tempfile::Builder::new()
+                .prefix("baton-cli-")
+                .tempdir()
+                .unwrap(),
+        }
+    }
+
+    /// The shipped flows.yaml and scripts, with the demo shop and dashboard
+    /// on free ports.
+    fn shipped() -> Case {
+        let c = Case::new();
+        copy_dir(&repo().join("scripts"), &c.dir.path().join("scripts"));
+        let yaml = std::fs::read_to_string(repo().join("flows.yaml"))
+            .unwrap()
+            .replace("port: 8099", "port: 0")
+            .replace("dashboard: 127.0.0.1:7878", "dashboard: off");
+        c.file("flows.yaml", &yaml)
+    }
+
+    fn file(self, path: &str, body: &str) -> Case {
+        let p = self.dir.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, body).unwrap();
+        self
+    }
+
+    fn path(&self, p: &str) -> std::path::PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn run(&self, args: &[&str]) -> Out {
+        self.run_env(args, &[])
+    }
+
+    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_baton"));
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env_remove("RUST_LOG");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let o = cmd.output().unwrap();
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+// Malformed configs -----------------------------------------------------------
+
+/// A valid config with `line` spliced in at the top (or replacing the
+/// `targets:`/`flows:` part when `whole` is set).
+fn cfg(top: &str) -> String {
+    format!(
+        "{top}targets:\n  - {{ id: \"1\", url: \"http://127.0.0.1:1/p/1\" }}\nflows:\n  f:\n    steps: [step]\n"
+    )
+}
+
+/// Each case: a flows.yaml, and what `baton check` must say about it
+/// (after `error: invalid configuration:` and the file name).
+const BAD_CONFIGS: &[(&str, &str, &str)] = &[
+    (
+        "unknown top-level key",
+        "tets_mode: true\n",
+        "flows.yaml:1:1: unknown field `tets_mode`, expected one of",
+    ),
+    (
+        "unknown key in a section",
+        "cycle:\n  intervall: 30s\n",
+        "flows.yaml:2:3: unknown field `intervall`, expected one of interval, wait_for_active",
+    ),
+    (
+        "wrong type",
+        "test_mode: \"yes\"\n",
+        "flows.yaml:1:12: invalid boolean (true or false expected)",
+    ),
+    (
+        "bad duration",
+        "cycle:\n  wait_for_active: soon\n",
+        "flows.yaml:2:20: invalid duration `soon`: write a number with a unit, like `250ms`, `30s` or `2m`",
+    ),
+    (
+        "empty range",
+        "cycle:\n  interval: 35s..25s\n",
+        "flows.yaml:2:13: empty interval `35s..25s`: the first bound must not be above the second, like `25s..35s`",
+    ),
+    (
+        "zero interval",
+        "cycle:\n  interval: 0s\n",
+        "flows.yaml:2:13: interval `0s` is zero",
+    ),
+    (
+        "zero concurrency",
+        "cycle:\n  max_concurrent_runs: 0\n",
+        "flows.yaml:2:24: invalid max_concurrent_runs `0`: it must be at least 1",
+    ),
+    (
+        "port out of range",
+        "demo_shop: { port: 70000 }\n",
+        "flows.yaml:1:20: invalid port `70000`: use 1 to 65535, or 0 for any free port",
+    ),
+    (
+        "dashboard address without an IP",
+        "dashboard: localhost:7878\n",
+        "flows.yaml:1:12: invalid address `localhost:7878`: expected HOST:PORT with an IP address, like `127.0.0.1:7878`",
+    ),
+    (
+        "dashboard on a public address without a token",
+        "dashboard: 0.0.0.0:7878\n",
+        "the dashboard binds `0.0.0.0:7878`, which is not loopback: set `dashboard.token`",
+    ),
+    (
+        "browser flag with dashes",
+        "browser:\n  args: [\"--disable-gpu\"]\n",
+        "flows.yaml:2:10: browser argument `--disable-gpu` starts with `-`: write it as a bare key, like `disable-gpu`",
+    ),
+    (
+        "browser connect URL",
+        "browser:\n  connect: 127.0.0.1:9222\n",
+        "flows.yaml:2:12: `browser.connect` must be a DevTools URL",
+    ),
+    (
+        "secret without its variable",
+        "secrets:\n  cvv: BATON_TEST_UNSET_VAR\n",
+        "flows.yaml:2:8: secret `cvv` reads environment variable `BATON_TEST_UNSET_VAR`, which is not set",
+    ),
+    (
+        "secret with an unknown key",
+        "secrets:\n  cvv: { env: X, defualt: \"1\" }\n",
+        "flows.yaml:2:8: unknown field `defualt`, expected `env` or `default`",
+    ),
+    (
+        "duplicate key",
+        "test_mode: true\ntest_mode: false\n",
+        "flows.yaml:2:1: duplicate mapping key `test_mode` is not allowed here",
+    ),
+    ("YAML syntax", "cycle: { interval: 30s\n", "flows.yaml:"),
+    (
+        "scripts dir missing",
+        "scripts_dir: nowhere\n",
+        "flows.yaml:1:14: scripts directory",
+    ),
+];
+
+/// Cases that replace the whole file.
+const BAD_WHOLE: &[(&str, &str, &str)] = &[
+    ("empty file", "", "flows.yaml:1:1:"),
+    (
+        "no targets",
+        "flows:\n  f:\n    steps: [step]\n",
+        "flows.yaml:1:1: missing field `targets`",
+    ),
+    (
+        "no flows",
+        "targets:\n  - { id: \"1\", url: \"http://127.0.0.1:1/p/1\" }\n",
+        "flows.yaml:1:1: missing field `flows`",
+    ),
+    (
+        "duplicate target ids",
+        "targets:\n  - { id: \"1\", url: \"http://h/p/1\" }\n  - { id: 1, url: \"http://h/p/2\" }\nflows:\n  f:\n    steps: [step]\n",
+        "flows.yaml:3:11: duplicate target id `1` (first used on line 2): ids must be unique",
+    ),
+    (
+        "undefined flow",
+        "targets:\n  - { id: \"1\", url: \"http://h/p/1\", flow: buy }\nflows:\n  f:\n    steps: [step]\n",
+        "flows.yaml:2:43: target `1` uses flow `buy`, which is not defined (defined: `f`)",
+    ),
+    (
+        "target without a flow among several",
+        "targets:\n  - { id: \"1\", url: \"http://h/p/1\" }\nflows:\n  f:\n    steps: [step]\n  g:\n    steps: [step]\n",
+        "flows.yaml:2:11: target `1` does not say which flow it runs: add `flow: NAME` (there are 2 flows)",
+    ),
+    (
+        "missing step script",
+        "targets:\n  - { id: \"1\", url: \"http://h/p/1\" }\nflows:\n  f:\n    steps: [step, chekout]\n",
+        "flows.yaml:5:19: script `chekout` not found: there is no",
+    ),
+    (
+        "missing monitor script",
+        "targets:\n  - { id: \"1\", url: \"http://h/p/1\" }\nflows:\n  f:\n    monitor: stok\n    steps: [step]\n",
+        "flows.yaml:5:14: script `stok` not found",
+    ),
+    (
+        "step long form with a typo",
+        "targets:\n  - { id: \"1\", url: \"http://h/p/1\" }\nflows:\n  f:\n    steps:\n      - { script: step, alwayz: true }\n",
+        "flows.yaml:6:9: unknown field `alwayz`, expected `script` or `always`",
+    ),
+    (
+        "flow without steps",
+        "targets:\n  - { id: \"1\", url: \"http://h/p/1\" }\nflows:\n  f:\n    steps: []\n",
+        "flows.yaml:5:5: flow `f` has no steps",
+    ),
+    (
+        "unknown outcome action",
+        "targets:\n  - { id: \"1\", url: \"http://h/p/1\" }\nflows:\n  f:\n    steps: [step]\n    outcomes: { out_of_stock: maybe }\n",
+        "flows.yaml:6:31: unknown variant `maybe`, expected one of retry, done, fail",
+    ),
+    (
+        "unset variable in a URL",
+        "targets:\n  - { id: \"1\", url: \"${BATON_TEST_UNSET_HOST}/p/1\" }\nflows:\n  f:\n    steps: [step]\n",
+        "flows.yaml:2:21: environment variable `BATON_TEST_UNSET_HOST` is not set (referenced as `${BATON_TEST_UNSET_HOST}`)",
+    ),
+    (
+        "relative URL without the demo shop",
+        "targets:\n  - { id: \"1\", url: /p/1 }\nflows:\n  f:\n    steps: [step]\n",
+        "flows.yaml:2:21: target `1` has a relative url `/p/1`, which only works with `demo_shop:` enabled",
+    ),
+    (
+        "URL with another scheme",
+        "targets:\n  - { id: \"1\", url: \"ftp://h/p/1\" }\nflows:\n  f:\n    steps: [step]\n",
+        "flows.yaml:2:21: target `1` url `ftp://h/p/1` must start with http://, https:// or /",
+    ),
+    (
+        "empty target id",
+        "targets:\n  - { id: \"\", url: \"http://h/p/1\" }\nflows:\n  f:\n    steps: [step]\n",
+        "flows.yaml:2:11: target id is empty",
+    ),
+];
+
+#[test]
+fn malformed_configs_get_located_specific_errors() {
+    let mut failures = Vec::new();
+    let cases = BAD_CONFIGS
+        .iter()
+        .map(|(n, top, want)| (*n, cfg(top), *want))
+        .chain(BAD_WHOLE.iter().map(|(n, y, w)| (*n, y.to_string(), *w)));
+    let mut count = 0;
+    for (name, yaml, want) in cases {
+        count += 1;
+        let c = Case::new()
+            .file("flows.yaml", &yaml)
+            .file("scripts/step.rhai", STEP);
+        let o = c.run(&["check"]);
+        o.calm();
+        if o.code != 2 || !o.stderr.contains(want) {
+            failures.push(format!(
+                "{name}: exit {}, stderr:\n{}\nwanted: {want}",
+                o.code, o.stderr
+            ));
+        }
+    }
+    assert!(count >= 25, "only {count} malformed configs");
+    assert!(
+        failures.is_empty(),
+        "{} of {count} cases wrong:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+}
+
+#[test]
+fn several_problems_are_reported_together_with_carets() {
+    let c = Case::new()
+        .file(
+            "flows.yaml",
+            "targets:\n  - { id: \"1\", url: /p/1 }\n  - { id: \"1\", url: \"http://h/p/1\" }\nflows:\n  f:\n    steps: [step, nope]\n",
+        )
+        .file("scripts/step.rhai", STEP);
+    let o = c.run(&["check"]);
+    o.calm();
+    assert_eq!(o.code, 2);
+    assert!(
+        o.stderr
+            .contains("flows.yaml:2:21: target `1` has a relative url"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr
+            .contains("flows.yaml:3:11: duplicate target id `1`"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr
+            .contains("flows.yaml:6:19: script `nope` not found"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr
+            .contains("6 |     steps: [step, nope]\n  |                   ^"),
+        "{}",
+        o.stderr
+    );
+}
+
+// Malformed scripts ---------------------------------------------------------------
+
+const BAD_SCRIPTS: &[(&str, &[(&str, &str)], &str)] = &[
+    (
+        "syntax error in a step",
+        &[("scripts/step.rhai", "let x = ;\n")],
+        "scripts/step.rhai:1:9: syntax error:",
+    ),
+    (
+        "syntax error in a module",
+        &[
+            ("scripts/step.rhai", "import \"lib/h\" as h;\nh::f()\n"),
+            ("scripts/lib/h.rhai", "fn f() {\n  let = 1;\n}\n"),
+        ],
+        "scripts/lib/h.rhai:2:7: syntax error:",
+    ),
+    (
+        "import escaping the scripts directory",
+        &[("scripts/step.rhai", "import \"../secrets\" as s;\n")],
+        "scripts/step.rhai:1:1: import `../secrets` refused: `..` leaves the scripts directory",
+    ),
+    (
+        "import of a missing module",
+        &[("scripts/step.rhai", "\nimport \"lib/nope\" as n;\n")],
+        "scripts/step.rhai:2:1: module `lib/nope` not found: there is no",
+    ),
+    (
+        "unclosed string",
+        &[("scripts/step.rhai", "log(\"hi);\n")],
+        "scripts/step.rhai:1:5: syntax error:",
+    ),
+];
+
+#[test]
+fn malformed_scripts_get_located_errors_from_check_and_run() {
+    for (name, files, want) in BAD_SCRIPTS {
+        let mut c = Case::new().file("flows.yaml", &cfg(""));
+        for (p, body) in *files {
+            c = c.file(p, body);
+        }
+        let o = c.run(&["check"]);
+        o.calm();
+        assert_eq!(o.code, 2, "{name}: {}", o.stderr);
+        let located = want.to_string();
+        assert!(
+            o.stderr.contains(&located),
+            "{name}: wanted `{located}` in:\n{}",
+            o.stderr
+        );
+        // `run` refuses to start on the same problem, before any browser.
+        let o = c.run(&["run", "--cycles", "1"]);
+        o.calm();
+        assert_eq!(o.code, 2, "{name}: {}", o.stderr);
+        assert!(o.stderr.contains(&located), "{name}: {}", o.stderr);
+    }
+}
+
+// Commands --------------------------------------------------------------------------
+
+#[test]
+fn check_passes_on_the_shipped_project() {
+    let o = Case::shipped().run(&["check"]);
+    o.calm();
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(
+        o.stdout.trim(),
+        "flows.yaml: ok (4 target(s), 1 flow(s)); scripts: ok (4 script(s))"
+    );
+}
+
+#[test]
+fn a_missing_config_file_is_a_usage_error() {
+    let o = Case::new().run(&["check", "--config", "nope.yaml"]);
+    o.calm();
+    assert_eq!(o.code, 2);
+    assert!(
+        o.stderr.contains("nope.yaml: cannot read the file"),
+        "{}",
+        o.stderr
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let c = Case::new();
+    let o = c.run(&["frobnicate"]);
+    assert_eq!(o.code, 2);
+    assert!(
+        o.stderr.contains("unrecognized subcommand 'frobnicate'"),
+        "{}",
+        o.stderr
+    );
+    let o = c.run(&["run", "--cycles", "0"]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    let o = c.run(&["state", "resolve", "1", "--as", "maybe"]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+}
+
+#[test]
+fn help_is_complete_with_examples() {
+    let c = Case::new();
+    let o = c.run(&["--help"]);
+    assert_eq!(o.code, 0);
+    for cmd in ["run", "check", "dry-run", "demo-shop", "state", "defs"] {
+        assert!(o.stdout.contains(cmd), "`{cmd}` missing from --help");
+        let sub = c.run(&[cmd, "--help"]);
+        assert_eq!(sub.code, 0, "{cmd} --help");
+        assert!(
+            sub.stdout.contains("Examples:"),
+            "{cmd} --help has no examples:\n{}",
+            sub.stdout
+        );
+    }
+    assert!(
+        o.stdout
+            .contains("Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error")
+    );
+}
+
+#[test]
+fn dry_run_offline_fixtures_of_the_shipped_flows_pass() {
+    let c = Case::shipped();
+    let fixtures = repo().join("tests/fixtures");
+    let cases = [
+        ("product_page", "product_in_stock"),
+        ("product_page", "product_out_of_stock"),
+        ("product_page", "product_too_expensive"),
+        ("product_page", "product_stale_cart"),
+        ("checkout", "checkout"),
+        ("checkout", "checkout_wrong_cart"),
+        ("clear_cart", "clear_cart"),
+        ("stock_check", "stock_check"),
+    ];
+    for (script, fixture) in cases {
+        let f = fixtures.join(format!("{fixture}.yaml"));
+        let o = c.run(&[
+            "dry-run",
+            &format!("scripts/{script}.rhai"),
+            "--target",
+            "1001",
+            "--offline",
+            f.to_str().unwrap(),
+        ]);
+        o.calm();
+        assert_eq!(o.code, 0, "{fixture}:\n{}\n{}", o.stdout, o.stderr);
+        assert!(
+            o.stdout.contains("expectations met"),
+            "{fixture}: {}",
+            o.stdout
+        );
+    }
+}
+
+#[test]
+fn dry_run_prints_each_call_masks_secrets_and_skips_commit() {
+    let c = Case::shipped();
+    let f = repo().join("tests/fixtures/checkout.yaml");
+    let o = c.run(&[
+        "dry-run",
+        "checkout",
+        "--target",
+        "1001",
+        "--offline",
+        f.to_str().unwrap(),
+    ]);
+    o.calm();
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stdout.contains("fill(\"#name\", \"Ada Lovelace\") ok"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stdout
+            .contains("fill(\"#card-number\", \"[redacted]\") ok"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stdout.contains("would commit: place order"),
+        "{}",
+        o.stdout
+    );
+    assert!(!o.stdout.contains("4242424242424242") && !o.stderr.contains("4242424242424242"));
+    // Nothing persisted: no state file, no history.
+    assert!(!c.path(".baton/state.json").exists());
+    assert!(!c.path(".baton/history.jsonl").exists());
+}
+
+#[test]
+fn dry_run_failure_saves_screenshot_and_html_and_exits_1() {
+    let c = Case::shipped().file(
+        "broken.yaml",
+        "pages:\n  /cart:\n    elements:\n      \"#cart-page\": {}\n",
+    );
+    let o = c.run(&[
+        "dry-run",
+        "product_page",
+        "--target",
+        "1001",
+        "--offline",
+        "broken.yaml",
+    ]);
+    o.calm();
+    assert_eq!(o.code, 1, "{}\n{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("FAILED"), "{}", o.stdout);
+    let shot = o
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("screenshot: "))
+        .expect("screenshot path");
+    let html = o
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("page HTML:  "))
+        .expect("html path");
+    assert!(c.path(shot).is_file());
+    assert!(c.path(html).is_file());
+    assert!(
+        o.stderr.contains("error: `product_page` failed"),
+        "{}",
+        o.stderr
+    );
+}
+
+#[test]
+fn dry_run_rejects_unknown_targets_and_foreign_scripts() {
+    let c = Case::shipped().file("elsewhere/x.rhai", STEP);
+    let o = c.run(&[
+        "dry-run",
+        "product_page",
+        "--target",
+        "9999",
+        "--offline",
+        "x.yaml",
+    ]);
+    o.calm();
+    assert_eq!(o.code, 2);
+    assert!(
+        o.stderr.contains(
+            "unknown target `9999` (targets in flows.yaml: `1001`, `1002`, `1003`, `1004`)"
+        ),
+        "{}",
+        o.stderr
+    );
+    let o = c.run(&["dry-run", "elsewhere/x.rhai", "--target", "1001"]);
+    assert_eq!(o.code, 2);
+    assert!(
+        o.stderr.contains("is not in the scripts directory"),
+        "{}",
+        o.stderr
+    );
+    let o = c.run(&[
+        "dry-run",
+        "product_page",
+        "--target",
+        "1001",
+        "--offline",
+        "missing.yaml",
+    ]);
+    assert_eq!(o.code, 2);
+    assert!(
+        o.stderr.contains("cannot read fixture `missing.yaml`"),
+        "{}",
+        o.stderr
+    );
+    let c = c.file("bad.yaml", "pages: {}\nexpekt: {}\n");
+    let o = c.run(&[
+        "dry-run",
+        "product_page",
+        "--target",
+        "1001",
+        "--offline",
+        "bad.yaml",
+    ]);
+    assert_eq!(o.code, 2);
+    assert!(
+        o.stderr.contains("bad.yaml:2:1: unknown field `expekt`"),
+        "{}",
+        o.stderr
+    );
+}
+
+#[test]
+fn state_show_reset_and_resolve_without_a_running_baton() {
+    let c = Case::shipped().file(
+        ".baton/state.json",
+        r#"{"format":1,"last_run_id":3,"revision":3,"targets":{
+            "1001":{"status":"in_doubt","run_id":3,"last_outcome":"in_doubt","last_error":"passed its commit point"},
+            "1002":{"status":"completed","run_id":2,"last_outcome":"completed","last_order":"A-10002"}}}"#,
+    );
+    let o = c.run(&["state"]);
+    o.calm();
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let lines: Vec<&str> = o.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("TARGET  STATUS     LAST OUTCOME  LAST ORDER"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        lines[1].starts_with("1001    in_doubt   in_doubt"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        lines[2].starts_with("1002    completed  completed     A-10002"),
+        "{}",
+        o.stdout
+    );
+    assert!(lines[3].starts_with("1003    ready"), "{}", o.stdout);
+
+    let o = c.run(&["state", "resolve", "1002", "--as", "ready"]);
+    o.calm();
+    assert_eq!(o.code, 2);
+    assert!(
+        o.stderr
+            .contains("target `1002` is `completed`, not `in_doubt`: nothing to resolve"),
+        "{}",
+        o.stderr
+    );
+
+    let o = c.run(&["state", "resolve", "1001", "--as", "completed"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(o.stdout.trim(), "target `1001` resolved");
+    let o = c.run(&["state", "reset", "1002"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let o = c.run(&["state", "show"]);
+    assert!(
+        o.stdout
+            .lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("1001    completed"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stdout
+            .lines()
+            .nth(2)
+            .unwrap()
+            .starts_with("1002    ready"),
+        "{}",
+        o.stdout
+    );
+
+    let o = c.run(&["state", "reset", "nope"]);
+    assert_eq!(o.code, 2);
+    assert!(o.stderr.contains("unknown target `nope`"), "{}", o.stderr);
+}
+
+#[test]
+fn defs_prints_the_script_api() {
+    let o = Case::shipped().run(&["defs"]);
+    assert_eq!(o.code, 0);
+    assert!(
+        o.stdout
+            .contains("fn click(selector: string | array) -> ();")
+    );
+    let c = Case::shipped();
+    let o = c.run(&["defs", "--out", "api.d.rhai"]);
+    assert_eq!(o.code, 0);
+    assert!(
+        std::fs::read_to_string(c.path("api.d.rhai"))
+            .unwrap()
+            .contains("fn commit(")
+    );
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_and_rust_log_filters() {
+    let c = Case::shipped();
+    let f = repo().join("tests/fixtures/stock_check.yaml");
+    let args = [
+        "--log-format",
+        "json",
+        "dry-run",
+        "stock_check",
+        "--target",
+        "1001",
+        "--offline",
+        f.to_str().unwrap(),
+    ];
+    let o = c.run_env(&args, &[("RUST_LOG", "debug")]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let lines: Vec<&str> = o.stderr.lines().filter(|l| !l.is_empty()).collect();
+    assert!(!lines.is_empty(), "no log lines at debug");
+    for l in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(
+            v.get("level").is_some() && v.get("timestamp").is_some(),
+            "{l}"
+        );
+    }
+    let o = c.run_env(&args, &[("RUST_LOG", "error")]);
+    assert_eq!(
+        o.stderr.trim(),
+        "",
+        "RUST_LOG=error let lower levels through"
+    );
+}
+
+#[test]
+fn demo_shop_serves_until_sigterm() {
+    let c = Case::new();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["demo-shop", "--port", &port.to_string()])
+        .current_dir(c.dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert_eq!(
+        first.trim(),
+        format!("demo shop on http://127.0.0.1:{port}")
+    );
+    // A plain HTTP/1.0 request: the shop answers the stock API.
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::io::Write::write_all(
+        &mut conn,
+        b"GET /api/stock/1001 HTTP/1.0\r\nHost: shop\r\n\r\n",
+    )
+    .unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut conn, &mut text).unwrap();
+    assert!(text.contains("\"in_stock\":true"), "{text}");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}

@@ -1,0 +1,121 @@
+//! The config loader never panics, whatever it is given: random text, and
+//! random edits of a valid flows.yaml. Bounded (a few thousand cases) so it
+//! runs in CI on every build; raise PROPTEST_CASES to search longer.
+
+use std::path::Path;
+
+use baton::config::Config;
+use proptest::prelude::*;
+
+const VALID: &str = r#"browser: { headless: true, timeout: 5s }
+cycle:
+  interval: 25s..35s
+  wait_for_active: 30s
+  max_concurrent_runs: 1
+test_mode: false
+dashboard: 127.0.0.1:7878
+demo_shop: { port: 8099 }
+secrets:
+  cvv: { env: NOPE, default: "123" }
+targets:
+  - id: "1001"
+    url: /p/1001
+    params: { max_price: 60.0, customer: &c { name: Ada } }
+  - { id: 1002, url: "http://h/p/1002", params: { customer: *c } }
+flows:
+  purchase:
+    monitor: step
+    steps: [step, { script: step, always: true }]
+    outcomes: { out_of_stock: retry }
+"#;
+
+fn scripts_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("scripts")).unwrap();
+        std::fs::write(d.path().join("scripts/step.rhai"), "1").unwrap();
+        d
+    })
+    .path()
+}
+
+fn parse(text: &str) {
+    let path = scripts_dir().join("flows.yaml");
+    match Config::parse(&path, text, &|_| None) {
+        Ok(_) => {}
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("flows.yaml"),
+                "an error that does not name the file: {msg}"
+            );
+        }
+    }
+}
+
+/// Pieces of YAML and of baton's schema to splice in.
+fn token() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(": ".to_owned()),
+        Just("\n  ".to_owned()),
+        Just("- ".to_owned()),
+        Just("{".to_owned()),
+        Just("}".to_owned()),
+        Just("[".to_owned()),
+        Just("]".to_owned()),
+        Just("&a ".to_owned()),
+        Just("*a".to_owned()),
+        Just("<<: *c".to_owned()),
+        Just("!!binary ".to_owned()),
+        Just("\"".to_owned()),
+        Just("'".to_owned()),
+        Just("${".to_owned()),
+        Just("${X}".to_owned()),
+        Just("..".to_owned()),
+        Just("0s".to_owned()),
+        Just("99999999999999999999".to_owned()),
+        Just("-1".to_owned()),
+        Just("null".to_owned()),
+        Just("~".to_owned()),
+        Just("\t".to_owned()),
+        Just("#".to_owned()),
+        Just("---\n".to_owned()),
+        Just("%YAML 1.2\n".to_owned()),
+        "[a-z_]{1,12}".prop_map(|s| s),
+        "[ -~]{0,8}".prop_map(|s| s),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3000, .. ProptestConfig::default() })]
+
+    #[test]
+    fn random_text_never_panics(s in "[ -~\n\t]{0,300}") {
+        parse(&s);
+    }
+
+    #[test]
+    fn edits_of_a_valid_config_never_panic(
+        edits in proptest::collection::vec((0usize..VALID.len(), 0usize..12, token()), 1..6)
+    ) {
+        let mut text = VALID.to_owned();
+        for (at, cut, insert) in edits {
+            let at = at.min(text.len());
+            let at = (0..=at).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+            let end = (at + cut).min(text.len());
+            let end = (end..=text.len()).find(|i| text.is_char_boundary(*i)).unwrap_or(text.len());
+            text.replace_range(at..end, &insert);
+        }
+        parse(&text);
+    }
+}
+
+#[test]
+fn the_valid_base_parses() {
+    let path = scripts_dir().join("flows.yaml");
+    let cfg = Config::parse(&path, VALID, &|_| None).unwrap();
+    assert_eq!(cfg.targets.len(), 2);
+    assert_eq!(cfg.targets[1].id.as_str(), "1002");
+    assert_eq!(cfg.targets[1].params["customer"]["name"], "Ada");
+}
