@@ -331,7 +331,10 @@ fn several_problems_are_reported_together_with_carets() {
 
 // Malformed scripts ---------------------------------------------------------------
 
-const BAD_SCRIPTS: &[(&str, &[(&str, &str)], &str)] = &[
+/// (case, files to write, the located error `check` must print).
+type ScriptCase = (&'static str, &'static [(&'static str, &'static str)], &'static str);
+
+const BAD_SCRIPTS: &[ScriptCase] = &[
     (
         "syntax error in a step",
         &[("scripts/step.rhai", "let x = ;\n")],
