@@ -337,8 +337,11 @@ impl Loop {
 
     async fn cycle_once(&mut self, cfg: &Arc<Config>) {
         let n = self.cycle;
+        // The cycle number and its first phase change together, so an
+        // observer never sees the new cycle still "sleeping".
         self.publish(|st| {
             st.cycle = n;
+            st.phase = Phase::Waiting;
             st.test_mode = cfg.test_mode;
             st.next_cycle_at = None;
         });

@@ -332,7 +332,11 @@ fn several_problems_are_reported_together_with_carets() {
 // Malformed scripts ---------------------------------------------------------------
 
 /// (case, files to write, the located error `check` must print).
-type ScriptCase = (&'static str, &'static [(&'static str, &'static str)], &'static str);
+type ScriptCase = (
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &'static str,
+);
 
 const BAD_SCRIPTS: &[ScriptCase] = &[
     (

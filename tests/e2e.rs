@@ -336,3 +336,110 @@ async fn the_shops_overlap_detector_sees_two_flows_on_one_session() {
     stop.cancel();
     assert_no_chromium(profile.path()).await;
 }
+
+/// The dashboard, opened in headless Chromium while `baton run` works:
+/// a run shows as active and then as completed without reloading the page,
+/// and the metrics counters moved. Saves the screenshot the README shows
+/// (to docs/dashboard.png when BATON_UPDATE_SCREENSHOTS=1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_runs_live() {
+    let p = Project::new(
+        "  interval: 3s\n  wait_for_active: 30s\n  run_timeout: 60s\n  step_timeout: 30s",
+        &[
+            target("1001", 60.0),
+            target("1002", 30.0),
+            target("1003", 20.0),
+            target("1004", 50.0),
+        ]
+        .concat(),
+        "",
+    );
+    let yaml = std::fs::read_to_string(p.config())
+        .unwrap()
+        .replace("dashboard: off", "dashboard: 127.0.0.1:0");
+    std::fs::write(p.config(), yaml).unwrap();
+    let app = start(&p, 3).await;
+    let dash = format!("http://{}", app.dashboard.as_ref().unwrap().addr);
+    let shop = ShopApi::new(&app.shop.as_ref().unwrap().url());
+    // Slow checkouts so an active run stays on screen for a while.
+    shop.post("/admin/delay/checkout/1200").await;
+    let run = tokio::spawn(app.run());
+
+    let viewer_profile = tempfile::tempdir().unwrap();
+    let viewer = baton::browser::chrome::ChromeBrowser::new(
+        baton::browser::chrome::ChromeConfig {
+            executable: None,
+            headless: true,
+            profile_dir: viewer_profile.path().to_owned(),
+            connect: None,
+            args: vec![],
+        },
+        None,
+    );
+    let page = viewer.new_page(SessionId(0)).await.unwrap();
+    let t = Duration::from_secs(30);
+    page.navigate(&format!("{dash}/"), t).await.unwrap();
+    // Live: an active run appears, then a completed target, with no reload.
+    page.wait_for(&Selectors::one("#active-body .run"), t)
+        .await
+        .unwrap();
+    page.wait_for(
+        &Selectors::one(r#"tr[data-target="1001"] .status .s-completed"#),
+        t,
+    )
+    .await
+    .unwrap();
+    page.wait_for(&Selectors::one("#history tbody tr"), t)
+        .await
+        .unwrap();
+    // A second cycle's run, for a screenshot with everything on it.
+    page.wait_for(&Selectors::one(r#"#history tbody tr:nth-child(3)"#), t)
+        .await
+        .unwrap();
+    page.wait_for(&Selectors::one("#active-body .run"), t)
+        .await
+        .unwrap();
+    let order = page
+        .text(&Selectors::one(r#"tr[data-target="1001"] .order"#), t)
+        .await
+        .unwrap();
+    assert!(order.starts_with("A-"), "{order}");
+    let png = page.screenshot(t).await.unwrap();
+    assert!(png.starts_with(b"\x89PNG"));
+    let out = if std::env::var_os("BATON_UPDATE_SCREENSHOTS").is_some() {
+        common::live::repo().join("docs/dashboard.png")
+    } else {
+        p.dir.path().join("dashboard.png")
+    };
+    std::fs::write(&out, &png).unwrap();
+
+    let metrics = reqwest::get(format!("{dash}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(value("baton_cycles_total") >= 1.0, "{metrics}");
+    assert!(
+        value(r#"baton_runs_total{status="completed"}"#) >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        value("baton_run_duration_seconds_count") >= 1.0,
+        "{metrics}"
+    );
+
+    page.close().await;
+    viewer.shutdown().await;
+    run.await.unwrap();
+    assert_no_chromium(&p.profile()).await;
+    assert_no_chromium(viewer_profile.path()).await;
+}

@@ -1,0 +1,143 @@
+//! A whole baton (as `baton run` assembles it) over the simulated browser:
+//! flows.yaml hot reload, and the `state` commands reaching a running baton
+//! through its dashboard.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton::app::{App, Options};
+use baton::browser::sim::SimBrowser;
+use baton::state::{RunRecord, Status};
+use tokio::sync::broadcast;
+
+fn project(targets: &[&str], extra: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("scripts")).unwrap();
+    std::fs::write(
+        dir.path().join("scripts/step.rhai"),
+        "log(`run ${target.id}`);",
+    )
+    .unwrap();
+    write_config(dir.path(), targets, extra);
+    dir
+}
+
+fn write_config(dir: &std::path::Path, targets: &[&str], extra: &str) {
+    let targets: String = targets
+        .iter()
+        .map(|t| format!("  - {{ id: \"{t}\", url: \"http://shop.test/p/{t}\" }}\n"))
+        .collect();
+    let yaml = format!(
+        "cycle: {{ interval: 300ms, wait_for_active: 5s }}\nstate_dir: .baton\n{extra}targets:\n{targets}flows:\n  f:\n    steps: [step]\n"
+    );
+    // Write then rename, the way editors save.
+    let tmp = dir.join(".flows.yaml.tmp");
+    std::fs::write(&tmp, yaml).unwrap();
+    std::fs::rename(tmp, dir.join("flows.yaml")).unwrap();
+}
+
+async fn start(dir: &std::path::Path) -> App {
+    common::init_tracing();
+    let mut o = Options::new(dir.join("flows.yaml"));
+    o.browser = Some(Arc::new(SimBrowser::default()));
+    App::start(o).await.unwrap()
+}
+
+/// Waits (bounded) for a finished run of `target`.
+async fn next_run_of(rx: &mut broadcast::Receiver<RunRecord>, target: &str) -> RunRecord {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match rx.recv().await {
+                Ok(r) if r.target.as_str() == target => return r,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no run of `{target}`"))
+}
+
+/// A valid change to flows.yaml applies at the next cycle; an invalid one
+/// is ignored and the running configuration stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flows_yaml_reloads_at_the_next_cycle_and_bad_edits_are_ignored() {
+    let dir = project(&["a"], "test_mode: true\ndashboard: off\n");
+    let app = start(dir.path()).await;
+    let mut runs = app.finished.subscribe();
+    let config = app.config.clone();
+    let shutdown = app.shutdown.clone();
+    let task = tokio::spawn(app.run());
+
+    next_run_of(&mut runs, "a").await;
+    write_config(dir.path(), &["a", "b"], "test_mode: true\ndashboard: off\n");
+    let b = next_run_of(&mut runs, "b").await;
+    assert_eq!(b.status, Status::Completed);
+    assert_eq!(config.load().targets.len(), 2);
+
+    // A broken edit: reported, ignored, cycles go on with both targets.
+    std::fs::write(dir.path().join("flows.yaml"), "targets: [\n").unwrap();
+    next_run_of(&mut runs, "a").await;
+    next_run_of(&mut runs, "b").await;
+    assert_eq!(
+        config.load().targets.len(),
+        2,
+        "the broken edit replaced the config"
+    );
+
+    shutdown.cancel();
+    task.await.unwrap();
+}
+
+/// `baton state reset` and `state resolve` while `baton run` runs: the state
+/// file has one writer, so the CLI goes through the running baton's
+/// dashboard, and the scheduler applies the change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_commands_reach_a_running_baton() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = project(&["a"], &format!("dashboard: 127.0.0.1:{port}\n"));
+    let app = start(dir.path()).await;
+    let mut runs = app.finished.subscribe();
+    let state = app.state.clone();
+    let shutdown = app.shutdown.clone();
+    let task = tokio::spawn(app.run());
+
+    // Not test mode: once bought, `a` is not run again...
+    assert_eq!(next_run_of(&mut runs, "a").await.status, Status::Completed);
+    let baton = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    // ...and resolving it is refused (it is not in doubt), by the scheduler.
+    let o = baton(&["state", "resolve", "a", "--as", "ready"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("target `a` is `completed`, not `in_doubt`")
+    );
+    // ...until an operator resets it.
+    let o = baton(&["state", "reset", "a"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "target `a` reset (through the running baton)"
+    );
+    let again = next_run_of(&mut runs, "a").await;
+    assert_eq!(again.status, Status::Completed);
+    assert_eq!(state.get("a").runs, 2);
+
+    // `state show` reads the file while it runs.
+    let o = baton(&["state"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("a       completed"));
+
+    shutdown.cancel();
+    task.await.unwrap();
+}

@@ -1,0 +1,378 @@
+//! The dashboard's router, called without a socket: every endpoint, the
+//! token rules, actions going through the scheduler, and no secret in any
+//! response.
+
+mod common;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use baton::dashboard::{self, Dashboard};
+use baton::flow::{StepEnd, StepError};
+use baton::logging::Recent;
+use baton::redact::Redactor;
+use baton::script::ScriptHost;
+use baton::state::Status;
+use common::{Harness, config, flow};
+use tower::ServiceExt;
+
+const SECRET: &str = "s3cr3t-card-9731";
+
+struct Env {
+    h: Harness,
+    app: axum::Router,
+    _scripts: tempfile::TempDir,
+}
+
+fn env(token: Option<&str>) -> Env {
+    let mut cfg = config(&["1001", "1002"], flow(&["work"]));
+    // A secret that also ended up in a target's params and in an error.
+    Arc::make_mut(&mut cfg.targets[0])
+        .params
+        .insert("card".into(), SECRET.into());
+    let h = Harness::new(cfg);
+    let redactor = Arc::new(Redactor::new());
+    redactor.add(SECRET);
+    h.state
+        .update(&"1002".into(), |t| {
+            t.status = Status::InDoubt;
+            t.last_error = Some(format!("card {SECRET} declined"));
+        })
+        .unwrap();
+    let scripts = tempfile::tempdir().unwrap();
+    std::fs::write(scripts.path().join("work.rhai"), "1").unwrap();
+    std::fs::write(scripts.path().join("broken.rhai"), "let = ;").unwrap();
+    std::fs::create_dir_all(h.dir.path().join("shots")).unwrap();
+    std::fs::write(h.dir.path().join("shots/r1.png"), b"\x89PNG\r\n\x1a\nfake").unwrap();
+    let (finished, _) = tokio::sync::broadcast::channel(8);
+    let d = Dashboard {
+        token: token.map(str::to_owned),
+        config: h.config.clone(),
+        registry: h.registry.clone(),
+        state: h.state.clone(),
+        metrics: h.metrics.clone(),
+        browser: Arc::new(h.sim.clone()),
+        scripts: ScriptHost::builder(scripts.path()).build(),
+        status: h.status.clone(),
+        commands: h.commands.clone(),
+        recent: Recent::new(redactor.clone()),
+        finished,
+        redactor,
+    };
+    Env {
+        app: dashboard::app(d),
+        h,
+        _scripts: scripts,
+    }
+}
+
+async fn call(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, String) {
+    let mut req = Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = app
+        .clone()
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+const ACTION: (&str, &str) = ("x-baton-action", "1");
+
+#[tokio::test]
+async fn the_page_and_status_api() {
+    let e = env(None);
+    let (s, body) = call(&e.app, "GET", "/", &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(body.contains("<title>baton</title>") && body.contains("EventSource"));
+    assert!(
+        !body.contains("http://") || !body.contains("<script src="),
+        "no assets from outside"
+    );
+
+    let (s, body) = call(&e.app, "GET", "/api/status", &[]).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["targets"][0]["id"], "1001");
+    assert_eq!(v["targets"][1]["status"], "in_doubt");
+    assert_eq!(v["browser"]["state"], "simulated");
+    assert_eq!(v["scheduler"]["phase"], "starting");
+    let broken = v["scripts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "broken")
+        .unwrap();
+    assert!(
+        broken["error"]
+            .as_str()
+            .unwrap()
+            .contains("broken.rhai:1:5: syntax error"),
+        "{broken}"
+    );
+}
+
+#[tokio::test]
+async fn secrets_never_appear_in_responses() {
+    let e = env(None);
+    for uri in ["/api/status", "/api/runs?limit=5"] {
+        let (s, body) = call(&e.app, "GET", uri, &[]).await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(!body.contains(SECRET), "{uri} leaked the secret: {body}");
+    }
+    let (_, body) = call(&e.app, "GET", "/api/status", &[]).await;
+    assert!(body.contains("card [redacted] declined"), "{body}");
+}
+
+#[tokio::test]
+async fn a_token_guards_every_api_request_but_not_the_empty_page() {
+    let e = env(Some("t0ken"));
+    assert_eq!(call(&e.app, "GET", "/", &[]).await.0, StatusCode::OK);
+    for (m, uri) in [
+        ("GET", "/api/status"),
+        ("GET", "/api/runs"),
+        ("GET", "/api/events"),
+        ("GET", "/metrics"),
+        ("GET", "/shots/r1.png"),
+        ("POST", "/api/pause"),
+        ("POST", "/api/run-now"),
+        ("POST", "/api/targets/1001/reset"),
+    ] {
+        let (s, body) = call(&e.app, m, uri, &[ACTION]).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{m} {uri} without a token");
+        assert!(body.contains("a dashboard token is required"));
+        let (s, _) = call(&e.app, m, uri, &[ACTION, ("authorization", "Bearer wrong")]).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{m} {uri} with a wrong token");
+    }
+    let (s, _) = call(
+        &e.app,
+        "GET",
+        "/api/status",
+        &[("authorization", "Bearer t0ken")],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = call(
+        &e.app,
+        "GET",
+        "/api/status",
+        &[(header::COOKIE.as_str(), "x=1; baton_token=t0ken")],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "the page's cookie works");
+    // The token itself is never echoed.
+    let (_, body) = call(
+        &e.app,
+        "GET",
+        "/api/status",
+        &[("authorization", "Bearer t0ken")],
+    )
+    .await;
+    assert!(!body.contains("t0ken"));
+}
+
+#[tokio::test]
+async fn actions_need_the_action_header() {
+    let e = env(None);
+    let (s, body) = call(&e.app, "POST", "/api/pause", &[]).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(body.contains("X-Baton-Action"));
+}
+
+#[tokio::test]
+async fn metrics_and_screenshots() {
+    let e = env(None);
+    e.h.metrics.cycle_started();
+    let (s, body) = call(&e.app, "GET", "/metrics", &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(body.contains("baton_cycles_total 1"), "{body}");
+    assert!(
+        body.contains("# TYPE baton_run_duration_seconds histogram"),
+        "{body}"
+    );
+    let (s, body) = call(&e.app, "GET", "/shots/r1.png", &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(body.starts_with("\u{fffd}PNG") || body.contains("PNG"));
+    assert_eq!(
+        call(&e.app, "GET", "/shots/..%2Fstate.json", &[]).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        call(&e.app, "GET", "/shots/nope.png", &[]).await.0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+/// Actions go to the scheduler: pause, resume, resolve and reset through
+/// its command channel, with its checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_go_through_the_scheduler() {
+    let e = env(None);
+    e.h.steps
+        .step("work", |_| async { Ok::<_, StepError>(StepEnd::Continue) });
+    let mut cfg = (**e.h.config.load()).clone();
+    cfg.cycle.interval = (
+        std::time::Duration::from_secs(3600),
+        std::time::Duration::from_secs(3600),
+    );
+    e.h.config.store(Arc::new(cfg));
+    let sched = tokio::spawn(e.h.scheduler(None).run());
+    // Let the first cycle finish (it runs 1001; 1002 is in doubt).
+    let mut status = e.h.status.clone();
+    status
+        .wait_for(|s| s.cycle == 1 && s.phase == baton::scheduler::Phase::Sleeping)
+        .await
+        .unwrap();
+    e.h.registry
+        .wait_idle(std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
+
+    let (s, body) = call(&e.app, "POST", "/api/pause", &[ACTION]).await;
+    assert_eq!((s, body.as_str()), (StatusCode::OK, "{\"ok\":true}"));
+    assert!(e.h.status.borrow().paused);
+    let (s, _) = call(&e.app, "POST", "/api/resume", &[ACTION]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(!e.h.status.borrow().paused);
+
+    let (s, body) = call(
+        &e.app,
+        "POST",
+        "/api/targets/1001/resolve?as=ready",
+        &[ACTION],
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert!(
+        body.contains("target `1001` is `completed`, not `in_doubt`: nothing to resolve"),
+        "{body}"
+    );
+    let (s, body) = call(
+        &e.app,
+        "POST",
+        "/api/targets/1002/resolve?as=sideways",
+        &[ACTION],
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    let (s, _) = call(
+        &e.app,
+        "POST",
+        "/api/targets/1002/resolve?as=completed",
+        &[ACTION],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(e.h.state.get("1002").status, Status::Completed);
+    let (s, _) = call(&e.app, "POST", "/api/targets/1001/reset", &[ACTION]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(e.h.state.get("1001").status, Status::Ready);
+    let (s, body) = call(&e.app, "POST", "/api/targets/nope/reset", &[ACTION]).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert!(body.contains("unknown target `nope`"));
+
+    // Run now starts a cycle at once (the interval is an hour).
+    let (s, _) = call(&e.app, "POST", "/api/run-now", &[ACTION]).await;
+    assert_eq!(s, StatusCode::OK);
+    status
+        .wait_for(|s| s.cycle == 2 && s.phase == baton::scheduler::Phase::Sleeping)
+        .await
+        .unwrap();
+    e.h.registry
+        .wait_idle(std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
+    let runs: Vec<_> =
+        e.h.history()
+            .into_iter()
+            .filter(|r| r.target.as_str() == "1001")
+            .collect();
+    assert_eq!(runs.len(), 2, "run now ran 1001 again");
+
+    e.h.shutdown.cancel();
+    sched.await.unwrap();
+}
+
+/// "Run now" never bypasses the wait: with a run in progress, the cycle it
+/// starts waits for that run before dispatching anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_now_waits_for_the_active_run() {
+    let e = env(None);
+    let (gate_tx, gate_rx) = tokio::sync::watch::channel(false);
+    e.h.steps.step("work", move |cx| {
+        let mut gate = gate_rx.clone();
+        async move {
+            if cx.target.id.as_str() == "1001" {
+                gate.wait_for(|open| *open).await.ok();
+            }
+            Ok(StepEnd::Continue)
+        }
+    });
+    let mut cfg = (**e.h.config.load()).clone();
+    cfg.cycle.interval = (
+        std::time::Duration::from_secs(3600),
+        std::time::Duration::from_secs(3600),
+    );
+    cfg.cycle.wait_for_active = std::time::Duration::from_secs(3600);
+    cfg.cycle.run_timeout = std::time::Duration::from_secs(3600);
+    cfg.cycle.step_timeout = std::time::Duration::from_secs(3600);
+    e.h.config.store(Arc::new(cfg));
+    let sched = tokio::spawn(e.h.scheduler(None).run());
+    // Cycle 1 dispatched 1001 (1002 is in doubt) and went to sleep while
+    // 1001 still runs.
+    let mut status = e.h.status.clone();
+    status
+        .wait_for(|s| s.cycle == 1 && s.phase == baton::scheduler::Phase::Sleeping)
+        .await
+        .unwrap();
+    let first = e.h.registry.get("1001").expect("1001 is running");
+
+    let (s, _) = call(&e.app, "POST", "/api/run-now", &[ACTION]).await;
+    assert_eq!(s, StatusCode::OK);
+    let st = status
+        .wait_for(|s| {
+            s.cycle == 2 && s.phase == baton::scheduler::Phase::Waiting && !s.waiting_for.is_empty()
+        })
+        .await
+        .unwrap()
+        .clone();
+    assert_eq!(st.waiting_for.len(), 1);
+    assert_eq!(st.waiting_for[0].run_id, first.run_id);
+    assert!(
+        e.h.history().is_empty(),
+        "nothing finished, nothing new started"
+    );
+    assert_eq!(e.h.registry.len(), 1);
+
+    gate_tx.send(true).unwrap();
+    status
+        .wait_for(|s| s.cycle == 2 && s.phase == baton::scheduler::Phase::Sleeping)
+        .await
+        .unwrap();
+    e.h.registry
+        .wait_idle(std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
+    let h = e.h.history();
+    let ones: Vec<_> = h.iter().filter(|r| r.target.as_str() == "1001").collect();
+    assert_eq!(ones.len(), 2);
+    assert!(
+        ones[1].started_at >= ones[0].ended_at,
+        "run now overlapped the active run"
+    );
+    assert_eq!(e.h.sim.overlaps(), 0);
+    e.h.shutdown.cancel();
+    sched.await.unwrap();
+}
