@@ -1,0 +1,67 @@
+// Playwright's side of the purchase benchmark: the same steps as baton's
+// shipped flow (scripts/product_page.rhai, checkout.rhai, clear_cart.rhai),
+// one page per cycle, on the same shop and the same Chromium.
+// Run by benches/purchase.sh; env: SHOP (URL), CYCLES, CHROMIUM.
+import { chromium } from "playwright-core";
+
+const base = process.env.SHOP;
+const cycles = Number(process.env.CYCLES || 20);
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  headless: true,
+  args: ["--no-sandbox", "--disable-gpu", "--disable-component-update", "--disable-quic", "--disable-background-networking"],
+});
+const context = await browser.newContext();
+
+async function emptyCart(page) {
+  await page.goto(`${base}/cart`);
+  await page.waitForSelector("#cart-page");
+  let lines = await page.locator(".cart-line").count();
+  while (lines > 0) {
+    await page.click(".cart-line .remove");
+    lines -= 1;
+    await page.waitForSelector(`#cart-page[data-lines="${lines}"]`);
+  }
+  if ((await page.locator("#cart-empty").count()) === 0) throw new Error("cart not empty");
+}
+
+const times = [];
+for (let i = 0; i < cycles + 2; i++) {
+  const t = performance.now();
+  const page = await context.newPage();
+  // product_page
+  await emptyCart(page);
+  await page.goto(`${base}/p/1001`);
+  await page.waitForSelector("#add-to-cart, #out-of-stock");
+  const price = parseFloat((await page.textContent("#price")).replace(/[^0-9.]/g, ""));
+  if (price > 60) throw new Error("price too high");
+  await page.fill("#qty", "1");
+  await page.click("#add-to-cart");
+  await page.waitForSelector("#cart-page");
+  if ((await page.locator('.cart-line[data-product="1001"]').count()) === 0) throw new Error("not in cart");
+  // checkout
+  await page.goto(`${base}/cart`);
+  await page.waitForSelector("#cart-page");
+  if ((await page.locator(".cart-line").count()) !== 1) throw new Error("cart has other lines");
+  await page.click("#checkout");
+  await page.waitForSelector("#checkout-form");
+  await page.fill("#name", "Ada Lovelace");
+  await page.fill("#email", "ada@example.com");
+  await page.fill("#address", "12 Analytical Way");
+  await page.fill("#card-number", "4242424242424242");
+  await page.fill("#card-cvv", "123");
+  await page.click("#place-order");
+  await page.waitForSelector("#order-number, #error");
+  const order = await page.textContent("#order-number");
+  if (!order || !order.startsWith("A-")) throw new Error("no order");
+  // clear_cart
+  await emptyCart(page);
+  await page.close();
+  if (i >= 2) times.push(performance.now() - t);
+}
+await browser.close();
+times.sort((a, b) => a - b);
+const median = times[Math.floor(times.length / 2)];
+const p90 = times[Math.floor((times.length * 9) / 10)];
+console.log(`playwright purchase cycle: median ${median.toFixed(0)} ms, p90 ${p90.toFixed(0)} ms over ${times.length} cycles`);
+console.log(`PLAYWRIGHT_CYCLE_MS=${median.toFixed(1)}`);

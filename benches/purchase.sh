@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# The purchase benchmark: the same cycle (product page, add to cart,
+# checkout, clear cart) with baton and with Playwright, on one demo shop and
+# one Chromium, in one run. Prints both medians and their ratio, and baton's
+# own peak memory while running cycles.
+#
+#   benches/purchase.sh            # 2 rounds x 10 cycles each, alternating
+#   ROUNDS=3 CYCLES=20 benches/purchase.sh
+#
+# Needs Debian's chromium and Node.js; installs playwright-core itself
+# (into benches/node, not committed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-2}
+CYCLES=${CYCLES:-10}
+CHROMIUM=${CHROMIUM:-$(command -v chromium || true)}
+[ -n "$CHROMIUM" ] || { echo "no chromium: apt-get install -y chromium" >&2; exit 1; }
+command -v node >/dev/null || { echo "no node: install Node.js" >&2; exit 1; }
+
+echo "== building (release)"
+cargo build --release --quiet
+cargo bench --bench purchase --no-run --quiet 2>/dev/null
+
+if [ ! -d benches/node/node_modules/playwright-core ]; then
+  echo "== installing playwright-core"
+  mkdir -p benches/node
+  (cd benches/node && npm install --no-save --no-audit --no-fund --silent playwright-core@1 >/dev/null)
+fi
+PW_VERSION=$(node -p "require('./benches/node/node_modules/playwright-core/package.json').version")
+
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+SHOP="http://127.0.0.1:$PORT"
+target/release/baton demo-shop --port "$PORT" >/dev/null 2>&1 &
+SHOP_PID=$!
+trap 'kill $SHOP_PID 2>/dev/null || true' EXIT
+for _ in $(seq 100); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
+  sleep 0.05
+done
+
+baton_ms=()
+pw_ms=()
+for round in $(seq "$ROUNDS"); do
+  echo "== round $round: baton"
+  out=$(BATON_BENCH_SHOP="$SHOP" BATON_BENCH_CYCLES="$CYCLES" cargo bench --quiet --bench purchase 2>/dev/null)
+  echo "$out" | grep -v '^BATON_CYCLE_MS='
+  baton_ms+=("$(echo "$out" | sed -n 's/^BATON_CYCLE_MS=//p')")
+  echo "== round $round: playwright-core $PW_VERSION"
+  # ES modules resolve imports next to the script, so run a copy there.
+  cp benches/purchase.mjs benches/node/purchase.mjs
+  out=$(cd benches/node && SHOP="$SHOP" CYCLES="$CYCLES" CHROMIUM="$CHROMIUM" node purchase.mjs)
+  echo "$out" | grep -v '^PLAYWRIGHT_CYCLE_MS='
+  pw_ms+=("$(echo "$out" | sed -n 's/^PLAYWRIGHT_CYCLE_MS=//p')")
+done
+
+echo "== baton's own memory while running cycles (without Chromium)"
+work=$(mktemp -d)
+cp -r scripts "$work/"
+sed -e 's/port: 8099/port: 0/' -e 's/dashboard: 127.0.0.1:7878/dashboard: 127.0.0.1:0/' \
+    -e 's/interval: 25s..35s/interval: 1s/' flows.yaml > "$work/flows.yaml"
+(cd "$work" && BATON_TEST_MODE=1 RUST_LOG=error exec "$OLDPWD/target/release/baton" run --cycles 5 >/dev/null 2>&1) &
+RUN_PID=$!
+peak=0
+while kill -0 $RUN_PID 2>/dev/null; do
+  kb=$(awk '/VmHWM/ {print $2}' /proc/$RUN_PID/status 2>/dev/null || echo 0)
+  [ -n "$kb" ] && [ "$kb" -gt "$peak" ] && peak=$kb
+  sleep 0.05
+done
+rm -rf "$work"
+
+python3 - "$peak" "${baton_ms[@]}" -- "${pw_ms[@]}" <<'PY'
+import statistics, sys
+args = sys.argv[1:]
+peak_kb = int(args[0]); rest = args[1:]
+i = rest.index("--")
+b = [float(x) for x in rest[:i]]; p = [float(x) for x in rest[i+1:]]
+mb, mp = statistics.median(b), statistics.median(p)
+print()
+print(f"baton      median of round medians: {mb:7.0f} ms per cycle  {b}")
+print(f"playwright median of round medians: {mp:7.0f} ms per cycle  {p}")
+print(f"ratio baton / playwright: {mb/mp:.2f}  (goal: at or below 1.0; design target 0.75)")
+print(f"baton peak RSS while running cycles: {peak_kb/1024:.1f} MB  (target: under 30 MB)")
+PY
