@@ -894,7 +894,11 @@ impl Resolver<'_> {
             None => defaults.dashboard.clone(),
             Some(RawDashboard::Off) => None,
             Some(RawDashboard::On { addr, token }) => {
-                let token = token.as_ref().map(|t| (self.expand(t), at(t)));
+                // The token may also come from the environment alone.
+                let token = token
+                    .as_ref()
+                    .map(|t| (self.expand(t), at(t)))
+                    .or_else(|| (self.env)("BATON_DASHBOARD_TOKEN").map(|t| (t, None)));
                 if let Some((t, where_)) = &token
                     && t.trim().is_empty()
                 {
@@ -903,7 +907,7 @@ impl Resolver<'_> {
                 if !addr.ip().is_loopback() && token.is_none() {
                     self.problem(
                         None,
-                        format!("the dashboard binds `{addr}`, which is not loopback: set `dashboard.token` (for example `token: ${{BATON_DASHBOARD_TOKEN}}`) or bind 127.0.0.1"),
+                        format!("the dashboard binds `{addr}`, which is not loopback: set `dashboard.token` or the BATON_DASHBOARD_TOKEN environment variable, or bind 127.0.0.1"),
                     );
                 }
                 Some(DashboardConfig {
