@@ -16,6 +16,24 @@ use crate::logging::{LogFormat, Recent};
 use crate::script::Plugin;
 use crate::state::{self, Status};
 
+/// Writes a line to stdout, ignoring a closed pipe (`baton state | head -1`):
+/// output that nobody reads is no reason to fail, let alone panic as
+/// `println!` would.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// [`say!`] without the newline.
+macro_rules! say_raw {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 mod dry_run;
 
 const EXAMPLES: &str = "\
@@ -345,7 +363,7 @@ async fn run(
     let printer = tokio::spawn(async move {
         loop {
             match finished.recv().await {
-                Ok(r) => println!("{}", run_line(&r)),
+                Ok(r) => say!("{}", run_line(&r)),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(_) => break,
             }
@@ -369,9 +387,10 @@ async fn run(
     signals.abort();
     // The broadcast sender is gone with the app; the printer drains and ends.
     let _ = tokio::time::timeout(Duration::from_secs(1), printer).await;
-    println!(
+    say!(
         "stopped after {} cycle(s), {} run(s)",
-        summary.cycles, summary.runs
+        summary.cycles,
+        summary.runs
     );
     Ok(())
 }
@@ -414,7 +433,7 @@ fn check(config: &Path, opts: Options) -> Result<(), Failure> {
             msgs.join("\n")
         )));
     }
-    println!(
+    say!(
         "{}: ok ({} target(s), {} flow(s)); {}: ok ({} script(s))",
         cfg.file.display(),
         cfg.targets.len(),
@@ -432,17 +451,17 @@ async fn demo_shop(port: u16) -> Result<(), Failure> {
     let running = crate::shop::start(addr, stop.clone())
         .await
         .map_err(|e| Failure::runtime(format!("cannot listen on {addr}: {e}")))?;
-    println!("demo shop on {}", running.url());
-    println!("  products:  {0}/p/1001 .. {0}/p/1004", running.url());
-    println!(
+    say!("demo shop on {}", running.url());
+    say!("  products:  {0}/p/1001 .. {0}/p/1004", running.url());
+    say!(
         "  control:   POST {}/admin/stock/ID/N, /admin/delay/STEP/MS, /admin/fail/STEP/N, /admin/reset",
         running.url()
     );
-    println!(
+    say!(
         "  reports:   GET {0}/admin/orders, {0}/admin/overlaps, {0}/admin/carts",
         running.url()
     );
-    println!("Ctrl-C to stop.");
+    say!("Ctrl-C to stop.");
     sig.recv().await;
     stop.cancel();
     let _ = running.task.await;
@@ -458,7 +477,7 @@ fn defs(out: Option<PathBuf>, opts: Options) -> Result<(), Failure> {
         Some(p) => std::fs::write(&p, text)
             .map_err(|e| Failure::runtime(format!("cannot write `{}`: {e}", p.display()))),
         None => {
-            print!("{text}");
+            say_raw!("{text}");
             Ok(())
         }
     }
@@ -471,7 +490,7 @@ async fn state_cmd(config: &Path, action: StateCmd) -> Result<(), Failure> {
             let doc = state::read_doc(&cfg.state_dir)
                 .map_err(|e| Failure::runtime(e.to_string()))?
                 .unwrap_or_default();
-            print!("{}", state_table(&cfg, &doc));
+            say_raw!("{}", state_table(&cfg, &doc));
             Ok(())
         }
         StateCmd::Reset { id } => change_state(&cfg, &id, None).await,
@@ -574,7 +593,7 @@ async fn change_state(cfg: &Config, id: &str, to: Option<Status>) -> Result<(), 
                     .to_owned(),
             ));
         }
-        println!("target `{id}` {verb} (through the running baton)");
+        say!("target `{id}` {verb} (through the running baton)");
         return Ok(());
     }
     let (store, _) =
@@ -602,6 +621,6 @@ async fn change_state(cfg: &Config, id: &str, to: Option<Status>) -> Result<(), 
             })
             .map_err(|e| Failure::runtime(e.to_string()))?;
     }
-    println!("target `{id}` {verb}");
+    say!("target `{id}` {verb}");
     Ok(())
 }

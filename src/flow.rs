@@ -173,6 +173,23 @@ pub struct StepContext {
     pub timeouts: Timeouts,
 }
 
+/// The versions of `scripts` as `generation` finds them (scripts it does
+/// not know are left out): what a [`PinnedFlow`] reports.
+pub fn versions_of<'a>(
+    scripts: impl IntoIterator<Item = &'a String>,
+    generation: impl Fn(&str) -> Option<u64>,
+) -> Vec<PinnedVersion> {
+    scripts
+        .into_iter()
+        .filter_map(|s| {
+            generation(s).map(|generation| PinnedVersion {
+                script: s.clone(),
+                generation,
+            })
+        })
+        .collect()
+}
+
 /// A flow whose scripts are pinned at one version each (I8).
 pub trait PinnedFlow: Send + Sync {
     fn versions(&self) -> Vec<PinnedVersion>;

@@ -106,15 +106,9 @@ struct Pinned {
 
 impl PinnedFlow for Pinned {
     fn versions(&self) -> Vec<PinnedVersion> {
-        self.flow
-            .iter()
-            .filter_map(|s| {
-                self.table.steps.get(s).map(|v| PinnedVersion {
-                    script: s.clone(),
-                    generation: v.generation,
-                })
-            })
-            .collect()
+        crate::flow::versions_of(&self.flow, |s| {
+            self.table.steps.get(s).map(|v| v.generation)
+        })
     }
 
     fn run_step(

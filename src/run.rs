@@ -36,6 +36,9 @@ use crate::state::{RunRecord, StateStore, Status, StepRecord};
 /// the run moves on without it.
 pub const CANCEL_GRACE: Duration = Duration::from_secs(2);
 
+/// How long opening a page may take, at least (it may launch the browser).
+pub const PAGE_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// What a run needs besides its guard.
 #[derive(Clone)]
 pub struct RunDeps {
@@ -446,8 +449,11 @@ async fn open_page(
     deps: &RunDeps,
     token: &CancellationToken,
 ) -> Result<Arc<dyn Page>, String> {
+    // Opening a page may launch (or relaunch) Chromium, which takes longer
+    // than an action; Chromium's own launch is bounded at 20 s.
+    let bound = deps.timeouts.action.max(PAGE_OPEN_TIMEOUT);
     let opened = tokio::select! {
-        r = tokio::time::timeout(deps.timeouts.action, deps.browser.new_page(guard.session())) => r,
+        r = tokio::time::timeout(bound, deps.browser.new_page(guard.session())) => r,
         _ = token.cancelled() => return Err("cancelled while opening a page".into()),
     };
     match opened {
@@ -455,7 +461,7 @@ async fn open_page(
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!(
             "opening a page timed out after {}",
-            crate::time::short(deps.timeouts.action)
+            crate::time::short(bound)
         )),
     }
 }

@@ -755,11 +755,8 @@ fn demo_shop_serves_until_sigterm() {
         .spawn()
         .unwrap();
     let mut first = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut first,
-    )
-    .unwrap();
+    let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut reader, &mut first).unwrap();
     assert_eq!(
         first.trim(),
         format!("demo shop on http://127.0.0.1:{port}")
@@ -780,4 +777,24 @@ fn demo_shop_serves_until_sigterm() {
         .unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
+    drop(reader);
+}
+
+/// Regression: with its stdout closed (`baton state | head -1`), baton
+/// exited 101 from a `println!` panic. Output nobody reads is not a failure.
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let c = Case::shipped();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["state"])
+        .current_dir(c.dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }

@@ -44,6 +44,7 @@ fn orders_of(shop: &baton::shop::Shop, product: &str) -> u64 {
 /// cart empty.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn n_cycles_buy_exactly_n_per_in_stock_target() {
+    let _one = common::live::ONE_AT_A_TIME.lock().await;
     let p = Project::new(
         FAST_CYCLE,
         &[
@@ -89,6 +90,7 @@ async fn n_cycles_buy_exactly_n_per_in_stock_target() {
 /// an operator would, to read its log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkout_slower_than_the_interval_never_overlaps() {
+    let _one = common::live::ONE_AT_A_TIME.lock().await;
     let p = Project::new(FAST_CYCLE, &target("1001", 60.0), "");
     // The shop must exist before baton starts so the delay can be set: use
     // a standalone shop and point the target at it.
@@ -134,6 +136,7 @@ async fn a_checkout_slower_than_the_interval_never_overlaps() {
 /// no overlap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_checkout_is_cancelled_and_the_cycle_goes_on() {
+    let _one = common::live::ONE_AT_A_TIME.lock().await;
     let p = Project::new(
         "  interval: 1s\n  wait_for_active: 3s\n  run_timeout: 120s\n  step_timeout: 60s",
         &[target("1001", 60.0), target("1002", 30.0)].concat(),
@@ -190,6 +193,7 @@ async fn a_hanging_checkout_is_cancelled_and_the_cycle_goes_on() {
 /// clear error, the browser is relaunched, and the next cycle buys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_killed_mid_run_is_survived() {
+    let _one = common::live::ONE_AT_A_TIME.lock().await;
     let p = Project::new(FAST_CYCLE, &target("1001", 60.0), "");
     let app = start(&p, 2).await;
     let shop = ShopApi::new(&app.shop.as_ref().unwrap().url());
@@ -255,6 +259,7 @@ async fn chromium_killed_mid_run_is_survived() {
 /// bought) in the next cycle.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injected_500s_are_failures_retried_next_cycle() {
+    let _one = common::live::ONE_AT_A_TIME.lock().await;
     let p = Project::new(
         "  interval: 1s\n  wait_for_active: 30s\n  run_timeout: 60s\n  step_timeout: 30s",
         &target("1001", 60.0),
@@ -296,6 +301,7 @@ async fn injected_500s_are_failures_retried_next_cycle() {
 /// browser session (two tabs sharing cookies) are seen as an overlap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shops_overlap_detector_sees_two_flows_on_one_session() {
+    let _one = common::live::ONE_AT_A_TIME.lock().await;
     let stop = tokio_util::sync::CancellationToken::new();
     let shop_srv = baton::shop::start("127.0.0.1:0".parse().unwrap(), stop.clone())
         .await
@@ -343,6 +349,7 @@ async fn the_shops_overlap_detector_sees_two_flows_on_one_session() {
 /// (to docs/dashboard.png when BATON_UPDATE_SCREENSHOTS=1).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_runs_live() {
+    let _one = common::live::ONE_AT_A_TIME.lock().await;
     let p = Project::new(
         "  interval: 3s\n  wait_for_active: 30s\n  run_timeout: 60s\n  step_timeout: 30s",
         &[
@@ -442,4 +449,126 @@ async fn the_dashboard_shows_runs_live() {
     run.await.unwrap();
     assert_no_chromium(&p.profile()).await;
     assert_no_chromium(viewer_profile.path()).await;
+}
+
+/// `browser.connect`: baton attaches to a Chromium it did not start (the
+/// path for remote browser pools), buys through it, and leaves it running
+/// when it stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attaches_to_a_running_browser_and_leaves_it_running() {
+    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    use tokio::io::AsyncBufReadExt;
+    let profile = tempfile::tempdir().unwrap();
+    let exe = baton::browser::chrome::find_executable(None).unwrap();
+    let mut chromium = tokio::process::Command::new(exe)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            "--remote-debugging-port=0",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("about:blank")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(chromium.stderr.take().unwrap()).lines();
+    let ws = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            if let Some(url) = l.strip_prefix("DevTools listening on ") {
+                return url.trim().to_owned();
+            }
+        }
+        panic!("Chromium printed no DevTools address");
+    })
+    .await
+    .unwrap();
+    // Keep draining its stderr so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+    let p = Project::new(FAST_CYCLE, &target("1001", 60.0), "");
+    let yaml = std::fs::read_to_string(p.config()).unwrap().replace(
+        "  headless: true\n",
+        &format!("  headless: true\n  connect: {ws}\n"),
+    );
+    std::fs::write(p.config(), yaml).unwrap();
+    let app = start(&p, 2).await;
+    let sh = shop_of(&app);
+    let state = app.state.clone();
+    app.run().await;
+
+    assert_eq!(orders_of(&sh, "1001"), 2);
+    assert_eq!(state.get("1001").status, Status::Completed);
+    assert_eq!(sh.overlaps(), 0);
+    assert!(
+        chromium.try_wait().unwrap().is_none(),
+        "baton stopped a browser it did not start"
+    );
+    chromium.kill().await.unwrap();
+    chromium.wait().await.unwrap();
+    assert_no_chromium(profile.path()).await;
+}
+
+/// SIGTERM to `baton run`: no new runs, the active one finishes, exit 0, and
+/// no Chromium left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_baton_run_gracefully() {
+    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    use tokio::io::AsyncBufReadExt;
+    let p = Project::new(
+        FAST_CYCLE,
+        &[target("1001", 60.0), target("1002", 30.0)].concat(),
+        "",
+    );
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["run", "--config"])
+        .arg(p.config())
+        .current_dir(p.dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    // Wait for the first finished run, then ask baton to stop.
+    let first = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(l) = out.next_line().await.unwrap() {
+            if l.contains("completed") {
+                return l;
+            }
+        }
+        panic!("baton ended before a run finished");
+    })
+    .await
+    .unwrap();
+    assert!(first.contains("order A-"), "{first}");
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().unwrap().to_string()])
+        .status()
+        .unwrap();
+    let mut rest = Vec::new();
+    while let Ok(Some(l)) = out.next_line().await {
+        rest.push(l);
+    }
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{rest:?}");
+    assert!(
+        rest.last().unwrap().starts_with("stopped after"),
+        "{rest:?}"
+    );
+    // The run in progress at the signal (1002) was allowed to finish.
+    let state = baton::state::read_doc(&p.dir.path().join(".baton"))
+        .unwrap()
+        .unwrap();
+    for t in state.targets.values() {
+        assert!(!t.status.is_live(), "a run was left live: {t:?}");
+    }
+    assert_no_chromium(&p.profile()).await;
 }

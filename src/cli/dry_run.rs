@@ -107,7 +107,7 @@ impl Trace for Printer {
             result,
             crate::time::short(c.took)
         );
-        println!("{line}");
+        say!("{line}");
         self.out
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -123,7 +123,7 @@ struct DrySink {
 
 impl CommitSink for DrySink {
     fn begin(&self, label: &str) -> Result<bool, String> {
-        println!("          would commit: {label} (skipped in a dry run)");
+        say!("          would commit: {label} (skipped in a dry run)");
         self.labels
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -233,11 +233,11 @@ pub async fn run(args: Args) -> Result<(), Failure> {
                 let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
                 match crate::shop::start(addr, stop.clone()).await {
                     Ok(s) => {
-                        println!("demo shop on {}", s.url());
+                        say!("demo shop on {}", s.url());
                         shop = Some(s);
                     }
                     Err(_) => {
-                        println!("demo shop port {port} is taken; using the shop already there")
+                        say!("demo shop port {port} is taken; using the shop already there")
                     }
                 }
                 target.url = format!("http://127.0.0.1:{port}{}", target.url);
@@ -314,7 +314,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         }
     };
 
-    println!(
+    say!(
         "dry run of `{name}` for target `{}`{}{}",
         target.id,
         if args.offline.is_some() {
@@ -376,7 +376,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     let end = match &result {
         Ok(Ended::Value(v)) => {
             if is_monitor {
-                println!(
+                say!(
                     "monitor says: {} ({took})",
                     if v.as_bool().unwrap_or(false) {
                         "run"
@@ -385,17 +385,17 @@ pub async fn run(args: Args) -> Result<(), Failure> {
                     }
                 );
             } else {
-                println!("ok ({took})");
+                say!("ok ({took})");
             }
             "ok"
         }
         Ok(Ended::Outcome(o)) => {
-            println!("outcome `{o}` ({took})");
+            say!("outcome `{o}` ({took})");
             "outcome"
         }
         Err(e) => {
             failed = true;
-            println!("FAILED ({took}): {}", e.message);
+            say!("FAILED ({took}): {}", e.message);
             if let Some(p) = &page {
                 save_failure(p.as_ref(), &report_dir, &name, &cfg).await;
             }
@@ -445,7 +445,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
                 problems.join("\n  ")
             )));
         }
-        println!("expectations met");
+        say!("expectations met");
         return Ok(());
     }
     if failed {
@@ -465,13 +465,13 @@ async fn save_failure(page: &dyn Page, dir: &Path, name: &str, cfg: &crate::conf
     if let Ok(png) = page.screenshot(bound).await {
         let p = base.with_extension("png");
         if std::fs::write(&p, png).is_ok() {
-            println!("screenshot: {}", p.display());
+            say!("screenshot: {}", p.display());
         }
     }
     if let Ok(html) = page.html(bound).await {
         let p = base.with_extension("html");
         if std::fs::write(&p, html).is_ok() {
-            println!("page HTML:  {}", p.display());
+            say!("page HTML:  {}", p.display());
         }
     }
 }

@@ -611,15 +611,9 @@ struct PinnedScripts {
 
 impl PinnedFlow for PinnedScripts {
     fn versions(&self) -> Vec<PinnedVersion> {
-        self.scripts
-            .iter()
-            .filter_map(|s| {
-                self.lib.scripts.get(s).map(|v| PinnedVersion {
-                    script: s.clone(),
-                    generation: v.generation,
-                })
-            })
-            .collect()
+        crate::flow::versions_of(&self.scripts, |s| {
+            self.lib.scripts.get(s).map(|v| v.generation)
+        })
     }
 
     fn run_step(

@@ -8,6 +8,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Live tests take this for their whole length, so that one Chromium runs
+/// at a time: ten at once on a two-core machine make every timing in them
+/// (cycle bounds, waits) a test of the machine instead of baton.
+pub static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The repository root (where the shipped scripts live).
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
