@@ -444,11 +444,52 @@ async fn the_dashboard_shows_runs_live() {
         "{metrics}"
     );
 
+    // On a phone-sized screen the cards stack in one column.
+    let phone_profile = tempfile::tempdir().unwrap();
+    let phone = baton::browser::chrome::ChromeBrowser::new(
+        baton::browser::chrome::ChromeConfig {
+            executable: None,
+            headless: true,
+            profile_dir: phone_profile.path().to_owned(),
+            connect: None,
+            args: vec!["window-size=390,844".into()],
+        },
+        None,
+    );
+    let small = phone.new_page(SessionId(0)).await.unwrap();
+    small.navigate(&format!("{dash}/"), t).await.unwrap();
+    small
+        .wait_for(&Selectors::one("#targets tbody tr"), t)
+        .await
+        .unwrap();
+    let layout = small
+        .eval(
+            "({width: innerWidth, columns: getComputedStyle(document.querySelector('main')).gridTemplateColumns.split(' ').length, overflow: document.documentElement.scrollWidth > innerWidth + 1})",
+            t,
+        )
+        .await
+        .unwrap();
+    // Headless Chromium will not go narrower than 500 px; that is
+    // phone-sized for the layout (its breakpoint is 600 px).
+    assert!(layout["width"].as_u64().unwrap() <= 500, "{layout}");
+    assert_eq!(layout["columns"], 1, "{layout}");
+    assert_eq!(
+        layout["overflow"], false,
+        "the page scrolls sideways on a phone: {layout}"
+    );
+    let png = small.screenshot(t).await.unwrap();
+    if std::env::var_os("BATON_UPDATE_SCREENSHOTS").is_some() {
+        std::fs::write(common::live::repo().join("docs/dashboard-phone.png"), &png).unwrap();
+    }
+    small.close().await;
+    phone.shutdown().await;
+
     page.close().await;
     viewer.shutdown().await;
     run.await.unwrap();
     assert_no_chromium(&p.profile()).await;
     assert_no_chromium(viewer_profile.path()).await;
+    assert_no_chromium(phone_profile.path()).await;
 }
 
 /// `browser.connect`: baton attaches to a Chromium it did not start (the

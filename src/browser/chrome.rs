@@ -205,7 +205,6 @@ impl ChromeBrowser {
                     .user_data_dir(&cfg.profile_dir)
                     .launch_timeout(LAUNCH_TIMEOUT)
                     .request_timeout(Duration::from_secs(30))
-                    .window_size(1280, 900)
                     .viewport(None)
                     // Bare keys: a leading `--` would be doubled and ignored.
                     .arg("disable-gpu")
@@ -214,6 +213,10 @@ impl ChromeBrowser {
                     .arg("disable-domain-reliability")
                     .arg("no-default-browser-check")
                     .args(cfg.args.iter().map(String::as_str));
+                // A desktop-sized window unless the operator chose one.
+                if !cfg.args.iter().any(|a| a.starts_with("window-size")) {
+                    b = b.window_size(1280, 900);
+                }
                 if !cfg.headless {
                     b = b.with_head();
                 }
