@@ -68,16 +68,7 @@ async fn run() {
         ])))
         .build();
     let profile = tempfile::tempdir().unwrap();
-    let browser = ChromeBrowser::new(
-        ChromeConfig {
-            executable: None,
-            headless: true,
-            profile_dir: profile.path().to_owned(),
-            connect: None,
-            args: vec![],
-        },
-        None,
-    );
+    let browser = ChromeBrowser::new(ChromeConfig::headless(profile.path()), None);
     let target = Arc::new(Target {
         id: "1001".into(),
         url: format!("{base}/p/1001"),

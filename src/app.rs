@@ -13,7 +13,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::browser::chrome::{ChromeBrowser, ChromeConfig};
+use crate::browser::chrome::ChromeBrowser;
 use crate::browser::{Browser, BrowserError};
 use crate::config::{Config, ConfigError};
 use crate::dashboard::{self, Dashboard};
@@ -172,13 +172,7 @@ impl App {
                     crate::browser::chrome::find_executable(cfg.browser.executable.as_deref())?;
                 }
                 Arc::new(ChromeBrowser::new(
-                    ChromeConfig {
-                        executable: cfg.browser.executable.clone(),
-                        headless: cfg.browser.headless,
-                        profile_dir: cfg.browser.profile_dir.clone(),
-                        connect: cfg.browser.connect.clone(),
-                        args: cfg.browser.args.clone(),
-                    },
+                    cfg.browser.chrome(cfg.browser.profile_dir.clone()),
                     Some(metrics.clone()),
                 ))
             }

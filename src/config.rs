@@ -89,6 +89,20 @@ pub struct DemoShopConfig {
     pub port: u16,
 }
 
+impl BrowserConfig {
+    /// How to launch (or attach to) Chromium as this section says, with the
+    /// profile in `profile_dir`.
+    pub fn chrome(&self, profile_dir: PathBuf) -> crate::browser::chrome::ChromeConfig {
+        crate::browser::chrome::ChromeConfig {
+            executable: self.executable.clone(),
+            headless: self.headless,
+            profile_dir,
+            connect: self.connect.clone(),
+            args: self.args.clone(),
+        }
+    }
+}
+
 impl Default for BrowserConfig {
     fn default() -> Self {
         BrowserConfig {

@@ -309,13 +309,7 @@ async fn the_shops_overlap_detector_sees_two_flows_on_one_session() {
     let shop = ShopApi::new(&shop_srv.url());
     let profile = tempfile::tempdir().unwrap();
     let browser = Arc::new(baton::browser::chrome::ChromeBrowser::new(
-        baton::browser::chrome::ChromeConfig {
-            executable: None,
-            headless: true,
-            profile_dir: profile.path().to_owned(),
-            connect: None,
-            args: vec![],
-        },
+        baton::browser::chrome::ChromeConfig::headless(profile.path()),
         None,
     ));
     let t = Duration::from_secs(10);
@@ -374,13 +368,7 @@ async fn the_dashboard_shows_runs_live() {
 
     let viewer_profile = tempfile::tempdir().unwrap();
     let viewer = baton::browser::chrome::ChromeBrowser::new(
-        baton::browser::chrome::ChromeConfig {
-            executable: None,
-            headless: true,
-            profile_dir: viewer_profile.path().to_owned(),
-            connect: None,
-            args: vec![],
-        },
+        baton::browser::chrome::ChromeConfig::headless(viewer_profile.path()),
         None,
     );
     let page = viewer.new_page(SessionId(0)).await.unwrap();
@@ -448,11 +436,8 @@ async fn the_dashboard_shows_runs_live() {
     let phone_profile = tempfile::tempdir().unwrap();
     let phone = baton::browser::chrome::ChromeBrowser::new(
         baton::browser::chrome::ChromeConfig {
-            executable: None,
-            headless: true,
-            profile_dir: phone_profile.path().to_owned(),
-            connect: None,
             args: vec!["window-size=390,844".into()],
+            ..baton::browser::chrome::ChromeConfig::headless(phone_profile.path())
         },
         None,
     );

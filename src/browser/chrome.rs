@@ -67,6 +67,20 @@ pub struct ChromeConfig {
     pub args: Vec<String>,
 }
 
+impl ChromeConfig {
+    /// Headless Chromium found on PATH, on `profile_dir`, with no extra
+    /// switches.
+    pub fn headless(profile_dir: impl Into<PathBuf>) -> ChromeConfig {
+        ChromeConfig {
+            executable: None,
+            headless: true,
+            profile_dir: profile_dir.into(),
+            connect: None,
+            args: Vec::new(),
+        }
+    }
+}
+
 /// Finds the Chromium binary to launch.
 pub fn find_executable(configured: Option<&Path>) -> Result<PathBuf, BrowserError> {
     if let Some(p) = configured {

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use super::{Failure, Signals, load};
-use crate::browser::chrome::{ChromeBrowser, ChromeConfig};
+use crate::browser::chrome::ChromeBrowser;
 use crate::browser::sim::{SimBrowser, SimPage, SimSite};
 use crate::browser::{Browser, Page};
 use crate::flow::CommitSink;
@@ -300,16 +300,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
                     p
                 }
             };
-            let chrome = ChromeBrowser::new(
-                ChromeConfig {
-                    executable: cfg.browser.executable.clone(),
-                    headless: cfg.browser.headless,
-                    profile_dir: profile,
-                    connect: cfg.browser.connect.clone(),
-                    args: cfg.browser.args.clone(),
-                },
-                None,
-            );
+            let chrome = ChromeBrowser::new(cfg.browser.chrome(profile), None);
             (Arc::new(chrome), None, None)
         }
     };
