@@ -141,6 +141,25 @@ async fn primitive_call(host: &ScriptHost) {
     );
 }
 
+async fn step_overhead(host: &ScriptHost) {
+    let page: Arc<dyn Page> = Arc::new(NoopPage);
+    let mut times = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        host.run_script(
+            "empty",
+            run_args(Some(page.clone()), CancellationToken::new()),
+        )
+        .await
+        .unwrap();
+        times.push(t.elapsed().as_secs_f64());
+    }
+    println!(
+        "one step of an empty script (engine set-up, blocking thread, scope): median {:.0} µs",
+        median(times) * 1e6
+    );
+}
+
 async fn cancel_latency(host: &ScriptHost) {
     let mut lat = Vec::new();
     for _ in 0..15 {
@@ -269,9 +288,11 @@ fn main() {
         )
         .unwrap();
         std::fs::write(dir.path().join("spin.rhai"), "loop { }").unwrap();
+        std::fs::write(dir.path().join("empty.rhai"), "").unwrap();
         std::fs::write(dir.path().join("edit.rhai"), "0").unwrap();
         let host = ScriptHost::builder(dir.path()).build();
         primitive_call(&host).await;
+        step_overhead(&host).await;
         cancel_latency(&host).await;
         reload_latency(&host, dir.path()).await;
         handoff_latency().await;
