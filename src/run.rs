@@ -554,3 +554,139 @@ pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         "unknown panic".into()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::flow::Step;
+
+    fn flow() -> Flow {
+        Flow {
+            name: "f".into(),
+            monitor: None,
+            steps: vec![Step {
+                script: "s".into(),
+                always: false,
+            }],
+            outcomes: BTreeMap::from([
+                ("sold_out".to_owned(), OutcomeAction::Done),
+                ("blocked".to_owned(), OutcomeAction::Fail),
+            ]),
+        }
+    }
+
+    fn report(error: Option<&str>, outcome: Option<&str>, cleanup: Option<&str>) -> Report {
+        Report {
+            error: error.map(str::to_owned),
+            outcome: outcome.map(str::to_owned),
+            cleanup_error: cleanup.map(str::to_owned),
+            ..Report::default()
+        }
+    }
+
+    #[test]
+    fn how_a_run_ends_decides_the_status() {
+        let f = flow();
+        let status =
+            |r: Report, committed, result, cancel| settle(&f, &r, committed, result, cancel).0;
+        // Committed: an order with a result is final, whatever came after.
+        assert_eq!(
+            status(report(None, None, Some("cart")), true, true, None),
+            Status::Completed
+        );
+        assert_eq!(
+            status(
+                report(Some("x"), None, None),
+                true,
+                true,
+                Some(CancelReason::WaitTimeout)
+            ),
+            Status::Completed
+        );
+        // Committed without a result: in doubt, even when cancelled.
+        assert_eq!(
+            status(report(Some("x"), None, None), true, false, None),
+            Status::InDoubt
+        );
+        assert_eq!(
+            status(
+                report(None, None, None),
+                true,
+                false,
+                Some(CancelReason::Shutdown)
+            ),
+            Status::InDoubt
+        );
+        // Cancelled before the commit point.
+        assert_eq!(
+            status(
+                report(None, None, None),
+                false,
+                false,
+                Some(CancelReason::WaitTimeout)
+            ),
+            Status::TimedOut
+        );
+        assert_eq!(
+            status(
+                report(None, None, None),
+                false,
+                false,
+                Some(CancelReason::RunTimeout)
+            ),
+            Status::TimedOut
+        );
+        assert_eq!(
+            status(
+                report(None, None, None),
+                false,
+                false,
+                Some(CancelReason::Shutdown)
+            ),
+            Status::Failed
+        );
+        // Errors, outcomes, cleanup.
+        assert_eq!(
+            status(report(Some("x"), None, None), false, false, None),
+            Status::Failed
+        );
+        assert_eq!(
+            status(report(None, Some("out_of_stock"), None), false, false, None),
+            Status::Ready
+        );
+        assert_eq!(
+            status(report(None, Some("sold_out"), None), false, false, None),
+            Status::Completed
+        );
+        assert_eq!(
+            status(report(None, Some("blocked"), None), false, false, None),
+            Status::Failed
+        );
+        assert_eq!(
+            status(report(None, None, Some("cart")), false, false, None),
+            Status::Failed
+        );
+        assert_eq!(
+            status(report(None, None, None), false, false, None),
+            Status::Completed
+        );
+    }
+
+    #[test]
+    fn in_doubt_says_why() {
+        let (_, outcome, error) = settle(
+            &flow(),
+            &report(Some("step `checkout` cancelled"), None, None),
+            true,
+            false,
+            None,
+        );
+        assert_eq!(outcome.as_deref(), Some("in_doubt"));
+        assert_eq!(
+            error.as_deref(),
+            Some("passed its commit point without a recorded result: step `checkout` cancelled")
+        );
+    }
+}
