@@ -598,3 +598,47 @@ async fn sigterm_stops_baton_run_gracefully() {
     }
     assert_no_chromium(&p.profile()).await;
 }
+
+/// `max_concurrent_runs: 2`: two runs at once, each in its own browser
+/// session (an isolated context with its own cookies, so its own cart),
+/// both buy, and the shop sees no overlap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sessions_buy_in_parallel_without_overlap() {
+    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let p = Project::new(
+        "  interval: 1s\n  wait_for_active: 30s\n  run_timeout: 60s\n  step_timeout: 30s\n  max_concurrent_runs: 2",
+        &[target("1001", 60.0), target("1002", 30.0)].concat(),
+        "",
+    );
+    let app = start(&p, 2).await;
+    let shop = ShopApi::new(&app.shop.as_ref().unwrap().url());
+    let sh = shop_of(&app);
+    // Slow the checkout page so the two runs surely overlap in time.
+    shop.post("/admin/delay/checkout/1000").await;
+    let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let watcher = {
+        let (registry, peak) = (app.registry.clone(), peak.clone());
+        let mut rx = registry.watch();
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                peak.fetch_max(registry.len(), std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+    };
+    let state = app.state.clone();
+    app.run().await;
+    watcher.abort();
+    assert_eq!(
+        peak.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "the runs did not overlap in time"
+    );
+    assert_eq!(orders_of(&sh, "1001"), 2);
+    assert_eq!(orders_of(&sh, "1002"), 2);
+    assert_eq!(sh.overlaps(), 0, "{:?}", sh.overlap_events());
+    assert_eq!(sh.cart_lines(), 0);
+    for t in ["1001", "1002"] {
+        assert_eq!(state.get(t).status, Status::Completed);
+    }
+    assert_no_chromium(&p.profile()).await;
+}
