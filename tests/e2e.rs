@@ -642,3 +642,61 @@ async fn two_sessions_buy_in_parallel_without_overlap() {
     }
     assert_no_chromium(&p.profile()).await;
 }
+
+/// `kill -9` of baton leaves its Chromium running (Chromium does not exit
+/// with its parent). The next baton on the same profile must stop it, or the
+/// new Chromium would hand its work to the old one and exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chromium_left_by_a_killed_baton_is_stopped_at_the_next_start() {
+    use tokio::io::AsyncBufReadExt;
+    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let p = Project::new(FAST_CYCLE, &target("1001", 60.0), "");
+    let baton = || {
+        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_baton"));
+        c.args(["run", "--config"])
+            .arg(p.config())
+            .current_dir(p.dir.path())
+            .kill_on_drop(true);
+        c
+    };
+    let mut first = baton()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = tokio::io::BufReader::new(first.stdout.take().unwrap()).lines();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(l) = out.next_line().await.unwrap() {
+            if l.contains("completed  order") {
+                return;
+            }
+        }
+        panic!("the first baton bought nothing");
+    })
+    .await
+    .unwrap();
+    first.start_kill().unwrap();
+    first.wait().await.unwrap();
+    let left = common::live::processes_mentioning(&p.profile());
+    assert!(
+        !left.is_empty(),
+        "Chromium exited with baton after all; this test is moot"
+    );
+
+    let second = tokio::time::timeout(
+        Duration::from_secs(120),
+        baton().args(["--cycles", "1"]).output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&second.stdout);
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(second.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("completed  order A-"), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("stopping a Chromium left running on this profile by an earlier baton"),
+        "{stderr}"
+    );
+    assert_no_chromium(&p.profile()).await;
+}

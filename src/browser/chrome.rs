@@ -121,6 +121,69 @@ pub fn find_executable(configured: Option<&Path>) -> Result<PathBuf, BrowserErro
     Err(BrowserError::NotFound)
 }
 
+/// Stops a Chromium that an earlier baton left running on `profile`.
+///
+/// Chromium started with a DevTools port does not exit when its parent is
+/// killed (`kill -9` of baton leaves it running). A new Chromium on the same
+/// profile would then hand its work to the old one and exit at once, so the
+/// old one is found through the profile's `SingletonLock` (`HOST-PID`) and
+/// killed, after checking that the process really is a Chromium on this
+/// profile and on this host.
+async fn stop_stale(profile: &Path) {
+    let Ok(lock) = std::fs::read_link(profile.join("SingletonLock")) else {
+        return;
+    };
+    let lock = lock.to_string_lossy().into_owned();
+    let Some((host, pid)) = lock.rsplit_once('-') else {
+        return;
+    };
+    let this_host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let Ok(pid) = pid.parse::<i32>() else { return };
+    if host != this_host.trim() || !runs_on_profile(pid, profile) {
+        return;
+    }
+    tracing::warn!(
+        pid,
+        profile = %profile.display(),
+        "stopping a Chromium left running on this profile by an earlier baton"
+    );
+    if let Some(p) = rustix::process::Pid::from_raw(pid) {
+        let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+    }
+    // It is not our child, so there is nothing to wait on but its entry in
+    // /proc; it goes within milliseconds of SIGKILL.
+    for _ in 0..100 {
+        if !runs_on_profile(pid, profile) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tracing::error!(pid, "the old Chromium did not exit");
+}
+
+/// Whether `pid` is a live process whose `--user-data-dir` is `profile`.
+fn runs_on_profile(pid: i32, profile: &Path) -> bool {
+    let proc = PathBuf::from(format!("/proc/{pid}"));
+    let Ok(cmdline) = std::fs::read(proc.join("cmdline")) else {
+        return false;
+    };
+    let Some(dir) = cmdline
+        .split(|b| *b == 0)
+        .filter_map(|a| std::str::from_utf8(a).ok())
+        .find_map(|a| a.strip_prefix("--user-data-dir="))
+    else {
+        return false;
+    };
+    let dir = match std::fs::read_link(proc.join("cwd")) {
+        Ok(cwd) => cwd.join(dir),
+        Err(_) => PathBuf::from(dir),
+    };
+    match (dir.canonicalize(), profile.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
 /// Whether this process runs as root (Chromium's sandbox refuses root).
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
@@ -207,16 +270,18 @@ impl ChromeBrowser {
             }
             None => {
                 let exe = find_executable(cfg.executable.as_deref())?;
-                std::fs::create_dir_all(&cfg.profile_dir).map_err(|e| BrowserError::Launch {
+                // An absolute profile path, so the process can be recognised
+                // by its command line whatever the working directory.
+                let profile = std::path::absolute(&cfg.profile_dir)
+                    .unwrap_or_else(|_| cfg.profile_dir.clone());
+                std::fs::create_dir_all(&profile).map_err(|e| BrowserError::Launch {
                     path: exe.display().to_string(),
-                    reason: format!(
-                        "cannot create profile dir `{}`: {e}",
-                        cfg.profile_dir.display()
-                    ),
+                    reason: format!("cannot create profile dir `{}`: {e}", profile.display()),
                 })?;
+                stop_stale(&profile).await;
                 let mut b = chromiumoxide::BrowserConfig::builder()
                     .chrome_executable(&exe)
-                    .user_data_dir(&cfg.profile_dir)
+                    .user_data_dir(&profile)
                     .launch_timeout(LAUNCH_TIMEOUT)
                     .request_timeout(Duration::from_secs(30))
                     .viewport(None)
