@@ -771,10 +771,7 @@ fn demo_shop_serves_until_sigterm() {
     let mut text = String::new();
     std::io::Read::read_to_string(&mut conn, &mut text).unwrap();
     assert!(text.contains("\"in_stock\":true"), "{text}");
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    common::live::signal(child.id(), rustix::process::Signal::TERM);
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
     drop(reader);

@@ -219,11 +219,7 @@ async fn chromium_killed_mid_run_is_survived() {
                 changes.changed().await.unwrap();
             }
             let pid = browser.health().pid.expect("the browser runs");
-            let killed = std::process::Command::new("kill")
-                .args(["-9", &pid.to_string()])
-                .status()
-                .unwrap();
-            assert!(killed.success());
+            common::live::signal(pid, rustix::process::Signal::KILL);
             pid
         })
     };
@@ -572,10 +568,7 @@ async fn sigterm_stops_baton_run_gracefully() {
     .await
     .unwrap();
     assert!(first.contains("order A-"), "{first}");
-    std::process::Command::new("kill")
-        .args(["-TERM", &child.id().unwrap().to_string()])
-        .status()
-        .unwrap();
+    common::live::signal(child.id().unwrap(), rustix::process::Signal::TERM);
     let mut rest = Vec::new();
     while let Ok(Some(l)) = out.next_line().await {
         rest.push(l);

@@ -150,6 +150,12 @@ impl ShopApi {
     }
 }
 
+/// Sends `signal` to `pid` (no `kill` binary needed on the machine).
+pub fn signal(pid: u32, signal: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(pid as i32).expect("a pid");
+    rustix::process::kill_process(pid, signal).expect("the signal was sent");
+}
+
 /// Pids of processes whose command line mentions `needle` (a profile dir).
 pub fn processes_mentioning(needle: &Path) -> Vec<u32> {
     let needle = needle.to_string_lossy().into_owned();
