@@ -6,6 +6,12 @@
 //! monitors. A control API under `/admin` sets stock, injects latency and
 //! failures, and reports orders, cart contents and overlaps.
 //!
+//! Like a real server, the shop finishes every request it accepted even
+//! when the client goes away: each request runs on a task of its own, so a
+//! browser page closed mid-checkout does not stop the order (I9). A delay
+//! injected with `/admin/delay/STEP/MS` applies before the request reads the
+//! session's cart, the way a busy server queues a request.
+//!
 //! The overlap detector is the shop's view of invariant I1. A browser
 //! session is the `shop_session` cookie. An overlap is counted when two of a
 //! session's page requests are in flight at once, or when a product-page or
@@ -19,8 +25,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{Form, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -360,6 +367,22 @@ pub fn router(shop: Shop) -> Router {
         .route("/admin/fail/{step}/{n}", post(admin_fail))
         .route("/admin/reset", post(admin_reset))
         .with_state(shop)
+        .layer(axum::middleware::from_fn(run_to_completion))
+}
+
+/// Runs the rest of the request on its own task. axum drops a handler's
+/// future when the client disconnects; real servers finish the request
+/// (place the order) regardless, and a test shop that did not would hide
+/// every effect that outlives a closed page.
+async fn run_to_completion(req: Request, next: Next) -> Response {
+    match tokio::spawn(next.run(req)).await {
+        Ok(resp) => resp,
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            pages::error("Something went wrong", &e.to_string()),
+        )
+            .into_response(),
+    }
 }
 
 /// A running shop.
@@ -855,6 +878,43 @@ mod tests {
             body.contains("id=\"cart-empty\""),
             "the order emptied the cart"
         );
+    }
+
+    /// A client that gives up on a slow place-order request (its page was
+    /// closed) does not stop the order: the shop places it from the cart as
+    /// it stands when the request gets to it, like a real server.
+    #[tokio::test(start_paused = true)]
+    async fn an_abandoned_order_is_still_placed() {
+        let shop = Shop::new();
+        let app = router(shop.clone());
+        let c = Some("shop_session=x");
+        call(&app, "POST", "/cart/add/1001", c, "qty=1").await;
+        call(&app, "POST", "/admin/delay/place_order/5000", None, "").await;
+        let place = call(
+            &app,
+            "POST",
+            "/checkout/place",
+            c,
+            "name=Ada&email=a%40b.c&address=1+Main+St&card_number=4242424242424242&card_cvv=123",
+        );
+        // The client goes away after one second.
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), place)
+                .await
+                .is_err()
+        );
+        assert_eq!(shop.orders(), 0);
+        // Meanwhile another flow swaps the cart's contents: the abandoned
+        // request buys what the cart holds when it reads it.
+        call(&app, "POST", "/cart/remove/1", c, "").await;
+        call(&app, "POST", "/cart/add/1002", c, "qty=1").await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(shop.orders(), 1, "the abandoned request placed its order");
+        assert_eq!(shop.orders_per_product().get("1002"), Some(&1));
+        // The requests that ran beside the abandoned one were overlaps.
+        assert_eq!(shop.overlaps(), 2, "{:?}", shop.overlap_events());
+        // And its flight ended with it.
+        assert_eq!(shop.lock().sessions["x"].in_flight, 0);
     }
 
     #[tokio::test]
