@@ -513,9 +513,10 @@ pub fn state_table(cfg: &Config, doc: &state::StateDoc) -> String {
             ids.push(id.to_string());
         }
     }
-    let mut rows = vec![[
+    let mut rows: Vec<[String; 7]> = vec![[
         "TARGET".to_owned(),
         "STATUS".to_owned(),
+        "RUN".to_owned(),
         "LAST OUTCOME".to_owned(),
         "LAST ORDER".to_owned(),
         "UPDATED".to_owned(),
@@ -526,6 +527,7 @@ pub fn state_table(cfg: &Config, doc: &state::StateDoc) -> String {
         rows.push([
             id,
             t.status.to_string(),
+            t.run_id.map_or_else(|| "-".into(), |r| r.to_string()),
             t.last_outcome.unwrap_or_else(|| "-".into()),
             t.last_order.unwrap_or_else(|| "-".into()),
             t.updated_at
@@ -534,7 +536,7 @@ pub fn state_table(cfg: &Config, doc: &state::StateDoc) -> String {
             t.last_error.unwrap_or_else(|| "-".into()),
         ]);
     }
-    let widths: Vec<usize> = (0..5)
+    let widths: Vec<usize> = (0..6)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
@@ -542,7 +544,7 @@ pub fn state_table(cfg: &Config, doc: &state::StateDoc) -> String {
         for (c, w) in widths.iter().enumerate() {
             out.push_str(&format!("{:<w$}  ", r[c], w = *w));
         }
-        out.push_str(&r[5]);
+        out.push_str(&r[6]);
         out.push('\n');
     }
     out

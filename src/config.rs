@@ -74,6 +74,10 @@ pub struct CycleConfig {
     pub run_timeout: Duration,
     pub step_timeout: Duration,
     pub http_timeout: Duration,
+    /// How long a run in `commit` waits for the shop's answer, holding its
+    /// browser session (I9), before it gives up and leaves the target
+    /// `in_doubt`.
+    pub commit_timeout: Duration,
     pub max_concurrent_runs: u32,
 }
 
@@ -124,6 +128,7 @@ impl Default for CycleConfig {
             run_timeout: Duration::from_secs(60),
             step_timeout: Duration::from_secs(30),
             http_timeout: Duration::from_secs(10),
+            commit_timeout: Duration::from_secs(300),
             max_concurrent_runs: 1,
         }
     }
@@ -385,6 +390,7 @@ struct RawCycle {
     run_timeout: Option<Dur>,
     step_timeout: Option<Dur>,
     http_timeout: Option<Dur>,
+    commit_timeout: Option<Dur<1_000>>,
     max_concurrent_runs: Option<Concurrency>,
 }
 
@@ -683,15 +689,36 @@ impl<'de> Deserialize<'de> for IdValue {
     }
 }
 
-/// A duration written like `30s`, `250ms`, `1m 30s`.
-#[derive(Clone, Copy, Debug)]
-struct Dur(Duration);
+/// The longest duration any key takes. Bounds are part of the input: a
+/// value that passes `check` must never overflow a deadline in `run`.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
-impl<'de> Deserialize<'de> for Dur {
+/// A duration written like `30s`, `250ms`, `1m 30s`, at least `MIN_MS`
+/// milliseconds and at most [`MAX_DURATION`].
+#[derive(Clone, Copy, Debug)]
+struct Dur<const MIN_MS: u64 = 100>(Duration);
+
+impl<'de, const MIN_MS: u64> Deserialize<'de> for Dur<MIN_MS> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        parse_duration(&s).map(Dur).map_err(de::Error::custom)
+        let v = parse_duration(&s).map_err(de::Error::custom)?;
+        bounded(&s, v, Duration::from_millis(MIN_MS))
+            .map(Dur)
+            .map_err(de::Error::custom)
     }
+}
+
+/// `v` (written `s`) if it lies within `min..=MAX_DURATION`.
+fn bounded(s: &str, v: Duration, min: Duration) -> Result<Duration, String> {
+    if v < min || v > MAX_DURATION {
+        return Err(format!(
+            "duration `{}` is out of range: use {} to {}",
+            s.trim(),
+            humantime::format_duration(min),
+            humantime::format_duration(MAX_DURATION)
+        ));
+    }
+    Ok(v)
 }
 
 /// Parses a duration like `30s`, `250ms` or `1m 30s`.
@@ -733,7 +760,9 @@ pub fn parse_interval(s: &str) -> Result<(Duration, Duration), String> {
             "interval `{s}` is zero: cycles need time between them, like `25s..35s`"
         ));
     }
-    Ok((lo, hi))
+    let min = Duration::from_millis(100);
+    let (a, b) = s.split_once("..").unwrap_or((s, s));
+    Ok((bounded(a, lo, min)?, bounded(b, hi, min)?))
 }
 
 // ---------------------------------------------------------------------------
@@ -879,6 +908,7 @@ impl Resolver<'_> {
             run_timeout: raw.cycle.run_timeout.map_or(d.run_timeout, |x| x.0),
             step_timeout: raw.cycle.step_timeout.map_or(d.step_timeout, |x| x.0),
             http_timeout: raw.cycle.http_timeout.map_or(d.http_timeout, |x| x.0),
+            commit_timeout: raw.cycle.commit_timeout.map_or(d.commit_timeout, |x| x.0),
             max_concurrent_runs: raw.cycle.max_concurrent_runs.map_or(1, |c| c.0.get()),
         };
 

@@ -133,8 +133,31 @@ pub trait CommitSink: Send + Sync {
     /// run). `Err`: the step fails and the closure does not run.
     fn begin(&self, label: &str) -> Result<bool, String>;
     /// Called when the closure returned, with what it returned (for
-    /// example the order number; `None` if it returned nothing).
+    /// example the order number; `None` if it returned nothing). The shop
+    /// answered: the run persists `committed` with that order at once.
     fn done(&self, label: &str, result: Option<&str>);
+    /// Called when the script said, inside the closure, that the shop
+    /// refused the order (`not_placed(reason)`): nothing was placed, so the
+    /// target may be retried.
+    fn not_placed(&self, label: &str, reason: &str) {
+        let _ = (label, reason);
+    }
+    /// While a commit is in flight: when its `commit_timeout` runs out.
+    /// Waits inside the closure are bounded by this rather than by
+    /// `browser.timeout`, so a slow shop gets its full time to answer.
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        None
+    }
+}
+
+/// How a commit closure ended, as far as the shop's side is known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CommitAnswer {
+    /// The closure returned: the order is placed (with its number, if the
+    /// script returned one).
+    Placed(Option<String>),
+    /// The script said the shop refused the order (`not_placed(reason)`).
+    NotPlaced(String),
 }
 
 /// Bounds that apply inside a step.

@@ -179,6 +179,10 @@ where
         return Ok(None);
     }
     let result = body.await?;
-    cx.commit.done(label, Some(&result));
+    // `done` persists `committed`: a blocking write, off the async threads.
+    let (sink, l, r) = (cx.commit.clone(), label.to_owned(), result.clone());
+    tokio::task::spawn_blocking(move || sink.done(&l, Some(&r)))
+        .await
+        .map_err(|e| StepError::failed(e.to_string()))?;
     Ok(Some(result))
 }

@@ -34,12 +34,22 @@
 //! - **I5 deregistration on every exit path.** Deregistration is
 //!   [`RunGuard`]'s `Drop`, which runs on success, error, panic, timeout and
 //!   task abort alike. Test: `i5_deregistered_after_panic_and_error`.
+//! - **I9 a session is held while its run's effects may be in flight.** A
+//!   run's commit entry and a wait's cancellation exclude each other
+//!   ([`RunControl::enter_commit`], [`RunControl::cancel_or_hold`]): a wait
+//!   that runs out holds a run past its commit point instead of cancelling
+//!   it, and [`Registry::wait_settled`] and [`Registry::wait_for_session`]
+//!   go on without held runs and quarantined sessions. A run that ends
+//!   `in_doubt` quarantines its own session before its guard drops
+//!   ([`RunGuard::quarantine`]); [`Registry::register`] refuses a
+//!   quarantined session. Tests: `i9_a_slow_commit_holds_its_session_and_ends_completed`,
+//!   `i9_an_unanswered_commit_quarantines_its_session`.
 //! - I6 (crash-safe state) belongs to `state`, I7 (no double commit) to
 //!   `run`, I8 (hot reload pins versions) to `script`; their tests are
 //!   `tests/crash.rs`, `i7_committed_run_without_result_is_in_doubt` and
 //!   `i8_reload_never_changes_a_running_flow`.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -81,6 +91,8 @@ pub enum CancelReason {
     RunTimeout,
     /// baton is shutting down (Ctrl-C, SIGTERM).
     Shutdown,
+    /// The run's commit got no answer within `commit_timeout` (I9).
+    CommitTimeout,
 }
 
 impl std::fmt::Display for CancelReason {
@@ -89,8 +101,24 @@ impl std::fmt::Display for CancelReason {
             CancelReason::WaitTimeout => "the next cycle's wait timed out",
             CancelReason::RunTimeout => "the run exceeded run_timeout",
             CancelReason::Shutdown => "baton is shutting down",
+            CancelReason::CommitTimeout => "its commit got no answer within commit_timeout",
         })
     }
+}
+
+/// Where a run is with respect to its point of no return (I7, I9).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CommitPhase {
+    /// The run has not entered `commit`: cancelling it cannot leave
+    /// anything behind on the shop's side.
+    #[default]
+    Before,
+    /// The commit closure is running: a request that places an order may be
+    /// in flight on the shop. The run's session is held (I9).
+    InFlight { since: Instant },
+    /// The commit closure ended (the shop answered, or the script said it
+    /// refused); `took` is how long the commit lasted.
+    Answered { took: Duration },
 }
 
 /// The shared handle between a run and whoever may need to stop it.
@@ -102,8 +130,19 @@ impl std::fmt::Display for CancelReason {
 pub struct RunControl {
     cancel: CancellationToken,
     reason: OnceLock<CancelReason>,
-    committed: AtomicBool,
+    /// A std mutex, not a tokio one: nothing awaits while it is held. It
+    /// makes entering the commit and a cycle's cancellation mutually
+    /// exclusive, so a run is either cancelled before its commit point or
+    /// holding its commit, never both half-way (I9).
+    commit: Mutex<CommitPhase>,
+    /// Set when a bounded wait ran out while the commit was in flight and
+    /// left the run alone instead of cancelling it: from then on the run
+    /// holds its session and later waits do not wait for it again (I9).
+    held: std::sync::atomic::AtomicBool,
     step: Mutex<Option<String>>,
+    /// Woken whenever the commit phase changes, so a run re-arms its
+    /// bound from `commit_timeout` to its step bound and back.
+    commit_changed: tokio::sync::Notify,
     /// The registry's change counter, bumped when the step or the commit
     /// point changes so observers (the dashboard) see it. Weak: the
     /// registry owns this control through its entry.
@@ -132,30 +171,119 @@ impl RunControl {
         self.reason.get().copied()
     }
 
-    /// Records that the run has crossed its point of no return (I7).
-    pub fn mark_committed(&self) {
-        self.committed.store(true, Ordering::SeqCst);
+    /// Enters the commit (I7, I9): from now on the run has crossed its
+    /// point of no return, and a cycle's wait no longer cancels it. Refused
+    /// if the run was already cancelled, so a cancelled run never starts a
+    /// commit.
+    pub fn enter_commit(&self) -> Result<(), CancelReason> {
+        {
+            let mut phase = lock(&self.commit);
+            if self.cancel.is_cancelled() {
+                return Err(self.reason().unwrap_or(CancelReason::Shutdown));
+            }
+            *phase = CommitPhase::InFlight {
+                since: Instant::now(),
+            };
+        }
+        self.changed();
+        Ok(())
+    }
+
+    /// Undoes [`RunControl::enter_commit`] when `committing` could not be
+    /// persisted: the closure never ran, so nothing reached the shop.
+    pub fn abandon_commit(&self) {
+        *lock(&self.commit) = CommitPhase::Before;
         self.changed();
     }
 
-    fn changed(&self) {
-        if let Some(r) = self.registry.upgrade() {
-            r.version.send_modify(|v| *v = v.wrapping_add(1));
+    /// Records that the commit closure ended: the shop answered.
+    pub fn answer_commit(&self) {
+        {
+            let mut phase = lock(&self.commit);
+            if let CommitPhase::InFlight { since } = *phase {
+                *phase = CommitPhase::Answered {
+                    took: since.elapsed(),
+                };
+            }
+        }
+        self.changed();
+    }
+
+    /// What a bounded wait does to a run it gave up on: cancels it, unless
+    /// its commit is in flight, in which case the run is marked as holding
+    /// its session (I9) and left to finish (cancelling it would close its
+    /// page, not the shop's request). Returns whether it was cancelled.
+    pub fn cancel_or_hold(&self, reason: CancelReason) -> bool {
+        let phase = lock(&self.commit);
+        if matches!(*phase, CommitPhase::InFlight { .. }) {
+            self.held.store(true, Ordering::SeqCst);
+            drop(phase);
+            self.changed();
+            return false;
+        }
+        self.cancel(reason);
+        true
+    }
+
+    /// Whether the run holds its session for a commit in flight that a
+    /// bounded wait already gave up waiting for (I9).
+    pub fn is_held(&self) -> bool {
+        self.held.load(Ordering::SeqCst) && self.commit_in_flight().is_some()
+    }
+
+    pub fn commit_phase(&self) -> CommitPhase {
+        *lock(&self.commit)
+    }
+
+    /// Whether the run has crossed its point of no return (I7).
+    pub fn committed(&self) -> bool {
+        self.commit_phase() != CommitPhase::Before
+    }
+
+    /// Since when the commit is in flight, if it is.
+    pub fn commit_in_flight(&self) -> Option<Instant> {
+        match self.commit_phase() {
+            CommitPhase::InFlight { since } => Some(since),
+            _ => None,
         }
     }
 
-    pub fn committed(&self) -> bool {
-        self.committed.load(Ordering::SeqCst)
+    /// Time spent inside `commit` so far. It counts against
+    /// `commit_timeout`, not against the step's or the run's own bounds.
+    pub fn commit_time(&self) -> Duration {
+        match self.commit_phase() {
+            CommitPhase::Before => Duration::ZERO,
+            CommitPhase::InFlight { since } => since.elapsed(),
+            CommitPhase::Answered { took } => took,
+        }
+    }
+
+    /// Resolves at the next change of the commit phase.
+    pub fn commit_changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.commit_changed.notified()
+    }
+
+    fn changed(&self) {
+        self.commit_changed.notify_waiters();
+        if let Some(r) = self.registry.upgrade() {
+            r.bump();
+        }
     }
 
     pub fn set_step(&self, step: Option<&str>) {
-        *self.step.lock().unwrap_or_else(|e| e.into_inner()) = step.map(str::to_owned);
+        *lock(&self.step) = step.map(str::to_owned);
         self.changed();
     }
 
     pub fn step(&self) -> Option<String> {
-        self.step.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        lock(&self.step).clone()
     }
+}
+
+/// Locks a std mutex, ignoring poisoning: the data behind these locks is
+/// plain values that a panicking holder cannot leave half-written.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The compiled version of one script a run pinned when it started.
@@ -203,6 +331,9 @@ pub struct RunInfo {
     pub status: RunStatus,
     pub step: Option<String>,
     pub committed: bool,
+    /// How long its commit has been in flight, while it is (I9: the run
+    /// holds its session and a cycle's wait leaves it alone).
+    pub commit_in_flight_ms: Option<u64>,
     pub versions: Vec<PinnedVersion>,
     #[serde(skip)]
     pub control: Arc<RunControl>,
@@ -212,6 +343,71 @@ impl RunInfo {
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()
     }
+
+    /// Whether the run holds its session for a commit in flight that a
+    /// bounded wait already gave up on (I9): waits go on without it.
+    pub fn is_held(&self) -> bool {
+        self.control.is_held()
+    }
+}
+
+/// A browser session no run may use until an operator resolves `target`:
+/// its run ended `in_doubt`, so a request that places an order may still be
+/// in flight on the shop for that session (I9).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Quarantine {
+    pub session: SessionId,
+    pub target: TargetId,
+    pub run_id: Option<RunId>,
+}
+
+/// Why no browser session could be had without waiting: every one is held
+/// by a commit in flight or quarantined (I9).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unavailable {
+    /// Run `run_id` of `target` holds the session while its commit is in
+    /// flight.
+    Held {
+        session: SessionId,
+        run_id: RunId,
+        target: TargetId,
+        for_: Duration,
+    },
+    Quarantined(Quarantine),
+}
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unavailable::Held {
+                session,
+                run_id,
+                target,
+                for_,
+            } => write!(
+                f,
+                "browser session {session} is held by run {run_id} of `{target}`, whose commit may still be in flight ({})",
+                crate::time::short(*for_)
+            ),
+            Unavailable::Quarantined(q) => write!(
+                f,
+                "browser session {} is quarantined: target `{}` is in_doubt{}; resolve it to free the session",
+                q.session,
+                q.target,
+                q.run_id.map(|r| format!(" (run {r})")).unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// Why [`Registry::wait_for_session`] returned without a session.
+#[derive(Debug, Clone)]
+pub enum SessionWait {
+    /// Runs that could free a session did not within the bound.
+    Stuck(Stuck),
+    /// No session can be freed by waiting: each is held by a commit in
+    /// flight or quarantined.
+    Unavailable(Vec<Unavailable>),
 }
 
 /// Why [`Registry::register`] said no.
@@ -221,6 +417,11 @@ pub enum Refusal {
     TargetBusy { target: TargetId, run_id: RunId },
     #[error("browser session {session} is driven by run {run_id}")]
     SessionBusy { session: SessionId, run_id: RunId },
+    #[error("browser session {session} is quarantined until target `{target}` is resolved")]
+    SessionQuarantined {
+        session: SessionId,
+        target: TargetId,
+    },
 }
 
 /// The runs a bounded wait gave up on.
@@ -240,6 +441,10 @@ pub struct Registry {
     /// and released after it, so a session is never free while a run it
     /// carries is still registered.
     sessions: DashMap<SessionId, RunId>,
+    /// Sessions no run may claim until an operator resolves the target
+    /// named (I9). Added by a run's own guard before it deregisters, so a
+    /// session goes from held to quarantined with no moment in between.
+    quarantine: DashMap<SessionId, Quarantine>,
     /// Woken by every deregistration and status change; waiters re-check
     /// the maps themselves, so a spurious wake is harmless.
     changed: Notify,
@@ -264,6 +469,7 @@ impl Registry {
         Registry {
             runs: DashMap::new(),
             sessions: DashMap::new(),
+            quarantine: DashMap::new(),
             changed: Notify::new(),
             version: watch::Sender::new(0),
             completion: tokio::sync::Mutex::new(()),
@@ -288,6 +494,14 @@ impl Registry {
                 });
             }
             Entry::Vacant(e) => {
+                // Only the run holding a session quarantines it, and nobody
+                // holds this one: the check cannot race an insertion.
+                if let Some(q) = self.quarantine.get(&reg.session) {
+                    return Err(Refusal::SessionQuarantined {
+                        session: reg.session,
+                        target: q.target.clone(),
+                    });
+                }
                 e.insert(run_id);
             }
         }
@@ -369,11 +583,86 @@ impl Registry {
         runs
     }
 
-    /// How many sessions out of `sessions` are free.
+    /// The first of `sessions` sessions that no run holds and that is not
+    /// quarantined.
     pub fn free_session(&self, sessions: u32) -> Option<SessionId> {
         (0..sessions)
             .map(SessionId)
-            .find(|s| !self.sessions.contains_key(s))
+            .find(|s| !self.sessions.contains_key(s) && !self.quarantine.contains_key(s))
+    }
+
+    /// Quarantines `session` for `target` (I9): at start-up, for targets
+    /// the state file holds `in_doubt`. Runs quarantine their own session
+    /// with [`RunGuard::quarantine`].
+    pub fn quarantine(&self, session: SessionId, target: TargetId, run_id: Option<RunId>) {
+        self.quarantine.insert(
+            session,
+            Quarantine {
+                session,
+                target,
+                run_id,
+            },
+        );
+        self.bump();
+    }
+
+    /// Lifts every quarantine `target` holds (an operator resolved or reset
+    /// it). Returns the sessions freed.
+    pub fn lift_quarantine(&self, target: &str) -> Vec<SessionId> {
+        let sessions: Vec<SessionId> = self
+            .quarantine
+            .iter()
+            .filter(|q| q.target.as_str() == target)
+            .map(|q| *q.key())
+            .collect();
+        for s in &sessions {
+            self.quarantine
+                .remove_if(s, |_, q| q.target.as_str() == target);
+        }
+        if !sessions.is_empty() {
+            self.bump();
+        }
+        sessions
+    }
+
+    /// Every quarantined session, by session.
+    pub fn quarantined(&self) -> Vec<Quarantine> {
+        let mut q: Vec<Quarantine> = self.quarantine.iter().map(|e| e.value().clone()).collect();
+        q.sort_by_key(|q| q.session);
+        q
+    }
+
+    /// Why none of `sessions` sessions can be had by waiting, or `None` if
+    /// one is free or a run that could free one is still going.
+    fn unavailable(&self, sessions: u32) -> Option<Vec<Unavailable>> {
+        let mut why = Vec::new();
+        for s in (0..sessions).map(SessionId) {
+            if let Some(q) = self.quarantine.get(&s) {
+                why.push(Unavailable::Quarantined(q.clone()));
+                continue;
+            }
+            // A free session: nothing is unavailable.
+            let run_id = self.sessions.get(&s).map(|r| *r)?;
+            let run = self.runs.iter().find(|e| e.run_id == run_id).map(|e| {
+                (
+                    e.key().clone(),
+                    e.control.commit_in_flight(),
+                    e.control.is_held(),
+                )
+            });
+            match run {
+                Some((target, Some(since), true)) => why.push(Unavailable::Held {
+                    session: s,
+                    run_id,
+                    target,
+                    for_: since.elapsed(),
+                }),
+                // A run that is not held will end, or be cancelled or held
+                // when the wait runs out: worth waiting for.
+                _ => return None,
+            }
+        }
+        Some(why)
     }
 
     /// A receiver that changes whenever a run registers, changes status or
@@ -405,24 +694,58 @@ impl Registry {
         }
     }
 
+    /// Waits until every registered run is gone or held (I3 with its I9
+    /// exception), at most `timeout`.
+    ///
+    /// Returns how long it waited, or the runs still going at the deadline
+    /// that are not held; the caller cancels or holds each with
+    /// [`RunControl::cancel_or_hold`]. Held runs keep their sessions until
+    /// their commit answers or their own `commit_timeout` ends them.
+    pub async fn wait_settled(&self, timeout: Duration) -> Result<Duration, Stuck> {
+        let start = Instant::now();
+        let settled = |r: &Registry| r.runs.iter().all(|e| e.control.is_held());
+        if self.wait_until(timeout, settled).await {
+            Ok(start.elapsed())
+        } else {
+            Err(Stuck {
+                runs: self
+                    .snapshot()
+                    .into_iter()
+                    .filter(|r| !r.is_held())
+                    .collect(),
+                waited: start.elapsed(),
+            })
+        }
+    }
+
     /// Waits until one of `sessions` sessions is free, at most `timeout`.
+    ///
+    /// Returns at once with [`SessionWait::Unavailable`] when waiting cannot
+    /// help: every session is quarantined or held (I9).
     pub async fn wait_for_session(
         &self,
         sessions: u32,
         timeout: Duration,
-    ) -> Result<SessionId, Stuck> {
+    ) -> Result<SessionId, SessionWait> {
         let start = Instant::now();
-        if self
-            .wait_until(timeout, |r| r.free_session(sessions).is_some())
-            .await
-            && let Some(s) = self.free_session(sessions)
-        {
+        self.wait_until(timeout, |r| {
+            r.free_session(sessions).is_some() || r.unavailable(sessions).is_some()
+        })
+        .await;
+        if let Some(s) = self.free_session(sessions) {
             return Ok(s);
         }
-        Err(Stuck {
-            runs: self.snapshot(),
+        if let Some(why) = self.unavailable(sessions) {
+            return Err(SessionWait::Unavailable(why));
+        }
+        Err(SessionWait::Stuck(Stuck {
+            runs: self
+                .snapshot()
+                .into_iter()
+                .filter(|r| r.session.0 < sessions && !r.is_held())
+                .collect(),
             waited: start.elapsed(),
-        })
+        }))
     }
 
     /// Waits until run `run_id` has deregistered, at most `timeout`.
@@ -481,6 +804,10 @@ fn info(target: &TargetId, run: &ActiveRun) -> RunInfo {
         status: run.status,
         step: run.control.step(),
         committed: run.control.committed(),
+        commit_in_flight_ms: run
+            .control
+            .commit_in_flight()
+            .map(|since| since.elapsed().as_millis() as u64),
         versions: run.versions.clone(),
         control: run.control.clone(),
     }
@@ -515,6 +842,14 @@ impl RunGuard {
 
     pub fn control(&self) -> &Arc<RunControl> {
         &self.control
+    }
+
+    /// Quarantines this run's session for its target (I9), before the guard
+    /// deregisters: the session goes from held to quarantined with no
+    /// moment at which another run could claim it.
+    pub fn quarantine(&self) {
+        self.registry
+            .quarantine(self.session, self.target.clone(), Some(self.run_id));
     }
 
     /// The completion step (I4): under the completion lock, mark the run

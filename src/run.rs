@@ -10,6 +10,14 @@
 //!   for the step to stop, and runs cleanup on a fresh page.
 //! - I7: a run that entered `commit` and ended without a recorded result
 //!   leaves its target `in_doubt`; test `i7_committed_run_without_result_is_in_doubt`.
+//! - I9: a run's effects outlive its page. While its commit is in flight
+//!   the run is bounded by `commit_timeout` (not by its step or run bound,
+//!   and a cycle's wait leaves it alone); the moment the commit answers the
+//!   target is persisted `committed` with its order; `always` steps never
+//!   run while the commit may still be in flight; and a run that ends
+//!   `in_doubt` quarantines its session before it deregisters. Tests
+//!   `i9_a_slow_commit_holds_its_session_and_ends_completed`,
+//!   `i9_an_unanswered_commit_quarantines_its_session`.
 //!
 //! Panics anywhere in the steps are caught here and recorded as a failure,
 //! so even then the final state is persisted before the guard drops (I4).
@@ -25,8 +33,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::browser::{Browser, Page};
 use crate::flow::{
-    CommitSink, Flow, OutcomeAction, PinnedFlow, StepContext, StepEnd, StepError, StepErrorKind,
-    Target, Timeouts,
+    CommitAnswer, CommitSink, Flow, OutcomeAction, PinnedFlow, StepContext, StepEnd, StepError,
+    StepErrorKind, Target, Timeouts,
 };
 use crate::metrics::Metrics;
 use crate::registry::{CancelReason, RunControl, RunGuard};
@@ -47,6 +55,8 @@ pub struct RunDeps {
     pub metrics: Arc<Metrics>,
     pub timeouts: Timeouts,
     pub run_timeout: Duration,
+    /// How long a commit may wait for the shop's answer (I9).
+    pub commit_timeout: Duration,
     /// Where failure screenshots go; `None` to take none.
     pub shots_dir: Option<PathBuf>,
     /// Every finished run's record is sent here (the CLI's run lines, the
@@ -70,8 +80,10 @@ pub async fn execute(
         state: deps.state.clone(),
         target: target.clone(),
         run: guard.run_id(),
+        session: guard.session(),
         control: control.clone(),
-        result: Mutex::new(None),
+        commit_timeout: deps.commit_timeout,
+        answer: Mutex::new(None),
     });
 
     let report = AssertUnwindSafe(run_steps(
@@ -92,16 +104,14 @@ pub async fn execute(
         ..Report::default()
     });
 
-    let result = sink.result.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let answer = sink.answer();
     let committed = control.committed();
-    let (status, outcome, error) = settle(
-        &flow,
-        &report,
-        committed,
-        result.is_some(),
-        control.reason(),
-    );
-    let order = result.flatten();
+    let (status, outcome, error) =
+        settle(&flow, &report, committed, answer.as_ref(), control.reason());
+    let order = match answer {
+        Some(CommitAnswer::Placed(order)) => order,
+        _ => None,
+    };
     let duration = started.elapsed();
     let record = RunRecord {
         run_id: guard.run_id(),
@@ -123,16 +133,32 @@ pub async fn execute(
     let state = deps.state.clone();
     let rec = record.clone();
     let run_id = guard.run_id();
+    let session = guard.session();
+    if status == Status::InDoubt {
+        // I9: the order may still be in flight on the shop for this
+        // session. Quarantine it while the guard still holds it, so no run
+        // and no cleanup step can claim it until an operator resolves the
+        // target.
+        guard.quarantine();
+        tracing::warn!(
+            run = %run_id,
+            target = %target.id,
+            session = session.0,
+            "browser session {session} quarantined until `{}` is resolved (`baton state resolve {}`)",
+            target.id,
+            target.id
+        );
+    }
     guard
         .complete(async move {
             let saved = tokio::task::spawn_blocking(move || {
                 state.update(&rec.target, |t| {
                     t.status = rec.status;
                     t.run_id = Some(rec.run_id);
+                    t.session = Some(session);
                     t.last_outcome = rec.outcome.clone();
-                    if rec.order.is_some() {
-                        t.last_order = rec.order.clone();
-                    }
+                    // The row shows this run's order, never an older one.
+                    t.last_order = rec.order.clone();
                     t.last_error = rec.error.clone();
                     t.runs += 1;
                 })?;
@@ -188,21 +214,43 @@ fn settle(
     flow: &Flow,
     r: &Report,
     committed: bool,
-    has_result: bool,
+    answer: Option<&CommitAnswer>,
     cancelled: Option<CancelReason>,
 ) -> (Status, Option<String>, Option<String>) {
     let error = r.error.clone().or_else(|| r.cleanup_error.clone());
     if committed {
-        if has_result {
-            // The order is placed; a later failure (cleanup) is reported
-            // but cannot undo that.
-            let outcome = r.outcome.clone().unwrap_or_else(|| "completed".into());
-            return (Status::Completed, Some(outcome), error);
+        match answer {
+            Some(CommitAnswer::Placed(_)) => {
+                // The order is placed; a later failure (cleanup) is
+                // reported but cannot undo that.
+                let outcome = r.outcome.clone().unwrap_or_else(|| "completed".into());
+                return (Status::Completed, Some(outcome), error);
+            }
+            Some(CommitAnswer::NotPlaced(reason)) => {
+                // The shop said no in so many words: nothing was bought, so
+                // the target is retried like any failure.
+                return (
+                    Status::Failed,
+                    Some("not_placed".into()),
+                    Some(format!("the shop did not place the order: {reason}")),
+                );
+            }
+            None => {}
         }
-        let why = error.unwrap_or_else(|| "the commit closure did not return".into());
+        // An outcome with no answer can only have ended the commit closure
+        // itself: keep its name, but whether the order went through is
+        // unknown.
+        let why = match (&r.outcome, error) {
+            (_, Some(e)) => e,
+            (Some(name), None) => format!(
+                "the script ended with outcome `{name}` inside commit; use not_placed(reason) when the shop refused the order"
+            ),
+            (None, None) => "the commit closure did not return".into(),
+        };
+        let outcome = r.outcome.clone().unwrap_or_else(|| "in_doubt".into());
         return (
             Status::InDoubt,
-            Some("in_doubt".into()),
+            Some(outcome),
             Some(format!(
                 "passed its commit point without a recorded result: {why}"
             )),
@@ -211,7 +259,9 @@ fn settle(
     if let Some(reason) = cancelled {
         let status = match reason {
             CancelReason::Shutdown => Status::Failed,
-            CancelReason::WaitTimeout | CancelReason::RunTimeout => Status::TimedOut,
+            CancelReason::WaitTimeout | CancelReason::RunTimeout | CancelReason::CommitTimeout => {
+                Status::TimedOut
+            }
         };
         let msg = format!("cancelled: {reason}");
         return (status, Some(status.as_str().into()), Some(msg));
@@ -263,6 +313,22 @@ async fn run_steps(
 
     for step in &flow.steps {
         let stopping = report.error.is_some() || report.outcome.is_some() || interrupted;
+        // I9: a commit without an answer may still be in flight on the shop
+        // for this session; a cleanup step would run beside it (clearing
+        // the cart the order is being placed from).
+        if step.always && control.committed() && sink.answer().is_none() {
+            report.steps.push(StepRecord {
+                script: step.script.clone(),
+                generation: version_of(pinned, &step.script),
+                duration_ms: 0,
+                result: "skipped".into(),
+                outcome: None,
+                error: Some(
+                    "not run: the commit may still be in flight in this browser session".into(),
+                ),
+            });
+            continue;
+        }
         if stopping && !step.always {
             report.steps.push(StepRecord {
                 script: step.script.clone(),
@@ -331,20 +397,46 @@ async fn run_steps(
                 })
             });
         tokio::pin!(fut);
-        let run_bound = if cleanup_after_cancel {
-            step_deadline
-        } else {
-            run_deadline.min(step_deadline)
-        };
-        let result = tokio::select! {
-            r = &mut fut => Ok(r),
-            _ = token.cancelled() => Err(Interrupt::Run),
-            _ = tokio::time::sleep_until(run_bound) => {
-                if !cleanup_after_cancel && Instant::now() >= run_deadline {
-                    control.cancel(CancelReason::RunTimeout);
-                    Err(Interrupt::Run)
-                } else {
-                    Err(Interrupt::Step)
+        let result = loop {
+            // Re-armed whenever the commit phase changes: time inside
+            // `commit` counts against `commit_timeout` (I9), not against the
+            // step's or the run's own bound, which move on by that time.
+            let phase_changed = control.commit_changed();
+            tokio::pin!(phase_changed);
+            phase_changed.as_mut().enable();
+            let in_commit = control.commit_in_flight();
+            let shift = control.commit_time();
+            let bound = match (cleanup_after_cancel, in_commit) {
+                (true, _) => step_deadline,
+                (false, Some(since)) => since + deps.commit_timeout,
+                (false, None) => run_deadline.min(step_deadline) + shift,
+            };
+            tokio::select! {
+                r = &mut fut => break Ok(r),
+                _ = token.cancelled() => break Err(Interrupt::Run),
+                _ = &mut phase_changed => continue,
+                _ = tokio::time::sleep_until(bound) => {
+                    if cleanup_after_cancel {
+                        break Err(Interrupt::Step);
+                    }
+                    if in_commit.is_some() {
+                        if control.commit_in_flight().is_some() {
+                            tracing::warn!(
+                                run = %guard.run_id(),
+                                target = %target.id,
+                                "commit got no answer within commit_timeout ({}); giving up on it",
+                                crate::time::short(deps.commit_timeout)
+                            );
+                            control.cancel(CancelReason::CommitTimeout);
+                            break Err(Interrupt::Run);
+                        }
+                        continue;
+                    }
+                    if Instant::now() >= run_deadline + shift {
+                        control.cancel(CancelReason::RunTimeout);
+                        break Err(Interrupt::Run);
+                    }
+                    break Err(Interrupt::Step);
                 }
             }
         };
@@ -510,37 +602,82 @@ fn step_record(
 }
 
 /// The run's side of `commit(label, ..)`: persist `committing` before the
-/// closure runs, remember what it returned.
+/// closure runs, persist `committed` with the order the moment it returns.
 struct RunCommit {
     state: Arc<StateStore>,
     target: Arc<Target>,
     run: crate::id::RunId,
+    session: crate::id::SessionId,
     control: Arc<RunControl>,
-    /// `Some` once the commit closure returned; inside, what it returned.
-    result: Mutex<Option<Option<String>>>,
+    commit_timeout: Duration,
+    /// `Some` once the shop's answer is known.
+    answer: Mutex<Option<CommitAnswer>>,
+}
+
+impl RunCommit {
+    fn answer(&self) -> Option<CommitAnswer> {
+        self.answer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_answer(&self, answer: CommitAnswer) {
+        *self.answer.lock().unwrap_or_else(|e| e.into_inner()) = Some(answer);
+        self.control.answer_commit();
+    }
 }
 
 impl CommitSink for RunCommit {
     fn begin(&self, label: &str) -> Result<bool, String> {
-        if self.control.is_cancelled() {
-            return Err("run cancelled before its commit point".into());
-        }
+        // Entering the commit and a cycle's cancellation exclude each other
+        // (I9): a run cancelled first never commits; a run in its commit is
+        // not cancelled by a cycle's wait.
+        self.control
+            .enter_commit()
+            .map_err(|reason| format!("run cancelled before its commit point ({reason})"))?;
         // Persist first: if baton dies inside the closure, the restart finds
-        // `committing` and turns it into `in_doubt`, never a retry.
-        self.state
-            .update(&self.target.id, |t| {
-                t.status = Status::Committing;
-                t.run_id = Some(self.run);
-            })
-            .map_err(|e| format!("cannot persist `committing`: {e}"))?;
-        self.control.mark_committed();
+        // `committing` and turns it into `in_doubt`, never a retry. The
+        // order field is cleared so the row never shows an older run's.
+        let saved = self.state.update(&self.target.id, |t| {
+            t.status = Status::Committing;
+            t.run_id = Some(self.run);
+            t.session = Some(self.session);
+            t.last_order = None;
+        });
+        if let Err(e) = saved {
+            // The closure does not run, so nothing reached the shop.
+            self.control.abandon_commit();
+            return Err(format!("cannot persist `committing`: {e}"));
+        }
         tracing::info!(run = %self.run, target = %self.target.id, label, "committing");
         Ok(true)
     }
 
     fn done(&self, label: &str, result: Option<&str>) {
+        // In memory first: even if the write below fails, this run ends
+        // `completed` with its order.
+        self.set_answer(CommitAnswer::Placed(result.map(str::to_owned)));
         tracing::info!(run = %self.run, target = %self.target.id, label, result = result.unwrap_or("-"), "committed");
-        *self.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(result.map(str::to_owned));
+        let saved = self.state.update(&self.target.id, |t| {
+            t.status = Status::Committed;
+            t.run_id = Some(self.run);
+            t.last_order = result.map(str::to_owned);
+        });
+        if let Err(e) = saved {
+            tracing::error!(run = %self.run, target = %self.target.id, error = %e, "`committed` not saved; a crash now would leave the target in_doubt");
+        }
+    }
+
+    fn not_placed(&self, label: &str, reason: &str) {
+        tracing::info!(run = %self.run, target = %self.target.id, label, reason, "the shop did not place the order");
+        self.set_answer(CommitAnswer::NotPlaced(reason.to_owned()));
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.control
+            .commit_in_flight()
+            .map(|since| since + self.commit_timeout)
     }
 }
 
@@ -589,8 +726,10 @@ mod tests {
     #[test]
     fn how_a_run_ends_decides_the_status() {
         let f = flow();
-        let status =
-            |r: Report, committed, result, cancel| settle(&f, &r, committed, result, cancel).0;
+        let status = |r: Report, committed, result: bool, cancel| {
+            let placed = CommitAnswer::Placed(Some("A-1".into()));
+            settle(&f, &r, committed, result.then_some(&placed), cancel).0
+        };
         // Committed: an order with a result is final, whatever came after.
         assert_eq!(
             status(report(None, None, Some("cart")), true, true, None),
@@ -675,12 +814,51 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_commit_is_a_failure_to_retry() {
+        let refused = CommitAnswer::NotPlaced("card declined".into());
+        let (status, outcome, error) = settle(
+            &flow(),
+            &report(None, None, None),
+            true,
+            Some(&refused),
+            None,
+        );
+        assert_eq!(status, Status::Failed);
+        assert!(status.is_runnable(), "retried next cycle");
+        assert_eq!(outcome.as_deref(), Some("not_placed"));
+        assert_eq!(
+            error.as_deref(),
+            Some("the shop did not place the order: card declined")
+        );
+    }
+
+    #[test]
+    fn an_outcome_inside_commit_keeps_its_name_and_stays_in_doubt() {
+        let (status, outcome, error) = settle(
+            &flow(),
+            &report(None, Some("sold_out"), None),
+            true,
+            None,
+            None,
+        );
+        assert_eq!(status, Status::InDoubt);
+        assert_eq!(outcome.as_deref(), Some("sold_out"));
+        assert!(
+            error
+                .as_deref()
+                .unwrap()
+                .contains("ended with outcome `sold_out` inside commit"),
+            "{error:?}"
+        );
+    }
+
+    #[test]
     fn in_doubt_says_why() {
         let (_, outcome, error) = settle(
             &flow(),
             &report(Some("step `checkout` cancelled"), None, None),
             true,
-            false,
+            None,
             None,
         );
         assert_eq!(outcome.as_deref(), Some("in_doubt"));

@@ -12,6 +12,12 @@
 //!    wait is woken by deregistration, never by polling. On expiry each stuck
 //!    run is cancelled, and the cycle goes on only once its guard has
 //!    dropped; if that cannot be confirmed the cycle dispatches nothing.
+//!    The exception is I9: a run whose commit is in flight is neither waited
+//!    for nor cancelled. It keeps its browser session (closing its page
+//!    would not stop the shop's request) until its commit answers or its own
+//!    `commit_timeout` ends it; the cycle goes on for the other sessions, and
+//!    a session whose run ended `in_doubt` stays quarantined until an
+//!    operator resolves the target.
 //! 3. Test mode: completed targets go back to `ready`.
 //! 4. Monitor: a script per target decides whether it runs this cycle.
 //! 5. Dispatch: each selected target in turn waits for a free browser
@@ -38,7 +44,7 @@ use crate::config::Config;
 use crate::flow::StepRunner;
 use crate::id::TargetId;
 use crate::metrics::Metrics;
-use crate::registry::{CancelReason, Registration, Registry, RunInfo, Stuck};
+use crate::registry::{CancelReason, Registration, Registry, RunInfo, SessionWait, Stuck};
 use crate::run::{self, CANCEL_GRACE, RunDeps};
 use crate::state::{RunRecord, StateStore, Status};
 
@@ -169,6 +175,7 @@ impl Scheduler {
 
 impl Loop {
     async fn run(&mut self) -> Summary {
+        self.restore_quarantines();
         let mut next_tick = Instant::now();
         loop {
             if let Wake::Shutdown = self.sleep_until(next_tick).await {
@@ -235,6 +242,31 @@ impl Loop {
                     }
                 },
                 _ = tick => return Wake::Tick,
+            }
+        }
+    }
+
+    /// I9 across a restart: a target left `in_doubt` keeps the browser
+    /// session its run used quarantined until an operator resolves it. The
+    /// shop may still place the order from that session's cart.
+    fn restore_quarantines(&self) {
+        for (id, t) in self.s.state.snapshot().targets {
+            if t.status != Status::InDoubt {
+                continue;
+            }
+            match t.session {
+                Some(session) => {
+                    tracing::warn!(
+                        target = %id,
+                        session = session.0,
+                        "browser session {session} stays quarantined: target `{id}` is in_doubt; resolve it with `baton state resolve {id}`"
+                    );
+                    self.s.registry.quarantine(session, id, t.run_id);
+                }
+                None => tracing::warn!(
+                    target = %id,
+                    "target `{id}` is in_doubt (its session is not recorded, so none is quarantined); resolve it with `baton state resolve {id}`"
+                ),
             }
         }
     }
@@ -317,6 +349,11 @@ impl Loop {
         match saved {
             Ok(Ok(_)) => {
                 tracing::info!(target = %target, from = %current, to = %to, "target status set by an operator");
+                // The operator has settled the target: whatever its run may
+                // have left in flight on the shop is accounted for.
+                for session in self.s.registry.lift_quarantine(target.as_str()) {
+                    tracing::info!(target = %target, session = session.0, "browser session {session} released from quarantine");
+                }
                 Ok(())
             }
             Ok(Err(e)) => Err(e.to_string()),
@@ -379,11 +416,25 @@ impl Loop {
         }
     }
 
-    /// Waits until every run is gone. Returns false if a stuck run could not
-    /// be confirmed gone (the cycle must then not dispatch).
+    /// Waits until every run is gone or held (I9: past its commit point when
+    /// an earlier wait ran out).
+    /// Returns false if a stuck run could not be confirmed gone (the cycle
+    /// must then not dispatch).
     async fn wait_for_previous(&mut self, cfg: &Config) -> bool {
         let started = Instant::now();
-        let active = self.s.registry.snapshot();
+        let all = self.s.registry.snapshot();
+        for r in all.iter().filter(|r| r.is_held()) {
+            tracing::info!(
+                run = %r.run_id,
+                target = %r.target,
+                session = r.session.0,
+                "run {} keeps browser session {} while its commit is in flight ({}); the cycle goes on for other sessions",
+                r.run_id,
+                r.session,
+                crate::time::short(Duration::from_millis(r.commit_in_flight_ms.unwrap_or(0)))
+            );
+        }
+        let active: Vec<RunInfo> = all.into_iter().filter(|r| !r.is_held()).collect();
         if active.is_empty() {
             self.s.metrics.waited(Duration::ZERO, false);
             self.publish(|st| st.last_wait_ms = Some(0));
@@ -407,7 +458,7 @@ impl Loop {
                 r.status
             );
         }
-        let result = self.wait_idle_logged(cfg.cycle.wait_for_active).await;
+        let result = self.wait_settled_logged(cfg.cycle.wait_for_active).await;
         let ok = match result {
             Ok(waited) => {
                 tracing::info!(
@@ -432,14 +483,14 @@ impl Loop {
         ok
     }
 
-    /// `Registry::wait_idle`, with a "still waiting" line every 10 s so a
+    /// `Registry::wait_settled`, with a "still waiting" line every 10 s so a
     /// long wait is visible in the log.
-    async fn wait_idle_logged(&self, bound: Duration) -> Result<Duration, Stuck> {
+    async fn wait_settled_logged(&self, bound: Duration) -> Result<Duration, Stuck> {
         const EVERY: Duration = Duration::from_secs(10);
         let start = Instant::now();
         loop {
             let left = bound.saturating_sub(start.elapsed());
-            match self.s.registry.wait_idle(left.min(EVERY)).await {
+            match self.s.registry.wait_settled(left.min(EVERY)).await {
                 Ok(_) => return Ok(start.elapsed()),
                 Err(stuck) if left <= EVERY => {
                     return Err(Stuck {
@@ -465,9 +516,27 @@ impl Loop {
     }
 
     /// Cancels runs a bounded wait gave up on and waits for each guard to
-    /// drop. Returns whether all are confirmed gone.
+    /// drop. Returns whether all are confirmed gone. A run past its commit
+    /// point is held instead of cancelled (I9).
     async fn cancel_stuck(&mut self, cfg: &Config, stuck: Stuck) -> bool {
-        for r in &stuck.runs {
+        let mut cancelled = Vec::new();
+        for r in stuck.runs {
+            if !r.control.cancel_or_hold(CancelReason::WaitTimeout) {
+                // Cancelling would close the page, not the shop's request:
+                // the run keeps its session until its commit answers or its
+                // commit_timeout ends it.
+                tracing::warn!(
+                    run = %r.run_id,
+                    target = %r.target,
+                    session = r.session.0,
+                    "wait timed out after {}: run {} is past its commit point, so it is not cancelled; it keeps browser session {} until the shop answers (at most commit_timeout, {}); the cycle goes on for other sessions",
+                    crate::time::short(stuck.waited),
+                    r.run_id,
+                    r.session,
+                    crate::time::short(cfg.cycle.commit_timeout)
+                );
+                continue;
+            }
             tracing::warn!(
                 run = %r.run_id,
                 target = %r.target,
@@ -480,14 +549,14 @@ impl Loop {
                 crate::time::short(r.elapsed()),
                 r.status
             );
-            r.control.cancel(CancelReason::WaitTimeout);
+            cancelled.push(r);
         }
         // A cancelled run closes its page, gives its step a grace period,
         // runs its cleanup steps (each bounded by step_timeout) and
         // completes. Allow for all of that before escalating.
         let bound = cancel_bound(cfg);
         let mut all_gone = true;
-        for r in &stuck.runs {
+        for r in &cancelled {
             if self.s.registry.wait_gone(r.run_id, bound).await {
                 tracing::info!(run = %r.run_id, target = %r.target, "cancelled run {} is gone", r.run_id);
                 continue;
@@ -557,7 +626,23 @@ impl Loop {
                 .map(|s| s.status)
                 .unwrap_or_default();
             if !status.is_runnable() {
-                tracing::debug!(target = %t.id, status = %status, "not runnable");
+                match status {
+                    // Skipped until an operator acts: say so every cycle, or
+                    // `--cycles 3` ends with `0 run(s)` and no reason.
+                    Status::InDoubt => tracing::info!(
+                        target = %t.id,
+                        "target `{}` skipped: in_doubt (its last run passed its commit point without an answer; the order may have been placed); check the shop, then `baton state resolve {}`",
+                        t.id,
+                        t.id
+                    ),
+                    _ if self.s.registry.is_registered(t.id.as_str()) => tracing::info!(
+                        target = %t.id,
+                        status = %status,
+                        "target `{}` skipped: its run is still going ({status})",
+                        t.id
+                    ),
+                    _ => tracing::debug!(target = %t.id, status = %status, "not runnable"),
+                }
                 continue;
             }
             let Some(flow) = cfg.flow_of(t) else { continue };
@@ -605,13 +690,29 @@ impl Loop {
         };
         let session = match session {
             Ok(s) => s,
-            Err(stuck) => {
+            Err(SessionWait::Unavailable(why)) => {
+                // I9: waiting cannot free a session held by a commit in
+                // flight or quarantined; this target waits for a later
+                // cycle, and says why.
+                let why: Vec<String> = why.iter().map(ToString::to_string).collect();
+                tracing::info!(
+                    target = %target.id,
+                    "target `{}` skipped this cycle: {}",
+                    target.id,
+                    why.join("; ")
+                );
+                return true;
+            }
+            Err(SessionWait::Stuck(stuck)) => {
                 if !self.cancel_stuck(cfg, stuck).await {
                     return false;
                 }
                 match self.s.registry.free_session(sessions) {
                     Some(s) => s,
-                    None => return false,
+                    None => {
+                        tracing::info!(target = %target.id, "target `{}` skipped this cycle: no browser session is free", target.id);
+                        return true;
+                    }
                 }
             }
         };
@@ -652,6 +753,9 @@ impl Loop {
                 state.update(&id, |s| {
                     s.status = Status::Attempting;
                     s.run_id = Some(run_id);
+                    s.session = Some(session);
+                    // The row describes the live run: no older order.
+                    s.last_order = None;
                 })
             })
             .await;
@@ -674,6 +778,7 @@ impl Loop {
             metrics: self.s.metrics.clone(),
             timeouts: cfg.timeouts(),
             run_timeout: cfg.cycle.run_timeout,
+            commit_timeout: cfg.cycle.commit_timeout,
             shots_dir: Some(cfg.state_dir.join("shots")),
             finished: self.s.finished.clone(),
         };
@@ -715,14 +820,28 @@ impl Loop {
                 cfg.cycle.run_timeout + cancel_bound(&cfg)
             };
             if let Err(stuck) = self.s.registry.wait_idle(bound).await {
+                let mut waits = Vec::new();
                 for r in &stuck.runs {
-                    tracing::warn!(run = %r.run_id, target = %r.target, "cancelling run {}: baton is shutting down", r.run_id);
-                    r.control.cancel(CancelReason::Shutdown);
+                    if r.control.cancel_or_hold(CancelReason::Shutdown) {
+                        tracing::warn!(run = %r.run_id, target = %r.target, "cancelling run {}: baton is shutting down", r.run_id);
+                        waits.push((r.run_id, cancel_bound(&cfg)));
+                    } else {
+                        // I9: stopping now would leave the order in doubt;
+                        // the run ends by itself within its commit_timeout.
+                        tracing::warn!(
+                            run = %r.run_id,
+                            target = %r.target,
+                            "waiting for run {}'s commit to get its answer (at most commit_timeout, {}) before exiting; Ctrl-C again stops now and leaves `{}` in_doubt",
+                            r.run_id,
+                            crate::time::short(cfg.cycle.commit_timeout),
+                            r.target
+                        );
+                        waits.push((r.run_id, cfg.cycle.commit_timeout + cancel_bound(&cfg)));
+                    }
                 }
-                let bound = cancel_bound(&cfg);
-                for r in &stuck.runs {
-                    if !self.s.registry.wait_gone(r.run_id, bound).await {
-                        tracing::error!(run = %r.run_id, "run {} did not stop; closing the browser under it", r.run_id);
+                for (run_id, bound) in waits {
+                    if !self.s.registry.wait_gone(run_id, bound).await {
+                        tracing::error!(run = %run_id, "run {run_id} did not stop; closing the browser under it");
                     }
                 }
             }

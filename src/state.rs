@@ -43,6 +43,11 @@ pub enum Status {
     Attempting,
     /// The run has entered its `commit` closure: the point of no return.
     Committing,
+    /// The commit closure returned (the shop answered) and `last_order`
+    /// holds what it returned; the run is finishing its remaining steps.
+    /// Persisted the moment `commit` returns, so a crash after it recovers
+    /// as `completed` with that order, not as `in_doubt`.
+    Committed,
     /// The flow finished; not run again unless test mode resets it.
     Completed,
     /// The last run failed before its commit point; retried next cycle.
@@ -58,7 +63,10 @@ pub enum Status {
 impl Status {
     /// A status that only a live run may hold.
     pub fn is_live(self) -> bool {
-        matches!(self, Status::Attempting | Status::Committing)
+        matches!(
+            self,
+            Status::Attempting | Status::Committing | Status::Committed
+        )
     }
 
     /// Whether a cycle may start a run for a target with this status.
@@ -71,6 +79,7 @@ impl Status {
             Status::Ready => "ready",
             Status::Attempting => "attempting",
             Status::Committing => "committing",
+            Status::Committed => "committed",
             Status::Completed => "completed",
             Status::Failed => "failed",
             Status::TimedOut => "timed_out",
@@ -90,9 +99,16 @@ impl std::fmt::Display for Status {
 #[serde(default)]
 pub struct TargetState {
     pub status: Status,
-    /// The live run while `attempting`/`committing`, else the last run.
+    /// The live run while `attempting`/`committing`/`committed`, else the
+    /// last run.
     pub run_id: Option<RunId>,
+    /// The browser session of that run. An `in_doubt` target keeps its
+    /// session quarantined until an operator resolves it (I9), also across
+    /// a restart.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<crate::id::SessionId>,
     pub last_outcome: Option<String>,
+    /// The order of run `run_id`: never an older run's.
     pub last_order: Option<String>,
     pub last_error: Option<String>,
     #[serde(with = "crate::time::rfc3339_opt")]
@@ -164,6 +180,8 @@ pub struct Recovery {
     pub failed: Vec<TargetId>,
     /// Targets found `committing` (now `in_doubt`).
     pub in_doubt: Vec<TargetId>,
+    /// Targets found `committed` (now `completed`, with their order).
+    pub completed: Vec<TargetId>,
     /// Bytes of a cut history record that were dropped.
     pub history_bytes_dropped: u64,
 }
@@ -263,6 +281,17 @@ impl StateStore {
                     t.updated_at = Some(now);
                     recovery.in_doubt.push(id.clone());
                 }
+                Status::Committed => {
+                    // The shop answered and the order was saved; only the
+                    // steps after the commit (cart clearing) were cut off.
+                    t.status = Status::Completed;
+                    t.last_error = Some(
+                        "baton stopped after this run's order was placed and saved, before its last steps (recovered at start-up)"
+                            .into(),
+                    );
+                    t.updated_at = Some(now);
+                    recovery.completed.push(id.clone());
+                }
                 _ => {}
             }
         }
@@ -277,7 +306,10 @@ impl StateStore {
             history: Mutex::new(history),
             _lock: lock,
         };
-        if !recovery.failed.is_empty() || !recovery.in_doubt.is_empty() {
+        if !recovery.failed.is_empty()
+            || !recovery.in_doubt.is_empty()
+            || !recovery.completed.is_empty()
+        {
             store.write(doc)?;
         }
         Ok((store, recovery))
@@ -537,13 +569,22 @@ mod tests {
                 .unwrap();
             s.update(&"c".into(), |t| t.status = Status::Completed)
                 .unwrap();
+            s.update(&"d".into(), |t| {
+                t.status = Status::Committed;
+                t.last_order = Some("A-7".into());
+            })
+            .unwrap();
         }
         let (s, rec) = StateStore::open(dir.path()).unwrap();
         assert_eq!(rec.failed, vec![TargetId::new("a")]);
         assert_eq!(rec.in_doubt, vec![TargetId::new("b")]);
+        assert_eq!(rec.completed, vec![TargetId::new("d")]);
         assert_eq!(s.get("a").status, Status::Failed);
         assert_eq!(s.get("b").status, Status::InDoubt);
         assert_eq!(s.get("c").status, Status::Completed);
+        // A run whose commit answered is not in doubt: its order stands.
+        assert_eq!(s.get("d").status, Status::Completed);
+        assert_eq!(s.get("d").last_order.as_deref(), Some("A-7"));
         assert_eq!(s.last_run_id(), 7);
         // The repair was persisted, not just applied in memory.
         let on_disk = read_doc(dir.path()).unwrap().unwrap();

@@ -134,6 +134,26 @@ const BAD_CONFIGS: &[(&str, &str, &str)] = &[
         "flows.yaml:2:13: interval `0s` is zero",
     ),
     (
+        "a duration past any deadline",
+        "cycle:\n  wait_for_active: 300000000000y\n",
+        "flows.yaml:2:20: duration `300000000000y` is out of range: use 100ms to 1day",
+    ),
+    (
+        "a zero timeout",
+        "cycle:\n  run_timeout: 0s\n",
+        "flows.yaml:2:16: duration `0s` is out of range: use 100ms to 1day",
+    ),
+    (
+        "a nanosecond interval",
+        "cycle:\n  interval: 1ns\n",
+        "flows.yaml:2:13: duration `1ns` is out of range: use 100ms to 1day",
+    ),
+    (
+        "a commit timeout too short to place an order",
+        "cycle:\n  commit_timeout: 500ms\n",
+        "flows.yaml:2:19: duration `500ms` is out of range: use 1s to 1day",
+    ),
+    (
         "zero concurrency",
         "cycle:\n  max_concurrent_runs: 0\n",
         "flows.yaml:2:24: invalid max_concurrent_runs `0`: it must be at least 1",
@@ -632,17 +652,17 @@ fn state_show_reset_and_resolve_without_a_running_baton() {
     assert_eq!(o.code, 0, "{}", o.stderr);
     let lines: Vec<&str> = o.stdout.lines().collect();
     assert!(
-        lines[0].starts_with("TARGET  STATUS     LAST OUTCOME  LAST ORDER"),
+        lines[0].starts_with("TARGET  STATUS     RUN  LAST OUTCOME  LAST ORDER"),
         "{}",
         o.stdout
     );
     assert!(
-        lines[1].starts_with("1001    in_doubt   in_doubt"),
+        lines[1].starts_with("1001    in_doubt   r3   in_doubt      -"),
         "{}",
         o.stdout
     );
     assert!(
-        lines[2].starts_with("1002    completed  completed     A-10002"),
+        lines[2].starts_with("1002    completed  r2   completed     A-10002"),
         "{}",
         o.stdout
     );

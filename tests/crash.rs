@@ -3,6 +3,12 @@
 //! times. After every kill `state.json` must parse and hold either the last
 //! document the child acknowledged or the one after it, and the history
 //! must hold every acknowledged record.
+//!
+//! Then the same for a whole run (I9): a baton whose commit has returned is
+//! killed before the run ends. On restart the target is `completed` with
+//! that order, never `in_doubt`.
+
+mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -145,4 +151,115 @@ fn i6_state_file_survives_kill_9() {
     eprintln!(
         "{KILLS} kills, {kills_mid_write} between a write and its ack, history repair: {recovery:?}"
     );
+}
+
+const RUN_KILLS: usize = 30;
+
+/// The child of `a_kill_after_the_commit_answered_recovers_completed`: a
+/// scheduler whose runs commit and then clear the cart slowly, printing
+/// `answered ORDER` the moment each commit has returned.
+#[test]
+#[ignore = "started by a_kill_after_the_commit_answered_recovers_completed as a child process"]
+fn crash_child_run() {
+    use baton::flow::StepEnd;
+    use std::io::Write;
+    let Ok(dir) = std::env::var("BATON_CRASH_RUN_DIR") else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async move {
+        let mut cfg = common::config(&["t"], common::flow(&["buy", "clear!"]));
+        cfg.cycle.interval = (Duration::from_millis(100), Duration::from_millis(100));
+        let h = common::Harness::in_dir(cfg, Path::new(&dir));
+        h.steps.step("buy", |cx| async move {
+            let order = format!("A-{}", cx.run_id);
+            let placed = baton::native::commit(&cx, "order", async move { Ok(order) }).await?;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "answered {}", placed.unwrap_or_default());
+            let _ = out.flush();
+            Ok(StepEnd::Continue)
+        });
+        h.steps.step("clear", |_cx| async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Ok(StepEnd::Continue)
+        });
+        h.run_cycles(u64::MAX).await;
+    });
+}
+
+/// I9, crash-safe: `kill -9` at a random moment between a commit returning
+/// and the run's end (the cart clearing after it). The commit's answer was
+/// persisted as `committed` the moment it returned, so the next start
+/// recovers the target as `completed` with that very order, not as
+/// `in_doubt`. Guards: `RunCommit::done` persisting `committed`, and the
+/// start-up recovery of `committed`.
+#[test]
+fn a_kill_after_the_commit_answered_recovers_completed() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    let mut mid_run = 0;
+    for i in 0..RUN_KILLS {
+        let mut child = Command::new(&exe)
+            .args([
+                "--ignored",
+                "--exact",
+                "crash_child_run",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("BATON_CRASH_RUN_DIR", dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(o) = line.strip_prefix("answered ") {
+                    let _ = tx.send(o.to_owned());
+                }
+            }
+        });
+        let first = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the child's run never committed");
+        // Inside the 20 ms of cart clearing that follow, mostly.
+        std::thread::sleep(Duration::from_micros(rng.random_range(0..25_000)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        reader.join().unwrap();
+        let answered = rx.try_iter().last().unwrap_or(first);
+
+        let before = state::read_doc(dir.path()).unwrap().unwrap();
+        let before = before.targets["t"].clone();
+        let (store, _) = StateStore::open(dir.path()).unwrap();
+        let t = store.get("t");
+        if before.status == Status::Committed {
+            mid_run += 1;
+            assert_eq!(
+                (t.status, t.last_order.as_deref()),
+                (Status::Completed, before.last_order.as_deref()),
+                "kill {i}: a run whose commit answered did not recover as completed with its order"
+            );
+        }
+        // Whatever run the kill cut, an order that was answered is never
+        // lost: it is in the target's row or in the history.
+        let in_history = store
+            .history(usize::MAX)
+            .unwrap()
+            .iter()
+            .any(|r| r.order.as_deref() == Some(answered.as_str()));
+        assert!(
+            in_history || t.last_order.as_deref() == Some(answered.as_str()),
+            "kill {i}: order {answered} lost: {t:?}"
+        );
+        drop(store);
+    }
+    assert!(
+        mid_run > 0,
+        "no kill landed between a commit's answer and its run's end"
+    );
+    eprintln!("{RUN_KILLS} kills, {mid_run} between a commit's answer and the run's end");
 }

@@ -109,6 +109,26 @@ async fn the_page_and_status_api() {
     assert_eq!(v["targets"][1]["status"], "in_doubt");
     assert_eq!(v["browser"]["state"], "simulated");
     assert_eq!(v["scheduler"]["phase"], "starting");
+    assert_eq!(v["quarantined"], serde_json::json!([]));
+
+    // I9: the in-doubt target's session is quarantined, and with one
+    // session that blocks the other target; the page says so.
+    e.h.registry.quarantine(
+        baton::id::SessionId(0),
+        "1002".into(),
+        Some(baton::id::RunId(4)),
+    );
+    let (_, body) = call(&e.app, "GET", "/api/status", &[]).await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["quarantined"],
+        serde_json::json!([{"session": 0, "target": "1002", "run_id": 4, "blocks": ["1001"]}])
+    );
+    let (_, page) = call(&e.app, "GET", "/", &[]).await;
+    assert!(
+        page.contains("quarantined by"),
+        "the page renders quarantines"
+    );
     let broken = v["scripts"]
         .as_array()
         .unwrap()

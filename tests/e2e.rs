@@ -130,62 +130,152 @@ async fn a_checkout_slower_than_the_interval_never_overlaps() {
     assert_no_chromium(&p.profile()).await;
 }
 
-/// A checkout that hangs past `wait_for_active` inside its commit is
-/// cancelled, left `in_doubt` (the order may have been placed), its cleanup
-/// still empties the cart, and the cycle goes on with the next target, with
-/// no overlap.
+/// Who bought what, and whether each order belongs to a target baton holds
+/// as `completed` (with that very order) or `in_doubt`.
+fn orders_are_accounted_for(shop: &baton::shop::Shop, state: &baton::state::StateStore) {
+    for (number, products) in shop.order_lines() {
+        for product in products {
+            let t = state.get(&product);
+            match t.status {
+                Status::Completed => assert_eq!(
+                    t.last_order.as_deref(),
+                    Some(number.as_str()),
+                    "order {number} of {product} is not the one baton recorded"
+                ),
+                Status::InDoubt => {}
+                other => panic!(
+                    "the shop placed order {number} for {product}, which baton holds as `{other}`"
+                ),
+            }
+        }
+    }
+}
+
+/// I9, the race from the field, in real Chromium: two targets share one
+/// browser session, no test mode, and the shop takes 8 s to answer the
+/// first place-order request, far past `wait_for_active` (3 s). The wait
+/// does not cancel the run in its commit: it keeps its page and its
+/// session, the commit keeps waiting, and the order ends `completed` with
+/// its number. The second target is skipped until then (never added to a
+/// cart the slow request would buy from), and each product is bought once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hanging_checkout_is_cancelled_and_the_cycle_goes_on() {
+async fn a_place_order_slower_than_wait_for_active_ends_completed() {
     let _one = common::live::ONE_AT_A_TIME.lock().await;
     let p = Project::new(
-        "  interval: 1s\n  wait_for_active: 3s\n  run_timeout: 120s\n  step_timeout: 60s",
+        "  interval: 1s\n  wait_for_active: 3s\n  run_timeout: 60s\n  step_timeout: 30s\n  commit_timeout: 60s",
         &[target("1001", 60.0), target("1002", 30.0)].concat(),
         "",
     );
-    let app = start(&p, 2).await;
+    let yaml = std::fs::read_to_string(p.config()).unwrap();
+    std::fs::write(
+        p.config(),
+        yaml.replace("test_mode: true", "test_mode: false"),
+    )
+    .unwrap();
+    let app = start(&p, 14).await;
     let shop = ShopApi::new(&app.shop.as_ref().unwrap().url());
     let sh = shop_of(&app);
-    // The first order hangs (for ten minutes); the ones after it do not.
-    shop.post("/admin/delay/place_order/600000?times=1").await;
-    let started = tokio::time::Instant::now();
+    shop.post("/admin/delay/place_order/8000?times=1").await;
     let state = app.state.clone();
     app.run().await;
+    sh.quiesce().await;
 
-    let s1001 = state.get("1001");
-    assert_eq!(s1001.status, Status::InDoubt, "{s1001:?}");
-    assert!(
-        s1001
-            .last_error
-            .as_deref()
-            .unwrap()
-            .contains("passed its commit point")
-    );
-    let h: Vec<RunRecord> = state.history(usize::MAX).unwrap();
-    let stuck = h.iter().find(|r| r.target.as_str() == "1001").unwrap();
-    assert!(
-        stuck
-            .cancelled
-            .as_deref()
-            .unwrap()
-            .contains("wait timed out"),
-        "{stuck:#?}"
-    );
-    assert_eq!(
-        stuck.steps.last().unwrap().result,
-        "ok",
-        "cleanup ran: {stuck:#?}"
-    );
-    // The other target was bought in both cycles, the stuck one never again.
-    assert_eq!(state.get("1002").status, Status::Completed, "{h:#?}");
-    assert_eq!(h.iter().filter(|r| r.target.as_str() == "1002").count(), 2);
-    assert_eq!(h.iter().filter(|r| r.target.as_str() == "1001").count(), 1);
-    assert_eq!(orders_of(&sh, "1002"), 2);
+    assert_eq!(orders_of(&sh, "1001"), 1, "{:?}", sh.orders_per_product());
+    assert_eq!(orders_of(&sh, "1002"), 1, "{:?}", sh.orders_per_product());
     assert_eq!(sh.overlaps(), 0, "{:?}", sh.overlap_events());
+    orders_are_accounted_for(&sh, &state);
+    let h: Vec<RunRecord> = state.history(usize::MAX).unwrap();
+    let slow = h.iter().find(|r| r.target.as_str() == "1001").unwrap();
+    assert_eq!(slow.status, Status::Completed, "{slow:#?}");
+    assert_eq!(slow.cancelled, None, "{slow:#?}");
+    assert!(slow.order.as_deref().is_some_and(|o| o.starts_with("A-")));
+    assert!(slow.duration_ms >= 8_000, "{slow:#?}");
+    let next = h.iter().find(|r| r.target.as_str() == "1002").unwrap();
+    assert!(next.started_at >= slow.ended_at, "{h:#?}");
+    assert_eq!(state.get("1002").status, Status::Completed);
     assert_eq!(sh.cart_lines() as u64, 0);
-    assert!(
-        started.elapsed() < Duration::from_secs(100),
-        "the hang was not bounded"
+    assert_no_chromium(&p.profile()).await;
+}
+
+/// I9 when the shop does not answer within `commit_timeout`: the run gives
+/// up and leaves its target `in_doubt`, skips its cart clearing, and
+/// quarantines its session, so the other target is never put in that cart.
+/// The shop still places the abandoned order later, from the cart as the
+/// run left it: one order, of the in-doubt target's own item, and no
+/// second order anywhere. Each cycle's log says why the other target is
+/// skipped. Runs the binary, as an operator would, to read that log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_commit_is_in_doubt_and_quarantines_its_session() {
+    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let p = Project::new(
+        "  interval: 2s\n  wait_for_active: 3s\n  run_timeout: 60s\n  step_timeout: 30s\n  commit_timeout: 4s",
+        &[target("1001", 60.0), target("1002", 30.0)].concat(),
+        "",
     );
+    let stop = tokio_util::sync::CancellationToken::new();
+    let shop_srv = baton::shop::start("127.0.0.1:0".parse().unwrap(), stop.clone())
+        .await
+        .unwrap();
+    let shop = ShopApi::new(&shop_srv.url());
+    shop.post("/admin/delay/place_order/15000?times=1").await;
+    let yaml = std::fs::read_to_string(p.config()).unwrap();
+    let yaml = yaml
+        .replace("demo_shop: { port: 0 }\n", "")
+        .replace("test_mode: true", "test_mode: false")
+        .replace("url: /p/", &format!("url: {}/p/", shop_srv.url()));
+    std::fs::write(p.config(), yaml).unwrap();
+
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["run", "--cycles", "5", "--config"])
+        .arg(p.config())
+        .current_dir(p.dir.path())
+        .env("RUST_LOG", "info")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    // The abandoned request lands on the shop after baton has stopped.
+    shop_srv.shop.quiesce().await;
+
+    let orders = shop_srv.shop.orders_per_product();
+    assert_eq!(
+        orders.get("1001"),
+        Some(&1),
+        "the abandoned order bought 1001's own item: {orders:?}"
+    );
+    assert_eq!(orders.get("1002"), None, "{orders:?}");
+    assert_eq!(
+        shop.overlaps().await,
+        0,
+        "{:?}",
+        shop_srv.shop.overlap_events()
+    );
+    let (state, _) = baton::state::StateStore::open(&p.dir.path().join(".baton")).unwrap();
+    assert_eq!(state.get("1001").status, Status::InDoubt);
+    assert_eq!(state.get("1001").last_order, None);
+    assert_eq!(state.get("1002").status, Status::Ready, "{stderr}");
+    orders_are_accounted_for(&shop_srv.shop, &state);
+    let h: Vec<RunRecord> = state.history(usize::MAX).unwrap();
+    assert_eq!(h.len(), 1, "{h:#?}");
+    assert_eq!(h[0].steps.last().unwrap().result, "skipped", "{h:#?}");
+    assert!(
+        stderr.contains("browser session 0 quarantined until `1001` is resolved"),
+        "{stderr}"
+    );
+    let skipped_1002 = stderr
+        .lines()
+        .filter(|l| l.contains("target `1002` skipped this cycle"))
+        .count();
+    assert!(skipped_1002 >= 3, "{stderr}");
+    let skipped_1001 = stderr
+        .lines()
+        .filter(|l| l.contains("target `1001` skipped: in_doubt"))
+        .count();
+    assert!(skipped_1001 >= 2, "{stderr}");
+    stop.cancel();
     assert_no_chromium(&p.profile()).await;
 }
 
@@ -390,8 +480,14 @@ async fn the_dashboard_shows_runs_live() {
     page.wait_for(&Selectors::one("#active-body .run"), t)
         .await
         .unwrap();
+    // The first run (1001's, at the bottom of the history) placed an
+    // order. Its target row may already show a newer run, whose order is
+    // not known yet: a row never shows an older run's order.
     let order = page
-        .text(&Selectors::one(r#"tr[data-target="1001"] .order"#), t)
+        .text(
+            &Selectors::one("#history tbody tr:last-child td:nth-child(4)"),
+            t,
+        )
         .await
         .unwrap();
     assert!(order.starts_with("A-"), "{order}");

@@ -564,6 +564,10 @@ async fn i7_committed_run_without_result_is_in_doubt() {
     let mut cfg = config(&["hangs", "cleanup-fails"], flow(&["buy", "clear!"]));
     cfg.cycle.interval = (secs(30), secs(30));
     cfg.cycle.wait_for_active = secs(20);
+    // The hanging commit holds its session until commit_timeout and then
+    // quarantines it (I9); the other target buys in a second session.
+    cfg.cycle.commit_timeout = secs(50);
+    cfg.cycle.max_concurrent_runs = 2;
     let h = Harness::new(cfg);
     let buys = Arc::new(Mutex::new(Vec::new()));
     {
@@ -628,6 +632,204 @@ async fn i7_committed_run_without_result_is_in_doubt() {
         1
     );
     drop(commands);
+}
+
+// I9 -----------------------------------------------------------------------
+
+/// A purchase step for the I9 tests: navigate, then inside `commit` click
+/// `#place-<target>`, which the test may make slow on the shop's side
+/// (`Fault::Server`): the shop finishes that request even after the page is
+/// closed, and the simulated browser counts any other call on the session
+/// meanwhile as an overlap.
+fn place_order_step(h: &Harness, timeline: &Timeline) {
+    let tl = timeline.clone();
+    h.steps.step("buy", move |cx| {
+        let tl = tl.clone();
+        async move {
+            tl.mark(format!("buy:start:{}", cx.target.id));
+            let fail = |e: baton::browser::PageError| StepError::failed(e.to_string());
+            cx.page.navigate(&cx.target.url, T).await.map_err(fail)?;
+            let page = cx.page.clone();
+            let id = cx.target.id.to_string();
+            commit(&cx, "place order", async move {
+                page.click(&Selectors::one(&format!("#place-{id}")), T)
+                    .await
+                    .map_err(fail)?;
+                Ok(format!("A-{id}"))
+            })
+            .await?;
+            Ok(StepEnd::Continue)
+        }
+    });
+    let tl = timeline.clone();
+    h.steps.step("clear", move |cx| {
+        let tl = tl.clone();
+        async move {
+            cx.page
+                .navigate("http://shop.test/cart", T)
+                .await
+                .map_err(|e| StepError::failed(e.to_string()))?;
+            tl.mark(format!("clear:{}", cx.target.id));
+            Ok(StepEnd::Continue)
+        }
+    });
+    h.sim.edit_site(|s| {
+        for id in ["a", "b"] {
+            s.pages
+                .entry(format!("http://shop.test/p/{id}"))
+                .or_default()
+                .elements
+                .insert(format!("#place-{id}"), Default::default());
+        }
+    });
+}
+
+/// I9, the race from the field: two targets share one browser session, and
+/// the shop takes 100 s to answer `a`'s place-order request, far longer
+/// than `wait_for_active`. The cycles' waits give up on `a` but do not
+/// cancel it: it keeps its session and its page, the commit keeps waiting,
+/// and the order ends `completed` with its number. `b` is skipped until the
+/// session is free, and neither `b` nor `a`'s cart clearing ever runs
+/// beside the shop's request. Guards: `RunControl::cancel_or_hold` (a wait
+/// never cancels a run in its commit), the held session in dispatch, and
+/// time inside commit counted against `commit_timeout` only.
+#[tokio::test(start_paused = true)]
+async fn i9_a_slow_commit_holds_its_session_and_ends_completed() {
+    let mut cfg = config(&["a", "b"], flow(&["buy", "clear!"]));
+    cfg.test_mode = false;
+    cfg.cycle.interval = (secs(30), secs(30));
+    cfg.cycle.wait_for_active = secs(20);
+    cfg.cycle.step_timeout = secs(30);
+    cfg.cycle.run_timeout = secs(60);
+    cfg.cycle.commit_timeout = secs(300);
+    let h = Harness::new(cfg);
+    let tl = Timeline::default();
+    place_order_step(&h, &tl);
+    h.sim
+        .inject("click", Some("`#place-a`"), Fault::Server(secs(100)), 1);
+    h.run_cycles(6).await;
+
+    assert_eq!(
+        h.sim.overlaps(),
+        0,
+        "something drove the session while the shop was placing a's order"
+    );
+    let history = h.history();
+    assert_eq!(history.len(), 2, "{history:#?}");
+    let (a, b) = (&history[0], &history[1]);
+    assert_eq!(a.target.as_str(), "a");
+    assert_eq!(a.status, Status::Completed, "{a:#?}");
+    assert_eq!(a.order.as_deref(), Some("A-a"));
+    assert_eq!(a.cancelled, None, "the wait cancelled a run in its commit");
+    assert_eq!(a.steps[1].result, "ok", "cleanup ran after the answer");
+    assert!(a.duration_ms >= 100_000, "{a:#?}");
+    assert_eq!(b.status, Status::Completed);
+    assert!(b.started_at >= a.ended_at, "b ran beside a: {history:#?}");
+    assert_eq!(h.state.get("a").last_order.as_deref(), Some("A-a"));
+    assert!(h.registry.is_idle());
+    assert!(h.registry.quarantined().is_empty());
+}
+
+/// I9 when the shop never answers in time: after `commit_timeout` the run
+/// gives up, ends `in_doubt` and quarantines its session before it
+/// deregisters. Its cart clearing does not run (the order may still be in
+/// flight), no run uses that session until an operator resolves the
+/// target, and with a second session the other target keeps buying
+/// meanwhile. The shop's abandoned request finishes at 1000 s, before the
+/// operator resolves; after that the session is used again. Guards: the
+/// `always` skip while a commit is unanswered, `RunGuard::quarantine`, and
+/// the quarantine check in `Registry::register`/`free_session`.
+#[tokio::test(start_paused = true)]
+async fn i9_an_unanswered_commit_quarantines_its_session() {
+    for sessions in [1u32, 2] {
+        let mut cfg = config(&["a", "b"], flow(&["buy", "clear!"]));
+        cfg.cycle.interval = (secs(30), secs(30));
+        cfg.cycle.wait_for_active = secs(20);
+        cfg.cycle.commit_timeout = secs(120);
+        cfg.cycle.max_concurrent_runs = sessions;
+        let h = Harness::new(cfg);
+        let tl = Timeline::default();
+        place_order_step(&h, &tl);
+        h.sim
+            .inject("click", Some("`#place-a`"), Fault::Server(secs(1000)), 1);
+        let t0 = Instant::now();
+        // The operator checks the shop once its request is over, and
+        // resolves `a` as not bought.
+        let operator = {
+            let commands = h.commands.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(t0 + secs(1100)).await;
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                commands
+                    .send(Command::Resolve(TargetId::new("a"), Status::Ready, tx))
+                    .await
+                    .unwrap();
+                rx.await.unwrap()
+            })
+        };
+        let quarantined = Arc::new(Mutex::new(Vec::new()));
+        let watcher = {
+            let (registry, quarantined) = (h.registry.clone(), quarantined.clone());
+            let mut rx = registry.watch();
+            tokio::spawn(async move {
+                while rx.changed().await.is_ok() {
+                    for q in registry.quarantined() {
+                        quarantined.lock().unwrap().push((q, Instant::now()));
+                    }
+                }
+            })
+        };
+        h.run_cycles(45).await;
+        operator.await.unwrap().unwrap();
+        watcher.abort();
+
+        assert_eq!(h.sim.overlaps(), 0, "{sessions} session(s)");
+        let history = h.history();
+        let a: Vec<_> = history
+            .iter()
+            .filter(|r| r.target.as_str() == "a")
+            .collect();
+        let b: Vec<_> = history
+            .iter()
+            .filter(|r| r.target.as_str() == "b")
+            .collect();
+        assert_eq!(a[0].status, Status::InDoubt, "{:#?}", a[0]);
+        assert_eq!(
+            a[0].cancelled.as_deref(),
+            Some("its commit got no answer within commit_timeout")
+        );
+        assert_eq!(a[0].steps[1].result, "skipped", "{:#?}", a[0]);
+        assert!(
+            tl.all("clear:a").len() == a.len() - 1,
+            "a's first cleanup ran"
+        );
+        // Quarantined from the end of a's first run until the resolve.
+        let q = quarantined.lock().unwrap();
+        let (first, last) = (q.first().unwrap().1 - t0, q.last().unwrap().1 - t0);
+        assert!(first >= secs(120) && first < secs(130), "{first:?}");
+        assert!(last < secs(1100) + secs(1), "{last:?}");
+        assert!(h.registry.quarantined().is_empty(), "lifted by the resolve");
+        // After the resolve, a is bought again.
+        assert!(a.len() >= 2, "{a:#?}");
+        assert!(a[1].started_at >= a[0].ended_at);
+        assert_eq!(a.last().unwrap().status, Status::Completed);
+        let b_starts = tl.all("buy:start:b");
+        if sessions == 1 {
+            // Nothing ran in the only session from a's start until the
+            // operator freed it.
+            assert!(
+                b_starts.iter().all(|t| *t - t0 >= secs(1100)),
+                "{:?}",
+                b_starts.iter().map(|t| *t - t0).collect::<Vec<_>>()
+            );
+        } else {
+            // The other session kept buying every cycle meanwhile.
+            let before = b_starts.iter().filter(|t| **t - t0 < secs(1100)).count();
+            assert!(before >= 30, "b ran {before} times in the other session");
+        }
+        assert!(!b.is_empty());
+        assert!(h.registry.is_idle());
+    }
 }
 
 // I8 -----------------------------------------------------------------------
@@ -703,18 +905,28 @@ async fn soak_10000_cycles() {
     cfg.cycle.wait_for_active = secs(30);
     cfg.cycle.run_timeout = secs(50);
     cfg.cycle.step_timeout = secs(40);
+    cfg.cycle.commit_timeout = secs(120);
     let h = Harness::new(cfg);
     h.sim.set_latency("*", Duration::from_millis(40));
+    h.sim.edit_site(|s| {
+        for id in ["a", "b", "c", "d"] {
+            s.pages
+                .entry(format!("http://shop.test/p/{id}"))
+                .or_default()
+                .elements
+                .insert("#place".into(), Default::default());
+        }
+    });
     let rng = Arc::new(Mutex::new(StdRng::seed_from_u64(seed)));
-    let kinds = Arc::new(Mutex::new([0u32; 8]));
+    let kinds = Arc::new(Mutex::new([0u32; 9]));
     {
-        let (rng, kinds) = (rng.clone(), kinds.clone());
+        let (rng, kinds, sim) = (rng.clone(), kinds.clone(), h.sim.clone());
         h.steps.step("work", move |cx| {
-            let (rng, kinds) = (rng.clone(), kinds.clone());
+            let (rng, kinds, sim) = (rng.clone(), kinds.clone(), sim.clone());
             async move {
                 let (kind, ms) = {
                     let mut r = rng.lock().unwrap();
-                    (r.random_range(0..8u32), r.random_range(0..50_000u64))
+                    (r.random_range(0..9u32), r.random_range(0..50_000u64))
                 };
                 kinds.lock().unwrap()[kind as usize] += 1;
                 let fail = |e: baton::browser::PageError| StepError::failed(e.to_string());
@@ -744,9 +956,28 @@ async fn soak_10000_cycles() {
                         commit(&cx, "order", async { Ok("o".to_owned()) }).await?;
                     }
                     // commits and hangs: in_doubt
-                    _ => {
+                    7 => {
                         commit(&cx, "order", async {
                             std::future::pending::<Result<String, StepError>>().await
+                        })
+                        .await?;
+                    }
+                    // commits, and the shop takes up to 200 s to answer,
+                    // finishing the request even after the page is closed
+                    // (I9): completed, or in_doubt past commit_timeout
+                    _ => {
+                        sim.inject(
+                            "click",
+                            Some("`#place`"),
+                            Fault::Server(Duration::from_millis(ms * 4)),
+                            1,
+                        );
+                        let page = cx.page.clone();
+                        commit(&cx, "order", async move {
+                            page.click(&Selectors::one("#place"), T)
+                                .await
+                                .map_err(|e| StepError::failed(e.to_string()))?;
+                            Ok("o".to_owned())
                         })
                         .await?;
                     }
@@ -804,11 +1035,15 @@ async fn soak_10000_cycles() {
             }
         })
     };
-    // An operator who resolves in_doubt targets, so they keep running.
+    // An operator who resolves in_doubt targets, so they keep running. Like
+    // a real one, they first check the shop, which takes longer than any
+    // abandoned request there (at most 200 s, given up on after 120 s).
     let resolver = {
         let (commands, mut status, state) = (h.commands.clone(), h.status.clone(), h.state.clone());
         tokio::spawn(async move {
+            let mut seen = std::collections::HashMap::new();
             while status.changed().await.is_ok() {
+                let now = Instant::now();
                 let doubtful: Vec<_> = state
                     .snapshot()
                     .targets
@@ -816,7 +1051,13 @@ async fn soak_10000_cycles() {
                     .filter(|(_, t)| t.status == Status::InDoubt)
                     .map(|(id, _)| id)
                     .collect();
+                seen.retain(|id, _| doubtful.contains(id));
                 for id in doubtful {
+                    let since = *seen.entry(id.clone()).or_insert(now);
+                    if now - since < secs(100) {
+                        continue;
+                    }
+                    seen.remove(&id);
                     let (tx, rx) = tokio::sync::oneshot::channel();
                     if commands
                         .send(Command::Resolve(id, Status::Ready, tx))

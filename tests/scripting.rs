@@ -114,6 +114,8 @@ fn target() -> Arc<Target> {
 struct Sink {
     run: bool,
     calls: Mutex<Vec<String>>,
+    /// What `deadline` answers: the end of `commit_timeout`.
+    deadline: Option<tokio::time::Instant>,
 }
 
 impl CommitSink for Sink {
@@ -126,6 +128,15 @@ impl CommitSink for Sink {
             .lock()
             .unwrap()
             .push(format!("done {label} {result:?}"));
+    }
+    fn not_placed(&self, label: &str, reason: &str) {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("not_placed {label} {reason}"));
+    }
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        self.deadline
     }
 }
 
@@ -517,6 +528,88 @@ async fn commit_persists_first_and_is_skipped_in_a_dry_run() {
     assert!(
         !calls.iter().any(|c| c.starts_with("click")),
         "the closure ran in a dry run"
+    );
+}
+
+/// `not_placed(reason)` is the shop's explicit refusal: allowed only inside
+/// a commit closure, it tells the sink (so the run ends `failed` and is
+/// retried, not `in_doubt`) and ends the step with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_placed_tells_the_sink_and_only_works_inside_commit() {
+    let e = scripts! {
+        "refused.rhai" => r##"commit("place order", || { click("#buy"); not_placed("card declined"); "A-1" })"##,
+        "outside.rhai" => r##"not_placed("nope")"##,
+    };
+    let sink = Arc::new(Sink {
+        run: true,
+        ..Sink::default()
+    });
+    let r = e
+        .run_with(
+            "refused",
+            sink.clone(),
+            Arc::new(Calls::default()),
+            CancellationToken::new(),
+        )
+        .await;
+    let err = r.unwrap_err();
+    assert_eq!(err.kind, StepErrorKind::Failed);
+    assert!(
+        err.message
+            .ends_with("refused.rhai: not_placed: card declined"),
+        "{}",
+        err.message
+    );
+    assert_eq!(
+        *sink.calls.lock().unwrap(),
+        vec!["begin place order", "not_placed place order card declined"],
+        "no `done`: the closure did not return an order"
+    );
+    let outside = e.error("outside").await;
+    assert!(
+        outside.contains("only allowed inside a commit(...) closure"),
+        "{outside}"
+    );
+}
+
+/// Inside `commit`, a wait lasts until the commit's deadline rather than
+/// `browser.timeout` (200 ms here): the answer that takes a second still
+/// arrives, and the same wait outside `commit` gives up (I9).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_inside_commit_last_until_the_commit_deadline() {
+    let e = scripts! {
+        "outside.rhai" => r##"wait_for("#answer")"##,
+        "inside.rhai" => r##"commit("place order", || { click("#buy"); wait_for("#answer") })"##,
+    };
+    let early = e.error("outside").await;
+    assert!(early.contains("not found within 200ms"), "{early}");
+    let sink = Arc::new(Sink {
+        run: true,
+        deadline: Some(tokio::time::Instant::now() + Duration::from_secs(30)),
+        ..Sink::default()
+    });
+    let sim = e.sim.clone();
+    let answer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        sim.edit_site(|s| {
+            for p in s.pages.values_mut() {
+                p.elements.insert("#answer".into(), SimElement::text("A-1"));
+            }
+        });
+    });
+    let r = e
+        .run_with(
+            "inside",
+            sink.clone(),
+            Arc::new(Calls::default()),
+            CancellationToken::new(),
+        )
+        .await;
+    answer.await.unwrap();
+    assert!(matches!(r, Ok(Ended::Value(_))), "{r:?}");
+    assert_eq!(
+        sink.calls.lock().unwrap().last().unwrap(),
+        "done place order Some(\"#answer\")"
     );
 }
 

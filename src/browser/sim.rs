@@ -121,6 +121,11 @@ pub enum Fault {
     Hang,
     /// The call panics.
     Panic,
+    /// The call reaches the shop, which takes this long to answer and
+    /// finishes its work even if the page is closed meanwhile, as real
+    /// servers do. Until then the session counts as busy: any other call on
+    /// it is an overlap (I9).
+    Server(Duration),
 }
 
 #[derive(Debug)]
@@ -451,8 +456,25 @@ impl SimTab {
         for h in hooks {
             h(&call);
         }
-        let _flight = InFlight::start(&self.browser, self.session);
+        let flight = InFlight::start(&self.browser, self.session);
         let fault = self.browser.take_fault(action, arg);
+        if let Some(Fault::Server(d)) = fault {
+            // The shop's side runs on its own task: closing the page ends
+            // the call here, not the request there.
+            let server = tokio::spawn(async move {
+                tokio::time::sleep(d).await;
+                drop(flight);
+            });
+            return tokio::select! {
+                biased;
+                _ = self.closed.cancelled() => Err(PageError::Closed),
+                r = server => match r {
+                    Ok(()) => answer(self),
+                    Err(e) => Err(PageError::Other(e.to_string())),
+                },
+            };
+        }
+        let _flight = flight;
         let latency = self.browser.latency(action);
         let work = async {
             if !latency.is_zero() {
@@ -462,7 +484,8 @@ impl SimTab {
                 Some(Fault::Fail(msg)) => Err(PageError::Other(msg)),
                 Some(Fault::Hang) => std::future::pending().await,
                 Some(Fault::Panic) => panic!("simulated panic in `{action}`"),
-                None => {
+                // Served above, on the shop's own task.
+                Some(Fault::Server(_)) | None => {
                     if let Some((sel, timeout)) = wait {
                         self.wait_present(sel, timeout).await;
                     }

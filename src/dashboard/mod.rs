@@ -78,12 +78,24 @@ struct TargetView {
     active: bool,
 }
 
+/// A quarantined session and who it blocks.
+#[derive(Serialize)]
+struct QuarantineView {
+    #[serde(flatten)]
+    quarantine: crate::registry::Quarantine,
+    /// Runnable targets that cannot start while no session is free.
+    blocks: Vec<TargetId>,
+}
+
 /// Everything `GET /api/status` returns.
 #[derive(Serialize)]
 struct StatusView {
     version: &'static str,
     scheduler: SchedulerStatus,
     active: Vec<RunInfo>,
+    /// Sessions no run may use until an operator resolves their target
+    /// (I9), and the runnable targets that waits for.
+    quarantined: Vec<QuarantineView>,
     targets: Vec<TargetView>,
     scripts: Vec<ScriptStatus>,
     browser: BrowserHealth,
@@ -118,6 +130,29 @@ impl Dashboard {
                 }
             })
             .collect();
+        let sessions = cfg.cycle.max_concurrent_runs;
+        let starved = self.registry.free_session(sessions).is_none();
+        let quarantined = self
+            .registry
+            .quarantined()
+            .into_iter()
+            .map(|q| QuarantineView {
+                blocks: cfg
+                    .targets
+                    .iter()
+                    .filter(|t| {
+                        starved
+                            && t.id != q.target
+                            && doc
+                                .targets
+                                .get(t.id.as_str())
+                                .is_none_or(|s| s.status.is_runnable())
+                    })
+                    .map(|t| t.id.clone())
+                    .collect(),
+                quarantine: q,
+            })
+            .collect();
         let runs_total = [
             Status::Ready,
             Status::Completed,
@@ -132,6 +167,7 @@ impl Dashboard {
             version: env!("CARGO_PKG_VERSION"),
             scheduler: self.status.borrow().clone(),
             active,
+            quarantined,
             targets,
             scripts: self.scripts.status(),
             browser: self.browser.health(),

@@ -428,6 +428,7 @@ impl ScriptHost {
             shot_prefix: String::new(),
             trace: None,
             end: Mutex::new(None),
+            in_commit: Mutex::new(None),
         });
         primitives::register(&mut engine, &cx);
         for p in &self.inner.plugins {
@@ -532,6 +533,7 @@ async fn execute(
             shot_prefix: run.shot_prefix,
             trace: run.trace,
             end: Mutex::new(None),
+            in_commit: Mutex::new(None),
         });
         let mut engine = engine::base_engine(&inner.std);
         primitives::register(&mut engine, &cx);
@@ -581,6 +583,10 @@ async fn execute(
                 redactor.apply(&se.to_string()).into_owned(),
             ))
         }
+        (Err(_), Some(End::NotPlaced(reason))) => Err(StepError::failed(format!(
+            "{file}: not_placed: {}",
+            redactor.apply(&reason)
+        ))),
         (Err(_), Some(End::Cancelled)) => Err(StepError::cancelled(format!("{file}: cancelled"))),
         (Err(e), None)
             if cancel.is_cancelled() && matches!(*e, rhai::EvalAltResult::ErrorTerminated(..)) =>

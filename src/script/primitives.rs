@@ -32,6 +32,8 @@ type R<T> = Result<T, Box<EvalAltResult>>;
 pub enum End {
     Outcome(String),
     Fail(String),
+    /// `not_placed(reason)` inside `commit`: the shop refused the order.
+    NotPlaced(String),
     Cancelled,
 }
 
@@ -82,6 +84,8 @@ pub struct ScriptContext {
     pub shot_prefix: String,
     pub trace: Option<Arc<dyn Trace>>,
     pub end: Mutex<Option<End>>,
+    /// The label of the `commit` whose closure is running, if one is.
+    pub in_commit: Mutex<Option<String>>,
 }
 
 impl ScriptContext {
@@ -116,6 +120,23 @@ impl ScriptContext {
                 result: result.as_ref().map(|c| c.as_ref()).map_err(|c| c.as_ref()),
                 took,
             });
+        }
+    }
+
+    /// How long an action waits by default. Inside a `commit` closure it
+    /// is the time left of `commit_timeout` (at least `browser.timeout`):
+    /// the closure keeps waiting for the shop's answer, which is what turns
+    /// a slow order into `completed` instead of `in_doubt` (I9).
+    fn action(&self) -> Duration {
+        let a = self.timeouts.action;
+        if lock(&self.in_commit).is_none() {
+            return a;
+        }
+        match self.commit.as_ref().and_then(|c| c.deadline()) {
+            Some(deadline) => {
+                a.max(deadline.saturating_duration_since(tokio::time::Instant::now()))
+            }
+            None => a,
         }
     }
 
@@ -252,8 +273,6 @@ macro_rules! def {
 
 /// Registers every primitive into `engine`, bound to `cx`.
 pub fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
-    let a = cx.timeouts.action;
-
     let c = cx.clone();
     def!(
         engine,
@@ -262,6 +281,7 @@ pub fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
         "Loads `url` in the run's page and waits for it to load.\nBounded by `browser.timeout`.",
         move |url: &str| -> R<()> {
             let p = c.page("navigate")?;
+            let a = c.action();
             c.block(
                 "navigate",
                 &format!("{url:?}"),
@@ -279,6 +299,7 @@ pub fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
         "Reloads the page and waits for it to load.",
         move || -> R<()> {
             let p = c.page("reload")?;
+            let a = c.action();
             c.block("reload", "", a, p.reload(a), |_| String::new())
         }
     );
@@ -290,6 +311,7 @@ pub fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
         "The page's current URL.",
         move || -> R<String> {
             let p = c.page("url")?;
+            let a = c.action();
             c.block("url", "", a, p.url(), |v: &String| format!("{v:?}"))
         }
     );
@@ -301,6 +323,7 @@ pub fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
         "The page's title.",
         move || -> R<String> {
             let p = c.page("title")?;
+            let a = c.action();
             c.block("title", "", a, p.title(), |v: &String| format!("{v:?}"))
         }
     );
@@ -328,7 +351,7 @@ pub fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
         "wait_for",
         &["selector: string | array", "string"],
         "Waits until the selector (or the first of an array of selectors) matches,\nup to `browser.timeout`; returns the selector that matched.",
-        move |sel: Dynamic| wait_for(c.clone(), sel, a)
+        move |sel: Dynamic| wait_for(c.clone(), sel, c.action())
     );
     let c = cx.clone();
     def!(
@@ -350,6 +373,7 @@ pub fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
         "Whether the selector matches now (does not wait).",
         move |sel: Dynamic| -> R<bool> {
             let p = c.page("exists")?;
+            let a = c.action();
             let s = selectors(&c, "exists", &sel)?;
             c.block("exists", &show_sel(&sel), a, p.exists(&s), |b: &bool| {
                 b.to_string()
@@ -364,6 +388,7 @@ pub fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
         "How many elements the selector matches now (does not wait).",
         move |sel: Dynamic| -> R<INT> {
             let p = c.page("count")?;
+            let a = c.action();
             let s = selectors(&c, "count", &sel)?;
             c.block("count", &show_sel(&sel), a, p.count(&s), |n: &usize| {
                 n.to_string()
@@ -379,6 +404,7 @@ pub fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
         "The visible text of the first matching element, trimmed; waits for it.",
         move |sel: Dynamic| -> R<String> {
             let p = c.page("text")?;
+            let a = c.action();
             let s = selectors(&c, "text", &sel)?;
             c.block("text", &show_sel(&sel), a, p.text(&s, a), |v: &String| {
                 format!("{v:?}")
@@ -393,6 +419,7 @@ pub fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
         "An attribute of the first matching element, or `()` if it has none; waits for the element.",
         move |sel: Dynamic, name: &str| -> R<Dynamic> {
             let p = c.page("attr")?;
+            let a = c.action();
             let s = selectors(&c, "attr", &sel)?;
             let args = format!("{}, {name:?}", show_sel(&sel));
             c.block(
@@ -413,6 +440,7 @@ pub fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
         "The value of the first matching form field; waits for it.",
         move |sel: Dynamic| -> R<String> {
             let p = c.page("value")?;
+            let a = c.action();
             let s = selectors(&c, "value", &sel)?;
             c.block("value", &show_sel(&sel), a, p.value(&s, a), |v: &String| {
                 format!("{v:?}")
@@ -427,6 +455,7 @@ pub fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
         "Waits for the element, scrolls it into view and clicks it with a real\n(trusted) mouse click.",
         move |sel: Dynamic| -> R<()> {
             let p = c.page("click")?;
+            let a = c.action();
             let s = selectors(&c, "click", &sel)?;
             c.block("click", &show_sel(&sel), a, p.click(&s, a), |_| {
                 String::new()
@@ -441,6 +470,7 @@ pub fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
         "Waits for the field, clears it and types `text` into it.",
         move |sel: Dynamic, text: &str| -> R<()> {
             let p = c.page("fill")?;
+            let a = c.action();
             let s = selectors(&c, "fill", &sel)?;
             let args = format!("{}, {text:?}", show_sel(&sel));
             c.block("fill", &args, a, p.fill(&s, text, a), |_| String::new())
@@ -454,6 +484,7 @@ pub fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
         "Chooses the option with this value (or label) in a `<select>`.",
         move |sel: Dynamic, value: &str| -> R<()> {
             let p = c.page("select")?;
+            let a = c.action();
             let s = selectors(&c, "select", &sel)?;
             let args = format!("{}, {value:?}", show_sel(&sel));
             c.block("select", &args, a, p.select(&s, value, a), |_| {
@@ -469,6 +500,7 @@ pub fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
         "Presses a key (`Enter`, `Tab`, `Escape`, `a`, ...) in the focused element.",
         move |key: &str| -> R<()> {
             let p = c.page("press")?;
+            let a = c.action();
             c.block("press", &format!("{key:?}"), a, p.press(key, a), |_| {
                 String::new()
             })
@@ -482,6 +514,7 @@ pub fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
         "Evaluates JavaScript in the page (awaiting a promise) and returns the\nresult as a Rhai value.",
         move |code: &str| -> R<Dynamic> {
             let p = c.page("js")?;
+            let a = c.action();
             let v = c.block(
                 "js",
                 &format!("{code:?}"),
@@ -500,6 +533,7 @@ pub fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
         "Saves a PNG of the page under the state directory's `shots/`; returns its path.",
         move |name: &str| -> R<String> {
             let p = c.page("screenshot")?;
+            let a = c.action();
             let png = c.block(
                 "screenshot",
                 &format!("{name:?}"),
@@ -704,16 +738,45 @@ pub fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
                 Ok("committing"),
                 Duration::ZERO,
             );
-            let result: Dynamic = f.call_within_context(&ctx, ())?;
+            *lock(&c.in_commit) = Some(label.to_owned());
+            let result = f.call_within_context::<Dynamic>(&ctx, ());
+            *lock(&c.in_commit) = None;
+            // An error or an `outcome` ends the closure without an answer:
+            // the run settles it as in doubt. `not_placed` already told the
+            // sink.
+            let result = result?;
             let shown = if result.is_unit() {
                 None
             } else {
-                Some(result.to_string())
+                Some(c.redactor.apply(&result.to_string()).into_owned())
             };
             sink.done(label, shown.as_deref());
             Ok(result)
         }
     );
+    let c = cx.clone();
+    def!(
+        engine,
+        "not_placed",
+        &["reason: &str", "()"],
+        "Inside `commit` only: the shop answered with an explicit refusal (card\ndeclined, sold out at payment), so no order exists. The run ends `failed`\nwith `reason` and is retried next cycle. Any other error inside `commit`\nleaves the target `in_doubt`.",
+        move |reason: &str| -> R<()> {
+            let label = lock(&c.in_commit).clone();
+            let (Some(label), Some(sink)) = (label, &c.commit) else {
+                return Err(c.error(format!(
+                    "not_placed({reason:?}): only allowed inside a commit(...) closure, where it tells baton the shop refused the order"
+                )));
+            };
+            let reason = c.redactor.apply(reason).into_owned();
+            c.trace("not_placed", &format!("{reason:?}"), Ok(""), Duration::ZERO);
+            sink.not_placed(&label, &reason);
+            Err(c.terminate(End::NotPlaced(reason)))
+        }
+    );
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A reqwest error without the URL (which may carry a token in its query).

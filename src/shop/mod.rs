@@ -161,6 +161,8 @@ impl ShopState {
 #[derive(Clone)]
 pub struct Shop {
     state: Arc<Mutex<ShopState>>,
+    /// Woken whenever a request's flight ends.
+    landed: Arc<tokio::sync::Notify>,
 }
 
 impl Default for Shop {
@@ -173,6 +175,7 @@ impl Shop {
     pub fn new() -> Shop {
         Shop {
             state: Arc::new(Mutex::new(ShopState::new())),
+            landed: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -185,9 +188,42 @@ impl Shop {
         self.lock().orders.len()
     }
 
+    /// Requests of flows (not the control API) still being worked on.
+    pub fn in_flight(&self) -> u32 {
+        self.lock().sessions.values().map(|s| s.in_flight).sum()
+    }
+
+    /// Waits until no flow request is being worked on: every request the
+    /// shop accepted, abandoned by its client or not, has had its effect.
+    pub async fn quiesce(&self) {
+        loop {
+            let landed = self.landed.notified();
+            tokio::pin!(landed);
+            landed.as_mut().enable();
+            if self.in_flight() == 0 {
+                return;
+            }
+            landed.await;
+        }
+    }
+
     /// Overlaps detected so far.
     pub fn overlaps(&self) -> u64 {
         self.lock().overlaps
+    }
+
+    /// Every order placed so far: its number and the products it bought.
+    pub fn order_lines(&self) -> Vec<(String, Vec<String>)> {
+        self.lock()
+            .orders
+            .iter()
+            .map(|o| {
+                (
+                    o.number.clone(),
+                    o.lines.iter().map(|l| l.product.clone()).collect(),
+                )
+            })
+            .collect()
     }
 
     /// Orders placed so far, by product.
@@ -294,6 +330,7 @@ impl Drop for InFlight {
         if let Some(s) = self.shop.lock().sessions.get_mut(&self.session) {
             s.in_flight = s.in_flight.saturating_sub(1);
         }
+        self.shop.landed.notify_waiters();
     }
 }
 
@@ -603,7 +640,7 @@ async fn place_order(
             &sid,
             (
                 StatusCode::UNPROCESSABLE_ENTITY,
-                pages::error("Check your details", p),
+                pages::refused("Check your details", p),
             ),
         );
     }
@@ -624,7 +661,7 @@ async fn place_order(
                 &sid,
                 (
                     StatusCode::CONFLICT,
-                    pages::error(
+                    pages::refused(
                         "Sold out",
                         "An item in your cart sold out before you ordered.",
                     ),
@@ -716,8 +753,9 @@ async fn admin_orders(State(shop): State<Shop>) -> Json<serde_json::Value> {
 }
 
 async fn admin_overlaps(State(shop): State<Shop>) -> Json<serde_json::Value> {
+    let in_flight = shop.in_flight();
     let s = shop.lock();
-    Json(json!({"overlaps": s.overlaps, "events": s.overlap_events}))
+    Json(json!({"overlaps": s.overlaps, "events": s.overlap_events, "in_flight": in_flight}))
 }
 
 async fn admin_carts(State(shop): State<Shop>) -> Json<serde_json::Value> {
@@ -908,7 +946,7 @@ mod tests {
         // request buys what the cart holds when it reads it.
         call(&app, "POST", "/cart/remove/1", c, "").await;
         call(&app, "POST", "/cart/add/1002", c, "qty=1").await;
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        shop.quiesce().await;
         assert_eq!(shop.orders(), 1, "the abandoned request placed its order");
         assert_eq!(shop.orders_per_product().get("1002"), Some(&1));
         // The requests that ran beside the abandoned one were overlaps.

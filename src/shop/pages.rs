@@ -166,6 +166,21 @@ pub fn order(number: &str, total_cents: u64) -> Html<String> {
     )
 }
 
+/// The shop's explicit "no" to an order (invalid details, sold out): no
+/// order exists. Marked `#order-refused`, so a script can tell it from an
+/// error that leaves the order's fate unknown.
+pub fn refused(title: &str, message: &str) -> Html<String> {
+    layout(
+        title,
+        None,
+        &format!(
+            r#"<main id="error-page"><h1 id="order-refused">{title}</h1><p id="error" class="error">{message}</p><p><a href="/cart">Back to the cart</a></p></main>"#,
+            title = escape(title),
+            message = escape(message)
+        ),
+    )
+}
+
 pub fn error(title: &str, message: &str) -> Html<String> {
     layout(
         title,

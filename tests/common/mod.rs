@@ -85,11 +85,21 @@ pub struct Harness {
 
 impl Harness {
     pub fn new(cfg: Config) -> Harness {
-        init_tracing();
         let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().to_owned();
+        Harness::with_state_dir(cfg, dir, &state_dir)
+    }
+
+    /// A harness whose state lives in `state_dir` (which outlives it).
+    pub fn in_dir(cfg: Config, state_dir: &std::path::Path) -> Harness {
+        Harness::with_state_dir(cfg, tempfile::tempdir().unwrap(), state_dir)
+    }
+
+    fn with_state_dir(cfg: Config, dir: tempfile::TempDir, state_dir: &std::path::Path) -> Harness {
+        init_tracing();
         let mut cfg = cfg;
-        cfg.state_dir = dir.path().to_owned();
-        let (state, _) = StateStore::open(dir.path()).unwrap();
+        cfg.state_dir = state_dir.to_owned();
+        let (state, _) = StateStore::open(state_dir).unwrap();
         let state = Arc::new(state);
         state
             .ensure_targets(cfg.targets.iter().map(|t| &t.id))
