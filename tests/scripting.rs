@@ -845,6 +845,95 @@ async fn definitions_describe_every_primitive() {
     );
 }
 
+/// Hardening: an import cycle used to recurse until the compiling thread's
+/// stack overflowed, which aborted baton (during a reload, mid-commit) and
+/// every later `check` and start. It is now a located compile error naming
+/// the chain, and imports nest at most `MAX_IMPORT_DEPTH` deep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_cycle_is_a_located_error_not_a_crash() {
+    let mut files = vec![
+        ("evil.rhai", "import \"evil\" as e;\n1".to_owned()),
+        ("uses_ca.rhai", "import \"lib/ca\" as a;\n1".to_owned()),
+        (
+            "lib/ca.rhai",
+            "import \"lib/cb\" as b;\nexport const A = 1;".to_owned(),
+        ),
+        (
+            "lib/cb.rhai",
+            "import \"lib/ca\" as a;\nexport const B = 1;".to_owned(),
+        ),
+        ("deep.rhai", "import \"lib/d0\" as d;\nd::V".to_owned()),
+        ("shallow.rhai", "import \"lib/d4\" as d;\nd::V".to_owned()),
+    ];
+    // lib/d0 -> d1 -> ... -> d11: twelve levels.
+    for i in 0..12 {
+        let body = if i < 11 {
+            format!(
+                "import \"lib/d{}\" as n;\nexport const V = n::V + 1;",
+                i + 1
+            )
+        } else {
+            "export const V = 1;".to_owned()
+        };
+        files.push((Box::leak(format!("lib/d{i}.rhai").into_boxed_str()), body));
+    }
+    let files: Vec<(&str, &str)> = files.iter().map(|(n, b)| (*n, b.as_str())).collect();
+    let e = Env::new(&files);
+    let lib = e.host.library();
+    let evil = lib
+        .errors
+        .get("evil")
+        .expect("a self-import is refused")
+        .to_string();
+    assert!(
+        evil.contains("evil.rhai:1:1: import cycle: ")
+            && evil.contains("evil.rhai:1:1 imports `evil`, which is already being imported"),
+        "{evil}"
+    );
+    let two = lib
+        .errors
+        .get("uses_ca")
+        .expect("a two-module cycle is refused")
+        .to_string();
+    assert!(
+        two.contains("lib/ca.rhai:1:8 imports `lib/cb` → ")
+            && two.contains("lib/cb.rhai:1:8 imports `lib/ca`, which is already being imported"),
+        "{two}"
+    );
+    let deep = lib
+        .errors
+        .get("deep")
+        .expect("deep nesting is refused")
+        .to_string();
+    assert!(
+        deep.contains("imports nest deeper than 8 modules"),
+        "{deep}"
+    );
+    // Eight levels are fine.
+    assert_eq!(e.value("shallow").await, "8");
+
+    // A reload that brings a cycle keeps the last good version, and baton
+    // stays up (this used to abort the process from the watcher's thread).
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let _watcher = baton::script::reload::watch(e.host.clone(), move |r| {
+        let _ = tx.send(r.clone());
+    })
+    .unwrap();
+    std::fs::write(
+        e.dir.path().join("scripts/shallow.rhai"),
+        "import \"shallow\" as me;\n1",
+    )
+    .unwrap();
+    let r = next_reload(&mut rx).await;
+    assert!(
+        r.failed
+            .iter()
+            .any(|f| f.to_string().contains("import cycle")),
+        "{r:?}"
+    );
+    assert_eq!(e.value("shallow").await, "8", "the last good version stays");
+}
+
 // Hot reload ---------------------------------------------------------------------
 
 /// Waits (bounded) for the watcher to report a reload.

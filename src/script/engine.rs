@@ -24,6 +24,10 @@ pub mod limits {
     pub const MAX_MAP_SIZE: usize = 10_000;
     pub const MAX_MODULES: usize = 64;
     pub const MAX_EXPR_DEPTH: usize = 64;
+    /// How deep imports may nest (a module importing a module ...). Each
+    /// level compiles and evaluates a module inside the one before, on the
+    /// thread that compiles; the bound keeps that far from any stack limit.
+    pub const MAX_IMPORT_DEPTH: usize = 8;
 }
 
 /// A located script error: `file:line:column: message`.
@@ -220,7 +224,7 @@ pub fn compile(
     display: &str,
     source: &str,
 ) -> Result<Compiled, ScriptError> {
-    let resolver = Arc::new(ConfinedResolver::new(root));
+    let resolver = Arc::new(ConfinedResolver::new(root, display, source));
     let mut engine = base_engine(engine_std);
     engine.set_module_resolver(SharedResolver(resolver.clone()));
     // Rhai resolves imports before it reports syntax errors of its own, so
@@ -263,28 +267,77 @@ struct ConfinedResolver {
     root: PathBuf,
     /// The outermost import being resolved (nested ones carry positions).
     resolving: Mutex<Option<String>>,
-    depth: std::sync::atomic::AtomicUsize,
+    /// The chain of files being compiled, the script first: an import of
+    /// one of them is a cycle, which would otherwise recurse until the
+    /// thread's stack overflows and aborts the process.
+    stack: Mutex<Vec<Frame>>,
     /// Imports seen during this compilation, with a hash of each source.
     seen: Mutex<Vec<(PathBuf, u64)>>,
 }
 
+/// A file on the import chain.
+struct Frame {
+    /// Relative to the scripts directory, as imports name it.
+    rel: PathBuf,
+    display: String,
+    source: String,
+    /// How the file before it imported this one, and where.
+    imported: Option<(String, Position)>,
+}
+
 impl ConfinedResolver {
-    fn new(root: &Path) -> Self {
+    fn new(root: &Path, display: &str, source: &str) -> Self {
+        let rel = Path::new(display)
+            .strip_prefix(root)
+            .map(Path::to_owned)
+            .unwrap_or_else(|_| PathBuf::from(display));
         ConfinedResolver {
             root: root.to_owned(),
             resolving: Mutex::new(None),
-            depth: std::sync::atomic::AtomicUsize::new(0),
+            stack: Mutex::new(vec![Frame {
+                rel,
+                display: display.to_owned(),
+                source: source.to_owned(),
+                imported: None,
+            }]),
             seen: Mutex::new(Vec::new()),
         }
+    }
+
+    /// `a.rhai:1:1 imports `b` → b.rhai:2:1 imports `a``, for the frames
+    /// from `from` on and one more import of `path` at `pos`.
+    fn chain(stack: &[Frame], from: usize, path: &str, pos: Position) -> String {
+        let at = |f: &Frame, path: &str, pos: Position| {
+            let pos = if pos.is_none() {
+                import_position(&f.source, path).unwrap_or(pos)
+            } else {
+                pos
+            };
+            match pos.line() {
+                Some(l) => format!(
+                    "{}:{l}:{} imports `{path}`",
+                    f.display,
+                    pos.position().unwrap_or(1)
+                ),
+                None => format!("{} imports `{path}`", f.display),
+            }
+        };
+        let mut links: Vec<String> = Vec::new();
+        for w in stack[from..].windows(2) {
+            if let Some((p, at_pos)) = &w[1].imported {
+                links.push(at(&w[0], p, *at_pos));
+            }
+        }
+        if let Some(last) = stack.last() {
+            links.push(at(last, path, pos));
+        }
+        links.join(" → ")
     }
 
     /// The top-level import that was being resolved when compilation
     /// failed.
     fn failed_path(&self) -> Option<String> {
-        self.resolving
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock(&self.resolving).clone()
     }
 
     fn take_imports(&self) -> Vec<(PathBuf, u64)> {
@@ -342,15 +395,15 @@ impl ModuleResolver for ConfinedResolver {
         path: &str,
         pos: Position,
     ) -> Result<Shared<Module>, Box<EvalAltResult>> {
-        use std::sync::atomic::Ordering;
-        if self.depth.load(Ordering::SeqCst) == 0 {
-            *self.resolving.lock().unwrap_or_else(|e| e.into_inner()) = Some(path.to_owned());
+        if lock(&self.stack).len() == 1 {
+            *lock(&self.resolving) = Some(path.to_owned());
         }
-        self.depth.fetch_add(1, Ordering::SeqCst);
-        let r = self.resolve_inner(engine, path, pos);
-        self.depth.fetch_sub(1, Ordering::SeqCst);
-        r
+        self.resolve_inner(engine, path, pos)
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl ConfinedResolver {
@@ -363,6 +416,39 @@ impl ConfinedResolver {
         let rel = self.confine(path, pos)?;
         let full = self.root.join(&rel);
         let display = format!("{}", full.display());
+        {
+            let stack = lock(&self.stack);
+            let fail = |msg: String| -> Box<EvalAltResult> {
+                EvalAltResult::ErrorRuntime(msg.into(), pos).into()
+            };
+            if let Some(i) = stack.iter().position(|f| f.rel == rel) {
+                return Err(fail(format!(
+                    "import cycle: {}, which is already being imported",
+                    Self::chain(&stack, i, path, pos)
+                )));
+            }
+            if stack.len() > limits::MAX_IMPORT_DEPTH {
+                return Err(fail(format!(
+                    "imports nest deeper than {} modules: {}",
+                    limits::MAX_IMPORT_DEPTH,
+                    Self::chain(&stack, 0, path, pos)
+                )));
+            }
+            let distinct = {
+                let seen = lock(&self.seen);
+                let mut names: Vec<&PathBuf> = seen.iter().map(|(p, _)| p).collect();
+                names.push(&rel);
+                names.sort();
+                names.dedup();
+                names.len()
+            };
+            if distinct > limits::MAX_MODULES {
+                return Err(fail(format!(
+                    "the script imports more than {} modules",
+                    limits::MAX_MODULES
+                )));
+            }
+        }
         let source = std::fs::read_to_string(&full).map_err(|e| -> Box<EvalAltResult> {
             let msg = if e.kind() == std::io::ErrorKind::NotFound {
                 format!("module `{path}` not found: there is no `{display}`")
@@ -382,11 +468,19 @@ impl ConfinedResolver {
             EvalAltResult::ErrorInModule(display.clone(), parse.into(), pos).into()
         })?;
         ast.set_source(display.as_str());
-        let mut module = Module::eval_ast_as_new(Scope::new(), &ast, engine).map_err(
-            |e| -> Box<EvalAltResult> {
-                EvalAltResult::ErrorInModule(display.clone(), e, pos).into()
-            },
-        )?;
+        // Evaluating the module resolves its own imports: it goes on the
+        // chain for as long as that takes.
+        lock(&self.stack).push(Frame {
+            rel: rel.clone(),
+            display: display.clone(),
+            source: source.clone(),
+            imported: Some((path.to_owned(), pos)),
+        });
+        let evaluated = Module::eval_ast_as_new(Scope::new(), &ast, engine);
+        lock(&self.stack).pop();
+        let mut module = evaluated.map_err(|e| -> Box<EvalAltResult> {
+            EvalAltResult::ErrorInModule(display.clone(), e, pos).into()
+        })?;
         module.set_id(display.as_str());
         module.build_index();
         Ok(module.into())
