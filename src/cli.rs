@@ -268,13 +268,17 @@ fn load(config: &Path) -> Result<Config, Failure> {
     Config::load(config, &env).map_err(|e| Failure::usage(format!("invalid configuration:\n{e}")))
 }
 
-/// Ctrl-C and SIGTERM, listened for from the moment this is created (so a
-/// signal that arrives before anyone awaits is not lost).
+/// Ctrl-C, SIGTERM and SIGHUP, listened for from the moment this is
+/// created (so a signal that arrives before anyone awaits is not lost).
+/// SIGHUP (the terminal closed) stops baton like SIGTERM does: gracefully,
+/// letting the active run finish, instead of killing it mid-commit.
 pub(crate) struct Signals {
     #[cfg(unix)]
     int: Option<tokio::signal::unix::Signal>,
     #[cfg(unix)]
     term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    hup: Option<tokio::signal::unix::Signal>,
 }
 
 impl Signals {
@@ -285,13 +289,14 @@ impl Signals {
             Signals {
                 int: signal(SignalKind::interrupt()).ok(),
                 term: signal(SignalKind::terminate()).ok(),
+                hup: signal(SignalKind::hangup()).ok(),
             }
         }
         #[cfg(not(unix))]
         Signals {}
     }
 
-    /// Resolves on the next Ctrl-C or SIGTERM.
+    /// Resolves on the next Ctrl-C, SIGTERM or SIGHUP.
     pub(crate) async fn recv(&mut self) {
         #[cfg(unix)]
         {
@@ -311,9 +316,18 @@ impl Signals {
                     None => std::future::pending().await,
                 }
             };
+            let hup = async {
+                match &mut self.hup {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = int => {}
                 _ = term => {}
+                _ = hup => {}
             }
         }
         #[cfg(not(unix))]

@@ -688,6 +688,94 @@ async fn sigterm_stops_baton_run_gracefully() {
     assert_no_chromium(&p.profile()).await;
 }
 
+/// Ctrl-C in a terminal signals baton's whole process group, and
+/// `systemctl stop` signals every process of the service; a closed
+/// terminal sends SIGHUP. Each arrives here while a run is inside its
+/// commit (the shop answers after 3 s). Chromium runs in a process group of
+/// its own, so the signal reaches baton only: the run finishes with its
+/// order, baton exits 0 and closes Chromium. Before, Chromium died with the
+/// signal and the order was left in doubt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_to_the_process_group_lets_the_commit_finish() {
+    use rustix::process::Signal;
+    use tokio::io::AsyncBufReadExt;
+    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    for (sig, to_group) in [
+        (Signal::INT, true),
+        (Signal::TERM, true),
+        (Signal::HUP, true),
+        (Signal::HUP, false),
+    ] {
+        let p = Project::new(FAST_CYCLE, &target("1001", 60.0), "");
+        let stop = tokio_util::sync::CancellationToken::new();
+        let shop_srv = baton::shop::start("127.0.0.1:0".parse().unwrap(), stop.clone())
+            .await
+            .unwrap();
+        ShopApi::new(&shop_srv.url())
+            .post("/admin/delay/place_order/3000?times=1")
+            .await;
+        let yaml = std::fs::read_to_string(p.config())
+            .unwrap()
+            .replace("demo_shop: { port: 0 }\n", "")
+            .replace("url: /p/", &format!("url: {}/p/", shop_srv.url()));
+        std::fs::write(p.config(), yaml).unwrap();
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+            .args(["run", "--config"])
+            .arg(p.config())
+            .current_dir(p.dir.path())
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            // A group of its own, like a shell's foreground job.
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let pid = child.id().unwrap();
+        let mut err = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(l) = err.next_line().await.unwrap() {
+                if l.contains(" committing") {
+                    return;
+                }
+            }
+            panic!("baton ended before its run committed");
+        })
+        .await
+        .unwrap();
+        let p_ = rustix::process::Pid::from_raw(pid as i32).unwrap();
+        if to_group {
+            rustix::process::kill_process_group(p_, sig).unwrap();
+        } else {
+            rustix::process::kill_process(p_, sig).unwrap();
+        }
+        let mut rest = Vec::new();
+        while let Ok(Some(l)) = err.next_line().await {
+            rest.push(l);
+        }
+        let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        let log = rest.join("\n");
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "{sig:?} (group: {to_group}):\n{log}"
+        );
+        let (state, _) = baton::state::StateStore::open(&p.dir.path().join(".baton")).unwrap();
+        let t = state.get("1001");
+        assert_eq!(t.status, Status::Completed, "{sig:?}: {t:?}\n{log}");
+        assert_eq!(shop_srv.shop.orders_per_product().get("1001"), Some(&1));
+        assert_eq!(
+            t.last_order.as_deref(),
+            shop_srv.shop.order_lines().first().map(|(n, _)| n.as_str())
+        );
+        stop.cancel();
+        assert_no_chromium(&p.profile()).await;
+    }
+}
+
 /// `max_concurrent_runs: 2`: two runs at once, each in its own browser
 /// session (an isolated context with its own cookies, so its own cart),
 /// both buy, and the shop sees no overlap.

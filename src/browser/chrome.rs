@@ -42,6 +42,8 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+mod process;
+
 use super::{Browser, BrowserError, BrowserHealth, Page, PageError, Selector, Selectors};
 use crate::id::SessionId;
 use crate::metrics::Metrics;
@@ -121,84 +123,11 @@ pub fn find_executable(configured: Option<&Path>) -> Result<PathBuf, BrowserErro
     Err(BrowserError::NotFound)
 }
 
-/// Stops a Chromium that an earlier baton left running on `profile`.
-///
-/// Chromium started with a DevTools port does not exit when its parent is
-/// killed (`kill -9` of baton leaves it running). A new Chromium on the same
-/// profile would then hand its work to the old one and exit at once, so the
-/// old one is found through the profile's `SingletonLock` (`HOST-PID`) and
-/// killed, after checking that the process really is a Chromium on this
-/// profile and on this host.
-async fn stop_stale(profile: &Path) {
-    let Ok(lock) = std::fs::read_link(profile.join("SingletonLock")) else {
-        return;
-    };
-    let lock = lock.to_string_lossy().into_owned();
-    let Some((host, pid)) = lock.rsplit_once('-') else {
-        return;
-    };
-    let this_host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let Ok(pid) = pid.parse::<i32>() else { return };
-    if host != this_host.trim() || !runs_on_profile(pid, profile) {
-        return;
-    }
-    tracing::warn!(
-        pid,
-        profile = %profile.display(),
-        "stopping a Chromium left running on this profile by an earlier baton"
-    );
-    if let Some(p) = rustix::process::Pid::from_raw(pid) {
-        let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
-    }
-    // It is not our child, so there is nothing to wait on but its entry in
-    // /proc; it goes within milliseconds of SIGKILL.
-    for _ in 0..100 {
-        if !runs_on_profile(pid, profile) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tracing::error!(pid, "the old Chromium did not exit");
-}
-
-/// Whether `pid` is a live process whose `--user-data-dir` is `profile`.
-fn runs_on_profile(pid: i32, profile: &Path) -> bool {
-    let proc = PathBuf::from(format!("/proc/{pid}"));
-    let Ok(cmdline) = std::fs::read(proc.join("cmdline")) else {
-        return false;
-    };
-    let Some(dir) = cmdline
-        .split(|b| *b == 0)
-        .filter_map(|a| std::str::from_utf8(a).ok())
-        .find_map(|a| a.strip_prefix("--user-data-dir="))
-    else {
-        return false;
-    };
-    let dir = match std::fs::read_link(proc.join("cwd")) {
-        Ok(cwd) => cwd.join(dir),
-        Err(_) => PathBuf::from(dir),
-    };
-    match (dir.canonicalize(), profile.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
-}
-
-/// Whether this process runs as root (Chromium's sandbox refuses root).
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
-        })
-        .unwrap_or(false)
-}
-
 /// A running (or dead) browser.
 struct Running {
     browser: chromiumoxide::Browser,
+    /// The Chromium process, when baton launched it (not with `connect`).
+    child: Option<tokio::process::Child>,
     handler: JoinHandle<()>,
     /// Cancelled when the connection is gone: every page's calls fail.
     dead: CancellationToken,
@@ -255,6 +184,8 @@ impl ChromeBrowser {
 
     async fn start(&self) -> Result<Running, BrowserError> {
         let cfg = &self.inner.config;
+        let mut launched: Option<tokio::process::Child> = None;
+        let mut pid = None;
         let (browser, mut handler) = match &cfg.connect {
             Some(url) => {
                 tokio::time::timeout(LAUNCH_TIMEOUT, chromiumoxide::Browser::connect(url.clone()))
@@ -278,49 +209,53 @@ impl ChromeBrowser {
                     path: exe.display().to_string(),
                     reason: format!("cannot create profile dir `{}`: {e}", profile.display()),
                 })?;
-                stop_stale(&profile).await;
-                let mut b = chromiumoxide::BrowserConfig::builder()
-                    .chrome_executable(&exe)
-                    .user_data_dir(&profile)
-                    .launch_timeout(LAUNCH_TIMEOUT)
-                    .request_timeout(Duration::from_secs(30))
-                    .viewport(None)
-                    // Bare keys: a leading `--` would be doubled and ignored.
-                    .arg("disable-gpu")
-                    .arg("disable-component-update")
-                    .arg("disable-quic")
-                    .arg("disable-domain-reliability")
-                    .arg("no-default-browser-check")
-                    .args(cfg.args.iter().map(String::as_str));
-                // A desktop-sized window unless the operator chose one.
-                if !cfg.args.iter().any(|a| a.starts_with("window-size")) {
-                    b = b.window_size(1280, 900);
+                process::stop_stale(&profile).await;
+                let (mut child, ws) = process::launch(&process::Launch {
+                    exe: &exe,
+                    profile: &profile,
+                    headless: cfg.headless,
+                    args: &cfg.args,
+                    timeout: LAUNCH_TIMEOUT,
+                })
+                .await?;
+                let handler_config = chromiumoxide::handler::HandlerConfig {
+                    viewport: None,
+                    request_timeout: Duration::from_secs(30),
+                    ..Default::default()
+                };
+                let attached = tokio::time::timeout(
+                    LAUNCH_TIMEOUT,
+                    chromiumoxide::Browser::connect_with_config(ws.clone(), handler_config),
+                )
+                .await;
+                match attached {
+                    Ok(Ok((b, h))) => {
+                        pid = child.id();
+                        launched = Some(child);
+                        (b, h)
+                    }
+                    Ok(Err(e)) => {
+                        let _ = child.kill().await;
+                        return Err(BrowserError::Launch {
+                            path: exe.display().to_string(),
+                            reason: format!("cannot attach to `{ws}`: {e}"),
+                        });
+                    }
+                    Err(_) => {
+                        let _ = child.kill().await;
+                        return Err(BrowserError::Launch {
+                            path: exe.display().to_string(),
+                            reason: format!("attaching to `{ws}` timed out"),
+                        });
+                    }
                 }
-                if !cfg.headless {
-                    b = b.with_head();
-                }
-                if is_root() {
-                    b = b.no_sandbox();
-                }
-                let config = b.build().map_err(|e| BrowserError::Launch {
-                    path: exe.display().to_string(),
-                    reason: e,
-                })?;
-                chromiumoxide::Browser::launch(config)
-                    .await
-                    .map_err(|e| BrowserError::Launch {
-                        path: exe.display().to_string(),
-                        reason: e.to_string(),
-                    })?
             }
         };
-        let mut browser = browser;
         let generation = self
             .inner
             .launches
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
             + 1;
-        let pid = browser.get_mut_child().and_then(|c| c.as_mut_inner().id());
         let dead = CancellationToken::new();
         let handler_dead = dead.clone();
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
@@ -358,6 +293,7 @@ impl ChromeBrowser {
         );
         Ok(Running {
             browser,
+            child: launched,
             handler,
             dead,
             contexts: HashMap::new(),
@@ -398,10 +334,17 @@ async fn stop(r: &mut Running, graceful: bool) {
     if graceful && !r.handler.is_finished() {
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, r.browser.close()).await;
     }
-    let waited = tokio::time::timeout(CLOSE_TIMEOUT, r.browser.wait()).await;
-    if waited.is_err() {
-        let _ = r.browser.kill().await;
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, r.browser.wait()).await;
+    if let Some(child) = &mut r.child {
+        let waited = tokio::time::timeout(CLOSE_TIMEOUT, child.wait()).await;
+        if waited.is_err() {
+            let _ = child.kill().await;
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, child.wait()).await;
+        }
+        // Chromium's helpers share its process group (its own, see
+        // `process`): take them down with it.
+        if let Some(group) = r.pid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        }
     }
     r.handler.abort();
 }
@@ -480,12 +423,10 @@ impl Browser for ChromeBrowser {
         let mut running = self.inner.running.lock().await;
         if let Some(mut r) = running.take() {
             tracing::warn!(pid = r.pid.unwrap_or(0), "killing the browser");
-            if self.inner.config.connect.is_some() {
-                stop(&mut r, false).await;
-            } else {
-                let _ = r.browser.kill().await;
-                stop(&mut r, false).await;
+            if let Some(child) = &mut r.child {
+                let _ = child.start_kill();
             }
+            stop(&mut r, false).await;
             self.set_health(|h| {
                 h.state = "dead".into();
                 h.pid = None;
