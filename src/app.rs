@@ -191,6 +191,7 @@ impl App {
                     d.addr,
                     Dashboard {
                         token: d.token.clone(),
+                        hosts: d.hosts.clone(),
                         config: config.clone(),
                         registry: registry.clone(),
                         state: state.clone(),

@@ -86,6 +86,9 @@ pub struct DashboardConfig {
     pub addr: SocketAddr,
     #[serde(skip)]
     pub token: Option<String>,
+    /// Host names (besides loopback ones) that requests may name in their
+    /// `Host` header; anything else is refused (DNS rebinding).
+    pub hosts: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -146,6 +149,7 @@ impl Default for Config {
             dashboard: Some(DashboardConfig {
                 addr: SocketAddr::from(([127, 0, 0, 1], 7878)),
                 token: None,
+                hosts: Vec::new(),
             }),
             demo_shop: None,
             secrets: Secrets::default(),
@@ -483,16 +487,11 @@ impl<'de> Deserialize<'de> for RawStep {
                     always: false,
                 })
             },
+            |f: Full| RawStep {
+                script: f.script,
+                always: f.always,
+            },
         )
-        .and_then(|v| match v {
-            Either::Left(step) => Ok(step),
-            Either::Right(map) => Full::deserialize(map)
-                .map(|f| RawStep {
-                    script: f.script,
-                    always: f.always,
-                })
-                .map_err(de::Error::custom),
-        })
     }
 }
 
@@ -521,16 +520,11 @@ impl<'de> Deserialize<'de> for RawSecret {
                     default: None,
                 })
             },
+            |f: Full| RawSecret {
+                env: f.env,
+                default: f.default,
+            },
         )
-        .and_then(|v| match v {
-            Either::Left(s) => Ok(s),
-            Either::Right(map) => Full::deserialize(map)
-                .map(|f| RawSecret {
-                    env: f.env,
-                    default: f.default,
-                })
-                .map_err(de::Error::custom),
-        })
     }
 }
 
@@ -540,7 +534,24 @@ enum RawDashboard {
     On {
         addr: SocketAddr,
         token: Option<Spanned<String>>,
+        hosts: Vec<String>,
     },
+}
+
+/// A host name for `dashboard.hosts`: no scheme, port or path.
+struct HostName(String);
+
+impl<'de> Deserialize<'de> for HostName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let v = s.trim();
+        if v.is_empty() || v.contains(['/', ':', ' ', '@', '?', '#']) {
+            return Err(de::Error::custom(format!(
+                "`dashboard.hosts` takes host names like `baton.example.lan`, without scheme, port or path, not `{s}`"
+            )));
+        }
+        Ok(HostName(v.to_ascii_lowercase()))
+    }
 }
 
 impl<'de> Deserialize<'de> for RawDashboard {
@@ -551,6 +562,8 @@ impl<'de> Deserialize<'de> for RawDashboard {
             addr: Addr,
             #[serde(default)]
             token: Option<Spanned<String>>,
+            #[serde(default)]
+            hosts: Vec<HostName>,
         }
         string_or_map(
             d,
@@ -559,19 +572,19 @@ impl<'de> Deserialize<'de> for RawDashboard {
                 if s == "off" {
                     Ok(RawDashboard::Off)
                 } else {
-                    parse_addr(s).map(|addr| RawDashboard::On { addr, token: None })
+                    parse_addr(s).map(|addr| RawDashboard::On {
+                        addr,
+                        token: None,
+                        hosts: Vec::new(),
+                    })
                 }
             },
+            |f: Full| RawDashboard::On {
+                addr: f.addr.0,
+                token: f.token,
+                hosts: f.hosts.into_iter().map(|h| h.0).collect(),
+            },
         )
-        .and_then(|v| match v {
-            Either::Left(x) => Ok(x),
-            Either::Right(map) => Full::deserialize(map)
-                .map(|f| RawDashboard::On {
-                    addr: f.addr.0,
-                    token: f.token,
-                })
-                .map_err(de::Error::custom),
-        })
     }
 }
 
@@ -592,49 +605,58 @@ fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     })
 }
 
-enum Either<L, R> {
-    Left(L),
-    Right(R),
-}
-
 /// Deserializes a scalar string through `from_str`, or hands a map on as a
 /// deserializer for the long form. Keeps serde-saphyr's locations, which an
 /// untagged enum would lose.
-fn string_or_map<'de, D, T>(
+fn string_or_map<'de, D, T, M>(
     d: D,
     expecting: &'static str,
     from_str: impl FnOnce(&str) -> Result<T, String>,
-) -> Result<Either<T, de::value::MapAccessDeserializer<OwnedMap>>, D::Error>
+    from_map: impl FnOnce(M) -> T,
+) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
+    M: Deserialize<'de>,
 {
-    struct V<F> {
+    struct V<F, G, M> {
         expecting: &'static str,
         from_str: F,
+        from_map: G,
+        map: std::marker::PhantomData<M>,
     }
-    impl<'de, T, F: FnOnce(&str) -> Result<T, String>> Visitor<'de> for V<F> {
-        type Value = Either<T, de::value::MapAccessDeserializer<OwnedMap>>;
+    impl<'de, T, M, F, G> Visitor<'de> for V<F, G, M>
+    where
+        M: Deserialize<'de>,
+        F: FnOnce(&str) -> Result<T, String>,
+        G: FnOnce(M) -> T,
+    {
+        type Value = T;
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str(self.expecting)
         }
         fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
-            (self.from_str)(s).map(Either::Left).map_err(E::custom)
+            (self.from_str)(s).map_err(E::custom)
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            // Buffer the map as JSON values: the long forms are small and
-            // flat, and their key errors are still reported at this node.
+            // Buffer the map as JSON values (the long forms are small and
+            // flat) and read the long form while still at this node, so
+            // its errors (unknown keys, bad values) are located here.
             let mut entries = serde_json::Map::new();
             while let Some((k, v)) = map.next_entry::<String, serde_json::Value>()? {
                 entries.insert(k, v);
             }
-            Ok(Either::Right(de::value::MapAccessDeserializer::new(
-                OwnedMap(entries.into_iter().collect()),
-            )))
+            let long =
+                de::value::MapAccessDeserializer::new(OwnedMap(entries.into_iter().collect()));
+            M::deserialize(long)
+                .map(self.from_map)
+                .map_err(de::Error::custom)
         }
     }
     d.deserialize_any(V {
         expecting,
         from_str,
+        from_map,
+        map: std::marker::PhantomData,
     })
 }
 
@@ -937,7 +959,7 @@ impl Resolver<'_> {
         let dashboard = match raw.dashboard {
             None => defaults.dashboard.clone(),
             Some(RawDashboard::Off) => None,
-            Some(RawDashboard::On { addr, token }) => {
+            Some(RawDashboard::On { addr, token, hosts }) => {
                 // The token may also come from the environment alone.
                 let token = token
                     .as_ref()
@@ -957,6 +979,7 @@ impl Resolver<'_> {
                 Some(DashboardConfig {
                     addr,
                     token: token.map(|(t, _)| t),
+                    hosts,
                 })
             }
         };

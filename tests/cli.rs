@@ -154,6 +154,11 @@ const BAD_CONFIGS: &[(&str, &str, &str)] = &[
         "flows.yaml:2:19: duration `500ms` is out of range: use 1s to 1day",
     ),
     (
+        "a dashboard host with a scheme",
+        "dashboard: { addr: 127.0.0.1:7878, hosts: [\"http://baton.lan\"] }\n",
+        "flows.yaml:1:12: `dashboard.hosts` takes host names like `baton.example.lan`, without scheme, port or path, not `http://baton.lan`",
+    ),
+    (
         "zero concurrency",
         "cycle:\n  max_concurrent_runs: 0\n",
         "flows.yaml:2:24: invalid max_concurrent_runs `0`: it must be at least 1",

@@ -48,6 +48,7 @@ fn env(token: Option<&str>) -> Env {
     let (finished, _) = tokio::sync::broadcast::channel(8);
     let d = Dashboard {
         token: token.map(str::to_owned),
+        hosts: vec!["baton.lan".into()],
         config: h.config.clone(),
         registry: h.registry.clone(),
         state: h.state.clone(),
@@ -209,6 +210,69 @@ async fn actions_need_the_action_header() {
     let (s, body) = call(&e.app, "POST", "/api/pause", &[]).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert!(body.contains("X-Baton-Action"));
+}
+
+/// Hardening, DNS rebinding: a page on `attacker.example` whose name
+/// resolves to 127.0.0.1 used to read the status and reset a completed
+/// target (baton then bought it again). Without a token only loopback
+/// names and `dashboard.hosts` are served, and an action's `Origin` must be
+/// the dashboard's own host.
+#[tokio::test]
+async fn a_foreign_host_or_origin_is_refused() {
+    let e = env(None);
+    let evil = [("host", "attacker.example:7941")];
+    let (s, body) = call(&e.app, "GET", "/api/status", &evil).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body.contains("host `attacker.example` is not this dashboard's"),
+        "{body}"
+    );
+    let rebinding = [
+        ("host", "attacker.example:7941"),
+        ("origin", "http://attacker.example:7941"),
+        ACTION,
+    ];
+    let (s, _) = call(&e.app, "POST", "/api/targets/1001/reset", &rebinding).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // A loopback host with a foreign origin (a cross-site form or fetch).
+    let cross = [
+        ("host", "127.0.0.1:7878"),
+        ("origin", "http://attacker.example"),
+        ACTION,
+    ];
+    let (s, body) = call(&e.app, "POST", "/api/pause", &cross).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body.contains("must come from the dashboard's own page"),
+        "{body}"
+    );
+    // What is allowed: loopback names, a configured name, the CLI (no
+    // Origin), the page itself (same origin).
+    for host in [
+        "127.0.0.1:7878",
+        "localhost:7878",
+        "[::1]:7878",
+        "baton.lan:7878",
+    ] {
+        let (s, body) = call(&e.app, "GET", "/api/status", &[("host", host)]).await;
+        assert_eq!(s, StatusCode::OK, "{host}: {body}");
+    }
+    let same = [
+        ("host", "localhost:7878"),
+        ("origin", "http://localhost:7878"),
+        ACTION,
+    ];
+    let answer = tokio::spawn({
+        let app = e.app.clone();
+        async move { call(&app, "POST", "/api/pause", &same).await }
+    });
+    // Play the scheduler's part: the action arrived as a command.
+    let mut commands = e.h.scheduler(None).commands;
+    match commands.recv().await {
+        Some(baton::scheduler::Command::Pause(reply)) => reply.send(()).unwrap(),
+        other => panic!("expected a pause command, got {other:?}"),
+    }
+    assert_eq!(answer.await.unwrap().0, StatusCode::OK);
 }
 
 #[tokio::test]

@@ -13,6 +13,13 @@
 //! it holds no data. Actions also need the `X-Baton-Action` header, which a
 //! cross-site form cannot send, so no other web page can press the buttons.
 //! Every response passes through the redactor, so no secret value leaves.
+//!
+//! DNS rebinding: a web page on `attacker.example` whose name later
+//! resolves to 127.0.0.1 is same-origin with a loopback dashboard, so the
+//! action header alone does not stop it. Without a token, a request must
+//! name a loopback host (`127.0.0.1`, `localhost`, `[::1]`) or one listed in
+//! `dashboard.hosts` in its `Host` header; and every action whose `Origin`
+//! is sent must come from that same host.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,6 +56,8 @@ const PAGE: &str = include_str!("page.html");
 #[derive(Clone)]
 pub struct Dashboard {
     pub token: Option<String>,
+    /// Host names accepted besides loopback ones (`dashboard.hosts`).
+    pub hosts: Vec<String>,
     pub config: Arc<ArcSwap<Config>>,
     pub registry: Arc<Registry>,
     pub state: Arc<StateStore>,
@@ -266,7 +275,63 @@ fn presented_token(headers: &HeaderMap) -> Option<String> {
         })
 }
 
+/// The host part of a `Host` header or an origin's authority, lowercase:
+/// `127.0.0.1:7878` → `127.0.0.1`, `[::1]:80` → `::1`.
+fn host_name(authority: &str) -> String {
+    let a = authority.trim().to_ascii_lowercase();
+    if let Some(rest) = a.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or_default().to_owned();
+    }
+    a.rsplit_once(':')
+        .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+        .map_or(a.clone(), |(h, _)| h.to_owned())
+}
+
+fn is_loopback_name(host: &str) -> bool {
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Refuses requests a page on another site could make through DNS
+/// rebinding (see the module docs).
+fn check_origin(d: &Dashboard, req: &Request) -> Result<(), String> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(host_name);
+    if d.token.is_none()
+        && let Some(h) = &host
+        && !is_loopback_name(h)
+        && !d.hosts.iter().any(|x| x == h)
+    {
+        return Err(format!(
+            "host `{h}` is not this dashboard's: use 127.0.0.1 or localhost, add the name to `dashboard.hosts`, or set a token"
+        ));
+    }
+    if req.method() == axum::http::Method::POST
+        && let Some(origin) = req.headers().get(header::ORIGIN)
+    {
+        let origin = origin.to_str().unwrap_or_default();
+        let from = origin
+            .split_once("://")
+            .map(|(_, rest)| host_name(rest.split('/').next().unwrap_or_default()));
+        if from.is_none() || from != host {
+            return Err(format!(
+                "actions must come from the dashboard's own page, not from `{origin}`"
+            ));
+        }
+    }
+    Ok(())
+}
+
 async fn auth(State(d): State<Dashboard>, req: Request, next: Next) -> Response {
+    if let Err(why) = check_origin(&d, &req) {
+        return error(StatusCode::FORBIDDEN, why);
+    }
     if let Some(token) = &d.token {
         let ok = presented_token(req.headers()).is_some_and(|t| same(&t, token));
         if !ok {
