@@ -226,7 +226,7 @@ pub fn main_with(opts: Options) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            let msg = crate::redact::global().apply(&f.message).into_owned();
+            let msg = crate::redact::global().apply_log(&f.message).into_owned();
             eprintln!("error: {msg}");
             ExitCode::from(f.code)
         }

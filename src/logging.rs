@@ -143,7 +143,7 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Recent {
         let mut v = MessageVisitor::default();
         event.record(&mut v);
         let line = format!("{}{}", v.message, v.fields);
-        let message = self.redactor.apply(line.trim()).into_owned();
+        let message = self.redactor.apply_log(line.trim()).into_owned();
         let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
         if events.len() == Self::CAPACITY {
             events.pop_front();

@@ -620,6 +620,9 @@ async fn secrets_are_usable_but_never_shown() {
     let e = scripts! {
         "t.rhai" => r##"fill("#qty", secret("cvv")); log("cvv is " + secret("cvv")); fail("card " + value("#qty") + " declined")"##,
         "undeclared.rhai" => r##"secret("pin")"##,
+        "outcome.rhai" => r##"outcome("cvv-" + secret("cvv"))"##,
+        "shot.rhai" => r##"screenshot("card " + secret("cvv"))"##,
+        "order.rhai" => r##"commit("place order", || "A-" + secret("cvv"))"##,
     };
     let calls = Arc::new(Calls::default());
     let err = e
@@ -647,6 +650,34 @@ async fn secrets_are_usable_but_never_shown() {
             "{}:1:1: secret `pin` is not declared in flows.yaml (declared: `cvv`)",
             e.file("undeclared.rhai")
         )
+    );
+    // Hardening: values that are stored (an outcome name, a commit result,
+    // a screenshot's file name) are masked before they are kept, not only
+    // log lines.
+    match e.run("outcome").await {
+        Ok(Ended::Outcome(name)) => assert_eq!(name, "cvv-[redacted]"),
+        other => panic!("{other:?}"),
+    }
+    let shot = e.value("shot").await;
+    assert!(
+        !shot.contains("9731") && shot.ends_with("r1-card__redacted_.png"),
+        "{shot}"
+    );
+    let sink = Arc::new(Sink {
+        run: true,
+        ..Sink::default()
+    });
+    e.run_with(
+        "order",
+        sink.clone(),
+        Arc::new(Calls::default()),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        sink.calls.lock().unwrap().last().unwrap(),
+        "done place order Some(\"A-[redacted]\")"
     );
 }
 

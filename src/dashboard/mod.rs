@@ -189,10 +189,15 @@ impl Dashboard {
 
     /// JSON with every secret masked.
     fn json(&self, v: &impl Serialize) -> Response {
-        let text = serde_json::to_string(v)
-            .unwrap_or_else(|e| json!({"error": e.to_string()}).to_string());
-        let text = self.redactor.apply(&text).into_owned();
-        ([(header::CONTENT_TYPE, "application/json")], text).into_response()
+        ([(header::CONTENT_TYPE, "application/json")], self.masked(v)).into_response()
+    }
+
+    /// `v` as JSON text with secrets masked in its strings: structurally,
+    /// so the document stays valid and numbers are never touched.
+    fn masked(&self, v: &impl Serialize) -> String {
+        let mut value = serde_json::to_value(v).unwrap_or_else(|e| json!({"error": e.to_string()}));
+        self.redactor.json(&mut value);
+        value.to_string()
     }
 }
 
@@ -387,8 +392,7 @@ async fn events(
     let stream = async_stream(move |tx| async move {
         loop {
             let view = d.status_view();
-            let text = serde_json::to_string(&view).unwrap_or_default();
-            let text = d.redactor.apply(&text).into_owned();
+            let text = d.masked(&view);
             if tx
                 .send(Event::default().event("status").data(text))
                 .await

@@ -544,7 +544,10 @@ pub fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
             let Some(dir) = &c.shots_dir else {
                 return Ok(String::new());
             };
-            let safe: String = name
+            // A name that holds a secret must not put it in a file name.
+            let safe: String = c
+                .redactor
+                .apply(name)
                 .chars()
                 .map(|ch| {
                     if ch.is_ascii_alphanumeric() || ch == '-' || ch == '_' {
@@ -659,7 +662,8 @@ pub fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
         "Ends the step with a named outcome (such as `out_of_stock`) that the flow\nbranches on: the remaining steps are skipped, `always` steps still run.",
         move |name: &str| -> R<()> {
             c.trace("outcome", &format!("{name:?}"), Ok(""), Duration::ZERO);
-            Err(c.terminate(End::Outcome(name.to_owned())))
+            // Masked before it is stored in state.json and history.
+            Err(c.terminate(End::Outcome(c.redactor.apply(name).into_owned())))
         }
     );
     let c = cx.clone();
