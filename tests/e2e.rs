@@ -688,6 +688,102 @@ async fn sigterm_stops_baton_run_gracefully() {
     assert_no_chromium(&p.profile()).await;
 }
 
+/// Hardening: card data never reaches pixels. A checkout page with the
+/// name filled as a secret (so marked), a card number and CVV (card
+/// fields by their `autocomplete`): in the screenshot every pixel of those
+/// fields is the mask colour, an ordinary field is not masked, and the
+/// masks are gone from the page afterwards. Read from the PNG itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn screenshots_mask_secrets_and_card_fields() {
+    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let shop_srv = baton::shop::start("127.0.0.1:0".parse().unwrap(), stop.clone())
+        .await
+        .unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let browser = baton::browser::chrome::ChromeBrowser::new(
+        baton::browser::chrome::ChromeConfig::headless(profile.path()),
+        None,
+    );
+    let t = Duration::from_secs(10);
+    let page = browser.new_page(SessionId(0)).await.unwrap();
+    page.navigate(&format!("{}/p/1001", shop_srv.url()), t)
+        .await
+        .unwrap();
+    page.click(&Selectors::one("#add-to-cart"), t)
+        .await
+        .unwrap();
+    page.wait_for(&Selectors::one("#cart-page"), t)
+        .await
+        .unwrap();
+    page.click(&Selectors::one("#checkout"), t).await.unwrap();
+    page.wait_for(&Selectors::one("#checkout-form"), t)
+        .await
+        .unwrap();
+    page.fill_secret(&Selectors::one("#name"), "Ada Secret", t)
+        .await
+        .unwrap();
+    page.fill(&Selectors::one("#email"), "ada@example.com", t)
+        .await
+        .unwrap();
+    page.fill(&Selectors::one("#card-number"), "4242424242424242", t)
+        .await
+        .unwrap();
+    page.fill(&Selectors::one("#card-cvv"), "123", t)
+        .await
+        .unwrap();
+    let png = page.screenshot(t).await.unwrap();
+    let decoder = png::Decoder::new(std::io::Cursor::new(&png));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let channels = info.color_type.samples();
+    let pixel = |x: u32, y: u32| {
+        let i = (y as usize * info.width as usize + x as usize) * channels;
+        (buf[i], buf[i + 1], buf[i + 2])
+    };
+    let mut rects = std::collections::BTreeMap::new();
+    for sel in ["#name", "#email", "#card-number", "#card-cvv"] {
+        let js = format!(
+            "(() => {{ const r = document.querySelector('{sel}').getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; }})()"
+        );
+        let v = page.eval(&js, t).await.unwrap();
+        let r: Vec<u32> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_f64().unwrap().round() as u32)
+            .collect();
+        rects.insert(sel, r);
+    }
+    // (every pixel inside is the mask colour, none is)
+    let magenta = |sel: &str| {
+        let r = &rects[sel];
+        let (mut all, mut none) = (true, true);
+        for y in r[1] + 1..r[3] - 1 {
+            for x in r[0] + 1..r[2] - 1 {
+                let m = pixel(x, y) == (255, 0, 255);
+                all &= m;
+                none &= !m;
+            }
+        }
+        (all, none)
+    };
+    for sel in ["#name", "#card-number", "#card-cvv"] {
+        assert!(magenta(sel).0, "{sel} is not masked");
+    }
+    assert!(magenta("#email").1, "#email should not be masked");
+    let left = page
+        .eval("document.querySelectorAll('[data-baton-mask]').length", t)
+        .await
+        .unwrap();
+    assert_eq!(left, serde_json::json!(0), "the masks stayed on the page");
+    page.close().await;
+    browser.shutdown().await;
+    stop.cancel();
+    assert_no_chromium(profile.path()).await;
+}
+
 /// Ctrl-C in a terminal signals baton's whole process group, and
 /// `systemctl stop` signals every process of the service; a closed
 /// terminal sends SIGHUP. Each arrives here while a run is inside its

@@ -643,6 +643,15 @@ async fn secrets_are_usable_but_never_shown() {
     let calls = calls.0.lock().unwrap().join("\n");
     assert!(!calls.contains("9731"), "{calls}");
     assert!(calls.contains("fill(\"#qty\", \"[redacted]\")"), "{calls}");
+    // The field that received the secret is marked for screenshot masking.
+    assert!(
+        e.sim
+            .calls()
+            .iter()
+            .any(|c| c.action == "fill_secret" && c.arg == "`#qty`"),
+        "{:?}",
+        e.sim.calls()
+    );
     assert_eq!(e.redactor.apply("9731"), "[redacted]");
     assert_eq!(
         e.error("undeclared").await,

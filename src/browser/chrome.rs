@@ -50,6 +50,39 @@ use crate::metrics::Metrics;
 
 const HELPER: &str = include_str!("page.js");
 
+/// Paints (`true`) or removes (`false`) the masks screenshots are taken
+/// with: a box over every field that received a secret, every password and
+/// card field, and every frame whose document this page cannot read (a
+/// cross-origin frame: hosted card fields live there). Same-origin frames
+/// are searched too. Returns how many boxes it painted.
+const MASK: &str = r#"(paint) => {
+  for (const m of document.querySelectorAll("[data-baton-mask]")) m.remove();
+  if (!paint) return 0;
+  const SEL = "[data-baton-secret], input[type=password], [autocomplete^='cc-'], [autocomplete$='password']";
+  const boxes = [];
+  const visit = (doc, dx, dy) => {
+    for (const el of doc.querySelectorAll(SEL)) boxes.push([el.getBoundingClientRect(), dx, dy]);
+    for (const f of doc.querySelectorAll("iframe, frame")) {
+      const r = f.getBoundingClientRect();
+      let inner = null;
+      try { inner = f.contentDocument; } catch (e) { inner = null; }
+      if (inner && inner.documentElement) visit(inner, dx + r.left, dy + r.top);
+      else boxes.push([r, dx, dy]);
+    }
+  };
+  visit(document, 0, 0);
+  let n = 0;
+  for (const [r, dx, dy] of boxes) {
+    if (r.width <= 0 || r.height <= 0) continue;
+    const d = document.createElement("div");
+    d.setAttribute("data-baton-mask", "");
+    d.style.cssText = `position:fixed;left:${r.left + dx - 1}px;top:${r.top + dy - 1}px;width:${r.width + 2}px;height:${r.height + 2}px;background:#ff00ff;z-index:2147483647;pointer-events:none;margin:0;padding:0;border:0`;
+    document.documentElement.appendChild(d);
+    n++;
+  }
+  return n;
+}"#;
+
 /// How long Chromium gets to start and print its DevTools address.
 const LAUNCH_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a graceful close may take before the process is killed.
@@ -570,6 +603,41 @@ impl ChromePage {
         }
     }
 
+    /// Focuses and clears the field, then types `text` (trusted input).
+    /// `secret` marks the field so screenshots mask it.
+    async fn type_into(
+        &self,
+        sel: &Selectors,
+        text: &str,
+        timeout: Duration,
+        secret: bool,
+    ) -> Result<(), PageError> {
+        self.guard(timeout + MARGIN, async {
+            let v = self
+                .helper(
+                    sel,
+                    "focus",
+                    json!({"visible": true, "secret": secret}),
+                    timeout,
+                )
+                .await?;
+            if v["editable"].as_bool() != Some(true) {
+                return Err(PageError::WrongElement {
+                    selector: sel.clone(),
+                    expected: "text field",
+                });
+            }
+            if !text.is_empty() {
+                self.page
+                    .execute(InsertTextParams::new(text))
+                    .await
+                    .map_err(|e| cdp_error(&e))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn mouse(&self, kind: DispatchMouseEventType, x: f64, y: f64) -> Result<(), PageError> {
         let mut p = DispatchMouseEventParams::new(kind, x, y);
         p.button = Some(MouseButton::Left);
@@ -735,25 +803,16 @@ impl Page for ChromePage {
     }
 
     async fn fill(&self, sel: &Selectors, text: &str, timeout: Duration) -> Result<(), PageError> {
-        self.guard(timeout + MARGIN, async {
-            let v = self
-                .helper(sel, "focus", json!({"visible": true}), timeout)
-                .await?;
-            if v["editable"].as_bool() != Some(true) {
-                return Err(PageError::WrongElement {
-                    selector: sel.clone(),
-                    expected: "text field",
-                });
-            }
-            if !text.is_empty() {
-                self.page
-                    .execute(InsertTextParams::new(text))
-                    .await
-                    .map_err(|e| cdp_error(&e))?;
-            }
-            Ok(())
-        })
-        .await
+        self.type_into(sel, text, timeout, false).await
+    }
+
+    async fn fill_secret(
+        &self,
+        sel: &Selectors,
+        text: &str,
+        timeout: Duration,
+    ) -> Result<(), PageError> {
+        self.type_into(sel, text, timeout, true).await
     }
 
     async fn select(
@@ -825,11 +884,16 @@ impl Page for ChromePage {
 
     async fn screenshot(&self, timeout: Duration) -> Result<Vec<u8>, PageError> {
         self.guard(timeout, async {
+            // Paint over what must not reach pixels, capture, then take the
+            // paint away. If masking fails, no screenshot is taken at all.
+            self.evaluate(format!("({MASK})(true)")).await?;
             let p = CaptureScreenshotParams {
                 format: Some(CaptureScreenshotFormat::Png),
                 ..Default::default()
             };
-            let resp = self.page.execute(p).await.map_err(|e| cdp_error(&e))?;
+            let shot = self.page.execute(p).await.map_err(|e| cdp_error(&e));
+            let _ = self.evaluate(format!("({MASK})(false)")).await;
+            let resp = shot?;
             use base64::Engine as _;
             base64::engine::general_purpose::STANDARD
                 .decode(AsRef::<str>::as_ref(&resp.result.data))

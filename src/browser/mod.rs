@@ -191,6 +191,16 @@ pub trait Page: Send + Sync + 'static {
     async fn value(&self, sel: &Selectors, timeout: Duration) -> Result<String, PageError>;
     async fn click(&self, sel: &Selectors, timeout: Duration) -> Result<(), PageError>;
     async fn fill(&self, sel: &Selectors, text: &str, timeout: Duration) -> Result<(), PageError>;
+    /// [`Page::fill`] with a secret (a card number): the field is also
+    /// marked, so every later screenshot masks it.
+    async fn fill_secret(
+        &self,
+        sel: &Selectors,
+        text: &str,
+        timeout: Duration,
+    ) -> Result<(), PageError> {
+        self.fill(sel, text, timeout).await
+    }
     async fn select(
         &self,
         sel: &Selectors,
@@ -199,7 +209,10 @@ pub trait Page: Send + Sync + 'static {
     ) -> Result<(), PageError>;
     async fn press(&self, key: &str, timeout: Duration) -> Result<(), PageError>;
     async fn eval(&self, js: &str, timeout: Duration) -> Result<serde_json::Value, PageError>;
-    /// A PNG of the viewport.
+    /// A PNG of the viewport, with every field that received a secret,
+    /// every password and card field (`autocomplete` `cc-*`, `*password`)
+    /// and every cross-origin frame (hosted card fields) painted over, the
+    /// way Playwright's `mask` option does.
     async fn screenshot(&self, timeout: Duration) -> Result<Vec<u8>, PageError>;
     /// The page's current HTML.
     async fn html(&self, timeout: Duration) -> Result<String, PageError>;

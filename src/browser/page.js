@@ -140,6 +140,8 @@ async (sels, op, opts) => {
     case "point":
       return { found: true, index, x: point.x, y: point.y };
     case "focus": {
+      // A field that receives a secret is masked in every screenshot.
+      if (opts.secret) el.setAttribute("data-baton-secret", "");
       el.focus();
       if ("value" in el) {
         // Clear through the native setter, so frameworks that track the

@@ -666,6 +666,20 @@ impl Page for SimTab {
         .await
     }
 
+    async fn fill_secret(
+        &self,
+        sel: &Selectors,
+        text: &str,
+        timeout: Duration,
+    ) -> Result<(), PageError> {
+        self.call_waiting("fill_secret", &sel.to_string(), Some((sel, timeout)), |t| {
+            let (_, key, _) = t.require(sel, timeout)?;
+            t.edit(&key, |e| e.value = Some(text.to_owned()));
+            Ok(())
+        })
+        .await
+    }
+
     async fn fill(&self, sel: &Selectors, text: &str, timeout: Duration) -> Result<(), PageError> {
         self.call_waiting("fill", &sel.to_string(), Some((sel, timeout)), |t| {
             let (_, key, _) = t.require(sel, timeout)?;

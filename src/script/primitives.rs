@@ -473,6 +473,12 @@ pub fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
             let a = c.action();
             let s = selectors(&c, "fill", &sel)?;
             let args = format!("{}, {text:?}", show_sel(&sel));
+            if c.redactor.holds_secret(text) {
+                // Marked in the page, so every screenshot masks the field.
+                return c.block("fill", &args, a, p.fill_secret(&s, text, a), |_| {
+                    String::new()
+                });
+            }
             c.block("fill", &args, a, p.fill(&s, text, a), |_| String::new())
         }
     );
