@@ -784,6 +784,43 @@ async fn cancellation_stops_loop_and_sleep() {
     }
 }
 
+/// Hardening: Rhai's own `sleep` (seconds) could not be cancelled. In a
+/// module's top level it ran at compile time and hung `check` and start-up
+/// (ignoring SIGINT); in a step, `sleep(20.0)` outlived cancellation. Both
+/// are now clear errors, at once; baton's `sleep(ms)` still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rhai_sleep_cannot_block_compiling_or_a_step() {
+    let started = std::time::Instant::now();
+    let e = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::task::spawn_blocking(|| {
+            Env::new(&[
+                ("lib/nap.rhai", "sleep(30);\nexport const X = 1;"),
+                ("napper.rhai", "import \"lib/nap\" as n;\nn::X"),
+                ("float.rhai", "sleep(20.0)"),
+                ("ms.rhai", "sleep(5); 1"),
+            ])
+        }),
+    )
+    .await
+    .expect("compiling a module that sleeps hung")
+    .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let napper = e.host.library().errors["napper"].to_string();
+    assert!(
+        napper.contains("sleep(30): only a running step may sleep, not a module's top level"),
+        "{napper}"
+    );
+    let float = tokio::time::timeout(Duration::from_secs(5), e.error("float"))
+        .await
+        .expect("sleep(20.0) slept");
+    assert!(
+        float.contains("sleep(20.0): baton's sleep takes whole milliseconds"),
+        "{float}"
+    );
+    assert_eq!(e.value("ms").await, "1");
+}
+
 // Modules ----------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

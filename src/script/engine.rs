@@ -195,6 +195,23 @@ pub fn base_engine(std: &Shared<Module>) -> Engine {
         .set_max_expr_depths(limits::MAX_EXPR_DEPTH, limits::MAX_EXPR_DEPTH);
     // `eval` would compile code outside the reload pipeline and its limits.
     engine.disable_symbol("eval");
+    // Rhai's own `sleep` (seconds) blocks its thread and nothing can cancel
+    // it: in a module's top level it ran at compile time and hung `check`,
+    // start-up and reloads past SIGINT; in a step it outlived the run's
+    // cancellation. These take its place; a step's engine replaces the
+    // whole-milliseconds one with baton's cancellable sleep.
+    engine.register_fn("sleep", |ms: rhai::INT| -> Result<(), Box<EvalAltResult>> {
+        Err(format!("sleep({ms}): only a running step may sleep, not a module's top level (it runs when scripts are compiled)").into())
+    });
+    engine.register_fn(
+        "sleep",
+        |s: rhai::FLOAT| -> Result<(), Box<EvalAltResult>> {
+            Err(
+                format!("sleep({s:?}): baton's sleep takes whole milliseconds, like sleep(500)")
+                    .into(),
+            )
+        },
+    );
     engine.set_module_resolver(DummyModuleResolver::new());
     engine
 }
