@@ -394,6 +394,10 @@ impl Loop {
             return;
         }
 
+        // A final write that failed (a full disk) left a target looking
+        // live with no run: repair it now that nothing runs.
+        self.repair_orphans().await;
+
         // 3. Test mode.
         if cfg.test_mode {
             self.reset_completed(cfg).await;
@@ -576,6 +580,47 @@ impl Loop {
         }
         self.reap();
         all_gone
+    }
+
+    /// Never `attempting` without a live run: a target whose final state
+    /// could not be saved (ENOSPC, EMFILE) is repaired as at start-up once a
+    /// write works again; until then each cycle tries anew.
+    async fn repair_orphans(&self) {
+        let _lock = self.s.registry.completion_lock().await;
+        let orphaned = self
+            .s
+            .state
+            .snapshot()
+            .targets
+            .iter()
+            .any(|(id, t)| t.status.is_live() && !self.s.registry.is_registered(id.as_str()));
+        if !orphaned {
+            return;
+        }
+        let (state, registry) = (self.s.state.clone(), self.s.registry.clone());
+        let repaired = tokio::task::spawn_blocking(move || {
+            state.repair_orphans(|id| registry.is_registered(id.as_str()))
+        })
+        .await;
+        match repaired {
+            Ok(Ok(r)) => {
+                for id in r.failed.iter().chain(&r.completed) {
+                    let t = self.s.state.get(id.as_str());
+                    tracing::warn!(target = %id, status = %t.status, "target repaired: its final state had not been saved");
+                }
+                for id in &r.in_doubt {
+                    let t = self.s.state.get(id.as_str());
+                    tracing::warn!(target = %id, "target repaired as in_doubt: its final state had not been saved");
+                    if let Some(session) = t.session {
+                        self.s.registry.quarantine(session, id.clone(), t.run_id);
+                    }
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot repair targets whose final state was not saved; trying again next cycle")
+            }
+            Err(e) => tracing::error!(error = %e, "cannot repair targets"),
+        }
     }
 
     /// Test mode: completed targets go back to `ready`.

@@ -173,6 +173,35 @@ pub struct RunRecord {
     pub screenshot: Option<String>,
 }
 
+/// Repairs one target whose persisted status says a run is live when no run
+/// is (`why` says how that came about).
+fn recover(id: &TargetId, t: &mut TargetState, now: SystemTime, why: &str, r: &mut Recovery) {
+    let (status, note, list) = match t.status {
+        Status::Attempting => (
+            Status::Failed,
+            format!("{why} while this run was attempting"),
+            &mut r.failed,
+        ),
+        Status::Committing => (
+            Status::InDoubt,
+            format!("{why} after this run passed its commit point; the order may have been placed"),
+            &mut r.in_doubt,
+        ),
+        // The shop answered and the order was saved; only the steps after
+        // the commit (cart clearing) were cut off.
+        Status::Committed => (
+            Status::Completed,
+            format!("{why} after this run's order was placed and saved, before its last steps"),
+            &mut r.completed,
+        ),
+        _ => return,
+    };
+    t.status = status;
+    t.last_error = Some(note);
+    t.updated_at = Some(now);
+    list.push(id.clone());
+}
+
 /// What opening a store repaired.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Recovery {
@@ -184,6 +213,13 @@ pub struct Recovery {
     pub completed: Vec<TargetId>,
     /// Bytes of a cut history record that were dropped.
     pub history_bytes_dropped: u64,
+}
+
+impl Recovery {
+    /// Whether no target needed repair.
+    pub fn is_empty(&self) -> bool {
+        self.failed.is_empty() && self.in_doubt.is_empty() && self.completed.is_empty()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -220,6 +256,9 @@ pub struct StateStore {
     history: Mutex<File>,
     /// Held for the life of the store: the single-writer lock.
     _lock: File,
+    /// Writes still to fail, for tests of a full disk (see
+    /// [`StateStore::fail_next_writes`]).
+    failing: std::sync::atomic::AtomicU32,
 }
 
 impl StateStore {
@@ -262,38 +301,7 @@ impl StateStore {
         let mut recovery = Recovery::default();
         let now = SystemTime::now();
         for (id, t) in doc.targets.iter_mut() {
-            match t.status {
-                Status::Attempting => {
-                    t.status = Status::Failed;
-                    t.last_error = Some(
-                        "baton stopped while this run was attempting (recovered at start-up)"
-                            .into(),
-                    );
-                    t.updated_at = Some(now);
-                    recovery.failed.push(id.clone());
-                }
-                Status::Committing => {
-                    t.status = Status::InDoubt;
-                    t.last_error = Some(
-                        "baton stopped after this run passed its commit point; the order may have been placed"
-                            .into(),
-                    );
-                    t.updated_at = Some(now);
-                    recovery.in_doubt.push(id.clone());
-                }
-                Status::Committed => {
-                    // The shop answered and the order was saved; only the
-                    // steps after the commit (cart clearing) were cut off.
-                    t.status = Status::Completed;
-                    t.last_error = Some(
-                        "baton stopped after this run's order was placed and saved, before its last steps (recovered at start-up)"
-                            .into(),
-                    );
-                    t.updated_at = Some(now);
-                    recovery.completed.push(id.clone());
-                }
-                _ => {}
-            }
+            recover(id, t, now, "baton stopped", &mut recovery);
         }
 
         let history_path = dir.join(HISTORY_FILE);
@@ -305,11 +313,9 @@ impl StateStore {
             doc: Mutex::new(doc.clone()),
             history: Mutex::new(history),
             _lock: lock,
+            failing: std::sync::atomic::AtomicU32::new(0),
         };
-        if !recovery.failed.is_empty()
-            || !recovery.in_doubt.is_empty()
-            || !recovery.completed.is_empty()
-        {
+        if !recovery.is_empty() {
             store.write(doc)?;
         }
         Ok((store, recovery))
@@ -411,7 +417,58 @@ impl StateStore {
         Ok(())
     }
 
+    /// Makes the next `n` writes of `state.json` fail as a full disk would
+    /// (ENOSPC). For tests of what baton does when writing stops working.
+    #[doc(hidden)]
+    pub fn fail_next_writes(&self, n: u32) {
+        self.failing.store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Repairs targets whose persisted status says a run is live when none
+    /// is (`live` says which are): a final write that failed (a full disk,
+    /// no file descriptors) left them so. The same repair as at start-up:
+    /// `attempting` → `failed`, `committing` → `in_doubt`, `committed` →
+    /// `completed`. The caller holds the completion lock, so no run can
+    /// register or complete meanwhile.
+    pub fn repair_orphans(&self, live: impl Fn(&TargetId) -> bool) -> Result<Recovery, StateError> {
+        let mut doc = self.lock_doc();
+        let mut next = doc.clone();
+        let mut recovery = Recovery::default();
+        let now = SystemTime::now();
+        for (id, t) in next.targets.iter_mut() {
+            if !t.status.is_live() || live(id) {
+                continue;
+            }
+            recover(
+                id,
+                t,
+                now,
+                "its run ended but its final state could not be saved (repaired when writing worked again)",
+                &mut recovery,
+            );
+        }
+        if recovery.is_empty() {
+            return Ok(recovery);
+        }
+        self.commit(&mut doc, next)?;
+        Ok(recovery)
+    }
+
     fn write(&self, doc: StateDoc) -> Result<(), StateError> {
+        if self
+            .failing
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |n| n.checked_sub(1),
+            )
+            .is_ok()
+        {
+            return Err(StateError::Write {
+                path: self.dir.join(STATE_FILE),
+                source: io::Error::from_raw_os_error(28),
+            });
+        }
         write_atomic(&self.dir, STATE_FILE, &doc)
     }
 

@@ -832,6 +832,44 @@ async fn i9_an_unanswered_commit_quarantines_its_session() {
     }
 }
 
+// Hardening ------------------------------------------------------------------
+
+/// A transient write failure (a full disk) at a run's completion used to
+/// leave its target `attempting`, with no live run, until a restart: never
+/// run again. The next cycle now repairs it as start-up would (`failed`,
+/// so it runs again) once writing works. Guards: `Loop::repair_orphans`
+/// and `StateStore::repair_orphans`.
+#[tokio::test(start_paused = true)]
+async fn a_final_write_that_failed_is_repaired_next_cycle() {
+    let mut cfg = config(&["a"], flow(&["work"]));
+    cfg.cycle.interval = (secs(30), secs(30));
+    let h = Harness::new(cfg);
+    let runs = Arc::new(AtomicU32::new(0));
+    {
+        let (runs, state) = (runs.clone(), h.state.clone());
+        h.steps.step("work", move |_cx| {
+            let (runs, state) = (runs.clone(), state.clone());
+            async move {
+                if runs.fetch_add(1, Ordering::SeqCst) == 0 {
+                    // The disk fills up just as the first run completes.
+                    state.fail_next_writes(1);
+                }
+                Ok(StepEnd::Continue)
+            }
+        });
+    }
+    h.run_cycles(3).await;
+    assert_eq!(runs.load(Ordering::SeqCst), 3, "the target ran again");
+    assert_eq!(h.state.get("a").status, Status::Completed);
+    assert!(h.registry.is_idle());
+    let history = h.history();
+    assert_eq!(
+        history.len(),
+        2,
+        "the first run's record was lost with its write"
+    );
+}
+
 // I8 -----------------------------------------------------------------------
 
 /// I8: a step replaced while a run is in progress does not change that run;
