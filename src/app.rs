@@ -178,7 +178,7 @@ impl App {
             }
         };
 
-        let registry = Arc::new(Registry::new(state.last_run_id() + 1));
+        let registry = Arc::new(Registry::new(state.last_run_id().saturating_add(1)));
         let shutdown = CancellationToken::new();
         let (commands_tx, commands_rx) = mpsc::channel(32);
         let (status_tx, status_rx) = watch::channel(SchedulerStatus::default());

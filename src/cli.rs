@@ -26,12 +26,15 @@ macro_rules! say {
     }};
 }
 
-/// [`say!`] without the newline.
-macro_rules! say_raw {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = write!(std::io::stdout().lock(), $($arg)*);
-    }};
+/// Writes a command's answer to stdout. Unlike [`say!`], a failure to write
+/// (`> /dev/full`, a closed pipe) is the command's failure: its output was
+/// the point, and exiting 0 with it lost would lie.
+fn answer(text: &str) -> Result<(), Failure> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure::runtime(format!("cannot write to standard output: {e}")))
 }
 
 mod dry_run;
@@ -216,7 +219,11 @@ pub fn main_with(opts: Options) -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            // Not eprintln!: it panics when stderr is closed or full.
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: cannot start the async runtime: {e}"
+            );
             return ExitCode::from(1);
         }
     };
@@ -227,7 +234,7 @@ pub fn main_with(opts: Options) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             let msg = crate::redact::global().apply_log(&f.message).into_owned();
-            eprintln!("error: {msg}");
+            let _ = writeln!(std::io::stderr(), "error: {msg}");
             ExitCode::from(f.code)
         }
     }
@@ -447,15 +454,14 @@ fn check(config: &Path, opts: Options) -> Result<(), Failure> {
             msgs.join("\n")
         )));
     }
-    say!(
-        "{}: ok ({} target(s), {} flow(s)); {}: ok ({} script(s))",
+    answer(&format!(
+        "{}: ok ({} target(s), {} flow(s)); {}: ok ({} script(s))\n",
         cfg.file.display(),
         cfg.targets.len(),
         cfg.flows.len(),
         cfg.scripts_dir.display(),
         lib.scripts.len()
-    );
-    Ok(())
+    ))
 }
 
 async fn demo_shop(port: u16) -> Result<(), Failure> {
@@ -490,10 +496,7 @@ fn defs(out: Option<PathBuf>, opts: Options) -> Result<(), Failure> {
     match out {
         Some(p) => std::fs::write(&p, text)
             .map_err(|e| Failure::runtime(format!("cannot write `{}`: {e}", p.display()))),
-        None => {
-            say_raw!("{text}");
-            Ok(())
-        }
+        None => answer(&text),
     }
 }
 
@@ -504,8 +507,7 @@ async fn state_cmd(config: &Path, action: StateCmd) -> Result<(), Failure> {
             let doc = state::read_doc(&cfg.state_dir)
                 .map_err(|e| Failure::runtime(e.to_string()))?
                 .unwrap_or_default();
-            say_raw!("{}", state_table(&cfg, &doc));
-            Ok(())
+            answer(&state_table(&cfg, &doc))
         }
         StateCmd::Reset { id } => change_state(&cfg, &id, None).await,
         StateCmd::Resolve { id, to } => {

@@ -422,6 +422,12 @@ pub enum Refusal {
         session: SessionId,
         target: TargetId,
     },
+    /// Run ids are never reused (screenshots and history are keyed by
+    /// them), so when they run out no run starts.
+    #[error(
+        "run ids are exhausted (the state's `last_run_id` is at its maximum); no run can start"
+    )]
+    RunIdsExhausted,
 }
 
 /// The runs a bounded wait gave up on.
@@ -485,7 +491,16 @@ impl Registry {
     /// because it is matched by run id the undo can never release someone
     /// else's session.
     pub fn register(self: &Arc<Self>, reg: Registration) -> Result<RunGuard, Refusal> {
-        let run_id = RunId(self.next_run.fetch_add(1, Ordering::SeqCst));
+        // Never wrap: a reused id would overwrite an older run's
+        // screenshots and confuse its history. `u64::MAX` itself is never
+        // handed out, so the counter can always hold "exhausted".
+        let run_id = self
+            .next_run
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < u64::MAX - 1).then_some(n + 1)
+            })
+            .map(RunId)
+            .map_err(|_| Refusal::RunIdsExhausted)?;
         match self.sessions.entry(reg.session) {
             Entry::Occupied(e) => {
                 return Err(Refusal::SessionBusy {
@@ -931,6 +946,21 @@ mod tests {
             }
         );
         assert!(!r.is_registered("b"));
+    }
+
+    /// Hardening: a maxed `last_run_id` used to wrap to run 1 and
+    /// overwrite its screenshots.
+    #[test]
+    fn run_ids_never_wrap() {
+        let r = Arc::new(Registry::new(u64::MAX - 2));
+        let last = r.register(reg("a", 0)).unwrap();
+        assert_eq!(last.run_id(), RunId(u64::MAX - 2));
+        drop(last);
+        assert_eq!(
+            r.register(reg("a", 0)).unwrap_err(),
+            Refusal::RunIdsExhausted
+        );
+        assert!(r.is_idle(), "the refused attempt claimed nothing");
     }
 
     #[test]

@@ -30,6 +30,8 @@ use crate::id::{RunId, TargetId};
 pub const STATE_FILE: &str = "state.json";
 pub const HISTORY_FILE: &str = "history.jsonl";
 pub const LOCK_FILE: &str = "state.lock";
+/// The `format` of `state.json` this baton reads and writes.
+pub const FORMAT: u32 = 1;
 
 /// A target's persisted status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -243,6 +245,10 @@ pub enum StateError {
     Locked { path: PathBuf },
     #[error("target `{0}` is not in the state file")]
     UnknownTarget(TargetId),
+    #[error(
+        "`{path}` has format {found}, newer than this baton reads ({FORMAT}); it was written by a newer baton: run that one, or move the file aside"
+    )]
+    NewerFormat { path: PathBuf, found: u32 },
 }
 
 /// The store. Methods take `&self` and serialise writers on an internal
@@ -295,7 +301,7 @@ impl StateStore {
 
         remove_stale_temp_files(dir);
         let mut doc = read_doc(dir)?.unwrap_or(StateDoc {
-            format: 1,
+            format: FORMAT,
             ..StateDoc::default()
         });
         let mut recovery = Recovery::default();
@@ -484,9 +490,22 @@ impl StateStore {
 pub fn read_doc(dir: &Path) -> Result<Option<StateDoc>, StateError> {
     let path = dir.join(STATE_FILE);
     match fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|source| StateError::Corrupt { path, source }),
+        Ok(bytes) => {
+            let doc: StateDoc =
+                serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt {
+                    path: path.clone(),
+                    source,
+                })?;
+            // Fields this baton does not know would be lost on its next
+            // write: refuse rather than half-understand.
+            if doc.format > FORMAT {
+                return Err(StateError::NewerFormat {
+                    path,
+                    found: doc.format,
+                });
+            }
+            Ok(Some(doc))
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(StateError::Read { path, source }),
     }
@@ -646,6 +665,24 @@ mod tests {
         // The repair was persisted, not just applied in memory.
         let on_disk = read_doc(dir.path()).unwrap().unwrap();
         assert_eq!(on_disk.targets["b"].status, Status::InDoubt);
+    }
+
+    /// Hardening: `format: 99` used to be read as if it were format 1.
+    #[test]
+    fn a_newer_format_is_refused_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "{\"format\":99,\"last_run_id\":0,\"revision\":1,\"targets\":{}}";
+        fs::write(dir.path().join(STATE_FILE), text).unwrap();
+        let err = StateStore::open(dir.path()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("has format 99, newer than this baton reads (1)"),
+            "{err}"
+        );
+        assert_eq!(
+            fs::read_to_string(dir.path().join(STATE_FILE)).unwrap(),
+            text
+        );
     }
 
     #[test]

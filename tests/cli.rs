@@ -817,6 +817,44 @@ fn a_closed_stdout_is_not_a_panic() {
     drop(child.stdout.take());
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+    // The table was the answer and it was lost: that is a failure.
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot write to standard output"),
+        "{stderr}"
+    );
+}
+
+/// Hardening: `check > /dev/full` exited 0 with its answer lost, and an
+/// error message into `2>/dev/full` panicked (exit 101). Output errors are
+/// exit 1 or the command's own code, never a panic.
+#[test]
+fn a_full_stdout_or_stderr_is_an_exit_code_not_a_panic() {
+    let c = Case::shipped();
+    let full = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    let out = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["check"])
+        .current_dir(c.dir.path())
+        .stdout(full())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot write to standard output"),
+        "{stderr}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["check", "--config", "/nonexistent/flows.yaml"])
+        .current_dir(c.dir.path())
+        .stderr(full())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "a usage error keeps its code");
 }

@@ -107,7 +107,7 @@ impl Harness {
         let (tx, rx) = mpsc::channel(16);
         let (status_tx, status_rx) = watch::channel(SchedulerStatus::default());
         Harness {
-            registry: Arc::new(Registry::new(state.last_run_id() + 1)),
+            registry: Arc::new(Registry::new(state.last_run_id().saturating_add(1))),
             config: Arc::new(ArcSwap::from_pointee(cfg)),
             state,
             sim: SimBrowser::default(),
