@@ -128,6 +128,17 @@ impl App {
         for t in &recovery.in_doubt {
             tracing::warn!(target = %t, "recovered: was committing when baton stopped; now in_doubt until resolved (`baton state resolve`)");
         }
+        for t in &recovery.completed {
+            tracing::warn!(target = %t, "recovered: its order was placed and saved when baton stopped; now completed");
+        }
+        if recovery.history_bytes_dropped > 0 {
+            tracing::warn!(
+                bytes = recovery.history_bytes_dropped,
+                "recovered: the last history record was cut by a crash; its {} byte(s) were moved to {}",
+                recovery.history_bytes_dropped,
+                cfg.state_dir.join("history.jsonl.dropped").display()
+            );
+        }
         let state = Arc::new(state);
         state.ensure_targets(cfg.targets.iter().map(|t| &t.id))?;
 

@@ -588,8 +588,10 @@ fn remove_stale_temp_files(dir: &Path) {
     }
 }
 
-/// Opens the history for appending, first cutting off a partial last line
-/// left by a crash. Returns the file and how many bytes were dropped.
+/// Opens the history for appending, first repairing its end: a last record
+/// that parses but lacks its newline is kept (the newline is added); a cut
+/// one is moved to `history.jsonl.dropped` beside it (never just deleted)
+/// and cut off. Returns the file and how many bytes were moved.
 fn open_history(path: &Path) -> Result<(File, u64), StateError> {
     let err = |source| StateError::Write {
         path: path.to_owned(),
@@ -620,10 +622,35 @@ fn open_history(path: &Path) -> Result<(File, u64), StateError> {
         }
         end = start;
     }
-    if keep < len {
-        file.set_len(keep).map_err(err)?;
-        file.sync_all().map_err(err)?;
+    if keep == len {
+        return Ok((file, 0));
     }
+    let mut tail = vec![0u8; (len - keep) as usize];
+    file.seek(SeekFrom::Start(keep)).map_err(err)?;
+    file.read_exact(&mut tail).map_err(err)?;
+    if serde_json::from_slice::<RunRecord>(&tail).is_ok() {
+        // A whole record whose newline the crash cut off: keep it.
+        file.write_all(b"\n")
+            .and_then(|()| file.sync_data())
+            .map_err(err)?;
+        return Ok((file, 0));
+    }
+    let aside = path.with_extension("jsonl.dropped");
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&aside)
+        .and_then(|mut f| {
+            f.write_all(&tail)?;
+            f.write_all(b"\n")?;
+            f.sync_all()
+        })
+        .map_err(|source| StateError::Write {
+            path: aside.clone(),
+            source,
+        })?;
+    file.set_len(keep).map_err(err)?;
+    file.sync_all().map_err(err)?;
     Ok((file, len - keep))
 }
 
@@ -748,5 +775,48 @@ mod tests {
             h.iter().map(|r| r.run_id).collect::<Vec<_>>(),
             vec![RunId(3), RunId(1)]
         );
+        // The cut bytes were kept aside, not just deleted.
+        assert_eq!(
+            fs::read_to_string(dir.path().join("history.jsonl.dropped")).unwrap(),
+            "{\"run_id\": 2, \"tar\n"
+        );
+    }
+
+    /// Hardening: a whole last record without its newline was deleted, and
+    /// a history with no newline at all was emptied, silently.
+    #[test]
+    fn a_whole_last_record_without_its_newline_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = RunRecord {
+            run_id: RunId(1),
+            target: "a".into(),
+            flow: "f".into(),
+            started_at: SystemTime::UNIX_EPOCH,
+            ended_at: SystemTime::UNIX_EPOCH,
+            duration_ms: 5,
+            status: Status::Completed,
+            outcome: None,
+            order: Some("o-1".into()),
+            error: None,
+            committed: true,
+            cancelled: None,
+            steps: vec![],
+            screenshot: None,
+        };
+        // The only record, with no newline at all.
+        fs::write(
+            dir.path().join(HISTORY_FILE),
+            serde_json::to_vec(&rec).unwrap(),
+        )
+        .unwrap();
+        let (s, recovery) = StateStore::open(dir.path()).unwrap();
+        assert_eq!(recovery.history_bytes_dropped, 0);
+        s.append_history(&RunRecord {
+            run_id: RunId(2),
+            ..rec.clone()
+        })
+        .unwrap();
+        let ids: Vec<RunId> = s.history(10).unwrap().iter().map(|r| r.run_id).collect();
+        assert_eq!(ids, vec![RunId(2), RunId(1)]);
     }
 }
