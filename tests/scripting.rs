@@ -878,6 +878,36 @@ async fn modules_import_inside_scripts_and_nowhere_else() {
         linked.contains("refused: it is a link to outside the scripts directory"),
         "{linked}"
     );
+
+    // Hardening: discovery stays inside too. A step that is a link to a
+    // file outside is refused, and a link to a directory (here one that
+    // loops back up) is never walked.
+    std::os::unix::fs::symlink(
+        outside.path().join("evil.rhai"),
+        e.dir.path().join("scripts/outside_step.rhai"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("..", e.dir.path().join("scripts/lnk")).unwrap();
+    // Something a walk through `lnk` would find and complain about.
+    std::fs::write(e.dir.path().join("broken_outside.rhai"), "let = ;").unwrap();
+    std::os::unix::fs::symlink(
+        e.dir.path().join("scripts/ok.rhai"),
+        e.dir.path().join("scripts/alias.rhai"),
+    )
+    .unwrap();
+    let r = e.host.reload();
+    let lib = e.host.library();
+    let step = lib.errors.get("outside_step").expect("refused").to_string();
+    assert!(
+        step.contains("it is a link to outside the scripts directory"),
+        "{step}"
+    );
+    assert!(!lib.scripts.contains_key("outside_step"));
+    assert!(lib.scripts.contains_key("alias"), "a link inside is fine");
+    assert!(
+        r.failed.iter().all(|f| !f.file.contains("broken_outside")),
+        "a linked directory was walked: {r:?}"
+    );
 }
 
 // Plugins ----------------------------------------------------------------------

@@ -271,7 +271,18 @@ impl ScriptHost {
             errors: BTreeMap::new(),
         };
         let mut report = ReloadReport::default();
-        let (scripts, modules) = list_scripts(&self.inner.dir);
+        let (scripts, modules, refused) = list_scripts(&self.inner.dir);
+        for (name, why) in refused {
+            let err = ScriptError {
+                file: self.display(&PathBuf::from(format!("{name}.rhai"))),
+                line: None,
+                column: None,
+                message: why,
+                called_from: vec![],
+            };
+            next.errors.insert(name, err.clone());
+            report.failed.push(err);
+        }
 
         for name in &scripts {
             let rel = PathBuf::from(format!("{name}.rhai"));
@@ -447,25 +458,47 @@ impl ScriptHost {
     }
 }
 
-/// Top-level scripts (by name) and `lib/` modules (relative paths).
-fn list_scripts(dir: &Path) -> (Vec<String>, Vec<PathBuf>) {
+/// Top-level scripts (by name), `lib/` modules (relative paths), and
+/// the scripts refused because they are links to outside the directory.
+///
+/// Discovery stays inside `dir` the way imports do: a linked directory is
+/// never entered (`scripts/lnk -> ..` made `check` walk the whole parent
+/// tree), and a linked file counts only if it resolves inside `dir`.
+fn list_scripts(dir: &Path) -> (Vec<String>, Vec<PathBuf>, Vec<(String, String)>) {
     let mut scripts = Vec::new();
     let mut modules = Vec::new();
+    let mut refused = Vec::new();
+    let root = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
             let p = e.path();
-            if p.is_file() && p.extension().is_some_and(|x| x == "rhai") {
-                if let Some(stem) = p.file_stem() {
-                    scripts.push(stem.to_string_lossy().into_owned());
-                }
-            } else if p.is_dir() {
+            let Ok(kind) = e.file_type() else { continue };
+            let is_rhai = p.extension().is_some_and(|x| x == "rhai");
+            if kind.is_dir() {
                 collect_modules(dir, &p, &mut modules);
+            } else if is_rhai && let Some(stem) = p.file_stem() {
+                let name = stem.to_string_lossy().into_owned();
+                if kind.is_symlink() && !links_inside(&p, &root) {
+                    refused.push((
+                        name,
+                        "it is a link to outside the scripts directory; scripts must live inside it"
+                            .to_owned(),
+                    ));
+                } else if p.is_file() {
+                    scripts.push(name);
+                }
             }
         }
     }
     scripts.sort();
     modules.sort();
-    (scripts, modules)
+    (scripts, modules, refused)
+}
+
+/// Whether the link `p` resolves to a file inside `root` (canonical).
+fn links_inside(p: &Path, root: &Path) -> bool {
+    p.canonicalize()
+        .is_ok_and(|real| real.starts_with(root) && real.is_file())
 }
 
 fn collect_modules(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
@@ -474,9 +507,13 @@ fn collect_modules(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
     };
     for e in entries.flatten() {
         let p = e.path();
-        if p.is_dir() {
+        let Ok(kind) = e.file_type() else { continue };
+        // A linked directory is not entered: it may lead outside, or back
+        // up into a loop.
+        if kind.is_dir() {
             collect_modules(root, &p, out);
-        } else if p.extension().is_some_and(|x| x == "rhai")
+        } else if kind.is_file()
+            && p.extension().is_some_and(|x| x == "rhai")
             && let Ok(rel) = p.strip_prefix(root)
         {
             out.push(rel.to_owned());
