@@ -167,11 +167,13 @@ impl App {
             .metrics(metrics.clone())
             .build();
         let lib = scripts.library();
-        let broken: Vec<ScriptError> = cfg
-            .scripts()
+        let used = cfg.scripts();
+        let mut broken: Vec<ScriptError> = used
             .iter()
             .filter_map(|s| lib.errors.get(s).cloned())
             .collect();
+        let used: Vec<String> = used.into_iter().collect();
+        broken.extend(scripts.undeclared_secrets(Some(&used)));
         if !broken.is_empty() {
             return Err(AppError::Scripts(broken));
         }

@@ -446,8 +446,14 @@ fn check(config: &Path, opts: Options) -> Result<(), Failure> {
         .secrets(cfg.secrets.clone())
         .build();
     let lib = host.library();
-    if !lib.errors.is_empty() {
-        let msgs: Vec<String> = lib.errors.values().map(|e| e.to_string()).collect();
+    let undeclared = host.undeclared_secrets(None);
+    if !lib.errors.is_empty() || !undeclared.is_empty() {
+        let msgs: Vec<String> = lib
+            .errors
+            .values()
+            .chain(&undeclared)
+            .map(|e| e.to_string())
+            .collect();
         return Err(Failure::usage(format!(
             "{} script problem(s):\n{}",
             msgs.len(),

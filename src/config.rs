@@ -216,7 +216,7 @@ impl Config {
         let raw: RawConfig = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
             let inner = e.without_snippet();
             let message = serde_saphyr::UserMessageFormatter.format_message(inner);
-            let message = strip_location_suffix(&message);
+            let message = friendly(&strip_location_suffix(&message));
             let at = e.location().map(|l| (l.line() as u32, l.column() as u32));
             ConfigError {
                 file: path.to_owned(),
@@ -235,6 +235,51 @@ impl Config {
 
 /// serde-saphyr appends " at line X, column Y" to some messages; baton puts
 /// the location in front instead.
+/// A boolean written `true` or `false`. A quoted `"true"` is a string,
+/// whatever the parser would make of it: the schema promises strict
+/// booleans, so it is an error rather than a guess.
+#[derive(Clone, Copy, Debug, Default)]
+struct StrictBool(bool);
+
+impl<'de> Deserialize<'de> for StrictBool {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = StrictBool;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("true or false")
+            }
+            fn visit_bool<E: de::Error>(self, b: bool) -> Result<StrictBool, E> {
+                Ok(StrictBool(b))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<StrictBool, E> {
+                Err(E::custom(
+                    if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false") {
+                        format!(
+                            "invalid boolean `\"{s}\"`: a quoted string; write true or false without quotes"
+                        )
+                    } else {
+                        format!("invalid boolean `{s}`: write true or false")
+                    },
+                ))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Rewords the YAML parser's terser messages in the usual style.
+fn friendly(msg: &str) -> String {
+    match msg {
+        "invalid i64" | "invalid u64" => "invalid number: expected a whole number here".to_owned(),
+        "unexpected end of file" => {
+            "the file ends before any settings: flows.yaml needs at least `targets:` and `flows:`"
+                .to_owned()
+        }
+        other => other.to_owned(),
+    }
+}
+
 fn strip_location_suffix(msg: &str) -> String {
     match msg.rfind(" at line ") {
         Some(i) if msg[i..].contains(", column ") => msg[..i].to_owned(),
@@ -359,7 +404,7 @@ struct RawConfig {
     #[serde(default)]
     cycle: RawCycle,
     #[serde(default)]
-    test_mode: bool,
+    test_mode: StrictBool,
     #[serde(default)]
     state_dir: Option<Spanned<String>>,
     #[serde(default)]
@@ -377,7 +422,7 @@ struct RawConfig {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawBrowser {
-    headless: Option<bool>,
+    headless: Option<StrictBool>,
     executable: Option<Spanned<String>>,
     profile_dir: Option<Spanned<String>>,
     connect: Option<Spanned<String>>,
@@ -879,7 +924,7 @@ impl Resolver<'_> {
         let defaults = Config::default();
 
         let browser = BrowserConfig {
-            headless: raw.browser.headless.unwrap_or(true),
+            headless: raw.browser.headless.map_or(true, |b| b.0),
             executable: match &raw.browser.executable {
                 Some(e) if e.value != "auto" => Some(PathBuf::from(self.expand(e))),
                 _ => None,
@@ -936,8 +981,14 @@ impl Resolver<'_> {
 
         let state_dir = match &raw.state_dir {
             Some(s) => {
-                let s = self.expand(s);
-                self.rel(&s)
+                let dir = self.expand(s);
+                if dir.trim().is_empty() {
+                    self.problem(
+                        at(s),
+                        "`state_dir` is empty: name a directory, like `.baton`".into(),
+                    );
+                }
+                self.rel(&dir)
             }
             None => self.rel(".baton"),
         };
@@ -1054,6 +1105,11 @@ impl Resolver<'_> {
             let id = t.id.value.0.clone();
             if id.trim().is_empty() {
                 self.problem(at(&t.id), "target id is empty".into());
+            } else if id.chars().any(char::is_control) {
+                self.problem(
+                    at(&t.id),
+                    format!("target id {id:?} holds a control character (a line break?): an id is one line of text"),
+                );
             }
             if let Some(first) = seen.get(&id) {
                 let first = first
@@ -1101,6 +1157,13 @@ impl Resolver<'_> {
                 && !url.starts_with("https://")
             {
                 self.problem(at(&t.url), format!("target `{id}` url `{url}` must start with http://, https:// or / (on the demo shop)"));
+            } else if !url.starts_with('/')
+                && let Err(e) = reqwest::Url::parse(&url)
+            {
+                self.problem(
+                    at(&t.url),
+                    format!("target `{id}` url `{url}` is not a valid URL: {e}"),
+                );
             }
             let mut params = t.params.clone();
             for v in params.values_mut() {
@@ -1117,7 +1180,7 @@ impl Resolver<'_> {
             self.problem(None, "no targets: add at least one under `targets:`".into());
         }
 
-        let test_mode = raw.test_mode
+        let test_mode = raw.test_mode.0
             || (self.env)("BATON_TEST_MODE")
                 .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
 

@@ -116,7 +116,7 @@ const BAD_CONFIGS: &[(&str, &str, &str)] = &[
     (
         "wrong type",
         "test_mode: \"yes\"\n",
-        "flows.yaml:1:12: invalid boolean (true or false expected)",
+        "flows.yaml:1:12: invalid boolean `yes`: write true or false",
     ),
     (
         "bad duration",
@@ -157,6 +157,21 @@ const BAD_CONFIGS: &[(&str, &str, &str)] = &[
         "a dashboard host with a scheme",
         "dashboard: { addr: 127.0.0.1:7878, hosts: [\"http://baton.lan\"] }\n",
         "flows.yaml:1:12: `dashboard.hosts` takes host names like `baton.example.lan`, without scheme, port or path, not `http://baton.lan`",
+    ),
+    (
+        "a quoted boolean",
+        "test_mode: \"true\"\n",
+        "flows.yaml:1:12: invalid boolean `\"true\"`: a quoted string; write true or false without quotes",
+    ),
+    (
+        "a word for a number",
+        "cycle:\n  max_concurrent_runs: x\n",
+        "flows.yaml:2:24: invalid number: expected a whole number here",
+    ),
+    (
+        "an empty state_dir",
+        "state_dir: \"\"\n",
+        "flows.yaml:1:12: `state_dir` is empty: name a directory, like `.baton`",
     ),
     (
         "zero concurrency",
@@ -213,7 +228,21 @@ const BAD_CONFIGS: &[(&str, &str, &str)] = &[
 
 /// Cases that replace the whole file.
 const BAD_WHOLE: &[(&str, &str, &str)] = &[
-    ("empty file", "", "flows.yaml:1:1:"),
+    (
+        "empty file",
+        "",
+        "flows.yaml:1:1: the file ends before any settings: flows.yaml needs at least `targets:` and `flows:`",
+    ),
+    (
+        "a target id with a line break",
+        "targets:\n  - { id: \"10\\n01\", url: \"http://127.0.0.1:1/p/1\" }\nflows:\n  f:\n    steps: [step]\n",
+        "flows.yaml:2:11: target id \"10\\n01\" holds a control character (a line break?)",
+    ),
+    (
+        "an unparsable url",
+        "targets:\n  - { id: \"1\", url: \"http://[::1\" }\nflows:\n  f:\n    steps: [step]\n",
+        "flows.yaml:2:21: target `1` url `http://[::1` is not a valid URL: invalid IPv6 address",
+    ),
     (
         "no targets",
         "flows:\n  f:\n    steps: [step]\n",
@@ -391,6 +420,23 @@ const BAD_SCRIPTS: &[ScriptCase] = &[
         "unclosed string",
         &[("scripts/step.rhai", "log(\"hi);\n")],
         "scripts/step.rhai:1:5: syntax error:",
+    ),
+    (
+        "an undeclared secret",
+        &[(
+            "scripts/step.rhai",
+            "let n = 1;\nfill(\"#card\", secret(\"card_number\"));\n",
+        )],
+        "scripts/step.rhai:2:15: secret `card_number` is not declared in flows.yaml (declared: none)",
+    ),
+    (
+        "an import cycle",
+        &[
+            ("scripts/step.rhai", "import \"lib/a\" as a;\n"),
+            ("scripts/lib/a.rhai", "import \"lib/b\" as b;\n"),
+            ("scripts/lib/b.rhai", "import \"lib/a\" as a;\n"),
+        ],
+        "import cycle:",
     ),
 ];
 

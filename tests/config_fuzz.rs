@@ -43,7 +43,7 @@ fn scripts_dir() -> &'static Path {
 fn parse(text: &str) {
     let path = scripts_dir().join("flows.yaml");
     match Config::parse(&path, text, &|_| None) {
-        Ok(_) => {}
+        Ok(cfg) => within_bounds(&cfg),
         Err(e) => {
             let msg = e.to_string();
             assert!(
@@ -53,6 +53,70 @@ fn parse(text: &str) {
         }
     }
 }
+
+/// What `run` relies on of any config `check` accepts: no duration past
+/// what a deadline can hold, none zero, and at least one session.
+fn within_bounds(cfg: &Config) {
+    let c = &cfg.cycle;
+    let max = baton::config::MAX_DURATION;
+    for d in [
+        c.interval.0,
+        c.interval.1,
+        c.wait_for_active,
+        c.run_timeout,
+        c.step_timeout,
+        c.http_timeout,
+        c.commit_timeout,
+        cfg.browser.timeout,
+    ] {
+        assert!(!d.is_zero() && d <= max, "{d:?} passed the check: {c:?}");
+        // A deadline this far ahead is representable.
+        assert!(tokio::time::Instant::now().checked_add(d * 4).is_some());
+    }
+    assert!(c.interval.0 <= c.interval.1);
+    assert!(c.max_concurrent_runs >= 1);
+    for t in &cfg.targets {
+        assert!(!t.id.as_str().chars().any(char::is_control), "{:?}", t.id);
+    }
+}
+
+/// A value for `mutated_values_stay_in_bounds`: durations of every size,
+/// numbers, booleans in disguise, odd strings.
+fn value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("0s".to_owned()),
+        Just("1ns".to_owned()),
+        Just("300000000000y".to_owned()),
+        Just("25h".to_owned()),
+        Just("99ms..1ms".to_owned()),
+        Just("\"true\"".to_owned()),
+        Just("yes".to_owned()),
+        Just("-1".to_owned()),
+        Just("1.5".to_owned()),
+        Just("18446744073709551616".to_owned()),
+        Just("\"\"".to_owned()),
+        Just("\"a\\nb\"".to_owned()),
+        Just("\"http://[::1\"".to_owned()),
+        (
+            0u64..100_000,
+            prop_oneof![Just("ms"), Just("s"), Just("m"), Just("h"), Just("d")]
+        )
+            .prop_map(|(n, u)| format!("{n}{u}")),
+        "[ -~]{0,10}".prop_map(|s| s),
+    ]
+}
+
+/// Keys of VALID whose value `mutated_values_stay_in_bounds` replaces.
+const KEYS: &[&str] = &[
+    "interval: 25s..35s",
+    "wait_for_active: 30s",
+    "max_concurrent_runs: 1",
+    "test_mode: false",
+    "timeout: 5s",
+    "port: 8099",
+    "url: /p/1001",
+    "id: \"1001\"",
+];
 
 /// Pieces of YAML and of baton's schema to splice in.
 fn token() -> impl Strategy<Value = String> {
@@ -106,6 +170,25 @@ proptest! {
             let end = (at + cut).min(text.len());
             let end = (end..=text.len()).find(|i| text.is_char_boundary(*i)).unwrap_or(text.len());
             text.replace_range(at..end, &insert);
+        }
+        parse(&text);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, .. ProptestConfig::default() })]
+
+    /// Hardening: values, not only syntax. Whatever replaces a value, a
+    /// config that passes is within the bounds `run` relies on.
+    #[test]
+    fn mutated_values_stay_in_bounds(
+        edits in proptest::collection::vec((0usize..KEYS.len(), value()), 1..4)
+    ) {
+        let mut text = VALID.to_owned();
+        for (k, v) in edits {
+            let key = KEYS[k];
+            let name = key.split(':').next().unwrap();
+            text = text.replacen(key, &format!("{name}: {v}"), 1);
         }
         parse(&text);
     }

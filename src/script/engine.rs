@@ -216,6 +216,23 @@ pub fn base_engine(std: &Shared<Module>) -> Engine {
     engine
 }
 
+/// The names a script passes to `secret("...")` as string literals, with
+/// where: `check` reports the undeclared ones before anything runs.
+pub fn secret_names(ast: &AST) -> Vec<(String, Position)> {
+    let mut out = Vec::new();
+    ast.walk(&mut |path: &[rhai::ASTNode<'_>]| {
+        if let Some(rhai::ASTNode::Expr(rhai::Expr::FnCall(call, pos))) = path.last()
+            && call.name == "secret"
+            && call.args.len() == 1
+            && let rhai::Expr::StringConstant(name, _) = &call.args[0]
+        {
+            out.push((name.to_string(), *pos));
+        }
+        true
+    });
+    out
+}
+
 /// Rhai's standard library, built once and shared by every engine.
 pub fn standard_package() -> Shared<Module> {
     StandardPackage::new().as_shared_module()

@@ -225,6 +225,40 @@ impl ScriptHost {
         self.inner.secrets.store(Arc::new(s));
     }
 
+    /// `secret("NAME")` calls, in the loaded scripts named by `scripts`
+    /// (every one when `None`), whose NAME is not declared: each a located
+    /// error, so `check` and start-up report them before a run fails.
+    pub fn undeclared_secrets(&self, scripts: Option<&[String]>) -> Vec<ScriptError> {
+        let lib = self.library();
+        let secrets = self.inner.secrets.load();
+        let declared: Vec<String> = secrets.names().map(|n| format!("`{n}`")).collect();
+        let declared = if declared.is_empty() {
+            "none".to_owned()
+        } else {
+            declared.join(", ")
+        };
+        let mut out = Vec::new();
+        for (name, script) in &lib.scripts {
+            if scripts.is_some_and(|only| !only.contains(name)) {
+                continue;
+            }
+            for (secret, pos) in engine::secret_names(&script.ast) {
+                if secrets.get(&secret).is_none() {
+                    out.push(ScriptError {
+                        file: script.file.clone(),
+                        line: pos.line(),
+                        column: pos.position(),
+                        message: format!(
+                            "secret `{secret}` is not declared in flows.yaml (declared: {declared})"
+                        ),
+                        called_from: vec![],
+                    });
+                }
+            }
+        }
+        out
+    }
+
     /// Each script's version and last error, by name.
     pub fn status(&self) -> Vec<ScriptStatus> {
         let lib = self.library();
