@@ -924,7 +924,7 @@ impl Resolver<'_> {
         let defaults = Config::default();
 
         let browser = BrowserConfig {
-            headless: raw.browser.headless.map_or(true, |b| b.0),
+            headless: raw.browser.headless.is_none_or(|b| b.0),
             executable: match &raw.browser.executable {
                 Some(e) if e.value != "auto" => Some(PathBuf::from(self.expand(e))),
                 _ => None,
