@@ -184,10 +184,13 @@ impl App {
                 if cfg.browser.connect.is_none() {
                     crate::browser::chrome::find_executable(cfg.browser.executable.as_deref())?;
                 }
-                Arc::new(ChromeBrowser::new(
+                let chrome = ChromeBrowser::new(
                     cfg.browser.chrome(cfg.browser.profile_dir.clone()),
                     Some(metrics.clone()),
-                ))
+                );
+                // Refuse now, not at the first run, if another baton has it.
+                chrome.lock_profile()?;
+                Arc::new(chrome)
             }
         };
 

@@ -923,7 +923,7 @@ impl Resolver<'_> {
     fn resolve(mut self, raw: RawConfig) -> Result<Config, ConfigError> {
         let defaults = Config::default();
 
-        let browser = BrowserConfig {
+        let mut browser = BrowserConfig {
             headless: raw.browser.headless.is_none_or(|b| b.0),
             executable: match &raw.browser.executable {
                 Some(e) if e.value != "auto" => Some(PathBuf::from(self.expand(e))),
@@ -934,7 +934,8 @@ impl Resolver<'_> {
                     let p = self.expand(p);
                     self.rel(&p)
                 }
-                None => self.rel(".baton/profile"),
+                // Set below: it follows `state_dir`.
+                None => PathBuf::new(),
             },
             connect: raw.browser.connect.as_ref().map(|c| self.expand(c)),
             timeout: raw.browser.timeout.map_or(defaults.browser.timeout, |d| d.0),
@@ -992,6 +993,11 @@ impl Resolver<'_> {
             }
             None => self.rel(".baton"),
         };
+        // The default profile lives with the state, so two batons with two
+        // state directories never share a browser profile by accident.
+        if raw.browser.profile_dir.is_none() {
+            browser.profile_dir = state_dir.join("profile");
+        }
         let scripts_dir = match &raw.scripts_dir {
             Some(s) => self.rel(&s.value),
             None => self.rel("scripts"),

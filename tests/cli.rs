@@ -632,6 +632,60 @@ fn dry_run_failure_saves_screenshot_and_html_and_exits_1() {
     );
 }
 
+/// Hardening: a browser profile belongs to one baton. `dry-run --profile`
+/// pointed at a running baton's profile (and a second `run` on it) used to
+/// kill that baton's Chromium mid-commit and then hang. The profile's lock
+/// is held here as a running baton holds it: both commands refuse at once,
+/// naming the holder, and start no browser.
+#[test]
+fn a_profile_in_use_by_another_baton_is_refused() {
+    let c = Case::shipped();
+    let profile = c.path("shared-profile");
+    let held = baton::browser::chrome::ChromeBrowser::new(
+        baton::browser::chrome::ChromeConfig::headless(&profile),
+        None,
+    );
+    held.lock_profile().unwrap();
+    let started = std::time::Instant::now();
+    let o = c.run(&[
+        "dry-run",
+        "product_page",
+        "--target",
+        "1001",
+        "--profile",
+        profile.to_str().unwrap(),
+    ]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    let want = format!(
+        "browser profile `{}` is in use by another baton (pid {})",
+        profile.display(),
+        std::process::id()
+    );
+    assert!(o.stderr.contains(&want), "{}", o.stderr);
+    let yaml = std::fs::read_to_string(c.path("flows.yaml")).unwrap();
+    let c = c.file(
+        "flows.yaml",
+        &yaml
+            .replace(
+                "profile_dir: .baton/profile",
+                &format!("profile_dir: {}", profile.display()),
+            )
+            .replace("dashboard: 127.0.0.1:7878", "dashboard: off")
+            .replace("port: 8099", "port: 0"),
+    );
+    let o = c.run(&["run", "--cycles", "1"]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(o.stderr.contains(&want), "{}", o.stderr);
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    // Released with its holder: the next baton gets it.
+    drop(held);
+    let next = baton::browser::chrome::ChromeBrowser::new(
+        baton::browser::chrome::ChromeConfig::headless(&profile),
+        None,
+    );
+    next.lock_profile().unwrap();
+}
+
 #[test]
 fn dry_run_rejects_unknown_targets_and_foreign_scripts() {
     let c = Case::shipped().file("elsewhere/x.rhai", STEP);

@@ -177,6 +177,9 @@ struct Inner {
     metrics: Option<Arc<Metrics>>,
     /// Once shut down, no relaunch.
     shut: CancellationToken,
+    /// The profile's lock, held from the first launch (or
+    /// [`ChromeBrowser::lock_profile`]) for this browser's life.
+    profile_lock: Mutex<Option<std::fs::File>>,
     launches: std::sync::atomic::AtomicU64,
 }
 
@@ -201,9 +204,32 @@ impl ChromeBrowser {
                 }),
                 metrics,
                 shut: CancellationToken::new(),
+                profile_lock: Mutex::new(None),
                 launches: std::sync::atomic::AtomicU64::new(0),
             }),
         }
+    }
+
+    /// Claims the profile for this baton (see `process::lock_profile`), or
+    /// says which baton has it. Idempotent; nothing to claim when attaching
+    /// with `browser.connect`. Call it at start-up to fail early; the first
+    /// launch claims it anyway.
+    pub fn lock_profile(&self) -> Result<(), BrowserError> {
+        let cfg = &self.inner.config;
+        if cfg.connect.is_some() {
+            return Ok(());
+        }
+        let mut held = self
+            .inner
+            .profile_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if held.is_none() {
+            let profile =
+                std::path::absolute(&cfg.profile_dir).unwrap_or_else(|_| cfg.profile_dir.clone());
+            *held = Some(process::lock_profile(&profile)?);
+        }
+        Ok(())
     }
 
     /// The pid of the Chromium process, if one was launched and runs.
@@ -242,6 +268,9 @@ impl ChromeBrowser {
                     path: exe.display().to_string(),
                     reason: format!("cannot create profile dir `{}`: {e}", profile.display()),
                 })?;
+                // Only a baton holding the profile's lock may stop a
+                // Chromium it finds there: that one's baton is dead.
+                self.lock_profile()?;
                 process::stop_stale(&profile).await;
                 let (mut child, ws) = process::launch(&process::Launch {
                     exe: &exe,

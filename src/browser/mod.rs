@@ -134,6 +134,12 @@ pub enum BrowserError {
     NewPage(String),
     #[error("the browser is shut down")]
     ShutDown,
+    #[error(
+        "browser profile `{profile}` is in use by another baton ({holder}); give each baton its own `browser.profile_dir` (by default each `state_dir` has its own)"
+    )]
+    ProfileInUse { profile: String, holder: String },
+    #[error("cannot lock browser profile `{profile}`: {reason}")]
+    ProfileLock { profile: String, reason: String },
 }
 
 /// What the dashboard shows about the browser.

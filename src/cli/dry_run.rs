@@ -301,6 +301,10 @@ pub async fn run(args: Args) -> Result<(), Failure> {
                 }
             };
             let chrome = ChromeBrowser::new(cfg.browser.chrome(profile), None);
+            // A profile a running baton uses is refused, never taken over.
+            chrome
+                .lock_profile()
+                .map_err(|e| Failure::runtime(e.to_string()))?;
             (Arc::new(chrome), None, None)
         }
     };

@@ -68,6 +68,53 @@ const DEFAULT_ARGS: &[&str] = &[
     "--no-default-browser-check",
 ];
 
+/// The lock file inside a profile directory.
+pub const PROFILE_LOCK: &str = "baton.lock";
+
+/// Claims `profile` for this baton: an advisory lock on
+/// `PROFILE/baton.lock`, released by the OS when the process dies. While a
+/// live baton holds it, another refuses to start on the profile (two
+/// batons used to kill each other's Chromium mid-commit); and a Chromium
+/// found on a profile whose lock was free belongs to a dead baton, so
+/// [`stop_stale`] may stop it.
+pub fn lock_profile(profile: &Path) -> Result<std::fs::File, BrowserError> {
+    use std::io::{Read, Seek, Write};
+    let fail = |reason: String| BrowserError::ProfileLock {
+        profile: profile.display().to_string(),
+        reason,
+    };
+    std::fs::create_dir_all(profile).map_err(|e| fail(e.to_string()))?;
+    let path = profile.join(PROFILE_LOCK);
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| fail(e.to_string()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = match holder.trim() {
+                "" => "its pid is not recorded".to_owned(),
+                pid => format!("pid {pid}"),
+            };
+            return Err(BrowserError::ProfileInUse {
+                profile: profile.display().to_string(),
+                holder,
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(fail(e.to_string())),
+    }
+    // Who holds it, for the message another baton prints.
+    let _ = file.set_len(0);
+    let _ = file.rewind();
+    let _ = write!(file, "{}", std::process::id());
+    Ok(file)
+}
+
 /// What to launch.
 pub struct Launch<'a> {
     pub exe: &'a Path,
