@@ -25,6 +25,25 @@ use crate::script::{Plugin, ScriptError, ScriptHost};
 use crate::state::{RunRecord, StateError, StateStore};
 use crate::{redact, shop};
 
+/// Raises the soft limit on open files to the hard one, and returns the
+/// limit now in force. The common soft default (1024) is what idle
+/// connections exhausted; a baton that buys needs headroom for the state
+/// store, the browser's DevTools socket and the dashboard together.
+pub fn raise_open_files_limit() -> Option<u64> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let Rlimit { current, maximum } = getrlimit(Resource::Nofile);
+    if current != maximum {
+        let raised = Rlimit {
+            current: maximum,
+            maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::debug!(error = %e, "cannot raise the open-files limit");
+        }
+    }
+    getrlimit(Resource::Nofile).current
+}
+
 /// Why baton could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -111,6 +130,8 @@ impl App {
     /// Starts everything but the cycles.
     pub async fn start(opts: Options) -> Result<App, AppError> {
         let mut cfg = Config::load(&opts.config, &opts.env)?;
+        let files = raise_open_files_limit();
+        tracing::debug!(limit = ?files, "open files");
         let redactor = redact::global();
         for v in cfg.secrets.values() {
             redactor.add(v);

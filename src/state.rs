@@ -265,6 +265,20 @@ pub struct StateStore {
     /// Writes still to fail, for tests of a full disk (see
     /// [`StateStore::fail_next_writes`]).
     failing: std::sync::atomic::AtomicU32,
+    /// File descriptors held in reserve: when the process runs out
+    /// (EMFILE, say from a flood of connections), a state write gives these
+    /// back and tries again, so a run can still persist its result.
+    reserve: Mutex<Vec<File>>,
+}
+
+/// How many descriptors the state store keeps in reserve (a write needs a
+/// temporary file and the directory).
+const RESERVED_FDS: usize = 4;
+
+fn reserve_fds() -> Vec<File> {
+    (0..RESERVED_FDS)
+        .filter_map(|_| File::open("/dev/null").ok())
+        .collect()
 }
 
 impl StateStore {
@@ -320,6 +334,7 @@ impl StateStore {
             history: Mutex::new(history),
             _lock: lock,
             failing: std::sync::atomic::AtomicU32::new(0),
+            reserve: Mutex::new(reserve_fds()),
         };
         if !recovery.is_empty() {
             store.write(doc)?;
@@ -461,6 +476,23 @@ impl StateStore {
     }
 
     fn write(&self, doc: StateDoc) -> Result<(), StateError> {
+        match self.write_once(&doc) {
+            // Out of descriptors (EMFILE, however the error wraps it): use
+            // the reserve for one more try, then take it back as soon as
+            // descriptors are free again. Other failures fail the same way
+            // twice; the retry costs nothing then.
+            Err(StateError::Write { .. }) => {
+                let mut reserve = self.reserve.lock().unwrap_or_else(|e| e.into_inner());
+                reserve.clear();
+                let r = self.write_once(&doc);
+                *reserve = reserve_fds();
+                r
+            }
+            r => r,
+        }
+    }
+
+    fn write_once(&self, doc: &StateDoc) -> Result<(), StateError> {
         if self
             .failing
             .fetch_update(
@@ -475,7 +507,7 @@ impl StateStore {
                 source: io::Error::from_raw_os_error(28),
             });
         }
-        write_atomic(&self.dir, STATE_FILE, &doc)
+        write_atomic(&self.dir, STATE_FILE, doc)
     }
 
     fn lock_doc(&self) -> std::sync::MutexGuard<'_, StateDoc> {

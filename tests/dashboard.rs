@@ -22,6 +22,7 @@ const SECRET: &str = "s3cr3t-card-9731";
 struct Env {
     h: Harness,
     app: axum::Router,
+    dashboard: Dashboard,
     _scripts: tempfile::TempDir,
 }
 
@@ -62,7 +63,8 @@ fn env(token: Option<&str>) -> Env {
         redactor,
     };
     Env {
-        app: dashboard::app(d),
+        app: dashboard::app(d.clone()),
+        dashboard: d,
         h,
         _scripts: scripts,
     }
@@ -273,6 +275,52 @@ async fn a_foreign_host_or_origin_is_refused() {
         other => panic!("expected a pause command, got {other:?}"),
     }
     assert_eq!(answer.await.unwrap().0, StatusCode::OK);
+}
+
+/// Hardening: idle connections cannot lock the operator (and the state
+/// store's file descriptors) out. With a cap of 4 connections, ten sockets
+/// that never send a byte are closed after the first-byte timeout, and a
+/// real request is then served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_capped_and_closed() {
+    use tokio::io::AsyncReadExt;
+    let e = env(None);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let limits = dashboard::listener::Limits {
+        connections: 4,
+        first_byte: std::time::Duration::from_millis(300),
+        idle: std::time::Duration::from_secs(5),
+    };
+    let running = dashboard::start_with(
+        "127.0.0.1:0".parse().unwrap(),
+        e.dashboard.clone(),
+        stop.clone(),
+        limits,
+    )
+    .await
+    .unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..10 {
+        idle.push(tokio::net::TcpStream::connect(running.addr).await.unwrap());
+    }
+    // A real client gets through once the silent ones are dropped.
+    let status = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        reqwest::get(format!("http://{}/api/status", running.addr)),
+    )
+    .await
+    .expect("the dashboard stayed locked by idle connections")
+    .unwrap()
+    .status();
+    assert_eq!(status, reqwest::StatusCode::OK);
+    // The first ones accepted were closed by the server (EOF or reset).
+    let mut buf = [0u8; 1];
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), idle[0].read(&mut buf))
+        .await
+        .expect("an idle connection was never closed");
+    assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+    stop.cancel();
+    let _ = running.task.await;
 }
 
 #[tokio::test]

@@ -852,7 +852,8 @@ async fn a_final_write_that_failed_is_repaired_next_cycle() {
             async move {
                 if runs.fetch_add(1, Ordering::SeqCst) == 0 {
                     // The disk fills up just as the first run completes.
-                    state.fail_next_writes(1);
+                    // (Twice: the store retries a failed write once.)
+                    state.fail_next_writes(2);
                 }
                 Ok(StepEnd::Continue)
             }

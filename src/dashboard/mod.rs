@@ -50,6 +50,8 @@ use crate::scheduler::{Command, SchedulerStatus};
 use crate::script::{ScriptHost, ScriptStatus};
 use crate::state::{RunRecord, StateStore, Status};
 
+pub mod listener;
+
 const PAGE: &str = include_str!("page.html");
 
 /// What the dashboard reads and where it sends actions.
@@ -224,14 +226,26 @@ pub struct Running {
     pub task: tokio::task::JoinHandle<()>,
 }
 
-/// Serves the dashboard on `addr` until `stop` fires.
+/// Serves the dashboard on `addr` until `stop` fires, with the default
+/// connection [`listener::Limits`].
 pub async fn start(
     addr: SocketAddr,
     d: Dashboard,
     stop: CancellationToken,
 ) -> std::io::Result<Running> {
+    start_with(addr, d, stop, listener::Limits::default()).await
+}
+
+/// [`start`] with other connection limits (tests).
+pub async fn start_with(
+    addr: SocketAddr,
+    d: Dashboard,
+    stop: CancellationToken,
+    limits: listener::Limits,
+) -> std::io::Result<Running> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
+    let listener = listener::Bounded::new(listener, limits);
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app(d))
             .with_graceful_shutdown(stop.cancelled_owned())
