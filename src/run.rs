@@ -316,28 +316,22 @@ async fn run_steps(
         // I9: a commit without an answer may still be in flight on the shop
         // for this session; a cleanup step would run beside it (clearing
         // the cart the order is being placed from).
+        let skipped = |why: Option<&str>| StepRecord {
+            script: step.script.clone(),
+            generation: version_of(pinned, &step.script),
+            duration_ms: 0,
+            result: "skipped".into(),
+            outcome: None,
+            error: why.map(str::to_owned),
+        };
         if step.always && control.committed() && sink.answer().is_none() {
-            report.steps.push(StepRecord {
-                script: step.script.clone(),
-                generation: version_of(pinned, &step.script),
-                duration_ms: 0,
-                result: "skipped".into(),
-                outcome: None,
-                error: Some(
-                    "not run: the commit may still be in flight in this browser session".into(),
-                ),
-            });
+            report.steps.push(skipped(Some(
+                "not run: the commit may still be in flight in this browser session",
+            )));
             continue;
         }
         if stopping && !step.always {
-            report.steps.push(StepRecord {
-                script: step.script.clone(),
-                generation: version_of(pinned, &step.script),
-                duration_ms: 0,
-                result: "skipped".into(),
-                outcome: None,
-                error: None,
-            });
+            report.steps.push(skipped(None));
             continue;
         }
         // Cleanup after a cancellation runs on its own clock: the run's

@@ -175,6 +175,67 @@ pub struct RunRecord {
     pub screenshot: Option<String>,
 }
 
+/// What an operator asks of a target, from the dashboard or `baton state`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OperatorChange {
+    /// Back to `ready`, whatever it was.
+    Reset,
+    /// Settle an `in_doubt` target as `completed` (the order was placed) or
+    /// `ready` (it was not).
+    Resolve(Status),
+}
+
+/// Why an operator's change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    #[error("target `{target}` is `{current}`, not `in_doubt`: nothing to resolve")]
+    NotInDoubt { target: TargetId, current: Status },
+    #[error("a target is resolved as `completed` or `ready`, not `{0}`")]
+    BadResolution(Status),
+    #[error("{0}")]
+    State(#[from] StateError),
+}
+
+impl StateStore {
+    /// The one policy for operator changes, whichever door they come
+    /// through (the running baton's dashboard and CLI route, or the CLI on
+    /// a stopped baton's state). The caller makes sure the target has no
+    /// live run. Returns the status it had.
+    pub fn operator_change(
+        &self,
+        target: &TargetId,
+        change: OperatorChange,
+    ) -> Result<Status, OperatorError> {
+        let current = self.get(target.as_str()).status;
+        let (to, note) = match change {
+            OperatorChange::Reset => (
+                Status::Ready,
+                format!("reset by an operator (was `{current}`)"),
+            ),
+            OperatorChange::Resolve(to) => {
+                if !matches!(to, Status::Completed | Status::Ready) {
+                    return Err(OperatorError::BadResolution(to));
+                }
+                if current != Status::InDoubt {
+                    return Err(OperatorError::NotInDoubt {
+                        target: target.clone(),
+                        current,
+                    });
+                }
+                (
+                    to,
+                    format!("resolved by an operator as `{to}` (was `{current}`)"),
+                )
+            }
+        };
+        self.update(target, |t| {
+            t.status = to;
+            t.last_error = Some(note);
+        })?;
+        Ok(current)
+    }
+}
+
 /// Repairs one target whose persisted status says a run is live when no run
 /// is (`why` says how that came about).
 fn recover(id: &TargetId, t: &mut TargetState, now: SystemTime, why: &str, r: &mut Recovery) {
@@ -690,6 +751,26 @@ fn open_history(path: &Path) -> Result<(File, u64), StateError> {
 mod tests {
     use super::*;
 
+    /// A finished run, run id 1.
+    fn record() -> RunRecord {
+        RunRecord {
+            run_id: RunId(1),
+            target: "a".into(),
+            flow: "f".into(),
+            started_at: SystemTime::UNIX_EPOCH,
+            ended_at: SystemTime::UNIX_EPOCH,
+            duration_ms: 5,
+            status: Status::Completed,
+            outcome: None,
+            order: Some("o-1".into()),
+            error: None,
+            committed: true,
+            cancelled: None,
+            steps: vec![],
+            screenshot: None,
+        }
+    }
+
     #[test]
     fn recovers_live_statuses_at_start_up() {
         let dir = tempfile::tempdir().unwrap();
@@ -771,22 +852,7 @@ mod tests {
     #[test]
     fn a_cut_history_record_is_dropped_on_open() {
         let dir = tempfile::tempdir().unwrap();
-        let rec = RunRecord {
-            run_id: RunId(1),
-            target: "a".into(),
-            flow: "f".into(),
-            started_at: SystemTime::UNIX_EPOCH,
-            ended_at: SystemTime::UNIX_EPOCH,
-            duration_ms: 5,
-            status: Status::Completed,
-            outcome: None,
-            order: Some("o-1".into()),
-            error: None,
-            committed: true,
-            cancelled: None,
-            steps: vec![],
-            screenshot: None,
-        };
+        let rec = record();
         {
             let (s, _) = StateStore::open(dir.path()).unwrap();
             s.append_history(&rec).unwrap();
@@ -819,22 +885,7 @@ mod tests {
     #[test]
     fn a_whole_last_record_without_its_newline_is_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let rec = RunRecord {
-            run_id: RunId(1),
-            target: "a".into(),
-            flow: "f".into(),
-            started_at: SystemTime::UNIX_EPOCH,
-            ended_at: SystemTime::UNIX_EPOCH,
-            duration_ms: 5,
-            status: Status::Completed,
-            outcome: None,
-            order: Some("o-1".into()),
-            error: None,
-            committed: true,
-            cancelled: None,
-            steps: vec![],
-            screenshot: None,
-        };
+        let rec = record();
         // The only record, with no newline at all.
         fs::write(
             dir.path().join(HISTORY_FILE),

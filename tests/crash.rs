@@ -22,6 +22,24 @@ use rand::{Rng, SeedableRng};
 
 const KILLS: usize = 200;
 
+/// Starts this test binary's ignored test `test` as a child process that
+/// writes in `dir` (passed as `var`) and reports on its stdout.
+fn child(exe: &Path, test: &str, var: &str, dir: &Path) -> std::process::Child {
+    Command::new(exe)
+        .args([
+            "--ignored",
+            "--exact",
+            test,
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(var, dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// The child: writes until killed. Runs only when the parent starts it.
 #[test]
 #[ignore = "started by i6_state_file_survives_kill_9 as a child process"]
@@ -75,19 +93,7 @@ fn i6_state_file_survives_kill_9() {
     let mut last_ack = 0u64;
     let mut kills_mid_write = 0;
     for i in 0..KILLS {
-        let mut child = Command::new(&exe)
-            .args([
-                "--ignored",
-                "--exact",
-                "crash_child_writer",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("BATON_CRASH_DIR", dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = child(&exe, "crash_child_writer", "BATON_CRASH_DIR", dir.path());
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         let reader = std::thread::spawn(move || {
@@ -200,19 +206,7 @@ fn a_kill_after_the_commit_answered_recovers_completed() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
     let mut mid_run = 0;
     for i in 0..RUN_KILLS {
-        let mut child = Command::new(&exe)
-            .args([
-                "--ignored",
-                "--exact",
-                "crash_child_run",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("BATON_CRASH_RUN_DIR", dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = child(&exe, "crash_child_run", "BATON_CRASH_RUN_DIR", dir.path());
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         let reader = std::thread::spawn(move || {

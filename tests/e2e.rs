@@ -92,19 +92,10 @@ async fn n_cycles_buy_exactly_n_per_in_stock_target() {
 async fn a_checkout_slower_than_the_interval_never_overlaps() {
     let _one = common::live::ONE_AT_A_TIME.lock().await;
     let p = Project::new(FAST_CYCLE, &target("1001", 60.0), "");
-    // The shop must exist before baton starts so the delay can be set: use
-    // a standalone shop and point the target at it.
-    let stop = tokio_util::sync::CancellationToken::new();
-    let shop_srv = baton::shop::start("127.0.0.1:0".parse().unwrap(), stop.clone())
-        .await
-        .unwrap();
+    // The shop must exist before baton starts so the delay can be set.
+    let (shop_srv, stop) = p.own_shop().await;
     let shop = ShopApi::new(&shop_srv.url());
     shop.post("/admin/delay/place_order/2500").await;
-    let yaml = std::fs::read_to_string(p.config()).unwrap();
-    let yaml = yaml
-        .replace("demo_shop: { port: 0 }\n", "")
-        .replace("url: /p/1001", &format!("url: {}/p/1001", shop_srv.url()));
-    std::fs::write(p.config(), yaml).unwrap();
 
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_baton"))
         .args(["run", "--cycles", "3", "--config"])
@@ -166,18 +157,30 @@ async fn a_place_order_slower_than_wait_for_active_ends_completed() {
         &[target("1001", 60.0), target("1002", 30.0)].concat(),
         "",
     );
-    let yaml = std::fs::read_to_string(p.config()).unwrap();
-    std::fs::write(
-        p.config(),
-        yaml.replace("test_mode: true", "test_mode: false"),
-    )
-    .unwrap();
-    let app = start(&p, 14).await;
+    p.edit("test_mode: true", "test_mode: false");
+    // No cycle limit: baton stops once the second target is bought, however
+    // long a loaded machine takes to get there.
+    common::init_tracing();
+    let app = App::start(Options::new(p.config())).await.unwrap();
     let shop = ShopApi::new(&app.shop.as_ref().unwrap().url());
     let sh = shop_of(&app);
     shop.post("/admin/delay/place_order/8000?times=1").await;
     let state = app.state.clone();
-    app.run().await;
+    let (shutdown, mut finished) = (app.shutdown.clone(), app.finished.subscribe());
+    let run = tokio::spawn(app.run());
+    tokio::time::timeout(Duration::from_secs(180), async {
+        loop {
+            match finished.recv().await {
+                Ok(r) if r.target.as_str() == "1002" => break,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("baton stopped before 1002 was bought: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("1002 was never bought");
+    shutdown.cancel();
+    run.await.unwrap();
     sh.quiesce().await;
 
     assert_eq!(orders_of(&sh, "1001"), 1, "{:?}", sh.orders_per_product());
@@ -212,21 +215,13 @@ async fn an_unanswered_commit_is_in_doubt_and_quarantines_its_session() {
         &[target("1001", 60.0), target("1002", 30.0)].concat(),
         "",
     );
-    let stop = tokio_util::sync::CancellationToken::new();
-    let shop_srv = baton::shop::start("127.0.0.1:0".parse().unwrap(), stop.clone())
-        .await
-        .unwrap();
+    let (shop_srv, stop) = p.own_shop().await;
+    p.edit("test_mode: true", "test_mode: false");
     let shop = ShopApi::new(&shop_srv.url());
-    shop.post("/admin/delay/place_order/15000?times=1").await;
-    let yaml = std::fs::read_to_string(p.config()).unwrap();
-    let yaml = yaml
-        .replace("demo_shop: { port: 0 }\n", "")
-        .replace("test_mode: true", "test_mode: false")
-        .replace("url: /p/", &format!("url: {}/p/", shop_srv.url()));
-    std::fs::write(p.config(), yaml).unwrap();
+    shop.post("/admin/delay/place_order/25000?times=1").await;
 
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args(["run", "--cycles", "5", "--config"])
+        .args(["run", "--cycles", "8", "--config"])
         .arg(p.config())
         .current_dir(p.dir.path())
         .env("RUST_LOG", "info")
@@ -803,18 +798,10 @@ async fn a_signal_to_the_process_group_lets_the_commit_finish() {
         (Signal::HUP, false),
     ] {
         let p = Project::new(FAST_CYCLE, &target("1001", 60.0), "");
-        let stop = tokio_util::sync::CancellationToken::new();
-        let shop_srv = baton::shop::start("127.0.0.1:0".parse().unwrap(), stop.clone())
-            .await
-            .unwrap();
+        let (shop_srv, stop) = p.own_shop().await;
         ShopApi::new(&shop_srv.url())
             .post("/admin/delay/place_order/3000?times=1")
             .await;
-        let yaml = std::fs::read_to_string(p.config())
-            .unwrap()
-            .replace("demo_shop: { port: 0 }\n", "")
-            .replace("url: /p/", &format!("url: {}/p/", shop_srv.url()));
-        std::fs::write(p.config(), yaml).unwrap();
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_baton"))
             .args(["run", "--config"])
             .arg(p.config())

@@ -500,6 +500,22 @@ impl SimTab {
         }
     }
 
+    /// `fill` and `fill_secret`: the field's value becomes `text`.
+    async fn type_into(
+        &self,
+        action: &str,
+        sel: &Selectors,
+        text: &str,
+        timeout: Duration,
+    ) -> Result<(), PageError> {
+        self.call_waiting(action, &sel.to_string(), Some((sel, timeout)), |t| {
+            let (_, key, _) = t.require(sel, timeout)?;
+            t.edit(&key, |e| e.value = Some(text.to_owned()));
+            Ok(())
+        })
+        .await
+    }
+
     fn current_url(&self) -> String {
         lock(&self.url).clone()
     }
@@ -672,21 +688,12 @@ impl Page for SimTab {
         text: &str,
         timeout: Duration,
     ) -> Result<(), PageError> {
-        self.call_waiting("fill_secret", &sel.to_string(), Some((sel, timeout)), |t| {
-            let (_, key, _) = t.require(sel, timeout)?;
-            t.edit(&key, |e| e.value = Some(text.to_owned()));
-            Ok(())
-        })
-        .await
+        // Recorded as its own action, so tests see the field was marked.
+        self.type_into("fill_secret", sel, text, timeout).await
     }
 
     async fn fill(&self, sel: &Selectors, text: &str, timeout: Duration) -> Result<(), PageError> {
-        self.call_waiting("fill", &sel.to_string(), Some((sel, timeout)), |t| {
-            let (_, key, _) = t.require(sel, timeout)?;
-            t.edit(&key, |e| e.value = Some(text.to_owned()));
-            Ok(())
-        })
-        .await
+        self.type_into("fill", sel, text, timeout).await
     }
 
     async fn select(

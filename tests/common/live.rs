@@ -69,6 +69,26 @@ flows:
         self.dir.path().join("flows.yaml")
     }
 
+    /// Replaces `from` with `to` in flows.yaml.
+    pub fn edit(&self, from: &str, to: &str) {
+        let yaml = std::fs::read_to_string(self.config()).unwrap();
+        assert!(yaml.contains(from), "`{from}` is not in flows.yaml");
+        std::fs::write(self.config(), yaml.replace(from, to)).unwrap();
+    }
+
+    /// A demo shop of the test's own, started before baton (so delays can
+    /// be set first and it outlives baton), with every target pointed at
+    /// it. Cancel the token to stop it.
+    pub async fn own_shop(&self) -> (baton::shop::Running, tokio_util::sync::CancellationToken) {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let shop = baton::shop::start("127.0.0.1:0".parse().unwrap(), stop.clone())
+            .await
+            .unwrap();
+        self.edit("demo_shop: { port: 0 }\n", "");
+        self.edit("url: /p/", &format!("url: {}/p/", shop.url()));
+        (shop, stop)
+    }
+
     pub fn profile(&self) -> PathBuf {
         self.dir.path().join(".baton/profile")
     }
