@@ -592,9 +592,10 @@ async fn change_state(cfg: &Config, id: &str, to: Option<Status>) -> Result<(), 
                 "`baton run` is running with the dashboard off, and the state file has one writer; stop it, or enable the dashboard to change state while it runs",
             ));
         };
+        use crate::dashboard::routes;
         let path = match to {
-            None => format!("/api/targets/{id}/reset"),
-            Some(s) => format!("/api/targets/{id}/resolve?as={s}"),
+            None => routes::for_target(routes::RESET, id),
+            Some(s) => format!("{}?as={s}", routes::for_target(routes::RESOLVE, id)),
         };
         let url = format!("http://{}{path}", d.addr);
         let mut req = reqwest::Client::new()
@@ -622,29 +623,16 @@ async fn change_state(cfg: &Config, id: &str, to: Option<Status>) -> Result<(), 
     }
     let (store, _) =
         state::StateStore::open(&cfg.state_dir).map_err(|e| Failure::runtime(e.to_string()))?;
-    let current = store.get(id).status;
-    if let Some(to) = to {
-        if current != Status::InDoubt {
-            return Err(Failure::usage(format!(
-                "target `{id}` is `{current}`, not `in_doubt`: nothing to resolve"
-            )));
-        }
-        store
-            .update(&id.into(), |t| {
-                t.status = to;
-                t.last_error = Some(format!(
-                    "resolved by an operator as `{to}` (was `in_doubt`)"
-                ));
-            })
-            .map_err(|e| Failure::runtime(e.to_string()))?;
-    } else {
-        store
-            .update(&id.into(), |t| {
-                t.status = Status::Ready;
-                t.last_error = Some(format!("reset by an operator (was `{current}`)"));
-            })
-            .map_err(|e| Failure::runtime(e.to_string()))?;
-    }
+    let change = match to {
+        Some(to) => state::OperatorChange::Resolve(to),
+        None => state::OperatorChange::Reset,
+    };
+    store
+        .operator_change(&id.into(), change)
+        .map_err(|e| match e {
+            state::OperatorError::State(e) => Failure::runtime(e.to_string()),
+            other => Failure::usage(other.to_string()),
+        })?;
     say!("target `{id}` {verb}");
     Ok(())
 }

@@ -46,7 +46,7 @@ use crate::id::TargetId;
 use crate::metrics::Metrics;
 use crate::registry::{CancelReason, Registration, Registry, RunInfo, SessionWait, Stuck};
 use crate::run::{self, CANCEL_GRACE, RunDeps};
-use crate::state::{RunRecord, StateStore, Status};
+use crate::state::{OperatorChange, RunRecord, StateStore, Status};
 
 /// What the scheduler is doing, for observers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -289,23 +289,25 @@ impl Loop {
                 let _ = reply.send(());
             }
             Command::Reset(target, reply) => {
-                let r = self.set_status(&target, Status::Ready, None).await;
+                let r = self.operator_change(&target, OperatorChange::Reset).await;
                 let _ = reply.send(r);
             }
             Command::Resolve(target, to, reply) => {
-                let r = self.set_status(&target, to, Some(Status::InDoubt)).await;
+                let r = self
+                    .operator_change(&target, OperatorChange::Resolve(to))
+                    .await;
                 let _ = reply.send(r);
             }
         }
     }
 
-    /// Sets a target's status on an operator's behalf, under the completion
-    /// lock and never while the target has a live run.
-    async fn set_status(
+    /// Applies an operator's change ([`StateStore::operator_change`]) under
+    /// the completion lock and never while the target has a live run; a
+    /// settled target's quarantined session is released.
+    async fn operator_change(
         &self,
         target: &TargetId,
-        to: Status,
-        only_from: Option<Status>,
+        change: OperatorChange,
     ) -> Result<(), String> {
         let cfg = self.s.config.load();
         let known = cfg.target(target.as_str()).is_some()
@@ -325,30 +327,13 @@ impl Loop {
                 run.run_id
             ));
         }
-        let current = self.s.state.get(target.as_str()).status;
-        if let Some(from) = only_from
-            && current != from
-        {
-            return Err(format!(
-                "target `{target}` is `{current}`, not `{from}`: nothing to resolve"
-            ));
-        }
         let state = self.s.state.clone();
         let t = target.clone();
-        let note = match only_from {
-            Some(_) => format!("resolved by an operator as `{to}` (was `{current}`)"),
-            None => format!("reset by an operator (was `{current}`)"),
-        };
-        let saved = tokio::task::spawn_blocking(move || {
-            state.update(&t, |s| {
-                s.status = to;
-                s.last_error = Some(note);
-            })
-        })
-        .await;
+        let saved = tokio::task::spawn_blocking(move || state.operator_change(&t, change)).await;
         match saved {
-            Ok(Ok(_)) => {
-                tracing::info!(target = %target, from = %current, to = %to, "target status set by an operator");
+            Ok(Ok(was)) => {
+                let now = self.s.state.get(target.as_str()).status;
+                tracing::info!(target = %target, from = %was, to = %now, "target status set by an operator");
                 // The operator has settled the target: whatever its run may
                 // have left in flight on the shop is accounted for.
                 for session in self.s.registry.lift_quarantine(target.as_str()) {

@@ -323,6 +323,30 @@ async fn idle_connections_are_capped_and_closed() {
     let _ = running.task.await;
 }
 
+/// Target ids may hold `/`, `?` or a space: clients build paths with
+/// `routes::for_target`, which percent-encodes them, and the id arrives
+/// whole. (The CLI's reset and resolve used to break on such ids.)
+#[tokio::test]
+async fn target_ids_with_reserved_characters_reach_the_scheduler_whole() {
+    let e = env(None);
+    let id = "a b/c?d";
+    let path = baton::dashboard::routes::for_target(baton::dashboard::routes::RESET, id);
+    assert_eq!(path, "/api/targets/a%20b%2Fc%3Fd/reset");
+    let answer = tokio::spawn({
+        let app = e.app.clone();
+        async move { call(&app, "POST", &path, &[ACTION]).await }
+    });
+    let mut commands = e.h.scheduler(None).commands;
+    match commands.recv().await {
+        Some(baton::scheduler::Command::Reset(target, reply)) => {
+            assert_eq!(target.as_str(), id);
+            reply.send(Ok(())).unwrap();
+        }
+        other => panic!("expected a reset, got {other:?}"),
+    }
+    assert_eq!(answer.await.unwrap().0, StatusCode::OK);
+}
+
 #[tokio::test]
 async fn metrics_and_screenshots() {
     let e = env(None);

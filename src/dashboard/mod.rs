@@ -52,6 +52,31 @@ use crate::state::{RunRecord, StateStore, Status};
 
 pub mod listener;
 
+/// The API's paths, for the router and for clients (the CLI).
+pub mod routes {
+    use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+
+    pub const STATUS: &str = "/api/status";
+    pub const RUNS: &str = "/api/runs";
+    pub const EVENTS: &str = "/api/events";
+    pub const PAUSE: &str = "/api/pause";
+    pub const RESUME: &str = "/api/resume";
+    pub const RUN_NOW: &str = "/api/run-now";
+    pub const RESET: &str = "/api/targets/{id}/reset";
+    pub const RESOLVE: &str = "/api/targets/{id}/resolve";
+    pub const METRICS: &str = "/metrics";
+    pub const SHOT: &str = "/shots/{name}";
+
+    /// `template` with `{id}` replaced by `id`, percent-encoded: an id may
+    /// hold `/`, `?` or a space.
+    pub fn for_target(template: &str, id: &str) -> String {
+        template.replace(
+            "{id}",
+            &utf8_percent_encode(id, NON_ALPHANUMERIC).to_string(),
+        )
+    }
+}
+
 const PAGE: &str = include_str!("page.html");
 
 /// What the dashboard reads and where it sends actions.
@@ -206,16 +231,16 @@ impl Dashboard {
 /// The router. `fn app` so tests can call it without a socket.
 pub fn app(d: Dashboard) -> Router {
     let api = Router::new()
-        .route("/api/status", get(status))
-        .route("/api/runs", get(runs))
-        .route("/api/events", get(events))
-        .route("/api/pause", post(pause))
-        .route("/api/resume", post(resume))
-        .route("/api/run-now", post(run_now))
-        .route("/api/targets/{id}/reset", post(reset))
-        .route("/api/targets/{id}/resolve", post(resolve))
-        .route("/metrics", get(metrics))
-        .route("/shots/{name}", get(shot))
+        .route(routes::STATUS, get(status))
+        .route(routes::RUNS, get(runs))
+        .route(routes::EVENTS, get(events))
+        .route(routes::PAUSE, post(pause))
+        .route(routes::RESUME, post(resume))
+        .route(routes::RUN_NOW, post(run_now))
+        .route(routes::RESET, post(reset))
+        .route(routes::RESOLVE, post(resolve))
+        .route(routes::METRICS, get(metrics))
+        .route(routes::SHOT, get(shot))
         .layer(middleware::from_fn_with_state(d.clone(), auth));
     Router::new().route("/", get(page)).merge(api).with_state(d)
 }
