@@ -151,25 +151,25 @@ pub async fn execute(
     }
     guard
         .complete(async move {
-            let saved = tokio::task::spawn_blocking(move || {
-                state.update(&rec.target, |t| {
-                    t.status = rec.status;
-                    t.run_id = Some(rec.run_id);
-                    t.session = Some(session);
-                    t.last_outcome = rec.outcome.clone();
-                    // The row shows this run's order, never an older one.
-                    t.last_order = rec.order.clone();
-                    t.last_error = rec.error.clone();
-                    t.runs += 1;
-                })?;
-                state.append_history(&rec)
-            })
-            .await;
+            let saved = state
+                .blocking(move |state| {
+                    state.update(&rec.target, |t| {
+                        t.status = rec.status;
+                        t.run_id = Some(rec.run_id);
+                        t.session = Some(session);
+                        t.last_outcome = rec.outcome.clone();
+                        // The row shows this run's order, never an older one.
+                        t.last_order = rec.order.clone();
+                        t.last_error = rec.error.clone();
+                        t.runs += 1;
+                    })?;
+                    state.append_history(&rec)
+                })
+                .await;
             // Logged here, inside the completion step, so the log reads in
             // the order things happen: completing, state saved, deregistered.
             match saved {
-                Ok(Ok(())) => tracing::info!(run = %run_id, "state saved"),
-                Ok(Err(e)) => tracing::error!(run = %run_id, error = %e, "state not saved"),
+                Ok(()) => tracing::info!(run = %run_id, "state saved"),
                 Err(e) => tracing::error!(run = %run_id, error = %e, "state not saved"),
             }
         })

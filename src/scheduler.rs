@@ -327,11 +327,14 @@ impl Loop {
                 run.run_id
             ));
         }
-        let state = self.s.state.clone();
         let t = target.clone();
-        let saved = tokio::task::spawn_blocking(move || state.operator_change(&t, change)).await;
+        let saved = self
+            .s
+            .state
+            .blocking(move |state| state.operator_change(&t, change))
+            .await;
         match saved {
-            Ok(Ok(was)) => {
+            Ok(was) => {
                 let now = self.s.state.get(target.as_str()).status;
                 tracing::info!(target = %target, from = %was, to = %now, "target status set by an operator");
                 // The operator has settled the target: whatever its run may
@@ -341,7 +344,6 @@ impl Loop {
                 }
                 Ok(())
             }
-            Ok(Err(e)) => Err(e.to_string()),
             Err(e) => Err(e.to_string()),
         }
     }
@@ -582,13 +584,14 @@ impl Loop {
         if !orphaned {
             return;
         }
-        let (state, registry) = (self.s.state.clone(), self.s.registry.clone());
-        let repaired = tokio::task::spawn_blocking(move || {
-            state.repair_orphans(|id| registry.is_registered(id.as_str()))
-        })
-        .await;
+        let registry = self.s.registry.clone();
+        let repaired = self
+            .s
+            .state
+            .blocking(move |state| state.repair_orphans(|id| registry.is_registered(id.as_str())))
+            .await;
         match repaired {
-            Ok(Ok(r)) => {
+            Ok(r) => {
                 for id in r.failed.iter().chain(&r.completed) {
                     let t = self.s.state.get(id.as_str());
                     tracing::warn!(target = %id, status = %t.status, "target repaired: its final state had not been saved");
@@ -601,10 +604,9 @@ impl Loop {
                     }
                 }
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 tracing::error!(error = %e, "cannot repair targets whose final state was not saved; trying again next cycle")
             }
-            Err(e) => tracing::error!(error = %e, "cannot repair targets"),
         }
     }
 
@@ -626,18 +628,17 @@ impl Loop {
         if ids.is_empty() {
             return;
         }
-        let state = self.s.state.clone();
         let n = ids.len();
-        let saved = tokio::task::spawn_blocking(move || {
-            ids.iter()
-                .try_for_each(|id| state.update(id, |s| s.status = Status::Ready).map(drop))
-        })
-        .await;
+        let saved = self
+            .s
+            .state
+            .blocking(move |state| {
+                ids.iter()
+                    .try_for_each(|id| state.update(id, |s| s.status = Status::Ready).map(drop))
+            })
+            .await;
         match saved {
-            Ok(Ok(())) => {
-                tracing::info!(targets = n, "test mode: completed targets reset to ready")
-            }
-            Ok(Err(e)) => tracing::error!(error = %e, "test mode reset not saved"),
+            Ok(()) => tracing::info!(targets = n, "test mode: completed targets reset to ready"),
             Err(e) => tracing::error!(error = %e, "test mode reset not saved"),
         }
     }
@@ -777,24 +778,22 @@ impl Loop {
                     return true;
                 }
             };
-            let state = self.s.state.clone();
             let (id, run_id) = (target.id.clone(), guard.run_id());
-            let saved = tokio::task::spawn_blocking(move || {
-                state.update(&id, |s| {
-                    s.status = Status::Attempting;
-                    s.run_id = Some(run_id);
-                    s.session = Some(session);
-                    // The row describes the live run: no older order.
-                    s.last_order = None;
+            let saved = self
+                .s
+                .state
+                .blocking(move |state| {
+                    state.update(&id, |s| {
+                        s.status = Status::Attempting;
+                        s.run_id = Some(run_id);
+                        s.session = Some(session);
+                        // The row describes the live run: no older order.
+                        s.last_order = None;
+                    })
                 })
-            })
-            .await;
+                .await;
             match saved {
-                Ok(Ok(_)) => guard,
-                Ok(Err(e)) => {
-                    tracing::error!(target = %target.id, error = %e, "not dispatched: cannot persist `attempting`");
-                    return true;
-                }
+                Ok(_) => guard,
                 Err(e) => {
                     tracing::error!(target = %target.id, error = %e, "not dispatched: cannot persist `attempting`");
                     return true;

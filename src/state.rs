@@ -175,6 +175,25 @@ pub struct RunRecord {
     pub screenshot: Option<String>,
 }
 
+impl StateStore {
+    /// The store's async face: runs `f` on a blocking thread (the store
+    /// fsyncs, which must not stall the async workers) and returns what it
+    /// returned. A worker thread that panicked is an error, not a panic.
+    pub async fn blocking<T, E>(
+        self: &std::sync::Arc<Self>,
+        f: impl FnOnce(&StateStore) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StateError> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .unwrap_or_else(|e| Err(StateError::Worker(e.to_string()).into()))
+    }
+}
+
 /// What an operator asks of a target, from the dashboard or `baton state`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OperatorChange {
@@ -306,6 +325,8 @@ pub enum StateError {
     Locked { path: PathBuf },
     #[error("target `{0}` is not in the state file")]
     UnknownTarget(TargetId),
+    #[error("the state store's worker thread failed: {0}")]
+    Worker(String),
     #[error(
         "`{path}` has format {found}, newer than this baton reads ({FORMAT}); it was written by a newer baton: run that one, or move the file aside"
     )]

@@ -411,10 +411,8 @@ struct RunsQuery {
 
 async fn runs(State(d): State<Dashboard>, Query(q): Query<RunsQuery>) -> Response {
     let limit = q.limit.unwrap_or(50).min(1000);
-    let state = d.state.clone();
-    match tokio::task::spawn_blocking(move || state.history(limit)).await {
-        Ok(Ok(h)) => d.json(&h),
-        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    match d.state.blocking(move |s| s.history(limit)).await {
+        Ok(h) => d.json(&h),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
