@@ -184,7 +184,7 @@ impl App {
             .plugins(opts.plugins.iter().cloned())
             .secrets(cfg.secrets.clone())
             .redactor(redactor.clone())
-            .shots_dir(cfg.state_dir.join("shots"))
+            .shots_dir(crate::state::shots_dir(&cfg.state_dir))
             .metrics(metrics.clone())
             .build();
         let lib = scripts.library();

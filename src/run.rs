@@ -563,7 +563,7 @@ async fn screenshot(page: &dyn Page, guard: &RunGuard, deps: &RunDeps) -> Option
     })
     .await;
     match written {
-        Ok(Ok(())) => Some(format!("shots/{name}")),
+        Ok(Ok(())) => Some(crate::state::shot_record(&name)),
         _ => None,
     }
 }

@@ -808,7 +808,7 @@ impl Loop {
             timeouts: cfg.timeouts(),
             run_timeout: cfg.cycle.run_timeout,
             commit_timeout: cfg.cycle.commit_timeout,
-            shots_dir: Some(cfg.state_dir.join("shots")),
+            shots_dir: Some(crate::state::shots_dir(&cfg.state_dir)),
             finished: self.s.finished.clone(),
         };
         self.runs

@@ -30,6 +30,22 @@ use crate::id::{RunId, TargetId};
 pub const STATE_FILE: &str = "state.json";
 pub const HISTORY_FILE: &str = "history.jsonl";
 pub const LOCK_FILE: &str = "state.lock";
+/// Where screenshots go under the state directory: one layout, known here
+/// only. History records name them relative to the state directory
+/// (`shots/r12.png`, see [`shot_record`]); the dashboard serves them from
+/// there.
+pub const SHOTS_DIR: &str = "shots";
+
+/// The screenshots directory of the state in `state_dir`.
+pub fn shots_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join(SHOTS_DIR)
+}
+
+/// How a history record names the screenshot file `name`.
+pub fn shot_record(name: &str) -> String {
+    format!("{SHOTS_DIR}/{name}")
+}
+
 /// The `format` of `state.json` this baton reads and writes.
 pub const FORMAT: u32 = 1;
 

@@ -557,7 +557,7 @@ async fn shot(State(d): State<Dashboard>, Path(name): Path<String>) -> Response 
     if !ok {
         return error(StatusCode::BAD_REQUEST, "bad screenshot name");
     }
-    let path = d.config.load().state_dir.join("shots").join(&name);
+    let path = crate::state::shots_dir(&d.config.load().state_dir).join(&name);
     match tokio::fs::read(&path).await {
         Ok(bytes) => ([(header::CONTENT_TYPE, "image/png")], bytes).into_response(),
         Err(_) => error(StatusCode::NOT_FOUND, format!("no screenshot `{name}`")),
