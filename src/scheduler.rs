@@ -559,8 +559,9 @@ impl Loop {
                 r.run_id,
                 crate::time::short(bound)
             );
+            // Not counted here: the browser counts its own relaunch, and
+            // counting the kill too made one restart count twice.
             self.s.browser.kill().await;
-            self.s.metrics.browser_restarted();
             if !self.s.registry.wait_gone(r.run_id, bound).await {
                 all_gone = false;
             }
