@@ -232,11 +232,6 @@ impl ChromeBrowser {
         Ok(())
     }
 
-    /// The pid of the Chromium process, if one was launched and runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.health().pid
-    }
-
     fn set_health(&self, f: impl FnOnce(&mut BrowserHealth)) {
         f(&mut self.inner.health.lock().unwrap_or_else(|e| e.into_inner()));
     }

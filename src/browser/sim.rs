@@ -145,10 +145,6 @@ pub struct SimCall {
     pub arg: String,
 }
 
-/// A hook run (synchronously) when a call matching `action` and `arg` is
-/// made; tests use it to change the world at an exact point of a run.
-type Hook = Arc<dyn Fn(&SimCall) + Send + Sync>;
-
 #[derive(Default)]
 struct SessionLoad {
     open_pages: u32,
@@ -163,9 +159,7 @@ struct Inner {
     sessions: Mutex<HashMap<SessionId, SessionLoad>>,
     overlaps: AtomicU64,
     calls: Mutex<Vec<SimCall>>,
-    hooks: Mutex<Vec<(String, String, Hook)>>,
     next_page: AtomicU64,
-    pages_opened: AtomicU64,
     /// Parent of every page's token; `kill` cancels it and starts a new one.
     killed: Mutex<CancellationToken>,
     /// Woken by `edit_site`, so waits for an element see it appear.
@@ -205,9 +199,7 @@ impl SimBrowser {
                 sessions: Mutex::new(HashMap::new()),
                 overlaps: AtomicU64::new(0),
                 calls: Mutex::new(Vec::new()),
-                hooks: Mutex::new(Vec::new()),
                 next_page: AtomicU64::new(1),
-                pages_opened: AtomicU64::new(0),
                 killed: Mutex::new(CancellationToken::new()),
                 changed: tokio::sync::Notify::new(),
                 fixed: std::sync::atomic::AtomicBool::new(false),
@@ -230,16 +222,6 @@ impl SimBrowser {
             fault,
             remaining: times,
         });
-    }
-
-    /// Runs `hook` whenever a call of `action` with argument `arg` starts.
-    pub fn on_call(
-        &self,
-        action: &str,
-        arg: &str,
-        hook: impl Fn(&SimCall) + Send + Sync + 'static,
-    ) {
-        lock(&self.inner.hooks).push((action.to_owned(), arg.to_owned(), Arc::new(hook)));
     }
 
     /// Changes the site (for example, to put an item back in stock). Calls
@@ -271,10 +253,6 @@ impl SimBrowser {
             .values()
             .map(|s| s.open_pages)
             .sum()
-    }
-
-    pub fn pages_opened(&self) -> u64 {
-        self.inner.pages_opened.load(Ordering::SeqCst)
     }
 
     /// Every call made so far.
@@ -329,7 +307,6 @@ impl Browser for SimBrowser {
             }
             load.open_pages += 1;
         }
-        self.inner.pages_opened.fetch_add(1, Ordering::SeqCst);
         let id = self.inner.next_page.fetch_add(1, Ordering::SeqCst);
         Ok(Arc::new(SimTab {
             browser: self.clone(),
@@ -418,7 +395,7 @@ impl Drop for InFlight {
 }
 
 impl SimTab {
-    /// The common frame of every call: record it, run hooks, wait the
+    /// The common frame of every call: record it, wait the
     /// latency, apply faults, then compute the answer. Racing `closed`
     /// means closing the page aborts the call.
     async fn call<T>(
@@ -447,15 +424,7 @@ impl SimTab {
             action: action.to_owned(),
             arg: arg.to_owned(),
         };
-        lock(&self.browser.inner.calls).push(call.clone());
-        let hooks: Vec<Hook> = lock(&self.browser.inner.hooks)
-            .iter()
-            .filter(|(a, g, _)| a == action && g == arg)
-            .map(|(_, _, h)| h.clone())
-            .collect();
-        for h in hooks {
-            h(&call);
-        }
+        lock(&self.browser.inner.calls).push(call);
         let flight = InFlight::start(&self.browser, self.session);
         let fault = self.browser.take_fault(action, arg);
         if let Some(Fault::Server(d)) = fault {
