@@ -575,16 +575,6 @@ impl Loop {
     /// write works again; until then each cycle tries anew.
     async fn repair_orphans(&self) {
         let _lock = self.s.registry.completion_lock().await;
-        let orphaned = self
-            .s
-            .state
-            .snapshot()
-            .targets
-            .iter()
-            .any(|(id, t)| t.status.is_live() && !self.s.registry.is_registered(id.as_str()));
-        if !orphaned {
-            return;
-        }
         let registry = self.s.registry.clone();
         let repaired = self
             .s

@@ -551,6 +551,15 @@ impl StateStore {
     /// register or complete meanwhile.
     pub fn repair_orphans(&self, live: impl Fn(&TargetId) -> bool) -> Result<Recovery, StateError> {
         let mut doc = self.lock_doc();
+        // The common case, every cycle: nothing to repair, and no copy of
+        // the document made to find that out.
+        if !doc
+            .targets
+            .iter()
+            .any(|(id, t)| t.status.is_live() && !live(id))
+        {
+            return Ok(Recovery::default());
+        }
         let mut next = doc.clone();
         let mut recovery = Recovery::default();
         let now = SystemTime::now();
