@@ -683,6 +683,93 @@ async fn sigterm_stops_baton_run_gracefully() {
     assert_no_chromium(&p.profile()).await;
 }
 
+/// The viewport rectangle of `sel`: left, top, right, bottom.
+async fn rect_of(page: &dyn baton::browser::Page, sel: &str) -> Vec<u32> {
+    let js = format!(
+        "(() => {{ const r = document.querySelector('{sel}').getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; }})()"
+    );
+    let v = page.eval(&js, Duration::from_secs(10)).await.unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_f64().unwrap().round() as u32)
+        .collect()
+}
+
+/// Whether every pixel inside `r` of the PNG is the mask colour, and
+/// whether none is.
+fn mask_coverage(png: &[u8], r: &[u32]) -> (bool, bool) {
+    let decoder = png::Decoder::new(std::io::Cursor::new(png));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let channels = info.color_type.samples();
+    let (mut all, mut none) = (true, true);
+    for y in r[1] + 1..r[3] - 1 {
+        for x in r[0] + 1..r[2] - 1 {
+            let i = (y as usize * info.width as usize + x as usize) * channels;
+            let m = (buf[i], buf[i + 1], buf[i + 2]) == (255, 0, 255);
+            all &= m;
+            none &= !m;
+        }
+    }
+    (all, none)
+}
+
+/// Hosted card fields (Stripe, Adyen) live in a cross-origin frame the
+/// page's script cannot read into: the whole frame is masked. The frame
+/// here comes from `localhost` into a page on `127.0.0.1`, a second origin,
+/// and holds a card number in a field with no hint that it is one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn screenshots_mask_cross_origin_card_frames() {
+    use axum::response::Html;
+    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new()
+        .route(
+            "/",
+            axum::routing::get(move || async move {
+                Html(format!(
+                    r#"<p id="plain">Pay</p><iframe id="card" src="http://localhost:{port}/field" style="width:320px;height:80px;border:0"></iframe>"#
+                ))
+            }),
+        )
+        .route(
+            "/field",
+            axum::routing::get(|| async {
+                Html(r#"<input id="n" value="4242 4242 4242 4242" style="font-size:24px">"#)
+            }),
+        );
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let profile = tempfile::tempdir().unwrap();
+    let browser = baton::browser::chrome::ChromeBrowser::new(
+        baton::browser::chrome::ChromeConfig::headless(profile.path()),
+        None,
+    );
+    let t = Duration::from_secs(10);
+    let page = browser.new_page(SessionId(0)).await.unwrap();
+    page.navigate(&format!("http://127.0.0.1:{port}/"), t)
+        .await
+        .unwrap();
+    // `navigate` waits for the page's `load`, which waits for its frames.
+    let png = page.screenshot(t).await.unwrap();
+    let frame = rect_of(page.as_ref(), "#card").await;
+    let plain = rect_of(page.as_ref(), "#plain").await;
+    assert!(
+        mask_coverage(&png, &frame).0,
+        "the card frame is not masked"
+    );
+    assert!(
+        mask_coverage(&png, &plain).1,
+        "plain text should not be masked"
+    );
+    page.close().await;
+    browser.shutdown().await;
+    server.abort();
+    assert_no_chromium(profile.path()).await;
+}
+
 /// Hardening: card data never reaches pixels. A checkout page with the
 /// name filled as a secret (so marked), a card number and CVV (card
 /// fields by their `autocomplete`): in the screenshot every pixel of those
@@ -728,42 +815,11 @@ async fn screenshots_mask_secrets_and_card_fields() {
         .await
         .unwrap();
     let png = page.screenshot(t).await.unwrap();
-    let decoder = png::Decoder::new(std::io::Cursor::new(&png));
-    let mut reader = decoder.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    let channels = info.color_type.samples();
-    let pixel = |x: u32, y: u32| {
-        let i = (y as usize * info.width as usize + x as usize) * channels;
-        (buf[i], buf[i + 1], buf[i + 2])
-    };
     let mut rects = std::collections::BTreeMap::new();
     for sel in ["#name", "#email", "#card-number", "#card-cvv"] {
-        let js = format!(
-            "(() => {{ const r = document.querySelector('{sel}').getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; }})()"
-        );
-        let v = page.eval(&js, t).await.unwrap();
-        let r: Vec<u32> = v
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| n.as_f64().unwrap().round() as u32)
-            .collect();
-        rects.insert(sel, r);
+        rects.insert(sel, rect_of(page.as_ref(), sel).await);
     }
-    // (every pixel inside is the mask colour, none is)
-    let magenta = |sel: &str| {
-        let r = &rects[sel];
-        let (mut all, mut none) = (true, true);
-        for y in r[1] + 1..r[3] - 1 {
-            for x in r[0] + 1..r[2] - 1 {
-                let m = pixel(x, y) == (255, 0, 255);
-                all &= m;
-                none &= !m;
-            }
-        }
-        (all, none)
-    };
+    let magenta = |sel: &str| mask_coverage(&png, &rects[sel]);
     for sel in ["#name", "#card-number", "#card-cvv"] {
         assert!(magenta(sel).0, "{sel} is not masked");
     }
