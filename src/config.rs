@@ -28,6 +28,7 @@ use serde_saphyr::{MessageFormatter, Spanned};
 
 use crate::flow::{Flow, OutcomeAction, Step, Target, Timeouts};
 use crate::id::TargetId;
+pub use crate::secrets::Secrets;
 
 // ---------------------------------------------------------------------------
 // The resolved configuration.
@@ -284,40 +285,6 @@ fn strip_location_suffix(msg: &str) -> String {
     match msg.rfind(" at line ") {
         Some(i) if msg[i..].contains(", column ") => msg[..i].to_owned(),
         _ => msg.to_owned(),
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Secrets.
-
-/// Secret values by name, from the environment. Their `Debug` shows names
-/// only.
-#[derive(Clone, Default)]
-pub struct Secrets {
-    values: BTreeMap<String, String>,
-}
-
-impl fmt::Debug for Secrets {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_set().entries(self.values.keys()).finish()
-    }
-}
-
-impl Secrets {
-    pub fn new(values: BTreeMap<String, String>) -> Secrets {
-        Secrets { values }
-    }
-
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.values.get(name).map(String::as_str)
-    }
-
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.values.keys().map(String::as_str)
-    }
-
-    pub fn values(&self) -> impl Iterator<Item = &str> {
-        self.values.values().map(String::as_str)
     }
 }
 

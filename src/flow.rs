@@ -14,8 +14,8 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::browser::Page;
+use crate::id::PinnedVersion;
 use crate::id::TargetId;
-use crate::registry::{PinnedVersion, RunControl};
 
 /// Something to run a flow for, such as one product.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -191,7 +191,6 @@ pub struct StepContext {
     /// Cancelled when the step must stop: the run was cancelled, or the step
     /// ran out of time. Every wait inside the step races it.
     pub cancel: CancellationToken,
-    pub control: Arc<RunControl>,
     pub commit: Arc<dyn CommitSink>,
     pub timeouts: Timeouts,
 }
@@ -240,4 +239,15 @@ pub trait StepRunner: Send + Sync + 'static {
         cancel: CancellationToken,
         timeouts: Timeouts,
     ) -> BoxFuture<'static, Result<bool, StepError>>;
+}
+
+/// The message of a caught panic.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".into()
+    }
 }

@@ -89,3 +89,11 @@ impl fmt::Debug for SessionId {
         write!(f, "session {}", self.0)
     }
 }
+
+/// The compiled version of one script that a run pinned when it started
+/// (I8): the script's name and its generation, bumped by each reload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PinnedVersion {
+    pub script: String,
+    pub generation: u64,
+}

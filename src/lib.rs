@@ -14,19 +14,19 @@
 //! - [`browser`]: the `Browser`/`Page` abstraction, with the simulated
 //!   browser and real Chromium. Knows nothing of scripts or scheduling.
 //! - [`flow`]: targets, flows and steps, and the [`flow::StepRunner`] seam
-//!   between a run and whatever executes its steps. [`native`] implements it
-//!   with Rust closures.
+//!   between a run and whatever executes its steps. [`rust_steps`]
+//!   implements it with Rust closures.
 //! - [`run`]: one run, from its guard to its completion (I7).
 //! - [`scheduler`]: the cycle loop; the only part that starts runs.
-//! - [`script`]: the Rhai host: engine, primitives, modules, plugins, hot
-//!   reload.
+//! - [`script`]: the Rhai host: engine, primitives ([`script::api`]),
+//!   modules, plugins, hot reload.
 //! - [`shop`]: the demo shop, a storefront on loopback. Stands alone.
 //! - [`dashboard`]: the live status page, JSON API and metrics. Reads
 //!   snapshots, sends commands to the scheduler.
 //! - [`config`]: `flows.yaml`. [`app`]: assembles a running baton from it.
 //!   [`cli`]: the commands.
 //! - Small shared pieces: [`id`], [`time`], [`metrics`], [`redact`],
-//!   [`logging`], [`watch`].
+//!   [`logging`], [`watch`], [`secrets`].
 
 pub mod app;
 pub mod browser;
@@ -37,12 +37,13 @@ pub mod flow;
 pub mod id;
 pub mod logging;
 pub mod metrics;
-pub mod native;
 pub mod redact;
 pub mod registry;
 pub mod run;
+pub mod rust_steps;
 pub mod scheduler;
 pub mod script;
+pub mod secrets;
 pub mod shop;
 pub mod state;
 pub mod time;

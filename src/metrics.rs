@@ -12,8 +12,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::state::Status;
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabel {
     status: String,
@@ -137,20 +135,21 @@ impl Metrics {
         self.active_runs.inc();
     }
 
-    pub fn run_finished(&self, status: Status, d: Duration) {
+    /// `status` is the run's final status name (`completed`, `failed`, ...).
+    pub fn run_finished(&self, status: &str, d: Duration) {
         self.active_runs.dec();
         self.runs
             .get_or_create(&StatusLabel {
-                status: status.as_str().into(),
+                status: status.into(),
             })
             .inc();
         self.run_seconds.observe(d.as_secs_f64());
     }
 
-    pub fn runs(&self, status: Status) -> u64 {
+    pub fn runs(&self, status: &str) -> u64 {
         self.runs
             .get_or_create(&StatusLabel {
-                status: status.as_str().into(),
+                status: status.into(),
             })
             .get()
     }
@@ -200,7 +199,7 @@ mod tests {
         let m = Metrics::new();
         m.cycle_started();
         m.run_started();
-        m.run_finished(Status::Completed, Duration::from_millis(1500));
+        m.run_finished("completed", Duration::from_millis(1500));
         let text = m.render();
         assert!(text.contains("baton_cycles_total 1"), "{text}");
         assert!(

@@ -60,6 +60,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::id::PinnedVersion;
 use crate::id::{RunId, SessionId, TargetId};
 
 /// Where a registered run is in its life.
@@ -286,13 +287,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The compiled version of one script a run pinned when it started.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct PinnedVersion {
-    pub script: String,
-    pub generation: u64,
-}
-
 /// What a run registers with.
 #[derive(Clone, Debug)]
 pub struct Registration {
@@ -335,20 +329,28 @@ pub struct RunInfo {
     /// holds its session and a cycle's wait leaves it alone).
     pub commit_in_flight_ms: Option<u64>,
     pub versions: Vec<PinnedVersion>,
-    #[serde(skip)]
-    pub control: Arc<RunControl>,
+    /// Whether, when the copy was taken, the run held its session for a
+    /// commit in flight that a bounded wait already gave up on (I9): waits
+    /// go on without it.
+    pub held: bool,
 }
 
 impl RunInfo {
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()
     }
+}
 
-    /// Whether the run holds its session for a commit in flight that a
-    /// bounded wait already gave up on (I9): waits go on without it.
-    pub fn is_held(&self) -> bool {
-        self.control.is_held()
-    }
+/// What [`Registry::cancel`] did to a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cancel {
+    /// The run's token fired; its guard drops once it has wound down.
+    Cancelled,
+    /// Its commit is in flight, so it was held instead (I9): cancelling
+    /// would close its page, not the shop's request.
+    Held,
+    /// No such run is registered (it ended meanwhile).
+    NotRunning,
 }
 
 /// A browser session no run may use until an operator resolves `target`:
@@ -589,6 +591,22 @@ impl Registry {
         self.runs.get(target).map(|e| info(e.key(), e.value()))
     }
 
+    /// Cancels run `run` with `reason`, unless its commit is in flight, in
+    /// which case it is held (see [`RunControl::cancel_or_hold`]). The one
+    /// way for code outside a run to stop it.
+    pub fn cancel(&self, run: RunId, reason: CancelReason) -> Cancel {
+        let control = self
+            .runs
+            .iter()
+            .find(|e| e.value().run_id == run)
+            .map(|e| e.value().control.clone());
+        match control {
+            None => Cancel::NotRunning,
+            Some(c) if c.cancel_or_hold(reason) => Cancel::Cancelled,
+            Some(_) => Cancel::Held,
+        }
+    }
+
     /// Copies of every registered run, oldest first.
     pub fn snapshot(&self) -> Vec<RunInfo> {
         // Copy out under each shard's read lock and sort afterwards, so no
@@ -723,11 +741,7 @@ impl Registry {
             Ok(start.elapsed())
         } else {
             Err(Stuck {
-                runs: self
-                    .snapshot()
-                    .into_iter()
-                    .filter(|r| !r.is_held())
-                    .collect(),
+                runs: self.snapshot().into_iter().filter(|r| !r.held).collect(),
                 waited: start.elapsed(),
             })
         }
@@ -757,7 +771,7 @@ impl Registry {
             runs: self
                 .snapshot()
                 .into_iter()
-                .filter(|r| r.session.0 < sessions && !r.is_held())
+                .filter(|r| r.session.0 < sessions && !r.held)
                 .collect(),
             waited: start.elapsed(),
         }))
@@ -824,7 +838,7 @@ fn info(target: &TargetId, run: &ActiveRun) -> RunInfo {
             .commit_in_flight()
             .map(|since| since.elapsed().as_millis() as u64),
         versions: run.versions.clone(),
-        control: run.control.clone(),
+        held: run.control.is_held(),
     }
 }
 

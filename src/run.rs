@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::browser::{Browser, Page};
 use crate::flow::{
     CommitAnswer, CommitSink, Flow, OutcomeAction, PinnedFlow, StepContext, StepEnd, StepError,
-    StepErrorKind, Target, Timeouts,
+    StepErrorKind, Target, Timeouts, panic_message,
 };
 use crate::metrics::Metrics;
 use crate::registry::{CancelReason, RunControl, RunGuard};
@@ -174,7 +174,7 @@ pub async fn execute(
             }
         })
         .await;
-    deps.metrics.run_finished(status, duration);
+    deps.metrics.run_finished(status.as_str(), duration);
     for s in &record.steps {
         deps.metrics
             .step_finished(&s.script, Duration::from_millis(s.duration_ms));
@@ -374,7 +374,6 @@ async fn run_steps(
             page: p.clone(),
             target: target.clone(),
             cancel: token.clone(),
-            control: control.clone(),
             commit: sink.clone(),
             timeouts: deps.timeouts,
         };
@@ -672,17 +671,6 @@ impl CommitSink for RunCommit {
         self.control
             .commit_in_flight()
             .map(|since| since + self.commit_timeout)
-    }
-}
-
-/// The message of a caught panic.
-pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "unknown panic".into()
     }
 }
 

@@ -44,7 +44,7 @@ use crate::config::Config;
 use crate::flow::StepRunner;
 use crate::id::TargetId;
 use crate::metrics::Metrics;
-use crate::registry::{CancelReason, Registration, Registry, RunInfo, SessionWait, Stuck};
+use crate::registry::{Cancel, CancelReason, Registration, Registry, RunInfo, SessionWait, Stuck};
 use crate::run::{self, CANCEL_GRACE, RunDeps};
 use crate::state::{OperatorChange, RunRecord, StateStore, Status};
 
@@ -414,7 +414,7 @@ impl Loop {
     async fn wait_for_previous(&mut self, cfg: &Config) -> bool {
         let started = Instant::now();
         let all = self.s.registry.snapshot();
-        for r in all.iter().filter(|r| r.is_held()) {
+        for r in all.iter().filter(|r| r.held) {
             tracing::info!(
                 run = %r.run_id,
                 target = %r.target,
@@ -425,7 +425,7 @@ impl Loop {
                 crate::time::short(Duration::from_millis(r.commit_in_flight_ms.unwrap_or(0)))
             );
         }
-        let active: Vec<RunInfo> = all.into_iter().filter(|r| !r.is_held()).collect();
+        let active: Vec<RunInfo> = all.into_iter().filter(|r| !r.held).collect();
         if active.is_empty() {
             self.s.metrics.waited(Duration::ZERO, false);
             self.publish(|st| st.last_wait_ms = Some(0));
@@ -512,7 +512,11 @@ impl Loop {
     async fn cancel_stuck(&mut self, cfg: &Config, stuck: Stuck) -> bool {
         let mut cancelled = Vec::new();
         for r in stuck.runs {
-            if !r.control.cancel_or_hold(CancelReason::WaitTimeout) {
+            let done = self.s.registry.cancel(r.run_id, CancelReason::WaitTimeout);
+            if done == Cancel::NotRunning {
+                continue;
+            }
+            if done == Cancel::Held {
                 // Cancelling would close the page, not the shop's request:
                 // the run keeps its session until its commit answers or its
                 // commit_timeout ends it.
@@ -842,10 +846,11 @@ impl Loop {
             if let Err(stuck) = self.s.registry.wait_idle(bound).await {
                 let mut waits = Vec::new();
                 for r in &stuck.runs {
-                    if r.control.cancel_or_hold(CancelReason::Shutdown) {
+                    let done = self.s.registry.cancel(r.run_id, CancelReason::Shutdown);
+                    if done == Cancel::Cancelled {
                         tracing::warn!(run = %r.run_id, target = %r.target, "cancelling run {}: baton is shutting down", r.run_id);
                         waits.push((r.run_id, cancel_bound(&cfg)));
-                    } else {
+                    } else if done == Cancel::Held {
                         // I9: stopping now would leave the order in doubt;
                         // the run ends by itself within its commit_timeout.
                         tracing::warn!(

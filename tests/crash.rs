@@ -179,7 +179,7 @@ fn crash_child_run() {
         let h = common::Harness::in_dir(cfg, Path::new(&dir));
         h.steps.step("buy", |cx| async move {
             let order = format!("A-{}", cx.run_id);
-            let placed = baton::native::commit(&cx, "order", async move { Ok(order) }).await?;
+            let placed = baton::rust_steps::commit(&cx, "order", async move { Ok(order) }).await?;
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "answered {}", placed.unwrap_or_default());
             let _ = out.flush();

@@ -16,7 +16,7 @@ use baton::config::Secrets;
 use baton::flow::{CommitSink, Flow, Step, StepEnd, StepErrorKind, StepRunner, Target, Timeouts};
 use baton::id::SessionId;
 use baton::redact::Redactor;
-use baton::script::primitives::{Trace, TracedCall};
+use baton::script::api::{Trace, TracedCall};
 use baton::script::{Ended, ScriptHost, ScriptRun};
 use tokio_util::sync::CancellationToken;
 
@@ -1175,7 +1175,6 @@ async fn i8_a_run_keeps_its_versions_across_a_reload() {
         page,
         target: target(),
         cancel: CancellationToken::new(),
-        control: Arc::new(baton::registry::RunControl::default()),
         commit: Arc::new(Sink::default()),
         timeouts: Timeouts::default(),
     };

@@ -20,7 +20,7 @@ use crate::browser::sim::{SimBrowser, SimPage, SimSite};
 use crate::browser::{Browser, Page};
 use crate::flow::CommitSink;
 use crate::id::SessionId;
-use crate::script::primitives::{Trace, TracedCall};
+use crate::script::api::{Trace, TracedCall};
 use crate::script::{Ended, Plugin, ScriptHost, ScriptRun};
 
 pub struct Args {

@@ -197,7 +197,7 @@ impl Dashboard {
             Status::InDoubt,
         ]
         .iter()
-        .map(|s| self.metrics.runs(*s))
+        .map(|s| self.metrics.runs(s.as_str()))
         .sum();
         StatusView {
             version: env!("CARGO_PKG_VERSION"),

@@ -2,7 +2,7 @@
 //! good version of each, and runs them against a page.
 //!
 //! - [`engine`]: limits, sandbox, confined imports, located errors.
-//! - [`primitives`]: the functions scripts call.
+//! - [`api`]: the functions scripts call.
 //! - [`reload`]: the file watcher that recompiles on save.
 //! - [`plugin`]: how a Rust program adds its own functions.
 //!
@@ -14,9 +14,9 @@
 //! `tests/safety.rs::i8_reload_never_changes_a_running_flow`). A script that
 //! fails to compile never replaces its last good version.
 
+pub mod api;
 pub mod engine;
 pub mod plugin;
-pub mod primitives;
 pub mod reload;
 
 use std::collections::BTreeMap;
@@ -33,17 +33,17 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::browser::Page;
-use crate::config::Secrets;
 use crate::flow::{
     CommitSink, Flow, PinnedFlow, Step, StepContext, StepEnd, StepError, StepErrorKind, StepRunner,
     Target, Timeouts,
 };
+use crate::id::PinnedVersion;
 use crate::metrics::Metrics;
 use crate::redact::Redactor;
-use crate::registry::PinnedVersion;
+use crate::secrets::Secrets;
+use api::{End, Http, ScriptContext, Trace};
 pub use engine::ScriptError;
 pub use plugin::Plugin;
-use primitives::{End, Http, ScriptContext, Trace};
 
 /// One compiled script.
 #[derive(Debug)]
@@ -475,7 +475,7 @@ impl ScriptHost {
             end: Mutex::new(None),
             in_commit: Mutex::new(None),
         });
-        primitives::register(&mut engine, &cx);
+        api::register(&mut engine, &cx);
         for p in &self.inner.plugins {
             p.register(&mut engine);
         }
@@ -607,7 +607,7 @@ async fn execute(
             in_commit: Mutex::new(None),
         });
         let mut engine = engine::base_engine(&inner.std);
-        primitives::register(&mut engine, &cx);
+        api::register(&mut engine, &cx);
         for p in &inner.plugins {
             p.register(&mut engine);
         }
@@ -634,7 +634,7 @@ async fn execute(
     let (result, end) = match handle.await {
         Ok(r) => r,
         Err(e) if e.is_panic() => {
-            let msg = crate::run::panic_message(&*e.into_panic());
+            let msg = crate::flow::panic_message(&*e.into_panic());
             return Err(StepError {
                 kind: StepErrorKind::Panicked,
                 message: redactor

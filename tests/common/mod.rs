@@ -13,8 +13,8 @@ use baton::config::Config;
 use baton::flow::{Flow, OutcomeAction, Step, Target};
 use baton::id::TargetId;
 use baton::metrics::Metrics;
-use baton::native::NativeSteps;
 use baton::registry::Registry;
+use baton::rust_steps::RustSteps;
 use baton::scheduler::{Command, Scheduler, SchedulerStatus, Summary};
 use baton::state::StateStore;
 use tokio::sync::{mpsc, watch};
@@ -75,7 +75,7 @@ pub struct Harness {
     pub registry: Arc<Registry>,
     pub state: Arc<StateStore>,
     pub sim: SimBrowser,
-    pub steps: Arc<NativeSteps>,
+    pub steps: Arc<RustSteps>,
     pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,
     pub commands: mpsc::Sender<Command>,
@@ -111,7 +111,7 @@ impl Harness {
             config: Arc::new(ArcSwap::from_pointee(cfg)),
             state,
             sim: SimBrowser::default(),
-            steps: Arc::new(NativeSteps::new()),
+            steps: Arc::new(RustSteps::new()),
             metrics: Arc::new(Metrics::new()),
             shutdown: CancellationToken::new(),
             commands: tx,

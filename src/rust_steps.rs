@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::flow::{
     Flow, PinnedFlow, Step, StepContext, StepEnd, StepError, StepRunner, Target, Timeouts,
 };
-use crate::registry::PinnedVersion;
+use crate::id::PinnedVersion;
 
 type StepFn =
     Arc<dyn Fn(StepContext) -> BoxFuture<'static, Result<StepEnd, StepError>> + Send + Sync>;
@@ -41,14 +41,14 @@ struct Table {
 
 /// Steps and monitors as Rust closures.
 #[derive(Default)]
-pub struct NativeSteps {
+pub struct RustSteps {
     table: ArcSwap<Table>,
     generation: AtomicU64,
 }
 
-impl NativeSteps {
-    pub fn new() -> NativeSteps {
-        NativeSteps::default()
+impl RustSteps {
+    pub fn new() -> RustSteps {
+        RustSteps::default()
     }
 
     /// Defines (or replaces, with a new generation) the step `name`.
@@ -126,7 +126,7 @@ impl PinnedFlow for Pinned {
     }
 }
 
-impl StepRunner for NativeSteps {
+impl StepRunner for RustSteps {
     fn pin(&self, flow: &Flow) -> Result<Arc<dyn PinnedFlow>, StepError> {
         let table = self.table.load_full();
         if let Some(missing) = flow

@@ -1,0 +1,290 @@
+//! The functions scripts call, and what they share: the [`ScriptContext`]
+//! of one step execution, how a call blocks on the page, selector
+//! arguments, tracing for dry runs.
+//!
+//! - [`page`]: the browser primitives on the run's page.
+//! - [`flow`]: `commit`, `not_placed`, `outcome`, `fail`, `secret`, `log`,
+//!   `sleep`.
+//! - [`net`]: browser-free HTTP for monitors.
+//!
+//! A script runs on a blocking thread; each primitive bridges to the async
+//! page with `Handle::block_on`, bounded by a timeout and raced against the
+//! step's cancellation token, so a cancelled run's script stops at its next
+//! primitive or, through the progress hook, at its next operation.
+//! docs/scripting.md lists each primitive with its waits and errors.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rhai::{Array, Dynamic, Engine, EvalAltResult, INT, Position};
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+
+use crate::browser::{Page, PageError, Selectors};
+use crate::flow::{CommitSink, Target, Timeouts};
+use crate::redact::Redactor;
+use crate::secrets::Secrets;
+
+type R<T> = Result<T, Box<EvalAltResult>>;
+
+/// How a script asked to end, or was made to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum End {
+    Outcome(String),
+    Fail(String),
+    /// `not_placed(reason)` inside `commit`: the shop refused the order.
+    NotPlaced(String),
+    Cancelled,
+}
+
+/// One primitive call, as a dry run prints it.
+#[derive(Debug)]
+pub struct TracedCall<'a> {
+    pub script: &'a str,
+    pub name: &'a str,
+    /// Arguments as Rhai would write them, secrets masked.
+    pub args: &'a str,
+    /// The result (or error) as text, secrets masked.
+    pub result: Result<&'a str, &'a str>,
+    pub took: Duration,
+}
+
+/// Receives every primitive call (the dry-run report).
+pub trait Trace: Send + Sync {
+    fn call(&self, call: &TracedCall<'_>);
+}
+
+/// Where `http_get_json` gets its answers.
+#[derive(Clone)]
+pub enum Http {
+    Client(reqwest::Client),
+    /// Answers by URL, from an offline fixture.
+    Fixture(Arc<BTreeMap<String, serde_json::Value>>),
+}
+
+/// Everything the primitives of one step execution work with.
+pub struct ScriptContext {
+    pub script: String,
+    /// The script's file as messages show it.
+    pub file: String,
+    /// `None` for monitors, which get no page.
+    pub page: Option<Arc<dyn Page>>,
+    pub target: Arc<Target>,
+    pub cancel: CancellationToken,
+    /// `None` for monitors: they cannot commit.
+    pub commit: Option<Arc<dyn CommitSink>>,
+    pub timeouts: Timeouts,
+    pub secrets: Secrets,
+    pub redactor: Arc<Redactor>,
+    /// `None` only for the engine that exports definitions.
+    pub handle: Option<Handle>,
+    pub http: Http,
+    pub shots_dir: Option<PathBuf>,
+    /// File name prefix for screenshots (the run id, or `dry-run`).
+    pub shot_prefix: String,
+    pub trace: Option<Arc<dyn Trace>>,
+    pub end: Mutex<Option<End>>,
+    /// The label of the `commit` whose closure is running, if one is.
+    pub in_commit: Mutex<Option<String>>,
+}
+
+impl ScriptContext {
+    /// Ends the script: not catchable by `try`/`catch`.
+    fn terminate(&self, end: End) -> Box<EvalAltResult> {
+        let mut slot = self.end.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot = Some(end);
+        }
+        EvalAltResult::ErrorTerminated(Dynamic::UNIT, Position::NONE).into()
+    }
+
+    fn error(&self, msg: String) -> Box<EvalAltResult> {
+        EvalAltResult::ErrorRuntime(
+            self.redactor.apply(&msg).into_owned().into(),
+            Position::NONE,
+        )
+        .into()
+    }
+
+    fn trace(&self, name: &str, args: &str, result: Result<&str, &str>, took: Duration) {
+        if let Some(t) = &self.trace {
+            let args = self.redactor.apply(args);
+            let result = match result {
+                Ok(r) => Ok(self.redactor.apply(r)),
+                Err(e) => Err(self.redactor.apply(e)),
+            };
+            t.call(&TracedCall {
+                script: &self.script,
+                name,
+                args: &args,
+                result: result.as_ref().map(|c| c.as_ref()).map_err(|c| c.as_ref()),
+                took,
+            });
+        }
+    }
+
+    /// How long an action waits by default. Inside a `commit` closure it
+    /// is the time left of `commit_timeout` (at least `browser.timeout`):
+    /// the closure keeps waiting for the shop's answer, which is what turns
+    /// a slow order into `completed` instead of `in_doubt` (I9).
+    fn action(&self) -> Duration {
+        let a = self.timeouts.action;
+        if lock(&self.in_commit).is_none() {
+            return a;
+        }
+        match self.commit.as_ref().and_then(|c| c.deadline()) {
+            Some(deadline) => {
+                a.max(deadline.saturating_duration_since(tokio::time::Instant::now()))
+            }
+            None => a,
+        }
+    }
+
+    fn page(&self, name: &str) -> R<Arc<dyn Page>> {
+        self.page.clone().ok_or_else(|| {
+            self.error(format!(
+                "{name}: page primitives are not available in a monitor script; use http_get_json"
+            ))
+        })
+    }
+
+    /// Runs `fut` to completion on the runtime, bounded by `bound` and
+    /// raced against cancellation, and records the call.
+    fn block<T>(
+        &self,
+        name: &str,
+        args: &str,
+        bound: Duration,
+        fut: impl Future<Output = Result<T, PageError>>,
+        show: impl Fn(&T) -> String,
+    ) -> R<T> {
+        if self.cancel.is_cancelled() {
+            self.trace(name, args, Err("cancelled"), Duration::ZERO);
+            return Err(self.terminate(End::Cancelled));
+        }
+        let Some(handle) = &self.handle else {
+            return Err(self.error(format!("{name}: no runtime")));
+        };
+        let start = Instant::now();
+        // The page bounds its own waits by `bound`; the outer timeout (with
+        // a margin for the answer to arrive) catches a browser that hangs
+        // in a way the page cannot see.
+        let outer = bound + Duration::from_millis(500);
+        let out = handle.block_on(async {
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => None,
+                r = tokio::time::timeout(outer, fut) => Some(r.unwrap_or(Err(PageError::Timeout(bound)))),
+            }
+        });
+        let took = start.elapsed();
+        match out {
+            None => {
+                self.trace(name, args, Err("cancelled"), took);
+                Err(self.terminate(End::Cancelled))
+            }
+            Some(Ok(v)) => {
+                self.trace(name, args, Ok(&show(&v)), took);
+                Ok(v)
+            }
+            Some(Err(e)) => {
+                let msg = format!("{name}({args}): {e}");
+                self.trace(name, args, Err(&e.to_string()), took);
+                Err(self.error(msg))
+            }
+        }
+    }
+}
+
+/// A selector argument: a string, or an array of strings tried in order.
+fn selectors(cx: &ScriptContext, name: &str, v: &Dynamic) -> R<Selectors> {
+    if let Some(s) = v.clone().try_cast::<rhai::ImmutableString>() {
+        return Ok(Selectors::one(&s));
+    }
+    if let Some(a) = v.clone().try_cast::<Array>() {
+        let mut list = Vec::with_capacity(a.len());
+        for item in a {
+            match item.try_cast::<rhai::ImmutableString>() {
+                Some(s) => list.push(s.to_string()),
+                None => {
+                    return Err(cx.error(format!(
+                        "{name}: every selector in the array must be a string"
+                    )));
+                }
+            }
+        }
+        if list.is_empty() {
+            return Err(cx.error(format!("{name}: the selector array is empty")));
+        }
+        return Ok(Selectors::many(&list));
+    }
+    Err(cx.error(format!(
+        "{name}: expected a selector (a string) or an array of selectors, got {}",
+        v.type_name()
+    )))
+}
+
+/// How a selector argument reads in a trace: `"#buy"` or `["#a", "#b"]`.
+fn show_sel(v: &Dynamic) -> String {
+    match v.clone().try_cast::<Array>() {
+        Some(a) => format!(
+            "[{}]",
+            a.iter()
+                .map(|s| format!("{:?}", s.to_string()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => format!("{:?}", v.to_string()),
+    }
+}
+
+fn ms(cx: &ScriptContext, name: &str, ms: INT) -> R<Duration> {
+    if ms < 0 {
+        return Err(cx.error(format!("{name}: a duration cannot be negative ({ms} ms)")));
+    }
+    Ok(Duration::from_millis(ms as u64))
+}
+
+fn json_to_dynamic(cx: &ScriptContext, name: &str, v: serde_json::Value) -> R<Dynamic> {
+    rhai::serde::to_dynamic(v)
+        .map_err(|e| cx.error(format!("{name}: cannot convert the answer: {e}")))
+}
+
+/// `///` doc comments for the definitions file editors read.
+fn doc_comments(doc: &str) -> String {
+    doc.lines()
+        .map(|l| format!("/// {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Registers a function with its signature and doc comment. A macro, not a
+/// function, because the registration is generic over Rhai's internal
+/// function traits.
+macro_rules! def {
+    ($engine:expr, $name:expr, $params:expr, $doc:expr, $f:expr) => {
+        rhai::FuncRegistration::new($name)
+            .with_volatility(true)
+            .with_params_info($params)
+            .with_comments([doc_comments($doc).as_str()])
+            .register_into_engine($engine, $f)
+    };
+}
+
+mod flow;
+mod net;
+mod page;
+
+/// Registers every primitive into `engine`, bound to `cx`.
+pub fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
+    page::register(engine, cx);
+    flow::register(engine, cx);
+    net::register(engine, cx);
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
