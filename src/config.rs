@@ -200,9 +200,22 @@ impl Config {
     /// Reads and checks `path`. `env` looks up environment variables (a
     /// parameter so tests need not touch the process environment).
     pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: path.to_owned(),
-            problems: vec![Problem::unlocated(format!("cannot read the file: {e}"))],
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            let msg = if e.kind() == std::io::ErrorKind::NotFound {
+                // Most often a command run outside the project directory.
+                let here = std::env::current_dir()
+                    .map(|d| format!(" (looked in {})", d.display()))
+                    .unwrap_or_default();
+                format!(
+                    "no such file{here}; run baton in the project directory, or name the file with `--config PATH`"
+                )
+            } else {
+                format!("cannot read the file: {e}")
+            };
+            ConfigError {
+                file: path.to_owned(),
+                problems: vec![Problem::unlocated(msg)],
+            }
         })?;
         Config::parse(path, &text, env)
     }

@@ -483,10 +483,25 @@ fn a_missing_config_file_is_a_usage_error() {
     o.calm();
     assert_eq!(o.code, 2);
     assert!(
-        o.stderr.contains("nope.yaml: cannot read the file"),
+        o.stderr.contains("nope.yaml: no such file") && o.stderr.contains("--config PATH"),
         "{}",
         o.stderr
     );
+}
+
+#[test]
+fn a_command_outside_a_project_says_to_use_config() {
+    // `Case::new` is an empty directory: no flows.yaml.
+    for args in [&["state"][..], &["check"], &["run"]] {
+        let o = Case::new().run(args);
+        o.calm();
+        assert_eq!(o.code, 2, "{args:?}: {}", o.stderr);
+        assert!(
+            o.stderr.contains("flows.yaml: no such file") && o.stderr.contains("--config PATH"),
+            "{args:?}: {}",
+            o.stderr
+        );
+    }
 }
 
 #[test]
