@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use baton::browser::{Page, PageError, Selectors};
+use baton::browser::{Condition, Page, PageError, Selectors};
 use baton::flow::{Target, Timeouts};
 use baton::id::SessionId;
 use baton::registry::{Registration, Registry};
@@ -57,6 +57,12 @@ impl Page for NoopPage {
     }
     async fn value(&self, _: &Selectors, _: Duration) -> Result<String, PageError> {
         Ok(String::new())
+    }
+    async fn wait_until(&self, _: &Condition, _: Duration) -> Result<serde_json::Value, PageError> {
+        Ok(serde_json::Value::Null)
+    }
+    async fn network_idle(&self, _: Duration, _: Duration) -> Result<(), PageError> {
+        Ok(())
     }
     async fn click(&self, _: &Selectors, _: Duration) -> Result<(), PageError> {
         Ok(())

@@ -1016,3 +1016,99 @@ async fn a_chromium_left_by_a_killed_baton_is_stopped_at_the_next_start() {
     );
     assert_no_chromium(&p.profile()).await;
 }
+
+/// Issue 11: a basket that changes without navigating. The demo shop's
+/// cart removes lines by AJAX and binds its Remove buttons late (after
+/// `load` and a request for its settings). Waiting for the network to go
+/// quiet, then for the count to drop and the line to be gone, empties it;
+/// the page never navigates (a value set on `window` survives), and the
+/// shop's server-side cart is empty at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ajax_basket_with_late_handlers_is_emptied_by_waits() {
+    use baton::browser::{Cmp, Condition};
+    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let srv = baton::shop::start("127.0.0.1:0".parse().unwrap(), stop.clone())
+        .await
+        .unwrap();
+    let shop = srv.shop.clone();
+    let profile = tempfile::tempdir().unwrap();
+    let browser = baton::browser::chrome::ChromeBrowser::new(
+        baton::browser::chrome::ChromeConfig::headless(profile.path()),
+        None,
+    );
+    let t = Duration::from_secs(10);
+    let page = browser.new_page(SessionId(0)).await.unwrap();
+    for id in ["1001", "1002"] {
+        page.navigate(&format!("{}/p/{id}", srv.url()), t)
+            .await
+            .unwrap();
+        page.click(&Selectors::one("#add-to-cart"), t)
+            .await
+            .unwrap();
+        page.wait_for(&Selectors::one("#cart-page"), t)
+            .await
+            .unwrap();
+    }
+    assert_eq!(shop.cart_lines(), 2);
+    page.navigate(&format!("{}/cart", srv.url()), t)
+        .await
+        .unwrap();
+    page.eval("window.sameDocument = true", t).await.unwrap();
+
+    // The handlers are bound once the settings request has answered.
+    page.network_idle(Duration::from_millis(500), t)
+        .await
+        .unwrap();
+    let lines = Selectors::one(".cart-line");
+    page.click(&Selectors::one(".cart-line .remove"), t)
+        .await
+        .unwrap();
+    let left = page
+        .wait_until(&Condition::Count(lines.clone(), Cmp::Lt, 2), t)
+        .await
+        .unwrap();
+    assert_eq!(left, serde_json::json!(1));
+    page.click(&Selectors::one(".cart-line .remove"), t)
+        .await
+        .unwrap();
+    page.wait_until(&Condition::Gone(lines.clone()), t)
+        .await
+        .unwrap();
+    let text = page
+        .wait_until(
+            &Condition::Text(Selectors::one("#cart-link"), "Cart (0)".into()),
+            t,
+        )
+        .await
+        .unwrap();
+    assert_eq!(text, serde_json::json!("Cart (0)"));
+    let js = page
+        .wait_until(
+            &Condition::Js(
+                "window.sameDocument && document.querySelector('#cart-empty') !== null".into(),
+            ),
+            t,
+        )
+        .await
+        .unwrap();
+    assert_eq!(js, serde_json::json!(true), "the page navigated");
+    assert_eq!(shop.cart_lines(), 0, "the shop still holds lines");
+
+    // A condition that never comes true says what the page shows instead.
+    let err = page
+        .wait_until(
+            &Condition::Count(lines, Cmp::Ge, 1),
+            Duration::from_millis(300),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "waited 300ms for the count of `.cart-line` >= 1, but it matches 0 element(s), wanted >= 1"
+    );
+    page.close().await;
+    browser.shutdown().await;
+    stop.cancel();
+    assert_no_chromium(profile.path()).await;
+}

@@ -37,7 +37,7 @@ fn site() -> SimSite {
             attrs: BTreeMap::from([("data-sku".to_owned(), "W-1".to_owned())]),
             on_click: Some(ClickEffect {
                 navigate: Some(CART.into()),
-                remove: vec![],
+                ..ClickEffect::default()
             }),
             ..el("Add to cart")
         },
@@ -76,12 +76,36 @@ fn site() -> SimSite {
         SimElement {
             count: 2,
             on_click: Some(ClickEffect {
-                navigate: None,
                 remove: vec![".line".into(), ".remove".into()],
+                ..ClickEffect::default()
             }),
             ..SimElement::default()
         },
     );
+    // An AJAX basket: the line goes away a moment after the click, and the
+    // page does not navigate.
+    cart.elements.insert(
+        ".ajax-line".into(),
+        SimElement {
+            count: 2,
+            text: "Widget x1".into(),
+            ..SimElement::default()
+        },
+    );
+    cart.elements.insert(
+        ".ajax-remove".into(),
+        SimElement {
+            count: 2,
+            on_click: Some(ClickEffect {
+                remove: vec![".ajax-line".into(), ".ajax-remove".into()],
+                delay_ms: 50,
+                ..ClickEffect::default()
+            }),
+            ..SimElement::default()
+        },
+    );
+    cart.eval
+        .insert("window.cartReady".into(), serde_json::json!(true));
     let mut s = SimSite::default();
     s.pages.insert(PRODUCT.into(), product);
     s.pages.insert(CART.into(), cart);
@@ -328,6 +352,56 @@ async fn page_acting_primitives() {
         r##"["3", "M", "http://shop.test/cart", 2, 0, true]"##
     );
     assert!(e.dir.path().join("shots/r1-after_checkout.png").is_file());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_for_pages_that_change_without_navigating() {
+    let e = scripts! {
+        "t.rhai" => r##"
+            navigate("http://shop.test/cart");
+            wait_idle();
+            let out = [];
+            click(".ajax-remove");
+            // The removal lands later: only a wait sees it.
+            out.push(wait_count(".ajax-line", "<", 2, 5000));
+            click(".ajax-remove");
+            wait_gone(".ajax-line", 5000);
+            out.push(count(".ajax-line"));
+            out.push(wait_count(".line", 2));
+            out.push(wait_until("window.cartReady"));
+            out
+        "##,
+        "text.rhai" => r##"wait_text("#price", "19")"##,
+        "gone.rhai" => r##"wait_gone("#price")"##,
+        "count.rhai" => r##"navigate("http://shop.test/cart"); wait_count(".line", ">=", 3)"##,
+        "cmp.rhai" => r##"wait_count("#price", "=~", 1)"##,
+        "false.rhai" => r##"wait_until("window.missing")"##,
+        "text_wrong.rhai" => r##"wait_text("#price", "EUR")"##,
+    };
+    assert_eq!(e.value("t").await, "[1, 0, 2, true]");
+    assert_eq!(e.value("text").await, "$19.99");
+    let err = e.error("gone").await;
+    assert!(
+        err.contains("wait_gone(\"#price\"): waited 200ms for selector `#price` to be gone, but it still matches 1 element(s)"),
+        "{err}"
+    );
+    let err = e.error("count").await;
+    assert!(
+        err.contains("the count of `.line` >= 3, but it matches 2 element(s), wanted >= 3"),
+        "{err}"
+    );
+    let err = e.error("cmp").await;
+    assert!(err.contains("unknown comparison \"=~\""), "{err}");
+    let err = e.error("false").await;
+    assert!(
+        err.contains("`window.missing` to be true, but it is still null"),
+        "{err}"
+    );
+    let err = e.error("text_wrong").await;
+    assert!(
+        err.contains("to contain \"EUR\", but it has the text \"$19.99\""),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

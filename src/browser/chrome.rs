@@ -42,9 +42,12 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+mod network;
 mod process;
 
-use super::{Browser, BrowserError, BrowserHealth, Page, PageError, Selector, Selectors};
+use super::{
+    Browser, BrowserError, BrowserHealth, Condition, Page, PageError, Selector, Selectors,
+};
 use crate::id::SessionId;
 use crate::metrics::Metrics;
 
@@ -461,10 +464,15 @@ impl Browser for ChromeBrowser {
             .new_page(params)
             .await
             .map_err(|e| BrowserError::NewPage(e.to_string()))?;
+        let closed = r.dead.child_token();
+        let net = network::Network::follow(&page, closed.clone())
+            .await
+            .map_err(|e| BrowserError::NewPage(e.to_string()))?;
         Ok(Arc::new(ChromePage {
             page,
-            closed: r.dead.child_token(),
+            closed,
             dead: r.dead.clone(),
+            net,
         }))
     }
 
@@ -511,6 +519,8 @@ struct ChromePage {
     /// Cancelled by `close` or when the browser dies.
     closed: CancellationToken,
     dead: CancellationToken,
+    /// Requests in flight, for `network_idle`.
+    net: Arc<network::Network>,
 }
 
 fn selector_json(sel: &Selectors) -> Value {
@@ -584,13 +594,36 @@ impl ChromePage {
         opts: Value,
         timeout: Duration,
     ) -> Result<Value, PageError> {
+        self.helper_with(sel, op, opts, None, timeout).await
+    }
+
+    /// [`ChromePage::helper`], with a JavaScript expression as the
+    /// predicate of `until`'s `js` condition.
+    async fn helper_with(
+        &self,
+        sel: &Selectors,
+        op: &str,
+        opts: Value,
+        predicate: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Value, PageError> {
         let deadline = tokio::time::Instant::now() + timeout;
+        let unmet = |now: &str| PageError::Unmet {
+            cond: opts["label"].as_str().unwrap_or_default().to_owned(),
+            now: now.to_owned(),
+            waited: timeout,
+        };
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let mut opts = opts.clone();
             opts["timeout"] = json!(left.as_millis() as u64);
+            // The predicate is the script's own expression, placed in an
+            // arrow function so the helper can call it on every change.
+            let predicate = predicate
+                .map(|js| format!(", () => ({js}\n)"))
+                .unwrap_or_default();
             let expr = format!(
-                "({HELPER})({}, {}, {})",
+                "({HELPER})({}, {}, {}{predicate})",
                 selector_json(sel),
                 json!(op),
                 opts
@@ -599,6 +632,9 @@ impl ChromePage {
                 Ok(v) => {
                     if v["found"].as_bool() == Some(true) {
                         return Ok(v);
+                    }
+                    if v["unmet"].as_bool() == Some(true) {
+                        return Err(unmet(v["why"].as_str().unwrap_or("did not happen")));
                     }
                     return Err(match v["why"].as_str() {
                         Some(why) => PageError::Other(format!(
@@ -613,6 +649,9 @@ impl ChromePage {
                 }
                 Err(PageError::Script(m)) | Err(PageError::Other(m)) if is_navigation_race(&m) => {
                     if tokio::time::Instant::now() >= deadline {
+                        if op == "until" {
+                            return Err(unmet("was still navigating"));
+                        }
                         return Err(PageError::NotFound {
                             selector: sel.clone(),
                             waited: timeout,
@@ -924,6 +963,39 @@ impl Page for ChromePage {
                 .map_err(|e| PageError::Other(format!("bad screenshot data: {e}")))
         })
         .await
+    }
+
+    async fn wait_until(&self, cond: &Condition, timeout: Duration) -> Result<Value, PageError> {
+        let (sel, c, predicate) = match cond {
+            Condition::Gone(s) => (s.clone(), json!({"kind": "gone"}), None),
+            Condition::Count(s, cmp, n) => (
+                s.clone(),
+                json!({"kind": "count", "cmp": cmp.as_str(), "n": n}),
+                None,
+            ),
+            Condition::Text(s, t) => (s.clone(), json!({"kind": "text", "text": t}), None),
+            Condition::Js(js) => (
+                Selectors(Vec::new()),
+                json!({"kind": "js"}),
+                Some(js.as_str()),
+            ),
+        };
+        // Gone means not visible; counts include hidden elements, as
+        // `count` does.
+        let visible = !matches!(cond, Condition::Count(..));
+        let opts = json!({"cond": c, "visible": visible, "label": cond.to_string()});
+        self.guard(timeout + MARGIN, async {
+            let v = self
+                .helper_with(&sel, "until", opts, predicate, timeout)
+                .await?;
+            Ok(v["value"].clone())
+        })
+        .await
+    }
+
+    async fn network_idle(&self, quiet: Duration, timeout: Duration) -> Result<(), PageError> {
+        self.guard(timeout + MARGIN, self.net.idle(quiet, timeout))
+            .await
     }
 
     async fn html(&self, timeout: Duration) -> Result<String, PageError> {

@@ -87,6 +87,86 @@ impl fmt::Display for Selectors {
     }
 }
 
+/// A comparison for [`Condition::Count`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Cmp {
+    #[serde(rename = "==")]
+    Eq,
+    #[serde(rename = "!=")]
+    Ne,
+    #[serde(rename = "<")]
+    Lt,
+    #[serde(rename = "<=")]
+    Le,
+    #[serde(rename = ">")]
+    Gt,
+    #[serde(rename = ">=")]
+    Ge,
+}
+
+impl Cmp {
+    /// Parses `==`, `!=`, `<`, `<=`, `>`, `>=`.
+    pub fn parse(s: &str) -> Option<Cmp> {
+        Some(match s.trim() {
+            "==" => Cmp::Eq,
+            "!=" => Cmp::Ne,
+            "<" => Cmp::Lt,
+            "<=" => Cmp::Le,
+            ">" => Cmp::Gt,
+            ">=" => Cmp::Ge,
+            _ => return None,
+        })
+    }
+
+    pub fn holds(self, a: usize, b: usize) -> bool {
+        match self {
+            Cmp::Eq => a == b,
+            Cmp::Ne => a != b,
+            Cmp::Lt => a < b,
+            Cmp::Le => a <= b,
+            Cmp::Gt => a > b,
+            Cmp::Ge => a >= b,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cmp::Eq => "==",
+            Cmp::Ne => "!=",
+            Cmp::Lt => "<",
+            Cmp::Le => "<=",
+            Cmp::Gt => ">",
+            Cmp::Ge => ">=",
+        }
+    }
+}
+
+/// What [`Page::wait_until`] waits for: a change of the page that need not
+/// navigate (an AJAX basket, a status line).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Condition {
+    /// No element matches any of the selectors visibly (removed or hidden).
+    Gone(Selectors),
+    /// The number of elements the first matching selector matches (0 if
+    /// none) compares with `n`.
+    Count(Selectors, Cmp, usize),
+    /// The first visible match's text contains the string.
+    Text(Selectors, String),
+    /// A JavaScript expression is truthy.
+    Js(String),
+}
+
+impl fmt::Display for Condition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Condition::Gone(s) => write!(f, "selector {s} to be gone"),
+            Condition::Count(s, c, n) => write!(f, "the count of {s} {} {n}", c.as_str()),
+            Condition::Text(s, t) => write!(f, "{s} to contain {t:?}"),
+            Condition::Js(js) => write!(f, "`{js}` to be true"),
+        }
+    }
+}
+
 /// Why a page call failed. The messages are what a script error shows after
 /// the primitive's name.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -109,6 +189,14 @@ pub enum PageError {
     Navigation { url: String, reason: String },
     #[error("timed out after {}ms", .0.as_millis())]
     Timeout(Duration),
+    /// A [`Condition`] did not come true in time; `now` says what the page
+    /// showed instead.
+    #[error("waited {}ms for {cond}, but it {now}", .waited.as_millis())]
+    Unmet {
+        cond: String,
+        now: String,
+        waited: Duration,
+    },
     #[error("javascript error: {0}")]
     Script(String),
     #[error("the page was closed")]
@@ -195,6 +283,17 @@ pub trait Page: Send + Sync + 'static {
         timeout: Duration,
     ) -> Result<Option<String>, PageError>;
     async fn value(&self, sel: &Selectors, timeout: Duration) -> Result<String, PageError>;
+    /// Waits until `cond` holds, event-driven, up to `timeout`. Returns what
+    /// it saw: the count, the text, or the expression's value.
+    async fn wait_until(
+        &self,
+        cond: &Condition,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, PageError>;
+    /// Waits until the page has had no network request in flight for
+    /// `quiet`, up to `timeout`. Returns at once when the page has already
+    /// been quiet that long.
+    async fn network_idle(&self, quiet: Duration, timeout: Duration) -> Result<(), PageError>;
     async fn click(&self, sel: &Selectors, timeout: Duration) -> Result<(), PageError>;
     async fn fill(&self, sel: &Selectors, text: &str, timeout: Duration) -> Result<(), PageError>;
     /// [`Page::fill`] with a secret (a card number): the field is also

@@ -5,12 +5,15 @@
 // plus a slow timer for changes no mutation reveals, such as CSS animations),
 // and performs one operation on it.
 //
-// Called as: (HELPER)(selectors, op, opts)
+// Called as: (HELPER)(selectors, op, opts[, predicate])
 //   selectors: [{kind: "css"|"xpath"|"text", value: "..."}]
 //   op: "wait" | "count" | "text" | "attr" | "value" | "point" | "focus" | "select"
-//   opts: {timeout: ms, visible: bool, name: attr name, option: value}
-// Returns {found: false, why?} or {found: true, index, ...}.
-async (sels, op, opts) => {
+//       | "until" (waits for opts.cond rather than for an element)
+//   opts: {timeout: ms, visible: bool, name: attr name, option: value,
+//          cond: {kind: "gone"} | {kind: "count", cmp, n} | {kind: "text", text}
+//                | {kind: "js"} (then `predicate` is the condition)}
+// Returns {found: false, why?, unmet?} or {found: true, index, ...}.
+async (sels, op, opts, predicate) => {
   const timeout = opts.timeout || 0;
 
   const isVisible = (el) => {
@@ -65,9 +68,46 @@ async (sels, op, opts) => {
     return null;
   };
 
+  const compare = (a, cmp, b) =>
+    cmp === "==" ? a === b : cmp === "!=" ? a !== b : cmp === "<" ? a < b :
+    cmp === "<=" ? a <= b : cmp === ">" ? a > b : a >= b;
+
+  // "until": the condition holds. An element hidden or removed counts as
+  // gone; counts include hidden elements, as `count` does.
+  const met = () => {
+    const c = opts.cond;
+    if (c.kind === "js") {
+      const v = predicate();
+      if (v) return [0, [], null, v];
+      why = "is still " + JSON.stringify(v === undefined ? null : v);
+      return null;
+    }
+    const f = find();
+    if (c.kind === "gone") {
+      if (!f) return [0, [], null, null];
+      why = "still matches " + f[1].length + " element(s)";
+      return null;
+    }
+    if (c.kind === "count") {
+      const n = f ? f[1].length : 0;
+      if (compare(n, c.cmp, c.n)) return [f ? f[0] : 0, [], null, n];
+      why = "matches " + n + " element(s), wanted " + c.cmp + " " + c.n;
+      return null;
+    }
+    if (!f) {
+      why = "matches nothing";
+      return null;
+    }
+    const t = (f[1][0].innerText ?? f[1][0].textContent ?? "").trim();
+    if (t.includes(c.text)) return [f[0], [], null, t];
+    why = "has the text " + JSON.stringify(t.length > 80 ? t.slice(0, 80) + "..." : t);
+    return null;
+  };
+
   // For actions, the element must also be enabled and, for a click,
   // the topmost element at its centre.
   const ready = () => {
+    if (op === "until") return met();
     const f = find();
     if (!f) return null;
     const el = f[1][0];
@@ -122,11 +162,13 @@ async (sels, op, opts) => {
     });
   }
   if (found && found.error) throw new Error(found.error);
-  if (!found) return { found: false, why };
+  if (!found) return { found: false, why, unmet: op === "until" };
 
-  const [index, els, point] = found;
+  const [index, els, point, seen] = found;
   const el = els[0];
   switch (op) {
+    case "until":
+      return { found: true, index, value: seen };
     case "wait":
       return { found: true, index };
     case "count":

@@ -20,7 +20,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::{Browser, BrowserError, BrowserHealth, Page, PageError, Selector, Selectors};
+use super::{
+    Browser, BrowserError, BrowserHealth, Condition, Page, PageError, Selector, Selectors,
+};
 use crate::id::SessionId;
 
 /// A site: pages by URL. This is the `site:` part of an offline fixture.
@@ -110,6 +112,10 @@ pub struct ClickEffect {
     /// page; for "remove from cart" buttons.
     #[serde(default)]
     pub remove: Vec<String>,
+    /// The removals land this long after the click, without a navigation,
+    /// as an AJAX basket's do; 0 means at once.
+    #[serde(default)]
+    pub delay_ms: u64,
 }
 
 /// An injected fault.
@@ -314,6 +320,7 @@ impl Browser for SimBrowser {
             session,
             url: Mutex::new("about:blank".into()),
             edits: Mutex::new(HashMap::new()),
+            pending: Mutex::new(Vec::new()),
             closed: lock(&self.inner.killed).child_token(),
             released: std::sync::atomic::AtomicBool::new(false),
         }))
@@ -354,6 +361,9 @@ struct SimTab {
     session: SessionId,
     url: Mutex<String>,
     edits: Mutex<HashMap<(String, String), Edit>>,
+    /// Removals that a click started and that land later (AJAX): when,
+    /// and (url, selector).
+    pending: Mutex<Vec<(tokio::time::Instant, (String, String))>>,
     /// Cancelled by `close` or by the browser being killed.
     closed: CancellationToken,
     /// Whether this page has given back its place in the session.
@@ -491,12 +501,18 @@ impl SimTab {
 
     /// Returns once `sel` matches, the site is fixed, or `timeout` passed.
     async fn wait_present(&self, sel: &Selectors, timeout: Duration) {
+        self.wait_cond(|t| t.find(sel).is_some(), timeout).await;
+    }
+
+    /// Returns once `holds` does, the site is fixed, or `timeout` passed;
+    /// woken by every change of the site or of the page's own elements.
+    async fn wait_cond(&self, holds: impl Fn(&SimTab) -> bool, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let changed = self.browser.inner.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            if self.find(sel).is_some() || self.browser.is_fixed() {
+            if holds(self) || self.browser.is_fixed() {
                 return;
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
@@ -507,6 +523,7 @@ impl SimTab {
 
     /// The first selector that matches, with its element as edited.
     fn find(&self, sel: &Selectors) -> Option<(usize, String, SimElement)> {
+        self.land_pending();
         let url = self.current_url();
         let site = lock(&self.browser.inner.site);
         let page = site.pages.get(&url)?;
@@ -539,9 +556,75 @@ impl SimTab {
         })
     }
 
+    /// Applies the delayed removals whose time has come.
+    fn land_pending(&self) {
+        let now = tokio::time::Instant::now();
+        let mut pending = lock(&self.pending);
+        let mut edits = lock(&self.edits);
+        pending.retain(|(at, key)| {
+            if *at > now {
+                return true;
+            }
+            edits.entry(key.clone()).or_default().removed += 1;
+            false
+        });
+    }
+
     fn edit(&self, key: &str, f: impl FnOnce(&mut Edit)) {
         let url = self.current_url();
         f(lock(&self.edits).entry((url, key.to_owned())).or_default());
+        self.browser.inner.changed.notify_waiters();
+    }
+
+    /// Whether `cond` holds now, and what it saw; or what it saw instead.
+    fn check(&self, cond: &Condition) -> Result<Value, String> {
+        match cond {
+            Condition::Gone(sel) => match self.find(sel) {
+                None => Ok(Value::Null),
+                Some((_, _, e)) => Err(format!("still matches {} element(s)", e.count)),
+            },
+            Condition::Count(sel, cmp, n) => {
+                let have = self.find(sel).map(|(_, _, e)| e.count).unwrap_or(0);
+                if cmp.holds(have, *n) {
+                    Ok(Value::from(have))
+                } else {
+                    Err(format!(
+                        "matches {have} element(s), wanted {} {n}",
+                        cmp.as_str()
+                    ))
+                }
+            }
+            Condition::Text(sel, want) => match self.find(sel) {
+                None => Err("matches nothing".into()),
+                Some((_, _, e)) if e.text.contains(want.as_str()) => Ok(Value::from(e.text)),
+                Some((_, _, e)) => Err(format!("has the text {:?}", e.text)),
+            },
+            Condition::Js(js) => {
+                let v = self.eval_answer(js);
+                let truthy = match &v {
+                    Value::Null => false,
+                    Value::Bool(b) => *b,
+                    Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+                    Value::String(s) => !s.is_empty(),
+                    _ => true,
+                };
+                if truthy {
+                    Ok(v)
+                } else {
+                    Err(format!("is still {v}"))
+                }
+            }
+        }
+    }
+
+    /// The fixture's answer to `js(code)` on the current page.
+    fn eval_answer(&self, js: &str) -> Value {
+        let site = lock(&self.browser.inner.site);
+        let page = site.pages.get(&self.current_url());
+        page.and_then(|p| p.eval.get(js))
+            .or_else(|| site.eval.get(js))
+            .cloned()
+            .unwrap_or(Value::Null)
     }
 }
 
@@ -559,6 +642,7 @@ impl Page for SimTab {
         self.call("navigate", url, |t| {
             *lock(&t.url) = url.to_owned();
             lock(&t.edits).clear();
+            lock(&t.pending).clear();
             Ok(())
         })
         .await
@@ -567,6 +651,7 @@ impl Page for SimTab {
     async fn reload(&self, _timeout: Duration) -> Result<(), PageError> {
         self.call("reload", "", |t| {
             lock(&t.edits).clear();
+            lock(&t.pending).clear();
             Ok(())
         })
         .await
@@ -638,12 +723,28 @@ impl Page for SimTab {
         self.call_waiting("click", &sel.to_string(), Some((sel, timeout)), |t| {
             let (_, _, el) = t.require(sel, timeout)?;
             if let Some(effect) = el.on_click {
+                let delay = Duration::from_millis(effect.delay_ms);
                 for r in &effect.remove {
-                    t.edit(r, |e| e.removed += 1);
+                    if delay.is_zero() {
+                        t.edit(r, |e| e.removed += 1);
+                    } else {
+                        let at = tokio::time::Instant::now() + delay;
+                        lock(&t.pending).push((at, (t.current_url(), r.clone())));
+                    }
+                }
+                if !delay.is_zero() {
+                    // The answer arrives later and changes the page: wake
+                    // the waits then.
+                    let browser = t.browser.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        browser.inner.changed.notify_waiters();
+                    });
                 }
                 if let Some(url) = effect.navigate {
                     *lock(&t.url) = url;
                     lock(&t.edits).clear();
+                    lock(&t.pending).clear();
                 }
             }
             Ok(())
@@ -690,16 +791,39 @@ impl Page for SimTab {
     }
 
     async fn eval(&self, js: &str, _timeout: Duration) -> Result<Value, PageError> {
-        self.call("eval", js, |t| {
-            let site = lock(&t.browser.inner.site);
-            let page = site.pages.get(&t.current_url());
-            Ok(page
-                .and_then(|p| p.eval.get(js))
-                .or_else(|| site.eval.get(js))
-                .cloned()
-                .unwrap_or(Value::Null))
+        self.call("eval", js, |t| Ok(t.eval_answer(js))).await
+    }
+
+    async fn wait_until(&self, cond: &Condition, timeout: Duration) -> Result<Value, PageError> {
+        let arg = cond.to_string();
+        if self.closed.is_cancelled() {
+            return Err(PageError::Closed);
+        }
+        // Recorded and timed like every call; the wait itself is woken by
+        // each change of the site, never by polling.
+        self.call("wait_until", &arg, |_| Ok(())).await?;
+        let waited = tokio::select! {
+            biased;
+            _ = self.closed.cancelled() => return Err(PageError::Closed),
+            () = self.wait_cond(|t| t.check(cond).is_ok(), timeout) => {
+                self.check(cond)
+            }
+        };
+        waited.map_err(|now| PageError::Unmet {
+            cond: arg,
+            now,
+            waited: if self.browser.is_fixed() {
+                Duration::ZERO
+            } else {
+                timeout
+            },
         })
-        .await
+    }
+
+    async fn network_idle(&self, quiet: Duration, _timeout: Duration) -> Result<(), PageError> {
+        // A simulated page has no network of its own: it is always quiet.
+        self.call("network_idle", &quiet.as_millis().to_string(), |_| Ok(()))
+            .await
     }
 
     async fn screenshot(&self, _timeout: Duration) -> Result<Vec<u8>, PageError> {
@@ -769,7 +893,7 @@ mod tests {
             SimElement {
                 on_click: Some(ClickEffect {
                     navigate: Some("/cart".into()),
-                    remove: vec![],
+                    ..ClickEffect::default()
                 }),
                 ..SimElement::default()
             },

@@ -396,6 +396,7 @@ pub fn router(shop: Shop) -> Router {
         .route("/checkout/place", post(place_order))
         .route("/order/{number}", get(order))
         .route("/api/stock/{id}", get(stock_api))
+        .route("/api/cart/settings", get(cart_settings))
         .route("/admin/orders", get(admin_orders))
         .route("/admin/overlaps", get(admin_overlaps))
         .route("/admin/carts", get(admin_carts))
@@ -556,7 +557,19 @@ async fn cart(State(shop): State<Shop>, headers: HeaderMap) -> Response {
     with_session(&sid, pages::cart(&rows))
 }
 
+/// What the basket's script asks for before it binds its buttons. It takes
+/// the shop a moment, as a real basket's settings request does.
+async fn cart_settings() -> Json<serde_json::Value> {
+    tokio::time::sleep(CART_SETTINGS_DELAY).await;
+    Json(serde_json::json!({ "ajax": true }))
+}
+
+/// How long the basket's settings take: long enough that a click straight
+/// after the page loads finds no handler yet.
+const CART_SETTINGS_DELAY: std::time::Duration = std::time::Duration::from_millis(300);
+
 async fn remove(State(shop): State<Shop>, headers: HeaderMap, Path(line): Path<u64>) -> Response {
+    let ajax = headers.get("x-requested-with").is_some();
     let sid = session_of(&shop, &headers);
     let _flight = match shop.enter(&sid.id, Step::Remove).await {
         Ok(g) => g,
@@ -569,6 +582,10 @@ async fn remove(State(shop): State<Shop>, headers: HeaderMap, Path(line): Path<u
             // An emptied cart abandons any checkout in progress.
             sess.in_checkout = false;
         }
+    }
+    if ajax {
+        let lines = s.sessions.get(&sid.id).map_or(0, |x| x.cart.len());
+        return with_session(&sid, Json(serde_json::json!({ "lines": lines })));
     }
     with_session(&sid, Redirect::to("/cart"))
 }

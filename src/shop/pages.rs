@@ -99,6 +99,34 @@ pub fn product(p: &Product, cart_lines: usize) -> Html<String> {
     )
 }
 
+/// The basket's script, as real shops write it: lines are removed by AJAX
+/// without navigating, and the Remove buttons get their handlers late,
+/// after `load` and a request for the basket's settings. Until then a click
+/// on Remove does nothing, which is what a script that clicks too early
+/// meets on a real shop.
+const CART_JS: &str = r#"
+addEventListener("load", () => {
+  fetch("/api/cart/settings").then((r) => r.json()).then(() => {
+    for (const b of document.querySelectorAll("button.remove")) {
+      b.addEventListener("click", () => {
+        b.disabled = true;
+        fetch("/cart/remove/" + b.dataset.line, { method: "POST", headers: { "X-Requested-With": "fetch" } })
+          .then((r) => r.json())
+          .then((j) => {
+            b.closest("tr").remove();
+            document.getElementById("cart-page").dataset.lines = j.lines;
+            document.getElementById("cart-link").textContent = "Cart (" + j.lines + ")";
+            if (j.lines === 0) {
+              document.getElementById("cart-lines").remove();
+              document.getElementById("checkout").parentElement.outerHTML = '<p id="cart-empty">Your cart is empty.</p>';
+            }
+          });
+      });
+    }
+  });
+});
+"#;
+
 pub fn cart(rows: &[(Line, Option<Product>)]) -> Html<String> {
     let body = if rows.is_empty() {
         r#"<p id="cart-empty">Your cart is empty.</p>"#.to_owned()
@@ -112,7 +140,7 @@ pub fn cart(rows: &[(Line, Option<Product>)]) -> Html<String> {
                     .unwrap_or(("(gone)".into(), 0));
                 format!(
                     r#"<tr class="cart-line" data-line="{line}" data-product="{pid}"><td>{name}</td><td class="qty">{qty}</td><td>{price}</td>
-<td><form method="post" action="/cart/remove/{line}"><button class="remove" type="submit">Remove</button></form></td></tr>"#,
+<td><button class="remove" type="button" data-line="{line}">Remove</button></td></tr>"#,
                     line = l.id,
                     pid = escape(&l.product),
                     name = escape(&name),
@@ -129,7 +157,7 @@ pub fn cart(rows: &[(Line, Option<Product>)]) -> Html<String> {
         "Cart",
         Some(rows.len()),
         &format!(
-            r#"<main id="cart-page" data-lines="{n}"><h1>Cart</h1>{body}</main>"#,
+            r#"<main id="cart-page" data-lines="{n}"><h1>Cart</h1>{body}</main><script>{CART_JS}</script>"#,
             n = rows.len()
         ),
     )

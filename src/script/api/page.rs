@@ -8,6 +8,7 @@ use std::time::Duration;
 use rhai::{Array, Dynamic, Engine, INT};
 
 use super::{R, ScriptContext, doc_comments, json_to_dynamic, ms, selectors, show_sel};
+use crate::browser::{Cmp, Condition};
 
 pub(super) fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
     let c = cx.clone();
@@ -101,6 +102,8 @@ pub(super) fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
             wait_for(c.clone(), sel, bound)
         }
     );
+
+    register_waits(engine, cx);
 
     let c = cx.clone();
     def!(
@@ -310,6 +313,210 @@ pub(super) fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
                     ))
                 })?;
             Ok(path.display().to_string())
+        }
+    );
+}
+
+/// How long `wait_idle` wants the network quiet by default, as Playwright's
+/// `networkidle` does.
+const QUIET: Duration = Duration::from_millis(500);
+
+/// The waits for pages that change without navigating: `wait_gone`,
+/// `wait_count`, `wait_text`, `wait_until`, and `wait_idle` for the network.
+fn register_waits(engine: &mut Engine, cx: &Arc<ScriptContext>) {
+    // One body for every condition wait: the page waits on its own events
+    // (a MutationObserver in Chromium), bounded and cancellable.
+    let until = |c: &ScriptContext, name: &str, args: String, cond: Condition, bound: Duration| {
+        let p = c.page(name)?;
+        let v = c.block(name, &args, bound, p.wait_until(&cond, bound), |v| {
+            v.to_string()
+        })?;
+        json_to_dynamic(c, name, v)
+    };
+    let bound = |c: &ScriptContext, name: &str, t: Option<INT>| match t {
+        Some(t) => ms(c, name, t),
+        None => Ok(c.action()),
+    };
+    let count = |c: &ScriptContext, n: INT| -> R<usize> {
+        usize::try_from(n)
+            .map_err(|_| c.error(format!("wait_count: a count cannot be negative ({n})")))
+    };
+    let cmp = |c: &ScriptContext, op: &str| -> R<Cmp> {
+        Cmp::parse(op).ok_or_else(|| {
+            c.error(format!(
+                "wait_count: unknown comparison {op:?}; use one of ==, !=, <, <=, >, >="
+            ))
+        })
+    };
+
+    for timed in [false, true] {
+        let c = cx.clone();
+        let (params, doc): (&[&str], &str) = if timed {
+            (
+                &["selector: string | array", "ms: int", "()"],
+                "Waits up to `ms` milliseconds until nothing matches the selector visibly.",
+            )
+        } else {
+            (
+                &["selector: string | array", "()"],
+                "Waits until nothing matches the selector visibly (the element was\nremoved or hidden), up to `browser.timeout`. For a basket line removed\nby AJAX, a spinner going away.",
+            )
+        };
+        let f = move |sel: Dynamic, t: Option<INT>| -> R<()> {
+            let s = selectors(&c, "wait_gone", &sel)?;
+            let b = bound(&c, "wait_gone", t)?;
+            until(&c, "wait_gone", show_sel(&sel), Condition::Gone(s), b).map(drop)
+        };
+        if timed {
+            def!(
+                engine,
+                "wait_gone",
+                params,
+                doc,
+                move |sel: Dynamic, t: INT| f(sel, Some(t))
+            );
+        } else {
+            def!(engine, "wait_gone", params, doc, move |sel: Dynamic| f(
+                sel, None
+            ));
+        }
+    }
+
+    let c = cx.clone();
+    let wait_count = move |sel: Dynamic, op: &str, n: INT, t: Option<INT>| -> R<INT> {
+        let s = selectors(&c, "wait_count", &sel)?;
+        let cmp = cmp(&c, op)?;
+        let n = count(&c, n)?;
+        let b = bound(&c, "wait_count", t)?;
+        let args = format!("{}, {:?}, {n}", show_sel(&sel), cmp.as_str());
+        let v = until(&c, "wait_count", args, Condition::Count(s, cmp, n), b)?;
+        Ok(v.as_int().unwrap_or_default())
+    };
+    let f = wait_count.clone();
+    def!(
+        engine,
+        "wait_count",
+        &["selector: string | array", "n: int", "int"],
+        "Waits until the selector matches exactly `n` elements (hidden ones\ncount, as in `count`); returns the count.",
+        move |sel: Dynamic, n: INT| f(sel, "==", n, None)
+    );
+    let f = wait_count.clone();
+    def!(
+        engine,
+        "wait_count",
+        &["selector: string | array", "cmp: &str", "n: int", "int"],
+        "Waits until the count compares with `n` (`cmp` is one of ==, !=, <,\n<=, >, >=); returns the count. `wait_count(\".line\", \"<\", before)`\nwaits for a removal.",
+        move |sel: Dynamic, op: &str, n: INT| f(sel, op, n, None)
+    );
+    let f = wait_count;
+    def!(
+        engine,
+        "wait_count",
+        &[
+            "selector: string | array",
+            "cmp: &str",
+            "n: int",
+            "ms: int",
+            "int"
+        ],
+        "`wait_count(sel, cmp, n)` bounded by `ms` milliseconds.",
+        move |sel: Dynamic, op: &str, n: INT, t: INT| f(sel, op, n, Some(t))
+    );
+
+    let c = cx.clone();
+    let wait_text = move |sel: Dynamic, text: &str, t: Option<INT>| -> R<String> {
+        let s = selectors(&c, "wait_text", &sel)?;
+        let b = bound(&c, "wait_text", t)?;
+        let args = format!("{}, {text:?}", show_sel(&sel));
+        let v = until(
+            &c,
+            "wait_text",
+            args,
+            Condition::Text(s, text.to_owned()),
+            b,
+        )?;
+        Ok(v.into_string().unwrap_or_default())
+    };
+    let f = wait_text.clone();
+    def!(
+        engine,
+        "wait_text",
+        &["selector: string | array", "text: &str", "string"],
+        "Waits until the first visible match's text contains `text`; returns\nthe whole text.",
+        move |sel: Dynamic, text: &str| f(sel, text, None)
+    );
+    let f = wait_text;
+    def!(
+        engine,
+        "wait_text",
+        &[
+            "selector: string | array",
+            "text: &str",
+            "ms: int",
+            "string"
+        ],
+        "`wait_text(sel, text)` bounded by `ms` milliseconds.",
+        move |sel: Dynamic, text: &str, t: INT| f(sel, text, Some(t))
+    );
+
+    let c = cx.clone();
+    let wait_until = move |js: &str, t: Option<INT>| -> R<Dynamic> {
+        let b = bound(&c, "wait_until", t)?;
+        until(
+            &c,
+            "wait_until",
+            format!("{js:?}"),
+            Condition::Js(js.to_owned()),
+            b,
+        )
+    };
+    let f = wait_until.clone();
+    def!(
+        engine,
+        "wait_until",
+        &["js: &str", "?"],
+        "Waits until a JavaScript expression is truthy, re-checked on every\nchange of the page; returns its value. `wait_until(\"window.cartReady\")`",
+        move |js: &str| f(js, None)
+    );
+    let f = wait_until;
+    def!(
+        engine,
+        "wait_until",
+        &["js: &str", "ms: int", "?"],
+        "`wait_until(js)` bounded by `ms` milliseconds.",
+        move |js: &str, t: INT| f(js, Some(t))
+    );
+
+    let c = cx.clone();
+    let wait_idle = move |quiet: Duration| -> R<()> {
+        let p = c.page("wait_idle")?;
+        let a = c.action();
+        c.block(
+            "wait_idle",
+            &quiet.as_millis().to_string(),
+            a,
+            p.network_idle(quiet, a),
+            |_| String::new(),
+        )
+    };
+    let f = wait_idle.clone();
+    def!(
+        engine,
+        "wait_idle",
+        &["()"],
+        "Waits until the page has had no request in flight for 500 ms (late\nscripts, AJAX), up to `browser.timeout`. Returns at once on a page that\nis already quiet.",
+        move || f(QUIET)
+    );
+    let c = cx.clone();
+    let f = wait_idle;
+    def!(
+        engine,
+        "wait_idle",
+        &["quiet_ms: int", "()"],
+        "Waits until no request has been in flight for `quiet_ms` milliseconds.",
+        move |t: INT| {
+            let quiet = ms(&c, "wait_idle", t)?;
+            f(quiet)
         }
     );
 }

@@ -1,0 +1,154 @@
+//! What a page has in flight on the network, for `wait_idle`: a task per
+//! page follows the DevTools network events and keeps the set of requests
+//! not yet finished, and when the last one ended.
+//!
+//! Event streams, not polling: a wait on a page that is already quiet
+//! returns at once, and a wait on a busy page wakes when a request ends.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chromiumoxide::cdp::browser_protocol::network::{
+    EventLoadingFailed, EventLoadingFinished, EventRequestWillBeSent, ResourceType,
+};
+use futures::StreamExt;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::PageError;
+
+struct Request {
+    url: String,
+    frame: Option<String>,
+    /// The document the request belongs to.
+    loader: String,
+}
+
+#[derive(Default)]
+struct Flight {
+    /// Request id to what is known of it.
+    open: HashMap<String, Request>,
+    /// When a request last started or ended.
+    last: Option<Instant>,
+}
+
+/// The network activity of one page.
+#[derive(Default)]
+pub(super) struct Network {
+    flight: Mutex<Flight>,
+    changed: Notify,
+}
+
+impl Network {
+    /// Starts following `page`'s requests until `closed` fires. Requests
+    /// that never end by design (event streams, WebSockets) are left out,
+    /// or a page with a live feed would never be idle.
+    pub(super) async fn follow(
+        page: &chromiumoxide::Page,
+        closed: CancellationToken,
+    ) -> Result<Arc<Network>, PageError> {
+        let err = |e: chromiumoxide::error::CdpError| PageError::Other(e.to_string());
+        let mut sent = page
+            .event_listener::<EventRequestWillBeSent>()
+            .await
+            .map_err(err)?;
+        let mut done = page
+            .event_listener::<EventLoadingFinished>()
+            .await
+            .map_err(err)?;
+        let mut failed = page
+            .event_listener::<EventLoadingFailed>()
+            .await
+            .map_err(err)?;
+        let net = Arc::new(Network::default());
+        let n = net.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = closed.cancelled() => break,
+                    Some(e) = sent.next() => {
+                        let streaming = matches!(
+                            e.r#type,
+                            Some(ResourceType::EventSource | ResourceType::WebSocket)
+                        );
+                        let frame = e.frame_id.as_ref().map(|f| f.inner().clone());
+                        let loader = e.loader_id.inner().clone();
+                        let document = e.r#type == Some(ResourceType::Document);
+                        n.update(|f| {
+                            if document {
+                                // A frame loading a new document cancels
+                                // the old document's requests, and Chromium
+                                // does not always report each of them.
+                                f.open.retain(|_, r| r.frame != frame || r.loader == loader);
+                            }
+                            if !streaming {
+                                f.open.insert(
+                                    e.request_id.inner().clone(),
+                                    Request { url: e.request.url.clone(), frame, loader },
+                                );
+                            }
+                        });
+                    }
+                    Some(e) = done.next() => n.update(|f| {
+                        f.open.remove(e.request_id.inner());
+                    }),
+                    Some(e) = failed.next() => n.update(|f| {
+                        f.open.remove(e.request_id.inner());
+                    }),
+                    else => break,
+                }
+            }
+        });
+        Ok(net)
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Flight)) {
+        let mut flight = self.flight.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut flight);
+        flight.last = Some(Instant::now());
+        drop(flight);
+        self.changed.notify_waiters();
+    }
+
+    /// Waits until no request has been in flight for `quiet`, up to
+    /// `timeout`.
+    pub(super) async fn idle(&self, quiet: Duration, timeout: Duration) -> Result<(), PageError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let (open, quiet_until) = {
+                let f = self.flight.lock().unwrap_or_else(|e| e.into_inner());
+                let open: Vec<String> = f.open.values().take(3).map(|r| r.url.clone()).collect();
+                (open, f.last.map(|l| l + quiet))
+            };
+            let now = Instant::now();
+            if open.is_empty() && quiet_until.is_none_or(|t| t <= now) {
+                return Ok(());
+            }
+            let wake = match quiet_until {
+                Some(t) if open.is_empty() => t.min(deadline),
+                _ => deadline,
+            };
+            if now >= deadline {
+                let now = if open.is_empty() {
+                    "had a request end less than the quiet time ago".to_owned()
+                } else {
+                    format!("still has requests in flight ({})", open.join(", "))
+                };
+                return Err(PageError::Unmet {
+                    cond: format!("the network to be quiet for {}ms", quiet.as_millis()),
+                    now,
+                    waited: timeout,
+                });
+            }
+            tokio::select! {
+                _ = &mut changed => {}
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+}
