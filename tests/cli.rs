@@ -554,6 +554,7 @@ fn dry_run_offline_fixtures_of_the_shipped_flows_pass() {
         ("checkout", "checkout_wrong_cart"),
         ("clear_cart", "clear_cart"),
         ("stock_check", "stock_check"),
+        ("stock_check", "stock_check_sold_out"),
     ];
     for (script, fixture) in cases {
         let f = fixtures.join(format!("{fixture}.yaml"));

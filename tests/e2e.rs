@@ -85,6 +85,42 @@ async fn n_cycles_buy_exactly_n_per_in_stock_target() {
     assert_no_chromium(&p.profile()).await;
 }
 
+/// Issue 11: the shipped monitor reads the product page as HTML, without a
+/// browser. An out-of-stock item is skipped (no run, no page opened) until
+/// it restocks; the next cycle's monitor sees the restock in the HTML and
+/// the one unit is bought once, then skipped again as sold out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_html_monitor_waits_for_a_restock_then_buys() {
+    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let p = Project::new(
+        FAST_CYCLE,
+        &[target("1001", 60.0), target("1003", 20.0)].concat(),
+        "",
+    );
+    let app = start(&p, 3).await;
+    let sh = shop_of(&app);
+    let state = app.state.clone();
+    let mut finished = app.finished.subscribe();
+    let run = tokio::spawn(app.run());
+    // Cycle 1 ran both monitors before dispatching 1001: 1003 was out of
+    // stock then. Restock it once 1001's run is over.
+    let first = finished.recv().await.unwrap();
+    assert_eq!(first.target.as_str(), "1001");
+    assert!(sh.set_stock("1003", 1));
+    let summary = run.await.unwrap();
+    assert_eq!(summary.cycles, 3);
+    assert_eq!(orders_of(&sh, "1003"), 1, "the restock was not bought");
+    // Test mode buys 1001 every cycle; 1003's one unit sold out again in
+    // cycle 2, so cycle 3's monitor skipped it.
+    assert_eq!(orders_of(&sh, "1001"), 3);
+    let h = state.history(usize::MAX).unwrap();
+    let of_1003: Vec<_> = h.iter().filter(|r| r.target.as_str() == "1003").collect();
+    assert_eq!(of_1003.len(), 1, "1003 ran while out of stock: {h:#?}");
+    assert_eq!(of_1003[0].status, Status::Completed);
+    assert_eq!(sh.overlaps(), 0);
+    assert_no_chromium(&p.profile()).await;
+}
+
 /// A checkout slower than the cycle interval: the next cycle waits for the
 /// run (the log says so) and there is still no overlap. Runs the binary, as
 /// an operator would, to read its log.

@@ -1286,3 +1286,161 @@ async fn i8_a_run_keeps_its_versions_across_a_reload() {
     assert!(next.versions()[1].generation > pinned.versions()[1].generation);
     drop(calls);
 }
+
+/// Issue 11: a browser-free monitor for a shop without a JSON API. It reads
+/// the product page as HTML, follows a redirect, and a host that answers
+/// 429 with `Retry-After` is paused: the monitor is skipped without a
+/// request until the pause ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_get_and_html_queries_make_a_browser_free_monitor() {
+    use axum::routing::get;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    let in_stock = Arc::new(AtomicBool::new(false));
+    let limited_hits = Arc::new(AtomicU32::new(0));
+    let (s, hits) = (in_stock.clone(), limited_hits.clone());
+    let app = axum::Router::new()
+        .route(
+            "/p/1",
+            get(move || {
+                let buy = if s.load(Ordering::SeqCst) {
+                    r#"<p class="stock">In stock</p><button id="add-to-cart">Add</button>"#
+                } else {
+                    r#"<p class="stock">Sold out</p>"#
+                };
+                async move {
+                    axum::response::Html(format!(
+                        r#"<html><body><h1>Widget</h1><span id="price" data-cents="1999">$19.99</span>{buy}<ul><li>a<li>b</ul></body></html>"#
+                    ))
+                }
+            }),
+        )
+        .route(
+            "/old/1",
+            get(|| async { axum::response::Redirect::temporary("/p/1") }),
+        )
+        .route(
+            "/limited",
+            get(move || {
+                hits.fetch_add(1, Ordering::SeqCst);
+                async {
+                    (
+                        axum::http::StatusCode::TOO_MANY_REQUESTS,
+                        [("retry-after", "3600")],
+                        "slow down",
+                    )
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let e = Env::new(&[
+        (
+            "monitor.rhai",
+            &format!(
+                r##"
+                let page = http_get("{base}/old/1");
+                let doc = html(page.body);
+                [page.status, page.url.ends_with("/p/1"), page.headers["content-type"],
+                 doc.text("h1"), doc.attr("#price", "data-cents"), doc.count("li"),
+                 doc.text("xpath://p[@class='stock']"), doc.exists("text:Sold out"),
+                 doc.all("li").map(|m| m.text), doc.exists("#add-to-cart")]
+            "##
+            ),
+        ),
+        (
+            "stock.rhai",
+            &format!(r##"html(http_get("{base}/p/1").body).exists("#add-to-cart")"##),
+        ),
+        (
+            "limited.rhai",
+            &format!(r##"http_get("{base}/limited").status == 429"##),
+        ),
+        (
+            "missing.rhai",
+            &format!(r##"html(http_get("{base}/p/1").body).text(".nope")"##),
+        ),
+        (
+            "badopt.rhai",
+            &format!(r##"http_get("{base}/p/1", #{{ cookies: 1 }})"##),
+        ),
+        ("refused.rhai", r##"http_get_json("http://127.0.0.1:9/x")"##),
+    ]);
+    let run = |script: &'static str| {
+        let host = e.host.clone();
+        async move {
+            host.run_script(
+                script,
+                ScriptRun {
+                    page: None,
+                    target: target(),
+                    cancel: CancellationToken::new(),
+                    commit: None,
+                    timeouts: Timeouts {
+                        action: Duration::from_millis(200),
+                        step: Duration::from_secs(5),
+                        http: Duration::from_secs(5),
+                    },
+                    shot_prefix: "m".into(),
+                    trace: None,
+                    http_fixture: None,
+                },
+            )
+            .await
+        }
+    };
+    let value = |r: Result<Ended, baton::flow::StepError>| match r {
+        Ok(Ended::Value(v)) => v.to_string(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        value(run("monitor").await),
+        r#"[200, true, "text/html; charset=utf-8", "Widget", "1999", 2, "Sold out", true, ["a", "b"], false]"#
+    );
+    assert_eq!(value(run("stock").await), "false");
+    in_stock.store(true, Ordering::SeqCst);
+    assert_eq!(value(run("stock").await), "true", "the restock is seen");
+
+    let err = run("missing").await.unwrap_err().message;
+    assert!(
+        err.contains("text(\".nope\"): nothing in the HTML matches"),
+        "{err}"
+    );
+    let err = run("badopt").await.unwrap_err().message;
+    assert!(
+        err.contains("unknown option `cookies` (known: headers)"),
+        "{err}"
+    );
+    let err = run("refused").await.unwrap_err().message;
+    assert!(
+        err.contains(
+            "http_get_json(\"http://127.0.0.1:9/x\"): request failed: error sending request"
+        ) && !err.contains("<url>")
+            && !err.contains("for url"),
+        "{err}"
+    );
+
+    // Last, as it pauses the test server's host for everything after it.
+    // The first 429 is an answer; from then on the host is paused, and a
+    // monitor that fetches from it is skipped without a request.
+    assert_eq!(value(run("limited").await), "true");
+    assert!(
+        matches!(run("limited").await, Ok(Ended::Paused(why)) if why.contains("asked baton to slow down (HTTP 429 with Retry-After)"))
+    );
+    // As the scheduler runs it: the target is skipped this cycle, no error.
+    let skip = baton::flow::StepRunner::monitor(
+        &e.host,
+        "limited",
+        target(),
+        CancellationToken::new(),
+        Timeouts::default(),
+    )
+    .await;
+    assert_eq!(skip, Ok(false));
+    assert_eq!(limited_hits.load(Ordering::SeqCst), 1);
+    let slowed = e.host.slowed_hosts();
+    assert_eq!(slowed.len(), 1);
+    assert_eq!(slowed[0].host, base.trim_start_matches("http://"));
+
+    server.abort();
+}

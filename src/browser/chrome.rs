@@ -998,6 +998,24 @@ impl Page for ChromePage {
             .await
     }
 
+    async fn cookie_header(&self, url: &str) -> Result<Option<String>, PageError> {
+        use chromiumoxide::cdp::browser_protocol::network::GetCookiesParams;
+        let params = GetCookiesParams::builder()
+            .urls(vec![url.to_owned()])
+            .build();
+        self.guard(Duration::from_secs(10), async {
+            let resp = self.page.execute(params).await.map_err(|e| cdp_error(&e))?;
+            let pairs: Vec<String> = resp
+                .result
+                .cookies
+                .iter()
+                .map(|c| format!("{}={}", c.name, c.value))
+                .collect();
+            Ok((!pairs.is_empty()).then(|| pairs.join("; ")))
+        })
+        .await
+    }
+
     async fn html(&self, timeout: Duration) -> Result<String, PageError> {
         self.guard(timeout, async {
             let v = self

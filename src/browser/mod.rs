@@ -321,6 +321,13 @@ pub trait Page: Send + Sync + 'static {
     async fn screenshot(&self, timeout: Duration) -> Result<Vec<u8>, PageError>;
     /// The page's current HTML.
     async fn html(&self, timeout: Duration) -> Result<String, PageError>;
+    /// The `Cookie` header this page's browser session would send to
+    /// `url`, if it holds any cookies for it (`http_get` from a step uses
+    /// the run's session).
+    async fn cookie_header(&self, url: &str) -> Result<Option<String>, PageError> {
+        let _ = url;
+        Ok(None)
+    }
     /// Closes the page. Later calls fail with [`PageError::Closed`]; a call
     /// in flight is aborted. Idempotent.
     async fn close(&self);

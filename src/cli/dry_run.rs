@@ -388,6 +388,10 @@ pub async fn run(args: Args) -> Result<(), Failure> {
             say!("outcome `{o}` ({took})");
             "outcome"
         }
+        Ok(Ended::Paused(why)) => {
+            say!("monitor says: skip ({took}): {why}");
+            "ok"
+        }
         Err(e) => {
             failed = true;
             say!("FAILED ({took}): {}", e.message);

@@ -134,6 +134,8 @@ struct StatusView {
     quarantined: Vec<QuarantineView>,
     targets: Vec<TargetView>,
     scripts: Vec<ScriptStatus>,
+    /// Hosts that asked baton to slow down: their monitors are paused.
+    slowed_hosts: Vec<crate::script::politeness::SlowHost>,
     browser: BrowserHealth,
     recent: Vec<crate::logging::Event>,
     runs_total: u64,
@@ -206,6 +208,7 @@ impl Dashboard {
             quarantined,
             targets,
             scripts: self.scripts.status(),
+            slowed_hosts: self.scripts.slowed_hosts(),
             browser: self.browser.health(),
             recent: self.recent.snapshot(),
             runs_total,

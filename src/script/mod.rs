@@ -16,7 +16,9 @@
 
 pub mod api;
 pub mod engine;
+pub mod html;
 pub mod plugin;
+pub mod politeness;
 pub mod reload;
 
 use std::collections::BTreeMap;
@@ -97,6 +99,7 @@ struct Inner {
     secrets: ArcSwap<Secrets>,
     redactor: Arc<Redactor>,
     http: reqwest::Client,
+    polite: Arc<politeness::Politeness>,
     shots_dir: Option<PathBuf>,
     metrics: Option<Arc<Metrics>>,
     /// Reloads come from the watcher thread and from commands; one at a
@@ -168,8 +171,10 @@ impl Builder {
                 redactor: self.redactor,
                 http: reqwest::Client::builder()
                     .user_agent(concat!("baton/", env!("CARGO_PKG_VERSION")))
+                    .redirect(reqwest::redirect::Policy::limited(api::net::MAX_REDIRECTS))
                     .build()
                     .unwrap_or_default(),
+                polite: Arc::default(),
                 shots_dir: self.shots_dir,
                 metrics: self.metrics,
                 reloading: Mutex::new(()),
@@ -260,6 +265,12 @@ impl ScriptHost {
     }
 
     /// Each script's version and last error, by name.
+    /// The hosts that asked baton to slow down and whose monitors are
+    /// paused now (the dashboard's mark).
+    pub fn slowed_hosts(&self) -> Vec<politeness::SlowHost> {
+        self.inner.polite.slowed()
+    }
+
     pub fn status(&self) -> Vec<ScriptStatus> {
         let lib = self.library();
         let mut names: Vec<&String> = lib.scripts.keys().chain(lib.errors.keys()).collect();
@@ -468,7 +479,10 @@ impl ScriptHost {
             secrets: Secrets::default(),
             redactor: self.inner.redactor.clone(),
             handle: None,
-            http: Http::Client(self.inner.http.clone()),
+            http: Http::Client {
+                client: self.inner.http.clone(),
+                polite: self.inner.polite.clone(),
+            },
             shots_dir: None,
             shot_prefix: String::new(),
             trace: None,
@@ -573,6 +587,8 @@ pub enum Ended {
     Value(Dynamic),
     /// It called `outcome(name)`.
     Outcome(String),
+    /// A monitor met a host that asked baton to slow down.
+    Paused(String),
 }
 
 /// Runs `script` on a blocking thread and maps its ending.
@@ -598,7 +614,10 @@ async fn execute(
             handle: Some(tokio::runtime::Handle::current()),
             http: match run.http_fixture {
                 Some(f) => Http::Fixture(f),
-                None => Http::Client(inner.http.clone()),
+                None => Http::Client {
+                    client: inner.http.clone(),
+                    polite: inner.polite.clone(),
+                },
             },
             shots_dir: inner.shots_dir.clone(),
             shot_prefix: run.shot_prefix,
@@ -647,6 +666,7 @@ async fn execute(
     match (result, end) {
         (Ok(v), _) => Ok(Ended::Value(v)),
         (Err(_), Some(End::Outcome(name))) => Ok(Ended::Outcome(name)),
+        (Err(_), Some(End::Paused(why))) => Ok(Ended::Paused(why)),
         (Err(e), Some(End::Fail(reason))) => {
             let mut se = engine::eval_error(&file, &e);
             se.message = format!("fail: {reason}");
@@ -676,6 +696,8 @@ fn step_end(r: Result<Ended, StepError>) -> Result<StepEnd, StepError> {
     match r? {
         Ended::Value(_) => Ok(StepEnd::Continue),
         Ended::Outcome(name) => Ok(StepEnd::Outcome(name)),
+        // Only monitors pause; a step gets an error instead.
+        Ended::Paused(why) => Err(StepError::failed(why)),
     }
 }
 
@@ -765,6 +787,10 @@ impl StepRunner for ScriptHost {
                     return Err(StepError::failed(format!(
                         "monitor `{name}` called outcome({o:?}); a monitor ends with `true` or `false`"
                     )));
+                }
+                Ended::Paused(why) => {
+                    tracing::debug!(monitor = %name, "{why}: target skipped this cycle");
+                    return Ok(false);
                 }
             };
             v.as_bool().map_err(|t| {

@@ -37,6 +37,9 @@ pub enum End {
     Fail(String),
     /// `not_placed(reason)` inside `commit`: the shop refused the order.
     NotPlaced(String),
+    /// A monitor fetched from a host that asked baton to slow down: skip
+    /// the target this cycle.
+    Paused(String),
     Cancelled,
 }
 
@@ -57,10 +60,14 @@ pub trait Trace: Send + Sync {
     fn call(&self, call: &TracedCall<'_>);
 }
 
-/// Where `http_get_json` gets its answers.
+/// Where `http_get` and `http_get_json` get their answers.
 #[derive(Clone)]
 pub enum Http {
-    Client(reqwest::Client),
+    Client {
+        client: reqwest::Client,
+        /// Hosts that asked to slow down, shared by every run.
+        polite: Arc<crate::script::politeness::Politeness>,
+    },
     /// Answers by URL, from an offline fixture.
     Fixture(Arc<BTreeMap<String, serde_json::Value>>),
 }
@@ -146,7 +153,7 @@ impl ScriptContext {
     fn page(&self, name: &str) -> R<Arc<dyn Page>> {
         self.page.clone().ok_or_else(|| {
             self.error(format!(
-                "{name}: page primitives are not available in a monitor script; use http_get_json"
+                "{name}: page primitives are not available in a monitor script; use http_get or http_get_json"
             ))
         })
     }
@@ -275,7 +282,7 @@ macro_rules! def {
 }
 
 mod flow;
-mod net;
+pub mod net;
 mod page;
 
 /// Registers every primitive into `engine`, bound to `cx`.
