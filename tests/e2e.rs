@@ -1148,3 +1148,110 @@ async fn an_ajax_basket_with_late_handlers_is_emptied_by_waits() {
     stop.cancel();
     assert_no_chromium(profile.path()).await;
 }
+
+/// Issue 11: selectors reach into a cross-origin frame (hosted card
+/// fields, served from a second origin) and into an open shadow root, with
+/// trusted input: the frame's button and the shadow root's button report
+/// whether their click was trusted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_and_shadow_roots_take_trusted_input() {
+    use axum::response::Html;
+    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let card = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let card_port = card.local_addr().unwrap().port();
+    let card_app = axum::Router::new().route(
+        "/field",
+        axum::routing::get(|| async {
+            Html(
+                r#"<input id="n" autocomplete="cc-number"><button id="use" type="button">Use card</button><p id="said"></p>
+<script>
+document.getElementById("use").addEventListener("click", (e) => {
+  document.getElementById("said").textContent = (e.isTrusted ? "trusted " : "synthetic ") + document.getElementById("n").value;
+});
+</script>"#,
+            )
+        }),
+    );
+    let main = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let main_port = main.local_addr().unwrap().port();
+    let main_app = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || async move {
+            // `localhost` and `127.0.0.1` on another port: a second origin.
+            Html(format!(
+                r#"<h1>Pay</h1><div style="height:1500px"></div>
+<iframe id="card" src="http://localhost:{card_port}/field" style="width:400px;height:120px;border:7px solid #ccc;padding:5px"></iframe>
+<order-button></order-button><p id="placed"></p>
+<script>
+customElements.define("order-button", class extends HTMLElement {{
+  connectedCallback() {{
+    const root = this.attachShadow({{ mode: "open" }});
+    root.innerHTML = '<button id="place">Place order</button>';
+    root.getElementById("place").addEventListener("click", (e) => {{
+      document.getElementById("placed").textContent = e.isTrusted ? "placed" : "synthetic";
+    }});
+  }}
+}});
+</script>"#
+            ))
+        }),
+    );
+    let s1 = tokio::spawn(async move { axum::serve(card, card_app).await });
+    let s2 = tokio::spawn(async move { axum::serve(main, main_app).await });
+    let profile = tempfile::tempdir().unwrap();
+    let browser = baton::browser::chrome::ChromeBrowser::new(
+        baton::browser::chrome::ChromeConfig::headless(profile.path()),
+        None,
+    );
+    let t = Duration::from_secs(10);
+    let page = browser.new_page(SessionId(0)).await.unwrap();
+    page.navigate(&format!("http://127.0.0.1:{main_port}/"), t)
+        .await
+        .unwrap();
+    let n = Selectors::one("frame:#card >> #n");
+    page.fill(&n, "4242 4242 4242 4242", t).await.unwrap();
+    assert_eq!(page.value(&n, t).await.unwrap(), "4242 4242 4242 4242");
+    assert!(page.exists(&n).await.unwrap());
+    assert!(
+        !page.exists(&Selectors::one("#n")).await.unwrap(),
+        "#n is not in the top document"
+    );
+    // The frame was scrolled into view and its border and padding counted:
+    // the click lands on the button inside it.
+    page.click(&Selectors::one("frame:#card >> #use"), t)
+        .await
+        .unwrap();
+    let said = page
+        .wait_until(
+            &baton::browser::Condition::Text(
+                Selectors::one("frame:#card >> #said"),
+                "trusted".into(),
+            ),
+            t,
+        )
+        .await
+        .unwrap();
+    assert_eq!(said, serde_json::json!("trusted 4242 4242 4242 4242"));
+
+    page.click(&Selectors::one("#place"), t).await.unwrap();
+    assert_eq!(
+        page.text(&Selectors::one("#placed"), t).await.unwrap(),
+        "placed"
+    );
+    let err = page
+        .click(
+            &Selectors::one("frame:#nope >> #use"),
+            Duration::from_millis(300),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "selector `frame:#nope >> #use` not found within 300ms"
+    );
+    page.close().await;
+    browser.shutdown().await;
+    s1.abort();
+    s2.abort();
+    assert_no_chromium(profile.path()).await;
+}

@@ -35,13 +35,13 @@ use chromiumoxide::cdp::browser_protocol::page::{
 use chromiumoxide::cdp::browser_protocol::target::{
     CreateBrowserContextParams, CreateTargetParams,
 };
-use chromiumoxide::cdp::js_protocol::runtime::EvaluateParams;
 use chromiumoxide::error::CdpError;
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+mod frames;
 mod network;
 mod process;
 
@@ -531,6 +531,10 @@ fn selector_json(sel: &Selectors) -> Value {
                 Selector::Css(v) => json!({"kind": "css", "value": v}),
                 Selector::XPath(v) => json!({"kind": "xpath", "value": v}),
                 Selector::Text(v) => json!({"kind": "text", "value": v}),
+                // Split off by `split_frames` before the helper runs.
+                Selector::Framed { inner, .. } => {
+                    selector_json(&Selectors(vec![(**inner).clone()]))[0].clone()
+                }
             })
             .collect(),
     )
@@ -569,20 +573,11 @@ impl ChromePage {
         }
     }
 
-    /// Evaluates `expression` (awaiting a promise) and returns its value.
+    /// Evaluates `expression` in the page's main world (awaiting a
+    /// promise) and returns its value.
     async fn evaluate(&self, expression: String) -> Result<Value, PageError> {
-        let params = EvaluateParams::builder()
-            .expression(expression)
-            .await_promise(true)
-            .return_by_value(true)
-            .build()
-            .map_err(PageError::Other)?;
-        let resp = self.page.execute(params).await.map_err(|e| cdp_error(&e))?;
-        if let Some(ex) = resp.result.exception_details {
-            let detail = ex.exception.and_then(|o| o.description).unwrap_or(ex.text);
-            return Err(PageError::Script(detail));
-        }
-        Ok(resp.result.result.value.unwrap_or(Value::Null))
+        self.evaluate_in(expression, frames::Frame::default(), true)
+            .await
     }
 
     /// Runs the helper's `op` on `sel`, retrying when a navigation destroys
@@ -613,7 +608,26 @@ impl ChromePage {
             now: now.to_owned(),
             waited: timeout,
         };
+        let full = sel;
+        let (frames, inner) = sel.split_frames().map_err(PageError::Other)?;
+        let sel = &inner;
         loop {
+            // Entered afresh on each try: a navigation destroys the frames'
+            // contexts too.
+            let frame = if frames.is_empty() {
+                frames::Frame::default()
+            } else {
+                match self.enter(&frames, deadline).await {
+                    Ok(f) => f,
+                    Err(PageError::NotFound { .. }) => {
+                        return Err(PageError::NotFound {
+                            selector: full.clone(),
+                            waited: timeout,
+                        });
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let mut opts = opts.clone();
             opts["timeout"] = json!(left.as_millis() as u64);
@@ -628,9 +642,15 @@ impl ChromePage {
                 json!(op),
                 opts
             );
-            match self.evaluate(expr).await {
-                Ok(v) => {
+            match self.evaluate_in(expr, frame, true).await {
+                Ok(mut v) => {
                     if v["found"].as_bool() == Some(true) {
+                        // Points are in the frame's viewport; mouse input
+                        // wants the page's.
+                        if let (Some(x), Some(y)) = (v["x"].as_f64(), v["y"].as_f64()) {
+                            v["x"] = json!(x + frame.offset.0);
+                            v["y"] = json!(y + frame.offset.1);
+                        }
                         return Ok(v);
                     }
                     if v["unmet"].as_bool() == Some(true) {
@@ -638,11 +658,11 @@ impl ChromePage {
                     }
                     return Err(match v["why"].as_str() {
                         Some(why) => PageError::Other(format!(
-                            "element {sel} was found but {why} after {}ms",
+                            "element {full} was found but {why} after {}ms",
                             timeout.as_millis()
                         )),
                         None => PageError::NotFound {
-                            selector: sel.clone(),
+                            selector: full.clone(),
                             waited: timeout,
                         },
                     });
@@ -653,7 +673,7 @@ impl ChromePage {
                             return Err(unmet("was still navigating"));
                         }
                         return Err(PageError::NotFound {
-                            selector: sel.clone(),
+                            selector: full.clone(),
                             waited: timeout,
                         });
                     }

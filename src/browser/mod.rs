@@ -35,11 +35,36 @@ pub enum Selector {
     /// The innermost element whose visible text contains the string,
     /// written `text:Add to cart`.
     Text(String),
+    /// A selector inside frames: each of `frames` names an `<iframe>` in
+    /// the document before it, outermost first. Written
+    /// `frame:#card >> frame:#inner >> #number`.
+    Framed {
+        frames: Vec<Selector>,
+        inner: Box<Selector>,
+    },
 }
 
 impl Selector {
-    /// Parses the `xpath:` and `text:` prefixes; anything else is CSS.
+    /// Parses the `xpath:` and `text:` prefixes and `frame:... >>` chains;
+    /// anything else is CSS.
     pub fn parse(s: &str) -> Selector {
+        let parts: Vec<&str> = s.split(" >> ").collect();
+        if parts.len() > 1
+            && parts[..parts.len() - 1]
+                .iter()
+                .all(|p| p.trim_start().starts_with("frame:"))
+        {
+            let frames = parts[..parts.len() - 1]
+                .iter()
+                .map(|p| Selector::parse(p.trim_start().trim_start_matches("frame:").trim()))
+                .collect();
+            let inner = Box::new(Selector::parse(parts[parts.len() - 1].trim()));
+            return Selector::Framed { frames, inner };
+        }
+        Selector::single(s)
+    }
+
+    fn single(s: &str) -> Selector {
         if let Some(x) = s.strip_prefix("xpath:") {
             Selector::XPath(x.trim().to_owned())
         } else if let Some(t) = s.strip_prefix("text:") {
@@ -56,7 +81,22 @@ impl fmt::Display for Selector {
             Selector::Css(s) => write!(f, "`{s}`"),
             Selector::XPath(s) => write!(f, "`xpath:{s}`"),
             Selector::Text(s) => write!(f, "`text:{s}`"),
+            Selector::Framed { frames, inner } => {
+                f.write_str("`")?;
+                for fr in frames {
+                    write!(f, "frame:{} >> ", fr.bare())?;
+                }
+                write!(f, "{}`", inner.bare())
+            }
         }
+    }
+}
+
+impl Selector {
+    /// As written, without the backticks of `Display`.
+    pub fn bare(&self) -> String {
+        let s = self.to_string();
+        s.trim_matches('`').to_owned()
     }
 }
 
@@ -72,6 +112,33 @@ impl Selectors {
 
     pub fn many<S: AsRef<str>>(list: &[S]) -> Selectors {
         Selectors(list.iter().map(|s| Selector::parse(s.as_ref())).collect())
+    }
+}
+
+impl Selectors {
+    /// The frames the selectors are in (outermost first) and the
+    /// selectors inside them. The fallbacks of one call must all be in the
+    /// same frames: a page wait runs in one document.
+    pub fn split_frames(&self) -> Result<(Vec<Selector>, Selectors), String> {
+        let frames_of = |s: &Selector| match s {
+            Selector::Framed { frames, .. } => frames.clone(),
+            _ => Vec::new(),
+        };
+        let frames = self.0.first().map(frames_of).unwrap_or_default();
+        if self.0.iter().any(|s| frames_of(s) != frames) {
+            return Err(format!(
+                "the fallbacks {self} are in different frames; a fallback array must stay in one frame"
+            ));
+        }
+        let inner = self
+            .0
+            .iter()
+            .map(|s| match s {
+                Selector::Framed { inner, .. } => (**inner).clone(),
+                other => other.clone(),
+            })
+            .collect();
+        Ok((frames, Selectors(inner)))
     }
 }
 
@@ -351,6 +418,37 @@ mod tests {
         assert_eq!(
             Selectors::many(&["#a", "text:b"]).to_string(),
             "`#a` or `text:b`"
+        );
+        let framed = Selector::parse("frame:#card >> frame:iframe[name=x] >> #number");
+        assert_eq!(
+            framed,
+            Selector::Framed {
+                frames: vec![
+                    Selector::Css("#card".into()),
+                    Selector::Css("iframe[name=x]".into())
+                ],
+                inner: Box::new(Selector::Css("#number".into())),
+            }
+        );
+        assert_eq!(
+            framed.to_string(),
+            "`frame:#card >> frame:iframe[name=x] >> #number`"
+        );
+        // Only frame: segments chain; anything else stays one selector.
+        assert_eq!(
+            Selector::parse("div >> span"),
+            Selector::Css("div >> span".into())
+        );
+        let (frames, inner) = Selectors::many(&["frame:#card >> #n", "frame:#card >> #m"])
+            .split_frames()
+            .unwrap();
+        assert_eq!(frames, vec![Selector::Css("#card".into())]);
+        assert_eq!(inner, Selectors::many(&["#n", "#m"]));
+        assert!(
+            Selectors::many(&["frame:#card >> #n", "#n"])
+                .split_frames()
+                .unwrap_err()
+                .contains("different frames")
         );
     }
 }

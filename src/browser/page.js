@@ -8,6 +8,7 @@
 // Called as: (HELPER)(selectors, op, opts[, predicate])
 //   selectors: [{kind: "css"|"xpath"|"text", value: "..."}]
 //   op: "wait" | "count" | "text" | "attr" | "value" | "point" | "focus" | "select"
+//       | "element" (returns the element itself; evaluated by reference)
 //       | "until" (waits for opts.cond rather than for an element)
 //   opts: {timeout: ms, visible: bool, name: attr name, option: value,
 //          cond: {kind: "gone"} | {kind: "count", cmp, n} | {kind: "text", text}
@@ -37,8 +38,22 @@ async (sels, op, opts, predicate) => {
     return out.filter((e) => !out.some((o) => o !== e && e.contains(o)));
   };
 
+  // CSS reaches into open shadow roots (web components) when the light
+  // DOM has no match.
+  const deep = (root, css) => {
+    const out = Array.from(root.querySelectorAll(css));
+    if (out.length) return out;
+    for (const host of root.querySelectorAll("*")) {
+      if (host.shadowRoot) {
+        const inner = deep(host.shadowRoot, css);
+        if (inner.length) return inner;
+      }
+    }
+    return out;
+  };
+
   const all = (s) => {
-    if (s.kind === "css") return Array.from(document.querySelectorAll(s.value));
+    if (s.kind === "css") return deep(document, s.value);
     if (s.kind === "xpath") {
       const r = document.evaluate(s.value, document, null, XPathResult.ORDERED_NODE_SNAPSHOT_TYPE, null);
       const a = [];
@@ -122,7 +137,10 @@ async (sels, op, opts, predicate) => {
       const r = el.getBoundingClientRect();
       const x = r.left + r.width / 2;
       const y = r.top + r.height / 2;
-      const hit = document.elementFromPoint(x, y);
+      // Inside a shadow root, ask the root: the document answers with the
+      // shadow host.
+      const root = el.getRootNode();
+      const hit = (root.elementFromPoint ? root : document).elementFromPoint(x, y);
       if (!hit || !(hit === el || el.contains(hit))) {
         why = "it is covered by " + (hit ? hit.tagName.toLowerCase() + (hit.id ? "#" + hit.id : "") : "nothing");
         return null;
@@ -167,6 +185,10 @@ async (sels, op, opts, predicate) => {
   const [index, els, point, seen] = found;
   const el = els[0];
   switch (op) {
+    case "element":
+      // The element itself, as a remote object (a frame to enter).
+      el.scrollIntoView({ block: "center", inline: "center", behavior: "instant" });
+      return el;
     case "until":
       return { found: true, index, value: seen };
     case "wait":

@@ -633,6 +633,7 @@ fn key(s: &Selector) -> String {
         Selector::Css(c) => c.clone(),
         Selector::XPath(x) => format!("xpath:{x}"),
         Selector::Text(t) => format!("text:{t}"),
+        Selector::Framed { .. } => s.bare(),
     }
 }
 

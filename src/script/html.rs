@@ -30,6 +30,11 @@ pub fn query(body: &str, sel: &Selectors) -> Result<Option<(usize, Vec<Match>)>,
             Selector::Css(css) => css_query(body, css)?,
             Selector::XPath(x) => xpath_query(body, x)?,
             Selector::Text(t) => text_query(body, t),
+            Selector::Framed { .. } => {
+                return Err(format!(
+                    "{s}: a fetched body has no frames; fetch the frame's own URL"
+                ));
+            }
         };
         if !found.is_empty() {
             return Ok(Some((i, found)));

@@ -43,7 +43,11 @@ const DEFAULT_ARGS: &[&str] = &[
     "--disable-component-extensions-with-background-pages",
     "--disable-default-apps",
     "--disable-dev-shm-usage",
-    "--disable-features=TranslateUI",
+    // Site isolation off as well: cross-origin frames (hosted card fields)
+    // then live in the page's own renderer, where baton can run its helper
+    // in them and send them trusted input (docs/scripting.md, Frames).
+    "--disable-features=TranslateUI,IsolateOrigins,site-per-process",
+    "--disable-site-isolation-trials",
     "--disable-hang-monitor",
     "--disable-ipc-flooding-protection",
     "--disable-popup-blocking",
