@@ -17,10 +17,13 @@ async function emptyCart(page) {
   await page.goto(`${base}/cart`);
   await page.waitForSelector("#cart-page");
   let lines = await page.locator(".cart-line").count();
+  // The basket binds its Remove buttons after load (as lib/shop.rhai
+  // waits for with wait_idle) and removes lines by AJAX.
+  if (lines > 0) await page.waitForLoadState("networkidle");
   while (lines > 0) {
     await page.click(".cart-line .remove");
     lines -= 1;
-    await page.waitForSelector(`#cart-page[data-lines="${lines}"]`);
+    await page.locator(".cart-line").nth(lines).waitFor({ state: "detached" });
   }
   if ((await page.locator("#cart-empty").count()) === 0) throw new Error("cart not empty");
 }
@@ -44,12 +47,17 @@ for (let i = 0; i < cycles + 2; i++) {
   await page.waitForSelector("#cart-page");
   if ((await page.locator(".cart-line").count()) !== 1) throw new Error("cart has other lines");
   await page.click("#checkout");
-  await page.waitForSelector("#checkout-form");
+  await page.waitForSelector("#address-form");
   await page.fill("#name", "Ada Lovelace");
   await page.fill("#email", "ada@example.com");
   await page.fill("#address", "12 Analytical Way");
-  await page.fill("#card-number", "4242424242424242");
-  await page.fill("#card-cvv", "123");
+  await page.click("#to-payment");
+  await page.waitForSelector("#payment-page");
+  const card = page.frameLocator("#card-frame");
+  await card.locator("#card-number").fill("4242424242424242");
+  await card.locator("#card-cvv").fill("123");
+  await page.click("#to-review");
+  await page.waitForSelector("#review-page");
   await page.click("#place-order");
   await page.waitForSelector("#order-number, #error");
   const order = await page.textContent("#order-number");

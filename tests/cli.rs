@@ -597,7 +597,7 @@ fn dry_run_prints_each_call_masks_secrets_and_skips_commit() {
     );
     assert!(
         o.stdout
-            .contains("fill(\"#card-number\", \"[redacted]\") ok"),
+            .contains("fill(\"frame:#card-frame >> #card-number\", \"[redacted]\") ok"),
         "{}",
         o.stdout
     );

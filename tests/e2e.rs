@@ -618,6 +618,10 @@ async fn attaches_to_a_running_browser_and_leaves_it_running() {
             "--disable-component-update",
             "--no-first-run",
             "--remote-debugging-port=0",
+            // As docs/scripting.md asks of a browser baton attaches to:
+            // the shipped checkout types into the card provider's frame.
+            "--disable-site-isolation-trials",
+            "--disable-features=IsolateOrigins,site-per-process",
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg("about:blank")
@@ -806,11 +810,13 @@ async fn screenshots_mask_cross_origin_card_frames() {
     assert_no_chromium(profile.path()).await;
 }
 
-/// Hardening: card data never reaches pixels. A checkout page with the
-/// name filled as a secret (so marked), a card number and CVV (card
-/// fields by their `autocomplete`): in the screenshot every pixel of those
-/// fields is the mask colour, an ordinary field is not masked, and the
-/// masks are gone from the page afterwards. Read from the PNG itself.
+/// Hardening: card data never reaches pixels, on the demo shop's checkout
+/// pages. The address page with the name filled as a secret (so marked):
+/// the name is the mask colour, the email is not. The payment page: the
+/// provider's cross-origin card frame is masked whole. The card fields'
+/// own page opened at the top: the fields are masked by their
+/// `autocomplete` (cc-number, cc-csc). The masks are gone from the page
+/// afterwards. Read from the PNGs themselves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn screenshots_mask_secrets_and_card_fields() {
     let _one = common::live::ONE_AT_A_TIME.lock().await;
@@ -824,42 +830,55 @@ async fn screenshots_mask_secrets_and_card_fields() {
         None,
     );
     let t = Duration::from_secs(10);
+    let one = |s: &str| Selectors::one(s);
     let page = browser.new_page(SessionId(0)).await.unwrap();
     page.navigate(&format!("{}/p/1001", shop_srv.url()), t)
         .await
         .unwrap();
-    page.click(&Selectors::one("#add-to-cart"), t)
+    page.click(&one("#add-to-cart"), t).await.unwrap();
+    page.wait_for(&one("#cart-page"), t).await.unwrap();
+    page.click(&one("#checkout"), t).await.unwrap();
+    page.wait_for(&one("#address-form"), t).await.unwrap();
+    page.fill_secret(&one("#name"), "Ada Secret", t)
         .await
         .unwrap();
-    page.wait_for(&Selectors::one("#cart-page"), t)
+    page.fill(&one("#email"), "ada@example.com", t)
         .await
         .unwrap();
-    page.click(&Selectors::one("#checkout"), t).await.unwrap();
-    page.wait_for(&Selectors::one("#checkout-form"), t)
-        .await
-        .unwrap();
-    page.fill_secret(&Selectors::one("#name"), "Ada Secret", t)
-        .await
-        .unwrap();
-    page.fill(&Selectors::one("#email"), "ada@example.com", t)
-        .await
-        .unwrap();
-    page.fill(&Selectors::one("#card-number"), "4242424242424242", t)
-        .await
-        .unwrap();
-    page.fill(&Selectors::one("#card-cvv"), "123", t)
-        .await
-        .unwrap();
+    page.fill(&one("#address"), "1 Main St", t).await.unwrap();
     let png = page.screenshot(t).await.unwrap();
-    let mut rects = std::collections::BTreeMap::new();
-    for sel in ["#name", "#email", "#card-number", "#card-cvv"] {
-        rects.insert(sel, rect_of(page.as_ref(), sel).await);
+    let name = rect_of(page.as_ref(), "#name").await;
+    let email = rect_of(page.as_ref(), "#email").await;
+    assert!(mask_coverage(&png, &name).0, "#name is not masked");
+    assert!(mask_coverage(&png, &email).1, "#email should not be masked");
+
+    page.click(&one("#to-payment"), t).await.unwrap();
+    page.wait_for(&one("#payment-page"), t).await.unwrap();
+    page.fill(
+        &one("frame:#card-frame >> #card-number"),
+        "4242424242424242",
+        t,
+    )
+    .await
+    .unwrap();
+    let png = page.screenshot(t).await.unwrap();
+    let frame = rect_of(page.as_ref(), "#card-frame").await;
+    assert!(
+        mask_coverage(&png, &frame).0,
+        "the card frame is not masked"
+    );
+
+    let origin = shop_srv.shop.card_origin().unwrap();
+    page.navigate(&format!("{origin}/fields"), t).await.unwrap();
+    page.fill(&one("#card-number"), "4242424242424242", t)
+        .await
+        .unwrap();
+    page.fill(&one("#card-cvv"), "123", t).await.unwrap();
+    let png = page.screenshot(t).await.unwrap();
+    for sel in ["#card-number", "#card-cvv"] {
+        let r = rect_of(page.as_ref(), sel).await;
+        assert!(mask_coverage(&png, &r).0, "{sel} is not masked");
     }
-    let magenta = |sel: &str| mask_coverage(&png, &rects[sel]);
-    for sel in ["#name", "#card-number", "#card-cvv"] {
-        assert!(magenta(sel).0, "{sel} is not masked");
-    }
-    assert!(magenta("#email").1, "#email should not be masked");
     let left = page
         .eval("document.querySelectorAll('[data-baton-mask]').length", t)
         .await

@@ -18,6 +18,8 @@
 //! add-to-cart request arrives while that session is between starting
 //! checkout and placing its order (or emptying its cart).
 
+pub mod card;
+mod checkout;
 mod pages;
 
 use std::collections::{BTreeMap, HashMap};
@@ -83,6 +85,10 @@ struct Session {
     cart: Vec<Line>,
     in_flight: u32,
     in_checkout: bool,
+    /// What the checkout's address page saved.
+    details: Option<checkout::Details>,
+    /// The card behind the token the payment page posted.
+    card: Option<(String, String)>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -163,6 +169,9 @@ pub struct Shop {
     state: Arc<Mutex<ShopState>>,
     /// Woken whenever a request's flight ends.
     landed: Arc<tokio::sync::Notify>,
+    /// Where the card fields are served (the payment provider's origin),
+    /// once `start` has bound it; survives `/admin/reset`.
+    card_origin: Arc<std::sync::OnceLock<String>>,
 }
 
 impl Default for Shop {
@@ -176,7 +185,13 @@ impl Shop {
         Shop {
             state: Arc::new(Mutex::new(ShopState::new())),
             landed: Arc::new(tokio::sync::Notify::new()),
+            card_origin: Arc::new(std::sync::OnceLock::new()),
         }
+    }
+
+    /// The card fields' origin (`http://127.0.0.1:PORT`), if served.
+    pub fn card_origin(&self) -> Option<String> {
+        self.card_origin.get().cloned()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ShopState> {
@@ -392,8 +407,17 @@ pub fn router(shop: Shop) -> Router {
         .route("/cart", get(cart))
         .route("/cart/add/{id}", post(add_to_cart))
         .route("/cart/remove/{line}", post(remove))
-        .route("/checkout", get(checkout))
-        .route("/checkout/place", post(place_order))
+        .route("/checkout", get(checkout::start))
+        .route(
+            "/checkout/address",
+            get(checkout::address_page).post(checkout::save_address),
+        )
+        .route(
+            "/checkout/payment",
+            get(checkout::payment_page).post(checkout::save_payment),
+        )
+        .route("/checkout/review", get(checkout::review_page))
+        .route("/checkout/place", post(checkout::place_order))
         .route("/order/{number}", get(order))
         .route("/api/stock/{id}", get(stock_api))
         .route("/api/cart/settings", get(cart_settings))
@@ -441,8 +465,28 @@ impl Running {
 pub async fn start(addr: SocketAddr, stop: CancellationToken) -> std::io::Result<Running> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
+    // The payment provider's card fields: another port on the same host,
+    // named `localhost`, so the frame is cross-origin and cross-site, as
+    // hosted fields are.
+    let card_listener = tokio::net::TcpListener::bind(SocketAddr::new(addr.ip(), 0)).await?;
+    let card_port = card_listener.local_addr()?.port();
     let shop = Shop::new();
+    let host = if addr.ip().is_loopback() {
+        "localhost".to_owned()
+    } else {
+        addr.ip().to_string()
+    };
+    let _ = shop.card_origin.set(format!("http://{host}:{card_port}"));
     let app = router(shop.clone());
+    let card_stop = stop.clone();
+    let card_task = tokio::spawn(async move {
+        let served = axum::serve(card_listener, card::router())
+            .with_graceful_shutdown(card_stop.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "demo shop's card fields stopped");
+        }
+    });
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(stop.cancelled_owned())
@@ -450,8 +494,9 @@ pub async fn start(addr: SocketAddr, stop: CancellationToken) -> std::io::Result
         if let Err(e) = served {
             tracing::error!(error = %e, "demo shop stopped");
         }
+        let _ = card_task.await;
     });
-    tracing::info!(%addr, "demo shop listening on http://{addr}");
+    tracing::info!(%addr, "demo shop listening on http://{addr} (card fields on port {card_port})");
     Ok(Running { addr, shop, task })
 }
 
@@ -588,126 +633,6 @@ async fn remove(State(shop): State<Shop>, headers: HeaderMap, Path(line): Path<u
         return with_session(&sid, Json(serde_json::json!({ "lines": lines })));
     }
     with_session(&sid, Redirect::to("/cart"))
-}
-
-async fn checkout(State(shop): State<Shop>, headers: HeaderMap) -> Response {
-    let sid = session_of(&shop, &headers);
-    let _flight = match shop.enter(&sid.id, Step::Checkout).await {
-        Ok(g) => g,
-        Err(r) => return with_session(&sid, r),
-    };
-    let mut guard = shop.lock();
-    let s = &mut *guard;
-    let sess = s.sessions.entry(sid.id.clone()).or_default();
-    if sess.cart.is_empty() {
-        return with_session(&sid, Redirect::to("/cart"));
-    }
-    sess.in_checkout = true;
-    let products = &s.products;
-    let total: u64 = sess
-        .cart
-        .iter()
-        .map(|l| l.qty as u64 * products.get(&l.product).map(|p| p.price_cents).unwrap_or(0))
-        .sum();
-    with_session(&sid, pages::checkout(total))
-}
-
-#[derive(Deserialize)]
-struct PlaceForm {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    email: String,
-    #[serde(default)]
-    address: String,
-    #[serde(default)]
-    card_number: String,
-    #[serde(default)]
-    card_cvv: String,
-}
-
-async fn place_order(
-    State(shop): State<Shop>,
-    headers: HeaderMap,
-    Form(f): Form<PlaceForm>,
-) -> Response {
-    let sid = session_of(&shop, &headers);
-    let _flight = match shop.enter(&sid.id, Step::PlaceOrder).await {
-        Ok(g) => g,
-        Err(r) => return with_session(&sid, r),
-    };
-    let digits = |s: &str| {
-        s.chars()
-            .filter(|c| !c.is_whitespace())
-            .all(|c| c.is_ascii_digit())
-    };
-    let card_len = f.card_number.chars().filter(char::is_ascii_digit).count();
-    let problem =
-        if f.name.trim().is_empty() || f.email.trim().is_empty() || f.address.trim().is_empty() {
-            Some("Please fill in your name, email and address.")
-        } else if !digits(&f.card_number) || !(12..=19).contains(&card_len) {
-            Some("The card number is not valid.")
-        } else if !digits(&f.card_cvv) || !(3..=4).contains(&f.card_cvv.len()) {
-            Some("The security code is not valid.")
-        } else {
-            None
-        };
-    if let Some(p) = problem {
-        return with_session(
-            &sid,
-            (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                pages::refused("Check your details", p),
-            ),
-        );
-    }
-    let mut guard = shop.lock();
-    let s = &mut *guard;
-    let lines = s
-        .sessions
-        .get(&sid.id)
-        .map(|x| x.cart.clone())
-        .unwrap_or_default();
-    if lines.is_empty() {
-        return with_session(&sid, Redirect::to("/cart"));
-    }
-    for l in &lines {
-        let stock = s.products.get(&l.product).map(|p| p.stock).unwrap_or(0);
-        if stock < l.qty {
-            return with_session(
-                &sid,
-                (
-                    StatusCode::CONFLICT,
-                    pages::refused(
-                        "Sold out",
-                        "An item in your cart sold out before you ordered.",
-                    ),
-                ),
-            );
-        }
-    }
-    let mut total = 0;
-    for l in &lines {
-        if let Some(p) = s.products.get_mut(&l.product) {
-            p.stock -= l.qty;
-            total += p.price_cents * l.qty as u64;
-        }
-    }
-    let number = format!("A-{}", s.next_order);
-    s.next_order += 1;
-    s.orders.push(Order {
-        number: number.clone(),
-        session: sid.id.clone(),
-        lines,
-        total_cents: total,
-        name: f.name.trim().to_owned(),
-        placed_at: SystemTime::now(),
-    });
-    if let Some(sess) = s.sessions.get_mut(&sid.id) {
-        sess.cart.clear();
-        sess.in_checkout = false;
-    }
-    with_session(&sid, Redirect::to(&format!("/order/{number}")))
 }
 
 async fn order(
@@ -888,6 +813,93 @@ mod tests {
         )
     }
 
+    /// The address and card pages, filled as a buyer would.
+    async fn fill_checkout(app: &Router, c: Option<&str>) {
+        let (st, h, _) = call(
+            app,
+            "POST",
+            "/checkout/address",
+            c,
+            "name=Ada&email=a%40b.c&address=1+Main+St",
+        )
+        .await;
+        assert_eq!(
+            (st, &h[header::LOCATION]),
+            (
+                StatusCode::SEE_OTHER,
+                &HeaderValue::from_static("/checkout/payment")
+            )
+        );
+        let body = format!(
+            "card_token={}",
+            card::token("4242424242424242", "123").replace('=', "%3D")
+        );
+        let (st, h, _) = call(app, "POST", "/checkout/payment", c, &body).await;
+        assert_eq!(
+            (st, &h[header::LOCATION]),
+            (
+                StatusCode::SEE_OTHER,
+                &HeaderValue::from_static("/checkout/review")
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn checkout_pages_come_in_order_with_redirects() {
+        let shop = Shop::new();
+        let app = router(shop.clone());
+        let c = Some("shop_session=x");
+        let loc = |h: &HeaderMap| h[header::LOCATION].to_str().unwrap().to_owned();
+        // An empty cart has no checkout.
+        let (_, h, _) = call(&app, "GET", "/checkout/review", c, "").await;
+        assert_eq!(loc(&h), "/cart");
+        call(&app, "POST", "/cart/add/1001", c, "qty=1").await;
+        let (_, h, _) = call(&app, "GET", "/checkout", c, "").await;
+        assert_eq!(loc(&h), "/checkout/address");
+        // Skipping ahead sends the buyer back to the missing step.
+        let (_, h, _) = call(&app, "GET", "/checkout/review", c, "").await;
+        assert_eq!(loc(&h), "/checkout/address");
+        let (st, _, _) = call(
+            &app,
+            "POST",
+            "/checkout/address",
+            c,
+            "name=&email=&address=",
+        )
+        .await;
+        assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
+        call(
+            &app,
+            "POST",
+            "/checkout/address",
+            c,
+            "name=Ada&email=a%40b.c&address=1+Main+St",
+        )
+        .await;
+        let (_, h, _) = call(&app, "GET", "/checkout/review", c, "").await;
+        assert_eq!(loc(&h), "/checkout/payment");
+        let (st, _, body) = call(&app, "GET", "/checkout/payment", c, "").await;
+        assert_eq!(st, StatusCode::OK);
+        assert!(
+            body.contains("id=\"card-frame\"")
+                && body.contains("id=\"to-review\" type=\"submit\" disabled"),
+            "{body}"
+        );
+        let (st, _, _) = call(&app, "POST", "/checkout/payment", c, "card_token=nonsense").await;
+        assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
+        fill_checkout(&app, c).await;
+        let (_, _, body) = call(&app, "GET", "/checkout/review", c, "").await;
+        assert!(
+            body.contains("card ending <span id=\"review-card\">4242<"),
+            "{body}"
+        );
+        assert!(
+            body.contains("attachShadow"),
+            "the order button lives in a shadow root"
+        );
+        assert_eq!(shop.overlaps(), 0);
+    }
+
     #[tokio::test]
     async fn a_purchase_from_product_page_to_order() {
         let shop = Shop::new();
@@ -910,14 +922,8 @@ mod tests {
         let (_, _, body) = call(&app, "GET", "/cart", c, "").await;
         assert!(body.contains("data-lines=\"1\""), "{body}");
         call(&app, "GET", "/checkout", c, "").await;
-        let (st, h, _) = call(
-            &app,
-            "POST",
-            "/checkout/place",
-            c,
-            "name=Ada&email=a%40b.c&address=1+Main+St&card_number=4242424242424242&card_cvv=123",
-        )
-        .await;
+        fill_checkout(&app, c).await;
+        let (st, h, _) = call(&app, "POST", "/checkout/place", c, "").await;
         assert_eq!(st, StatusCode::SEE_OTHER);
         let loc = h[header::LOCATION].to_str().unwrap().to_owned();
         let (_, _, body) = call(&app, "GET", &loc, c, "").await;
@@ -944,14 +950,9 @@ mod tests {
         let app = router(shop.clone());
         let c = Some("shop_session=x");
         call(&app, "POST", "/cart/add/1001", c, "qty=1").await;
+        fill_checkout(&app, c).await;
         call(&app, "POST", "/admin/delay/place_order/5000", None, "").await;
-        let place = call(
-            &app,
-            "POST",
-            "/checkout/place",
-            c,
-            "name=Ada&email=a%40b.c&address=1+Main+St&card_number=4242424242424242&card_cvv=123",
-        );
+        let place = call(&app, "POST", "/checkout/place", c, "");
         // The client goes away after one second.
         assert!(
             tokio::time::timeout(Duration::from_secs(1), place)

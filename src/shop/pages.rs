@@ -163,21 +163,81 @@ pub fn cart(rows: &[(Line, Option<Product>)]) -> Html<String> {
     )
 }
 
-pub fn checkout(total_cents: u64) -> Html<String> {
+pub fn address(total_cents: u64) -> Html<String> {
     layout(
-        "Checkout",
+        "Checkout: address",
         None,
         &format!(
-            r#"<main id="checkout-page"><h1>Checkout</h1><p>Total: <span id="total">{total}</span></p>
-<form id="checkout-form" method="post" action="/checkout/place">
+            r#"<main id="checkout-page"><h1>Checkout</h1><ol class="steps"><li><b>Address</b></li><li>Payment</li><li>Review</li></ol>
+<p>Total: <span id="total">{total}</span></p>
+<form id="address-form" method="post" action="/checkout/address">
 <label>Name <input id="name" name="name" autocomplete="name"></label>
 <label>Email <input id="email" name="email" type="email" autocomplete="email"></label>
 <label>Address <input id="address" name="address" autocomplete="street-address"></label>
-<label>Card number <input id="card-number" name="card_number" inputmode="numeric" autocomplete="cc-number"></label>
-<label>Security code <input id="card-cvv" name="card_cvv" inputmode="numeric" autocomplete="cc-csc"></label>
-<button id="place-order" type="submit">Place order</button>
+<button id="to-payment" type="submit">Continue to payment</button>
 </form></main>"#,
             total = money(total_cents)
+        ),
+    )
+}
+
+/// The payment page: the card fields live in a frame from the payment
+/// provider's origin, which posts back a token; Continue stays disabled
+/// until a valid card's token has arrived.
+pub fn payment(total_cents: u64, card_origin: Option<&str>) -> Html<String> {
+    let origin = card_origin.unwrap_or("");
+    let src = if origin.is_empty() {
+        "about:blank".to_owned()
+    } else {
+        format!("{origin}/fields")
+    };
+    layout(
+        "Checkout: payment",
+        None,
+        &format!(
+            r#"<main id="payment-page"><h1>Checkout</h1><ol class="steps"><li>Address</li><li><b>Payment</b></li><li>Review</li></ol>
+<p>Total: <span id="total">{total}</span></p>
+<iframe id="card-frame" title="Card details" src="{src}" style="width:100%;height:150px;border:1px solid #ccc;border-radius:6px;padding:8px;box-sizing:border-box"></iframe>
+<form id="payment-form" method="post" action="/checkout/payment">
+<input type="hidden" id="card-token" name="card_token">
+<button id="to-review" type="submit" disabled>Continue to review</button>
+</form></main>
+<script>
+addEventListener("message", (e) => {{
+  if (e.origin !== {origin_js} || !e.data || e.data.type !== "baton-demo-card") return;
+  document.getElementById("card-token").value = e.data.token || "";
+  document.getElementById("to-review").disabled = !e.data.token;
+}});
+</script>"#,
+            total = money(total_cents),
+            src = escape(&src),
+            origin_js = serde_json::to_string(origin).unwrap_or_default(),
+        ),
+    )
+}
+
+/// The review page. Its Place order button is a web component's, inside
+/// an open shadow root, as design systems build them.
+pub fn review(total_cents: u64, name: &str, last4: &str) -> Html<String> {
+    layout(
+        "Checkout: review",
+        None,
+        &format!(
+            r#"<main id="review-page"><h1>Checkout</h1><ol class="steps"><li>Address</li><li>Payment</li><li><b>Review</b></li></ol>
+<p>Total: <span id="total">{total}</span></p><p>For <span id="review-name">{name}</span>, card ending <span id="review-card">{last4}</span></p>
+<form id="place-form" method="post" action="/checkout/place"><order-button></order-button></form></main>
+<script>
+customElements.define("order-button", class extends HTMLElement {{
+  connectedCallback() {{
+    const root = this.attachShadow({{ mode: "open" }});
+    root.innerHTML = '<style>button{{background:#1a7f37;color:#fff;border:0;border-radius:6px;padding:10px 18px;font-size:1em;cursor:pointer}}</style><button id="place-order" type="button">Place order</button>';
+    root.getElementById("place-order").addEventListener("click", () => this.closest("form").requestSubmit());
+  }}
+}});
+</script>"#,
+            total = money(total_cents),
+            name = escape(name),
+            last4 = escape(last4),
         ),
     )
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use chromiumoxide::cdp::browser_protocol::network::{
     EventLoadingFailed, EventLoadingFinished, EventRequestWillBeSent, ResourceType,
 };
+use chromiumoxide::cdp::browser_protocol::page::EventFrameNavigated;
 use futures::StreamExt;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -62,6 +63,20 @@ impl Network {
             .event_listener::<EventLoadingFailed>()
             .await
             .map_err(err)?;
+        let mut committed = page
+            .event_listener::<EventFrameNavigated>()
+            .await
+            .map_err(err)?;
+        // A frame in another renderer (site isolation on, in a browser
+        // baton attaches to) reports its requests to its own target, not
+        // to this page: only the main frame's documents are followed, so a
+        // frame's document request is never left open forever.
+        let main = page
+            .mainframe()
+            .await
+            .ok()
+            .flatten()
+            .map(|f| f.inner().clone());
         let net = Arc::new(Network::default());
         let n = net.clone();
         tokio::spawn(async move {
@@ -83,7 +98,8 @@ impl Network {
                                 // does not always report each of them.
                                 f.open.retain(|_, r| r.frame != frame || r.loader == loader);
                             }
-                            if !streaming {
+                            let subframe_document = document && frame != main;
+                        if !streaming && !subframe_document {
                                 f.open.insert(
                                     e.request_id.inner().clone(),
                                     Request { url: e.request.url.clone(), frame, loader },
@@ -97,6 +113,14 @@ impl Network {
                     Some(e) = failed.next() => n.update(|f| {
                         f.open.remove(e.request_id.inner());
                     }),
+                    // A frame committed a new document: what the old one
+                    // still had in flight is cancelled, including requests
+                    // it started after the new document was requested.
+                    Some(e) = committed.next() => {
+                        let frame = Some(e.frame.id.inner().clone());
+                        let loader = e.frame.loader_id.inner().clone();
+                        n.update(|f| f.open.retain(|_, r| r.frame != frame || r.loader == loader));
+                    }
                     else => break,
                 }
             }
