@@ -100,11 +100,16 @@ enum Cmd {
     /// every primitive call with its arguments (secrets masked), result and
     /// time. On failure saves a screenshot and the page's HTML and exits 1.
     #[command(
-        after_help = "Examples:\n  baton dry-run scripts/product_page.rhai --target 1001\n  baton dry-run scripts/checkout.rhai --target 1001 --offline tests/fixtures/checkout.yaml"
+        after_help = "Examples:\n  baton dry-run scripts/product_page.rhai --target 1001\n  baton dry-run scripts/checkout.rhai --target 1001 --offline tests/fixtures/checkout.yaml\n  baton dry-run --flow purchase --target 1001"
     )]
     DryRun {
         /// The script, as a path (`scripts/checkout.rhai`) or a name (`checkout`).
-        script: String,
+        #[arg(required_unless_present = "flow", conflicts_with = "flow")]
+        script: Option<String>,
+        /// Dry-run a whole flow instead: its monitor (without a browser),
+        /// then its steps in order in one page, `always` steps included.
+        #[arg(long)]
+        flow: Option<String>,
         /// The target from flows.yaml to run it for.
         #[arg(long)]
         target: String,
@@ -246,13 +251,20 @@ async fn dispatch(cmd: Cmd, opts: Options, recent: Recent) -> Result<(), Failure
         Cmd::Check { config } => check(&config, opts),
         Cmd::DryRun {
             script,
+            flow,
             target,
             offline,
             config,
             profile,
         } => {
+            let what = match (script, flow) {
+                (_, Some(f)) => dry_run::What::Flow(f),
+                (Some(s), None) => dry_run::What::Script(s),
+                // clap requires one of them.
+                (None, None) => return Err(Failure::usage("name a script or a --flow")),
+            };
             dry_run::run(dry_run::Args {
-                script,
+                what,
                 target,
                 offline,
                 config,

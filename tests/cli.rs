@@ -974,3 +974,121 @@ fn a_full_stdout_or_stderr_is_an_exit_code_not_a_panic() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "a usage error keeps its code");
 }
+
+/// Issue 11: a whole flow dry-runs in order: the monitor without a page,
+/// then every step in one page, `always` steps included, with `commit`
+/// skipped; a monitor that says skip stops it there, as baton would.
+#[test]
+fn dry_run_of_a_whole_flow_runs_monitor_then_steps_in_order() {
+    let c = Case::shipped();
+    let f = repo().join("tests/fixtures/flow_purchase.yaml");
+    let o = c.run(&[
+        "dry-run",
+        "--flow",
+        "purchase",
+        "--target",
+        "1001",
+        "--offline",
+        f.to_str().unwrap(),
+    ]);
+    o.calm();
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    let order = [
+        "dry run of flow `purchase` for target `1001` (offline)",
+        "== monitor `stock_check`",
+        "monitor says: run",
+        "== step `product_page`",
+        "== step `checkout`",
+        "would commit: place order",
+        "== step `clear_cart` (always)",
+        "expectations met",
+    ];
+    let mut at = 0;
+    for want in order {
+        let found = o.stdout[at..].find(want);
+        assert!(
+            found.is_some(),
+            "`{want}` missing or out of order:\n{}",
+            o.stdout
+        );
+        at += found.unwrap() + want.len();
+    }
+
+    let sold_out = c.dir.path().join("sold_out.yaml");
+    std::fs::write(
+        &sold_out,
+        "http:\n  /p/1001: '<p id=\"out-of-stock\">Out of stock</p>'\n",
+    )
+    .unwrap();
+    let o = c.run(&[
+        "dry-run",
+        "--flow",
+        "purchase",
+        "--target",
+        "1001",
+        "--offline",
+        sold_out.to_str().unwrap(),
+    ]);
+    o.calm();
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("monitor says: skip"), "{}", o.stdout);
+    assert!(
+        o.stdout.contains("baton would not run the flow"),
+        "{}",
+        o.stdout
+    );
+    assert!(!o.stdout.contains("== step"), "{}", o.stdout);
+
+    let o = c.run(&["dry-run", "--flow", "nope", "--target", "1001"]);
+    o.calm();
+    assert_eq!(o.code, 2);
+    assert!(o.stderr.contains("unknown flow `nope`"), "{}", o.stderr);
+}
+
+/// Issue 11: `fail(...)` is a failure in the trace, not `ok`.
+#[test]
+fn fail_shows_as_a_failure_in_the_dry_run_trace() {
+    let c = Case::shipped();
+    std::fs::write(
+        c.dir.path().join("scripts/product_page.rhai"),
+        "fail(\"no such product\");\n",
+    )
+    .unwrap();
+    let f = c.dir.path().join("empty.yaml");
+    std::fs::write(&f, "pages: {}\n").unwrap();
+    let o = c.run(&[
+        "dry-run",
+        "product_page",
+        "--target",
+        "1001",
+        "--offline",
+        f.to_str().unwrap(),
+    ]);
+    o.calm();
+    assert_eq!(o.code, 1, "{}", o.stdout);
+    assert!(
+        o.stdout
+            .contains("fail(\"no such product\") FAILED: no such product"),
+        "{}",
+        o.stdout
+    );
+}
+
+/// Issue 11: dry-running a monitor against the live demo shop starts no
+/// browser: it is one HTTP request.
+#[test]
+fn a_monitor_dry_run_starts_no_browser() {
+    let c = Case::shipped();
+    let o = c.run_env(
+        &["dry-run", "stock_check", "--target", "1001"],
+        &[("RUST_LOG", "info")],
+    );
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("as a monitor"), "{}", o.stdout);
+    assert!(o.stdout.contains("monitor says: run"), "{}", o.stdout);
+    assert!(
+        !o.stderr.contains("browser started"),
+        "a monitor dry run launched Chromium:\n{}",
+        o.stderr
+    );
+}

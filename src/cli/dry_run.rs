@@ -23,8 +23,16 @@ use crate::id::SessionId;
 use crate::script::api::{Trace, TracedCall};
 use crate::script::{Ended, Plugin, ScriptHost, ScriptRun};
 
+/// What to dry-run.
+pub enum What {
+    /// One script, as a path or a name.
+    Script(String),
+    /// A whole flow: its monitor, then its steps in order in one page.
+    Flow(String),
+}
+
 pub struct Args {
-    pub script: String,
+    pub what: What,
     pub target: String,
     pub offline: Option<PathBuf>,
     pub config: PathBuf,
@@ -161,7 +169,10 @@ fn script_name(arg: &str, scripts_dir: &Path) -> Result<String, Failure> {
 
 pub async fn run(args: Args) -> Result<(), Failure> {
     let cfg = load(&args.config)?;
-    let name = script_name(&args.script, &cfg.scripts_dir)?;
+    let what = match args.what {
+        What::Script(s) => What::Script(script_name(&s, &cfg.scripts_dir)?),
+        f => f,
+    };
     let Some(target) = cfg.target(&args.target).cloned() else {
         let known: Vec<_> = cfg.targets.iter().map(|t| format!("`{}`", t.id)).collect();
         return Err(Failure::usage(format!(
@@ -183,23 +194,39 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         .shots_dir(report_dir.clone())
         .build();
     let lib = host.library();
-    if !lib.scripts.contains_key(&name) {
-        return Err(match lib.errors.get(&name) {
-            Some(e) => Failure::usage(e.to_string()),
-            None => Failure::usage(format!(
-                "no script `{name}` in `{}`",
-                cfg.scripts_dir.display()
-            )),
-        });
-    }
-    let is_monitor = cfg
-        .flows
-        .values()
-        .any(|f| f.monitor.as_deref() == Some(name.as_str()))
-        && !cfg
+    let names: Vec<String> = match &what {
+        What::Script(name) => vec![name.clone()],
+        What::Flow(f) => cfg
             .flows
-            .values()
-            .any(|f| f.steps.iter().any(|s| s.script == name));
+            .get(f.as_str())
+            .map(|fl| fl.scripts().map(str::to_owned).collect())
+            .unwrap_or_default(),
+    };
+    for name in &names {
+        if !lib.scripts.contains_key(name) {
+            return Err(match lib.errors.get(name) {
+                Some(e) => Failure::usage(e.to_string()),
+                None => Failure::usage(format!(
+                    "no script `{name}` in `{}`",
+                    cfg.scripts_dir.display()
+                )),
+            });
+        }
+    }
+    // A script that is only ever a monitor runs as one: no page, no
+    // browser.
+    let is_monitor = match &what {
+        What::Script(name) => {
+            cfg.flows
+                .values()
+                .any(|f| f.monitor.as_deref() == Some(name.as_str()))
+                && !cfg
+                    .flows
+                    .values()
+                    .any(|f| f.steps.iter().any(|s| s.script == *name))
+        }
+        What::Flow(_) => false,
+    };
 
     let stop = CancellationToken::new();
     let mut shop = None;
@@ -231,16 +258,20 @@ pub async fn run(args: Args) -> Result<(), Failure> {
             if target.url.starts_with('/') {
                 let port = cfg.demo_shop.as_ref().map(|d| d.port).unwrap_or(8099);
                 let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-                match crate::shop::start(addr, stop.clone()).await {
+                let base = match crate::shop::start(addr, stop.clone()).await {
                     Ok(s) => {
                         say!("demo shop on {}", s.url());
+                        // Its real address: port 0 in flows.yaml means any.
+                        let base = s.url();
                         shop = Some(s);
+                        base
                     }
                     Err(_) => {
-                        say!("demo shop port {port} is taken; using the shop already there")
+                        say!("demo shop port {port} is taken; using the shop already there");
+                        format!("http://127.0.0.1:{port}")
                     }
-                }
-                target.url = format!("http://127.0.0.1:{port}{}", target.url);
+                };
+                target.url = format!("{base}{}", target.url);
             }
             None
         }
@@ -309,31 +340,6 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         }
     };
 
-    say!(
-        "dry run of `{name}` for target `{}`{}{}",
-        target.id,
-        if args.offline.is_some() {
-            " (offline)"
-        } else {
-            ""
-        },
-        if is_monitor { " as a monitor" } else { "" }
-    );
-    let page: Option<Arc<dyn Page>> = if is_monitor {
-        None
-    } else {
-        let p = browser
-            .new_page(SessionId(0))
-            .await
-            .map_err(|e| Failure::runtime(e.to_string()))?;
-        if let Some(u) = &start_url {
-            p.navigate(u, cfg.browser.timeout)
-                .await
-                .map_err(|e| Failure::runtime(e.to_string()))?;
-        }
-        Some(p)
-    };
-
     let printer = Arc::new(Printer {
         start: Instant::now(),
         out: Mutex::new(Vec::new()),
@@ -348,59 +354,106 @@ pub async fn run(args: Args) -> Result<(), Failure> {
             cancel.cancel();
         })
     };
-    let started = Instant::now();
-    let result = host
-        .run_script(
-            &name,
-            ScriptRun {
-                page: page.clone(),
-                target: target.clone(),
-                cancel,
-                commit: if is_monitor { None } else { Some(sink.clone()) },
-                timeouts: cfg.timeouts(),
-                shot_prefix: name.clone(),
-                trace: Some(printer.clone()),
-                http_fixture,
-            },
-        )
-        .await;
-    on_signal.abort();
-    let took = crate::time::short(started.elapsed());
+    let offline = if args.offline.is_some() {
+        " (offline)"
+    } else {
+        ""
+    };
+    let cx = Dry {
+        host: &host,
+        cfg: &cfg,
+        target: target.clone(),
+        sink: sink.clone(),
+        printer,
+        http_fixture,
+        cancel,
+        report_dir,
+    };
+    // Opens the one page every step of the run shares, on first use: a
+    // monitor alone never starts a browser.
+    let mut page: Option<Arc<dyn Page>> = None;
+    let open = async |page: &mut Option<Arc<dyn Page>>| -> Result<Arc<dyn Page>, Failure> {
+        if let Some(p) = page {
+            return Ok(p.clone());
+        }
+        let p = browser
+            .new_page(SessionId(0))
+            .await
+            .map_err(|e| Failure::runtime(e.to_string()))?;
+        if let Some(u) = &start_url {
+            p.navigate(u, cfg.browser.timeout)
+                .await
+                .map_err(|e| Failure::runtime(e.to_string()))?;
+        }
+        *page = Some(p.clone());
+        Ok(p)
+    };
 
-    let mut failed = false;
-    let end = match &result {
-        Ok(Ended::Value(v)) => {
+    let ending = match &what {
+        What::Script(name) => {
+            say!(
+                "dry run of `{name}` for target `{}`{offline}{}",
+                target.id,
+                if is_monitor { " as a monitor" } else { "" }
+            );
             if is_monitor {
-                say!(
-                    "monitor says: {} ({took})",
-                    if v.as_bool().unwrap_or(false) {
-                        "run"
-                    } else {
-                        "skip"
-                    }
-                );
+                cx.monitor(name).await
             } else {
-                say!("ok ({took})");
+                let p = open(&mut page).await?;
+                cx.step(name, &p).await
             }
-            "ok"
         }
-        Ok(Ended::Outcome(o)) => {
-            say!("outcome `{o}` ({took})");
-            "outcome"
-        }
-        Ok(Ended::Paused(why)) => {
-            say!("monitor says: skip ({took}): {why}");
-            "ok"
-        }
-        Err(e) => {
-            failed = true;
-            say!("FAILED ({took}): {}", e.message);
-            if let Some(p) = &page {
-                save_failure(p.as_ref(), &report_dir, &name, &cfg).await;
+        What::Flow(flow_name) => {
+            let flow = cfg.flows.get(flow_name.as_str()).cloned().ok_or_else(|| {
+                let known: Vec<_> = cfg.flows.keys().map(|f| format!("`{f}`")).collect();
+                Failure::usage(format!(
+                    "unknown flow `{flow_name}` (flows in {}: {})",
+                    cfg.file.display(),
+                    known.join(", ")
+                ))
+            })?;
+            say!(
+                "dry run of flow `{flow_name}` for target `{}`{offline}",
+                target.id
+            );
+            let mut ending = Ending::ok();
+            let mut run = true;
+            if let Some(m) = &flow.monitor {
+                say!("== monitor `{m}`");
+                let e = cx.monitor(m).await;
+                run = e.run;
+                ending = e;
             }
-            "error"
+            if !run {
+                say!("the monitor says skip: baton would not run the flow this cycle");
+            } else {
+                let mut stopped = false;
+                for step in &flow.steps {
+                    if stopped && !step.always {
+                        say!("== step `{}`: skipped", step.script);
+                        continue;
+                    }
+                    say!(
+                        "== step `{}`{}",
+                        step.script,
+                        if step.always { " (always)" } else { "" }
+                    );
+                    let p = open(&mut page).await?;
+                    let e = cx.step(&step.script, &p).await;
+                    // The first ending that stops the flow is its ending; a
+                    // cleanup step's failure counts when nothing else did.
+                    if !stopped && (e.end != "ok" || step.always) {
+                        stopped = e.end != "ok";
+                        ending = e;
+                    } else if !step.always {
+                        ending = e;
+                    }
+                }
+            }
+            ending
         }
     };
+    on_signal.abort();
 
     if let Some(p) = page {
         p.close().await;
@@ -414,28 +467,30 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     if let Some(expect) = fixture.and_then(|f| f.expect) {
         let mut problems = Vec::new();
         if let Some(want) = &expect.end
-            && want != end
+            && *want != ending.end
         {
             problems.push(format!(
-                "expected the script to end with `{want}`, it ended with `{end}`"
+                "expected the run to end with `{want}`, it ended with `{}`",
+                ending.end
             ));
         }
-        if let Some(want) = &expect.outcome {
-            match &result {
-                Ok(Ended::Outcome(o)) if o == want => {}
-                _ => problems.push(format!("expected outcome `{want}`")),
-            }
+        if let Some(want) = &expect.outcome
+            && ending.outcome.as_ref() != Some(want)
+        {
+            problems.push(format!("expected outcome `{want}`"));
         }
-        if let Some(want) = &expect.error {
-            match &result {
-                Err(e) if e.message.contains(want.as_str()) => {}
-                _ => problems.push(format!("expected an error containing `{want}`")),
-            }
+        if let Some(want) = &expect.error
+            && !ending
+                .error
+                .as_ref()
+                .is_some_and(|e| e.contains(want.as_str()))
+        {
+            problems.push(format!("expected an error containing `{want}`"));
         }
         if let Some(want) = &expect.would_commit {
             let labels = sink.labels.lock().unwrap_or_else(|e| e.into_inner());
             if !labels.iter().any(|l| l == want) {
-                problems.push(format!("expected the script to reach commit `{want}`"));
+                problems.push(format!("expected the run to reach commit `{want}`"));
             }
         }
         if !problems.is_empty() {
@@ -447,10 +502,151 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         say!("expectations met");
         return Ok(());
     }
-    if failed {
-        return Err(Failure::runtime(format!("`{name}` failed")));
+    if ending.end == "error" {
+        return Err(Failure::runtime(match &what {
+            What::Script(name) => format!("`{name}` failed"),
+            What::Flow(name) => format!("flow `{name}` failed"),
+        }));
     }
     Ok(())
+}
+
+/// How a dry run ended: `ok`, `outcome` or `error`, as fixtures name it.
+struct Ending {
+    end: &'static str,
+    outcome: Option<String>,
+    error: Option<String>,
+    /// For a monitor: whether it said run.
+    run: bool,
+}
+
+impl Ending {
+    fn ok() -> Ending {
+        Ending {
+            end: "ok",
+            outcome: None,
+            error: None,
+            run: true,
+        }
+    }
+}
+
+/// What one dry run shares between its scripts.
+struct Dry<'a> {
+    host: &'a ScriptHost,
+    cfg: &'a crate::config::Config,
+    target: Arc<crate::flow::Target>,
+    sink: Arc<DrySink>,
+    printer: Arc<Printer>,
+    http_fixture: Option<Arc<BTreeMap<String, serde_json::Value>>>,
+    cancel: CancellationToken,
+    report_dir: PathBuf,
+}
+
+impl Dry<'_> {
+    async fn script(
+        &self,
+        name: &str,
+        page: Option<Arc<dyn Page>>,
+        monitor: bool,
+    ) -> (Result<Ended, crate::flow::StepError>, String) {
+        let started = Instant::now();
+        let result = self
+            .host
+            .run_script(
+                name,
+                ScriptRun {
+                    page,
+                    target: self.target.clone(),
+                    cancel: self.cancel.clone(),
+                    commit: if monitor {
+                        None
+                    } else {
+                        Some(self.sink.clone() as Arc<dyn CommitSink>)
+                    },
+                    timeouts: self.cfg.timeouts(),
+                    shot_prefix: name.to_owned(),
+                    trace: Some(self.printer.clone()),
+                    http_fixture: self.http_fixture.clone(),
+                },
+            )
+            .await;
+        (result, crate::time::short(started.elapsed()))
+    }
+
+    /// Runs a monitor: no page, no commit.
+    async fn monitor(&self, name: &str) -> Ending {
+        let (result, took) = self.script(name, None, true).await;
+        match result {
+            Ok(Ended::Value(v)) => {
+                let run = v.as_bool().unwrap_or(false);
+                say!(
+                    "monitor says: {} ({took})",
+                    if run { "run" } else { "skip" }
+                );
+                Ending {
+                    run,
+                    ..Ending::ok()
+                }
+            }
+            Ok(Ended::Paused(why)) => {
+                say!("monitor says: skip ({took}): {why}");
+                Ending {
+                    run: false,
+                    ..Ending::ok()
+                }
+            }
+            Ok(Ended::Outcome(o)) => {
+                let msg = format!("a monitor ends with true or false, not outcome({o:?})");
+                say!("FAILED ({took}): {msg}");
+                Ending {
+                    end: "error",
+                    outcome: None,
+                    error: Some(msg),
+                    run: false,
+                }
+            }
+            Err(e) => {
+                say!("FAILED ({took}): {}", e.message);
+                Ending {
+                    end: "error",
+                    outcome: None,
+                    error: Some(e.message),
+                    run: false,
+                }
+            }
+        }
+    }
+
+    /// Runs a step on `page`; a failure saves the page's screenshot and
+    /// HTML.
+    async fn step(&self, name: &str, page: &Arc<dyn Page>) -> Ending {
+        let (result, took) = self.script(name, Some(page.clone()), false).await;
+        match result {
+            Ok(Ended::Value(_)) | Ok(Ended::Paused(_)) => {
+                say!("ok ({took})");
+                Ending::ok()
+            }
+            Ok(Ended::Outcome(o)) => {
+                say!("outcome `{o}` ({took})");
+                Ending {
+                    end: "outcome",
+                    outcome: Some(o),
+                    ..Ending::ok()
+                }
+            }
+            Err(e) => {
+                say!("FAILED ({took}): {}", e.message);
+                save_failure(page.as_ref(), &self.report_dir, name, self.cfg).await;
+                Ending {
+                    end: "error",
+                    outcome: None,
+                    error: Some(e.message),
+                    run: true,
+                }
+            }
+        }
+    }
 }
 
 /// Saves the page's screenshot and HTML next to the report.

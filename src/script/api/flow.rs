@@ -61,7 +61,8 @@ pub(super) fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
         &["reason: &str", "()"],
         "Fails the step with `reason` (not catchable).",
         move |reason: &str| -> R<()> {
-            c.trace("fail", &format!("{reason:?}"), Ok(""), Duration::ZERO);
+            // A failure in the trace too, not `ok`.
+            c.trace("fail", &format!("{reason:?}"), Err(reason), Duration::ZERO);
             Err(c.terminate(End::Fail(reason.to_owned())))
         }
     );
