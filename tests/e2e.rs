@@ -1274,3 +1274,54 @@ customElements.define("order-button", class extends HTMLElement {{
     s2.abort();
     assert_no_chromium(profile.path()).await;
 }
+
+/// Issue 11: `http_get` from a step sends the run's browser-session
+/// cookies. The page puts an item in the demo shop's cart (a server-side
+/// cart, keyed by the session cookie); `http_get` of the cart, without a
+/// browser, sees that line, which a request without the cookie would not.
+/// Run as a live dry run of a step, through the binary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_get_from_a_step_uses_the_sessions_cookies() {
+    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let p = Project::new(FAST_CYCLE, &target("1001", 60.0), "");
+    std::fs::write(
+        p.dir.path().join("scripts/probe.rhai"),
+        r##"
+import "lib/shop" as shop;
+let base = shop::base(target.url);
+navigate(target.url);
+click("#add-to-cart");
+wait_for("#cart-page");
+let with_session = html(http_get(`${base}/cart`).body).count(".cart-line");
+log(`cart lines seen by http_get: ${with_session}`);
+if with_session != 1 {
+    fail(`http_get saw ${with_session} cart line(s); the session's cookie was not sent`);
+}
+"##,
+    )
+    .unwrap();
+    // `probe` must belong to a flow to be a step.
+    p.edit(
+        "      - product_page\n",
+        "      - product_page\n      - probe\n",
+    );
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["dry-run", "probe", "--target", "1001", "--config"])
+        .arg(p.config())
+        .current_dir(p.dir.path())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("http_get(") && stdout.contains("-> HTTP 200"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("cart lines seen by http_get: 1"),
+        "{stdout}\n{stderr}"
+    );
+}
