@@ -98,7 +98,7 @@ fn target() -> Arc<Target> {
         id: "b".into(),
         url: "http://bench/p/b".into(),
         flow: "f".into(),
-        params: Default::default(),
+        params: serde_json::Map::new(),
     })
 }
 
@@ -183,7 +183,7 @@ async fn cancel_latency(host: &ScriptHost) {
     println!(
         "cancel a script in `loop {{}}`: median {:.2} ms, worst {:.2} ms  (target: < 100 ms)",
         median(lat.clone()) * 1e3,
-        lat.iter().cloned().fold(0.0, f64::max) * 1e3
+        lat.iter().copied().fold(0.0, f64::max) * 1e3
     );
 }
 
@@ -212,9 +212,9 @@ async fn reload_latency(host: &ScriptHost, dir: &std::path::Path) {
             .unwrap();
         let d = swapped.duration_since(t).as_secs_f64();
         if i % 2 == 0 {
-            lat.push(d)
+            lat.push(d);
         } else {
-            rename_lat.push(d)
+            rename_lat.push(d);
         }
         tokio::time::sleep(Duration::from_millis(120)).await;
         while rx.try_recv().is_ok() {}

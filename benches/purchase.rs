@@ -44,14 +44,13 @@ async fn run() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
     let stop = CancellationToken::new();
-    let (base, _shop) = match std::env::var("BATON_BENCH_SHOP") {
-        Ok(url) => (url, None),
-        Err(_) => {
-            let s = baton::shop::start("127.0.0.1:0".parse().unwrap(), stop.clone())
-                .await
-                .unwrap();
-            (s.url(), Some(s))
-        }
+    let (base, _shop) = if let Ok(url) = std::env::var("BATON_BENCH_SHOP") {
+        (url, None)
+    } else {
+        let s = baton::shop::start("127.0.0.1:0".parse().unwrap(), stop.clone())
+            .await
+            .unwrap();
+        (s.url(), Some(s))
     };
     // Enough stock for every cycle.
     reqwest::Client::new()

@@ -199,20 +199,19 @@ impl App {
             return Err(AppError::Scripts(broken));
         }
 
-        let browser: Arc<dyn Browser> = match opts.browser {
-            Some(b) => b,
-            None => {
-                if cfg.browser.connect.is_none() {
-                    crate::browser::chrome::find_executable(cfg.browser.executable.as_deref())?;
-                }
-                let chrome = ChromeBrowser::new(
-                    cfg.browser.chrome(cfg.browser.profile_dir.clone()),
-                    Some(metrics.clone()),
-                );
-                // Refuse now, not at the first run, if another baton has it.
-                chrome.lock_profile()?;
-                Arc::new(chrome)
+        let browser: Arc<dyn Browser> = if let Some(b) = opts.browser {
+            b
+        } else {
+            if cfg.browser.connect.is_none() {
+                crate::browser::chrome::find_executable(cfg.browser.executable.as_deref())?;
             }
+            let chrome = ChromeBrowser::new(
+                cfg.browser.chrome(cfg.browser.profile_dir.clone()),
+                Some(metrics.clone()),
+            );
+            // Refuse now, not at the first run, if another baton has it.
+            chrome.lock_profile()?;
+            Arc::new(chrome)
         };
 
         let registry = Arc::new(Registry::new(state.last_run_id().saturating_add(1)));
@@ -261,7 +260,7 @@ impl App {
             &opts.config,
             config.clone(),
             scripts.clone(),
-            shop.as_ref().map(|s| s.url()),
+            shop.as_ref().map(super::shop::Running::url),
             opts.env,
         ) {
             Ok(w) => watches.push(w),
@@ -329,11 +328,11 @@ fn watch_config(
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => PathBuf::from("."),
     };
-    let name = file.file_name().map(|n| n.to_owned());
+    let name = file.file_name().map(std::borrow::ToOwned::to_owned);
     crate::watch::watch(
         &dir,
         false,
-        move |p| p.file_name().map(|n| n.to_owned()) == name,
+        move |p| p.file_name().map(std::borrow::ToOwned::to_owned) == name,
         move |_| match Config::load(&file, &env) {
             Ok(mut next) => {
                 if let Some(url) = &shop_url {

@@ -344,9 +344,9 @@ impl Signals {
                 }
             };
             tokio::select! {
-                _ = int => {}
-                _ = term => {}
-                _ = hup => {}
+                () = int => {}
+                () = term => {}
+                () = hup => {}
             }
         }
         #[cfg(not(unix))]
@@ -464,7 +464,7 @@ fn check(config: &Path, opts: Options) -> Result<(), Failure> {
             .errors
             .values()
             .chain(&undeclared)
-            .map(|e| e.to_string())
+            .map(std::string::ToString::to_string)
             .collect();
         return Err(Failure::usage(format!(
             "{} script problem(s):\n{}",
@@ -564,9 +564,7 @@ pub fn state_table(cfg: &Config, doc: &state::StateDoc) -> String {
             t.run_id.map_or_else(|| "-".into(), |r| r.to_string()),
             t.last_outcome.unwrap_or_else(|| "-".into()),
             t.last_order.unwrap_or_else(|| "-".into()),
-            t.updated_at
-                .map(crate::time::format)
-                .unwrap_or_else(|| "-".into()),
+            t.updated_at.map_or_else(|| "-".into(), crate::time::format),
             t.last_error.unwrap_or_else(|| "-".into()),
         ]);
     }

@@ -353,7 +353,7 @@ impl fmt::Display for ConfigError {
             }
             match p.at {
                 Some((line, col)) => {
-                    write!(f, "{}:{line}:{col}: {}", self.file.display(), p.message)?
+                    write!(f, "{}:{line}:{col}: {}", self.file.display(), p.message)?;
                 }
                 None => write!(f, "{}: {}", self.file.display(), p.message)?,
             }
@@ -790,12 +790,11 @@ impl<'de> Deserialize<'de> for Interval {
 
 /// Parses `30s` or `25s..35s`.
 pub fn parse_interval(s: &str) -> Result<(Duration, Duration), String> {
-    let (lo, hi) = match s.split_once("..") {
-        Some((a, b)) => (parse_duration(a)?, parse_duration(b)?),
-        None => {
-            let d = parse_duration(s)?;
-            (d, d)
-        }
+    let (lo, hi) = if let Some((a, b)) = s.split_once("..") {
+        (parse_duration(a)?, parse_duration(b)?)
+    } else {
+        let d = parse_duration(s)?;
+        (d, d)
     };
     if lo > hi {
         return Err(format!(
@@ -861,27 +860,24 @@ impl Resolver<'_> {
         while let Some(i) = rest.find("${") {
             out.push_str(&rest[..i]);
             let after = &rest[i + 2..];
-            match after.find('}') {
-                Some(j) => {
-                    let name = &after[..j];
-                    match (self.env)(name) {
-                        Some(v) => out.push_str(&v),
-                        None => {
-                            self.problem(
-                                at,
-                                format!("environment variable `{name}` is not set (referenced as `${{{name}}}`)"),
-                            );
-                        }
+            if let Some(j) = after.find('}') {
+                let name = &after[..j];
+                match (self.env)(name) {
+                    Some(v) => out.push_str(&v),
+                    None => {
+                        self.problem(
+                            at,
+                            format!("environment variable `{name}` is not set (referenced as `${{{name}}}`)"),
+                        );
                     }
-                    rest = &after[j + 1..];
                 }
-                None => {
-                    self.problem(
-                        at,
-                        format!("unclosed `${{` in `{s}`: write `${{VARIABLE}}`"),
-                    );
-                    return out;
-                }
+                rest = &after[j + 1..];
+            } else {
+                self.problem(
+                    at,
+                    format!("unclosed `${{` in `{s}`: write `${{VARIABLE}}`"),
+                );
+                return out;
             }
         }
         out.push_str(rest);

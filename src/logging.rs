@@ -100,7 +100,7 @@ impl Recent {
     pub fn snapshot(&self) -> Vec<Event> {
         self.events
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
             .cloned()
             .collect()
@@ -144,7 +144,10 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Recent {
         event.record(&mut v);
         let line = format!("{}{}", v.message, v.fields);
         let message = self.redactor.apply_log(line.trim()).into_owned();
-        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        let mut events = self
+            .events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if events.len() == Self::CAPACITY {
             events.pop_front();
         }

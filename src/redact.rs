@@ -56,7 +56,10 @@ impl Redactor {
         if value.is_empty() {
             return;
         }
-        let mut s = self.secrets.write().unwrap_or_else(|e| e.into_inner());
+        let mut s = self
+            .secrets
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if !s.iter().any(|v| v == value) {
             s.push(value.to_owned());
             // Longest first, so a secret that contains another is masked
@@ -108,7 +111,10 @@ impl Redactor {
     }
 
     fn mask<'a>(&self, text: &'a str, short_too: bool) -> Cow<'a, str> {
-        let s = self.secrets.read().unwrap_or_else(|e| e.into_inner());
+        let s = self
+            .secrets
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut out: Cow<'a, str> = Cow::Borrowed(text);
         for v in s.iter() {
             let long = v.chars().count() >= SHORT;
@@ -133,17 +139,16 @@ impl Redactor {
     /// Like [`Redactor::apply`] for bytes that may not be UTF-8 (a log
     /// line): invalid sequences are kept as they are.
     pub fn apply_bytes<'a>(&self, bytes: &'a [u8]) -> Cow<'a, [u8]> {
-        match std::str::from_utf8(bytes) {
-            Ok(s) => match self.apply_log(s) {
+        if let Ok(s) = std::str::from_utf8(bytes) {
+            match self.apply_log(s) {
                 Cow::Borrowed(_) => Cow::Borrowed(bytes),
                 Cow::Owned(o) => Cow::Owned(o.into_bytes()),
-            },
-            Err(_) => {
-                let lossy = String::from_utf8_lossy(bytes);
-                match self.apply_log(&lossy) {
-                    Cow::Borrowed(_) => Cow::Borrowed(bytes),
-                    Cow::Owned(o) => Cow::Owned(o.into_bytes()),
-                }
+            }
+        } else {
+            let lossy = String::from_utf8_lossy(bytes);
+            match self.apply_log(&lossy) {
+                Cow::Borrowed(_) => Cow::Borrowed(bytes),
+                Cow::Owned(o) => Cow::Owned(o.into_bytes()),
             }
         }
     }

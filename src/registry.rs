@@ -284,7 +284,7 @@ impl RunControl {
 /// Locks a std mutex, ignoring poisoning: the data behind these locks is
 /// plain values that a panicking holder cannot leave half-written.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// What a run registers with.

@@ -406,9 +406,9 @@ async fn run_steps(
             };
             tokio::select! {
                 r = &mut fut => break Ok(r),
-                _ = token.cancelled() => break Err(Interrupt::Run),
-                _ = &mut phase_changed => continue,
-                _ = tokio::time::sleep_until(bound) => {
+                () = token.cancelled() => break Err(Interrupt::Run),
+                () = &mut phase_changed => continue,
+                () = tokio::time::sleep_until(bound) => {
                     if cleanup_after_cancel {
                         break Err(Interrupt::Step);
                     }
@@ -539,7 +539,7 @@ async fn open_page(
     let bound = deps.timeouts.action.max(PAGE_OPEN_TIMEOUT);
     let opened = tokio::select! {
         r = tokio::time::timeout(bound, deps.browser.new_page(guard.session())) => r,
-        _ = token.cancelled() => return Err("cancelled while opening a page".into()),
+        () = token.cancelled() => return Err("cancelled while opening a page".into()),
     };
     match opened {
         Ok(Ok(p)) => Ok(p),
@@ -572,8 +572,7 @@ fn version_of(pinned: &dyn PinnedFlow, script: &str) -> u64 {
         .versions()
         .iter()
         .find(|v| v.script == script)
-        .map(|v| v.generation)
-        .unwrap_or(0)
+        .map_or(0, |v| v.generation)
 }
 
 fn step_record(
@@ -611,12 +610,15 @@ impl RunCommit {
     fn answer(&self) -> Option<CommitAnswer> {
         self.answer
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
     }
 
     fn set_answer(&self, answer: CommitAnswer) {
-        *self.answer.lock().unwrap_or_else(|e| e.into_inner()) = Some(answer);
+        *self
+            .answer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(answer);
         self.control.answer_commit();
     }
 }

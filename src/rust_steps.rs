@@ -116,12 +116,11 @@ impl PinnedFlow for Pinned {
         step: &Step,
         cx: StepContext,
     ) -> BoxFuture<'static, Result<StepEnd, StepError>> {
-        match self.table.steps.get(&step.script) {
-            Some(v) => (v.f)(cx),
-            None => {
-                let msg = format!("native step `{}` is not defined", step.script);
-                async move { Err(StepError::failed(msg)) }.boxed()
-            }
+        if let Some(v) = self.table.steps.get(&step.script) {
+            (v.f)(cx)
+        } else {
+            let msg = format!("native step `{}` is not defined", step.script);
+            async move { Err(StepError::failed(msg)) }.boxed()
         }
     }
 }
@@ -152,12 +151,11 @@ impl StepRunner for RustSteps {
         _cancel: CancellationToken,
         _timeouts: Timeouts,
     ) -> BoxFuture<'static, Result<bool, StepError>> {
-        match self.table.load().monitors.get(script) {
-            Some(v) => (v.f)(target),
-            None => {
-                let msg = format!("native monitor `{script}` is not defined");
-                async move { Err(StepError::failed(msg)) }.boxed()
-            }
+        if let Some(v) = self.table.load().monitors.get(script) {
+            (v.f)(target)
+        } else {
+            let msg = format!("native monitor `{script}` is not defined");
+            async move { Err(StepError::failed(msg)) }.boxed()
         }
     }
 }

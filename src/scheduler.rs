@@ -216,14 +216,14 @@ impl Loop {
             self.publish(|st| st.phase = phase);
             let tick = async {
                 if self.paused {
-                    std::future::pending::<()>().await
+                    std::future::pending::<()>().await;
                 } else {
-                    tokio::time::sleep_until(at).await
+                    tokio::time::sleep_until(at).await;
                 }
             };
             tokio::select! {
                 biased;
-                _ = self.s.shutdown.cancelled() => return Wake::Shutdown,
+                () = self.s.shutdown.cancelled() => return Wake::Shutdown,
                 cmd = self.s.commands.recv() => match cmd {
                     Some(Command::RunNow(reply)) => {
                         let _ = reply.send(());
@@ -236,12 +236,12 @@ impl Loop {
                     // Nobody can send commands any more; keep ticking.
                     None => {
                         tokio::select! {
-                            _ = self.s.shutdown.cancelled() => return Wake::Shutdown,
-                            _ = tokio::time::sleep_until(at), if !self.paused => return Wake::Tick,
+                            () = self.s.shutdown.cancelled() => return Wake::Shutdown,
+                            () = tokio::time::sleep_until(at), if !self.paused => return Wake::Tick,
                         }
                     }
                 },
-                _ = tick => return Wake::Tick,
+                () = tick => return Wake::Tick,
             }
         }
     }
@@ -254,19 +254,18 @@ impl Loop {
             if t.status != Status::InDoubt {
                 continue;
             }
-            match t.session {
-                Some(session) => {
-                    tracing::warn!(
-                        target = %id,
-                        session = session.0,
-                        "browser session {session} stays quarantined: target `{id}` is in_doubt; resolve it with `baton state resolve {id}`"
-                    );
-                    self.s.registry.quarantine(session, id, t.run_id);
-                }
-                None => tracing::warn!(
+            if let Some(session) = t.session {
+                tracing::warn!(
+                    target = %id,
+                    session = session.0,
+                    "browser session {session} stays quarantined: target `{id}` is in_doubt; resolve it with `baton state resolve {id}`"
+                );
+                self.s.registry.quarantine(session, id, t.run_id);
+            } else {
+                tracing::warn!(
                     target = %id,
                     "target `{id}` is in_doubt (its session is not recorded, so none is quarantined); resolve it with `baton state resolve {id}`"
-                ),
+                );
             }
         }
     }
@@ -600,7 +599,7 @@ impl Loop {
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "cannot repair targets whose final state was not saved; trying again next cycle")
+                tracing::error!(error = %e, "cannot repair targets whose final state was not saved; trying again next cycle");
             }
         }
     }
@@ -689,7 +688,7 @@ impl Loop {
                 }
                 Ok(Ok(false)) => tracing::info!(target = %t.id, monitor = %script, "monitor: skip"),
                 Ok(Err(e)) => {
-                    tracing::warn!(target = %t.id, monitor = %script, error = %e, "monitor failed; target skipped this cycle")
+                    tracing::warn!(target = %t.id, monitor = %script, error = %e, "monitor failed; target skipped this cycle");
                 }
                 Err(_) => {
                     cancel.cancel();
@@ -711,7 +710,7 @@ impl Loop {
         // shutdown; a run that holds its session too long is cancelled like
         // a stuck run at the start of a cycle.
         let session = tokio::select! {
-            _ = self.s.shutdown.cancelled() => return false,
+            () = self.s.shutdown.cancelled() => return false,
             r = self.s.registry.wait_for_session(sessions, cfg.cycle.wait_for_active) => r,
         };
         let session = match session {
@@ -733,12 +732,11 @@ impl Loop {
                 if !self.cancel_stuck(cfg, stuck).await {
                     return false;
                 }
-                match self.s.registry.free_session(sessions) {
-                    Some(s) => s,
-                    None => {
-                        tracing::info!(target = %target.id, "target `{}` skipped this cycle: no browser session is free", target.id);
-                        return true;
-                    }
+                if let Some(s) = self.s.registry.free_session(sessions) {
+                    s
+                } else {
+                    tracing::info!(target = %target.id, "target `{}` skipped this cycle: no browser session is free", target.id);
+                    return true;
                 }
             }
         };

@@ -418,7 +418,7 @@ impl StateStore {
         });
         let mut recovery = Recovery::default();
         let now = SystemTime::now();
-        for (id, t) in doc.targets.iter_mut() {
+        for (id, t) in &mut doc.targets {
             recover(id, t, now, "baton stopped", &mut recovery);
         }
 
@@ -435,7 +435,7 @@ impl StateStore {
             reserve: Mutex::new(reserve_fds()),
         };
         if !recovery.is_empty() {
-            store.write(doc)?;
+            store.write(&doc)?;
         }
         Ok((store, recovery))
     }
@@ -510,7 +510,10 @@ impl StateStore {
     pub fn append_history(&self, record: &RunRecord) -> Result<(), StateError> {
         let mut line = serde_json::to_vec(record).expect("run records always serialize");
         line.push(b'\n');
-        let mut file = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        let mut file = self
+            .history
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         // One write call per record: a crash cuts at most this record.
         file.write_all(&line)
             .and_then(|()| file.sync_data())
@@ -531,7 +534,7 @@ impl StateStore {
         mut next: StateDoc,
     ) -> Result<(), StateError> {
         next.revision = doc.revision + 1;
-        self.write(next.clone())?;
+        self.write(&next)?;
         **doc = next;
         Ok(())
     }
@@ -563,7 +566,7 @@ impl StateStore {
         let mut next = doc.clone();
         let mut recovery = Recovery::default();
         let now = SystemTime::now();
-        for (id, t) in next.targets.iter_mut() {
+        for (id, t) in &mut next.targets {
             if !t.status.is_live() || live(id) {
                 continue;
             }
@@ -582,16 +585,19 @@ impl StateStore {
         Ok(recovery)
     }
 
-    fn write(&self, doc: StateDoc) -> Result<(), StateError> {
-        match self.write_once(&doc) {
+    fn write(&self, doc: &StateDoc) -> Result<(), StateError> {
+        match self.write_once(doc) {
             // Out of descriptors (EMFILE, however the error wraps it): use
             // the reserve for one more try, then take it back as soon as
             // descriptors are free again. Other failures fail the same way
             // twice; the retry costs nothing then.
             Err(StateError::Write { .. }) => {
-                let mut reserve = self.reserve.lock().unwrap_or_else(|e| e.into_inner());
+                let mut reserve = self
+                    .reserve
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 reserve.clear();
-                let r = self.write_once(&doc);
+                let r = self.write_once(doc);
                 *reserve = reserve_fds();
                 r
             }
@@ -620,7 +626,9 @@ impl StateStore {
     fn lock_doc(&self) -> std::sync::MutexGuard<'_, StateDoc> {
         // A panic while holding this lock cannot leave the document half
         // changed (changes go to a copy), so a poisoned lock is safe to use.
-        self.doc.lock().unwrap_or_else(|e| e.into_inner())
+        self.doc
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -131,7 +131,7 @@ fn i6_state_file_survives_kill_9() {
             "kill {i}: the document is a mix of two writes"
         );
         let history = state::read_history(dir.path(), usize::MAX).unwrap();
-        let newest = history.first().map(|r| r.run_id.0).unwrap_or(0);
+        let newest = history.first().map_or(0, |r| r.run_id.0);
         assert!(
             newest >= last_ack,
             "kill {i}: acknowledged record {last_ack} lost (newest {newest})"

@@ -231,7 +231,7 @@ async fn seed_race_run_ends_between_tick_and_wait() {
             async move {
                 let i = n.fetch_add(1, Ordering::SeqCst);
                 tl.mark("start");
-                let d = Duration::from_millis(29_999 + (i % 3) as u64);
+                let d = Duration::from_millis(29_999 + u64::from(i % 3));
                 tokio::time::sleep(d).await;
                 commit(&cx, "order", async move { Ok(format!("o-{i}")) }).await?;
                 Ok(StepEnd::Continue)
@@ -299,7 +299,7 @@ async fn i3_stuck_run_is_cancelled_and_confirmed_gone() {
                     .map_err(|e| StepError::failed(e.to_string()))?;
                 let r = cx.page.click(&Selectors::one("#buy"), T).await;
                 tl.mark("work:end");
-                r.map(|_| StepEnd::Continue)
+                r.map(|()| StepEnd::Continue)
                     .map_err(|e| StepError::failed(e.to_string()))
             }
         });
@@ -323,7 +323,7 @@ async fn i3_stuck_run_is_cancelled_and_confirmed_gone() {
             .entry("http://shop.test/p/a".into())
             .or_default()
             .elements
-            .insert("#buy".into(), Default::default());
+            .insert("#buy".into(), baton::browser::sim::SimElement::default());
     });
     // The first click hangs forever.
     h.sim.inject("click", Some("`#buy`"), Fault::Hang, 1);
@@ -679,7 +679,10 @@ fn place_order_step(h: &Harness, timeline: &Timeline) {
                 .entry(format!("http://shop.test/p/{id}"))
                 .or_default()
                 .elements
-                .insert(format!("#place-{id}"), Default::default());
+                .insert(
+                    format!("#place-{id}"),
+                    baton::browser::sim::SimElement::default(),
+                );
         }
     });
 }
@@ -953,7 +956,7 @@ async fn soak_10000_cycles() {
                 .entry(format!("http://shop.test/p/{id}"))
                 .or_default()
                 .elements
-                .insert("#place".into(), Default::default());
+                .insert("#place".into(), baton::browser::sim::SimElement::default());
         }
     });
     let rng = Arc::new(Mutex::new(StdRng::seed_from_u64(seed)));
@@ -984,7 +987,7 @@ async fn soak_10000_cycles() {
                                 tokio::time::sleep(secs(1)).await;
                             }
                         };
-                        never.await
+                        never.await;
                     }
                     // failing
                     4 => return Err(StepError::failed("simulated failure")),
@@ -1050,7 +1053,7 @@ async fn soak_10000_cycles() {
         tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    _ = stop.cancelled() => break,
+                    () = stop.cancelled() => break,
                     r = rx.changed() => if r.is_err() { break },
                 }
                 if sim.overlaps() > 0 {

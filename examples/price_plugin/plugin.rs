@@ -32,7 +32,7 @@ pub fn parse_price(text: &str) -> Option<f64> {
 }
 
 impl Plugin for PricePlugin {
-    fn name(&self) -> &str {
+    fn name(&self) -> &'static str {
         "price"
     }
 

@@ -226,7 +226,7 @@ impl ChromeBrowser {
             .inner
             .profile_lock
             .lock()
-            .unwrap_or_else(|e| e.into_inner());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if held.is_none() {
             let profile =
                 std::path::absolute(&cfg.profile_dir).unwrap_or_else(|_| cfg.profile_dir.clone());
@@ -236,78 +236,79 @@ impl ChromeBrowser {
     }
 
     fn set_health(&self, f: impl FnOnce(&mut BrowserHealth)) {
-        f(&mut self.inner.health.lock().unwrap_or_else(|e| e.into_inner()));
+        f(&mut self
+            .inner
+            .health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner));
     }
 
     async fn start(&self) -> Result<Running, BrowserError> {
         let cfg = &self.inner.config;
         let mut launched: Option<tokio::process::Child> = None;
         let mut pid = None;
-        let (browser, mut handler) = match &cfg.connect {
-            Some(url) => {
-                tokio::time::timeout(LAUNCH_TIMEOUT, chromiumoxide::Browser::connect(url.clone()))
-                    .await
-                    .map_err(|_| BrowserError::Connect {
-                        url: url.clone(),
-                        reason: "timed out".into(),
-                    })?
-                    .map_err(|e| BrowserError::Connect {
-                        url: url.clone(),
-                        reason: e.to_string(),
-                    })?
-            }
-            None => {
-                let exe = find_executable(cfg.executable.as_deref())?;
-                // An absolute profile path, so the process can be recognised
-                // by its command line whatever the working directory.
-                let profile = std::path::absolute(&cfg.profile_dir)
-                    .unwrap_or_else(|_| cfg.profile_dir.clone());
-                std::fs::create_dir_all(&profile).map_err(|e| BrowserError::Launch {
-                    path: exe.display().to_string(),
-                    reason: format!("cannot create profile dir `{}`: {e}", profile.display()),
-                })?;
-                // Only a baton holding the profile's lock may stop a
-                // Chromium it finds there: that one's baton is dead.
-                self.lock_profile()?;
-                process::stop_stale(&profile).await;
-                let (mut child, ws) = process::launch(&process::Launch {
-                    exe: &exe,
-                    profile: &profile,
-                    headless: cfg.headless,
-                    args: &cfg.args,
-                    timeout: LAUNCH_TIMEOUT,
-                })
-                .await?;
-                let handler_config = chromiumoxide::handler::HandlerConfig {
-                    viewport: None,
-                    request_timeout: Duration::from_secs(30),
-                    ..Default::default()
-                };
-                let attached = tokio::time::timeout(
-                    LAUNCH_TIMEOUT,
-                    chromiumoxide::Browser::connect_with_config(ws.clone(), handler_config),
-                )
-                .await;
-                match attached {
-                    Ok(Ok((b, h))) => {
-                        pid = child.id();
-                        launched = Some(child);
-                        (b, h)
-                    }
-                    Ok(Err(e)) => {
-                        let _ = child.kill().await;
-                        return Err(BrowserError::Launch {
-                            path: exe.display().to_string(),
-                            reason: format!("cannot attach to `{ws}`: {e}"),
-                        });
-                    }
-                    Err(_) => {
-                        let _ = child.kill().await;
-                        return Err(BrowserError::Launch {
-                            path: exe.display().to_string(),
-                            reason: format!("attaching to `{ws}` timed out"),
-                        });
-                    }
+        let (browser, mut handler) = if let Some(url) = &cfg.connect {
+            tokio::time::timeout(LAUNCH_TIMEOUT, chromiumoxide::Browser::connect(url.clone()))
+                .await
+                .map_err(|_| BrowserError::Connect {
+                    url: url.clone(),
+                    reason: "timed out".into(),
+                })?
+                .map_err(|e| BrowserError::Connect {
+                    url: url.clone(),
+                    reason: e.to_string(),
+                })?
+        } else {
+            let exe = find_executable(cfg.executable.as_deref())?;
+            // An absolute profile path, so the process can be recognised
+            // by its command line whatever the working directory.
+            let profile =
+                std::path::absolute(&cfg.profile_dir).unwrap_or_else(|_| cfg.profile_dir.clone());
+            std::fs::create_dir_all(&profile).map_err(|e| BrowserError::Launch {
+                path: exe.display().to_string(),
+                reason: format!("cannot create profile dir `{}`: {e}", profile.display()),
+            })?;
+            // Only a baton holding the profile's lock may stop a
+            // Chromium it finds there: that one's baton is dead.
+            self.lock_profile()?;
+            process::stop_stale(&profile).await;
+            let (mut child, ws) = process::launch(&process::Launch {
+                exe: &exe,
+                profile: &profile,
+                headless: cfg.headless,
+                args: &cfg.args,
+                timeout: LAUNCH_TIMEOUT,
+            })
+            .await?;
+            let handler_config = chromiumoxide::handler::HandlerConfig {
+                viewport: None,
+                request_timeout: Duration::from_secs(30),
+                ..Default::default()
+            };
+            let attached = tokio::time::timeout(
+                LAUNCH_TIMEOUT,
+                chromiumoxide::Browser::connect_with_config(ws.clone(), handler_config),
+            )
+            .await;
+            match attached {
+                Ok(Ok((b, h))) => {
+                    pid = child.id();
+                    launched = Some(child);
+                    (b, h)
+                }
+                Ok(Err(e)) => {
+                    let _ = child.kill().await;
+                    return Err(BrowserError::Launch {
+                        path: exe.display().to_string(),
+                        reason: format!("cannot attach to `{ws}`: {e}"),
+                    });
+                }
+                Err(_) => {
+                    let _ = child.kill().await;
+                    return Err(BrowserError::Launch {
+                        path: exe.display().to_string(),
+                        reason: format!("attaching to `{ws}` timed out"),
+                    });
                 }
             }
         };
@@ -328,7 +329,7 @@ impl ChromeBrowser {
                         tracing::warn!(error = %e, "lost the connection to Chromium");
                         break;
                     }
-                    Err(CdpError::ChannelSendError(_)) | Err(CdpError::Io(_)) => break,
+                    Err(CdpError::ChannelSendError(_) | CdpError::Io(_)) => break,
                     // Events chromiumoxide cannot parse are harmless.
                     Err(e) => tracing::debug!(error = %e, "devtools handler"),
                 }
@@ -480,7 +481,7 @@ impl Browser for ChromeBrowser {
         self.inner
             .health
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
     }
 
@@ -560,7 +561,7 @@ impl ChromePage {
         }
         tokio::select! {
             biased;
-            _ = self.closed.cancelled() => Err(self.gone()),
+            () = self.closed.cancelled() => Err(self.gone()),
             r = tokio::time::timeout(bound, fut) => r.unwrap_or(Err(PageError::Timeout(bound))),
         }
     }
@@ -667,7 +668,7 @@ impl ChromePage {
                         },
                     });
                 }
-                Err(PageError::Script(m)) | Err(PageError::Other(m)) if is_navigation_race(&m) => {
+                Err(PageError::Script(m) | PageError::Other(m)) if is_navigation_race(&m) => {
                     if tokio::time::Instant::now() >= deadline {
                         if op == "until" {
                             return Err(unmet("was still navigating"));

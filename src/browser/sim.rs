@@ -295,7 +295,7 @@ impl SimBrowser {
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[async_trait]
@@ -446,7 +446,7 @@ impl SimTab {
             });
             return tokio::select! {
                 biased;
-                _ = self.closed.cancelled() => Err(PageError::Closed),
+                () = self.closed.cancelled() => Err(PageError::Closed),
                 r = server => match r {
                     Ok(()) => answer(self),
                     Err(e) => Err(PageError::Other(e.to_string())),
@@ -474,7 +474,7 @@ impl SimTab {
         };
         tokio::select! {
             biased;
-            _ = self.closed.cancelled() => Err(PageError::Closed),
+            () = self.closed.cancelled() => Err(PageError::Closed),
             r = work => r,
         }
     }
@@ -584,7 +584,7 @@ impl SimTab {
                 Some((_, _, e)) => Err(format!("still matches {} element(s)", e.count)),
             },
             Condition::Count(sel, cmp, n) => {
-                let have = self.find(sel).map(|(_, _, e)| e.count).unwrap_or(0);
+                let have = self.find(sel).map_or(0, |(_, _, e)| e.count);
                 if cmp.holds(have, *n) {
                     Ok(Value::from(have))
                 } else {
@@ -688,7 +688,7 @@ impl Page for SimTab {
 
     async fn count(&self, sel: &Selectors) -> Result<usize, PageError> {
         self.call("count", &sel.to_string(), |t| {
-            Ok(t.find(sel).map(|(_, _, e)| e.count).unwrap_or(0))
+            Ok(t.find(sel).map_or(0, |(_, _, e)| e.count))
         })
         .await
     }
@@ -805,7 +805,7 @@ impl Page for SimTab {
         self.call("wait_until", &arg, |_| Ok(())).await?;
         let waited = tokio::select! {
             biased;
-            _ = self.closed.cancelled() => return Err(PageError::Closed),
+            () = self.closed.cancelled() => return Err(PageError::Closed),
             () = self.wait_cond(|t| t.check(cond).is_ok(), timeout) => {
                 self.check(cond)
             }

@@ -78,7 +78,7 @@ pub struct Expect {
 
 /// The origin (`scheme://host:port`) of a URL.
 fn origin(url: &str) -> String {
-    let after = url.find("://").map(|i| i + 3).unwrap_or(0);
+    let after = url.find("://").map_or(0, |i| i + 3);
     match url[after..].find('/') {
         Some(j) => url[..after + j].to_owned(),
         None => url.to_owned(),
@@ -118,7 +118,7 @@ impl Trace for Printer {
         say!("{line}");
         self.out
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(line);
     }
 }
@@ -134,7 +134,7 @@ impl CommitSink for DrySink {
         say!("          would commit: {label} (skipped in a dry run)");
         self.labels
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(label.to_owned());
         Ok(false)
     }
@@ -171,7 +171,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     let cfg = load(&args.config)?;
     let what = match args.what {
         What::Script(s) => What::Script(script_name(&s, &cfg.scripts_dir)?),
-        f => f,
+        What::Flow(f) => What::Flow(f),
     };
     let Some(target) = cfg.target(&args.target).cloned() else {
         let known: Vec<_> = cfg.targets.iter().map(|t| format!("`{}`", t.id)).collect();
@@ -231,50 +231,44 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     let stop = CancellationToken::new();
     let mut shop = None;
     let mut target = (*target).clone();
-    let fixture = match &args.offline {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                Failure::usage(format!("cannot read fixture `{}`: {e}", path.display()))
-            })?;
-            let options = serde_saphyr::options! { strict_booleans: true };
-            let f: Fixture = serde_saphyr::from_str_with_options(&text, options).map_err(|e| {
-                let at = e
-                    .location()
-                    .map(|l| format!(":{}:{}", l.line(), l.column()))
-                    .unwrap_or_default();
-                let msg = serde_saphyr::MessageFormatter::format_message(
-                    &serde_saphyr::UserMessageFormatter,
-                    e.without_snippet(),
-                );
-                Failure::usage(format!("{}{at}: {msg}", path.display()))
-            })?;
-            if target.url.starts_with('/') {
-                let port = cfg.demo_shop.as_ref().map(|d| d.port).unwrap_or(8099);
-                target.url = format!("http://127.0.0.1:{port}{}", target.url);
-            }
-            Some(f)
+    let fixture = if let Some(path) = &args.offline {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Failure::usage(format!("cannot read fixture `{}`: {e}", path.display()))
+        })?;
+        let options = serde_saphyr::options! { strict_booleans: true };
+        let f: Fixture = serde_saphyr::from_str_with_options(&text, options).map_err(|e| {
+            let at = e
+                .location()
+                .map(|l| format!(":{}:{}", l.line(), l.column()))
+                .unwrap_or_default();
+            let msg = serde_saphyr::MessageFormatter::format_message(
+                &serde_saphyr::UserMessageFormatter,
+                e.without_snippet(),
+            );
+            Failure::usage(format!("{}{at}: {msg}", path.display()))
+        })?;
+        if target.url.starts_with('/') {
+            let port = cfg.demo_shop.as_ref().map_or(8099, |d| d.port);
+            target.url = format!("http://127.0.0.1:{port}{}", target.url);
         }
-        None => {
-            if target.url.starts_with('/') {
-                let port = cfg.demo_shop.as_ref().map(|d| d.port).unwrap_or(8099);
-                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-                let base = match crate::shop::start(addr, stop.clone()).await {
-                    Ok(s) => {
-                        say!("demo shop on {}", s.url());
-                        // Its real address: port 0 in flows.yaml means any.
-                        let base = s.url();
-                        shop = Some(s);
-                        base
-                    }
-                    Err(_) => {
-                        say!("demo shop port {port} is taken; using the shop already there");
-                        format!("http://127.0.0.1:{port}")
-                    }
-                };
-                target.url = format!("{base}{}", target.url);
-            }
-            None
+        Some(f)
+    } else {
+        if target.url.starts_with('/') {
+            let port = cfg.demo_shop.as_ref().map_or(8099, |d| d.port);
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            let base = if let Ok(s) = crate::shop::start(addr, stop.clone()).await {
+                say!("demo shop on {}", s.url());
+                // Its real address: port 0 in flows.yaml means any.
+                let base = s.url();
+                shop = Some(s);
+                base
+            } else {
+                say!("demo shop port {port} is taken; using the shop already there");
+                format!("http://127.0.0.1:{port}")
+            };
+            target.url = format!("{base}{}", target.url);
         }
+        None
     };
     let target = Arc::new(target);
     let origin = origin(&target.url);
@@ -282,62 +276,58 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     // (after the browser is shut down).
     let mut _profile_tmp = None;
 
-    let (browser, http_fixture, start_url): (Arc<dyn Browser>, _, _) = match fixture.as_ref() {
-        Some(f) => {
-            // Links inside the fixture may be relative too.
-            let page = |p: &SimPage| {
-                let mut p = p.clone();
-                for el in p.elements.values_mut() {
-                    if let Some(nav) = el.on_click.as_mut().and_then(|c| c.navigate.as_mut()) {
-                        *nav = absolute(&origin, nav.clone());
-                    }
+    let (browser, http_fixture, start_url): (Arc<dyn Browser>, _, _) = if let Some(f) =
+        fixture.as_ref()
+    {
+        // Links inside the fixture may be relative too.
+        let page = |p: &SimPage| {
+            let mut p = p.clone();
+            for el in p.elements.values_mut() {
+                if let Some(nav) = el.on_click.as_mut().and_then(|c| c.navigate.as_mut()) {
+                    *nav = absolute(&origin, nav.clone());
                 }
-                p
-            };
-            let site = SimSite {
-                pages: f
-                    .pages
-                    .iter()
-                    .map(|(k, v)| (absolute(&origin, k.clone()), page(v)))
-                    .collect(),
-                eval: f.eval.clone(),
-                http: f
-                    .http
-                    .iter()
-                    .map(|(k, v)| (absolute(&origin, k.clone()), v.clone()))
-                    .collect(),
-            };
-            let http = site.http.clone();
-            let sim = SimBrowser::new(site);
-            sim.set_fixed(true);
-            (
-                Arc::new(sim),
-                Some(Arc::new(http)),
-                f.start.clone().map(|s| absolute(&origin, s)),
-            )
-        }
-        None => {
-            let profile = match &args.profile {
-                Some(p) => p.clone(),
-                None => {
-                    let t = tempfile::Builder::new()
-                        .prefix("baton-dry-run-")
-                        .tempdir()
-                        .map_err(|e| {
-                            Failure::runtime(format!("cannot create a temporary profile: {e}"))
-                        })?;
-                    let p = t.path().to_owned();
-                    _profile_tmp = Some(t);
-                    p
-                }
-            };
-            let chrome = ChromeBrowser::new(cfg.browser.chrome(profile), None);
-            // A profile a running baton uses is refused, never taken over.
-            chrome
-                .lock_profile()
-                .map_err(|e| Failure::runtime(e.to_string()))?;
-            (Arc::new(chrome), None, None)
-        }
+            }
+            p
+        };
+        let site = SimSite {
+            pages: f
+                .pages
+                .iter()
+                .map(|(k, v)| (absolute(&origin, k.clone()), page(v)))
+                .collect(),
+            eval: f.eval.clone(),
+            http: f
+                .http
+                .iter()
+                .map(|(k, v)| (absolute(&origin, k.clone()), v.clone()))
+                .collect(),
+        };
+        let http = site.http.clone();
+        let sim = SimBrowser::new(site);
+        sim.set_fixed(true);
+        (
+            Arc::new(sim),
+            Some(Arc::new(http)),
+            f.start.clone().map(|s| absolute(&origin, s)),
+        )
+    } else {
+        let profile = if let Some(p) = &args.profile {
+            p.clone()
+        } else {
+            let t = tempfile::Builder::new()
+                .prefix("baton-dry-run-")
+                .tempdir()
+                .map_err(|e| Failure::runtime(format!("cannot create a temporary profile: {e}")))?;
+            let p = t.path().to_owned();
+            _profile_tmp = Some(t);
+            p
+        };
+        let chrome = ChromeBrowser::new(cfg.browser.chrome(profile), None);
+        // A profile a running baton uses is refused, never taken over.
+        chrome
+            .lock_profile()
+            .map_err(|e| Failure::runtime(e.to_string()))?;
+        (Arc::new(chrome), None, None)
     };
 
     let printer = Arc::new(Printer {
@@ -424,9 +414,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
                 run = e.run;
                 ending = e;
             }
-            if !run {
-                say!("the monitor says skip: baton would not run the flow this cycle");
-            } else {
+            if run {
                 let mut stopped = false;
                 for step in &flow.steps {
                     if stopped && !step.always {
@@ -449,6 +437,8 @@ pub async fn run(args: Args) -> Result<(), Failure> {
                         ending = e;
                     }
                 }
+            } else {
+                say!("the monitor says skip: baton would not run the flow this cycle");
             }
             ending
         }
@@ -488,7 +478,10 @@ pub async fn run(args: Args) -> Result<(), Failure> {
             problems.push(format!("expected an error containing `{want}`"));
         }
         if let Some(want) = &expect.would_commit {
-            let labels = sink.labels.lock().unwrap_or_else(|e| e.into_inner());
+            let labels = sink
+                .labels
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if !labels.iter().any(|l| l == want) {
                 problems.push(format!("expected the run to reach commit `{want}`"));
             }
@@ -623,7 +616,7 @@ impl Dry<'_> {
     async fn step(&self, name: &str, page: &Arc<dyn Page>) -> Ending {
         let (result, took) = self.script(name, Some(page.clone()), false).await;
         match result {
-            Ok(Ended::Value(_)) | Ok(Ended::Paused(_)) => {
+            Ok(Ended::Value(_) | Ended::Paused(_)) => {
                 say!("ok ({took})");
                 Ending::ok()
             }

@@ -444,7 +444,7 @@ async fn events(
                 _ = registry.changed() => {}
                 _ = status.changed() => {}
                 _ = finished.recv() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
     });
@@ -552,7 +552,9 @@ async fn metrics(State(d): State<Dashboard>) -> Response {
 
 async fn shot(State(d): State<Dashboard>, Path(name): Path<String>) -> Response {
     let ok = !name.is_empty()
-        && name.ends_with(".png")
+        && std::path::Path::new(&name)
+            .extension()
+            .is_some_and(|e| e == "png")
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')

@@ -172,7 +172,7 @@ fn pos_str(p: Position) -> String {
 
 /// How a module path reads in messages: `scripts/lib/helpers.rhai`.
 fn module_display(path: &str) -> String {
-    if path.ends_with(".rhai") {
+    if Path::new(path).extension().is_some_and(|e| e == "rhai") {
         path.to_owned()
     } else {
         format!("{path}.rhai")
@@ -323,8 +323,7 @@ impl ConfinedResolver {
     fn new(root: &Path, display: &str, source: &str) -> Self {
         let rel = Path::new(display)
             .strip_prefix(root)
-            .map(Path::to_owned)
-            .unwrap_or_else(|_| PathBuf::from(display));
+            .map_or_else(|_| PathBuf::from(display), Path::to_owned);
         ConfinedResolver {
             root: root.to_owned(),
             resolving: Mutex::new(None),
@@ -375,7 +374,12 @@ impl ConfinedResolver {
     }
 
     fn take_imports(&self) -> Vec<(PathBuf, u64)> {
-        let mut v = std::mem::take(&mut *self.seen.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut v = std::mem::take(
+            &mut *self
+                .seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
         v.sort();
         v.dedup();
         v
@@ -400,12 +404,11 @@ impl ConfinedResolver {
         }
         for c in rel.components() {
             match c {
-                Component::Normal(_) => {}
+                Component::Normal(_) | Component::CurDir => {}
                 Component::ParentDir => return Err(refuse("`..` leaves the scripts directory")),
                 Component::RootDir | Component::Prefix(_) => {
                     return Err(refuse("absolute paths are not allowed"));
                 }
-                Component::CurDir => {}
             }
         }
         let mut rel = rel;
@@ -437,7 +440,7 @@ impl ModuleResolver for ConfinedResolver {
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl ConfinedResolver {
@@ -495,7 +498,7 @@ impl ConfinedResolver {
         source.hash(&mut h);
         self.seen
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push((rel.clone(), h.finish()));
         let mut ast = engine.compile(&source).map_err(|e| -> Box<EvalAltResult> {
             let parse = EvalAltResult::ErrorParsing(e.err_type().clone(), e.position());

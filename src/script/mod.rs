@@ -288,7 +288,7 @@ impl ScriptHost {
                         .unwrap_or_default(),
                     generation: s.map(|s| s.generation),
                     loaded_at: s.map(|s| s.loaded_at),
-                    error: lib.errors.get(n).map(|e| e.to_string()),
+                    error: lib.errors.get(n).map(std::string::ToString::to_string),
                 }
             })
             .collect()
@@ -309,7 +309,7 @@ impl ScriptHost {
             .inner
             .reloading
             .lock()
-            .unwrap_or_else(|e| e.into_inner());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let old = self.inner.library.load_full();
         let mut next = Library {
             scripts: old.scripts.clone(),
@@ -471,7 +471,7 @@ impl ScriptHost {
                 id: "".into(),
                 url: String::new(),
                 flow: String::new(),
-                params: Default::default(),
+                params: serde_json::Map::new(),
             }),
             cancel: CancellationToken::new(),
             commit: None,
@@ -647,7 +647,11 @@ async fn execute(
         let mut scope = Scope::new();
         scope.push_constant("target", target_map(&run.target));
         let result = engine.eval_ast_with_scope::<Dynamic>(&mut scope, &script.ast);
-        let end = cx.end.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let end = cx
+            .end
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
         (result, end)
     });
     let (result, end) = match handle.await {

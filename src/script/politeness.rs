@@ -135,7 +135,9 @@ impl Politeness {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Host>> {
-        self.hosts.lock().unwrap_or_else(|e| e.into_inner())
+        self.hosts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -29,5 +29,5 @@ pub fn watch(
 
 /// A `.rhai` file, or a directory.
 fn is_script_path(p: &Path) -> bool {
-    p.extension().is_some_and(|x| x == "rhai") || p.extension().is_none()
+    p.extension().is_none_or(|x| x == "rhai")
 }

@@ -54,7 +54,7 @@ fn stage(shop: &Shop, sid: &str) -> (Stage, u64) {
     let total = sess
         .cart
         .iter()
-        .map(|l| l.qty as u64 * s.products.get(&l.product).map_or(0, |p| p.price_cents))
+        .map(|l| u64::from(l.qty) * s.products.get(&l.product).map_or(0, |p| p.price_cents))
         .sum();
     let stage = match (&sess.details, &sess.card) {
         (None, _) => Stage::Address,
@@ -236,7 +236,7 @@ pub(super) async fn place_order(State(shop): State<Shop>, headers: HeaderMap) ->
         return with_session(&sid, Redirect::to("/cart"));
     }
     for l in &lines {
-        let stock = s.products.get(&l.product).map(|p| p.stock).unwrap_or(0);
+        let stock = s.products.get(&l.product).map_or(0, |p| p.stock);
         if stock < l.qty {
             return with_session(
                 &sid,
@@ -254,7 +254,7 @@ pub(super) async fn place_order(State(shop): State<Shop>, headers: HeaderMap) ->
     for l in &lines {
         if let Some(p) = s.products.get_mut(&l.product) {
             p.stock -= l.qty;
-            total += p.price_cents * l.qty as u64;
+            total += p.price_cents * u64::from(l.qty);
         }
     }
     let number = format!("A-{}", s.next_order);

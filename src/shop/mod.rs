@@ -195,7 +195,9 @@ impl Shop {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ShopState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Orders placed so far.
@@ -367,20 +369,18 @@ fn session_of(shop: &Shop, headers: &HeaderMap) -> SessionId {
         .filter_map(|kv| kv.trim().split_once('='))
         .find(|(k, _)| *k == COOKIE)
         .map(|(_, v)| v.to_owned());
-    match existing {
-        Some(id) => SessionId { id, new: false },
-        None => {
-            let mut s = shop.lock();
-            let n = s.next_session;
-            s.next_session += 1;
-            let nanos = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0);
-            SessionId {
-                id: format!("s{n}-{nanos:08x}"),
-                new: true,
-            }
+    if let Some(id) = existing {
+        SessionId { id, new: false }
+    } else {
+        let mut s = shop.lock();
+        let n = s.next_session;
+        s.next_session += 1;
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        SessionId {
+            id: format!("s{n}-{nanos:08x}"),
+            new: true,
         }
     }
 }
@@ -516,7 +516,7 @@ async fn product(State(shop): State<Shop>, headers: HeaderMap, Path(id): Path<St
     };
     let (p, lines) = {
         let s = shop.lock();
-        let lines = s.sessions.get(&sid.id).map(|x| x.cart.len()).unwrap_or(0);
+        let lines = s.sessions.get(&sid.id).map_or(0, |x| x.cart.len());
         (s.products.get(&id).cloned(), lines)
     };
     match p {

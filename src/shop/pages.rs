@@ -136,8 +136,7 @@ pub fn cart(rows: &[(Line, Option<Product>)]) -> Html<String> {
             .map(|(l, p)| {
                 let (name, price) = p
                     .as_ref()
-                    .map(|p| (p.name.clone(), p.price_cents))
-                    .unwrap_or(("(gone)".into(), 0));
+                    .map_or(("(gone)".into(), 0), |p| (p.name.clone(), p.price_cents));
                 format!(
                     r#"<tr class="cart-line" data-line="{line}" data-product="{pid}"><td>{name}</td><td class="qty">{qty}</td><td>{price}</td>
 <td><button class="remove" type="button" data-line="{line}">Remove</button></td></tr>"#,
@@ -145,7 +144,7 @@ pub fn cart(rows: &[(Line, Option<Product>)]) -> Html<String> {
                     pid = escape(&l.product),
                     name = escape(&name),
                     qty = l.qty,
-                    price = money(price * l.qty as u64)
+                    price = money(price * u64::from(l.qty))
                 )
             })
             .collect();

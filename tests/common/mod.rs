@@ -61,7 +61,7 @@ pub fn config(targets: &[&str], flow: Arc<Flow>) -> Config {
                 id: TargetId::new(id),
                 url: format!("http://shop.test/p/{id}"),
                 flow: "purchase".into(),
-                params: Default::default(),
+                params: serde_json::Map::new(),
             })
         })
         .collect();

@@ -58,7 +58,10 @@ impl ChromePage {
             return Ok(r.value.unwrap_or(Value::Null));
         }
         Ok(
-            match (r.subtype.as_ref().map(|s| s.as_ref()), r.object_id) {
+            match (
+                r.subtype.as_ref().map(std::convert::AsRef::as_ref),
+                r.object_id,
+            ) {
                 (Some("node"), Some(id)) => json!({ "object": id.inner() }),
                 _ => Value::Null,
             },
@@ -75,9 +78,7 @@ impl ChromePage {
         for f in frames {
             at = loop {
                 match self.enter_one(f, at, deadline).await {
-                    Err(PageError::Script(m)) | Err(PageError::Other(m))
-                        if is_navigation_race(&m) =>
-                    {
+                    Err(PageError::Script(m) | PageError::Other(m)) if is_navigation_race(&m) => {
                         if tokio::time::Instant::now() >= deadline {
                             return Err(PageError::Other(format!(
                                 "frame {f} has no document yet (it is still loading)"

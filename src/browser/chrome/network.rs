@@ -82,7 +82,7 @@ impl Network {
         tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    _ = closed.cancelled() => break,
+                    () = closed.cancelled() => break,
                     Some(e) = sent.next() => {
                         let streaming = matches!(
                             e.r#type,
@@ -129,7 +129,10 @@ impl Network {
     }
 
     fn update(&self, f: impl FnOnce(&mut Flight)) {
-        let mut flight = self.flight.lock().unwrap_or_else(|e| e.into_inner());
+        let mut flight = self
+            .flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&mut flight);
         flight.last = Some(Instant::now());
         drop(flight);
@@ -145,7 +148,10 @@ impl Network {
             tokio::pin!(changed);
             changed.as_mut().enable();
             let (open, quiet_until) = {
-                let f = self.flight.lock().unwrap_or_else(|e| e.into_inner());
+                let f = self
+                    .flight
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 let open: Vec<String> = f.open.values().take(3).map(|r| r.url.clone()).collect();
                 (open, f.last.map(|l| l + quiet))
             };
@@ -170,8 +176,8 @@ impl Network {
                 });
             }
             tokio::select! {
-                _ = &mut changed => {}
-                _ = tokio::time::sleep_until(wake) => {}
+                () = &mut changed => {}
+                () = tokio::time::sleep_until(wake) => {}
             }
         }
     }

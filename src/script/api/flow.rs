@@ -25,7 +25,7 @@ pub(super) fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
                     tokio::time::sleep(d).await;
                     Ok(())
                 },
-                |_| String::new(),
+                |()| String::new(),
             )
         }
     );
@@ -73,28 +73,25 @@ pub(super) fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
         &["name: &str", "string"],
         "The value of a secret declared under `secrets:` in flows.yaml. It is masked\nin every log line, error and record.",
         move |name: &str| -> R<String> {
-            match c.secrets.get(name) {
-                Some(v) => {
-                    c.redactor.add(v);
-                    c.trace(
-                        "secret",
-                        &format!("{name:?}"),
-                        Ok(crate::redact::MASK),
-                        Duration::ZERO,
-                    );
-                    Ok(v.to_owned())
-                }
-                None => {
-                    let declared: Vec<_> = c.secrets.names().map(|n| format!("`{n}`")).collect();
-                    let declared = if declared.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        declared.join(", ")
-                    };
-                    Err(c.error(format!(
-                        "secret `{name}` is not declared in flows.yaml (declared: {declared})"
-                    )))
-                }
+            if let Some(v) = c.secrets.get(name) {
+                c.redactor.add(v);
+                c.trace(
+                    "secret",
+                    &format!("{name:?}"),
+                    Ok(crate::redact::MASK),
+                    Duration::ZERO,
+                );
+                Ok(v.to_owned())
+            } else {
+                let declared: Vec<_> = c.secrets.names().map(|n| format!("`{n}`")).collect();
+                let declared = if declared.is_empty() {
+                    "none".to_owned()
+                } else {
+                    declared.join(", ")
+                };
+                Err(c.error(format!(
+                    "secret `{name}` is not declared in flows.yaml (declared: {declared})"
+                )))
             }
         }
     );

@@ -101,13 +101,18 @@ pub struct ScriptContext {
 impl ScriptContext {
     /// Ends the script: not catchable by `try`/`catch`.
     fn terminate(&self, end: End) -> Box<EvalAltResult> {
-        let mut slot = self.end.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = self
+            .end
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if slot.is_none() {
             *slot = Some(end);
         }
         EvalAltResult::ErrorTerminated(Dynamic::UNIT, Position::NONE).into()
     }
 
+    // Callers build the message in place with `format!`.
+    #[allow(clippy::needless_pass_by_value)]
     fn error(&self, msg: String) -> Box<EvalAltResult> {
         EvalAltResult::ErrorRuntime(
             self.redactor.apply(&msg).into_owned().into(),
@@ -127,7 +132,10 @@ impl ScriptContext {
                 script: &self.script,
                 name,
                 args: &args,
-                result: result.as_ref().map(|c| c.as_ref()).map_err(|c| c.as_ref()),
+                result: result
+                    .as_ref()
+                    .map(std::convert::AsRef::as_ref)
+                    .map_err(std::convert::AsRef::as_ref),
                 took,
             });
         }
@@ -183,7 +191,7 @@ impl ScriptContext {
         let out = handle.block_on(async {
             tokio::select! {
                 biased;
-                _ = self.cancel.cancelled() => None,
+                () = self.cancel.cancelled() => None,
                 r = tokio::time::timeout(outer, fut) => Some(r.unwrap_or(Err(PageError::Timeout(bound)))),
             }
         });
@@ -293,5 +301,5 @@ pub fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -43,7 +43,7 @@ struct Answer {
 impl Answer {
     fn into_dynamic(self) -> Dynamic {
         let mut m = Map::new();
-        m.insert("status".into(), (self.status as INT).into());
+        m.insert("status".into(), INT::from(self.status).into());
         m.insert("url".into(), self.url.into());
         let headers: Map = self
             .headers
@@ -141,7 +141,10 @@ fn fixture_answer(url: &str, v: &serde_json::Value) -> Answer {
             body: s.clone(),
         },
         (_, Some(o)) => Answer {
-            status: o.get("status").and_then(|s| s.as_u64()).unwrap_or(200) as u16,
+            status: o
+                .get("status")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(200) as u16,
             url: url.to_owned(),
             headers: o
                 .get("headers")
@@ -262,8 +265,7 @@ pub(super) fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
             let a = c.get("http_get_json", &args, url, Vec::new())?;
             if !(200..300).contains(&a.status) {
                 let status = reqwest::StatusCode::from_u16(a.status)
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|_| a.status.to_string());
+                    .map_or_else(|_| a.status.to_string(), |s| s.to_string());
                 return Err(c.error(format!("http_get_json({args}): HTTP {status}")));
             }
             let v: serde_json::Value = serde_json::from_str(&a.body).map_err(|e| {
@@ -368,8 +370,7 @@ fn register_html(engine: &mut Engine, cx: &Arc<ScriptContext>) {
             Ok(m.attrs
                 .get(name)
                 .cloned()
-                .map(Dynamic::from)
-                .unwrap_or(Dynamic::UNIT))
+                .map_or(Dynamic::UNIT, Dynamic::from))
         }
     );
     let c = cx.clone();

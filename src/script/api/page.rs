@@ -25,7 +25,7 @@ pub(super) fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
                 &format!("{url:?}"),
                 a,
                 p.navigate(url, a),
-                |_| String::new(),
+                |()| String::new(),
             )
         }
     );
@@ -38,7 +38,7 @@ pub(super) fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
         move || -> R<()> {
             let p = c.page("reload")?;
             let a = c.action();
-            c.block("reload", "", a, p.reload(a), |_| String::new())
+            c.block("reload", "", a, p.reload(a), |()| String::new())
         }
     );
     let c = cx.clone();
@@ -70,7 +70,7 @@ pub(super) fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
         let p = c.page("wait_for")?;
         let s = selectors(&c, "wait_for", &sel)?;
         let args = show_sel(&sel);
-        let names: Vec<String> = s.0.iter().map(|x| x.to_string()).collect();
+        let names: Vec<String> = s.0.iter().map(std::string::ToString::to_string).collect();
         let i = c.block(
             "wait_for",
             &args,
@@ -79,7 +79,10 @@ pub(super) fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
             |i: &usize| names.get(*i).cloned().unwrap_or_default(),
         )?;
         Ok(match sel.clone().try_cast::<Array>() {
-            Some(list) => list.get(i).map(|v| v.to_string()).unwrap_or_default(),
+            Some(list) => list
+                .get(i)
+                .map(std::string::ToString::to_string)
+                .unwrap_or_default(),
             None => sel.to_string(),
         })
     };
@@ -169,7 +172,7 @@ pub(super) fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
                 p.attr(&s, name, a),
                 |v: &Option<String>| format!("{v:?}"),
             )
-            .map(|v| v.map(Dynamic::from).unwrap_or(Dynamic::UNIT))
+            .map(|v| v.map_or(Dynamic::UNIT, Dynamic::from))
         }
     );
     let c = cx.clone();
@@ -197,7 +200,7 @@ pub(super) fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
             let p = c.page("click")?;
             let a = c.action();
             let s = selectors(&c, "click", &sel)?;
-            c.block("click", &show_sel(&sel), a, p.click(&s, a), |_| {
+            c.block("click", &show_sel(&sel), a, p.click(&s, a), |()| {
                 String::new()
             })
         }
@@ -215,11 +218,11 @@ pub(super) fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
             let args = format!("{}, {text:?}", show_sel(&sel));
             if c.redactor.holds_secret(text) {
                 // Marked in the page, so every screenshot masks the field.
-                return c.block("fill", &args, a, p.fill_secret(&s, text, a), |_| {
+                return c.block("fill", &args, a, p.fill_secret(&s, text, a), |()| {
                     String::new()
                 });
             }
-            c.block("fill", &args, a, p.fill(&s, text, a), |_| String::new())
+            c.block("fill", &args, a, p.fill(&s, text, a), |()| String::new())
         }
     );
     let c = cx.clone();
@@ -233,7 +236,7 @@ pub(super) fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
             let a = c.action();
             let s = selectors(&c, "select", &sel)?;
             let args = format!("{}, {value:?}", show_sel(&sel));
-            c.block("select", &args, a, p.select(&s, value, a), |_| {
+            c.block("select", &args, a, p.select(&s, value, a), |()| {
                 String::new()
             })
         }
@@ -247,7 +250,7 @@ pub(super) fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
         move |key: &str| -> R<()> {
             let p = c.page("press")?;
             let a = c.action();
-            c.block("press", &format!("{key:?}"), a, p.press(key, a), |_| {
+            c.block("press", &format!("{key:?}"), a, p.press(key, a), |()| {
                 String::new()
             })
         }
@@ -496,7 +499,7 @@ fn register_waits(engine: &mut Engine, cx: &Arc<ScriptContext>) {
             &quiet.as_millis().to_string(),
             a,
             p.network_idle(quiet, a),
-            |_| String::new(),
+            |()| String::new(),
         )
     };
     let f = wait_idle.clone();
