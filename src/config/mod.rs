@@ -1,0 +1,306 @@
+//! `flows.yaml`: its schema, how it is read, and the errors an operator gets
+//! when it is wrong.
+//!
+//! Reading goes in two passes. serde (through `serde-saphyr`) checks the
+//! shape: unknown keys, wrong types, bad durations and ranges are reported
+//! with the line and column of the offending node. Then [`Config::load`]
+//! checks what needs the whole document: duplicate target ids, flows and
+//! scripts that do not exist, secrets whose variable is unset, `${VAR}`
+//! references. All problems of the second pass are reported together.
+//!
+//! YAML crate: `serde-saphyr`, not `serde_yaml` (published as deprecated)
+//! nor its fork `serde_yaml_ng`: it is pure Rust with `unsafe` forbidden,
+//! fuzzed and panic-free by design, renders located errors, and gives
+//! `Spanned` values so the second pass can point at lines too.
+//! docs/flows.md records the decision.
+//!
+//! - `raw`: the schema of the first pass; `value`: how each kind of value
+//!   is read and bounded.
+//! - `resolve`: the second pass, into the [`Config`] below.
+//! - `error`: [`Problem`] and [`ConfigError`], located and rendered.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_saphyr::MessageFormatter;
+
+use crate::flow::{Flow, Target, Timeouts};
+pub use crate::secrets::Secrets;
+
+mod error;
+mod raw;
+mod resolve;
+mod value;
+
+pub use error::{ConfigError, Problem};
+use error::{friendly, strip_location_suffix};
+use raw::RawConfig;
+use resolve::Resolver;
+pub use value::{MAX_DURATION, parse_duration, parse_interval};
+
+// ---------------------------------------------------------------------------
+// The resolved configuration.
+
+/// The whole configuration, checked and resolved.
+#[derive(Clone, Debug, Serialize)]
+pub struct Config {
+    /// The file it was read from.
+    pub file: PathBuf,
+    pub browser: BrowserConfig,
+    pub cycle: CycleConfig,
+    pub test_mode: bool,
+    pub state_dir: PathBuf,
+    pub scripts_dir: PathBuf,
+    /// `None` when the dashboard is `off`.
+    pub dashboard: Option<DashboardConfig>,
+    pub demo_shop: Option<DemoShopConfig>,
+    #[serde(skip)]
+    pub secrets: Secrets,
+    pub targets: Vec<Arc<Target>>,
+    pub flows: BTreeMap<String, Arc<Flow>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BrowserConfig {
+    pub headless: bool,
+    /// `None` means find one (`BATON_CHROME`, then PATH).
+    pub executable: Option<PathBuf>,
+    pub profile_dir: PathBuf,
+    /// Attach to a running browser instead of launching one.
+    pub connect: Option<String>,
+    /// How long an action waits for its element; the bound of every
+    /// browser call.
+    pub timeout: Duration,
+    /// Extra Chromium switches, as bare keys (`disable-gpu`, `lang=en`).
+    pub args: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CycleConfig {
+    /// The interval is drawn uniformly from this range each cycle.
+    pub interval: (Duration, Duration),
+    pub wait_for_active: Duration,
+    pub run_timeout: Duration,
+    pub step_timeout: Duration,
+    pub http_timeout: Duration,
+    /// How long a run in `commit` waits for the shop's answer, holding its
+    /// browser session (I9), before it gives up and leaves the target
+    /// `in_doubt`.
+    pub commit_timeout: Duration,
+    pub max_concurrent_runs: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DashboardConfig {
+    pub addr: SocketAddr,
+    #[serde(skip)]
+    pub token: Option<String>,
+    /// Host names (besides loopback ones) that requests may name in their
+    /// `Host` header; anything else is refused (DNS rebinding).
+    pub hosts: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DemoShopConfig {
+    pub port: u16,
+}
+
+impl BrowserConfig {
+    /// How to launch (or attach to) Chromium as this section says, with the
+    /// profile in `profile_dir`.
+    pub fn chrome(&self, profile_dir: PathBuf) -> crate::browser::chrome::ChromeConfig {
+        crate::browser::chrome::ChromeConfig {
+            executable: self.executable.clone(),
+            headless: self.headless,
+            profile_dir,
+            connect: self.connect.clone(),
+            args: self.args.clone(),
+        }
+    }
+}
+
+impl Default for BrowserConfig {
+    fn default() -> Self {
+        BrowserConfig {
+            headless: true,
+            executable: None,
+            profile_dir: PathBuf::from(".baton/profile"),
+            connect: None,
+            timeout: Duration::from_secs(10),
+            args: Vec::new(),
+        }
+    }
+}
+
+impl Default for CycleConfig {
+    fn default() -> Self {
+        CycleConfig {
+            interval: (Duration::from_secs(25), Duration::from_secs(35)),
+            wait_for_active: Duration::from_secs(30),
+            run_timeout: Duration::from_secs(60),
+            step_timeout: Duration::from_secs(30),
+            http_timeout: Duration::from_secs(10),
+            commit_timeout: Duration::from_secs(300),
+            max_concurrent_runs: 1,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            file: PathBuf::from("flows.yaml"),
+            browser: BrowserConfig::default(),
+            cycle: CycleConfig::default(),
+            test_mode: false,
+            state_dir: PathBuf::from(".baton"),
+            scripts_dir: PathBuf::from("scripts"),
+            dashboard: Some(DashboardConfig {
+                addr: SocketAddr::from(([127, 0, 0, 1], 7878)),
+                token: None,
+                hosts: Vec::new(),
+            }),
+            demo_shop: None,
+            secrets: Secrets::default(),
+            targets: Vec::new(),
+            flows: BTreeMap::new(),
+        }
+    }
+}
+
+impl Config {
+    /// The bounds that apply inside steps.
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            action: self.browser.timeout,
+            step: self.cycle.step_timeout,
+            http: self.cycle.http_timeout,
+        }
+    }
+
+    pub fn target(&self, id: &str) -> Option<&Arc<Target>> {
+        self.targets.iter().find(|t| t.id.as_str() == id)
+    }
+
+    pub fn flow_of(&self, target: &Target) -> Option<&Arc<Flow>> {
+        self.flows.get(&target.flow)
+    }
+
+    /// Every script the flows use, each once, in a stable order.
+    pub fn scripts(&self) -> BTreeSet<String> {
+        self.flows
+            .values()
+            .flat_map(|f| f.scripts().map(str::to_owned))
+            .collect()
+    }
+
+    /// Makes target URLs written as paths (`/p/1001`) absolute against the
+    /// embedded demo shop, once it is listening at `base`.
+    pub fn resolve_shop_urls(&mut self, base: &str) {
+        let base = base.trim_end_matches('/');
+        for t in &mut self.targets {
+            if t.url.starts_with('/') {
+                Arc::make_mut(t).url = format!("{base}{}", t.url);
+            }
+        }
+    }
+
+    /// Reads and checks `path`. `env` looks up environment variables (a
+    /// parameter so tests need not touch the process environment).
+    pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            let msg = if e.kind() == std::io::ErrorKind::NotFound {
+                // Most often a command run outside the project directory.
+                let here = std::env::current_dir()
+                    .map(|d| format!(" (looked in {})", d.display()))
+                    .unwrap_or_default();
+                format!(
+                    "no such file{here}; run baton in the project directory, or name the file with `--config PATH`"
+                )
+            } else {
+                format!("cannot read the file: {e}")
+            };
+            ConfigError {
+                file: path.to_owned(),
+                problems: vec![Problem::unlocated(msg)],
+            }
+        })?;
+        Config::parse(path, &text, env)
+    }
+
+    /// Checks `text` as if read from `path`.
+    pub fn parse(
+        path: &Path,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let options = serde_saphyr::options! { strict_booleans: true };
+        let raw: RawConfig = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+            let inner = e.without_snippet();
+            let message = serde_saphyr::UserMessageFormatter.format_message(inner);
+            let message = friendly(&strip_location_suffix(&message));
+            let at = e.location().map(|l| (l.line() as u32, l.column() as u32));
+            ConfigError {
+                file: path.to_owned(),
+                problems: vec![Problem::new(at, message, text)],
+            }
+        })?;
+        Resolver {
+            path,
+            text,
+            env,
+            problems: Vec::new(),
+        }
+        .resolve(raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn intervals_and_durations() {
+        assert_eq!(
+            parse_interval("25s..35s").unwrap(),
+            (Duration::from_secs(25), Duration::from_secs(35))
+        );
+        assert_eq!(
+            parse_interval("30s").unwrap(),
+            (Duration::from_secs(30), Duration::from_secs(30))
+        );
+        assert!(
+            parse_interval("35s..25s")
+                .unwrap_err()
+                .starts_with("empty interval")
+        );
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+    }
+
+    #[test]
+    fn a_type_error_is_located_with_a_caret() {
+        let err = Config::parse(
+            Path::new("flows.yaml"),
+            "cycle:\n  wait_for_active: soon\ntargets: []\nflows: {}\n",
+            &no_env,
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("flows.yaml:2:20: invalid duration `soon`"),
+            "{text}"
+        );
+        assert!(
+            text.contains("2 |   wait_for_active: soon\n  |                    ^"),
+            "{text}"
+        );
+    }
+}

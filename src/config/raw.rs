@@ -1,0 +1,206 @@
+//! The schema of `flows.yaml` as serde sees it: the first pass, which
+//! checks the shape (unknown keys, wrong types, bad values) and locates each
+//! problem. `resolve` turns it into a [`super::Config`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+use serde::de::Deserializer;
+use serde_saphyr::Spanned;
+
+use crate::flow::OutcomeAction;
+
+use super::value::{
+    Addr, Concurrency, Dur, HostName, IdValue, Interval, Port, StrictBool, parse_addr,
+    string_or_map,
+};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    pub(super) browser: RawBrowser,
+    #[serde(default)]
+    pub(super) cycle: RawCycle,
+    #[serde(default)]
+    pub(super) test_mode: StrictBool,
+    #[serde(default)]
+    pub(super) state_dir: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) scripts_dir: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) dashboard: Option<RawDashboard>,
+    #[serde(default)]
+    pub(super) demo_shop: Option<RawDemoShop>,
+    #[serde(default)]
+    pub(super) secrets: BTreeMap<String, Spanned<RawSecret>>,
+    pub(super) targets: Vec<RawTarget>,
+    pub(super) flows: BTreeMap<String, Spanned<RawFlow>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBrowser {
+    pub(super) headless: Option<StrictBool>,
+    pub(super) executable: Option<Spanned<String>>,
+    pub(super) profile_dir: Option<Spanned<String>>,
+    pub(super) connect: Option<Spanned<String>>,
+    pub(super) timeout: Option<Dur>,
+    #[serde(default)]
+    pub(super) args: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCycle {
+    pub(super) interval: Option<Interval>,
+    pub(super) wait_for_active: Option<Dur>,
+    pub(super) run_timeout: Option<Dur>,
+    pub(super) step_timeout: Option<Dur>,
+    pub(super) http_timeout: Option<Dur>,
+    pub(super) commit_timeout: Option<Dur<1_000>>,
+    pub(super) max_concurrent_runs: Option<Concurrency>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDemoShop {
+    #[serde(default = "default_shop_port")]
+    pub(super) port: Port,
+}
+
+fn default_shop_port() -> Port {
+    Port(8099)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTarget {
+    pub(super) id: Spanned<IdValue>,
+    pub(super) url: Spanned<String>,
+    #[serde(default)]
+    pub(super) flow: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) params: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFlow {
+    #[serde(default)]
+    pub(super) monitor: Option<Spanned<String>>,
+    pub(super) steps: Vec<Spanned<RawStep>>,
+    #[serde(default)]
+    pub(super) outcomes: BTreeMap<String, OutcomeAction>,
+}
+
+/// A step: `name` or `{ script: name, always: true }`.
+#[derive(Clone, Debug)]
+pub(super) struct RawStep {
+    pub(super) script: String,
+    pub(super) always: bool,
+}
+
+impl<'de> Deserialize<'de> for RawStep {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Full {
+            script: String,
+            #[serde(default)]
+            always: bool,
+        }
+        string_or_map(
+            d,
+            "a script name or `{ script: NAME, always: true }`",
+            |s| {
+                Ok(RawStep {
+                    script: s.to_owned(),
+                    always: false,
+                })
+            },
+            |f: Full| RawStep {
+                script: f.script,
+                always: f.always,
+            },
+        )
+    }
+}
+
+/// A secret: `VARIABLE` or `{ env: VARIABLE, default: value }`.
+#[derive(Clone, Debug)]
+pub(super) struct RawSecret {
+    pub(super) env: String,
+    pub(super) default: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for RawSecret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Full {
+            env: String,
+            #[serde(default)]
+            default: Option<String>,
+        }
+        string_or_map(
+            d,
+            "an environment variable name or `{ env: NAME, default: VALUE }`",
+            |s| {
+                Ok(RawSecret {
+                    env: s.to_owned(),
+                    default: None,
+                })
+            },
+            |f: Full| RawSecret {
+                env: f.env,
+                default: f.default,
+            },
+        )
+    }
+}
+
+/// The dashboard: `off`, `HOST:PORT`, or `{ addr: HOST:PORT, token: ... }`.
+pub(super) enum RawDashboard {
+    Off,
+    On {
+        addr: SocketAddr,
+        token: Option<Spanned<String>>,
+        hosts: Vec<String>,
+    },
+}
+
+impl<'de> Deserialize<'de> for RawDashboard {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Full {
+            addr: Addr,
+            #[serde(default)]
+            token: Option<Spanned<String>>,
+            #[serde(default)]
+            hosts: Vec<HostName>,
+        }
+        string_or_map(
+            d,
+            "`off`, an address like `127.0.0.1:7878`, or `{ addr: ..., token: ... }`",
+            |s| {
+                if s == "off" {
+                    Ok(RawDashboard::Off)
+                } else {
+                    parse_addr(s).map(|addr| RawDashboard::On {
+                        addr,
+                        token: None,
+                        hosts: Vec::new(),
+                    })
+                }
+            },
+            |f: Full| RawDashboard::On {
+                addr: f.addr.0,
+                token: f.token,
+                hosts: f.hosts.into_iter().map(|h| h.0).collect(),
+            },
+        )
+    }
+}

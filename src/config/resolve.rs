@@ -1,0 +1,391 @@
+//! The second pass over `flows.yaml`: what needs the whole document
+//! (duplicate ids, flows and scripts that do not exist, secrets, `${VAR}`),
+//! every problem reported together, and the resolved [`super::Config`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_saphyr::Spanned;
+
+use crate::flow::{Flow, Step, Target};
+use crate::id::TargetId;
+
+use super::error::{ConfigError, Problem};
+use super::raw::{RawConfig, RawDashboard};
+use super::{BrowserConfig, Config, CycleConfig, DashboardConfig, DemoShopConfig, Secrets};
+
+pub(super) struct Resolver<'a> {
+    pub(super) path: &'a Path,
+    pub(super) text: &'a str,
+    pub(super) env: &'a dyn Fn(&str) -> Option<String>,
+    pub(super) problems: Vec<Problem>,
+}
+
+fn at<T>(s: &Spanned<T>) -> Option<(u32, u32)> {
+    let l = s.referenced;
+    (l.line() > 0).then_some((l.line() as u32, l.column() as u32))
+}
+
+impl Resolver<'_> {
+    fn problem(&mut self, at: Option<(u32, u32)>, message: String) {
+        self.problems.push(Problem::new(at, message, self.text));
+    }
+
+    /// The directory the file is in: relative paths in it are relative to
+    /// that directory, not to wherever baton was started.
+    fn base(&self) -> PathBuf {
+        self.path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+
+    fn rel(&self, p: &str) -> PathBuf {
+        let p = PathBuf::from(p);
+        if p.is_absolute() {
+            p
+        } else {
+            self.base().join(p)
+        }
+    }
+
+    /// Expands `${VAR}` references from the environment.
+    fn expand(&mut self, s: &Spanned<String>) -> String {
+        self.expand_str(&s.value, at(s))
+    }
+
+    fn expand_str(&mut self, s: &str, at: Option<(u32, u32)>) -> String {
+        let mut out = String::with_capacity(s.len());
+        let mut rest = s;
+        while let Some(i) = rest.find("${") {
+            out.push_str(&rest[..i]);
+            let after = &rest[i + 2..];
+            if let Some(j) = after.find('}') {
+                let name = &after[..j];
+                match (self.env)(name) {
+                    Some(v) => out.push_str(&v),
+                    None => {
+                        self.problem(
+                            at,
+                            format!("environment variable `{name}` is not set (referenced as `${{{name}}}`)"),
+                        );
+                    }
+                }
+                rest = &after[j + 1..];
+            } else {
+                self.problem(
+                    at,
+                    format!("unclosed `${{` in `{s}`: write `${{VARIABLE}}`"),
+                );
+                return out;
+            }
+        }
+        out.push_str(rest);
+        out
+    }
+
+    fn expand_json(&mut self, v: &mut serde_json::Value, at: Option<(u32, u32)>) {
+        match v {
+            serde_json::Value::String(s) if s.contains("${") => {
+                let expanded = self.expand_str(s, at);
+                *s = expanded;
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(|v| self.expand_json(v, at)),
+            serde_json::Value::Object(o) => o.values_mut().for_each(|v| self.expand_json(v, at)),
+            _ => {}
+        }
+    }
+
+    pub(super) fn resolve(mut self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let defaults = Config::default();
+
+        let mut browser = BrowserConfig {
+            headless: raw.browser.headless.is_none_or(|b| b.0),
+            executable: match &raw.browser.executable {
+                Some(e) if e.value != "auto" => Some(PathBuf::from(self.expand(e))),
+                _ => None,
+            },
+            profile_dir: match &raw.browser.profile_dir {
+                Some(p) => {
+                    let p = self.expand(p);
+                    self.rel(&p)
+                }
+                // Set below: it follows `state_dir`.
+                None => PathBuf::new(),
+            },
+            connect: raw.browser.connect.as_ref().map(|c| self.expand(c)),
+            timeout: raw.browser.timeout.map_or(defaults.browser.timeout, |d| d.0),
+            args: raw
+                .browser
+                .args
+                .iter()
+                .map(|a| {
+                    if a.value.starts_with('-') {
+                        self.problem(
+                            at(a),
+                            format!(
+                                "browser argument `{}` starts with `-`: write it as a bare key, like `{}`",
+                                a.value,
+                                a.value.trim_start_matches('-')
+                            ),
+                        );
+                    }
+                    a.value.clone()
+                })
+                .collect(),
+        };
+        if let Some(c) = &raw.browser.connect
+            && !(c.value.starts_with("ws://")
+                || c.value.starts_with("wss://")
+                || c.value.starts_with("http://"))
+        {
+            self.problem(
+                    at(c),
+                    format!("`browser.connect` must be a DevTools URL like `ws://127.0.0.1:9222/devtools/browser/...` or `http://127.0.0.1:9222`, not `{}`", c.value),
+                );
+        }
+
+        let d = defaults.cycle.clone();
+        let cycle = CycleConfig {
+            interval: raw.cycle.interval.map_or(d.interval, |i| (i.0, i.1)),
+            wait_for_active: raw.cycle.wait_for_active.map_or(d.wait_for_active, |x| x.0),
+            run_timeout: raw.cycle.run_timeout.map_or(d.run_timeout, |x| x.0),
+            step_timeout: raw.cycle.step_timeout.map_or(d.step_timeout, |x| x.0),
+            http_timeout: raw.cycle.http_timeout.map_or(d.http_timeout, |x| x.0),
+            commit_timeout: raw.cycle.commit_timeout.map_or(d.commit_timeout, |x| x.0),
+            max_concurrent_runs: raw.cycle.max_concurrent_runs.map_or(1, |c| c.0.get()),
+        };
+
+        let state_dir = match &raw.state_dir {
+            Some(s) => {
+                let dir = self.expand(s);
+                if dir.trim().is_empty() {
+                    self.problem(
+                        at(s),
+                        "`state_dir` is empty: name a directory, like `.baton`".into(),
+                    );
+                }
+                self.rel(&dir)
+            }
+            None => self.rel(".baton"),
+        };
+        // The default profile lives with the state, so two batons with two
+        // state directories never share a browser profile by accident.
+        if raw.browser.profile_dir.is_none() {
+            browser.profile_dir = state_dir.join("profile");
+        }
+        let scripts_dir = match &raw.scripts_dir {
+            Some(s) => self.rel(&s.value),
+            None => self.rel("scripts"),
+        };
+        if !scripts_dir.is_dir() {
+            let where_ = raw.scripts_dir.as_ref().and_then(at);
+            self.problem(
+                where_,
+                format!(
+                    "scripts directory `{}` does not exist",
+                    scripts_dir.display()
+                ),
+            );
+        }
+
+        let dashboard = match raw.dashboard {
+            None => defaults.dashboard.clone(),
+            Some(RawDashboard::Off) => None,
+            Some(RawDashboard::On { addr, token, hosts }) => {
+                // The token may also come from the environment alone.
+                let token = token
+                    .as_ref()
+                    .map(|t| (self.expand(t), at(t)))
+                    .or_else(|| (self.env)("BATON_DASHBOARD_TOKEN").map(|t| (t, None)));
+                if let Some((t, where_)) = &token
+                    && t.trim().is_empty()
+                {
+                    self.problem(*where_, "`dashboard.token` is empty".into());
+                }
+                if !addr.ip().is_loopback() && token.is_none() {
+                    self.problem(
+                        None,
+                        format!("the dashboard binds `{addr}`, which is not loopback: set `dashboard.token` or the BATON_DASHBOARD_TOKEN environment variable, or bind 127.0.0.1"),
+                    );
+                }
+                Some(DashboardConfig {
+                    addr,
+                    token: token.map(|(t, _)| t),
+                    hosts,
+                })
+            }
+        };
+
+        let mut secrets = BTreeMap::new();
+        for (name, spec) in &raw.secrets {
+            match ((self.env)(&spec.value.env), &spec.value.default) {
+                (Some(v), _) => {
+                    secrets.insert(name.clone(), v);
+                }
+                (None, Some(default)) => {
+                    secrets.insert(name.clone(), default.clone());
+                }
+                (None, None) => self.problem(
+                    at(spec),
+                    format!(
+                        "secret `{name}` reads environment variable `{}`, which is not set; export it (or give `{{ env: {}, default: ... }}` for a demo value)",
+                        spec.value.env, spec.value.env
+                    ),
+                ),
+            }
+        }
+
+        let mut flows = BTreeMap::new();
+        for (name, flow) in &raw.flows {
+            if flow.value.steps.is_empty() {
+                self.problem(at(flow), format!("flow `{name}` has no steps"));
+            }
+            let check_script = |r: &mut Self, script: &str, where_: Option<(u32, u32)>| {
+                let script = script.trim_end_matches(".rhai");
+                if script.is_empty() || script.contains("..") || script.starts_with('/') {
+                    r.problem(where_, format!("`{script}` is not a script name: use a name from `scripts/`, like `checkout`"));
+                } else if !scripts_dir.join(format!("{script}.rhai")).is_file() {
+                    r.problem(
+                        where_,
+                        format!(
+                            "script `{script}` not found: there is no `{}`",
+                            scripts_dir.join(format!("{script}.rhai")).display()
+                        ),
+                    );
+                }
+                script.to_owned()
+            };
+            let monitor = flow
+                .value
+                .monitor
+                .as_ref()
+                .map(|m| check_script(&mut self, &m.value, at(m)));
+            let steps = flow
+                .value
+                .steps
+                .iter()
+                .map(|s| Step {
+                    script: check_script(&mut self, &s.value.script, at(s)),
+                    always: s.value.always,
+                })
+                .collect();
+            flows.insert(
+                name.clone(),
+                Arc::new(Flow {
+                    name: name.clone(),
+                    monitor,
+                    steps,
+                    outcomes: flow.value.outcomes.clone(),
+                }),
+            );
+        }
+
+        let mut seen = BTreeMap::<String, Option<(u32, u32)>>::new();
+        let mut targets = Vec::new();
+        for t in &raw.targets {
+            let id = t.id.value.0.clone();
+            if id.trim().is_empty() {
+                self.problem(at(&t.id), "target id is empty".into());
+            } else if id.chars().any(char::is_control) {
+                self.problem(
+                    at(&t.id),
+                    format!("target id {id:?} holds a control character (a line break?): an id is one line of text"),
+                );
+            }
+            if let Some(first) = seen.get(&id) {
+                let first = first
+                    .map(|(l, _)| format!(" (first used on line {l})"))
+                    .unwrap_or_default();
+                self.problem(
+                    at(&t.id),
+                    format!("duplicate target id `{id}`{first}: ids must be unique"),
+                );
+            } else {
+                seen.insert(id.clone(), at(&t.id));
+            }
+            let flow = match &t.flow {
+                Some(f) => {
+                    if !flows.contains_key(&f.value) {
+                        let known: Vec<_> = flows.keys().map(|k| format!("`{k}`")).collect();
+                        self.problem(
+                            at(f),
+                            format!(
+                                "target `{id}` uses flow `{}`, which is not defined (defined: {})",
+                                f.value,
+                                known.join(", ")
+                            ),
+                        );
+                    }
+                    f.value.clone()
+                }
+                None if flows.len() == 1 => flows.keys().next().cloned().unwrap_or_default(),
+                None => {
+                    self.problem(
+                        at(&t.id),
+                        format!("target `{id}` does not say which flow it runs: add `flow: NAME` (there are {} flows)", flows.len()),
+                    );
+                    String::new()
+                }
+            };
+            let url = self.expand(&t.url);
+            if url.starts_with('/') && raw.demo_shop.is_none() {
+                self.problem(
+                    at(&t.url),
+                    format!("target `{id}` has a relative url `{url}`, which only works with `demo_shop:` enabled"),
+                );
+            } else if !url.starts_with('/')
+                && !url.starts_with("http://")
+                && !url.starts_with("https://")
+            {
+                self.problem(at(&t.url), format!("target `{id}` url `{url}` must start with http://, https:// or / (on the demo shop)"));
+            } else if !url.starts_with('/')
+                && let Err(e) = reqwest::Url::parse(&url)
+            {
+                self.problem(
+                    at(&t.url),
+                    format!("target `{id}` url `{url}` is not a valid URL: {e}"),
+                );
+            }
+            let mut params = t.params.clone();
+            for v in params.values_mut() {
+                self.expand_json(v, at(&t.url));
+            }
+            targets.push(Arc::new(Target {
+                id: TargetId::new(&id),
+                url,
+                flow,
+                params,
+            }));
+        }
+        if targets.is_empty() {
+            self.problem(None, "no targets: add at least one under `targets:`".into());
+        }
+
+        let test_mode = raw.test_mode.0
+            || (self.env)("BATON_TEST_MODE")
+                .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+
+        if !self.problems.is_empty() {
+            self.problems.sort_by_key(|p| p.at);
+            return Err(ConfigError {
+                file: self.path.to_owned(),
+                problems: self.problems,
+            });
+        }
+        Ok(Config {
+            file: self.path.to_owned(),
+            browser,
+            cycle,
+            test_mode,
+            state_dir,
+            scripts_dir,
+            dashboard,
+            demo_shop: raw.demo_shop.map(|d| DemoShopConfig { port: d.port.0 }),
+            secrets: Secrets::new(secrets),
+            targets,
+            flows,
+        })
+    }
+}
