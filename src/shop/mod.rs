@@ -1,10 +1,13 @@
 //! The demo shop: a small storefront on loopback for the demo, the tests and
 //! the benchmarks. It stands alone (it imports nothing else of baton's).
 //!
-//! Product pages with price, stock and an add-to-cart button; a cart with
-//! remove buttons; a checkout form; an order confirmation; a stock API for
-//! monitors. A control API under `/admin` sets stock, injects latency and
-//! failures, and reports orders, cart contents and overlaps.
+//! - `storefront`: product pages (stock in the HTML), the AJAX cart with
+//!   late-bound handlers, the order page, a stock API for monitors.
+//! - `checkout`: address, payment, review and place, with redirects;
+//!   `card`: the payment provider's card fields on a second origin.
+//! - `admin`: the control API under `/admin` (stock, latency, failures,
+//!   orders, carts, overlaps).
+//! - `pages`: the HTML.
 //!
 //! Like a real server, the shop finishes every request it accepted even
 //! when the client goes away: each request runs on a task of its own, so a
@@ -18,23 +21,24 @@
 //! add-to-cart request arrives while that session is between starting
 //! checkout and placing its order (or emptying its cart).
 
+mod admin;
 pub mod card;
 mod checkout;
 mod pages;
+mod storefront;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use axum::extract::{Form, Path, Query, Request, State};
+use axum::Router;
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 /// A step of the purchase flow, as the control API names it.
@@ -402,11 +406,11 @@ fn with_session(sid: &SessionId, resp: impl IntoResponse) -> Response {
 /// The shop's routes. `fn router` so tests can call it without a socket.
 pub fn router(shop: Shop) -> Router {
     Router::new()
-        .route("/", get(index))
-        .route("/p/{id}", get(product))
-        .route("/cart", get(cart))
-        .route("/cart/add/{id}", post(add_to_cart))
-        .route("/cart/remove/{line}", post(remove))
+        .route("/", get(storefront::index))
+        .route("/p/{id}", get(storefront::product))
+        .route("/cart", get(storefront::cart))
+        .route("/cart/add/{id}", post(storefront::add_to_cart))
+        .route("/cart/remove/{line}", post(storefront::remove))
         .route("/checkout", get(checkout::start))
         .route(
             "/checkout/address",
@@ -418,16 +422,16 @@ pub fn router(shop: Shop) -> Router {
         )
         .route("/checkout/review", get(checkout::review_page))
         .route("/checkout/place", post(checkout::place_order))
-        .route("/order/{number}", get(order))
-        .route("/api/stock/{id}", get(stock_api))
-        .route("/api/cart/settings", get(cart_settings))
-        .route("/admin/orders", get(admin_orders))
-        .route("/admin/overlaps", get(admin_overlaps))
-        .route("/admin/carts", get(admin_carts))
-        .route("/admin/stock/{id}/{n}", post(admin_stock))
-        .route("/admin/delay/{step}/{ms}", post(admin_delay))
-        .route("/admin/fail/{step}/{n}", post(admin_fail))
-        .route("/admin/reset", post(admin_reset))
+        .route("/order/{number}", get(storefront::order))
+        .route("/api/stock/{id}", get(storefront::stock_api))
+        .route("/api/cart/settings", get(storefront::cart_settings))
+        .route("/admin/orders", get(admin::orders))
+        .route("/admin/overlaps", get(admin::overlaps))
+        .route("/admin/carts", get(admin::carts))
+        .route("/admin/stock/{id}/{n}", post(admin::stock))
+        .route("/admin/delay/{step}/{ms}", post(admin::delay))
+        .route("/admin/fail/{step}/{n}", post(admin::fail))
+        .route("/admin/reset", post(admin::reset))
         .with_state(shop)
         .layer(axum::middleware::from_fn(run_to_completion))
 }
@@ -498,281 +502,6 @@ pub async fn start(addr: SocketAddr, stop: CancellationToken) -> std::io::Result
     });
     tracing::info!(%addr, "demo shop listening on http://{addr} (card fields on port {card_port})");
     Ok(Running { addr, shop, task })
-}
-
-// ---------------------------------------------------------------------------
-// Storefront.
-
-async fn index(State(shop): State<Shop>) -> Response {
-    let products: Vec<Product> = shop.lock().products.values().cloned().collect();
-    pages::index(&products).into_response()
-}
-
-async fn product(State(shop): State<Shop>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let sid = session_of(&shop, &headers);
-    let _flight = match shop.enter(&sid.id, Step::Product).await {
-        Ok(g) => g,
-        Err(r) => return with_session(&sid, r),
-    };
-    let (p, lines) = {
-        let s = shop.lock();
-        let lines = s.sessions.get(&sid.id).map_or(0, |x| x.cart.len());
-        (s.products.get(&id).cloned(), lines)
-    };
-    match p {
-        Some(p) => with_session(&sid, pages::product(&p, lines)),
-        None => with_session(
-            &sid,
-            (
-                StatusCode::NOT_FOUND,
-                pages::error("Not found", &format!("There is no product {id}.")),
-            ),
-        ),
-    }
-}
-
-#[derive(Deserialize)]
-struct AddForm {
-    #[serde(default = "one")]
-    qty: u32,
-}
-
-fn one() -> u32 {
-    1
-}
-
-async fn add_to_cart(
-    State(shop): State<Shop>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    Form(f): Form<AddForm>,
-) -> Response {
-    let sid = session_of(&shop, &headers);
-    let _flight = match shop.enter(&sid.id, Step::AddToCart).await {
-        Ok(g) => g,
-        Err(r) => return with_session(&sid, r),
-    };
-    let mut s = shop.lock();
-    let Some(p) = s.products.get(&id).cloned() else {
-        return with_session(
-            &sid,
-            (
-                StatusCode::NOT_FOUND,
-                pages::error("Not found", "No such product."),
-            ),
-        );
-    };
-    if p.stock == 0 || f.qty == 0 {
-        return with_session(&sid, Redirect::to(&format!("/p/{id}")));
-    }
-    let line = s.next_line;
-    s.next_line += 1;
-    let qty = f.qty.min(p.stock);
-    s.sessions
-        .entry(sid.id.clone())
-        .or_default()
-        .cart
-        .push(Line {
-            id: line,
-            product: id,
-            qty,
-        });
-    with_session(&sid, Redirect::to("/cart"))
-}
-
-async fn cart(State(shop): State<Shop>, headers: HeaderMap) -> Response {
-    let sid = session_of(&shop, &headers);
-    let _flight = match shop.enter(&sid.id, Step::Cart).await {
-        Ok(g) => g,
-        Err(r) => return with_session(&sid, r),
-    };
-    let s = shop.lock();
-    let lines = s
-        .sessions
-        .get(&sid.id)
-        .map(|x| x.cart.clone())
-        .unwrap_or_default();
-    let rows: Vec<(Line, Option<Product>)> = lines
-        .into_iter()
-        .map(|l| {
-            let p = s.products.get(&l.product).cloned();
-            (l, p)
-        })
-        .collect();
-    with_session(&sid, pages::cart(&rows))
-}
-
-/// What the basket's script asks for before it binds its buttons. It takes
-/// the shop a moment, as a real basket's settings request does.
-async fn cart_settings() -> Json<serde_json::Value> {
-    tokio::time::sleep(CART_SETTINGS_DELAY).await;
-    Json(serde_json::json!({ "ajax": true }))
-}
-
-/// How long the basket's settings take: long enough that a click straight
-/// after the page loads finds no handler yet.
-const CART_SETTINGS_DELAY: std::time::Duration = std::time::Duration::from_millis(300);
-
-async fn remove(State(shop): State<Shop>, headers: HeaderMap, Path(line): Path<u64>) -> Response {
-    let ajax = headers.get("x-requested-with").is_some();
-    let sid = session_of(&shop, &headers);
-    let _flight = match shop.enter(&sid.id, Step::Remove).await {
-        Ok(g) => g,
-        Err(r) => return with_session(&sid, r),
-    };
-    let mut s = shop.lock();
-    if let Some(sess) = s.sessions.get_mut(&sid.id) {
-        sess.cart.retain(|l| l.id != line);
-        if sess.cart.is_empty() {
-            // An emptied cart abandons any checkout in progress.
-            sess.in_checkout = false;
-        }
-    }
-    if ajax {
-        let lines = s.sessions.get(&sid.id).map_or(0, |x| x.cart.len());
-        return with_session(&sid, Json(serde_json::json!({ "lines": lines })));
-    }
-    with_session(&sid, Redirect::to("/cart"))
-}
-
-async fn order(
-    State(shop): State<Shop>,
-    headers: HeaderMap,
-    Path(number): Path<String>,
-) -> Response {
-    let sid = session_of(&shop, &headers);
-    let _flight = match shop.enter(&sid.id, Step::Order).await {
-        Ok(g) => g,
-        Err(r) => return with_session(&sid, r),
-    };
-    let o = shop
-        .lock()
-        .orders
-        .iter()
-        .find(|o| o.number == number && o.session == sid.id)
-        .cloned();
-    match o {
-        Some(o) => with_session(&sid, pages::order(&o.number, o.total_cents)),
-        None => with_session(
-            &sid,
-            (
-                StatusCode::NOT_FOUND,
-                pages::error("Not found", "No such order."),
-            ),
-        ),
-    }
-}
-
-async fn stock_api(State(shop): State<Shop>, Path(id): Path<String>) -> Response {
-    match shop.lock().products.get(&id) {
-        Some(p) => Json(json!({
-            "id": p.id,
-            "name": p.name,
-            "price": p.price_cents as f64 / 100.0,
-            "stock": p.stock,
-            "in_stock": p.stock > 0,
-        }))
-        .into_response(),
-        None => (
-            StatusCode::NOT_FOUND,
-            Json(json!({"error": format!("no product {id}")})),
-        )
-            .into_response(),
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Control API.
-
-async fn admin_orders(State(shop): State<Shop>) -> Json<serde_json::Value> {
-    let per_product = shop.orders_per_product();
-    let s = shop.lock();
-    Json(json!({
-        "total": s.orders.len(),
-        "per_product": per_product,
-        "orders": s.orders,
-    }))
-}
-
-async fn admin_overlaps(State(shop): State<Shop>) -> Json<serde_json::Value> {
-    let in_flight = shop.in_flight();
-    let s = shop.lock();
-    Json(json!({"overlaps": s.overlaps, "events": s.overlap_events, "in_flight": in_flight}))
-}
-
-async fn admin_carts(State(shop): State<Shop>) -> Json<serde_json::Value> {
-    let s = shop.lock();
-    let lines: usize = s.sessions.values().map(|x| x.cart.len()).sum();
-    let requests: BTreeMap<String, u64> = s
-        .requests
-        .iter()
-        .map(|(k, v)| {
-            (
-                serde_json::to_value(k)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
-                *v,
-            )
-        })
-        .collect();
-    Json(json!({"lines": lines, "sessions": s.sessions.len(), "requests": requests}))
-}
-
-async fn admin_stock(State(shop): State<Shop>, Path((id, n)): Path<(String, u32)>) -> Response {
-    if shop.set_stock(&id, n) {
-        Json(json!({"id": id, "stock": n})).into_response()
-    } else {
-        (
-            StatusCode::NOT_FOUND,
-            Json(json!({"error": format!("no product {id}")})),
-        )
-            .into_response()
-    }
-}
-
-fn bad_step(step: &str) -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        Json(json!({"error": format!("unknown step `{step}`: use product, add_to_cart, cart, remove, checkout, place_order or order")})),
-    )
-        .into_response()
-}
-
-#[derive(Deserialize)]
-struct DelayQuery {
-    /// Apply to this many requests only.
-    times: Option<u32>,
-}
-
-async fn admin_delay(
-    State(shop): State<Shop>,
-    Path((step, ms)): Path<(String, u64)>,
-    Query(q): Query<DelayQuery>,
-) -> Response {
-    let Some(st) = Step::parse(&step) else {
-        return bad_step(&step);
-    };
-    let mut s = shop.lock();
-    if ms == 0 || q.times == Some(0) {
-        s.delays.remove(&st);
-    } else {
-        s.delays.insert(st, (Duration::from_millis(ms), q.times));
-    }
-    Json(json!({"step": step, "delay_ms": ms, "times": q.times})).into_response()
-}
-
-async fn admin_fail(State(shop): State<Shop>, Path((step, n)): Path<(String, u32)>) -> Response {
-    let Some(st) = Step::parse(&step) else {
-        return bad_step(&step);
-    };
-    shop.lock().fails.insert(st, n);
-    Json(json!({"step": step, "fail_next": n})).into_response()
-}
-
-async fn admin_reset(State(shop): State<Shop>) -> Json<serde_json::Value> {
-    *shop.lock() = ShopState::new();
-    Json(json!({"reset": true}))
 }
 
 #[cfg(test)]

@@ -1,0 +1,112 @@
+//! The demo shop's control API under `/admin`, for tests and benchmarks:
+//! set stock, inject latency and failures per step, reset, and read the
+//! orders placed, the carts and the overlaps the shop saw.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{Shop, ShopState, Step};
+
+pub(super) async fn orders(State(shop): State<Shop>) -> Json<serde_json::Value> {
+    let per_product = shop.orders_per_product();
+    let s = shop.lock();
+    Json(json!({
+        "total": s.orders.len(),
+        "per_product": per_product,
+        "orders": s.orders,
+    }))
+}
+
+pub(super) async fn overlaps(State(shop): State<Shop>) -> Json<serde_json::Value> {
+    let in_flight = shop.in_flight();
+    let s = shop.lock();
+    Json(json!({"overlaps": s.overlaps, "events": s.overlap_events, "in_flight": in_flight}))
+}
+
+pub(super) async fn carts(State(shop): State<Shop>) -> Json<serde_json::Value> {
+    let s = shop.lock();
+    let lines: usize = s.sessions.values().map(|x| x.cart.len()).sum();
+    let requests: BTreeMap<String, u64> = s
+        .requests
+        .iter()
+        .map(|(k, v)| {
+            (
+                serde_json::to_value(k)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                *v,
+            )
+        })
+        .collect();
+    Json(json!({"lines": lines, "sessions": s.sessions.len(), "requests": requests}))
+}
+
+pub(super) async fn stock(
+    State(shop): State<Shop>,
+    Path((id, n)): Path<(String, u32)>,
+) -> Response {
+    if shop.set_stock(&id, n) {
+        Json(json!({"id": id, "stock": n})).into_response()
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("no product {id}")})),
+        )
+            .into_response()
+    }
+}
+
+pub(super) fn bad_step(step: &str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"error": format!("unknown step `{step}`: use product, add_to_cart, cart, remove, checkout, place_order or order")})),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+pub(super) struct DelayQuery {
+    /// Apply to this many requests only.
+    times: Option<u32>,
+}
+
+pub(super) async fn delay(
+    State(shop): State<Shop>,
+    Path((step, ms)): Path<(String, u64)>,
+    Query(q): Query<DelayQuery>,
+) -> Response {
+    let Some(st) = Step::parse(&step) else {
+        return bad_step(&step);
+    };
+    let mut s = shop.lock();
+    if ms == 0 || q.times == Some(0) {
+        s.delays.remove(&st);
+    } else {
+        s.delays.insert(st, (Duration::from_millis(ms), q.times));
+    }
+    Json(json!({"step": step, "delay_ms": ms, "times": q.times})).into_response()
+}
+
+pub(super) async fn fail(
+    State(shop): State<Shop>,
+    Path((step, n)): Path<(String, u32)>,
+) -> Response {
+    let Some(st) = Step::parse(&step) else {
+        return bad_step(&step);
+    };
+    shop.lock().fails.insert(st, n);
+    Json(json!({"step": step, "fail_next": n})).into_response()
+}
+
+pub(super) async fn reset(State(shop): State<Shop>) -> Json<serde_json::Value> {
+    *shop.lock() = ShopState::new();
+    Json(json!({"reset": true}))
+}
