@@ -1,22 +1,24 @@
-//! `baton dry-run`: one script, once, with `commit` skipped, nothing
+//! `baton dry-run`: one script, or a whole flow (`--flow`: the monitor,
+//! then the steps in one page), once, with `commit` skipped, nothing
 //! persisted and the registry untouched, printing every primitive call.
 //!
 //! Live runs use real Chromium with a throwaway profile; `--offline` runs
 //! use the simulated browser, with the pages, JavaScript answers and HTTP
-//! answers of a fixture file. A fixture may also say what it expects
-//! (`expect:`), which makes it a test of the script that needs no browser.
+//! answers of a fixture file (`browser::sim::fixture`). A fixture may also
+//! say what it expects (`expect:`), which makes it a test of the script
+//! that needs no browser.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use super::{Failure, Signals, load};
 use crate::browser::chrome::ChromeBrowser;
-use crate::browser::sim::{SimBrowser, SimPage, SimSite};
+use crate::browser::sim::SimBrowser;
+use crate::browser::sim::fixture::{Fixture, absolute, origin};
 use crate::browser::{Browser, Page};
 use crate::flow::CommitSink;
 use crate::id::SessionId;
@@ -38,59 +40,6 @@ pub struct Args {
     pub config: PathBuf,
     pub profile: Option<PathBuf>,
     pub plugins: Vec<Arc<dyn Plugin>>,
-}
-
-/// An offline fixture: the simulated site, and optionally what the run
-/// should come to.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct Fixture {
-    /// Pages by URL; a key starting with `/` is relative to the target's
-    /// origin.
-    #[serde(default)]
-    pub pages: BTreeMap<String, SimPage>,
-    /// Answers to `js(code)` on any page.
-    #[serde(default)]
-    pub eval: BTreeMap<String, serde_json::Value>,
-    /// Answers to `http_get_json(url)`; keys as for `pages`.
-    #[serde(default)]
-    pub http: BTreeMap<String, serde_json::Value>,
-    /// Where the page starts (default `about:blank`).
-    #[serde(default)]
-    pub start: Option<String>,
-    #[serde(default)]
-    pub expect: Option<Expect>,
-}
-
-/// What a fixture expects.
-#[derive(Deserialize, Default, Debug)]
-#[serde(deny_unknown_fields)]
-pub struct Expect {
-    /// `ok`, `outcome` or `error`.
-    pub end: Option<String>,
-    /// The outcome's name, for `end: outcome`.
-    pub outcome: Option<String>,
-    /// Text the error must contain, for `end: error`.
-    pub error: Option<String>,
-    /// The label of a commit the script must reach (and, dry, skip).
-    pub would_commit: Option<String>,
-}
-
-/// The origin (`scheme://host:port`) of a URL.
-fn origin(url: &str) -> String {
-    let after = url.find("://").map_or(0, |i| i + 3);
-    match url[after..].find('/') {
-        Some(j) => url[..after + j].to_owned(),
-        None => url.to_owned(),
-    }
-}
-
-fn absolute(origin: &str, key: String) -> String {
-    if key.starts_with('/') {
-        format!("{origin}{key}")
-    } else {
-        key
-    }
 }
 
 /// Prints each call as it happens.
@@ -232,21 +181,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     let mut shop = None;
     let mut target = (*target).clone();
     let fixture = if let Some(path) = &args.offline {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Failure::usage(format!("cannot read fixture `{}`: {e}", path.display()))
-        })?;
-        let options = serde_saphyr::options! { strict_booleans: true };
-        let f: Fixture = serde_saphyr::from_str_with_options(&text, options).map_err(|e| {
-            let at = e
-                .location()
-                .map(|l| format!(":{}:{}", l.line(), l.column()))
-                .unwrap_or_default();
-            let msg = serde_saphyr::MessageFormatter::format_message(
-                &serde_saphyr::UserMessageFormatter,
-                e.without_snippet(),
-            );
-            Failure::usage(format!("{}{at}: {msg}", path.display()))
-        })?;
+        let f = Fixture::load(path).map_err(Failure::usage)?;
         if target.url.starts_with('/') {
             let port = cfg.demo_shop.as_ref().map_or(8099, |d| d.port);
             target.url = format!("http://127.0.0.1:{port}{}", target.url);
@@ -279,36 +214,14 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     let (browser, http_fixture, start_url): (Arc<dyn Browser>, _, _) = if let Some(f) =
         fixture.as_ref()
     {
-        // Links inside the fixture may be relative too.
-        let page = |p: &SimPage| {
-            let mut p = p.clone();
-            for el in p.elements.values_mut() {
-                if let Some(nav) = el.on_click.as_mut().and_then(|c| c.navigate.as_mut()) {
-                    *nav = absolute(&origin, nav.clone());
-                }
-            }
-            p
-        };
-        let site = SimSite {
-            pages: f
-                .pages
-                .iter()
-                .map(|(k, v)| (absolute(&origin, k.clone()), page(v)))
-                .collect(),
-            eval: f.eval.clone(),
-            http: f
-                .http
-                .iter()
-                .map(|(k, v)| (absolute(&origin, k.clone()), v.clone()))
-                .collect(),
-        };
+        let site = f.site(&origin);
         let http = site.http.clone();
         let sim = SimBrowser::new(site);
         sim.set_fixed(true);
         (
             Arc::new(sim),
             Some(Arc::new(http)),
-            f.start.clone().map(|s| absolute(&origin, s)),
+            f.start.clone().map(|s| absolute(&origin, &s)),
         )
     } else {
         let profile = if let Some(p) = &args.profile {
@@ -661,17 +574,5 @@ async fn save_failure(page: &dyn Page, dir: &Path, name: &str, cfg: &crate::conf
         if std::fs::write(&p, html).is_ok() {
             say!("page HTML:  {}", p.display());
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn origins_and_relative_keys() {
-        assert_eq!(origin("http://127.0.0.1:8099/p/1"), "http://127.0.0.1:8099");
-        assert_eq!(absolute("http://a:1", "/cart".into()), "http://a:1/cart");
-        assert_eq!(absolute("http://a:1", "https://x/y".into()), "https://x/y");
     }
 }

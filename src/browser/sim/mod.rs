@@ -10,6 +10,8 @@
 //! Selectors are matched by their text, not evaluated: an element described
 //! under `"#stock"` is found by the selector `#stock` and by nothing else.
 
+pub mod fixture;
+
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
