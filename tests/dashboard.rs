@@ -50,16 +50,18 @@ fn env(token: Option<&str>) -> Env {
     let d = Dashboard {
         token: token.map(str::to_owned),
         hosts: vec!["baton.lan".into()],
-        config: h.config.clone(),
-        registry: h.registry.clone(),
-        state: h.state.clone(),
-        metrics: h.metrics.clone(),
-        browser: Arc::new(h.sim.clone()),
-        scripts: ScriptHost::builder(scripts.path()).build(),
-        status: h.status.clone(),
+        view: dashboard::View::new(dashboard::Sources {
+            config: h.config.clone(),
+            registry: h.registry.clone(),
+            state: h.state.clone(),
+            metrics: h.metrics.clone(),
+            browser: Arc::new(h.sim.clone()),
+            scripts: ScriptHost::builder(scripts.path()).build(),
+            status: h.status.clone(),
+            recent: Recent::new(redactor.clone()),
+            finished,
+        }),
         commands: h.commands.clone(),
-        recent: Recent::new(redactor.clone()),
-        finished,
         redactor,
     };
     Env {

@@ -1,10 +1,11 @@
 //! The live dashboard: a status page, a JSON API, operator actions, run
 //! history with failure screenshots, and Prometheus metrics.
 //!
-//! It reads snapshots (registry, state, scheduler status, scripts, browser
-//! health) and sends actions to the scheduler as [`Command`]s, so "run now"
-//! or "reset" go through the same waits and locks as a cycle; it never
-//! touches the registry or the state file itself.
+//! It reads snapshots through a [`View`] (registry, state, scheduler
+//! status, scripts, browser health), which lends out no handle that could
+//! change anything, and sends actions to the scheduler as [`Command`]s, so
+//! "run now" or "reset" go through the same waits and locks as a cycle; it
+//! never touches the registry or the state file itself.
 //!
 //! Security: bound to loopback by default; any other address needs a token
 //! (checked when `flows.yaml` is read). When a token is set, every API
@@ -25,7 +26,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -36,21 +36,21 @@ use axum::{Json, Router};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::browser::{Browser, BrowserHealth};
-use crate::config::Config;
+use crate::browser::BrowserHealth;
 use crate::id::TargetId;
-use crate::logging::Recent;
-use crate::metrics::Metrics;
 use crate::redact::Redactor;
-use crate::registry::{Registry, RunInfo};
+use crate::registry::RunInfo;
 use crate::scheduler::{Command, SchedulerStatus};
-use crate::script::{ScriptHost, ScriptStatus};
-use crate::state::{RunRecord, StateStore, Status};
+use crate::script::ScriptStatus;
+use crate::state::Status;
 
 pub mod listener;
+pub mod view;
+
+pub use view::{Sources, View};
 
 /// The API's paths, for the router and for clients (the CLI).
 pub mod routes {
@@ -85,16 +85,10 @@ pub struct Dashboard {
     pub token: Option<String>,
     /// Host names accepted besides loopback ones (`dashboard.hosts`).
     pub hosts: Vec<String>,
-    pub config: Arc<ArcSwap<Config>>,
-    pub registry: Arc<Registry>,
-    pub state: Arc<StateStore>,
-    pub metrics: Arc<Metrics>,
-    pub browser: Arc<dyn Browser>,
-    pub scripts: ScriptHost,
-    pub status: watch::Receiver<SchedulerStatus>,
+    /// What it shows.
+    pub view: View,
+    /// What it asks the scheduler to do.
     pub commands: mpsc::Sender<Command>,
-    pub recent: Recent,
-    pub finished: broadcast::Sender<RunRecord>,
     pub redactor: Arc<Redactor>,
 }
 
@@ -146,9 +140,9 @@ struct StatusView {
 
 impl Dashboard {
     fn status_view(&self) -> StatusView {
-        let cfg = self.config.load();
-        let doc = self.state.snapshot();
-        let active = self.registry.snapshot();
+        let cfg = self.view.config();
+        let doc = self.view.targets();
+        let active = self.view.runs();
         let targets = cfg
             .targets
             .iter()
@@ -169,9 +163,9 @@ impl Dashboard {
             })
             .collect();
         let sessions = cfg.cycle.max_concurrent_runs;
-        let starved = self.registry.free_session(sessions).is_none();
+        let starved = self.view.starved(sessions);
         let quarantined = self
-            .registry
+            .view
             .quarantined()
             .into_iter()
             .map(|q| QuarantineView {
@@ -199,20 +193,20 @@ impl Dashboard {
             Status::InDoubt,
         ]
         .iter()
-        .map(|s| self.metrics.runs(s.as_str()))
+        .map(|s| self.view.runs_ended(s.as_str()))
         .sum();
         StatusView {
             version: env!("CARGO_PKG_VERSION"),
-            scheduler: self.status.borrow().clone(),
+            scheduler: self.view.scheduler().borrow().clone(),
             active,
             quarantined,
             targets,
-            scripts: self.scripts.status(),
-            slowed_hosts: self.scripts.slowed_hosts(),
-            browser: self.browser.health(),
-            recent: self.recent.snapshot(),
+            scripts: self.view.scripts(),
+            slowed_hosts: self.view.slowed_hosts(),
+            browser: self.view.browser(),
+            recent: self.view.recent(),
             runs_total,
-            cycles_total: self.metrics.cycles(),
+            cycles_total: self.view.cycles(),
             now: std::time::SystemTime::now(),
         }
     }
@@ -414,7 +408,7 @@ struct RunsQuery {
 
 async fn runs(State(d): State<Dashboard>, Query(q): Query<RunsQuery>) -> Response {
     let limit = q.limit.unwrap_or(50).min(1000);
-    match d.state.blocking(move |s| s.history(limit)).await {
+    match d.view.history(limit).await {
         Ok(h) => d.json(&h),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
@@ -426,9 +420,9 @@ async fn runs(State(d): State<Dashboard>, Query(q): Query<RunsQuery>) -> Respons
 async fn events(
     State(d): State<Dashboard>,
 ) -> Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>> {
-    let mut registry = d.registry.watch();
-    let mut status = d.status.clone();
-    let mut finished = d.finished.subscribe();
+    let mut registry = d.view.run_changes();
+    let mut status = d.view.scheduler();
+    let mut finished = d.view.finished();
     let stream = async_stream(move |tx| async move {
         loop {
             let view = d.status_view();
@@ -545,7 +539,7 @@ async fn metrics(State(d): State<Dashboard>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        d.metrics.render(),
+        d.view.metrics_text(),
     )
         .into_response()
 }
@@ -562,7 +556,7 @@ async fn shot(State(d): State<Dashboard>, Path(name): Path<String>) -> Response 
     if !ok {
         return error(StatusCode::BAD_REQUEST, "bad screenshot name");
     }
-    let path = crate::state::shots_dir(&d.config.load().state_dir).join(&name);
+    let path = crate::state::shots_dir(&d.view.config().state_dir).join(&name);
     match tokio::fs::read(&path).await {
         Ok(bytes) => ([(header::CONTENT_TYPE, "image/png")], bytes).into_response(),
         Err(_) => error(StatusCode::NOT_FOUND, format!("no screenshot `{name}`")),

@@ -1,0 +1,121 @@
+//! The dashboard's read-only view of a running baton: snapshots and change
+//! notifications. It holds the registry, the state store, the script host
+//! and the browser privately and lends out none of them, so nothing in the
+//! dashboard can register or cancel a run, write the state file, run a
+//! script or kill the browser: actions go to the scheduler as `Command`s.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::sync::{broadcast, watch};
+
+use crate::browser::{Browser, BrowserHealth};
+use crate::config::Config;
+use crate::logging::{Event, Recent};
+use crate::metrics::Metrics;
+use crate::registry::{Quarantine, Registry, RunInfo};
+use crate::scheduler::SchedulerStatus;
+use crate::script::politeness::SlowHost;
+use crate::script::{ScriptHost, ScriptStatus};
+use crate::state::{RunRecord, StateDoc, StateError, StateStore};
+
+/// What a [`View`] is made from: the running baton's parts.
+pub struct Sources {
+    pub config: Arc<ArcSwap<Config>>,
+    pub registry: Arc<Registry>,
+    pub state: Arc<StateStore>,
+    pub metrics: Arc<Metrics>,
+    pub browser: Arc<dyn Browser>,
+    pub scripts: ScriptHost,
+    pub status: watch::Receiver<SchedulerStatus>,
+    pub recent: Recent,
+    pub finished: broadcast::Sender<RunRecord>,
+}
+
+/// Read-only access to a running baton. Cheap to clone.
+#[derive(Clone)]
+pub struct View {
+    s: Arc<Sources>,
+}
+
+impl View {
+    pub fn new(sources: Sources) -> View {
+        View {
+            s: Arc::new(sources),
+        }
+    }
+
+    /// The configuration in force (it changes when flows.yaml reloads).
+    pub fn config(&self) -> Arc<Config> {
+        self.s.config.load_full()
+    }
+
+    /// Every target's persisted status.
+    pub fn targets(&self) -> StateDoc {
+        self.s.state.snapshot()
+    }
+
+    /// The last `limit` history records, newest first.
+    pub async fn history(&self, limit: usize) -> Result<Vec<RunRecord>, StateError> {
+        self.s.state.blocking(move |s| s.history(limit)).await
+    }
+
+    /// The registered runs, oldest first.
+    pub fn runs(&self) -> Vec<RunInfo> {
+        self.s.registry.snapshot()
+    }
+
+    /// Whether every one of `sessions` browser sessions is taken (by a run
+    /// or a quarantine).
+    pub fn starved(&self, sessions: u32) -> bool {
+        self.s.registry.free_session(sessions).is_none()
+    }
+
+    pub fn quarantined(&self) -> Vec<Quarantine> {
+        self.s.registry.quarantined()
+    }
+
+    /// Ticks whenever a run registers, changes or ends.
+    pub fn run_changes(&self) -> watch::Receiver<u64> {
+        self.s.registry.watch()
+    }
+
+    pub fn scheduler(&self) -> watch::Receiver<SchedulerStatus> {
+        self.s.status.clone()
+    }
+
+    /// Every finished run's record, from now on.
+    pub fn finished(&self) -> broadcast::Receiver<RunRecord> {
+        self.s.finished.subscribe()
+    }
+
+    pub fn scripts(&self) -> Vec<ScriptStatus> {
+        self.s.scripts.status()
+    }
+
+    pub fn slowed_hosts(&self) -> Vec<SlowHost> {
+        self.s.scripts.slowed_hosts()
+    }
+
+    pub fn browser(&self) -> BrowserHealth {
+        self.s.browser.health()
+    }
+
+    pub fn recent(&self) -> Vec<Event> {
+        self.s.recent.snapshot()
+    }
+
+    /// Runs finished with the status named `status`.
+    pub fn runs_ended(&self, status: &str) -> u64 {
+        self.s.metrics.runs(status)
+    }
+
+    pub fn cycles(&self) -> u64 {
+        self.s.metrics.cycles()
+    }
+
+    /// The Prometheus text.
+    pub fn metrics_text(&self) -> String {
+        self.s.metrics.render()
+    }
+}
