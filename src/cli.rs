@@ -438,7 +438,7 @@ pub fn run_line(r: &state::RunRecord) -> String {
     );
     match (&r.order, &r.outcome) {
         (Some(o), _) => line.push_str(&format!(" order {o}")),
-        (None, Some(o)) if o != r.status.as_str() => line.push_str(&format!(" {o}")),
+        (None, Some(o)) => line.push_str(&format!(" {o}")),
         _ => {}
     }
     line.push_str(&format!(

@@ -38,7 +38,7 @@ use crate::flow::{
 };
 use crate::metrics::Metrics;
 use crate::registry::{CancelReason, RunControl, RunGuard};
-use crate::state::{RunRecord, StateStore, Status, StepRecord};
+use crate::state::{RunRecord, StateStore, Status, StepRecord, StepResult};
 
 /// How long a cancelled step gets to stop after its page was closed, before
 /// the run moves on without it.
@@ -223,8 +223,7 @@ fn settle(
             Some(CommitAnswer::Placed(_)) => {
                 // The order is placed; a later failure (cleanup) is
                 // reported but cannot undo that.
-                let outcome = r.outcome.clone().unwrap_or_else(|| "completed".into());
-                return (Status::Completed, Some(outcome), error);
+                return (Status::Completed, r.outcome.clone(), error);
             }
             Some(CommitAnswer::NotPlaced(reason)) => {
                 // The shop said no in so many words: nothing was bought, so
@@ -247,10 +246,9 @@ fn settle(
             ),
             (None, None) => "the commit closure did not return".into(),
         };
-        let outcome = r.outcome.clone().unwrap_or_else(|| "in_doubt".into());
         return (
             Status::InDoubt,
-            Some(outcome),
+            r.outcome.clone(),
             Some(format!(
                 "passed its commit point without a recorded result: {why}"
             )),
@@ -264,10 +262,10 @@ fn settle(
             }
         };
         let msg = format!("cancelled: {reason}");
-        return (status, Some(status.as_str().into()), Some(msg));
+        return (status, None, Some(msg));
     }
     if let Some(e) = &r.error {
-        return (Status::Failed, Some("failed".into()), Some(e.clone()));
+        return (Status::Failed, None, Some(e.clone()));
     }
     if let Some(name) = &r.outcome {
         let status = match flow.outcome_action(name) {
@@ -282,9 +280,9 @@ fn settle(
         return (status, Some(name.clone()), error);
     }
     if let Some(e) = &r.cleanup_error {
-        return (Status::Failed, Some("failed".into()), Some(e.clone()));
+        return (Status::Failed, None, Some(e.clone()));
     }
-    (Status::Completed, Some("completed".into()), None)
+    (Status::Completed, None, None)
 }
 
 /// Why a step stopped before it finished by itself.
@@ -320,7 +318,7 @@ async fn run_steps(
             script: step.script.clone(),
             generation: version_of(pinned, &step.script),
             duration_ms: 0,
-            result: "skipped".into(),
+            result: StepResult::Skipped,
             outcome: None,
             error: why.map(str::to_owned),
         };
@@ -360,7 +358,7 @@ async fn run_steps(
                         pinned,
                         step,
                         step_started,
-                        "failed",
+                        StepResult::Failed,
                         None,
                         Some(msg),
                     ));
@@ -472,14 +470,14 @@ async fn run_steps(
             Ok(StepEnd::Continue) => {
                 report
                     .steps
-                    .push(step_record(pinned, step, step_started, "ok", None, None));
+                    .push(step_record(pinned, step, step_started, StepResult::Ok, None, None));
             }
             Ok(StepEnd::Outcome(name)) => {
                 report.steps.push(step_record(
                     pinned,
                     step,
                     step_started,
-                    "outcome",
+                    StepResult::Outcome,
                     Some(name.clone()),
                     None,
                 ));
@@ -489,8 +487,8 @@ async fn run_steps(
             }
             Err(e) => {
                 let result = match e.kind {
-                    StepErrorKind::Cancelled => "cancelled",
-                    StepErrorKind::Failed | StepErrorKind::Panicked => "failed",
+                    StepErrorKind::Cancelled => StepResult::Cancelled,
+                    StepErrorKind::Failed | StepErrorKind::Panicked => StepResult::Failed,
                 };
                 if e.kind != StepErrorKind::Cancelled
                     && report.screenshot.is_none()
@@ -579,7 +577,7 @@ fn step_record(
     pinned: &dyn PinnedFlow,
     step: &crate::flow::Step,
     started: Instant,
-    result: &str,
+    result: StepResult,
     outcome: Option<String>,
     error: Option<String>,
 ) -> StepRecord {
@@ -587,7 +585,7 @@ fn step_record(
         script: step.script.clone(),
         generation: version_of(pinned, &step.script),
         duration_ms: started.elapsed().as_millis() as u64,
-        result: result.into(),
+        result,
         outcome,
         error,
     }
@@ -845,7 +843,7 @@ mod tests {
             None,
             None,
         );
-        assert_eq!(outcome.as_deref(), Some("in_doubt"));
+        assert_eq!(outcome, None, "the status says in_doubt; no script named an outcome");
         assert_eq!(
             error.as_deref(),
             Some("passed its commit point without a recorded result: step `checkout` cancelled")

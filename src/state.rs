@@ -154,12 +154,47 @@ pub struct StepRecord {
     pub script: String,
     pub generation: u64,
     pub duration_ms: u64,
-    /// `ok`, `outcome`, `failed`, `cancelled` or `skipped`.
-    pub result: String,
+    pub result: StepResult,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// How a step ended, as history records it (the same words as before it
+/// was a type, so older lines read the same).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepResult {
+    /// It ran to its end.
+    Ok,
+    /// It called `outcome(name)` (the record's `outcome`).
+    Outcome,
+    /// An error, `fail(..)`, or a panic (the record's `error`).
+    Failed,
+    /// The run was cancelled or the step ran out of time.
+    Cancelled,
+    /// It did not run: an earlier step ended the run, or a commit may still
+    /// be in flight in the session.
+    Skipped,
+}
+
+impl StepResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepResult::Ok => "ok",
+            StepResult::Outcome => "outcome",
+            StepResult::Failed => "failed",
+            StepResult::Cancelled => "cancelled",
+            StepResult::Skipped => "skipped",
+        }
+    }
+}
+
+impl std::fmt::Display for StepResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One line of `history.jsonl`: a finished run.
@@ -175,6 +210,9 @@ pub struct RunRecord {
     pub duration_ms: u64,
     /// The status the target was left in.
     pub status: Status,
+    /// The outcome a script named (`outcome(name)`), or `not_placed`; never
+    /// a status name (the status says that). Lines written before this
+    /// rule, which repeated the status here, read as `None`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -189,6 +227,16 @@ pub struct RunRecord {
     /// File name of the failure screenshot, relative to the state directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub screenshot: Option<String>,
+}
+
+impl RunRecord {
+    /// Older records repeated the status as the outcome (`completed`,
+    /// `failed`, `timed_out`, `in_doubt`); the outcome is a script's now.
+    fn forget_status_outcome(&mut self) {
+        if self.outcome.as_deref() == Some(self.status.as_str()) {
+            self.outcome = None;
+        }
+    }
 }
 
 impl StateStore {
@@ -638,7 +686,7 @@ pub fn read_doc(dir: &Path) -> Result<Option<StateDoc>, StateError> {
     let path = dir.join(STATE_FILE);
     match fs::read(&path) {
         Ok(bytes) => {
-            let doc: StateDoc =
+            let mut doc: StateDoc =
                 serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt {
                     path: path.clone(),
                     source,
@@ -650,6 +698,12 @@ pub fn read_doc(dir: &Path) -> Result<Option<StateDoc>, StateError> {
                     path,
                     found: doc.format,
                 });
+            }
+            // Older documents repeated the status as the last outcome.
+            for t in doc.targets.values_mut() {
+                if t.last_outcome.as_deref() == Some(t.status.as_str()) {
+                    t.last_outcome = None;
+                }
             }
             Ok(Some(doc))
         }
@@ -681,7 +735,8 @@ pub fn read_history(dir: &Path, limit: usize) -> Result<Vec<RunRecord>, StateErr
             path: path.clone(),
             source,
         })?;
-        if let Ok(rec) = serde_json::from_str::<RunRecord>(&line) {
+        if let Ok(mut rec) = serde_json::from_str::<RunRecord>(&line) {
+            rec.forget_status_outcome();
             if out.len() == limit {
                 out.pop_front();
             }
@@ -823,6 +878,34 @@ mod tests {
             steps: vec![],
             screenshot: None,
         }
+    }
+
+    /// Lines written by earlier versions, which repeated the status as the
+    /// outcome and stored step results as plain words, still read: the
+    /// steps' results map to `StepResult`, a status-name outcome reads as
+    /// none, a script's outcome is kept, and new lines write the same
+    /// words.
+    #[test]
+    fn older_history_lines_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = [
+            r#"{"run_id":1,"target":"a","flow":"f","started_at":"2026-11-01T10:00:00Z","ended_at":"2026-11-01T10:00:01Z","duration_ms":900,"status":"completed","outcome":"completed","order":"A-1","committed":true,"steps":[{"script":"p","generation":1,"duration_ms":400,"result":"ok"},{"script":"c","generation":1,"duration_ms":0,"result":"skipped"}]}"#,
+            r#"{"run_id":2,"target":"a","flow":"f","started_at":"2026-11-01T10:01:00Z","ended_at":"2026-11-01T10:01:01Z","duration_ms":900,"status":"ready","outcome":"out_of_stock","committed":false,"steps":[{"script":"p","generation":1,"duration_ms":400,"result":"outcome","outcome":"out_of_stock"}]}"#,
+            r#"{"run_id":3,"target":"a","flow":"f","started_at":"2026-11-01T10:02:00Z","ended_at":"2026-11-01T10:02:01Z","duration_ms":900,"status":"timed_out","outcome":"timed_out","error":"cancelled: run timeout","committed":false,"steps":[{"script":"p","generation":1,"duration_ms":400,"result":"cancelled","error":"x"}]}"#,
+        ];
+        std::fs::write(dir.path().join(HISTORY_FILE), old.join("\n") + "\n").unwrap();
+        let h = read_history(dir.path(), 10).unwrap();
+        assert_eq!(h.len(), 3);
+        let (timed_out, ready, done) = (&h[0], &h[1], &h[2]);
+        assert_eq!(done.outcome, None);
+        assert_eq!(done.steps[0].result, StepResult::Ok);
+        assert_eq!(done.steps[1].result, StepResult::Skipped);
+        assert_eq!(ready.outcome.as_deref(), Some("out_of_stock"));
+        assert_eq!(ready.steps[0].result, StepResult::Outcome);
+        assert_eq!(timed_out.outcome, None);
+        assert_eq!(timed_out.steps[0].result, StepResult::Cancelled);
+        let line = serde_json::to_string(&timed_out.steps[0]).unwrap();
+        assert!(line.contains(r#""result":"cancelled""#), "{line}");
     }
 
     #[test]

@@ -74,7 +74,7 @@ async fn n_cycles_buy_exactly_n_per_in_stock_target() {
         assert!(r.order.as_deref().is_some_and(|o| o.starts_with("A-")));
         let clear = r.steps.iter().find(|s| s.script == "clear_cart").unwrap();
         assert_eq!(
-            clear.result, "ok",
+            clear.result, baton::state::StepResult::Ok,
             "the cart was not verified empty: {r:#?}"
         );
     }
@@ -293,7 +293,7 @@ async fn an_unanswered_commit_is_in_doubt_and_quarantines_its_session() {
     orders_are_accounted_for(&shop_srv.shop, &state);
     let h: Vec<RunRecord> = state.history(usize::MAX).unwrap();
     assert_eq!(h.len(), 1, "{h:#?}");
-    assert_eq!(h[0].steps.last().unwrap().result, "skipped", "{h:#?}");
+    assert_eq!(h[0].steps.last().unwrap().result, baton::state::StepResult::Skipped, "{h:#?}");
     assert!(
         stderr.contains("browser session 0 quarantined until `1001` is resolved"),
         "{stderr}"
