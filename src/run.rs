@@ -468,9 +468,14 @@ async fn run_steps(
 
         match result {
             Ok(StepEnd::Continue) => {
-                report
-                    .steps
-                    .push(step_record(pinned, step, step_started, StepResult::Ok, None, None));
+                report.steps.push(step_record(
+                    pinned,
+                    step,
+                    step_started,
+                    StepResult::Ok,
+                    None,
+                    None,
+                ));
             }
             Ok(StepEnd::Outcome(name)) => {
                 report.steps.push(step_record(
@@ -843,7 +848,10 @@ mod tests {
             None,
             None,
         );
-        assert_eq!(outcome, None, "the status says in_doubt; no script named an outcome");
+        assert_eq!(
+            outcome, None,
+            "the status says in_doubt; no script named an outcome"
+        );
         assert_eq!(
             error.as_deref(),
             Some("passed its commit point without a recorded result: step `checkout` cancelled")

@@ -74,7 +74,8 @@ async fn n_cycles_buy_exactly_n_per_in_stock_target() {
         assert!(r.order.as_deref().is_some_and(|o| o.starts_with("A-")));
         let clear = r.steps.iter().find(|s| s.script == "clear_cart").unwrap();
         assert_eq!(
-            clear.result, baton::state::StepResult::Ok,
+            clear.result,
+            baton::state::StepResult::Ok,
             "the cart was not verified empty: {r:#?}"
         );
     }
@@ -293,7 +294,11 @@ async fn an_unanswered_commit_is_in_doubt_and_quarantines_its_session() {
     orders_are_accounted_for(&shop_srv.shop, &state);
     let h: Vec<RunRecord> = state.history(usize::MAX).unwrap();
     assert_eq!(h.len(), 1, "{h:#?}");
-    assert_eq!(h[0].steps.last().unwrap().result, baton::state::StepResult::Skipped, "{h:#?}");
+    assert_eq!(
+        h[0].steps.last().unwrap().result,
+        baton::state::StepResult::Skipped,
+        "{h:#?}"
+    );
     assert!(
         stderr.contains("browser session 0 quarantined until `1001` is resolved"),
         "{stderr}"
@@ -784,13 +789,9 @@ async fn screenshots_mask_cross_origin_card_frames() {
             }),
         );
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    let profile = tempfile::tempdir().unwrap();
-    let browser = baton::browser::chrome::ChromeBrowser::new(
-        baton::browser::chrome::ChromeConfig::headless(profile.path()),
-        None,
-    );
+    let chrome = common::live::Chrome::start().await;
+    let page = chrome.page.clone();
     let t = Duration::from_secs(10);
-    let page = browser.new_page(SessionId(0)).await.unwrap();
     page.navigate(&format!("http://127.0.0.1:{port}/"), t)
         .await
         .unwrap();
@@ -806,10 +807,8 @@ async fn screenshots_mask_cross_origin_card_frames() {
         mask_coverage(&png, &plain).1,
         "plain text should not be masked"
     );
-    page.close().await;
-    browser.shutdown().await;
     server.abort();
-    assert_no_chromium(profile.path()).await;
+    chrome.stop().await;
 }
 
 /// Hardening: card data never reaches pixels, on the demo shop's checkout
@@ -826,14 +825,10 @@ async fn screenshots_mask_secrets_and_card_fields() {
     let shop_srv = baton::shop::start("127.0.0.1:0".parse().unwrap(), stop.clone())
         .await
         .unwrap();
-    let profile = tempfile::tempdir().unwrap();
-    let browser = baton::browser::chrome::ChromeBrowser::new(
-        baton::browser::chrome::ChromeConfig::headless(profile.path()),
-        None,
-    );
+    let chrome = common::live::Chrome::start().await;
+    let page = chrome.page.clone();
     let t = Duration::from_secs(10);
     let one = |s: &str| Selectors::one(s);
-    let page = browser.new_page(SessionId(0)).await.unwrap();
     page.navigate(&format!("{}/p/1001", shop_srv.url()), t)
         .await
         .unwrap();
@@ -886,10 +881,8 @@ async fn screenshots_mask_secrets_and_card_fields() {
         .await
         .unwrap();
     assert_eq!(left, serde_json::json!(0), "the masks stayed on the page");
-    page.close().await;
-    browser.shutdown().await;
     stop.cancel();
-    assert_no_chromium(profile.path()).await;
+    chrome.stop().await;
 }
 
 /// Ctrl-C in a terminal signals baton's whole process group, and
@@ -1089,13 +1082,9 @@ async fn an_ajax_basket_with_late_handlers_is_emptied_by_waits() {
         .await
         .unwrap();
     let shop = srv.shop.clone();
-    let profile = tempfile::tempdir().unwrap();
-    let browser = baton::browser::chrome::ChromeBrowser::new(
-        baton::browser::chrome::ChromeConfig::headless(profile.path()),
-        None,
-    );
+    let chrome = common::live::Chrome::start().await;
+    let page = chrome.page.clone();
     let t = Duration::from_secs(10);
-    let page = browser.new_page(SessionId(0)).await.unwrap();
     for id in ["1001", "1002"] {
         page.navigate(&format!("{}/p/{id}", srv.url()), t)
             .await
@@ -1164,10 +1153,8 @@ async fn an_ajax_basket_with_late_handlers_is_emptied_by_waits() {
         err.to_string(),
         "waited 300ms for the count of `.cart-line` >= 1, but it matches 0 element(s), wanted >= 1"
     );
-    page.close().await;
-    browser.shutdown().await;
     stop.cancel();
-    assert_no_chromium(profile.path()).await;
+    chrome.stop().await;
 }
 
 /// Issue 11: selectors reach into a cross-origin frame (hosted card
@@ -1219,13 +1206,9 @@ customElements.define("order-button", class extends HTMLElement {{
     );
     let s1 = tokio::spawn(async move { axum::serve(card, card_app).await });
     let s2 = tokio::spawn(async move { axum::serve(main, main_app).await });
-    let profile = tempfile::tempdir().unwrap();
-    let browser = baton::browser::chrome::ChromeBrowser::new(
-        baton::browser::chrome::ChromeConfig::headless(profile.path()),
-        None,
-    );
+    let chrome = common::live::Chrome::start().await;
+    let page = chrome.page.clone();
     let t = Duration::from_secs(10);
-    let page = browser.new_page(SessionId(0)).await.unwrap();
     page.navigate(&format!("http://127.0.0.1:{main_port}/"), t)
         .await
         .unwrap();
@@ -1270,11 +1253,9 @@ customElements.define("order-button", class extends HTMLElement {{
         err.to_string(),
         "selector `frame:#nope >> #use` not found within 300ms"
     );
-    page.close().await;
-    browser.shutdown().await;
     s1.abort();
     s2.abort();
-    assert_no_chromium(profile.path()).await;
+    chrome.stop().await;
 }
 
 /// Issue 11: `http_get` from a step sends the run's browser-session

@@ -343,7 +343,8 @@ async fn i3_stuck_run_is_cancelled_and_confirmed_gone() {
         history[0].error
     );
     assert_eq!(
-        history[0].steps[1].result, baton::state::StepResult::Ok,
+        history[0].steps[1].result,
+        baton::state::StepResult::Ok,
         "cleanup ran after the cancellation"
     );
     assert_eq!(history[1].status, Status::Completed);
@@ -724,7 +725,11 @@ async fn i9_a_slow_commit_holds_its_session_and_ends_completed() {
     assert_eq!(a.status, Status::Completed, "{a:#?}");
     assert_eq!(a.order.as_deref(), Some("A-a"));
     assert_eq!(a.cancelled, None, "the wait cancelled a run in its commit");
-    assert_eq!(a.steps[1].result, baton::state::StepResult::Ok, "cleanup ran after the answer");
+    assert_eq!(
+        a.steps[1].result,
+        baton::state::StepResult::Ok,
+        "cleanup ran after the answer"
+    );
     assert!(a.duration_ms >= 100_000, "{a:#?}");
     assert_eq!(b.status, Status::Completed);
     assert!(b.started_at >= a.ended_at, "b ran beside a: {history:#?}");
@@ -801,7 +806,12 @@ async fn i9_an_unanswered_commit_quarantines_its_session() {
             a[0].cancelled.as_deref(),
             Some("its commit got no answer within commit_timeout")
         );
-        assert_eq!(a[0].steps[1].result, baton::state::StepResult::Skipped, "{:#?}", a[0]);
+        assert_eq!(
+            a[0].steps[1].result,
+            baton::state::StepResult::Skipped,
+            "{:#?}",
+            a[0]
+        );
         assert!(
             tl.all("clear:a").len() == a.len() - 1,
             "a's first cleanup ran"

@@ -224,3 +224,36 @@ pub async fn assert_no_chromium(profile: &Path) {
         processes_mentioning(profile)
     );
 }
+
+/// A headless Chromium of the test's own, on a fresh profile, with one
+/// page in session 0: for tests of the browser layer itself.
+pub struct Chrome {
+    pub profile: tempfile::TempDir,
+    pub browser: baton::browser::chrome::ChromeBrowser,
+    pub page: std::sync::Arc<dyn baton::browser::Page>,
+}
+
+impl Chrome {
+    pub async fn start() -> Chrome {
+        use baton::browser::Browser;
+        let profile = tempfile::tempdir().unwrap();
+        let browser = baton::browser::chrome::ChromeBrowser::new(
+            baton::browser::chrome::ChromeConfig::headless(profile.path()),
+            None,
+        );
+        let page = browser.new_page(baton::id::SessionId(0)).await.unwrap();
+        Chrome {
+            profile,
+            browser,
+            page,
+        }
+    }
+
+    /// Closes the page and the browser, and checks no Chromium is left.
+    pub async fn stop(self) {
+        use baton::browser::Browser;
+        self.page.close().await;
+        self.browser.shutdown().await;
+        assert_no_chromium(self.profile.path()).await;
+    }
+}
