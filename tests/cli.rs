@@ -984,17 +984,20 @@ fn a_full_stdout_or_stderr_is_an_exit_code_not_a_panic() {
 #[test]
 fn dry_run_of_a_whole_flow_runs_monitor_then_steps_in_order() {
     let c = Case::shipped();
-    let f = repo().join("tests/fixtures/flow_purchase.yaml");
-    let o = c.run(&[
-        "dry-run",
-        "--flow",
-        "purchase",
-        "--target",
-        "1001",
-        "--offline",
-        f.to_str().unwrap(),
-    ]);
-    o.calm();
+    let flow_offline = |fixture: &std::path::Path| {
+        let o = c.run(&[
+            "dry-run",
+            "--flow",
+            "purchase",
+            "--target",
+            "1001",
+            "--offline",
+            fixture.to_str().unwrap(),
+        ]);
+        o.calm();
+        o
+    };
+    let o = flow_offline(&repo().join("tests/fixtures/flow_purchase.yaml"));
     assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
     let order = [
         "dry run of flow `purchase` for target `1001` (offline)",
@@ -1023,16 +1026,7 @@ fn dry_run_of_a_whole_flow_runs_monitor_then_steps_in_order() {
         "http:\n  /p/1001: '<p id=\"out-of-stock\">Out of stock</p>'\n",
     )
     .unwrap();
-    let o = c.run(&[
-        "dry-run",
-        "--flow",
-        "purchase",
-        "--target",
-        "1001",
-        "--offline",
-        sold_out.to_str().unwrap(),
-    ]);
-    o.calm();
+    let o = flow_offline(&sold_out);
     assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
     assert!(o.stdout.contains("monitor says: skip"), "{}", o.stdout);
     assert!(

@@ -285,6 +285,36 @@ impl Env {
     }
 }
 
+/// Runs `script` as a monitor would: no page, no commit, the real network,
+/// HTTP bounded by `http`.
+fn monitor(
+    host: &ScriptHost,
+    script: &'static str,
+    http: Duration,
+) -> impl std::future::Future<Output = Result<Ended, baton::flow::StepError>> + use<> {
+    let host = host.clone();
+    async move {
+        host.run_script(
+            script,
+            ScriptRun {
+                page: None,
+                target: target(),
+                cancel: CancellationToken::new(),
+                commit: None,
+                timeouts: Timeouts {
+                    action: Duration::from_millis(200),
+                    step: Duration::from_secs(5),
+                    http,
+                },
+                shot_prefix: "m".into(),
+                trace: None,
+                http_fixture: None,
+            },
+        )
+        .await
+    }
+}
+
 macro_rules! scripts {
     ($($name:literal => $body:expr),* $(,)?) => {
         Env::new(&[$(($name, $body)),*])
@@ -447,29 +477,7 @@ async fn http_get_json_over_the_network() {
         ("boom.rhai", &format!(r##"http_get_json("{base}/boom")"##)),
         ("slow.rhai", &format!(r##"http_get_json("{base}/slow")"##)),
     ]);
-    let run = |script: &'static str| {
-        let host = e.host.clone();
-        async move {
-            host.run_script(
-                script,
-                ScriptRun {
-                    page: None,
-                    target: target(),
-                    cancel: CancellationToken::new(),
-                    commit: None,
-                    timeouts: Timeouts {
-                        action: Duration::from_millis(200),
-                        step: Duration::from_secs(5),
-                        http: Duration::from_millis(300),
-                    },
-                    shot_prefix: "m".into(),
-                    trace: None,
-                    http_fixture: None,
-                },
-            )
-            .await
-        }
-    };
+    let run = |script: &'static str| monitor(&e.host, script, Duration::from_millis(300));
     assert!(matches!(run("ok").await, Ok(Ended::Value(v)) if v.as_int() == Ok(2)));
     let err = run("boom").await.unwrap_err().message;
     assert!(err.ends_with("HTTP 500 Internal Server Error"), "{err}");
@@ -1366,29 +1374,7 @@ async fn http_get_and_html_queries_make_a_browser_free_monitor() {
         ),
         ("refused.rhai", r##"http_get_json("http://127.0.0.1:9/x")"##),
     ]);
-    let run = |script: &'static str| {
-        let host = e.host.clone();
-        async move {
-            host.run_script(
-                script,
-                ScriptRun {
-                    page: None,
-                    target: target(),
-                    cancel: CancellationToken::new(),
-                    commit: None,
-                    timeouts: Timeouts {
-                        action: Duration::from_millis(200),
-                        step: Duration::from_secs(5),
-                        http: Duration::from_secs(5),
-                    },
-                    shot_prefix: "m".into(),
-                    trace: None,
-                    http_fixture: None,
-                },
-            )
-            .await
-        }
-    };
+    let run = |script: &'static str| monitor(&e.host, script, Duration::from_secs(5));
     let value = |r: Result<Ended, baton::flow::StepError>| match r {
         Ok(Ended::Value(v)) => v.to_string(),
         other => panic!("{other:?}"),
