@@ -107,6 +107,16 @@ struct Inner {
     reloading: Mutex<()>,
 }
 
+impl Inner {
+    /// The real network, shared by every run: one client, one set of pauses.
+    fn http(&self) -> Http {
+        Http::Client {
+            client: self.http.clone(),
+            polite: self.polite.clone(),
+        }
+    }
+}
+
 /// The script host. Cheap to clone.
 #[derive(Clone)]
 pub struct ScriptHost {
@@ -479,10 +489,7 @@ impl ScriptHost {
             secrets: Secrets::default(),
             redactor: self.inner.redactor.clone(),
             handle: None,
-            http: Http::Client {
-                client: self.inner.http.clone(),
-                polite: self.inner.polite.clone(),
-            },
+            http: self.inner.http(),
             shots_dir: None,
             shot_prefix: String::new(),
             trace: None,
@@ -614,10 +621,7 @@ async fn execute(
             handle: Some(tokio::runtime::Handle::current()),
             http: match run.http_fixture {
                 Some(f) => Http::Fixture(f),
-                None => Http::Client {
-                    client: inner.http.clone(),
-                    polite: inner.polite.clone(),
-                },
+                None => inner.http(),
             },
             shots_dir: inner.shots_dir.clone(),
             shot_prefix: run.shot_prefix,

@@ -200,20 +200,21 @@ impl ScriptContext {
             }
             return Err(self.error(format!("{name}({args}): {msg}")));
         }
-        let cookie = match &self.page {
-            Some(p) => self
-                .block("cookies", args, self.action(), p.cookie_header(url), |_| {
-                    String::new()
-                })
-                .ok()
-                .flatten(),
-            None => None,
-        };
+        // The session's cookies for the URL are looked up inside the same
+        // bounded, traced call; a page that cannot tell sends none.
+        let page = self.page.clone();
+        let url = url.to_owned();
         let answer = self.block(
             name,
             args,
             bound,
-            fetch(client, url.to_owned(), headers, cookie, bound),
+            async move {
+                let cookie = match &page {
+                    Some(p) => p.cookie_header(&url).await.ok().flatten(),
+                    None => None,
+                };
+                fetch(client, url, headers, cookie, bound).await
+            },
             show,
         )?;
         if let Some(h) = host_of(&answer.url).or(host) {
