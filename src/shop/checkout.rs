@@ -99,8 +99,12 @@ pub(super) async fn start(State(shop): State<Shop>, headers: HeaderMap) -> Respo
 }
 
 pub(super) async fn address_page(State(shop): State<Shop>, headers: HeaderMap) -> Response {
-    page(&shop, &headers, 1, |_, _, total| {
-        pages::address(total).into_response()
+    page(&shop, &headers, 1, |shop, sid, total| {
+        // An account's saved address fills the form in.
+        let saved = sid
+            .strip_prefix('@')
+            .and_then(|name| shop.lock().accounts.get(name).map(|a| a.address.clone()));
+        pages::address(total, saved.as_ref()).into_response()
     })
     .await
 }

@@ -5,8 +5,10 @@
 //!   late-bound handlers, the order page, a stock API for monitors.
 //! - `checkout`: address, payment, review and place, with redirects;
 //!   `card`: the payment provider's card fields on a second origin.
+//! - `account`: logins (password, optional one-time code), sessions the
+//!   server expires, and carts and addresses that belong to accounts.
 //! - `admin`: the control API under `/admin` (stock, latency, failures,
-//!   orders, carts, overlaps).
+//!   orders, carts, overlaps, accounts).
 //! - `pages`: the HTML.
 //!
 //! Like a real server, the shop finishes every request it accepted even
@@ -15,12 +17,14 @@
 //! injected with `/admin/delay/STEP/MS` applies before the request reads the
 //! session's cart, the way a busy server queues a request.
 //!
-//! The overlap detector is the shop's view of invariant I1. A browser
-//! session is the `shop_session` cookie. An overlap is counted when two of a
+//! The overlap detector is the shop's view of invariants I1 and I10. A
+//! session is the `shop_session` cookie, or, once logged in, the account:
+//! every browser logged into one account shares its cart. An overlap is counted when two of a
 //! session's page requests are in flight at once, or when a product-page or
 //! add-to-cart request arrives while that session is between starting
 //! checkout and placing its order (or emptying its cart).
 
+pub mod account;
 mod admin;
 pub mod card;
 mod checkout;
@@ -123,6 +127,14 @@ struct ShopState {
     next_session: u64,
     overlaps: u64,
     overlap_events: Vec<String>,
+    /// Overlaps by session (`@NAME` for an account).
+    overlaps_by: HashMap<String, u64>,
+    accounts: HashMap<String, account::ShopAccount>,
+    /// Logins by cookie token.
+    auths: HashMap<String, account::Auth>,
+    /// Password given, one-time code awaited: cookie token to account.
+    pending: HashMap<String, String>,
+    auth_ttl: Duration,
     /// Latency per step, and how many more requests it applies to
     /// (`None`: all).
     delays: HashMap<Step, (Duration, Option<u32>)>,
@@ -143,6 +155,7 @@ pub fn default_products() -> Vec<Product> {
         p("1002", "Burr grinder", 2450, 50),
         p("1003", "Milk frother", 1500, 0),
         p("1004", "Gooseneck kettle", 8900, 10),
+        p("1005", "Coffee scale", 1999, 50),
     ]
 }
 
@@ -160,6 +173,11 @@ impl ShopState {
             next_session: 1,
             overlaps: 0,
             overlap_events: Vec::new(),
+            overlaps_by: HashMap::new(),
+            accounts: account::default_accounts(),
+            auths: HashMap::new(),
+            pending: HashMap::new(),
+            auth_ttl: account::DEFAULT_TTL,
             delays: HashMap::new(),
             fails: HashMap::new(),
             requests: HashMap::new(),
@@ -263,6 +281,35 @@ impl Shop {
         self.lock().sessions.values().map(|s| s.cart.len()).sum()
     }
 
+    /// Overlaps counted on `account`'s shared session.
+    pub fn account_overlaps(&self, account: &str) -> u64 {
+        self.lock()
+            .overlaps_by
+            .get(&format!("@{account}"))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Orders placed while logged into `account`.
+    pub fn account_orders(&self, account: &str) -> usize {
+        let key = format!("@{account}");
+        self.lock()
+            .orders
+            .iter()
+            .filter(|o| o.session == key)
+            .count()
+    }
+
+    /// Successful logins to `account` so far.
+    pub fn account_logins(&self, account: &str) -> u64 {
+        self.lock().accounts.get(account).map_or(0, |a| a.logins)
+    }
+
+    /// Ends every login of `account` now (a shop's session timeout).
+    pub fn expire_logins(&self, account: &str) {
+        self.lock().auths.retain(|_, a| a.account != account);
+    }
+
     /// Why each overlap was counted.
     pub fn overlap_events(&self) -> Vec<String> {
         self.lock().overlap_events.clone()
@@ -308,6 +355,7 @@ impl Shop {
                 tracing::error!(target: "baton::shop", "overlap: {why}");
                 s.overlaps += 1;
                 s.overlap_events.push(why);
+                *s.overlaps_by.entry(session.to_owned()).or_default() += 1;
             }
             let delay = match s.delays.get_mut(&step) {
                 Some((d, None)) => Some(*d),
@@ -357,24 +405,39 @@ impl Drop for InFlight {
 
 const COOKIE: &str = "shop_session";
 
-/// The session a request belongs to, and whether it is new (so the
-/// response must set the cookie).
+/// The session a request belongs to: `id` keys its cart (`@NAME` when
+/// logged into an account); `new` is a guest cookie the response must set.
 struct SessionId {
     id: String,
-    new: bool,
+    new: Option<String>,
 }
 
-fn session_of(shop: &Shop, headers: &HeaderMap) -> SessionId {
-    let existing = headers
+/// The value of cookie `name` in a request.
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
-        .map(|(_, v)| v.to_owned());
-    if let Some(id) = existing {
-        SessionId { id, new: false }
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+fn session_of(shop: &Shop, headers: &HeaderMap) -> SessionId {
+    let guest = guest_of(shop, headers);
+    match account::account_of(shop, headers) {
+        Some(name) => SessionId {
+            id: format!("@{name}"),
+            new: guest.new,
+        },
+        None => guest,
+    }
+}
+
+fn guest_of(shop: &Shop, headers: &HeaderMap) -> SessionId {
+    if let Some(id) = cookie(headers, COOKIE) {
+        SessionId { id, new: None }
     } else {
         let mut s = shop.lock();
         let n = s.next_session;
@@ -382,20 +445,18 @@ fn session_of(shop: &Shop, headers: &HeaderMap) -> SessionId {
         let nanos = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
+        let id = format!("s{n}-{nanos:08x}");
         SessionId {
-            id: format!("s{n}-{nanos:08x}"),
-            new: true,
+            id: id.clone(),
+            new: Some(id),
         }
     }
 }
 
 fn with_session(sid: &SessionId, resp: impl IntoResponse) -> Response {
     let mut resp = resp.into_response();
-    if sid.new {
-        let cookie = format!(
-            "{COOKIE}={}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax",
-            sid.id
-        );
+    if let Some(id) = &sid.new {
+        let cookie = format!("{COOKIE}={id}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax");
         if let Ok(v) = HeaderValue::from_str(&cookie) {
             resp.headers_mut().append(header::SET_COOKIE, v);
         }
@@ -423,6 +484,16 @@ pub fn router(shop: Shop) -> Router {
         .route("/checkout/review", get(checkout::review_page))
         .route("/checkout/place", post(checkout::place_order))
         .route("/order/{number}", get(storefront::order))
+        .route(
+            "/account/login",
+            get(account::login_page).post(account::login),
+        )
+        .route("/account/totp", get(account::totp_page).post(account::totp))
+        .route("/account", get(account::account_page))
+        .route("/account/logout", post(account::logout))
+        .route("/admin/accounts", get(account::admin_accounts))
+        .route("/admin/accounts/{name}/expire", post(account::expire))
+        .route("/admin/session_ttl/{ms}", post(account::session_ttl))
         .route("/api/stock/{id}", get(storefront::stock_api))
         .route("/api/cart/settings", get(storefront::cart_settings))
         .route("/admin/orders", get(admin::orders))
@@ -716,6 +787,133 @@ mod tests {
         // Another session is not an overlap.
         call(&app, "GET", "/p/1002", Some("shop_session=y"), "").await;
         assert_eq!(shop.overlaps(), 1);
+    }
+
+    /// The `name=value` of cookie `name` a response sets.
+    fn set_cookie(h: &HeaderMap, name: &str) -> Option<String> {
+        h.get_all(header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or("").to_owned())
+            .find(|kv| kv.starts_with(&format!("{name}=")))
+    }
+
+    /// Logs guest session `guest` into `user`; returns its cookie header.
+    async fn log_in(app: &Router, guest: &str, user: &str, password: &str) -> String {
+        let (st, h, _) = call(
+            app,
+            "POST",
+            "/account/login",
+            Some(guest),
+            &format!("username={user}&password={password}&next=%2Fcart"),
+        )
+        .await;
+        assert_eq!(st, StatusCode::SEE_OTHER);
+        assert_eq!(h[header::LOCATION], "/cart");
+        format!("{guest}; {}", set_cookie(&h, account::AUTH_COOKIE).unwrap())
+    }
+
+    #[tokio::test]
+    async fn an_account_owns_its_cart_and_address_across_browsers() {
+        let shop = Shop::new();
+        let app = router(shop.clone());
+        // A wrong password is refused, with a message to show.
+        let (st, h, body) = call(
+            &app,
+            "POST",
+            "/account/login",
+            Some("shop_session=a"),
+            "username=ada&password=babbage",
+        )
+        .await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED);
+        assert!(body.contains("id=\"login-error\""), "{body}");
+        assert!(set_cookie(&h, account::AUTH_COOKIE).is_none());
+        let (_, h, _) = call(&app, "GET", "/account", Some("shop_session=a"), "").await;
+        assert_eq!(h[header::LOCATION], "/account/login?next=/account");
+
+        let a = log_in(&app, "shop_session=a", "ada", "lovelace").await;
+        let (_, _, body) = call(&app, "GET", "/account", Some(&a), "").await;
+        assert!(body.contains("id=\"account-name\">Ada Lovelace<"), "{body}");
+        // Browser a fills the account's cart; browser b, logged into the
+        // same account, sees the same cart.
+        call(&app, "POST", "/cart/add/1001", Some(&a), "qty=1").await;
+        let b = log_in(&app, "shop_session=b", "ada", "lovelace").await;
+        let (_, _, cart) = call(&app, "GET", "/cart", Some(&b), "").await;
+        assert!(cart.contains("data-lines=\"1\""), "{cart}");
+        // The checkout's address form comes filled in from the account.
+        call(&app, "GET", "/checkout", Some(&a), "").await;
+        let (_, _, addr) = call(&app, "GET", "/checkout/address", Some(&a), "").await;
+        assert!(
+            addr.contains("value=\"12 Analytical Way, London\""),
+            "{addr}"
+        );
+        // b starting over on a product page while a is in checkout is an
+        // overlap on the account, as it would be on one browser.
+        call(&app, "GET", "/p/1002", Some(&b), "").await;
+        assert_eq!(
+            shop.account_overlaps("ada"),
+            1,
+            "{:?}",
+            shop.overlap_events()
+        );
+        assert_eq!(shop.account_logins("ada"), 2);
+    }
+
+    #[tokio::test]
+    async fn logins_expire_and_totp_is_checked() {
+        let shop = Shop::new();
+        let app = router(shop.clone());
+        let a = log_in(&app, "shop_session=a", "ada", "lovelace").await;
+        call(&app, "POST", "/cart/add/1001", Some(&a), "qty=1").await;
+        call(&app, "POST", "/admin/accounts/ada/expire", None, "").await;
+        // Expired: the account page asks for a login, and the cart is the
+        // guest's own (empty) one.
+        let (_, h, _) = call(&app, "GET", "/account", Some(&a), "").await;
+        assert_eq!(h[header::LOCATION], "/account/login?next=/account");
+        let (_, _, cart) = call(&app, "GET", "/cart", Some(&a), "").await;
+        assert!(cart.contains("id=\"cart-empty\""), "{cart}");
+
+        // grace has a second step.
+        let (st, h, _) = call(
+            &app,
+            "POST",
+            "/account/login",
+            Some("shop_session=g"),
+            "username=grace&password=hopper",
+        )
+        .await;
+        assert_eq!(st, StatusCode::SEE_OTHER);
+        assert!(
+            h[header::LOCATION]
+                .to_str()
+                .unwrap()
+                .starts_with("/account/totp")
+        );
+        assert!(set_cookie(&h, account::AUTH_COOKIE).is_none(), "not yet");
+        let pending = format!(
+            "shop_session=g; {}",
+            set_cookie(&h, "shop_pending").unwrap()
+        );
+        let (st, _, body) =
+            call(&app, "POST", "/account/totp", Some(&pending), "code=000000").await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED, "{body}");
+        let code = totp_rs::Builder::new()
+            .with_secret(totp_rs::Secret::try_from_base32(account::GRACE_TOTP_SEED).unwrap())
+            .build_noncompliant()
+            .generate_current()
+            .to_string();
+        let (st, h, _) = call(
+            &app,
+            "POST",
+            "/account/totp",
+            Some(&pending),
+            &format!("code={code}"),
+        )
+        .await;
+        assert_eq!(st, StatusCode::SEE_OTHER);
+        assert!(set_cookie(&h, account::AUTH_COOKIE).is_some());
+        assert_eq!(shop.account_logins("grace"), 1);
     }
 
     #[tokio::test]

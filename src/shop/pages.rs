@@ -162,7 +162,12 @@ pub fn cart(rows: &[(Line, Option<Product>)]) -> Html<String> {
     )
 }
 
-pub fn address(total_cents: u64) -> Html<String> {
+pub fn address(total_cents: u64, saved: Option<&super::checkout::Details>) -> Html<String> {
+    let v = |f: fn(&super::checkout::Details) -> &str| {
+        saved
+            .map(|d| format!(r#" value="{}""#, escape(f(d))))
+            .unwrap_or_default()
+    };
     layout(
         "Checkout: address",
         None,
@@ -170,12 +175,75 @@ pub fn address(total_cents: u64) -> Html<String> {
             r#"<main id="checkout-page"><h1>Checkout</h1><ol class="steps"><li><b>Address</b></li><li>Payment</li><li>Review</li></ol>
 <p>Total: <span id="total">{total}</span></p>
 <form id="address-form" method="post" action="/checkout/address">
-<label>Name <input id="name" name="name" autocomplete="name"></label>
-<label>Email <input id="email" name="email" type="email" autocomplete="email"></label>
-<label>Address <input id="address" name="address" autocomplete="street-address"></label>
+<label>Name <input id="name" name="name" autocomplete="name"{name}></label>
+<label>Email <input id="email" name="email" type="email" autocomplete="email"{email}></label>
+<label>Address <input id="address" name="address" autocomplete="street-address"{address}></label>
 <button id="to-payment" type="submit">Continue to payment</button>
 </form></main>"#,
-            total = money(total_cents)
+            total = money(total_cents),
+            name = v(|d| &d.name),
+            email = v(|d| &d.email),
+            address = v(|d| &d.address),
+        ),
+    )
+}
+
+/// The login form. `error` is shown after a wrong password.
+pub fn login(next: &str, error: Option<&str>) -> Html<String> {
+    let error = error
+        .map(|e| format!(r#"<p id="login-error" class="error">{}</p>"#, escape(e)))
+        .unwrap_or_default();
+    layout(
+        "Sign in",
+        None,
+        &format!(
+            r#"<main id="login-page"><h1>Sign in</h1>{error}
+<form id="login-form" method="post" action="/account/login">
+<input type="hidden" name="next" value="{next}">
+<label>Username <input id="username" name="username" autocomplete="username"></label>
+<label>Password <input id="password" name="password" type="password" autocomplete="current-password"></label>
+<button id="sign-in" type="submit">Sign in</button>
+</form></main>"#,
+            next = escape(next)
+        ),
+    )
+}
+
+/// The one-time-code step of a login.
+pub fn totp(next: &str, error: Option<&str>) -> Html<String> {
+    let error = error
+        .map(|e| format!(r#"<p id="login-error" class="error">{}</p>"#, escape(e)))
+        .unwrap_or_default();
+    layout(
+        "Two-step verification",
+        None,
+        &format!(
+            r#"<main id="totp-page"><h1>Enter your code</h1>{error}
+<p>Open your authenticator app and enter the 6-digit code.</p>
+<form id="totp-form" method="post" action="/account/totp">
+<input type="hidden" name="next" value="{next}">
+<label>Code <input id="code" name="code" inputmode="numeric" autocomplete="one-time-code"></label>
+<button id="verify" type="submit">Verify</button>
+</form></main>"#,
+            next = escape(next)
+        ),
+    )
+}
+
+/// The account page: who is logged in, the saved address, orders.
+pub fn account(name: &str, address: &super::checkout::Details, orders: usize) -> Html<String> {
+    layout(
+        "Your account",
+        None,
+        &format!(
+            r#"<main id="account-page"><h1>Hello, <span id="account-name">{full}</span></h1>
+<p>Signed in as <b id="account-user">{name}</b>.</p>
+<p>Saved address: <span id="saved-address">{address}</span></p>
+<p>Orders: <span id="account-orders">{orders}</span></p>
+<form method="post" action="/account/logout"><button id="sign-out" type="submit">Sign out</button></form></main>"#,
+            full = escape(&address.name),
+            name = escape(name),
+            address = escape(&address.address),
         ),
     )
 }
