@@ -44,7 +44,9 @@ use tokio_util::sync::CancellationToken;
 mod frames;
 mod network;
 mod process;
+mod storage;
 
+use super::storage::StorageState;
 use super::{
     Browser, BrowserError, BrowserHealth, Condition, Page, PageError, Selector, Selectors,
 };
@@ -184,6 +186,9 @@ struct Inner {
     /// [`ChromeBrowser::lock_profile`]) for this browser's life.
     profile_lock: Mutex<Option<std::fs::File>>,
     launches: std::sync::atomic::AtomicU64,
+    /// What each seeded session's context starts from (an account's
+    /// login), applied whenever the context is created.
+    seeds: Mutex<HashMap<SessionId, StorageState>>,
 }
 
 /// Chromium, launched (or attached to) on first use.
@@ -209,6 +214,7 @@ impl ChromeBrowser {
                 shut: CancellationToken::new(),
                 profile_lock: Mutex::new(None),
                 launches: std::sync::atomic::AtomicU64::new(0),
+                seeds: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -233,6 +239,80 @@ impl ChromeBrowser {
             *held = Some(process::lock_profile(&profile)?);
         }
         Ok(())
+    }
+
+    fn seed_of(&self, session: SessionId) -> Option<StorageState> {
+        self.inner
+            .seeds
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&session)
+            .cloned()
+    }
+
+    /// Starts the browser if it is not running (or died), and returns it.
+    async fn running(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Running>>, BrowserError> {
+        if self.inner.shut.is_cancelled() {
+            return Err(BrowserError::ShutDown);
+        }
+        let mut running = self.inner.running.lock().await;
+        if running.as_ref().is_some_and(|r| r.dead.is_cancelled())
+            && let Some(mut old) = running.take()
+        {
+            stop(&mut old, false).await;
+        }
+        if running.is_none() {
+            let restarting = self.health().state != "not_started";
+            if restarting {
+                self.set_health(|h| {
+                    h.state = "restarting".into();
+                    h.restarts += 1;
+                });
+                if let Some(m) = &self.inner.metrics {
+                    m.browser_restarted();
+                }
+            }
+            match self.start().await {
+                Ok(r) => *running = Some(r),
+                Err(e) => {
+                    self.set_health(|h| {
+                        h.state = "dead".into();
+                        h.last_error = Some(e.to_string());
+                    });
+                    return Err(e);
+                }
+            }
+        }
+        Ok(running)
+    }
+
+    /// The context of `session` (`None` for session 0, the default
+    /// context), created and seeded if it does not exist yet.
+    async fn context(
+        &self,
+        r: &mut Running,
+        session: SessionId,
+    ) -> Result<Option<BrowserContextId>, BrowserError> {
+        if session.0 == 0 {
+            return Ok(None);
+        }
+        if let Some(c) = r.contexts.get(&session) {
+            return Ok(Some(c.clone()));
+        }
+        let c = r
+            .browser
+            .create_browser_context(CreateBrowserContextParams::default())
+            .await
+            .map_err(|e| BrowserError::NewPage(e.to_string()))?;
+        if let Some(seed) = self.seed_of(session) {
+            storage::apply(&r.browser, Some(&c), &seed)
+                .await
+                .map_err(|e| {
+                    BrowserError::NewPage(format!("cannot restore session {session}'s login: {e}"))
+                })?;
+        }
+        r.contexts.insert(session, c.clone());
+        Ok(Some(c))
     }
 
     fn set_health(&self, f: impl FnOnce(&mut BrowserHealth)) {
@@ -413,51 +493,9 @@ async fn stop(r: &mut Running, graceful: bool) {
 #[async_trait]
 impl Browser for ChromeBrowser {
     async fn new_page(&self, session: SessionId) -> Result<Arc<dyn Page>, BrowserError> {
-        if self.inner.shut.is_cancelled() {
-            return Err(BrowserError::ShutDown);
-        }
-        let mut running = self.inner.running.lock().await;
-        if running.as_ref().is_some_and(|r| r.dead.is_cancelled())
-            && let Some(mut old) = running.take()
-        {
-            stop(&mut old, false).await;
-        }
-        if running.is_none() {
-            let restarting = self.health().state != "not_started";
-            if restarting {
-                self.set_health(|h| {
-                    h.state = "restarting".into();
-                    h.restarts += 1;
-                });
-                if let Some(m) = &self.inner.metrics {
-                    m.browser_restarted();
-                }
-            }
-            match self.start().await {
-                Ok(r) => *running = Some(r),
-                Err(e) => {
-                    self.set_health(|h| {
-                        h.state = "dead".into();
-                        h.last_error = Some(e.to_string());
-                    });
-                    return Err(e);
-                }
-            }
-        }
+        let mut running = self.running().await?;
         let r = running.as_mut().expect("started above");
-        let context = if session.0 == 0 {
-            None
-        } else if let Some(c) = r.contexts.get(&session) {
-            Some(c.clone())
-        } else {
-            let c = r
-                .browser
-                .create_browser_context(CreateBrowserContextParams::default())
-                .await
-                .map_err(|e| BrowserError::NewPage(e.to_string()))?;
-            r.contexts.insert(session, c.clone());
-            Some(c)
-        };
+        let context = self.context(r, session).await?;
         let mut params = CreateTargetParams::new("about:blank");
         params.browser_context_id = context;
         let page = r
@@ -475,6 +513,28 @@ impl Browser for ChromeBrowser {
             dead: r.dead.clone(),
             net,
         }))
+    }
+
+    async fn seed(&self, session: SessionId, state: StorageState) -> Result<(), BrowserError> {
+        self.inner
+            .seeds
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(session, state);
+        Ok(())
+    }
+
+    async fn storage_state(
+        &self,
+        session: SessionId,
+        origins: &[String],
+    ) -> Result<StorageState, BrowserError> {
+        let mut running = self.running().await?;
+        let r = running.as_mut().expect("started above");
+        let context = self.context(r, session).await?;
+        storage::read(&r.browser, context.as_ref(), origins)
+            .await
+            .map_err(BrowserError::Storage)
     }
 
     fn health(&self) -> BrowserHealth {

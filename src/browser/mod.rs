@@ -14,6 +14,7 @@
 
 pub mod chrome;
 pub mod sim;
+pub mod storage;
 
 use std::fmt;
 use std::sync::Arc;
@@ -295,6 +296,8 @@ pub enum BrowserError {
     ProfileInUse { profile: String, holder: String },
     #[error("cannot lock browser profile `{profile}`: {reason}")]
     ProfileLock { profile: String, reason: String },
+    #[error("cannot read or write the session's cookies and storage: {0}")]
+    Storage(String),
 }
 
 /// What the dashboard shows about the browser.
@@ -313,6 +316,22 @@ pub struct BrowserHealth {
 pub trait Browser: Send + Sync + 'static {
     /// A fresh page in `session`, in the foreground. The caller closes it.
     async fn new_page(&self, session: SessionId) -> Result<Arc<dyn Page>, BrowserError>;
+
+    /// Sets the cookies and local storage `session` starts from (an
+    /// account's login) whenever its context is created: at first use and
+    /// after a relaunch. A context already open keeps what it has.
+    async fn seed(
+        &self,
+        session: SessionId,
+        state: storage::StorageState,
+    ) -> Result<(), BrowserError>;
+
+    /// The cookies of `session` and the local storage of `origins`.
+    async fn storage_state(
+        &self,
+        session: SessionId,
+        origins: &[String],
+    ) -> Result<storage::StorageState, BrowserError>;
 
     fn health(&self) -> BrowserHealth;
 

@@ -175,6 +175,8 @@ struct Inner {
     /// Nothing will ever change the site (an offline fixture): a missing
     /// element fails at once instead of waiting out its timeout.
     fixed: std::sync::atomic::AtomicBool,
+    /// What `seed` gave each session; `storage_state` reads it back.
+    seeds: Mutex<HashMap<SessionId, crate::browser::storage::StorageState>>,
 }
 
 /// The simulated browser. Cheap to clone; clones share everything.
@@ -211,6 +213,7 @@ impl SimBrowser {
                 killed: Mutex::new(CancellationToken::new()),
                 changed: tokio::sync::Notify::new(),
                 fixed: std::sync::atomic::AtomicBool::new(false),
+                seeds: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -326,6 +329,28 @@ impl Browser for SimBrowser {
             closed: lock(&self.inner.killed).child_token(),
             released: std::sync::atomic::AtomicBool::new(false),
         }))
+    }
+
+    async fn seed(
+        &self,
+        session: SessionId,
+        state: crate::browser::storage::StorageState,
+    ) -> Result<(), BrowserError> {
+        lock(&self.inner.seeds).insert(session, state);
+        Ok(())
+    }
+
+    /// The simulated session keeps what it was seeded with: it has no
+    /// cookies of its own.
+    async fn storage_state(
+        &self,
+        session: SessionId,
+        _origins: &[String],
+    ) -> Result<crate::browser::storage::StorageState, BrowserError> {
+        Ok(lock(&self.inner.seeds)
+            .get(&session)
+            .cloned()
+            .unwrap_or_default())
     }
 
     fn health(&self) -> BrowserHealth {
