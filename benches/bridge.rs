@@ -98,6 +98,7 @@ fn target() -> Arc<Target> {
         id: "b".into(),
         url: "http://bench/p/b".into(),
         flow: "f".into(),
+        account: None,
         params: serde_json::Map::new(),
     })
 }
@@ -112,6 +113,7 @@ fn run_args(page: Option<Arc<dyn Page>>, cancel: CancellationToken) -> ScriptRun
         shot_prefix: "bench".into(),
         trace: None,
         http_fixture: None,
+        account: None,
     }
 }
 
@@ -236,6 +238,7 @@ async fn handoff_latency() {
             .register(Registration {
                 target: "t".into(),
                 session: SessionId(0),
+                account: None,
                 flow: "f".into(),
                 versions: vec![],
             })

@@ -72,6 +72,7 @@ async fn run() {
         id: "1001".into(),
         url: format!("{base}/p/1001"),
         flow: "purchase".into(),
+        account: None,
         params: serde_json::json!({
             "max_price": 60.0,
             "customer": {"name": "Ada Lovelace", "email": "ada@example.com", "address": "12 Analytical Way"}
@@ -104,6 +105,7 @@ async fn run() {
                         shot_prefix: "bench".into(),
                         trace: None,
                         http_fixture: None,
+                        account: None,
                     },
                 )
                 .await;

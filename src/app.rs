@@ -55,6 +55,8 @@ pub enum AppError {
     State(#[from] StateError),
     #[error("{0}")]
     Browser(#[from] BrowserError),
+    #[error("{0}")]
+    Account(#[from] crate::account::AccountError),
     #[error(
         "cannot start the demo shop on 127.0.0.1:{port}: {source} (is another baton running? change `demo_shop.port`)"
     )]
@@ -124,6 +126,8 @@ pub struct App {
     /// Stops the shop and dashboard servers.
     servers: CancellationToken,
     _watches: Vec<crate::watch::Watch>,
+    /// This process's claim on each account, for its whole life.
+    _accounts: Vec<crate::account::AccountLock>,
 }
 
 impl App {
@@ -214,6 +218,20 @@ impl App {
             Arc::new(chrome)
         };
 
+        // Each account: claimed for this process (I10 across processes), and
+        // its session started from its stored login.
+        let store = crate::account::AccountStore::new(&cfg.state_dir);
+        let mut account_locks = Vec::new();
+        for a in cfg.accounts.values() {
+            account_locks.push(store.lock(&a.id)?);
+            if let Some(saved) = store.load(&a.id)? {
+                browser.seed(a.session, saved).await?;
+            } else {
+                tracing::info!(account = %a.id, "account `{}` has no saved session yet: its first run logs in{}", a.id,
+                    if a.login.is_some() { "" } else { " (it has no login script: run `baton login` first)" });
+            }
+        }
+
         let registry = Arc::new(Registry::new(state.last_run_id().saturating_add(1)));
         let shutdown = CancellationToken::new();
         let (commands_tx, commands_rx) = mpsc::channel(32);
@@ -299,6 +317,7 @@ impl App {
             scheduler,
             servers,
             _watches: watches,
+            _accounts: account_locks,
         })
     }
 
@@ -341,6 +360,19 @@ fn watch_config(
                     next.resolve_shop_urls(url);
                 }
                 let current = config.load();
+                // Accounts own browser sessions and file locks from
+                // start-up; a change to them (or to the session numbers
+                // after the guest sessions) would move a login to another
+                // session under a running run.
+                if next.accounts != current.accounts
+                    || (!next.accounts.is_empty()
+                        && next.cycle.max_concurrent_runs != current.cycle.max_concurrent_runs)
+                {
+                    tracing::error!(
+                        "flows.yaml: accounts (or max_concurrent_runs, with accounts) changed; restart baton to apply it. Keeping the running configuration"
+                    );
+                    return;
+                }
                 if next.state_dir != current.state_dir
                     || next.scripts_dir != current.scripts_dir
                     || next.dashboard != current.dashboard

@@ -1,5 +1,5 @@
-//! The command line: `run`, `check`, `dry-run`, `demo-shop`, `state`,
-//! `defs`. Each command turns its outcome into a message and an exit code:
+//! The command line: `run`, `check`, `dry-run`, `login`, `demo-shop`,
+//! `state`, `defs`. Each command turns its outcome into a message and an exit code:
 //! 0 success, 1 runtime failure, 2 usage or configuration error.
 
 use std::io::Write as _;
@@ -38,6 +38,7 @@ fn answer(text: &str) -> Result<(), Failure> {
 }
 
 mod dry_run;
+mod login;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -48,6 +49,8 @@ Examples:
   baton dry-run scripts/checkout.rhai --target 1001 --offline tests/fixtures/checkout.yaml
   baton state                                 every target's status
   baton state resolve 1001 --as completed     settle an in_doubt target
+  baton login ada                             log an account in by hand, keep the session
+  baton login ada --check                     is the saved session still logged in?
   baton demo-shop --port 8099                 serve the demo shop alone
 
 Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
@@ -122,6 +125,34 @@ enum Cmd {
         /// one, so it neither disturbs nor shares a running baton's).
         #[arg(long)]
         profile: Option<PathBuf>,
+    },
+    /// Log an account in by hand and keep the session, or check, import or
+    /// export its saved session.
+    ///
+    /// Without options, opens a headed browser on the account's session at
+    /// its login page: log in (two-step codes and challenges included), then
+    /// press Enter, and baton checks and saves the session. `--check` says
+    /// whether the saved session is still logged in (exit 0) or not (exit
+    /// 1). `--import`/`--export` read and write Playwright's `storageState`
+    /// JSON (files mode 0600). Refused while a running baton uses the
+    /// account.
+    #[command(
+        after_help = "Examples:\n  baton login ada\n  baton login ada --check\n  baton login ada --import state.json --check\n  baton login ada --export state.json"
+    )]
+    Login {
+        /// The account, as named under `accounts:` in flows.yaml.
+        account: String,
+        /// Check the saved session in a headless browser instead.
+        #[arg(long)]
+        check: bool,
+        /// Save this `storageState` file as the account's session.
+        #[arg(long, value_name = "FILE")]
+        import: Option<PathBuf>,
+        /// Write the account's saved session to this file.
+        #[arg(long, value_name = "FILE")]
+        export: Option<PathBuf>,
+        #[arg(short, long, default_value = "flows.yaml")]
+        config: PathBuf,
     },
     /// Serve the demo shop alone.
     #[command(
@@ -273,9 +304,50 @@ async fn dispatch(cmd: Cmd, opts: Options, recent: Recent) -> Result<(), Failure
             })
             .await
         }
+        Cmd::Login {
+            account,
+            check,
+            import,
+            export,
+            config,
+        } => {
+            login::run(login::Args {
+                account,
+                check,
+                import,
+                export,
+                config,
+            })
+            .await
+        }
         Cmd::DemoShop { port } => demo_shop(port).await,
         Cmd::State { config, action } => state_cmd(&config, action.unwrap_or(StateCmd::Show)).await,
         Cmd::Defs { out } => defs(out, opts),
+    }
+}
+
+/// The embedded demo shop, for a command that needs it (flows.yaml has
+/// `demo_shop:`): started on its configured port, or the one already
+/// serving there. Returns the shop to keep alive and its base URL.
+async fn demo_shop_base(
+    cfg: &Config,
+    stop: &tokio_util::sync::CancellationToken,
+) -> (Option<crate::shop::Running>, Option<String>) {
+    let Some(d) = &cfg.demo_shop else {
+        return (None, None);
+    };
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], d.port));
+    if let Ok(s) = crate::shop::start(addr, stop.clone()).await {
+        say!("demo shop on {}", s.url());
+        // Its real address: port 0 in flows.yaml means any.
+        let base = s.url();
+        (Some(s), Some(base))
+    } else {
+        say!(
+            "demo shop port {} is taken; using the shop already there",
+            d.port
+        );
+        (None, Some(format!("http://127.0.0.1:{}", d.port)))
     }
 }
 
@@ -472,8 +544,13 @@ fn check(config: &Path, opts: Options) -> Result<(), Failure> {
             msgs.join("\n")
         )));
     }
+    let accounts = if cfg.accounts.is_empty() {
+        String::new()
+    } else {
+        format!(", {} account(s)", cfg.accounts.len())
+    };
     answer(&format!(
-        "{}: ok ({} target(s), {} flow(s)); {}: ok ({} script(s))\n",
+        "{}: ok ({} target(s), {} flow(s){accounts}); {}: ok ({} script(s))\n",
         cfg.file.display(),
         cfg.targets.len(),
         cfg.flows.len(),

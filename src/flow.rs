@@ -13,6 +13,7 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::account::{Account, LOGGED_OUT};
 use crate::browser::Page;
 use crate::id::PinnedVersion;
 use crate::id::TargetId;
@@ -24,6 +25,8 @@ pub struct Target {
     pub url: String,
     /// The flow this target runs.
     pub flow: String,
+    /// The account it buys on; `None` for a guest.
+    pub account: Option<crate::id::AccountId>,
     /// Free-form parameters from `flows.yaml` (for example `max_price`).
     pub params: serde_json::Map<String, serde_json::Value>,
 }
@@ -37,24 +40,43 @@ pub struct Flow {
     pub steps: Vec<Step>,
     /// What each named outcome does to the target's status.
     pub outcomes: BTreeMap<String, OutcomeAction>,
+    /// The account whose login the run checks (and logs in again) before
+    /// the steps; set per run by [`Flow::with_account`].
+    pub account: Option<Arc<Account>>,
 }
 
 impl Flow {
-    /// Every script the flow uses, monitor first.
+    /// Every script the flow uses: monitor, the account's check and login,
+    /// then the steps.
     pub fn scripts(&self) -> impl Iterator<Item = &str> {
         self.monitor
             .as_deref()
             .into_iter()
+            .chain(self.account.iter().flat_map(|a| a.scripts()))
             .chain(self.steps.iter().map(|s| s.script.as_str()))
     }
 
+    /// This flow run on `account`.
+    pub fn with_account(&self, account: Arc<Account>) -> Flow {
+        Flow {
+            account: Some(account),
+            ..self.clone()
+        }
+    }
+
     /// What outcome `name` does; an outcome not declared ends the run
-    /// quietly and leaves the target ready, like `retry`.
+    /// quietly and leaves the target ready, like `retry`, except
+    /// `logged_out`, which fails the target: logging in again and again
+    /// with a wrong password gets accounts locked.
     pub fn outcome_action(&self, name: &str) -> OutcomeAction {
         self.outcomes
             .get(name)
             .copied()
-            .unwrap_or(OutcomeAction::Retry)
+            .unwrap_or(if name == LOGGED_OUT {
+                OutcomeAction::Fail
+            } else {
+                OutcomeAction::Retry
+            })
     }
 }
 
@@ -193,6 +215,9 @@ pub struct StepContext {
     pub cancel: CancellationToken,
     pub commit: Arc<dyn CommitSink>,
     pub timeouts: Timeouts,
+    /// The account the run is logged into, if any (scripts see it as
+    /// `account`).
+    pub account: Option<Arc<Account>>,
 }
 
 /// The versions of `scripts` as `generation` finds them (scripts it does

@@ -1,4 +1,5 @@
-//! Identifiers shared by every part: targets, runs and browser sessions.
+//! Identifiers shared by every part: targets, accounts, runs and browser
+//! sessions.
 //!
 //! They are small, cheap to clone and print the way operators read them in
 //! logs (`target 1001`, `run r42`, `session 0`).
@@ -51,6 +52,40 @@ impl From<&str> for TargetId {
     }
 }
 
+/// The name of an account from `flows.yaml`'s `accounts:`: whose login a
+/// browser session carries (I10 claims it with the session).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AccountId(Arc<str>);
+
+impl AccountId {
+    pub fn new(name: impl AsRef<str>) -> Self {
+        AccountId(Arc::from(name.as_ref()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", &*self.0)
+    }
+}
+
+impl Borrow<str> for AccountId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A run's id: unique for the life of a state directory, because the store
 /// seeds the counter from the highest id it has persisted.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -71,9 +106,10 @@ impl fmt::Debug for RunId {
 
 /// One browser session: a cookie jar and the pages driven in it.
 ///
-/// Session 0 is the browser's default context (the persistent profile, so a
-/// login survives restarts); sessions 1.. exist only when
-/// `max_concurrent_runs` is above 1 and are isolated contexts.
+/// Sessions `0..max_concurrent_runs` are the guest sessions: session 0 is
+/// the browser's default context (the persistent profile), the others
+/// isolated contexts. Each account then has one session of its own, an
+/// isolated context started from the account's stored browser state.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
 #[serde(transparent)]
 pub struct SessionId(pub u32);

@@ -23,11 +23,14 @@
 //! - [`shop`]: the demo shop, a storefront on loopback. Stands alone.
 //! - [`dashboard`]: the live status page, JSON API and metrics. Reads
 //!   snapshots, sends commands to the scheduler.
+//! - [`account`]: accounts (one run per account, I10), their stored
+//!   browser state and the lock that keeps two processes off one account.
 //! - [`config`]: `flows.yaml`. [`app`]: assembles a running baton from it.
 //!   [`cli`]: the commands.
 //! - Small shared pieces: [`id`], [`time`], [`metrics`], [`redact`],
 //!   [`logging`], [`watch`], [`secrets`].
 
+pub mod account;
 pub mod app;
 pub mod browser;
 pub mod cli;

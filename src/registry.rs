@@ -44,6 +44,12 @@
 //!   ([`RunGuard::quarantine`]); [`Registry::register`] refuses a
 //!   quarantined session. Tests: `i9_a_slow_commit_holds_its_session_and_ends_completed`,
 //!   `i9_an_unanswered_commit_quarantines_its_session`.
+//! - **I10 one run per account.** A run on an account claims the account
+//!   in [`Registry::register`], in the same step as its session and target
+//!   (each claim one `DashMap::entry`, undone in reverse on refusal), so two
+//!   sessions logged into one account never run at once. A run that ends
+//!   `in_doubt` quarantines its account with its session.
+//!   Test: `i10_one_run_per_account`.
 //! - I6 (crash-safe state) belongs to `state`, I7 (no double commit) to
 //!   `run`, I8 (hot reload pins versions) to `script`; their tests are
 //!   `tests/crash.rs`, `i7_committed_run_without_result_is_in_doubt` and
@@ -61,7 +67,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::id::PinnedVersion;
-use crate::id::{RunId, SessionId, TargetId};
+use crate::id::{AccountId, RunId, SessionId, TargetId};
 
 /// Where a registered run is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -292,8 +298,28 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct Registration {
     pub target: TargetId,
     pub session: SessionId,
+    /// The account the session is logged into, if any (I10).
+    pub account: Option<AccountId>,
     pub flow: String,
     pub versions: Vec<PinnedVersion>,
+}
+
+/// The sessions a run may take: the guest sessions, or an account's own
+/// (with the account, which I10 claims too).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pool {
+    pub sessions: Vec<SessionId>,
+    pub account: Option<AccountId>,
+}
+
+impl Pool {
+    /// Sessions `0..n`, logged into no account.
+    pub fn guests(n: u32) -> Pool {
+        Pool {
+            sessions: (0..n).map(SessionId).collect(),
+            account: None,
+        }
+    }
 }
 
 /// A registry entry. Only the registry mutates it; everyone else sees
@@ -302,6 +328,7 @@ pub struct Registration {
 struct ActiveRun {
     run_id: RunId,
     session: SessionId,
+    account: Option<AccountId>,
     flow: String,
     started: Instant,
     started_at: SystemTime,
@@ -316,6 +343,8 @@ pub struct RunInfo {
     pub run_id: RunId,
     pub target: TargetId,
     pub session: SessionId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<AccountId>,
     pub flow: String,
     #[serde(skip)]
     pub started: Instant,
@@ -359,6 +388,9 @@ pub enum Cancel {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Quarantine {
     pub session: SessionId,
+    /// The account the session was logged into: quarantined with it (I10).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<AccountId>,
     pub target: TargetId,
     pub run_id: Option<RunId>,
 }
@@ -393,8 +425,12 @@ impl std::fmt::Display for Unavailable {
             ),
             Unavailable::Quarantined(q) => write!(
                 f,
-                "browser session {} is quarantined: target `{}` is in_doubt{}; resolve it to free the session",
+                "browser session {}{} is quarantined: target `{}` is in_doubt{}; resolve it to free the session",
                 q.session,
+                q.account
+                    .as_ref()
+                    .map(|a| format!(" (account `{a}`)"))
+                    .unwrap_or_default(),
                 q.target,
                 q.run_id.map(|r| format!(" (run {r})")).unwrap_or_default()
             ),
@@ -424,6 +460,13 @@ pub enum Refusal {
         session: SessionId,
         target: TargetId,
     },
+    #[error("account `{account}` is in use by run {run_id}")]
+    AccountBusy { account: AccountId, run_id: RunId },
+    #[error("account `{account}` is quarantined until target `{target}` is resolved")]
+    AccountQuarantined {
+        account: AccountId,
+        target: TargetId,
+    },
     /// Run ids are never reused (screenshots and history are keyed by
     /// them), so when they run out no run starts.
     #[error(
@@ -449,6 +492,9 @@ pub struct Registry {
     /// and released after it, so a session is never free while a run it
     /// carries is still registered.
     sessions: DashMap<SessionId, RunId>,
+    /// Which run holds each account (I10). Claimed after the session and
+    /// released before it.
+    accounts: DashMap<AccountId, RunId>,
     /// Sessions no run may claim until an operator resolves the target
     /// named (I9). Added by a run's own guard before it deregisters, so a
     /// session goes from held to quarantined with no moment in between.
@@ -477,6 +523,7 @@ impl Registry {
         Registry {
             runs: DashMap::new(),
             sessions: DashMap::new(),
+            accounts: DashMap::new(),
             quarantine: DashMap::new(),
             changed: Notify::new(),
             version: watch::Sender::new(0),
@@ -485,13 +532,14 @@ impl Registry {
         }
     }
 
-    /// Claims `reg.session` and `reg.target` for a new run, or refuses.
+    /// Claims `reg.session`, `reg.account` and `reg.target` for a new run,
+    /// or refuses.
     ///
     /// Each claim is one `DashMap::entry` call, so there is no window between
-    /// checking and inserting. The session is claimed first; if the target
-    /// is then found busy the session claim is undone before returning, and
-    /// because it is matched by run id the undo can never release someone
-    /// else's session.
+    /// checking and inserting. The session is claimed first, then the
+    /// account, then the target; a refusal undoes the claims already made
+    /// before returning, and because they are matched by run id the undo
+    /// can never release someone else's.
     pub fn register(self: &Arc<Self>, reg: Registration) -> Result<RunGuard, Refusal> {
         // Never wrap: a reused id would overwrite an older run's
         // screenshots and confuse its history. `u64::MAX` itself is never
@@ -522,6 +570,41 @@ impl Registry {
                 e.insert(run_id);
             }
         }
+        let undo_session = || {
+            self.sessions.remove_if(&reg.session, |_, r| *r == run_id);
+        };
+        if let Some(account) = &reg.account {
+            match self.accounts.entry(account.clone()) {
+                Entry::Occupied(e) => {
+                    let holder = *e.get();
+                    // Release the shard lock before touching the other map.
+                    drop(e);
+                    undo_session();
+                    return Err(Refusal::AccountBusy {
+                        account: account.clone(),
+                        run_id: holder,
+                    });
+                }
+                Entry::Vacant(e) => {
+                    // As for sessions: only the run holding an account
+                    // quarantines it, and nobody holds this one.
+                    let quarantined = self
+                        .quarantine
+                        .iter()
+                        .find(|q| q.account.as_ref() == Some(account))
+                        .map(|q| q.target.clone());
+                    if let Some(target) = quarantined {
+                        drop(e);
+                        undo_session();
+                        return Err(Refusal::AccountQuarantined {
+                            account: account.clone(),
+                            target,
+                        });
+                    }
+                    e.insert(run_id);
+                }
+            }
+        }
         let control = Arc::new(RunControl {
             registry: Arc::downgrade(self),
             ..RunControl::default()
@@ -529,9 +612,12 @@ impl Registry {
         match self.runs.entry(reg.target.clone()) {
             Entry::Occupied(e) => {
                 let holder = e.get().run_id;
-                // Release the shard lock before touching the other map.
+                // Release the shard lock before touching the other maps.
                 drop(e);
-                self.sessions.remove_if(&reg.session, |_, r| *r == run_id);
+                if let Some(account) = &reg.account {
+                    self.accounts.remove_if(account, |_, r| *r == run_id);
+                }
+                undo_session();
                 return Err(Refusal::TargetBusy {
                     target: reg.target,
                     run_id: holder,
@@ -541,6 +627,7 @@ impl Registry {
                 e.insert(ActiveRun {
                     run_id,
                     session: reg.session,
+                    account: reg.account.clone(),
                     flow: reg.flow.clone(),
                     started: Instant::now(),
                     started_at: SystemTime::now(),
@@ -555,6 +642,7 @@ impl Registry {
             run = %run_id,
             target = %reg.target,
             session = reg.session.0,
+            account = reg.account.as_ref().map_or("-", AccountId::as_str),
             flow = %reg.flow,
             "registered"
         );
@@ -562,6 +650,7 @@ impl Registry {
             registry: self.clone(),
             target: reg.target,
             session: reg.session,
+            account: reg.account,
             run_id,
             control,
         })
@@ -569,7 +658,7 @@ impl Registry {
 
     /// Whether no run is registered.
     pub fn is_idle(&self) -> bool {
-        self.runs.is_empty() && self.sessions.is_empty()
+        self.runs.is_empty() && self.sessions.is_empty() && self.accounts.is_empty()
     }
 
     /// How many runs are registered.
@@ -616,26 +705,32 @@ impl Registry {
         runs
     }
 
-    /// The first of `sessions` sessions that no run holds and that is not
-    /// quarantined.
-    pub fn free_session(&self, sessions: u32) -> Option<SessionId> {
-        (0..sessions)
-            .map(SessionId)
+    /// The first session of `pool` that no run holds and that is not
+    /// quarantined, if the pool's account is free too.
+    pub fn free_session(&self, pool: &Pool) -> Option<SessionId> {
+        if let Some(a) = &pool.account
+            && (self.accounts.contains_key(a) || self.account_quarantine(a).is_some())
+        {
+            return None;
+        }
+        pool.sessions
+            .iter()
+            .copied()
             .find(|s| !self.sessions.contains_key(s) && !self.quarantine.contains_key(s))
     }
 
-    /// Quarantines `session` for `target` (I9): at start-up, for targets
-    /// the state file holds `in_doubt`. Runs quarantine their own session
-    /// with [`RunGuard::quarantine`].
-    pub fn quarantine(&self, session: SessionId, target: TargetId, run_id: Option<RunId>) {
-        self.quarantine.insert(
-            session,
-            Quarantine {
-                session,
-                target,
-                run_id,
-            },
-        );
+    fn account_quarantine(&self, account: &AccountId) -> Option<Quarantine> {
+        self.quarantine
+            .iter()
+            .find(|q| q.account.as_ref() == Some(account))
+            .map(|q| q.value().clone())
+    }
+
+    /// Quarantines `q.session` (and `q.account`) for `q.target` (I9, I10):
+    /// at start-up, for targets the state file holds `in_doubt`. Runs
+    /// quarantine their own with [`RunGuard::quarantine`].
+    pub fn quarantine(&self, q: Quarantine) {
+        self.quarantine.insert(q.session, q);
         self.bump();
     }
 
@@ -665,37 +760,52 @@ impl Registry {
         q
     }
 
-    /// Why none of `sessions` sessions can be had by waiting, or `None` if
-    /// one is free or a run that could free one is still going.
-    fn unavailable(&self, sessions: u32) -> Option<Vec<Unavailable>> {
+    /// Why no session of `pool` can be had by waiting, or `None` if one is
+    /// free or a run that could free one is still going.
+    fn unavailable(&self, pool: &Pool) -> Option<Vec<Unavailable>> {
         let mut why = Vec::new();
-        for s in (0..sessions).map(SessionId) {
+        if let Some(q) = pool
+            .account
+            .as_ref()
+            .and_then(|a| self.account_quarantine(a))
+        {
+            return Some(vec![Unavailable::Quarantined(q)]);
+        }
+        if let Some(a) = &pool.account
+            && let Some(run_id) = self.accounts.get(a).map(|r| *r)
+        {
+            // The account is busy in a session outside the pool: only that
+            // run can free it.
+            return self.held_run(run_id).map(|held| vec![held]);
+        }
+        for &s in &pool.sessions {
             if let Some(q) = self.quarantine.get(&s) {
                 why.push(Unavailable::Quarantined(q.clone()));
                 continue;
             }
             // A free session: nothing is unavailable.
             let run_id = self.sessions.get(&s).map(|r| *r)?;
-            let run = self.runs.iter().find(|e| e.run_id == run_id).map(|e| {
-                (
-                    e.key().clone(),
-                    e.control.commit_in_flight(),
-                    e.control.is_held(),
-                )
-            });
-            match run {
-                Some((target, Some(since), true)) => why.push(Unavailable::Held {
-                    session: s,
-                    run_id,
-                    target,
-                    for_: since.elapsed(),
-                }),
-                // A run that is not held will end, or be cancelled or held
-                // when the wait runs out: worth waiting for.
-                _ => return None,
-            }
+            // A run that is not held will end, or be cancelled or held when
+            // the wait runs out: worth waiting for.
+            why.push(self.held_run(run_id)?);
         }
         Some(why)
+    }
+
+    /// Run `run_id` as [`Unavailable::Held`], if it holds its session for a
+    /// commit in flight that a wait already gave up on.
+    fn held_run(&self, run_id: RunId) -> Option<Unavailable> {
+        self.runs.iter().find(|e| e.run_id == run_id).and_then(|e| {
+            match (e.control.commit_in_flight(), e.control.is_held()) {
+                (Some(since), true) => Some(Unavailable::Held {
+                    session: e.session,
+                    run_id,
+                    target: e.key().clone(),
+                    for_: since.elapsed(),
+                }),
+                _ => None,
+            }
+        })
     }
 
     /// A receiver that changes whenever a run registers, changes status or
@@ -747,31 +857,36 @@ impl Registry {
         }
     }
 
-    /// Waits until one of `sessions` sessions is free, at most `timeout`.
+    /// Waits until a session of `pool` (and its account) is free, at most
+    /// `timeout`.
     ///
     /// Returns at once with [`SessionWait::Unavailable`] when waiting cannot
-    /// help: every session is quarantined or held (I9).
+    /// help: every session is quarantined or held (I9), or the account is.
     pub async fn wait_for_session(
         &self,
-        sessions: u32,
+        pool: &Pool,
         timeout: Duration,
     ) -> Result<SessionId, SessionWait> {
         let start = Instant::now();
         self.wait_until(timeout, |r| {
-            r.free_session(sessions).is_some() || r.unavailable(sessions).is_some()
+            r.free_session(pool).is_some() || r.unavailable(pool).is_some()
         })
         .await;
-        if let Some(s) = self.free_session(sessions) {
+        if let Some(s) = self.free_session(pool) {
             return Ok(s);
         }
-        if let Some(why) = self.unavailable(sessions) {
+        if let Some(why) = self.unavailable(pool) {
             return Err(SessionWait::Unavailable(why));
         }
         Err(SessionWait::Stuck(Stuck {
             runs: self
                 .snapshot()
                 .into_iter()
-                .filter(|r| r.session.0 < sessions && !r.held)
+                .filter(|r| {
+                    !r.held
+                        && (pool.sessions.contains(&r.session)
+                            || (r.account.is_some() && r.account == pool.account))
+                })
                 .collect(),
             waited: start.elapsed(),
         }))
@@ -826,6 +941,7 @@ fn info(target: &TargetId, run: &ActiveRun) -> RunInfo {
         run_id: run.run_id,
         target: target.clone(),
         session: run.session,
+        account: run.account.clone(),
         flow: run.flow.clone(),
         started: run.started,
         started_at: run.started_at,
@@ -852,6 +968,7 @@ pub struct RunGuard {
     registry: Arc<Registry>,
     target: TargetId,
     session: SessionId,
+    account: Option<AccountId>,
     run_id: RunId,
     control: Arc<RunControl>,
 }
@@ -869,16 +986,24 @@ impl RunGuard {
         self.session
     }
 
+    pub fn account(&self) -> Option<&AccountId> {
+        self.account.as_ref()
+    }
+
     pub fn control(&self) -> &Arc<RunControl> {
         &self.control
     }
 
-    /// Quarantines this run's session for its target (I9), before the guard
-    /// deregisters: the session goes from held to quarantined with no
-    /// moment at which another run could claim it.
+    /// Quarantines this run's session and account for its target (I9,
+    /// I10), before the guard deregisters: they go from held to quarantined
+    /// with no moment at which another run could claim them.
     pub fn quarantine(&self) {
-        self.registry
-            .quarantine(self.session, self.target.clone(), Some(self.run_id));
+        self.registry.quarantine(Quarantine {
+            session: self.session,
+            account: self.account.clone(),
+            target: self.target.clone(),
+            run_id: Some(self.run_id),
+        });
     }
 
     /// The completion step (I4): under the completion lock, mark the run
@@ -908,6 +1033,11 @@ impl Drop for RunGuard {
         self.registry
             .runs
             .remove_if(&self.target, |_, e| e.run_id == run_id);
+        if let Some(account) = &self.account {
+            self.registry
+                .accounts
+                .remove_if(account, |_, r| *r == run_id);
+        }
         // The session goes last, so the session is never free while this
         // run is still in `runs`.
         self.registry
@@ -926,6 +1056,7 @@ mod tests {
         Registration {
             target: TargetId::new(target),
             session: SessionId(session),
+            account: None,
             flow: "f".into(),
             versions: vec![],
         }
@@ -944,7 +1075,7 @@ mod tests {
             }
         );
         // The refused attempt released the session it had claimed.
-        assert_eq!(r.free_session(2), Some(SessionId(1)));
+        assert_eq!(r.free_session(&Pool::guests(2)), Some(SessionId(1)));
     }
 
     #[test]

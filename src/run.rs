@@ -31,10 +31,11 @@ use futures::FutureExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::browser::{Browser, Page};
+use crate::account::{Account, AccountStore, Check, LOGGED_OUT, LoggedOut};
+use crate::browser::{Browser, Page, Selectors};
 use crate::flow::{
-    CommitAnswer, CommitSink, Flow, OutcomeAction, PinnedFlow, StepContext, StepEnd, StepError,
-    StepErrorKind, Target, Timeouts, panic_message,
+    CommitAnswer, CommitSink, Flow, OutcomeAction, PinnedFlow, Step, StepContext, StepEnd,
+    StepError, StepErrorKind, Target, Timeouts, panic_message,
 };
 use crate::metrics::Metrics;
 use crate::registry::{CancelReason, RunControl, RunGuard};
@@ -62,7 +63,16 @@ pub struct RunDeps {
     /// Every finished run's record is sent here (the CLI's run lines, the
     /// dashboard).
     pub finished: Option<tokio::sync::broadcast::Sender<RunRecord>>,
+    /// Where accounts' sessions are saved; `None` to save none.
+    pub accounts: Option<AccountStore>,
+    /// The origins whose local storage the run's account keeps.
+    pub account_origins: Vec<String>,
+    /// Where a run whose login failed holds its account.
+    pub logged_out: Option<Arc<LoggedOut>>,
 }
+
+/// The name history gives a login check by page and selector.
+pub const LOGIN_CHECK: &str = "login_check";
 
 /// Executes `flow` for `target` under `guard`, persists the result and
 /// deregisters. Returns the history record that was written.
@@ -81,6 +91,7 @@ pub async fn execute(
         target: target.clone(),
         run: guard.run_id(),
         session: guard.session(),
+        account: guard.account().cloned(),
         control: control.clone(),
         commit_timeout: deps.commit_timeout,
         answer: Mutex::new(None),
@@ -134,6 +145,12 @@ pub async fn execute(
     let rec = record.clone();
     let run_id = guard.run_id();
     let session = guard.session();
+    let account = guard.account().cloned();
+    if let (Some(holds), Some(a), Some(why)) = (&deps.logged_out, &account, &report.why) {
+        // Before the guard drops: the next run on this account waits for
+        // that, and then finds the account held.
+        holds.hold(a, why);
+    }
     if status == Status::InDoubt {
         // I9: the order may still be in flight on the shop for this
         // session. Quarantine it while the guard still holds it, so no run
@@ -157,6 +174,7 @@ pub async fn execute(
                         t.status = rec.status;
                         t.run_id = Some(rec.run_id);
                         t.session = Some(session);
+                        t.account = account;
                         t.last_outcome = rec.outcome.clone();
                         // The row shows this run's order, never an older one.
                         t.last_order = rec.order.clone();
@@ -206,6 +224,9 @@ struct Report {
     error: Option<String>,
     /// The first error of a cleanup step.
     cleanup_error: Option<String>,
+    /// Why the run reached its outcome, when the host decided it
+    /// (`logged_out`).
+    why: Option<String>,
     screenshot: Option<String>,
 }
 
@@ -273,9 +294,10 @@ fn settle(
             OutcomeAction::Done => Status::Completed,
             OutcomeAction::Fail => Status::Failed,
         };
-        let error = match status {
-            Status::Failed => Some(format!("outcome `{name}`")),
-            _ => r.cleanup_error.clone(),
+        let error = match (status, &r.why) {
+            (Status::Failed, Some(why)) => Some(format!("outcome `{name}`: {why}")),
+            (Status::Failed, None) => Some(format!("outcome `{name}`")),
+            (_, why) => why.clone().or_else(|| r.cleanup_error.clone()),
         };
         return (status, Some(name.clone()), error);
     }
@@ -302,15 +324,37 @@ async fn run_steps(
     deps: &RunDeps,
 ) -> Report {
     let control = guard.control().clone();
-    let run_deadline = Instant::now() + deps.run_timeout;
-    let mut report = Report::default();
-    let mut page: Option<Arc<dyn Page>> = None;
-    // Set once a step was interrupted: the page may be mid-action, so the
-    // cleanup steps get a fresh one.
-    let mut interrupted = false;
+    let mut run = Steps {
+        guard,
+        target,
+        pinned,
+        sink,
+        deps,
+        run_deadline: Instant::now() + deps.run_timeout,
+        control,
+        account: flow.account.clone(),
+        report: Report::default(),
+        page: None,
+        interrupted: false,
+    };
+
+    // The account's login first (I10 holds the account already): a run
+    // never buys on a session it has not seen logged in.
+    if let Some(account) = &flow.account {
+        match run.login(account).await {
+            Gate::LoggedIn => {}
+            Gate::LoggedOut(why) => {
+                tracing::warn!(target = %run.target.id, account = %account.id, "{why}");
+                run.report.outcome = Some(LOGGED_OUT.to_owned());
+                run.report.why = Some(why);
+            }
+            Gate::Failed(e) => record_failure(&mut run.report, false, &e),
+        }
+    }
 
     for step in &flow.steps {
-        let stopping = report.error.is_some() || report.outcome.is_some() || interrupted;
+        let report = &run.report;
+        let stopping = report.error.is_some() || report.outcome.is_some() || run.interrupted;
         // I9: a commit without an answer may still be in flight on the shop
         // for this session; a cleanup step would run beside it (clearing
         // the cart the order is being placed from).
@@ -322,19 +366,80 @@ async fn run_steps(
             outcome: None,
             error: why.map(str::to_owned),
         };
-        if step.always && control.committed() && sink.answer().is_none() {
-            report.steps.push(skipped(Some(
+        if step.always && run.control.committed() && run.sink.answer().is_none() {
+            run.report.steps.push(skipped(Some(
                 "not run: the commit may still be in flight in this browser session",
             )));
             continue;
         }
         if stopping && !step.always {
-            report.steps.push(skipped(None));
+            run.report.steps.push(skipped(None));
             continue;
         }
+        match run.exec(step).await {
+            Ok(StepEnd::Continue) => {}
+            Ok(StepEnd::Outcome(name)) => {
+                if !step.always && run.report.outcome.is_none() {
+                    run.report.outcome = Some(name);
+                }
+            }
+            Err(e) => record_failure(&mut run.report, step.always, &e.message),
+        }
+    }
+    run.control.set_step(None);
+    if let Some(account) = &flow.account {
+        run.save_account(account).await;
+    }
+    if let Some(p) = run.page.take() {
+        p.close().await;
+    }
+    run.report
+}
+
+/// How the account's login check went.
+enum Gate {
+    LoggedIn,
+    /// Logged out, and logging in did not help (or was not possible).
+    LoggedOut(String),
+    /// The check itself failed (the page did not load): not a verdict.
+    Failed(String),
+}
+
+/// A run's steps in progress: the page they share and what they reported.
+struct Steps<'a> {
+    guard: &'a RunGuard,
+    target: Arc<Target>,
+    pinned: &'a dyn PinnedFlow,
+    sink: Arc<RunCommit>,
+    deps: &'a RunDeps,
+    control: Arc<RunControl>,
+    run_deadline: Instant,
+    account: Option<Arc<Account>>,
+    report: Report,
+    page: Option<Arc<dyn Page>>,
+    /// Set once a step was interrupted: the page may be mid-action, so the
+    /// cleanup steps get a fresh one.
+    interrupted: bool,
+}
+
+impl Steps<'_> {
+    /// The run's page, opened on first use.
+    async fn page(&mut self, token: &CancellationToken) -> Result<Arc<dyn Page>, String> {
+        if let Some(p) = &self.page {
+            return Ok(p.clone());
+        }
+        let p = open_page(self.guard, self.deps, token).await?;
+        self.page = Some(p.clone());
+        Ok(p)
+    }
+
+    /// Runs one step, bounded and cancellable, and records it. The caller
+    /// decides what its ending means for the run.
+    async fn exec(&mut self, step: &Step) -> Result<StepEnd, StepError> {
+        let (deps, control, pinned) = (self.deps, self.control.clone(), self.pinned);
         // Cleanup after a cancellation runs on its own clock: the run's
         // token is already cancelled and its deadline may have passed.
-        let cleanup_after_cancel = step.always && (interrupted || control.is_cancelled());
+        let cleanup_after_cancel = step.always && (self.interrupted || control.is_cancelled());
         let token = if cleanup_after_cancel {
             CancellationToken::new()
         } else {
@@ -344,36 +449,30 @@ async fn run_steps(
         let step_deadline = step_started + deps.timeouts.step;
         control.set_step(Some(&step.script));
 
-        let p = match &page {
-            Some(p) => p.clone(),
-            None => match open_page(guard, deps, &token).await {
-                Ok(p) => {
-                    page = Some(p.clone());
-                    p
-                }
-                Err(e) => {
-                    let msg = format!("step `{}`: {e}", step.script);
-                    record_failure(&mut report, step.always, &msg);
-                    report.steps.push(step_record(
-                        pinned,
-                        step,
-                        step_started,
-                        StepResult::Failed,
-                        None,
-                        Some(msg),
-                    ));
-                    continue;
-                }
-            },
+        let p = match self.page(&token).await {
+            Ok(p) => p,
+            Err(e) => {
+                let msg = format!("step `{}`: {e}", step.script);
+                self.report.steps.push(step_record(
+                    pinned,
+                    step,
+                    step_started,
+                    StepResult::Failed,
+                    None,
+                    Some(msg.clone()),
+                ));
+                return Err(StepError::failed(msg));
+            }
         };
 
         let cx = StepContext {
-            run_id: guard.run_id(),
+            run_id: self.guard.run_id(),
             page: p.clone(),
-            target: target.clone(),
+            target: self.target.clone(),
             cancel: token.clone(),
-            commit: sink.clone(),
+            commit: self.sink.clone(),
             timeouts: deps.timeouts,
+            account: self.account.clone(),
         };
         // A panic inside a step (a native function, a plugin) is that step's
         // failure: cleanup steps still run and the run still completes.
@@ -400,7 +499,7 @@ async fn run_steps(
             let bound = match (cleanup_after_cancel, in_commit) {
                 (true, _) => step_deadline,
                 (false, Some(since)) => since + deps.commit_timeout,
-                (false, None) => run_deadline.min(step_deadline) + shift,
+                (false, None) => self.run_deadline.min(step_deadline) + shift,
             };
             tokio::select! {
                 r = &mut fut => break Ok(r),
@@ -413,8 +512,8 @@ async fn run_steps(
                     if in_commit.is_some() {
                         if control.commit_in_flight().is_some() {
                             tracing::warn!(
-                                run = %guard.run_id(),
-                                target = %target.id,
+                                run = %self.guard.run_id(),
+                                target = %self.target.id,
                                 "commit got no answer within commit_timeout ({}); giving up on it",
                                 crate::time::short(deps.commit_timeout)
                             );
@@ -423,7 +522,7 @@ async fn run_steps(
                         }
                         continue;
                     }
-                    if Instant::now() >= run_deadline + shift {
+                    if Instant::now() >= self.run_deadline + shift {
                         control.cancel(CancelReason::RunTimeout);
                         break Err(Interrupt::Run);
                     }
@@ -438,11 +537,11 @@ async fn run_steps(
                 // give it a moment to notice.
                 token.cancel();
                 p.close().await;
-                page = None;
-                interrupted = true;
+                self.page = None;
+                self.interrupted = true;
                 if tokio::time::timeout(CANCEL_GRACE, &mut fut).await.is_err() {
                     tracing::warn!(
-                        target = %target.id,
+                        target = %self.target.id,
                         step = %step.script,
                         "step did not stop within {} of cancellation; its page is closed",
                         crate::time::short(CANCEL_GRACE)
@@ -466,29 +565,15 @@ async fn run_steps(
             }
         };
 
-        match result {
-            Ok(StepEnd::Continue) => {
-                report.steps.push(step_record(
-                    pinned,
-                    step,
-                    step_started,
-                    StepResult::Ok,
-                    None,
-                    None,
-                ));
-            }
+        let record = |result, outcome, error| {
+            step_record(pinned, step, step_started, result, outcome, error)
+        };
+        match &result {
+            Ok(StepEnd::Continue) => self.report.steps.push(record(StepResult::Ok, None, None)),
             Ok(StepEnd::Outcome(name)) => {
-                report.steps.push(step_record(
-                    pinned,
-                    step,
-                    step_started,
-                    StepResult::Outcome,
-                    Some(name.clone()),
-                    None,
-                ));
-                if !step.always && report.outcome.is_none() {
-                    report.outcome = Some(name);
-                }
+                self.report
+                    .steps
+                    .push(record(StepResult::Outcome, Some(name.clone()), None));
             }
             Err(e) => {
                 let result = match e.kind {
@@ -496,29 +581,162 @@ async fn run_steps(
                     StepErrorKind::Failed | StepErrorKind::Panicked => StepResult::Failed,
                 };
                 if e.kind != StepErrorKind::Cancelled
-                    && report.screenshot.is_none()
-                    && let Some(p) = &page
+                    && self.report.screenshot.is_none()
+                    && let Some(p) = &self.page
                 {
-                    report.screenshot = screenshot(p.as_ref(), guard, deps).await;
+                    self.report.screenshot = screenshot(p.as_ref(), self.guard, deps).await;
                 }
-                tracing::warn!(target = %target.id, step = %step.script, error = %e.message, "step {result}");
-                record_failure(&mut report, step.always, &e.message);
-                report.steps.push(step_record(
-                    pinned,
-                    step,
-                    step_started,
+                tracing::warn!(target = %self.target.id, step = %step.script, error = %e.message, "step {result}");
+                self.report
+                    .steps
+                    .push(record(result, None, Some(e.message.clone())));
+            }
+        }
+        result
+    }
+
+    /// Whether the run's session is logged into `account`, by its check.
+    async fn logged_in(&mut self, account: &Account) -> Result<bool, String> {
+        match &account.check {
+            Check::Script(script) => {
+                let step = Step {
+                    script: script.clone(),
+                    always: false,
+                };
+                match self.exec(&step).await {
+                    Ok(StepEnd::Continue) => Ok(true),
+                    Ok(StepEnd::Outcome(name)) if name == LOGGED_OUT => Ok(false),
+                    Ok(StepEnd::Outcome(name)) => Err(format!(
+                        "login check `{script}` ended with outcome `{name}`; a check ends with `logged_out` or not at all"
+                    )),
+                    Err(e) => Err(e.message),
+                }
+            }
+            Check::Page { url, selector } => {
+                let started = Instant::now();
+                let token = self.control.token().child_token();
+                let checked = async {
+                    let page = self.page(&token).await?;
+                    let t = self.deps.timeouts.action;
+                    page.navigate(url, t)
+                        .await
+                        .map_err(|e| format!("login check: {e}"))?;
+                    page.exists(&Selectors::many(selector))
+                        .await
+                        .map_err(|e| format!("login check: {e}"))
+                };
+                let checked = tokio::select! {
+                    r = checked => r,
+                    () = token.cancelled() => Err("login check cancelled".into()),
+                };
+                let (result, error) = match &checked {
+                    Ok(_) => (StepResult::Ok, None),
+                    Err(e) => (StepResult::Failed, Some(e.clone())),
+                };
+                self.report.steps.push(StepRecord {
+                    script: LOGIN_CHECK.into(),
+                    generation: 0,
+                    duration_ms: started.elapsed().as_millis() as u64,
                     result,
-                    None,
-                    Some(e.message),
-                ));
+                    outcome: matches!(checked, Ok(false)).then(|| LOGGED_OUT.to_owned()),
+                    error,
+                });
+                checked
             }
         }
     }
-    control.set_step(None);
-    if let Some(p) = page {
-        p.close().await;
+
+    /// Checks the account's login and, when the session is logged out,
+    /// runs its login script and checks again.
+    async fn login(&mut self, account: &Account) -> Gate {
+        match self.logged_in(account).await {
+            Ok(true) => return Gate::LoggedIn,
+            Ok(false) => {}
+            Err(e) => return Gate::Failed(e),
+        }
+        let Some(script) = &account.login else {
+            return Gate::LoggedOut(format!(
+                "account `{}` is logged out and has no login script; log in by hand with `baton login {}`",
+                account.id, account.id
+            ));
+        };
+        tracing::info!(target = %self.target.id, account = %account.id, "account `{}` is logged out; running `{script}`", account.id);
+        let step = Step {
+            script: script.clone(),
+            always: false,
+        };
+        match self.exec(&step).await {
+            Ok(StepEnd::Continue) => {}
+            Ok(StepEnd::Outcome(name)) => {
+                return Gate::LoggedOut(format!(
+                    "account `{}`: the login script `{script}` ended with outcome `{name}`",
+                    account.id
+                ));
+            }
+            Err(e) => {
+                return Gate::LoggedOut(format!(
+                    "account `{}`: the login script `{script}` failed: {}",
+                    account.id, e.message
+                ));
+            }
+        }
+        match self.logged_in(account).await {
+            Ok(true) => {
+                tracing::info!(target = %self.target.id, account = %account.id, "logged in");
+                // Saved at once: a crash later in the run keeps the login.
+                self.save_account(account).await;
+                Gate::LoggedIn
+            }
+            Ok(false) => Gate::LoggedOut(format!(
+                "account `{}` is still logged out after its login script `{script}` (a wrong password, or a challenge for a person: `baton login {}`)",
+                account.id, account.id
+            )),
+            Err(e) => Gate::Failed(e),
+        }
     }
-    report
+
+    /// Saves the session's cookies and storage as the account's stored
+    /// state, and makes them what the session starts from after a
+    /// relaunch. A failure is logged: the run's own result stands.
+    async fn save_account(&mut self, account: &Account) {
+        let Some(store) = &self.deps.accounts else {
+            return;
+        };
+        let session = self.guard.session();
+        let bound = self.deps.timeouts.action;
+        let read = tokio::time::timeout(
+            bound,
+            self.deps
+                .browser
+                .storage_state(session, &self.deps.account_origins),
+        )
+        .await;
+        let state = match read {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::warn!(account = %account.id, error = %e, "account's session not saved");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(account = %account.id, "account's session not saved: reading it timed out");
+                return;
+            }
+        };
+        let (store, id, s) = (store.clone(), account.id.clone(), state.clone());
+        let saved = tokio::task::spawn_blocking(move || store.save(&id, &s)).await;
+        match saved {
+            Ok(Ok(())) => {
+                let _ = self.deps.browser.seed(session, state).await;
+                tracing::debug!(account = %account.id, "account's session saved");
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(account = %account.id, error = %e, "account's session not saved");
+            }
+            Err(e) => {
+                tracing::warn!(account = %account.id, error = %e, "account's session not saved");
+            }
+        }
+    }
 }
 
 fn record_failure(report: &mut Report, always: bool, msg: &str) {
@@ -603,6 +821,7 @@ struct RunCommit {
     target: Arc<Target>,
     run: crate::id::RunId,
     session: crate::id::SessionId,
+    account: Option<crate::id::AccountId>,
     control: Arc<RunControl>,
     commit_timeout: Duration,
     /// `Some` once the shop's answer is known.
@@ -641,6 +860,7 @@ impl CommitSink for RunCommit {
             t.status = Status::Committing;
             t.run_id = Some(self.run);
             t.session = Some(self.session);
+            t.account = self.account.clone();
             t.last_order = None;
         });
         if let Err(e) = saved {
@@ -698,6 +918,7 @@ mod tests {
                 ("sold_out".to_owned(), OutcomeAction::Done),
                 ("blocked".to_owned(), OutcomeAction::Fail),
             ]),
+            account: None,
         }
     }
 

@@ -42,9 +42,11 @@ use tokio_util::sync::CancellationToken;
 use crate::browser::Browser;
 use crate::config::Config;
 use crate::flow::StepRunner;
-use crate::id::TargetId;
+use crate::id::{AccountId, TargetId};
 use crate::metrics::Metrics;
-use crate::registry::{Cancel, CancelReason, Registration, Registry, RunInfo, SessionWait, Stuck};
+use crate::registry::{
+    Cancel, CancelReason, Pool, Quarantine, Registration, Registry, RunInfo, SessionWait, Stuck,
+};
 use crate::run::{self, CANCEL_GRACE, RunDeps};
 use crate::state::{OperatorChange, RunRecord, StateStore, Status};
 
@@ -148,6 +150,10 @@ enum Wake {
 
 struct Loop {
     s: Scheduler,
+    /// Accounts whose login failed: their targets wait for a new config.
+    logged_out: Arc<crate::account::LoggedOut>,
+    /// The config the holds were made under.
+    held_under: Option<Arc<Config>>,
     rng: StdRng,
     runs: JoinSet<RunRecord>,
     finished_runs: u64,
@@ -163,6 +169,8 @@ impl Scheduler {
         let rng = StdRng::seed_from_u64(self.seed);
         let mut l = Loop {
             s: self,
+            logged_out: Arc::default(),
+            held_under: None,
             rng,
             runs: JoinSet::new(),
             finished_runs: 0,
@@ -182,6 +190,16 @@ impl Loop {
                 break;
             }
             let cfg = self.s.config.load_full();
+            if self
+                .held_under
+                .as_ref()
+                .is_some_and(|c| !Arc::ptr_eq(c, &cfg))
+            {
+                for a in self.logged_out.clear() {
+                    tracing::info!(account = %a, "flows.yaml changed: account `{a}` may try to log in again");
+                }
+            }
+            self.held_under = Some(cfg.clone());
             let cycle_start = Instant::now();
             next_tick = cycle_start + self.draw_interval(&cfg);
             self.cycle += 1;
@@ -258,9 +276,15 @@ impl Loop {
                 tracing::warn!(
                     target = %id,
                     session = session.0,
+                    account = t.account.as_ref().map_or("-", AccountId::as_str),
                     "browser session {session} stays quarantined: target `{id}` is in_doubt; resolve it with `baton state resolve {id}`"
                 );
-                self.s.registry.quarantine(session, id, t.run_id);
+                self.s.registry.quarantine(Quarantine {
+                    session,
+                    account: t.account.clone(),
+                    target: id,
+                    run_id: t.run_id,
+                });
             } else {
                 tracing::warn!(
                     target = %id,
@@ -594,7 +618,12 @@ impl Loop {
                     let t = self.s.state.get(id.as_str());
                     tracing::warn!(target = %id, "target repaired as in_doubt: its final state had not been saved");
                     if let Some(session) = t.session {
-                        self.s.registry.quarantine(session, id.clone(), t.run_id);
+                        self.s.registry.quarantine(Quarantine {
+                            session,
+                            account: t.account.clone(),
+                            target: id.clone(),
+                            run_id: t.run_id,
+                        });
                     }
                 }
             }
@@ -702,16 +731,33 @@ impl Loop {
     /// Starts one run. Returns false when dispatching must stop for this
     /// cycle (shutdown, or no session could be freed).
     async fn dispatch(&mut self, cfg: &Arc<Config>, target: &Arc<crate::flow::Target>) -> bool {
-        let Some(flow) = cfg.flow_of(target).cloned() else {
+        let Some(flow) = cfg.run_flow(target) else {
             return true;
         };
-        let sessions = cfg.cycle.max_concurrent_runs;
+        // A guest takes any guest session; an account's target only the
+        // account's own session, and the account with it (I10).
+        let account = cfg.account_of(target).cloned();
+        if let Some(why) = account.as_ref().and_then(|a| self.logged_out.why(&a.id)) {
+            tracing::info!(
+                target = %target.id,
+                "target `{}` skipped: {why}. Its account is not tried again until flows.yaml changes or baton restarts",
+                target.id
+            );
+            return true;
+        }
+        let sessions = match &account {
+            Some(a) => Pool {
+                sessions: vec![a.session],
+                account: Some(a.id.clone()),
+            },
+            None => Pool::guests(cfg.cycle.max_concurrent_runs),
+        };
         // A free browser session (I1). The wait is bounded and races
         // shutdown; a run that holds its session too long is cancelled like
         // a stuck run at the start of a cycle.
         let session = tokio::select! {
             () = self.s.shutdown.cancelled() => return false,
-            r = self.s.registry.wait_for_session(sessions, cfg.cycle.wait_for_active) => r,
+            r = self.s.registry.wait_for_session(&sessions, cfg.cycle.wait_for_active) => r,
         };
         let session = match session {
             Ok(s) => s,
@@ -732,7 +778,7 @@ impl Loop {
                 if !self.cancel_stuck(cfg, stuck).await {
                     return false;
                 }
-                if let Some(s) = self.s.registry.free_session(sessions) {
+                if let Some(s) = self.s.registry.free_session(&sessions) {
                     s
                 } else {
                     tracing::info!(target = %target.id, "target `{}` skipped this cycle: no browser session is free", target.id);
@@ -762,6 +808,7 @@ impl Loop {
             let guard = match self.s.registry.register(Registration {
                 target: target.id.clone(),
                 session,
+                account: sessions.account.clone(),
                 flow: flow.name.clone(),
                 versions: pinned.versions(),
             }) {
@@ -772,6 +819,7 @@ impl Loop {
                 }
             };
             let (id, run_id) = (target.id.clone(), guard.run_id());
+            let account_id = sessions.account.clone();
             let saved = self
                 .s
                 .state
@@ -780,6 +828,7 @@ impl Loop {
                         s.status = Status::Attempting;
                         s.run_id = Some(run_id);
                         s.session = Some(session);
+                        s.account = account_id;
                         // The row describes the live run: no older order.
                         s.last_order = None;
                     })
@@ -803,6 +852,12 @@ impl Loop {
             commit_timeout: cfg.cycle.commit_timeout,
             shots_dir: Some(crate::state::shots_dir(&cfg.state_dir)),
             finished: self.s.finished.clone(),
+            accounts: Some(crate::account::AccountStore::new(&cfg.state_dir)),
+            account_origins: account
+                .as_ref()
+                .map(|a| cfg.account_origins(a))
+                .unwrap_or_default(),
+            logged_out: Some(self.logged_out.clone()),
         };
         self.runs
             .spawn(run::execute(guard, target.clone(), flow, pinned, deps));

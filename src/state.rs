@@ -125,6 +125,9 @@ pub struct TargetState {
     /// a restart.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session: Option<crate::id::SessionId>,
+    /// The account that session was logged into: quarantined with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<crate::id::AccountId>,
     pub last_outcome: Option<String>,
     /// The order of run `run_id`: never an older run's.
     pub last_order: Option<String>,

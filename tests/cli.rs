@@ -224,6 +224,31 @@ const BAD_CONFIGS: &[(&str, &str, &str)] = &[
         "scripts_dir: nowhere\n",
         "flows.yaml:1:14: scripts directory",
     ),
+    (
+        "account without a check",
+        "accounts:\n  ada: { login: step }\n",
+        "flows.yaml:2:",
+    ),
+    (
+        "account naming an undeclared secret",
+        "accounts:\n  ada:\n    password: pw\n    check: { url: \"http://h/account\", selector: \"#me\" }\n",
+        "flows.yaml:3:15: account `ada`'s password names secret `pw`, which is not declared under `secrets:`",
+    ),
+    (
+        "account check of neither kind",
+        "accounts:\n  ada:\n    check: { url: \"http://h/account\" }\n",
+        "flows.yaml:3:12: account `ada`'s check is `{ url: PAGE, selector: SELECTOR }`",
+    ),
+    (
+        "account login script missing",
+        "accounts:\n  ada:\n    check: { script: step }\n    login: nologin\n",
+        "flows.yaml:4:12: script `nologin` not found",
+    ),
+    (
+        "account name that cannot be a file name",
+        "accounts:\n  \"../a\":\n    check: { script: step }\n",
+        "account name `../a` must be letters, digits, `-` and `_`",
+    ),
 ];
 
 /// Cases that replace the whole file.
@@ -252,6 +277,11 @@ const BAD_WHOLE: &[(&str, &str, &str)] = &[
         "no flows",
         "targets:\n  - { id: \"1\", url: \"http://127.0.0.1:1/p/1\" }\n",
         "flows.yaml:1:1: missing field `flows`",
+    ),
+    (
+        "a target on an undefined account",
+        "targets:\n  - { id: \"1\", url: \"http://h/p/1\", account: bob }\nflows:\n  f:\n    steps: [step]\n",
+        "flows.yaml:2:46: target `1` uses account `bob`, which is not defined under `accounts:`",
     ),
     (
         "duplicate target ids",
@@ -473,7 +503,7 @@ fn check_passes_on_the_shipped_project() {
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert_eq!(
         o.stdout.trim(),
-        "flows.yaml: ok (4 target(s), 1 flow(s)); scripts: ok (4 script(s))"
+        "flows.yaml: ok (5 target(s), 1 flow(s), 1 account(s)); scripts: ok (5 script(s))"
     );
 }
 
@@ -717,7 +747,7 @@ fn dry_run_rejects_unknown_targets_and_foreign_scripts() {
     assert_eq!(o.code, 2);
     assert!(
         o.stderr.contains(
-            "unknown target `9999` (targets in flows.yaml: `1001`, `1002`, `1003`, `1004`)"
+            "unknown target `9999` (targets in flows.yaml: `1001`, `1002`, `1003`, `1004`, `1005`)"
         ),
         "{}",
         o.stderr

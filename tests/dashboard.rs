@@ -118,11 +118,12 @@ async fn the_page_and_status_api() {
 
     // I9: the in-doubt target's session is quarantined, and with one
     // session that blocks the other target; the page says so.
-    e.h.registry.quarantine(
-        baton::id::SessionId(0),
-        "1002".into(),
-        Some(baton::id::RunId(4)),
-    );
+    e.h.registry.quarantine(baton::registry::Quarantine {
+        session: baton::id::SessionId(0),
+        account: None,
+        target: "1002".into(),
+        run_id: Some(baton::id::RunId(4)),
+    });
     let (_, body) = call(&e.app, "GET", "/api/status", &[]).await;
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(

@@ -5,15 +5,17 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
+use baton::account::{Account, Check};
 use baton::browser::Selectors;
 use baton::browser::sim::Fault;
 use baton::flow::{StepEnd, StepError};
-use baton::id::{SessionId, TargetId};
-use baton::registry::{Registration, Registry};
+use baton::id::{AccountId, SessionId, TargetId};
+use baton::registry::{Pool, Refusal, Registration, Registry, SessionWait};
 use baton::rust_steps::commit;
 use baton::scheduler::Command;
 use baton::state::Status;
@@ -121,6 +123,7 @@ fn i2_one_run_per_target() {
                     let got = registry.register(Registration {
                         target: TargetId::new("a"),
                         session: SessionId(i as u32),
+                        account: None,
                         flow: "f".into(),
                         versions: vec![],
                     });
@@ -445,6 +448,7 @@ async fn i4_completion_is_atomic_under_the_lock() {
                 .register(Registration {
                     target: "a".into(),
                     session: SessionId(0),
+                    account: None,
                     flow: "f".into(),
                     versions: vec![],
                 })
@@ -538,6 +542,7 @@ async fn i5_deregistered_after_panic_and_error() {
         .register(Registration {
             target: "x".into(),
             session: SessionId(0),
+            account: None,
             flow: "f".into(),
             versions: vec![],
         })
@@ -843,6 +848,270 @@ async fn i9_an_unanswered_commit_quarantines_its_session() {
         assert!(!b.is_empty());
         assert!(h.registry.is_idle());
     }
+}
+
+// I10 ----------------------------------------------------------------------
+
+/// I10: threads racing to register different targets, each in its own
+/// session, on one account: exactly one wins each round. Guards: the
+/// account claim (one `DashMap::entry`) in `Registry::register`.
+#[test]
+fn i10_one_run_per_account() {
+    const THREADS: usize = 8;
+    const ROUNDS: usize = 2_000;
+    let registry = Arc::new(Registry::default());
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let round_wins: Arc<Vec<AtomicU64>> =
+        Arc::new((0..ROUNDS).map(|_| AtomicU64::new(0)).collect());
+    let threads: Vec<_> = (0..THREADS)
+        .map(|i| {
+            let (registry, barrier, round_wins) =
+                (registry.clone(), barrier.clone(), round_wins.clone());
+            std::thread::spawn(move || {
+                for round in 0..ROUNDS {
+                    barrier.wait();
+                    // Own target, own session: only the account can refuse.
+                    let got = registry.register(Registration {
+                        target: TargetId::new(format!("t{i}")),
+                        session: SessionId(i as u32),
+                        account: Some(AccountId::new("ada")),
+                        flow: "f".into(),
+                        versions: vec![],
+                    });
+                    if got.is_ok() {
+                        round_wins[round].fetch_add(1, Ordering::SeqCst);
+                    } else {
+                        assert!(matches!(got, Err(Refusal::AccountBusy { .. })), "{got:?}");
+                    }
+                    barrier.wait();
+                    drop(got);
+                    barrier.wait();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    for (round, wins) in round_wins.iter().enumerate() {
+        assert_eq!(wins.load(Ordering::SeqCst), 1, "round {round}");
+    }
+    assert!(registry.is_idle(), "refusals undid their session claims");
+}
+
+/// I10 under the paused clock: while a run holds account `ada` in one
+/// session, no other session gets `ada`; a wait for it is woken by the
+/// run's deregistration itself (at 7 s, not at its 30 s bound). A run that
+/// ends `in_doubt` quarantines the account with its session, so waiting
+/// cannot help until an operator resolves the target. Guards: the account
+/// claim and account quarantine in `Registry::register`/`free_session`.
+#[tokio::test(start_paused = true)]
+async fn i10_an_account_waits_for_its_run_and_is_quarantined_with_it() {
+    let r = Arc::new(Registry::default());
+    let ada = || Some(AccountId::new("ada"));
+    let reg = |target: &str, session: u32| Registration {
+        target: target.into(),
+        session: SessionId(session),
+        account: ada(),
+        flow: "f".into(),
+        versions: vec![],
+    };
+    let first = r.register(reg("a", 1)).unwrap();
+    assert!(matches!(
+        r.register(reg("b", 2)),
+        Err(Refusal::AccountBusy { .. })
+    ));
+    assert!(!r.is_registered("b"));
+    let pool = |s: u32| Pool {
+        sessions: vec![SessionId(s)],
+        account: ada(),
+    };
+    assert_eq!(
+        r.free_session(&pool(2)),
+        None,
+        "session 2 is free, ada is not"
+    );
+    let t0 = Instant::now();
+    tokio::spawn(async move {
+        tokio::time::sleep(secs(7)).await;
+        drop(first);
+    });
+    let got = r.wait_for_session(&pool(2), secs(30)).await.unwrap();
+    assert_eq!((got, t0.elapsed()), (SessionId(2), secs(7)));
+
+    // In doubt: the account is quarantined with the session.
+    let g = r.register(reg("b", 2)).unwrap();
+    g.quarantine();
+    drop(g);
+    assert!(matches!(
+        r.register(reg("c", 3)),
+        Err(Refusal::AccountQuarantined { .. })
+    ));
+    let t1 = Instant::now();
+    assert!(matches!(
+        r.wait_for_session(&pool(3), secs(30)).await,
+        Err(SessionWait::Unavailable(_))
+    ));
+    assert_eq!(t1.elapsed(), Duration::ZERO, "waiting cannot help");
+    r.lift_quarantine("b");
+    assert_eq!(r.free_session(&pool(3)), Some(SessionId(3)));
+    assert!(r.is_idle());
+}
+
+/// I10 through the scheduler: two targets on account `ada` and a guest,
+/// two guest sessions. The account's runs never overlap (each waits for
+/// the other), the guest runs beside them, the account logs in once (its
+/// check says logged out only at first) and every run completes. Guards:
+/// the account's own session pool in dispatch and the login gate.
+#[tokio::test(start_paused = true)]
+async fn i10_runs_on_one_account_take_turns_and_log_in_once() {
+    let mut cfg = config(&["a", "b", "g"], flow(&["work"]));
+    cfg.cycle.max_concurrent_runs = 2;
+    let account = Arc::new(Account {
+        id: AccountId::new("ada"),
+        session: SessionId(2),
+        username: None,
+        password: None,
+        totp: None,
+        check: Check::Script("check".into()),
+        login: Some("login".into()),
+        login_url: None,
+    });
+    cfg.accounts = BTreeMap::from([(account.id.clone(), account)]);
+    for t in &mut cfg.targets {
+        if t.id.as_str() != "g" {
+            Arc::make_mut(t).account = Some(AccountId::new("ada"));
+        }
+    }
+    let h = Harness::new(cfg);
+    let tl = Timeline::default();
+    timed_step(&h, "work", secs(6), &tl);
+    let logged_in = Arc::new(AtomicBool::new(false));
+    {
+        let logged_in = logged_in.clone();
+        h.steps.step("check", move |_cx| {
+            let ok = logged_in.load(Ordering::SeqCst);
+            async move {
+                Ok(if ok {
+                    StepEnd::Continue
+                } else {
+                    StepEnd::Outcome("logged_out".into())
+                })
+            }
+        });
+    }
+    let logins = Arc::new(AtomicU32::new(0));
+    {
+        let (logged_in, logins) = (logged_in.clone(), logins.clone());
+        h.steps.step("login", move |cx| {
+            assert_eq!(
+                cx.account.as_ref().map(|a| a.id.as_str()),
+                Some("ada"),
+                "the login step sees its account"
+            );
+            logins.fetch_add(1, Ordering::SeqCst);
+            logged_in.store(true, Ordering::SeqCst);
+            async { Ok(StepEnd::Continue) }
+        });
+    }
+    let (peak_ada, peak_all) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+    let watcher = {
+        let (registry, peak_ada, peak_all) =
+            (h.registry.clone(), peak_ada.clone(), peak_all.clone());
+        let mut rx = registry.watch();
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let runs = registry.snapshot();
+                // By target, not by the run's account: the check must not
+                // trust the mechanism it checks.
+                let ada = runs.iter().filter(|r| r.target.as_str() != "g").count() as u32;
+                peak_ada.fetch_max(ada, Ordering::SeqCst);
+                peak_all.fetch_max(runs.len() as u32, Ordering::SeqCst);
+            }
+        })
+    };
+    h.run_cycles(5).await;
+    watcher.abort();
+
+    assert_eq!(
+        peak_ada.load(Ordering::SeqCst),
+        1,
+        "two runs on one account"
+    );
+    assert_eq!(
+        peak_all.load(Ordering::SeqCst),
+        2,
+        "the guest ran beside them"
+    );
+    assert_eq!(
+        logins.load(Ordering::SeqCst),
+        1,
+        "logged in once, then kept"
+    );
+    let hist = h.history();
+    assert_eq!(hist.len(), 15);
+    assert!(
+        hist.iter().all(|r| r.status == Status::Completed),
+        "{hist:#?}"
+    );
+    for r in hist.iter().filter(|r| r.target.as_str() != "g") {
+        assert_eq!(r.steps[0].script, "check", "{r:#?}");
+    }
+    assert_eq!(h.sim.overlaps(), 0);
+    assert!(h.registry.is_idle());
+}
+
+/// A login that does not take ends the run `logged_out`: the target fails
+/// (a person must look: retrying a wrong password locks accounts), and no
+/// step of the flow runs.
+#[tokio::test(start_paused = true)]
+async fn a_login_that_does_not_take_is_logged_out_and_runs_nothing() {
+    let mut cfg = config(&["a"], flow(&["work", "clear!"]));
+    let account = Arc::new(Account {
+        id: AccountId::new("ada"),
+        session: SessionId(1),
+        username: None,
+        password: None,
+        totp: None,
+        check: Check::Script("check".into()),
+        login: Some("login".into()),
+        login_url: None,
+    });
+    cfg.accounts = BTreeMap::from([(account.id.clone(), account)]);
+    Arc::make_mut(&mut cfg.targets[0]).account = Some(AccountId::new("ada"));
+    let h = Harness::new(cfg);
+    let worked = Arc::new(AtomicU32::new(0));
+    {
+        let worked = worked.clone();
+        h.steps.step("work", move |_| {
+            worked.fetch_add(1, Ordering::SeqCst);
+            async { Ok(StepEnd::Continue) }
+        });
+    }
+    h.steps.step("clear", |_| async { Ok(StepEnd::Continue) });
+    h.steps.step("check", |_| async {
+        Ok(StepEnd::Outcome("logged_out".into()))
+    });
+    h.steps.step("login", |_| async { Ok(StepEnd::Continue) });
+    h.run_cycles(2).await;
+    let hist = h.history();
+    assert_eq!(hist.len(), 1, "a failed target is not retried: {hist:#?}");
+    let r = &hist[0];
+    assert_eq!(r.status, Status::Failed);
+    assert_eq!(r.outcome.as_deref(), Some("logged_out"));
+    assert!(
+        r.error
+            .as_deref()
+            .is_some_and(|e| e.contains("still logged out after its login script")),
+        "{r:#?}"
+    );
+    assert_eq!(worked.load(Ordering::SeqCst), 0, "bought nothing");
+    let clear = r.steps.iter().find(|s| s.script == "clear").unwrap();
+    assert_eq!(
+        clear.result,
+        baton::state::StepResult::Ok,
+        "cleanup still ran"
+    );
 }
 
 // Hardening ------------------------------------------------------------------

@@ -126,6 +126,7 @@ fn target() -> Arc<Target> {
         id: "1".into(),
         url: PRODUCT.into(),
         flow: "purchase".into(),
+        account: None,
         params: serde_json::json!({"max_price": 25.0, "name": "Ada"})
             .as_object()
             .unwrap()
@@ -253,6 +254,7 @@ impl Env {
                         "http://shop.test/api/stock/1".to_owned(),
                         serde_json::json!({"in_stock": true, "stock": 3}),
                     )]))),
+                    account: None,
                 },
             )
             .await;
@@ -309,6 +311,7 @@ fn monitor(
                 shot_prefix: "m".into(),
                 trace: None,
                 http_fixture: None,
+                account: None,
             },
         )
         .await
@@ -1248,6 +1251,7 @@ async fn i8_a_run_keeps_its_versions_across_a_reload() {
             },
         ],
         outcomes: BTreeMap::new(),
+        account: None,
     };
     let pinned = e.host.pin(&flow).unwrap();
     let page = e.page().await;
@@ -1259,6 +1263,7 @@ async fn i8_a_run_keeps_its_versions_across_a_reload() {
         cancel: CancellationToken::new(),
         commit: Arc::new(Sink::default()),
         timeouts: Timeouts::default(),
+        account: None,
     };
     let step = |n: &str| Step {
         script: n.into(),

@@ -189,18 +189,9 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         Some(f)
     } else {
         if target.url.starts_with('/') {
-            let port = cfg.demo_shop.as_ref().map_or(8099, |d| d.port);
-            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-            let base = if let Ok(s) = crate::shop::start(addr, stop.clone()).await {
-                say!("demo shop on {}", s.url());
-                // Its real address: port 0 in flows.yaml means any.
-                let base = s.url();
-                shop = Some(s);
-                base
-            } else {
-                say!("demo shop port {port} is taken; using the shop already there");
-                format!("http://127.0.0.1:{port}")
-            };
+            let (running, base) = super::demo_shop_base(&cfg, &stop).await;
+            shop = running;
+            let base = base.unwrap_or_else(|| "http://127.0.0.1:8099".to_owned());
             target.url = format!("{base}{}", target.url);
         }
         None
@@ -474,6 +465,7 @@ impl Dry<'_> {
                     shot_prefix: name.to_owned(),
                     trace: Some(self.printer.clone()),
                     http_fixture: self.http_fixture.clone(),
+                    account: None,
                 },
             )
             .await;

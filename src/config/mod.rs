@@ -28,7 +28,9 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_saphyr::MessageFormatter;
 
+use crate::account::{Account, Check};
 use crate::flow::{Flow, Target, Timeouts};
+use crate::id::AccountId;
 pub use crate::secrets::Secrets;
 
 mod error;
@@ -60,6 +62,7 @@ pub struct Config {
     pub demo_shop: Option<DemoShopConfig>,
     #[serde(skip)]
     pub secrets: Secrets,
+    pub accounts: BTreeMap<AccountId, Arc<Account>>,
     pub targets: Vec<Arc<Target>>,
     pub flows: BTreeMap<String, Arc<Flow>>,
 }
@@ -166,6 +169,7 @@ impl Default for Config {
             }),
             demo_shop: None,
             secrets: Secrets::default(),
+            accounts: BTreeMap::new(),
             targets: Vec::new(),
             flows: BTreeMap::new(),
         }
@@ -190,21 +194,73 @@ impl Config {
         self.flows.get(&target.flow)
     }
 
-    /// Every script the flows use, each once, in a stable order.
+    /// Every script the flows and accounts use, each once, in a stable
+    /// order.
     pub fn scripts(&self) -> BTreeSet<String> {
         self.flows
             .values()
             .flat_map(|f| f.scripts().map(str::to_owned))
+            .chain(
+                self.accounts
+                    .values()
+                    .flat_map(|a| a.scripts().map(str::to_owned)),
+            )
             .collect()
+    }
+
+    /// The account `target` runs on, if any.
+    pub fn account_of(&self, target: &Target) -> Option<&Arc<Account>> {
+        target.account.as_ref().and_then(|a| self.accounts.get(a))
+    }
+
+    /// The flow `target` runs, with its account's check and login when it
+    /// has one: what a run pins and executes.
+    pub fn run_flow(&self, target: &Target) -> Option<Arc<Flow>> {
+        let flow = self.flow_of(target)?;
+        Some(match self.account_of(target) {
+            Some(a) => Arc::new(flow.with_account(a.clone())),
+            None => flow.clone(),
+        })
+    }
+
+    /// The origins whose local storage an account's stored state keeps:
+    /// those of its targets and of its check and login pages.
+    pub fn account_origins(&self, account: &Account) -> Vec<String> {
+        let pages = self
+            .targets
+            .iter()
+            .filter(|t| t.account.as_ref() == Some(&account.id))
+            .map(|t| t.url.as_str())
+            .chain(match &account.check {
+                Check::Page { url, .. } => Some(url.as_str()),
+                Check::Script(_) => None,
+            })
+            .chain(account.login_url.as_deref());
+        let origins: BTreeSet<String> = pages.filter_map(crate::account::origin_of).collect();
+        origins.into_iter().collect()
     }
 
     /// Makes target URLs written as paths (`/p/1001`) absolute against the
     /// embedded demo shop, once it is listening at `base`.
     pub fn resolve_shop_urls(&mut self, base: &str) {
         let base = base.trim_end_matches('/');
+        let abs = |url: &mut String| {
+            if url.starts_with('/') {
+                *url = format!("{base}{url}");
+            }
+        };
         for t in &mut self.targets {
             if t.url.starts_with('/') {
-                Arc::make_mut(t).url = format!("{base}{}", t.url);
+                abs(&mut Arc::make_mut(t).url);
+            }
+        }
+        for a in self.accounts.values_mut() {
+            let a = Arc::make_mut(a);
+            if let Check::Page { url, .. } = &mut a.check {
+                abs(url);
+            }
+            if let Some(url) = &mut a.login_url {
+                abs(url);
             }
         }
     }

@@ -35,6 +35,8 @@ pub(super) struct RawConfig {
     pub(super) demo_shop: Option<RawDemoShop>,
     #[serde(default)]
     pub(super) secrets: BTreeMap<String, Spanned<RawSecret>>,
+    #[serde(default)]
+    pub(super) accounts: BTreeMap<String, Spanned<RawAccount>>,
     pub(super) targets: Vec<RawTarget>,
     pub(super) flows: BTreeMap<String, Spanned<RawFlow>>,
 }
@@ -82,7 +84,47 @@ pub(super) struct RawTarget {
     #[serde(default)]
     pub(super) flow: Option<Spanned<String>>,
     #[serde(default)]
+    pub(super) account: Option<Spanned<String>>,
+    #[serde(default)]
     pub(super) params: serde_json::Map<String, serde_json::Value>,
+}
+
+/// An account: its secrets by name, its logged-in check and login script.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAccount {
+    #[serde(default)]
+    pub(super) username: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) password: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) totp: Option<Spanned<String>>,
+    pub(super) check: Spanned<RawCheck>,
+    #[serde(default)]
+    pub(super) login: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) login_url: Option<Spanned<String>>,
+}
+
+/// `{ url: /account, selector: "#me" }` or `{ script: NAME }`; which of the
+/// two is checked in `resolve`, where the message can say so.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCheck {
+    #[serde(default)]
+    pub(super) url: Option<String>,
+    #[serde(default)]
+    pub(super) selector: Option<OneOrMany>,
+    #[serde(default)]
+    pub(super) script: Option<String>,
+}
+
+/// A selector or a list of fallbacks.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Deserialize)]

@@ -8,11 +8,12 @@ use std::sync::Arc;
 
 use serde_saphyr::Spanned;
 
+use crate::account::{Account, Check};
 use crate::flow::{Flow, Step, Target};
-use crate::id::TargetId;
+use crate::id::{AccountId, SessionId, TargetId};
 
 use super::error::{ConfigError, Problem};
-use super::raw::{RawConfig, RawDashboard};
+use super::raw::{OneOrMany, RawAccount, RawConfig, RawDashboard, RawSecret};
 use super::{BrowserConfig, Config, CycleConfig, DashboardConfig, DemoShopConfig, Secrets};
 
 pub(super) struct Resolver<'a> {
@@ -85,6 +86,147 @@ impl Resolver<'_> {
         out
     }
 
+    /// A script name from `scripts/` that exists.
+    fn script(&mut self, scripts_dir: &Path, script: &str, at: Option<(u32, u32)>) -> String {
+        let script = script.trim_end_matches(".rhai");
+        if script.is_empty() || script.contains("..") || script.starts_with('/') {
+            self.problem(
+                at,
+                format!(
+                    "`{script}` is not a script name: use a name from `scripts/`, like `checkout`"
+                ),
+            );
+        } else if !scripts_dir.join(format!("{script}.rhai")).is_file() {
+            self.problem(
+                at,
+                format!(
+                    "script `{script}` not found: there is no `{}`",
+                    scripts_dir.join(format!("{script}.rhai")).display()
+                ),
+            );
+        }
+        script.to_owned()
+    }
+
+    /// Checks a URL `what` names: absolute http(s), or a path on the demo
+    /// shop when it is enabled.
+    fn url(&mut self, what: &str, url: &str, at: Option<(u32, u32)>, demo_shop: bool) {
+        if url.starts_with('/') && !demo_shop {
+            self.problem(
+                at,
+                format!(
+                    "{what} has a relative url `{url}`, which only works with `demo_shop:` enabled"
+                ),
+            );
+        } else if !url.starts_with('/')
+            && !url.starts_with("http://")
+            && !url.starts_with("https://")
+        {
+            self.problem(
+                at,
+                format!(
+                    "{what} url `{url}` must start with http://, https:// or / (on the demo shop)"
+                ),
+            );
+        } else if !url.starts_with('/')
+            && let Err(e) = reqwest::Url::parse(url)
+        {
+            self.problem(at, format!("{what} url `{url}` is not a valid URL: {e}"));
+        }
+    }
+
+    fn account(
+        &mut self,
+        name: &str,
+        a: &Spanned<RawAccount>,
+        session: SessionId,
+        secrets: &BTreeMap<String, Spanned<RawSecret>>,
+        demo_shop: bool,
+        scripts_dir: &Path,
+    ) -> Account {
+        let where_ = at(a);
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            self.problem(
+                where_,
+                format!("account name `{name}` must be letters, digits, `-` and `_` (it names the account's files)"),
+            );
+        }
+        let a = &a.value;
+        let secret = |r: &mut Self, field: &str, v: &Option<Spanned<String>>| {
+            v.as_ref().map(|v| {
+                if !secrets.contains_key(&v.value) {
+                    r.problem(
+                        at(v),
+                        format!(
+                            "account `{name}`'s {field} names secret `{}`, which is not declared under `secrets:`",
+                            v.value
+                        ),
+                    );
+                }
+                v.value.clone()
+            })
+        };
+        let username = secret(self, "username", &a.username);
+        let password = secret(self, "password", &a.password);
+        let totp = secret(self, "totp", &a.totp);
+        let c = &a.check.value;
+        let check = match (&c.url, &c.selector, &c.script) {
+            (None, None, Some(script)) => {
+                Check::Script(self.script(scripts_dir, script, at(&a.check)))
+            }
+            (Some(url), Some(sel), None) => {
+                let url = self.expand_str(url, at(&a.check));
+                self.url(
+                    &format!("account `{name}`'s check"),
+                    &url,
+                    at(&a.check),
+                    demo_shop,
+                );
+                let selector = match sel {
+                    OneOrMany::One(s) => vec![s.clone()],
+                    OneOrMany::Many(v) => v.clone(),
+                };
+                if selector.iter().all(|s| s.trim().is_empty()) {
+                    self.problem(
+                        at(&a.check),
+                        format!("account `{name}`'s check has an empty selector"),
+                    );
+                }
+                Check::Page { url, selector }
+            }
+            _ => {
+                self.problem(
+                    at(&a.check),
+                    format!("account `{name}`'s check is `{{ url: PAGE, selector: SELECTOR }}` (logged in when the selector is on the page) or `{{ script: NAME }}` (logged out when it ends with outcome `logged_out`)"),
+                );
+                Check::Script(String::new())
+            }
+        };
+        let login = a
+            .login
+            .as_ref()
+            .map(|l| self.script(scripts_dir, &l.value, at(l)));
+        let login_url = a.login_url.as_ref().map(|u| {
+            let url = self.expand(u);
+            self.url(&format!("account `{name}`'s login"), &url, at(u), demo_shop);
+            url
+        });
+        Account {
+            id: AccountId::new(name),
+            session,
+            username,
+            password,
+            totp,
+            check,
+            login,
+            login_url,
+        }
+    }
+
     fn expand_json(&mut self, v: &mut serde_json::Value, at: Option<(u32, u32)>) {
         match v {
             serde_json::Value::String(s) if s.contains("${") => {
@@ -154,7 +296,11 @@ impl Resolver<'_> {
             step_timeout: raw.cycle.step_timeout.map_or(d.step_timeout, |x| x.0),
             http_timeout: raw.cycle.http_timeout.map_or(d.http_timeout, |x| x.0),
             commit_timeout: raw.cycle.commit_timeout.map_or(d.commit_timeout, |x| x.0),
-            max_concurrent_runs: raw.cycle.max_concurrent_runs.map_or(1, |c| c.0.get()),
+            max_concurrent_runs: raw
+                .cycle
+                .max_concurrent_runs
+                .as_ref()
+                .map_or(1, |c| c.0.get()),
         };
 
         let state_dir = match &raw.state_dir {
@@ -242,21 +388,8 @@ impl Resolver<'_> {
             if flow.value.steps.is_empty() {
                 self.problem(at(flow), format!("flow `{name}` has no steps"));
             }
-            let check_script = |r: &mut Self, script: &str, where_: Option<(u32, u32)>| {
-                let script = script.trim_end_matches(".rhai");
-                if script.is_empty() || script.contains("..") || script.starts_with('/') {
-                    r.problem(where_, format!("`{script}` is not a script name: use a name from `scripts/`, like `checkout`"));
-                } else if !scripts_dir.join(format!("{script}.rhai")).is_file() {
-                    r.problem(
-                        where_,
-                        format!(
-                            "script `{script}` not found: there is no `{}`",
-                            scripts_dir.join(format!("{script}.rhai")).display()
-                        ),
-                    );
-                }
-                script.to_owned()
-            };
+            let check_script =
+                |r: &mut Self, script: &str, where_| r.script(&scripts_dir, script, where_);
             let monitor = flow
                 .value
                 .monitor
@@ -278,8 +411,28 @@ impl Resolver<'_> {
                     monitor,
                     steps,
                     outcomes: flow.value.outcomes.clone(),
+                    account: None,
                 }),
             );
+        }
+
+        // Each account has a session of its own, after the guest sessions.
+        let mut accounts = BTreeMap::new();
+        for (i, (name, a)) in raw.accounts.iter().enumerate() {
+            let session = SessionId(
+                cycle
+                    .max_concurrent_runs
+                    .saturating_add(u32::try_from(i).unwrap_or(u32::MAX)),
+            );
+            let account = self.account(
+                name,
+                a,
+                session,
+                &raw.secrets,
+                raw.demo_shop.is_some(),
+                &scripts_dir,
+            );
+            accounts.insert(account.id.clone(), Arc::new(account));
         }
 
         let mut seen = BTreeMap::<String, Option<(u32, u32)>>::new();
@@ -330,24 +483,30 @@ impl Resolver<'_> {
                 }
             };
             let url = self.expand(&t.url);
-            if url.starts_with('/') && raw.demo_shop.is_none() {
-                self.problem(
-                    at(&t.url),
-                    format!("target `{id}` has a relative url `{url}`, which only works with `demo_shop:` enabled"),
-                );
-            } else if !url.starts_with('/')
-                && !url.starts_with("http://")
-                && !url.starts_with("https://")
-            {
-                self.problem(at(&t.url), format!("target `{id}` url `{url}` must start with http://, https:// or / (on the demo shop)"));
-            } else if !url.starts_with('/')
-                && let Err(e) = reqwest::Url::parse(&url)
-            {
-                self.problem(
-                    at(&t.url),
-                    format!("target `{id}` url `{url}` is not a valid URL: {e}"),
-                );
-            }
+            self.url(
+                &format!("target `{id}`"),
+                &url,
+                at(&t.url),
+                raw.demo_shop.is_some(),
+            );
+            let account = t.account.as_ref().map(|a| {
+                if !accounts.contains_key(a.value.as_str()) {
+                    let known: Vec<_> = accounts.keys().map(|k| format!("`{k}`")).collect();
+                    self.problem(
+                        at(a),
+                        format!(
+                            "target `{id}` uses account `{}`, which is not defined under `accounts:`{}",
+                            a.value,
+                            if known.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" (defined: {})", known.join(", "))
+                            }
+                        ),
+                    );
+                }
+                AccountId::new(&a.value)
+            });
             let mut params = t.params.clone();
             for v in params.values_mut() {
                 self.expand_json(v, at(&t.url));
@@ -356,6 +515,7 @@ impl Resolver<'_> {
                 id: TargetId::new(&id),
                 url,
                 flow,
+                account,
                 params,
             }));
         }
@@ -384,6 +544,7 @@ impl Resolver<'_> {
             dashboard,
             demo_shop: raw.demo_shop.map(|d| DemoShopConfig { port: d.port.0 }),
             secrets: Secrets::new(secrets),
+            accounts,
             targets,
             flows,
         })

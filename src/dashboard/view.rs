@@ -65,10 +65,13 @@ impl View {
         self.s.registry.snapshot()
     }
 
-    /// Whether every one of `sessions` browser sessions is taken (by a run
-    /// or a quarantine).
+    /// Whether every one of `sessions` guest browser sessions is taken (by
+    /// a run or a quarantine).
     pub fn starved(&self, sessions: u32) -> bool {
-        self.s.registry.free_session(sessions).is_none()
+        self.s
+            .registry
+            .free_session(&crate::registry::Pool::guests(sessions))
+            .is_none()
     }
 
     pub fn quarantined(&self) -> Vec<Quarantine> {

@@ -209,6 +209,8 @@ pub struct ScriptRun {
     pub trace: Option<Arc<dyn Trace>>,
     /// Offline answers for `http_get_json`; `None` to use the network.
     pub http_fixture: Option<Arc<BTreeMap<String, serde_json::Value>>>,
+    /// The run's account, shown to scripts as `account`.
+    pub account: Option<Arc<crate::account::Account>>,
 }
 
 impl ScriptHost {
@@ -481,6 +483,7 @@ impl ScriptHost {
                 id: "".into(),
                 url: String::new(),
                 flow: String::new(),
+                account: None,
                 params: serde_json::Map::new(),
             }),
             cancel: CancellationToken::new(),
@@ -587,6 +590,21 @@ fn target_map(t: &Target) -> Dynamic {
     m.into()
 }
 
+/// The `account` constant scripts see: its name and the names of its
+/// secrets (pass them to `secret` and `totp`), or `()` for a guest run.
+fn account_map(a: Option<&crate::account::Account>) -> Dynamic {
+    let Some(a) = a else {
+        return Dynamic::UNIT;
+    };
+    let name = |n: &Option<String>| n.clone().map_or(Dynamic::UNIT, Dynamic::from);
+    let mut m = rhai::Map::new();
+    m.insert("name".into(), a.id.as_str().into());
+    m.insert("username".into(), name(&a.username));
+    m.insert("password".into(), name(&a.password));
+    m.insert("totp".into(), name(&a.totp));
+    m.into()
+}
+
 /// How a script ended when it did not fail.
 #[derive(Debug, Clone)]
 pub enum Ended {
@@ -650,6 +668,7 @@ async fn execute(
         });
         let mut scope = Scope::new();
         scope.push_constant("target", target_map(&run.target));
+        scope.push_constant("account", account_map(run.account.as_deref()));
         let result = engine.eval_ast_with_scope::<Dynamic>(&mut scope, &script.ast);
         let end = cx
             .end
@@ -744,6 +763,7 @@ impl PinnedFlow for PinnedScripts {
                 shot_prefix: cx.run_id.to_string(),
                 trace: None,
                 http_fixture: None,
+                account: cx.account,
             };
             step_end(execute(inner, script, run).await)
         }
@@ -788,6 +808,7 @@ impl StepRunner for ScriptHost {
                 shot_prefix: "monitor".into(),
                 trace: None,
                 http_fixture: None,
+                account: None,
             };
             let v = match host.run_script(&name, run).await? {
                 Ended::Value(v) => v,

@@ -44,6 +44,7 @@ pub fn flow(steps: &[&str]) -> Arc<Flow> {
             })
             .collect(),
         outcomes: BTreeMap::from([("out_of_stock".to_owned(), OutcomeAction::Retry)]),
+        account: None,
     })
 }
 
@@ -61,6 +62,7 @@ pub fn config(targets: &[&str], flow: Arc<Flow>) -> Config {
                 id: TargetId::new(id),
                 url: format!("http://shop.test/p/{id}"),
                 flow: "purchase".into(),
+                account: None,
                 params: serde_json::Map::new(),
             })
         })

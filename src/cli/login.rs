@@ -1,0 +1,276 @@
+//! `baton login ACCOUNT`: a person logs an account in by hand (2FA, a
+//! challenge) in a headed browser, and baton keeps the session; `--check`
+//! says whether the saved session is still logged in; `--import` and
+//! `--export` move a session in and out in Playwright's `storageState`
+//! format.
+//!
+//! Every form takes the account's lock first, so none of them drives an
+//! account a running baton is using. The session files are written with
+//! mode 0600 and their contents never printed.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{Failure, Signals, demo_shop_base};
+use crate::account::{Account, AccountStore, Check, LOGGED_OUT};
+use crate::browser::chrome::ChromeBrowser;
+use crate::browser::storage::StorageState;
+use crate::browser::{Browser, Page, Selectors};
+use crate::config::Config;
+use crate::flow::Target;
+use crate::script::{Ended, ScriptHost, ScriptRun};
+
+pub(super) struct Args {
+    pub account: String,
+    pub check: bool,
+    pub import: Option<PathBuf>,
+    pub export: Option<PathBuf>,
+    pub config: PathBuf,
+}
+
+pub(super) async fn run(args: Args) -> Result<(), Failure> {
+    let mut cfg = super::load(&args.config)?;
+    let Some(account) = cfg
+        .accounts
+        .get(args.account.as_str())
+        .map(|a| (**a).clone())
+    else {
+        let known: Vec<String> = cfg.accounts.keys().map(|a| format!("`{a}`")).collect();
+        return Err(Failure::usage(format!(
+            "unknown account `{}` (accounts in {}: {})",
+            args.account,
+            args.config.display(),
+            if known.is_empty() {
+                "none; add one under `accounts:`".to_owned()
+            } else {
+                known.join(", ")
+            }
+        )));
+    };
+    let store = AccountStore::new(&cfg.state_dir);
+    let _lock = store
+        .lock(&account.id)
+        .map_err(|e| Failure::runtime(e.to_string()))?;
+
+    if let Some(file) = &args.import {
+        import(&store, &account, file)?;
+    }
+    if let Some(file) = &args.export {
+        export(&store, &account, file)?;
+    }
+    let interactive = !args.check && args.import.is_none() && args.export.is_none();
+    if !(args.check || interactive) {
+        return Ok(());
+    }
+
+    let stop = CancellationToken::new();
+    let (_shop, base) = demo_shop_base(&cfg, &stop).await;
+    if let Some(base) = &base {
+        cfg.resolve_shop_urls(base);
+    }
+    let account = cfg
+        .accounts
+        .get(&account.id)
+        .map_or(account, |a| (**a).clone());
+    let profile = tempfile::Builder::new()
+        .prefix("baton-login-")
+        .tempdir()
+        .map_err(|e| Failure::runtime(format!("cannot create a temporary profile: {e}")))?;
+    let mut chrome = cfg.browser.chrome(profile.path().to_owned());
+    chrome.headless = !interactive;
+    let browser = ChromeBrowser::new(chrome, None);
+    let result = session(&cfg, &store, &account, &browser, interactive).await;
+    browser.shutdown().await;
+    stop.cancel();
+    result
+}
+
+/// Opens the account's session, lets a person log in (interactive), checks
+/// it and saves it when logged in.
+async fn session(
+    cfg: &Config,
+    store: &AccountStore,
+    account: &Account,
+    browser: &ChromeBrowser,
+    interactive: bool,
+) -> Result<(), Failure> {
+    let runtime = |e: &dyn std::fmt::Display| Failure::runtime(e.to_string());
+    if let Some(saved) = store.load(&account.id).map_err(|e| runtime(&e))? {
+        browser
+            .seed(account.session, saved)
+            .await
+            .map_err(|e| runtime(&e))?;
+    }
+    let page = browser
+        .new_page(account.session)
+        .await
+        .map_err(|e| runtime(&e))?;
+    if interactive {
+        let Some(url) = account.login_page() else {
+            return Err(Failure::usage(format!(
+                "account `{}` has no page to log in on: give it `login_url:`",
+                account.id
+            )));
+        };
+        page.navigate(url, cfg.browser.timeout)
+            .await
+            .map_err(|e| runtime(&e))?;
+        say!(
+            "Log in to account `{}` in the browser window (two-step codes and challenges included), then press Enter here. Ctrl-C leaves without saving.",
+            account.id
+        );
+        if !enter_or_signal().await {
+            page.close().await;
+            return Err(Failure::runtime("stopped; nothing saved"));
+        }
+    }
+    let logged_in = check(cfg, account, page.clone()).await;
+    page.close().await;
+    match logged_in {
+        Ok(true) => {
+            let state = browser
+                .storage_state(account.session, &cfg.account_origins(account))
+                .await
+                .map_err(|e| runtime(&e))?;
+            store.save(&account.id, &state).map_err(|e| runtime(&e))?;
+            say!(
+                "account `{}`: logged in; session saved to {}",
+                account.id,
+                store.path(&account.id).display()
+            );
+            Ok(())
+        }
+        Ok(false) => Err(Failure::runtime(format!(
+            "account `{}`: {LOGGED_OUT}{}",
+            account.id,
+            if interactive {
+                "; nothing saved"
+            } else {
+                "; log in with `baton login ACCOUNT`, or let a run's login script do it"
+            }
+        ))),
+        Err(e) => Err(Failure::runtime(format!(
+            "account `{}`: the login check failed: {e}",
+            account.id
+        ))),
+    }
+}
+
+/// Runs the account's check on `page`.
+async fn check(cfg: &Config, account: &Account, page: Arc<dyn Page>) -> Result<bool, String> {
+    match &account.check {
+        Check::Page { url, selector } => {
+            page.navigate(url, cfg.browser.timeout)
+                .await
+                .map_err(|e| e.to_string())?;
+            page.exists(&Selectors::many(selector))
+                .await
+                .map_err(|e| e.to_string())
+        }
+        Check::Script(script) => {
+            let host = ScriptHost::builder(&cfg.scripts_dir)
+                .secrets(cfg.secrets.clone())
+                .redactor(crate::redact::global())
+                .build();
+            // The check sees the first target on the account, as in a run.
+            let target = cfg
+                .targets
+                .iter()
+                .find(|t| t.account.as_ref() == Some(&account.id))
+                .cloned()
+                .unwrap_or_else(|| {
+                    Arc::new(Target {
+                        id: account.id.as_str().into(),
+                        url: account.login_page().unwrap_or_default().to_owned(),
+                        flow: String::new(),
+                        account: Some(account.id.clone()),
+                        params: serde_json::Map::new(),
+                    })
+                });
+            let run = ScriptRun {
+                page: Some(page),
+                target,
+                cancel: CancellationToken::new(),
+                commit: None,
+                timeouts: cfg.timeouts(),
+                shot_prefix: "login".into(),
+                trace: None,
+                http_fixture: None,
+                account: Some(Arc::new(account.clone())),
+            };
+            match host.run_script(script, run).await {
+                Ok(Ended::Outcome(o)) if o == LOGGED_OUT => Ok(false),
+                Ok(Ended::Outcome(o)) => Err(format!(
+                    "`{script}` ended with outcome `{o}`; a check ends with `logged_out` or not at all"
+                )),
+                Ok(_) => Ok(true),
+                Err(e) => Err(e.message),
+            }
+        }
+    }
+}
+
+/// Waits for a line on stdin (true) or a signal or closed stdin (false).
+async fn enter_or_signal() -> bool {
+    let mut signals = Signals::new();
+    let line = tokio::task::spawn_blocking(|| {
+        let mut s = String::new();
+        std::io::stdin().read_line(&mut s).map(|n| n > 0)
+    });
+    tokio::select! {
+        r = line => matches!(r, Ok(Ok(true))),
+        () = signals.recv() => false,
+    }
+}
+
+fn import(store: &AccountStore, account: &Account, file: &Path) -> Result<(), Failure> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Failure::usage(format!("cannot read `{}`: {e}", file.display())))?;
+    let state = StorageState::from_json(&text)
+        .map_err(|e| Failure::usage(format!("{}: {e}", file.display())))?;
+    store
+        .save(&account.id, &state)
+        .map_err(|e| Failure::runtime(e.to_string()))?;
+    say!(
+        "account `{}`: imported {} cookie(s) and local storage for {} origin(s) from {}; saved to {}",
+        account.id,
+        state.cookies.len(),
+        state.origins.len(),
+        file.display(),
+        store.path(&account.id).display()
+    );
+    Ok(())
+}
+
+fn export(store: &AccountStore, account: &Account, file: &Path) -> Result<(), Failure> {
+    let Some(state) = store
+        .load(&account.id)
+        .map_err(|e| Failure::runtime(e.to_string()))?
+    else {
+        return Err(Failure::runtime(format!(
+            "account `{}` has no saved session to export; log in first (`baton login {}`)",
+            account.id, account.id
+        )));
+    };
+    let dir = match file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let name = file
+        .file_name()
+        .ok_or_else(|| Failure::usage(format!("`{}` is not a file name", file.display())))?
+        .to_string_lossy()
+        .into_owned();
+    // Whole or not at all, and mode 0600: it is a login.
+    crate::state::write_atomic(&dir, &name, &state).map_err(|e| Failure::runtime(e.to_string()))?;
+    say!(
+        "account `{}`: exported {} cookie(s) and local storage for {} origin(s) to {}",
+        account.id,
+        state.cookies.len(),
+        state.origins.len(),
+        file.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,358 @@
+//! Accounts end to end in real headless Chromium against the demo shop
+//! (issue 13): a login kept across restarts and renewed when the shop
+//! expires it, a two-step (TOTP) login, targets on one account taking
+//! turns (the shop's per-account overlap counter stays 0), a wrong
+//! password, and `storageState` in and out through `baton login`.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use baton::app::{App, Options};
+use baton::browser::Browser;
+use baton::browser::storage::StorageState;
+use baton::state::Status;
+use common::live::{Project, assert_no_chromium, target};
+
+const FAST_CYCLE: &str =
+    "  interval: 1s\n  wait_for_active: 30s\n  run_timeout: 60s\n  step_timeout: 30s";
+
+/// Secrets and accounts, spliced in after the project's own secrets.
+fn accounts(ada_password: &str) -> String {
+    format!(
+        r##"  ada_username: {{ env: BATON_TEST_NO_SUCH_VAR, default: ada }}
+  ada_password: {{ env: BATON_TEST_NO_SUCH_VAR, default: {ada_password} }}
+  grace_username: {{ env: BATON_TEST_NO_SUCH_VAR, default: grace }}
+  grace_password: {{ env: BATON_TEST_NO_SUCH_VAR, default: hopper }}
+  grace_totp: {{ env: BATON_TEST_NO_SUCH_VAR, default: "{seed}" }}
+accounts:
+  ada:
+    username: ada_username
+    password: ada_password
+    check: {{ url: /account, selector: "#account-name" }}
+    login: login
+  grace:
+    username: grace_username
+    password: grace_password
+    totp: grace_totp
+    check: {{ url: /account, selector: "#account-name" }}
+    login: login
+"##,
+        seed = baton::shop::account::GRACE_TOTP_SEED
+    )
+}
+
+/// A target line on `account`.
+fn on(account: &str, id: &str, max_price: f64) -> String {
+    format!(
+        "  - {{ id: \"{id}\", url: /p/{id}, account: {account}, params: {{ max_price: {max_price} }} }}\n"
+    )
+}
+
+async fn start(p: &Project, cycles: u64) -> App {
+    common::init_tracing();
+    let mut o = Options::new(p.config());
+    o.cycles = Some(cycles);
+    App::start(o)
+        .await
+        .unwrap_or_else(|e| panic!("baton did not start: {e}"))
+}
+
+/// Runs the `baton` binary in the project.
+fn baton(p: &Project, args: &[&str]) -> (i32, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(args)
+        .current_dir(p.dir.path())
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn logins_in(records: &[baton::state::RunRecord]) -> usize {
+    records
+        .iter()
+        .filter(|r| r.steps.iter().any(|s| s.script == "login"))
+        .count()
+}
+
+/// The shop outlives three batons on one state directory. The first logs
+/// in and buys; the second starts from the saved session and buys without
+/// logging in; then the shop expires the login, and the third logs in
+/// again once and stays logged in for its second run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_is_kept_across_restarts_and_renewed_when_the_shop_expires_it() {
+    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let p = Project::new(FAST_CYCLE, &on("ada", "1005", 30.0), &accounts("lovelace"));
+    let (shop, stop) = p.own_shop().await;
+    p.edit("url: /account", &format!("url: {}/account", shop.url()));
+    let sh = shop.shop.clone();
+
+    start(&p, 1).await.run().await;
+    assert_eq!(sh.account_logins("ada"), 1);
+    let saved = p.dir.path().join(".baton/accounts/ada.json");
+    let mode = std::fs::metadata(&saved).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    let state = StorageState::from_json(&std::fs::read_to_string(&saved).unwrap()).unwrap();
+    assert!(
+        state.cookies.iter().any(|c| c.name == "shop_auth"),
+        "{state:?}"
+    );
+
+    start(&p, 1).await.run().await;
+    assert_eq!(sh.account_logins("ada"), 1, "the saved session was used");
+
+    sh.expire_logins("ada");
+    let app = start(&p, 2).await;
+    let st = app.state.clone();
+    app.run().await;
+    assert_eq!(sh.account_logins("ada"), 2, "logged in again once");
+
+    let mut h = st.history(usize::MAX).unwrap();
+    h.reverse();
+    assert_eq!(h.len(), 4, "{h:#?}");
+    assert!(h.iter().all(|r| r.status == Status::Completed), "{h:#?}");
+    assert_eq!(logins_in(&h), 2, "runs 1 and 3 logged in: {h:#?}");
+    assert_eq!(sh.account_orders("ada"), 4);
+    assert_eq!(sh.account_overlaps("ada"), 0, "{:?}", sh.overlap_events());
+    stop.cancel();
+    assert_no_chromium(&p.profile()).await;
+}
+
+/// An account with a one-time-code step logs in with `totp(...)` and buys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_step_login_uses_the_totp_seed() {
+    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let p = Project::new(
+        FAST_CYCLE,
+        &on("grace", "1005", 30.0),
+        &accounts("lovelace"),
+    );
+    let app = start(&p, 1).await;
+    let sh = app.shop.as_ref().unwrap().shop.clone();
+    let st = app.state.clone();
+    app.run().await;
+    assert_eq!(sh.account_logins("grace"), 1);
+    assert_eq!(sh.account_orders("grace"), 1);
+    assert_eq!(st.get("1005").status, Status::Completed);
+    assert_no_chromium(&p.profile()).await;
+}
+
+/// Two targets on `ada` and a guest, two guest sessions, a slow checkout:
+/// the guest buys beside the account, the account's runs take turns, and
+/// the shop never sees two flows on ada's shared cart. While this baton
+/// holds ada, `baton login ada` in another process is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_targets_on_one_account_never_run_at_once() {
+    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let p = Project::new(
+        &format!("{FAST_CYCLE}\n  max_concurrent_runs: 2"),
+        &[
+            on("ada", "1001", 60.0),
+            on("ada", "1005", 30.0),
+            target("1002", 30.0),
+        ]
+        .concat(),
+        &accounts("lovelace"),
+    );
+    let app = start(&p, 2).await;
+    let (code, _, err) = baton(&p, &["login", "ada", "--check"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("in use by another baton process"), "{err}");
+
+    let sh = app.shop.as_ref().unwrap().shop.clone();
+    common::live::ShopApi::new(&app.shop.as_ref().unwrap().url())
+        .post("/admin/delay/checkout/800")
+        .await;
+    let (peak_ada, peak_all) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let watcher = {
+        let (registry, peak_ada, peak_all) =
+            (app.registry.clone(), peak_ada.clone(), peak_all.clone());
+        let mut rx = registry.watch();
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let runs = registry.snapshot();
+                let ada = runs.iter().filter(|r| r.target.as_str() != "1002").count();
+                peak_ada.fetch_max(ada, Ordering::SeqCst);
+                peak_all.fetch_max(runs.len(), Ordering::SeqCst);
+            }
+        })
+    };
+    let st = app.state.clone();
+    app.run().await;
+    watcher.abort();
+    assert_eq!(
+        peak_ada.load(Ordering::SeqCst),
+        1,
+        "two runs on ada at once"
+    );
+    assert_eq!(peak_all.load(Ordering::SeqCst), 2, "the guest ran beside");
+    assert_eq!(sh.account_orders("ada"), 4);
+    assert_eq!(sh.account_overlaps("ada"), 0, "{:?}", sh.overlap_events());
+    assert_eq!(sh.overlaps(), 0, "{:?}", sh.overlap_events());
+    assert_eq!(sh.account_logins("ada"), 1);
+    for t in ["1001", "1005", "1002"] {
+        assert_eq!(st.get(t).status, Status::Completed, "{t}");
+    }
+    assert_no_chromium(&p.profile()).await;
+}
+
+/// A wrong password: the login script's error names the shop's refusal,
+/// the run ends `logged_out` with the target failed, and nothing reaches
+/// the cart or the orders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_logged_out_and_buys_nothing() {
+    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let p = Project::new(FAST_CYCLE, &on("ada", "1005", 30.0), &accounts("babbage"));
+    let app = start(&p, 2).await;
+    let sh = app.shop.as_ref().unwrap().shop.clone();
+    let st = app.state.clone();
+    app.run().await;
+    let h = st.history(usize::MAX).unwrap();
+    assert_eq!(h.len(), 1, "a failed login is not retried: {h:#?}");
+    let r = &h[0];
+    assert_eq!(
+        (r.status, r.outcome.as_deref()),
+        (Status::Failed, Some("logged_out"))
+    );
+    let err = r.error.as_deref().unwrap_or_default();
+    assert!(err.contains("Wrong username or password"), "{err}");
+    assert!(!err.contains("babbage"), "the password is masked: {err}");
+    assert!(
+        r.steps
+            .iter()
+            .any(|s| s.script == "product_page" && s.result == baton::state::StepResult::Skipped),
+        "{r:#?}"
+    );
+    assert_eq!(sh.orders(), 0);
+    assert_eq!(sh.cart_lines(), 0);
+    assert_eq!(sh.account_logins("ada"), 0);
+    assert_no_chromium(&p.profile()).await;
+}
+
+/// `storageState` in and out: a session exported after a run's login is
+/// a Playwright `storageState` file (mode 0600); without it the account
+/// checks logged out; imported back it checks logged in; once the shop
+/// expires the login it checks logged out again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_state_round_trips_through_baton_login() {
+    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let p = Project::new(FAST_CYCLE, &on("ada", "1005", 30.0), &accounts("lovelace"));
+    let (shop, stop) = p.own_shop().await;
+    p.edit("url: /account", &format!("url: {}/account", shop.url()));
+    start(&p, 1).await.run().await;
+    assert_eq!(shop.shop.account_logins("ada"), 1);
+
+    let (code, out, err) = baton(&p, &["login", "ada", "--export", "ada-state.json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let exported = p.dir.path().join("ada-state.json");
+    let mode = std::fs::metadata(&exported).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    let text = std::fs::read_to_string(&exported).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(
+        v["cookies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "shop_auth")
+    );
+    assert!(
+        !out.contains(v["cookies"][0]["value"].as_str().unwrap()),
+        "{out}"
+    );
+
+    std::fs::remove_file(p.dir.path().join(".baton/accounts/ada.json")).unwrap();
+    let (code, _, err) = baton(&p, &["login", "ada", "--check"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("logged_out"), "{err}");
+
+    let (code, out, err) = baton(
+        &p,
+        &["login", "ada", "--import", "ada-state.json", "--check"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("logged in"), "{out}");
+
+    shop.shop.expire_logins("ada");
+    let (code, _, err) = baton(&p, &["login", "ada", "--check"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(shop.shop.account_logins("ada"), 1, "checks never log in");
+    stop.cancel();
+    assert_no_chromium(&p.profile()).await;
+}
+
+/// The browser layer's own round trip: cookies and local storage seeded
+/// into a session are what its pages see, and what it reads back includes
+/// what a page wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seeded_session_has_its_cookies_and_local_storage() {
+    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let shop = baton::shop::start("127.0.0.1:0".parse().unwrap(), stop.clone())
+        .await
+        .unwrap();
+    let origin = shop.url();
+    let seed = StorageState::from_json(&format!(
+        r#"{{"cookies": [{{"name": "theme", "value": "dark", "domain": "127.0.0.1", "path": "/",
+            "expires": -1, "httpOnly": false, "secure": false, "sameSite": "Lax"}}],
+           "origins": [{{"origin": "{origin}", "localStorage": [{{"name": "view", "value": "compact"}}]}}]}}"#
+    ))
+    .unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let browser = baton::browser::chrome::ChromeBrowser::new(
+        baton::browser::chrome::ChromeConfig::headless(profile.path()),
+        None,
+    );
+    let session = baton::id::SessionId(3);
+    browser.seed(session, seed).await.unwrap();
+    let page = browser.new_page(session).await.unwrap();
+    let t = std::time::Duration::from_secs(10);
+    page.navigate(&format!("{origin}/p/1001"), t).await.unwrap();
+    let seen = page
+        .eval("[document.cookie, localStorage.getItem('view')]", t)
+        .await
+        .unwrap();
+    assert_eq!(seen, serde_json::json!(["theme=dark", "compact"]));
+    page.eval("localStorage.setItem('sort', 'price')", t)
+        .await
+        .unwrap();
+    // Another session shares none of it.
+    let other = browser.new_page(baton::id::SessionId(4)).await.unwrap();
+    other
+        .navigate(&format!("{origin}/p/1001"), t)
+        .await
+        .unwrap();
+    assert_eq!(
+        other.eval("localStorage.length", t).await.unwrap(),
+        serde_json::json!(0)
+    );
+    other.close().await;
+    page.close().await;
+    let back = browser
+        .storage_state(session, std::slice::from_ref(&origin))
+        .await
+        .unwrap();
+    let names: Vec<&str> = back.cookies.iter().map(|c| c.name.as_str()).collect();
+    assert!(names.contains(&"theme"), "{back:?}");
+    let items: Vec<(&str, &str)> = back.origins[0]
+        .local_storage
+        .iter()
+        .map(|i| (i.name.as_str(), i.value.as_str()))
+        .collect();
+    assert!(
+        items.contains(&("view", "compact")) && items.contains(&("sort", "price")),
+        "{items:?}"
+    );
+    assert_eq!(shop.shop.in_flight(), 0);
+    browser.shutdown().await;
+    stop.cancel();
+    assert_no_chromium(profile.path()).await;
+}
