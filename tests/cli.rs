@@ -576,23 +576,26 @@ fn dry_run_offline_fixtures_of_the_shipped_flows_pass() {
     let c = Case::shipped();
     let fixtures = repo().join("tests/fixtures");
     let cases = [
-        ("product_page", "product_in_stock"),
-        ("product_page", "product_out_of_stock"),
-        ("product_page", "product_too_expensive"),
-        ("product_page", "product_stale_cart"),
-        ("checkout", "checkout"),
-        ("checkout", "checkout_wrong_cart"),
-        ("clear_cart", "clear_cart"),
-        ("stock_check", "stock_check"),
-        ("stock_check", "stock_check_sold_out"),
+        ("product_page", "product_in_stock", "1001"),
+        ("product_page", "product_out_of_stock", "1001"),
+        ("product_page", "product_too_expensive", "1001"),
+        ("product_page", "product_stale_cart", "1001"),
+        ("checkout", "checkout", "1001"),
+        ("checkout", "checkout_wrong_cart", "1001"),
+        ("clear_cart", "clear_cart", "1001"),
+        ("stock_check", "stock_check", "1001"),
+        ("stock_check", "stock_check_sold_out", "1001"),
+        // 1005 is on account ada: the script sees `account`.
+        ("login", "login", "1005"),
+        ("login", "login_wrong_password", "1005"),
     ];
-    for (script, fixture) in cases {
+    for (script, fixture, target) in cases {
         let f = fixtures.join(format!("{fixture}.yaml"));
         let o = c.run(&[
             "dry-run",
             &format!("scripts/{script}.rhai"),
             "--target",
-            "1001",
+            target,
             "--offline",
             f.to_str().unwrap(),
         ]);
@@ -603,6 +606,14 @@ fn dry_run_offline_fixtures_of_the_shipped_flows_pass() {
             "{fixture}: {}",
             o.stdout
         );
+        if script == "login" {
+            assert!(
+                o.stdout.contains("fill(\"#password\", \"[redacted]\")")
+                    && !o.stdout.contains("lovelace"),
+                "{}",
+                o.stdout
+            );
+        }
     }
 }
 

@@ -234,6 +234,35 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         (Arc::new(chrome), None, None)
     };
 
+    // A target on an account runs in the account's session, from its saved
+    // login (read only: a dry run saves nothing), and never beside another
+    // process that drives the account.
+    let account = cfg.account_of(&target).cloned();
+    let mut _account_lock = None;
+    let session = match &account {
+        Some(a) => {
+            if fixture.is_none() {
+                let store = crate::account::AccountStore::new(&cfg.state_dir);
+                _account_lock = Some(
+                    store
+                        .lock(&a.id)
+                        .map_err(|e| Failure::runtime(e.to_string()))?,
+                );
+                if let Some(saved) = store
+                    .load(&a.id)
+                    .map_err(|e| Failure::runtime(e.to_string()))?
+                {
+                    browser
+                        .seed(a.session, saved)
+                        .await
+                        .map_err(|e| Failure::runtime(e.to_string()))?;
+                }
+            }
+            a.session
+        }
+        None => SessionId(0),
+    };
+
     let printer = Arc::new(Printer {
         start: Instant::now(),
         out: Mutex::new(Vec::new()),
@@ -262,6 +291,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         http_fixture,
         cancel,
         report_dir,
+        account,
     };
     // Opens the one page every step of the run shares, on first use: a
     // monitor alone never starts a browser.
@@ -271,7 +301,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
             return Ok(p.clone());
         }
         let p = browser
-            .new_page(SessionId(0))
+            .new_page(session)
             .await
             .map_err(|e| Failure::runtime(e.to_string()))?;
         if let Some(u) = &start_url {
@@ -438,6 +468,7 @@ struct Dry<'a> {
     http_fixture: Option<Arc<BTreeMap<String, serde_json::Value>>>,
     cancel: CancellationToken,
     report_dir: PathBuf,
+    account: Option<Arc<crate::account::Account>>,
 }
 
 impl Dry<'_> {
@@ -465,7 +496,7 @@ impl Dry<'_> {
                     shot_prefix: name.to_owned(),
                     trace: Some(self.printer.clone()),
                     http_fixture: self.http_fixture.clone(),
-                    account: None,
+                    account: self.account.clone(),
                 },
             )
             .await;
