@@ -356,3 +356,161 @@ async fn a_seeded_session_has_its_cookies_and_local_storage() {
     stop.cancel();
     assert_no_chromium(profile.path()).await;
 }
+
+/// `baton login ACCOUNT` as a person uses it: a browser window opens on the
+/// login page, the person logs in there, presses Enter, and the session is
+/// checked and saved. The test plays the person: Chromium runs headless
+/// through a `BATON_CHROME` wrapper (no display here), and the test types
+/// into the form over DevTools, in the very page baton opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baton_login_saves_what_a_person_logs_in() {
+    use futures::StreamExt;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let p = Project::new(FAST_CYCLE, &on("ada", "1005", 30.0), &accounts("lovelace"));
+    let (shop, stop) = p.own_shop().await;
+    p.edit("url: /account", &format!("url: {}/account", shop.url()));
+    let chromium = baton::browser::chrome::find_executable(None).unwrap();
+    let wrapper = p.dir.path().join("headless-chromium");
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nexec {} \"$@\" --headless\n", chromium.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["login", "ada"])
+        .current_dir(p.dir.path())
+        .env("BATON_CHROME", &wrapper)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    // baton says when the window is ready for the person.
+    loop {
+        let line = out
+            .next_line()
+            .await
+            .unwrap()
+            .expect("baton login said nothing");
+        if line.starts_with("Log in to account `ada`") {
+            break;
+        }
+    }
+    // The browser baton launched (its child): its profile holds the
+    // DevTools port.
+    let pid = child.id().unwrap();
+    let profile = common::live::processes_mentioning(std::path::Path::new("baton-login-"))
+        .into_iter()
+        .filter(|p| parent_of(*p) == Some(pid))
+        .find_map(|p| {
+            let cmd = std::fs::read(format!("/proc/{p}/cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).into_owned();
+            cmd.split('\0')
+                .find_map(|a| a.strip_prefix("--user-data-dir="))
+                .map(std::path::PathBuf::from)
+        })
+        .expect("the login browser is running");
+    // Should the test fail half-way, its Chromium goes with it.
+    let _reaper = Reaper(profile.clone());
+    let port = std::fs::read_to_string(profile.join("DevToolsActivePort")).unwrap();
+    let port = port.lines().next().unwrap().to_owned();
+    // The page baton opened, over its own DevTools socket.
+    let list: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{port}/json/list"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ws = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["type"] == "page" && t["url"].as_str().unwrap_or("").contains("/account/login"))
+        .and_then(|t| t["webSocketDebuggerUrl"].as_str())
+        .expect("baton opened the login page")
+        .to_owned();
+    let (person, mut handler) = chromiumoxide::Browser::connect(ws).await.unwrap();
+    let events = tokio::spawn(async move { while handler.next().await.is_some() {} });
+    // The person fills the form and signs in; the account page loading is
+    // the sign that the shop answered and the cookie is stored.
+    use chromiumoxide::cdp::browser_protocol::page::{EnableParams, EventLoadEventFired};
+    use chromiumoxide::cdp::js_protocol::runtime::EvaluateParams;
+    let mut loaded = person
+        .event_listener::<EventLoadEventFired>()
+        .await
+        .unwrap();
+    person.execute(EnableParams::default()).await.unwrap();
+    let typed = person
+        .execute(EvaluateParams::new(
+            "document.querySelector('#username').value = 'ada';
+             document.querySelector('#password').value = 'lovelace';
+             document.querySelector('#sign-in').click(); true",
+        ))
+        .await;
+    assert!(typed.is_ok(), "the form was not filled");
+    tokio::time::timeout(std::time::Duration::from_secs(10), loaded.next())
+        .await
+        .expect("the account page never loaded");
+    let at = person
+        .execute(EvaluateParams::new("location.pathname"))
+        .await
+        .map(|r| r.result.result.value);
+    assert!(
+        matches!(&at, Ok(Some(v)) if v == "/account"),
+        "the person is logged in: {at:?}"
+    );
+    drop(person);
+    events.abort();
+    assert_eq!(shop.shop.account_logins("ada"), 1);
+
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"\n").await.unwrap();
+    drop(stdin);
+    let mut rest = String::new();
+    while let Some(line) = out.next_line().await.unwrap() {
+        rest.push_str(&line);
+        rest.push('\n');
+    }
+    let status = child.wait().await.unwrap();
+    assert!(status.success(), "baton login (pid {pid}) failed: {rest}");
+    assert!(rest.contains("logged in; session saved"), "{rest}");
+    assert_eq!(shop.shop.account_logins("ada"), 1);
+    // The saved session is good for a run: it buys without logging in.
+    start(&p, 1).await.run().await;
+    assert_eq!(
+        shop.shop.account_logins("ada"),
+        1,
+        "the run used the saved login"
+    );
+    assert_eq!(shop.shop.account_orders("ada"), 1);
+    stop.cancel();
+    assert_no_chromium(&profile).await;
+    assert_no_chromium(&p.profile()).await;
+}
+
+/// The parent of process `pid`.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Kills every process using a profile when dropped.
+struct Reaper(std::path::PathBuf);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for p in common::live::processes_mentioning(&self.0) {
+            common::live::signal(p, rustix::process::Signal::KILL);
+        }
+    }
+}
