@@ -99,6 +99,14 @@ impl LoggedOut {
         self.held().get(account).cloned()
     }
 
+    /// Every held account and why.
+    pub fn list(&self) -> Vec<(AccountId, String)> {
+        self.held()
+            .iter()
+            .map(|(a, w)| (a.clone(), w.clone()))
+            .collect()
+    }
+
     /// Lets every account try again; returns the ones that were held.
     pub fn clear(&self) -> Vec<AccountId> {
         std::mem::take(&mut *self.held()).into_keys().collect()

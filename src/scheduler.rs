@@ -86,6 +86,15 @@ pub struct SchedulerStatus {
     pub wait_started_at: Option<SystemTime>,
     pub waiting_for: Vec<WaitingFor>,
     pub last_wait_ms: Option<u64>,
+    /// Accounts whose login failed: their targets wait for a new config.
+    pub logged_out: Vec<LoggedOutAccount>,
+}
+
+/// An account held after a failed login, as the dashboard shows it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct LoggedOutAccount {
+    pub account: AccountId,
+    pub why: String,
 }
 
 impl Default for SchedulerStatus {
@@ -98,6 +107,7 @@ impl Default for SchedulerStatus {
             next_cycle_at: None,
             wait_started_at: None,
             waiting_for: Vec::new(),
+            logged_out: Vec::new(),
             last_wait_ms: None,
         }
     }
@@ -200,6 +210,7 @@ impl Loop {
                 }
             }
             self.held_under = Some(cfg.clone());
+            self.publish_logged_out();
             let cycle_start = Instant::now();
             next_tick = cycle_start + self.draw_interval(&cfg);
             self.cycle += 1;
@@ -864,8 +875,20 @@ impl Loop {
         true
     }
 
+    /// Shows the accounts held after a failed login.
+    fn publish_logged_out(&self) {
+        let held = self.logged_out.list();
+        self.publish(|st| {
+            st.logged_out = held
+                .into_iter()
+                .map(|(account, why)| LoggedOutAccount { account, why })
+                .collect();
+        });
+    }
+
     /// Collects finished run tasks without waiting.
     fn reap(&mut self) {
+        self.publish_logged_out();
         while let Some(r) = self.runs.try_join_next() {
             self.finished_runs += 1;
             if let Err(e) = r {

@@ -1106,6 +1106,9 @@ async fn a_login_that_does_not_take_is_logged_out_and_runs_nothing() {
         "{r:#?}"
     );
     assert_eq!(worked.load(Ordering::SeqCst), 0, "bought nothing");
+    let shown = h.status.borrow().logged_out.clone();
+    assert_eq!(shown.len(), 1, "the dashboard shows the held account");
+    assert_eq!(shown[0].account.as_str(), "ada");
     let clear = r.steps.iter().find(|s| s.script == "clear").unwrap();
     assert_eq!(
         clear.result,

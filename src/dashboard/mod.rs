@@ -98,6 +98,9 @@ struct TargetView {
     id: TargetId,
     url: String,
     flow: String,
+    /// The account it buys on; absent for a guest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    account: Option<crate::id::AccountId>,
     status: Status,
     last_outcome: Option<String>,
     last_order: Option<String>,
@@ -152,6 +155,7 @@ impl Dashboard {
                     id: t.id.clone(),
                     url: t.url.clone(),
                     flow: t.flow.clone(),
+                    account: t.account.clone(),
                     status: s.status,
                     last_outcome: s.last_outcome,
                     last_order: s.last_order,
