@@ -4,7 +4,7 @@
 //! turns (the shop's per-account overlap counter stays 0), a wrong
 //! password, and `storageState` in and out through `baton login`.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
@@ -61,6 +61,14 @@ async fn start(p: &Project, cycles: u64) -> App {
         .unwrap_or_else(|e| panic!("baton did not start: {e}"))
 }
 
+/// Points the project at a shop of the test's own, which outlives the
+/// batons the test starts, with the accounts' check pages on it.
+async fn own_shop(p: &Project) -> (baton::shop::Running, tokio_util::sync::CancellationToken) {
+    let (shop, stop) = p.own_shop().await;
+    p.edit("url: /account", &format!("url: {}/account", shop.url()));
+    (shop, stop)
+}
+
 /// Runs the `baton` binary in the project.
 fn baton(p: &Project, args: &[&str]) -> (i32, String, String) {
     let o = Command::new(env!("CARGO_BIN_EXE_baton"))
@@ -91,8 +99,7 @@ fn logins_in(records: &[baton::state::RunRecord]) -> usize {
 async fn a_login_is_kept_across_restarts_and_renewed_when_the_shop_expires_it() {
     let _one = common::live::ONE_AT_A_TIME.lock().await;
     let p = Project::new(FAST_CYCLE, &on("ada", "1005", 30.0), &accounts("lovelace"));
-    let (shop, stop) = p.own_shop().await;
-    p.edit("url: /account", &format!("url: {}/account", shop.url()));
+    let (shop, stop) = own_shop(&p).await;
     let sh = shop.shop.clone();
 
     start(&p, 1).await.run().await;
@@ -118,7 +125,7 @@ async fn a_login_is_kept_across_restarts_and_renewed_when_the_shop_expires_it() 
     let mut h = st.history(usize::MAX).unwrap();
     h.reverse();
     assert_eq!(h.len(), 4, "{h:#?}");
-    assert!(h.iter().all(|r| r.status == Status::Completed), "{h:#?}");
+    common::assert_all_completed(&h);
     assert_eq!(logins_in(&h), 2, "runs 1 and 3 logged in: {h:#?}");
     assert_eq!(sh.account_orders("ada"), 4);
     assert_eq!(sh.account_overlaps("ada"), 0, "{:?}", sh.overlap_events());
@@ -245,8 +252,7 @@ async fn a_wrong_password_is_logged_out_and_buys_nothing() {
 async fn storage_state_round_trips_through_baton_login() {
     let _one = common::live::ONE_AT_A_TIME.lock().await;
     let p = Project::new(FAST_CYCLE, &on("ada", "1005", 30.0), &accounts("lovelace"));
-    let (shop, stop) = p.own_shop().await;
-    p.edit("url: /account", &format!("url: {}/account", shop.url()));
+    let (shop, stop) = own_shop(&p).await;
     start(&p, 1).await.run().await;
     assert_eq!(shop.shop.account_logins("ada"), 1);
 
@@ -368,8 +374,7 @@ async fn baton_login_saves_what_a_person_logs_in() {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
     let _one = common::live::ONE_AT_A_TIME.lock().await;
     let p = Project::new(FAST_CYCLE, &on("ada", "1005", 30.0), &accounts("lovelace"));
-    let (shop, stop) = p.own_shop().await;
-    p.edit("url: /account", &format!("url: {}/account", shop.url()));
+    let (shop, stop) = own_shop(&p).await;
     let chromium = baton::browser::chrome::find_executable(None).unwrap();
     let wrapper = p.dir.path().join("headless-chromium");
     std::fs::write(

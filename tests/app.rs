@@ -2,7 +2,7 @@
 //! flows.yaml hot reload, and the `state` commands reaching a running baton
 //! through its dashboard.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! code. One test per command and per class of bad input; every bad input
 //! must give a located, specific message and never a panic or a backtrace.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 
@@ -22,6 +22,7 @@ struct Out {
 
 impl Out {
     /// Fails if the process panicked or printed a backtrace.
+    #[track_caller]
     fn calm(&self) -> &Self {
         for bad in ["panicked", "stack backtrace", "RUST_BACKTRACE"] {
             assert!(

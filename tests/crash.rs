@@ -8,7 +8,7 @@
 //! killed before the run ends. On restart the target is `completed` with
 //! that order, never `in_doubt`.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -25,11 +25,16 @@ const KILLS: usize = 200;
 /// Starts this test binary's ignored test `test` as a child process that
 /// writes in `dir` (passed as `var`) and reports on its stdout.
 fn child(exe: &Path, test: &str, var: &str, dir: &Path) -> std::process::Child {
+    // Tests are named by their path inside the test binary.
+    let test = match module_path!().split_once("::") {
+        Some((_, module)) => format!("{module}::{test}"),
+        None => test.to_owned(),
+    };
     Command::new(exe)
         .args([
             "--ignored",
             "--exact",
-            test,
+            &test,
             "--nocapture",
             "--test-threads=1",
         ])
@@ -87,6 +92,7 @@ fn crash_child_writer() {
 
 #[test]
 fn i6_state_file_survives_kill_9() {
+    let _one = common::live::ONE_AT_A_TIME.blocking_lock();
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(6);
@@ -201,6 +207,7 @@ fn crash_child_run() {
 /// start-up recovery of `committed`.
 #[test]
 fn a_kill_after_the_commit_answered_recovers_completed() {
+    let _one = common::live::ONE_AT_A_TIME.blocking_lock();
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);

@@ -2,7 +2,7 @@
 //! token rules, actions going through the scheduler, and no secret in any
 //! response.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

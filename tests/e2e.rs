@@ -6,7 +6,7 @@
 //! its own shop on a free port and its own Chromium, and checks that no
 //! Chromium is left when it ends.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -160,6 +160,7 @@ async fn a_checkout_slower_than_the_interval_never_overlaps() {
 
 /// Who bought what, and whether each order belongs to a target baton holds
 /// as `completed` (with that very order) or `in_doubt`.
+#[track_caller]
 fn orders_are_accounted_for(shop: &baton::shop::Shop, state: &baton::state::StateStore) {
     for (number, products) in shop.order_lines() {
         for product in products {

@@ -3,7 +3,7 @@
 //! mechanism it guards; docs/safety.md records how each was checked to fail
 //! with that mechanism removed.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -1050,10 +1050,7 @@ async fn i10_runs_on_one_account_take_turns_and_log_in_once() {
     );
     let hist = h.history();
     assert_eq!(hist.len(), 15);
-    assert!(
-        hist.iter().all(|r| r.status == Status::Completed),
-        "{hist:#?}"
-    );
+    common::assert_all_completed(&hist);
     for r in hist.iter().filter(|r| r.target.as_str() != "g") {
         assert_eq!(r.steps[0].script, "check", "{r:#?}");
     }
@@ -1218,6 +1215,7 @@ async fn i8_reload_never_changes_a_running_flow() {
 /// (a target is `attempting`/`committing` exactly when it has a live run).
 #[tokio::test(start_paused = true)]
 async fn soak_10000_cycles() {
+    let _one = common::live::ONE_AT_A_TIME.lock().await;
     const CYCLES: u64 = 10_000;
     let seed: u64 = std::env::var("BATON_SOAK_SEED")
         .ok()

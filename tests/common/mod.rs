@@ -1,8 +1,6 @@
 //! Shared test scaffolding: a scheduler over the simulated browser and
 //! native steps, in a temporary state directory.
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -158,6 +156,30 @@ impl Harness {
     }
 }
 
+/// Asserts that every run in `records` completed; on failure the message
+/// lists them all, and points at the caller's line.
+#[track_caller]
+pub fn assert_all_completed(records: &[baton::state::RunRecord]) {
+    let bad: Vec<String> = records
+        .iter()
+        .filter(|r| r.status != baton::state::Status::Completed)
+        .map(|r| {
+            format!(
+                "{} of `{}`: {} ({})",
+                r.run_id,
+                r.target,
+                r.status,
+                r.error.as_deref().unwrap_or("-")
+            )
+        })
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "runs that did not complete:\n{}",
+        bad.join("\n")
+    );
+}
+
 /// A log of (virtual) times at which things happened, shared by steps.
 #[derive(Clone, Default)]
 pub struct Timeline(pub Arc<Mutex<Vec<(String, Instant)>>>);
@@ -175,9 +197,5 @@ impl Timeline {
             .filter(|(w, _)| w == what)
             .map(|(_, t)| *t)
             .collect()
-    }
-
-    pub fn events(&self) -> Vec<(String, Instant)> {
-        self.0.lock().unwrap().clone()
     }
 }

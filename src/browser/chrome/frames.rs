@@ -17,7 +17,7 @@ use chromiumoxide::cdp::js_protocol::runtime::{
 };
 use serde_json::{Value, json};
 
-use super::{ChromePage, HELPER, cdp_error, is_navigation_race, selector_json};
+use super::page::{ChromePage, HELPER, cdp_error, is_navigation_race, selector_json};
 use crate::browser::{PageError, Selector, Selectors};
 
 /// Where a helper call runs: the page's main world, or a frame's world

@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::PageError;
+use crate::browser::PageError;
 
 struct Request {
     url: String,

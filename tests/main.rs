@@ -1,0 +1,23 @@
+//! baton's integration tests, in one binary: each file is a module, and
+//! `common` holds what they share. (`fds.rs` is a binary of its own: it
+//! lowers its process's open-files limit.)
+//!
+//! - `safety`: the invariants under tokio's paused clock.
+//! - `crash`: `kill -9` at random moments (I6).
+//! - `e2e`, `accounts`: real headless Chromium against the demo shop.
+//! - `scripting`: the Rhai host and its primitives.
+//! - `cli`: the `baton` binary's commands, messages and exit codes.
+//! - `app`, `dashboard`: a running baton, its config reload and dashboard.
+//! - `config_fuzz`: flows.yaml never panics `check` or `run`.
+
+mod common;
+
+mod accounts;
+mod app;
+mod cli;
+mod config_fuzz;
+mod crash;
+mod dashboard;
+mod e2e;
+mod safety;
+mod scripting;
