@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 use baton::browser::Browser;
 use baton::browser::chrome::{ChromeBrowser, ChromeConfig};
 use baton::config::Secrets;
+use baton::flow::StepEnd;
 use baton::flow::{CommitSink, Target, Timeouts};
 use baton::id::SessionId;
-use baton::script::{Ended, ScriptHost, ScriptRun};
+use baton::script::{Ran, ScriptHost, ScriptRun};
 use tokio_util::sync::CancellationToken;
 
 /// Lets `commit` run its closure: the benchmark places real orders.
@@ -110,7 +111,10 @@ async fn run() {
                 )
                 .await;
             match r {
-                Ok(Ended::Value(_)) => {}
+                Ok(Ran {
+                    end: StepEnd::Continue,
+                    ..
+                }) => {}
                 other => panic!("cycle {i}, {step}: {other:?}"),
             }
         }

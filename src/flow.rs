@@ -101,14 +101,19 @@ pub enum OutcomeAction {
     Fail,
 }
 
-/// How a step ended when it did not fail.
+/// How a step (or a monitor) ended when it did not fail: the one shape
+/// every layer uses, from the script's own `outcome(...)` to the run's
+/// record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StepEnd {
-    /// Go on with the next step.
+    /// It ran to the end: go on with the next step.
     Continue,
     /// The script called `outcome(name)`: skip the remaining steps that are
     /// not `always`.
     Outcome(String),
+    /// It fetched from a host that asked baton to slow down. A monitor
+    /// skips its target this cycle; for a step it is a failure.
+    Paused(String),
 }
 
 /// Why a step failed.

@@ -377,12 +377,13 @@ async fn run_steps(
             continue;
         }
         match run.exec(step).await {
-            Ok(StepEnd::Continue) => {}
             Ok(StepEnd::Outcome(name)) => {
                 if !step.always && run.report.outcome.is_none() {
                     run.report.outcome = Some(name);
                 }
             }
+            // `exec` turns a pause into a failure: only monitors pause.
+            Ok(StepEnd::Continue | StepEnd::Paused(_)) => {}
             Err(e) => record_failure(&mut run.report, step.always, &e.message),
         }
     }
@@ -565,11 +566,19 @@ impl Steps<'_> {
             }
         };
 
+        // A step that met a host asking baton to slow down failed: only a
+        // monitor skips its target for that.
+        let result = match result {
+            Ok(StepEnd::Paused(why)) => Err(StepError::failed(why)),
+            r => r,
+        };
         let record = |result, outcome, error| {
             step_record(pinned, step, step_started, result, outcome, error)
         };
         match &result {
-            Ok(StepEnd::Continue) => self.report.steps.push(record(StepResult::Ok, None, None)),
+            Ok(StepEnd::Continue | StepEnd::Paused(_)) => {
+                self.report.steps.push(record(StepResult::Ok, None, None));
+            }
             Ok(StepEnd::Outcome(name)) => {
                 self.report
                     .steps
@@ -604,7 +613,7 @@ impl Steps<'_> {
                     always: false,
                 };
                 match self.exec(&step).await {
-                    Ok(StepEnd::Continue) => Ok(true),
+                    Ok(StepEnd::Continue | StepEnd::Paused(_)) => Ok(true),
                     Ok(StepEnd::Outcome(name)) if name == LOGGED_OUT => Ok(false),
                     Ok(StepEnd::Outcome(name)) => Err(format!(
                         "login check `{script}` ended with outcome `{name}`; a check ends with `logged_out` or not at all"
@@ -666,7 +675,7 @@ impl Steps<'_> {
             always: false,
         };
         match self.exec(&step).await {
-            Ok(StepEnd::Continue) => {}
+            Ok(StepEnd::Continue | StepEnd::Paused(_)) => {}
             Ok(StepEnd::Outcome(name)) => {
                 return Gate::LoggedOut(format!(
                     "account `{}`: the login script `{script}` ended with outcome `{name}`",

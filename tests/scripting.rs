@@ -17,7 +17,7 @@ use baton::flow::{CommitSink, Flow, Step, StepEnd, StepErrorKind, StepRunner, Ta
 use baton::id::SessionId;
 use baton::redact::Redactor;
 use baton::script::api::{Trace, TracedCall};
-use baton::script::{Ended, ScriptHost, ScriptRun};
+use baton::script::{Ran, ScriptHost, ScriptRun};
 use tokio_util::sync::CancellationToken;
 
 const PRODUCT: &str = "http://shop.test/p/1";
@@ -232,7 +232,7 @@ impl Env {
         sink: Arc<Sink>,
         calls: Arc<Calls>,
         cancel: CancellationToken,
-    ) -> Result<Ended, baton::flow::StepError> {
+    ) -> Result<Ran, baton::flow::StepError> {
         let page = self.page().await;
         let r = self
             .host
@@ -262,7 +262,7 @@ impl Env {
         r
     }
 
-    async fn run(&self, script: &str) -> Result<Ended, baton::flow::StepError> {
+    async fn run(&self, script: &str) -> Result<Ran, baton::flow::StepError> {
         self.run_with(
             script,
             Arc::new(Sink::default()),
@@ -274,7 +274,10 @@ impl Env {
 
     async fn value(&self, script: &str) -> String {
         match self.run(script).await {
-            Ok(Ended::Value(v)) => v.to_string(),
+            Ok(Ran {
+                end: StepEnd::Continue,
+                value: v,
+            }) => v.to_string(),
             other => panic!("{script}: {other:?}"),
         }
     }
@@ -293,7 +296,7 @@ fn monitor(
     host: &ScriptHost,
     script: &'static str,
     http: Duration,
-) -> impl std::future::Future<Output = Result<Ended, baton::flow::StepError>> + use<> {
+) -> impl std::future::Future<Output = Result<Ran, baton::flow::StepError>> + use<> {
     let host = host.clone();
     async move {
         host.run_script(
@@ -481,7 +484,9 @@ async fn http_get_json_over_the_network() {
         ("slow.rhai", &format!(r##"http_get_json("{base}/slow")"##)),
     ]);
     let run = |script: &'static str| monitor(&e.host, script, Duration::from_millis(300));
-    assert!(matches!(run("ok").await, Ok(Ended::Value(v)) if v.as_int() == Ok(2)));
+    assert!(
+        matches!(run("ok").await, Ok(Ran { end: StepEnd::Continue, value: v }) if v.as_int() == Ok(2))
+    );
     let err = run("boom").await.unwrap_err().message;
     assert!(err.ends_with("HTTP 500 Internal Server Error"), "{err}");
     let err = run("slow").await.unwrap_err().message;
@@ -561,7 +566,9 @@ async fn outcome_ends_the_step_and_fail_fails_it_uncatchably() {
         "out.rhai" => r##"if text("#stock") != "Out of stock" { outcome("out_of_stock"); } log("not reached");"##,
         "fail.rhai" => "try {\n  fail(\"price too high\");\n} catch (e) {\n  log(\"caught\");\n}\n",
     };
-    assert!(matches!(e.run("out").await, Ok(Ended::Outcome(o)) if o == "out_of_stock"));
+    assert!(
+        matches!(e.run("out").await, Ok(Ran { end: StepEnd::Outcome(o), .. }) if o == "out_of_stock")
+    );
     assert_eq!(
         e.error("fail").await,
         format!("{}:2:3: fail: price too high", e.file("fail.rhai"))
@@ -586,7 +593,7 @@ async fn commit_persists_first_and_is_skipped_in_a_dry_run() {
         )
         .await;
     assert!(
-        matches!(r, Ok(Ended::Value(v)) if v.to_string() == r##"["A-100", "http://shop.test/cart"]"##)
+        matches!(r, Ok(Ran { end: StepEnd::Continue, value: v }) if v.to_string() == r##"["A-100", "http://shop.test/cart"]"##)
     );
     assert_eq!(
         *sink.calls.lock().unwrap(),
@@ -600,7 +607,7 @@ async fn commit_persists_first_and_is_skipped_in_a_dry_run() {
         .run_with("t", dry.clone(), calls.clone(), CancellationToken::new())
         .await;
     assert!(
-        matches!(r, Ok(Ended::Value(v)) if v.to_string() == r##"[(), "http://shop.test/p/1"]"##)
+        matches!(r, Ok(Ran { end: StepEnd::Continue, value: v }) if v.to_string() == r##"[(), "http://shop.test/p/1"]"##)
     );
     assert_eq!(*dry.calls.lock().unwrap(), vec!["begin place order"]);
     let calls = calls.0.lock().unwrap();
@@ -691,7 +698,16 @@ async fn waits_inside_commit_last_until_the_commit_deadline() {
         )
         .await;
     answer.await.unwrap();
-    assert!(matches!(r, Ok(Ended::Value(_))), "{r:?}");
+    assert!(
+        matches!(
+            r,
+            Ok(Ran {
+                end: StepEnd::Continue,
+                value: _
+            })
+        ),
+        "{r:?}"
+    );
     assert_eq!(
         sink.calls.lock().unwrap().last().unwrap(),
         "done place order Some(\"#answer\")"
@@ -749,7 +765,10 @@ async fn secrets_are_usable_but_never_shown() {
     // a screenshot's file name) are masked before they are kept, not only
     // log lines.
     match e.run("outcome").await {
-        Ok(Ended::Outcome(name)) => assert_eq!(name, "cvv-[redacted]"),
+        Ok(Ran {
+            end: StepEnd::Outcome(name),
+            ..
+        }) => assert_eq!(name, "cvv-[redacted]"),
         other => panic!("{other:?}"),
     }
     let shot = e.value("shot").await;
@@ -1380,8 +1399,11 @@ async fn http_get_and_html_queries_make_a_browser_free_monitor() {
         ("refused.rhai", r##"http_get_json("http://127.0.0.1:9/x")"##),
     ]);
     let run = |script: &'static str| monitor(&e.host, script, Duration::from_secs(5));
-    let value = |r: Result<Ended, baton::flow::StepError>| match r {
-        Ok(Ended::Value(v)) => v.to_string(),
+    let value = |r: Result<Ran, baton::flow::StepError>| match r {
+        Ok(Ran {
+            end: StepEnd::Continue,
+            value: v,
+        }) => v.to_string(),
         other => panic!("{other:?}"),
     };
     assert_eq!(
@@ -1416,7 +1438,7 @@ async fn http_get_and_html_queries_make_a_browser_free_monitor() {
     // monitor that fetches from it is skipped without a request.
     assert_eq!(value(run("limited").await), "true");
     assert!(
-        matches!(run("limited").await, Ok(Ended::Paused(why)) if why.contains("asked baton to slow down (HTTP 429 with Retry-After)"))
+        matches!(run("limited").await, Ok(Ran { end: StepEnd::Paused(why), .. }) if why.contains("asked baton to slow down (HTTP 429 with Retry-After)"))
     );
     // As the scheduler runs it: the target is skipped this cycle, no error.
     let skip = baton::flow::StepRunner::monitor(

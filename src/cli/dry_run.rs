@@ -21,9 +21,10 @@ use crate::browser::sim::SimBrowser;
 use crate::browser::sim::fixture::{Fixture, absolute, origin};
 use crate::browser::{Browser, Page};
 use crate::flow::CommitSink;
+use crate::flow::{StepEnd, StepError};
 use crate::id::SessionId;
 use crate::script::api::{Trace, TracedCall};
-use crate::script::{Ended, Plugin, ScriptHost, ScriptRun};
+use crate::script::{Plugin, Ran, ScriptHost, ScriptRun};
 
 /// What to dry-run.
 pub enum What {
@@ -477,7 +478,7 @@ impl Dry<'_> {
         name: &str,
         page: Option<Arc<dyn Page>>,
         monitor: bool,
-    ) -> (Result<Ended, crate::flow::StepError>, String) {
+    ) -> (Result<Ran, StepError>, String) {
         let started = Instant::now();
         let result = self
             .host
@@ -507,8 +508,11 @@ impl Dry<'_> {
     async fn monitor(&self, name: &str) -> Ending {
         let (result, took) = self.script(name, None, true).await;
         match result {
-            Ok(Ended::Value(v)) => {
-                let run = v.as_bool().unwrap_or(false);
+            Ok(Ran {
+                end: StepEnd::Continue,
+                value,
+            }) => {
+                let run = value.as_bool().unwrap_or(false);
                 say!(
                     "monitor says: {} ({took})",
                     if run { "run" } else { "skip" }
@@ -518,14 +522,20 @@ impl Dry<'_> {
                     ..Ending::ok()
                 }
             }
-            Ok(Ended::Paused(why)) => {
+            Ok(Ran {
+                end: StepEnd::Paused(why),
+                ..
+            }) => {
                 say!("monitor says: skip ({took}): {why}");
                 Ending {
                     run: false,
                     ..Ending::ok()
                 }
             }
-            Ok(Ended::Outcome(o)) => {
+            Ok(Ran {
+                end: StepEnd::Outcome(o),
+                ..
+            }) => {
                 let msg = format!("a monitor ends with true or false, not outcome({o:?})");
                 say!("FAILED ({took}): {msg}");
                 Ending {
@@ -551,12 +561,17 @@ impl Dry<'_> {
     /// HTML.
     async fn step(&self, name: &str, page: &Arc<dyn Page>) -> Ending {
         let (result, took) = self.script(name, Some(page.clone()), false).await;
+        // As in a run: only a monitor may pause; for a step it is a failure.
+        let result = result.and_then(|r| match r.end {
+            StepEnd::Paused(why) => Err(StepError::failed(why)),
+            end => Ok(end),
+        });
         match result {
-            Ok(Ended::Value(_) | Ended::Paused(_)) => {
+            Ok(StepEnd::Continue | StepEnd::Paused(_)) => {
                 say!("ok ({took})");
                 Ending::ok()
             }
-            Ok(Ended::Outcome(o)) => {
+            Ok(StepEnd::Outcome(o)) => {
                 say!("outcome `{o}` ({took})");
                 Ending {
                     end: "outcome",

@@ -19,8 +19,9 @@ use crate::browser::chrome::ChromeBrowser;
 use crate::browser::storage::StorageState;
 use crate::browser::{Browser, Page, Selectors};
 use crate::config::Config;
+use crate::flow::StepEnd;
 use crate::flow::Target;
-use crate::script::{Ended, ScriptHost, ScriptRun};
+use crate::script::{ScriptHost, ScriptRun};
 
 pub(super) struct Args {
     pub account: String,
@@ -200,9 +201,9 @@ async fn check(cfg: &Config, account: &Account, page: Arc<dyn Page>) -> Result<b
                 http_fixture: None,
                 account: Some(Arc::new(account.clone())),
             };
-            match host.run_script(script, run).await {
-                Ok(Ended::Outcome(o)) if o == LOGGED_OUT => Ok(false),
-                Ok(Ended::Outcome(o)) => Err(format!(
+            match host.run_script(script, run).await.map(|r| r.end) {
+                Ok(StepEnd::Outcome(o)) if o == LOGGED_OUT => Ok(false),
+                Ok(StepEnd::Outcome(o)) => Err(format!(
                     "`{script}` ended with outcome `{o}`; a check ends with `logged_out` or not at all"
                 )),
                 Ok(_) => Ok(true),

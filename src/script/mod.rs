@@ -457,7 +457,7 @@ impl ScriptHost {
 
     /// Runs the current version of `name` once. For the dry run; runs
     /// dispatched by the scheduler use [`StepRunner::pin`].
-    pub async fn run_script(&self, name: &str, run: ScriptRun) -> Result<Ended, StepError> {
+    pub async fn run_script(&self, name: &str, run: ScriptRun) -> Result<Ran, StepError> {
         let lib = self.library();
         let Some(script) = lib.scripts.get(name).cloned() else {
             return Err(StepError::failed(match lib.errors.get(name) {
@@ -605,23 +605,26 @@ fn account_map(a: Option<&crate::account::Account>) -> Dynamic {
     m.into()
 }
 
-/// How a script ended when it did not fail.
+/// How a script ended when it did not fail, with its last value when it
+/// ran to the end (`()` otherwise): a monitor's verdict, what a dry run
+/// prints.
 #[derive(Debug, Clone)]
-pub enum Ended {
-    /// It ran to the end; this is its last value.
-    Value(Dynamic),
-    /// It called `outcome(name)`.
-    Outcome(String),
-    /// A monitor met a host that asked baton to slow down.
-    Paused(String),
+pub struct Ran {
+    pub end: StepEnd,
+    pub value: Dynamic,
+}
+
+impl Ran {
+    fn ended(end: StepEnd) -> Ran {
+        Ran {
+            end,
+            value: Dynamic::UNIT,
+        }
+    }
 }
 
 /// Runs `script` on a blocking thread and maps its ending.
-async fn execute(
-    inner: Arc<Inner>,
-    script: Arc<Script>,
-    run: ScriptRun,
-) -> Result<Ended, StepError> {
+async fn execute(inner: Arc<Inner>, script: Arc<Script>, run: ScriptRun) -> Result<Ran, StepError> {
     let cancel = run.cancel.clone();
     let redactor = inner.redactor.clone();
     let file = script.file.clone();
@@ -691,9 +694,11 @@ async fn execute(
         Err(e) => return Err(StepError::cancelled(format!("{file}: {e}"))),
     };
     match (result, end) {
-        (Ok(v), _) => Ok(Ended::Value(v)),
-        (Err(_), Some(End::Outcome(name))) => Ok(Ended::Outcome(name)),
-        (Err(_), Some(End::Paused(why))) => Ok(Ended::Paused(why)),
+        (Ok(value), _) => Ok(Ran {
+            end: StepEnd::Continue,
+            value,
+        }),
+        (Err(_), Some(End::Step(end))) => Ok(Ran::ended(end)),
         (Err(e), Some(End::Fail(reason))) => {
             let mut se = engine::eval_error(&file, &e);
             se.message = format!("fail: {reason}");
@@ -719,12 +724,11 @@ async fn execute(
     }
 }
 
-fn step_end(r: Result<Ended, StepError>) -> Result<StepEnd, StepError> {
-    match r? {
-        Ended::Value(_) => Ok(StepEnd::Continue),
-        Ended::Outcome(name) => Ok(StepEnd::Outcome(name)),
+fn step_end(r: Result<Ran, StepError>) -> Result<StepEnd, StepError> {
+    match r?.end {
         // Only monitors pause; a step gets an error instead.
-        Ended::Paused(why) => Err(StepError::failed(why)),
+        StepEnd::Paused(why) => Err(StepError::failed(why)),
+        end => Ok(end),
     }
 }
 
@@ -810,14 +814,15 @@ impl StepRunner for ScriptHost {
                 http_fixture: None,
                 account: None,
             };
-            let v = match host.run_script(&name, run).await? {
-                Ended::Value(v) => v,
-                Ended::Outcome(o) => {
+            let ran = host.run_script(&name, run).await?;
+            let v = match ran.end {
+                StepEnd::Continue => ran.value,
+                StepEnd::Outcome(o) => {
                     return Err(StepError::failed(format!(
                         "monitor `{name}` called outcome({o:?}); a monitor ends with `true` or `false`"
                     )));
                 }
-                Ended::Paused(why) => {
+                StepEnd::Paused(why) => {
                     tracing::debug!(monitor = %name, "{why}: target skipped this cycle");
                     return Ok(false);
                 }

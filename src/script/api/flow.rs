@@ -52,7 +52,9 @@ pub(super) fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
         move |name: &str| -> R<()> {
             c.trace("outcome", &format!("{name:?}"), Ok(""), Duration::ZERO);
             // Masked before it is stored in state.json and history.
-            Err(c.terminate(End::Outcome(c.redactor.apply(name).into_owned())))
+            Err(c.terminate(End::Step(crate::flow::StepEnd::Outcome(
+                c.redactor.apply(name).into_owned(),
+            ))))
         }
     );
     let c = cx.clone();

@@ -24,22 +24,22 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use crate::browser::{Page, PageError, Selectors};
-use crate::flow::{CommitSink, Target, Timeouts};
+use crate::flow::{CommitSink, StepEnd, Target, Timeouts};
 use crate::redact::Redactor;
 use crate::secrets::Secrets;
 
 type R<T> = Result<T, Box<EvalAltResult>>;
 
-/// How a script asked to end, or was made to.
+/// Why a script stopped before its last line: the signal a primitive
+/// leaves for the host when it terminates the script. An ending that is
+/// not a failure is a [`StepEnd`]; the rest become a [`crate::flow::StepError`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum End {
-    Outcome(String),
+    /// `outcome(name)`, or a monitor's pause.
+    Step(StepEnd),
     Fail(String),
     /// `not_placed(reason)` inside `commit`: the shop refused the order.
     NotPlaced(String),
-    /// A monitor fetched from a host that asked baton to slow down: skip
-    /// the target this cycle.
-    Paused(String),
     Cancelled,
 }
 

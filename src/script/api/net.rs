@@ -196,7 +196,7 @@ impl ScriptContext {
             if self.page.is_none() {
                 // A monitor: skip the target this cycle, quietly; the pause
                 // was logged once when it began.
-                return Err(self.terminate(End::Paused(msg)));
+                return Err(self.terminate(End::Step(crate::flow::StepEnd::Paused(msg))));
             }
             return Err(self.error(format!("{name}({args}): {msg}")));
         }
