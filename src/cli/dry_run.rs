@@ -143,40 +143,8 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         .redactor(redactor.clone())
         .shots_dir(report_dir.clone())
         .build();
-    let lib = host.library();
-    let names: Vec<String> = match &what {
-        What::Script(name) => vec![name.clone()],
-        What::Flow(f) => cfg
-            .flows
-            .get(f.as_str())
-            .map(|fl| fl.scripts().map(str::to_owned).collect())
-            .unwrap_or_default(),
-    };
-    for name in &names {
-        if !lib.scripts.contains_key(name) {
-            return Err(match lib.errors.get(name) {
-                Some(e) => Failure::usage(e.to_string()),
-                None => Failure::usage(format!(
-                    "no script `{name}` in `{}`",
-                    cfg.scripts_dir.display()
-                )),
-            });
-        }
-    }
-    // A script that is only ever a monitor runs as one: no page, no
-    // browser.
-    let is_monitor = match &what {
-        What::Script(name) => {
-            cfg.flows
-                .values()
-                .any(|f| f.monitor.as_deref() == Some(name.as_str()))
-                && !cfg
-                    .flows
-                    .values()
-                    .any(|f| f.steps.iter().any(|s| s.script == *name))
-        }
-        What::Flow(_) => false,
-    };
+    loaded(&cfg, &host, &what)?;
+    let is_monitor = only_a_monitor(&cfg, &what);
 
     let stop = CancellationToken::new();
     let mut shop = None;
@@ -199,70 +167,14 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     };
     let target = Arc::new(target);
     let origin = origin(&target.url);
-    // A live run's throwaway profile, deleted when this function returns
+    // A live run's throwaway profile lives until this function returns
     // (after the browser is shut down).
-    let mut _profile_tmp = None;
+    let (browser, http_fixture, start_url, _profile_tmp) =
+        browser_for(&cfg, fixture.as_ref(), &origin, args.profile.as_deref())?;
 
-    let (browser, http_fixture, start_url): (Arc<dyn Browser>, _, _) = if let Some(f) =
-        fixture.as_ref()
-    {
-        let site = f.site(&origin);
-        let http = site.http.clone();
-        let sim = SimBrowser::new(site);
-        sim.set_fixed(true);
-        (
-            Arc::new(sim),
-            Some(Arc::new(http)),
-            f.start.clone().map(|s| absolute(&origin, &s)),
-        )
-    } else {
-        let profile = if let Some(p) = &args.profile {
-            p.clone()
-        } else {
-            let t = tempfile::Builder::new()
-                .prefix("baton-dry-run-")
-                .tempdir()
-                .map_err(|e| Failure::runtime(format!("cannot create a temporary profile: {e}")))?;
-            let p = t.path().to_owned();
-            _profile_tmp = Some(t);
-            p
-        };
-        let chrome = ChromeBrowser::new(cfg.browser.chrome(profile), None);
-        // A profile a running baton uses is refused, never taken over.
-        chrome
-            .lock_profile()
-            .map_err(|e| Failure::runtime(e.to_string()))?;
-        (Arc::new(chrome), None, None)
-    };
-
-    // A target on an account runs in the account's session, from its saved
-    // login (read only: a dry run saves nothing), and never beside another
-    // process that drives the account.
     let account = cfg.account_of(&target).cloned();
-    let mut _account_lock = None;
-    let session = match &account {
-        Some(a) => {
-            if fixture.is_none() {
-                let store = crate::account::AccountStore::new(&cfg.state_dir);
-                _account_lock = Some(
-                    store
-                        .lock(&a.id)
-                        .map_err(|e| Failure::runtime(e.to_string()))?,
-                );
-                if let Some(saved) = store
-                    .load(&a.id)
-                    .map_err(|e| Failure::runtime(e.to_string()))?
-                {
-                    browser
-                        .seed(a.session, saved)
-                        .await
-                        .map_err(|e| Failure::runtime(e.to_string()))?;
-                }
-            }
-            a.session
-        }
-        None => SessionId(0),
-    };
+    let (session, _account_lock) =
+        account_session(&cfg, account.as_deref(), &*browser, fixture.is_some()).await?;
 
     let printer = Arc::new(Printer {
         start: Instant::now(),
@@ -294,24 +206,12 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         report_dir,
         account,
     };
-    // Opens the one page every step of the run shares, on first use: a
-    // monitor alone never starts a browser.
-    let mut page: Option<Arc<dyn Page>> = None;
-    let open = async |page: &mut Option<Arc<dyn Page>>| -> Result<Arc<dyn Page>, Failure> {
-        if let Some(p) = page {
-            return Ok(p.clone());
-        }
-        let p = browser
-            .new_page(session)
-            .await
-            .map_err(|e| Failure::runtime(e.to_string()))?;
-        if let Some(u) = &start_url {
-            p.navigate(u, cfg.browser.timeout)
-                .await
-                .map_err(|e| Failure::runtime(e.to_string()))?;
-        }
-        *page = Some(p.clone());
-        Ok(p)
+    let mut pages = Pages {
+        browser: browser.clone(),
+        session,
+        start_url,
+        timeout: cfg.browser.timeout,
+        page: None,
     };
 
     let ending = match &what {
@@ -324,63 +224,15 @@ pub async fn run(args: Args) -> Result<(), Failure> {
             if is_monitor {
                 cx.monitor(name).await
             } else {
-                let p = open(&mut page).await?;
+                let p = pages.get().await?;
                 cx.step(name, &p).await
             }
         }
-        What::Flow(flow_name) => {
-            let flow = cfg.flows.get(flow_name.as_str()).cloned().ok_or_else(|| {
-                let known: Vec<_> = cfg.flows.keys().map(|f| format!("`{f}`")).collect();
-                Failure::usage(format!(
-                    "unknown flow `{flow_name}` (flows in {}: {})",
-                    cfg.file.display(),
-                    known.join(", ")
-                ))
-            })?;
-            say!(
-                "dry run of flow `{flow_name}` for target `{}`{offline}",
-                target.id
-            );
-            let mut ending = Ending::ok();
-            let mut run = true;
-            if let Some(m) = &flow.monitor {
-                say!("== monitor `{m}`");
-                let e = cx.monitor(m).await;
-                run = e.run;
-                ending = e;
-            }
-            if run {
-                let mut stopped = false;
-                for step in &flow.steps {
-                    if stopped && !step.always {
-                        say!("== step `{}`: skipped", step.script);
-                        continue;
-                    }
-                    say!(
-                        "== step `{}`{}",
-                        step.script,
-                        if step.always { " (always)" } else { "" }
-                    );
-                    let p = open(&mut page).await?;
-                    let e = cx.step(&step.script, &p).await;
-                    // The first ending that stops the flow is its ending; a
-                    // cleanup step's failure counts when nothing else did.
-                    if !stopped && (e.end != "ok" || step.always) {
-                        stopped = e.end != "ok";
-                        ending = e;
-                    } else if !step.always {
-                        ending = e;
-                    }
-                }
-            } else {
-                say!("the monitor says skip: baton would not run the flow this cycle");
-            }
-            ending
-        }
+        What::Flow(flow_name) => cx.flow(flow_name, offline, &mut pages).await?,
     };
     on_signal.abort();
 
-    if let Some(p) = page {
+    if let Some(p) = pages.page.take() {
         p.close().await;
     }
     browser.shutdown().await;
@@ -390,43 +242,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     }
 
     if let Some(expect) = fixture.and_then(|f| f.expect) {
-        let mut problems = Vec::new();
-        if let Some(want) = &expect.end
-            && *want != ending.end
-        {
-            problems.push(format!(
-                "expected the run to end with `{want}`, it ended with `{}`",
-                ending.end
-            ));
-        }
-        if let Some(want) = &expect.outcome
-            && ending.outcome.as_ref() != Some(want)
-        {
-            problems.push(format!("expected outcome `{want}`"));
-        }
-        if let Some(want) = &expect.error
-            && !ending
-                .error
-                .as_ref()
-                .is_some_and(|e| e.contains(want.as_str()))
-        {
-            problems.push(format!("expected an error containing `{want}`"));
-        }
-        if let Some(want) = &expect.would_commit {
-            let labels = sink
-                .labels
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if !labels.iter().any(|l| l == want) {
-                problems.push(format!("expected the run to reach commit `{want}`"));
-            }
-        }
-        if !problems.is_empty() {
-            return Err(Failure::runtime(format!(
-                "the fixture's expectations were not met:\n  {}",
-                problems.join("\n  ")
-            )));
-        }
+        met(&expect, &ending, &sink)?;
         say!("expectations met");
         return Ok(());
     }
@@ -502,6 +318,63 @@ impl Dry<'_> {
             )
             .await;
         (result, crate::time::short(started.elapsed()))
+    }
+
+    /// A whole flow: its monitor, then (if it says run) every step in one
+    /// page, `always` steps included.
+    async fn flow(
+        &self,
+        flow_name: &str,
+        offline: &str,
+        pages: &mut Pages,
+    ) -> Result<Ending, Failure> {
+        let flow = self.cfg.flows.get(flow_name).cloned().ok_or_else(|| {
+            let known: Vec<_> = self.cfg.flows.keys().map(|f| format!("`{f}`")).collect();
+            Failure::usage(format!(
+                "unknown flow `{flow_name}` (flows in {}: {})",
+                self.cfg.file.display(),
+                known.join(", ")
+            ))
+        })?;
+        say!(
+            "dry run of flow `{flow_name}` for target `{}`{offline}",
+            self.target.id
+        );
+        let mut ending = Ending::ok();
+        let mut run = true;
+        if let Some(m) = &flow.monitor {
+            say!("== monitor `{m}`");
+            let e = self.monitor(m).await;
+            run = e.run;
+            ending = e;
+        }
+        if run {
+            let mut stopped = false;
+            for step in &flow.steps {
+                if stopped && !step.always {
+                    say!("== step `{}`: skipped", step.script);
+                    continue;
+                }
+                say!(
+                    "== step `{}`{}",
+                    step.script,
+                    if step.always { " (always)" } else { "" }
+                );
+                let p = pages.get().await?;
+                let e = self.step(&step.script, &p).await;
+                // The first ending that stops the flow is its ending; a
+                // cleanup step's failure counts when nothing else did.
+                if !stopped && (e.end != "ok" || step.always) {
+                    stopped = e.end != "ok";
+                    ending = e;
+                } else if !step.always {
+                    ending = e;
+                }
+            }
+        } else {
+            say!("the monitor says skip: baton would not run the flow this cycle");
+        }
+        Ok(ending)
     }
 
     /// Runs a monitor: no page, no commit.
@@ -590,6 +463,200 @@ impl Dry<'_> {
                 }
             }
         }
+    }
+}
+
+/// The browser for a dry run: the simulated one with the fixture's pages
+/// (and its HTTP answers and start page), or Chromium on `profile` or a
+/// throwaway one (returned, to be deleted after the browser).
+type Chosen = (
+    Arc<dyn Browser>,
+    Option<Arc<BTreeMap<String, serde_json::Value>>>,
+    Option<String>,
+    Option<tempfile::TempDir>,
+);
+
+fn browser_for(
+    cfg: &crate::config::Config,
+    fixture: Option<&Fixture>,
+    origin: &str,
+    profile: Option<&Path>,
+) -> Result<Chosen, Failure> {
+    if let Some(f) = fixture {
+        let site = f.site(origin);
+        let http = site.http.clone();
+        let sim = SimBrowser::new(site);
+        sim.set_fixed(true);
+        return Ok((
+            Arc::new(sim),
+            Some(Arc::new(http)),
+            f.start.clone().map(|s| absolute(origin, &s)),
+            None,
+        ));
+    }
+    let (profile, tmp) = if let Some(p) = profile {
+        (p.to_owned(), None)
+    } else {
+        let t = tempfile::Builder::new()
+            .prefix("baton-dry-run-")
+            .tempdir()
+            .map_err(|e| Failure::runtime(format!("cannot create a temporary profile: {e}")))?;
+        (t.path().to_owned(), Some(t))
+    };
+    let chrome = ChromeBrowser::new(cfg.browser.chrome(profile), None);
+    // A profile a running baton uses is refused, never taken over.
+    chrome
+        .lock_profile()
+        .map_err(|e| Failure::runtime(e.to_string()))?;
+    Ok((Arc::new(chrome), None, None, tmp))
+}
+
+/// The session a dry run drives: a target on an account runs in the
+/// account's session, from its saved login (read only: a dry run saves
+/// nothing), and never beside another process that drives the account
+/// (the returned lock). Offline, nothing real is touched.
+async fn account_session(
+    cfg: &crate::config::Config,
+    account: Option<&crate::account::Account>,
+    browser: &dyn Browser,
+    offline: bool,
+) -> Result<(SessionId, Option<crate::account::AccountLock>), Failure> {
+    let Some(a) = account else {
+        return Ok((SessionId(0), None));
+    };
+    if offline {
+        return Ok((a.session, None));
+    }
+    let runtime = |e: &dyn std::fmt::Display| Failure::runtime(e.to_string());
+    let store = crate::account::AccountStore::new(&cfg.state_dir);
+    let lock = store.lock(&a.id).map_err(|e| runtime(&e))?;
+    if let Some(saved) = store.load(&a.id).map_err(|e| runtime(&e))? {
+        browser
+            .seed(a.session, saved)
+            .await
+            .map_err(|e| runtime(&e))?;
+    }
+    Ok((a.session, Some(lock)))
+}
+
+/// Every script the dry run needs must be loaded: a compile error is the
+/// script's own message.
+fn loaded(cfg: &crate::config::Config, host: &ScriptHost, what: &What) -> Result<(), Failure> {
+    let lib = host.library();
+    let names: Vec<String> = match what {
+        What::Script(name) => vec![name.clone()],
+        What::Flow(f) => cfg
+            .flows
+            .get(f.as_str())
+            .map(|fl| fl.scripts().map(str::to_owned).collect())
+            .unwrap_or_default(),
+    };
+    for name in &names {
+        if !lib.scripts.contains_key(name) {
+            return Err(match lib.errors.get(name) {
+                Some(e) => Failure::usage(e.to_string()),
+                None => Failure::usage(format!(
+                    "no script `{name}` in `{}`",
+                    cfg.scripts_dir.display()
+                )),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Whether the script is only ever a monitor: then it runs as one, with no
+/// page and no browser.
+fn only_a_monitor(cfg: &crate::config::Config, what: &What) -> bool {
+    match what {
+        What::Script(name) => {
+            cfg.flows
+                .values()
+                .any(|f| f.monitor.as_deref() == Some(name.as_str()))
+                && !cfg
+                    .flows
+                    .values()
+                    .any(|f| f.steps.iter().any(|s| s.script == *name))
+        }
+        What::Flow(_) => false,
+    }
+}
+
+/// The one page every step of a dry run shares, opened on first use: a
+/// monitor alone never starts a browser.
+struct Pages {
+    browser: Arc<dyn Browser>,
+    session: SessionId,
+    /// Where a fixture's run starts.
+    start_url: Option<String>,
+    timeout: std::time::Duration,
+    page: Option<Arc<dyn Page>>,
+}
+
+impl Pages {
+    async fn get(&mut self) -> Result<Arc<dyn Page>, Failure> {
+        if let Some(p) = &self.page {
+            return Ok(p.clone());
+        }
+        let p = self
+            .browser
+            .new_page(self.session)
+            .await
+            .map_err(|e| Failure::runtime(e.to_string()))?;
+        if let Some(u) = &self.start_url {
+            p.navigate(u, self.timeout)
+                .await
+                .map_err(|e| Failure::runtime(e.to_string()))?;
+        }
+        self.page = Some(p.clone());
+        Ok(p)
+    }
+}
+
+/// Whether the run did what the fixture's `expect:` says.
+fn met(
+    expect: &crate::browser::sim::fixture::Expect,
+    ending: &Ending,
+    sink: &DrySink,
+) -> Result<(), Failure> {
+    let mut problems = Vec::new();
+    if let Some(want) = &expect.end
+        && *want != ending.end
+    {
+        problems.push(format!(
+            "expected the run to end with `{want}`, it ended with `{}`",
+            ending.end
+        ));
+    }
+    if let Some(want) = &expect.outcome
+        && ending.outcome.as_ref() != Some(want)
+    {
+        problems.push(format!("expected outcome `{want}`"));
+    }
+    if let Some(want) = &expect.error
+        && !ending
+            .error
+            .as_ref()
+            .is_some_and(|e| e.contains(want.as_str()))
+    {
+        problems.push(format!("expected an error containing `{want}`"));
+    }
+    if let Some(want) = &expect.would_commit {
+        let labels = sink
+            .labels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !labels.iter().any(|l| l == want) {
+            problems.push(format!("expected the run to reach commit `{want}`"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::runtime(format!(
+            "the fixture's expectations were not met:\n  {}",
+            problems.join("\n  ")
+        )))
     }
 }
 
