@@ -335,6 +335,16 @@ impl App {
     }
 }
 
+/// Whether `next` cannot replace `current` in a running baton. Accounts own
+/// browser sessions and lock files from start-up; a change to them (or to
+/// the session numbers after the guest sessions) would move a login to
+/// another session under a running run.
+fn needs_restart(current: &Config, next: &Config) -> bool {
+    next.accounts != current.accounts
+        || (!next.accounts.is_empty()
+            && next.cycle.max_concurrent_runs != current.cycle.max_concurrent_runs)
+}
+
 /// Reloads `flows.yaml` when it changes: a valid version applies at the
 /// next cycle, an invalid one is reported and ignored.
 fn watch_config(
@@ -360,14 +370,7 @@ fn watch_config(
                     next.resolve_shop_urls(url);
                 }
                 let current = config.load();
-                // Accounts own browser sessions and file locks from
-                // start-up; a change to them (or to the session numbers
-                // after the guest sessions) would move a login to another
-                // session under a running run.
-                if next.accounts != current.accounts
-                    || (!next.accounts.is_empty()
-                        && next.cycle.max_concurrent_runs != current.cycle.max_concurrent_runs)
-                {
+                if needs_restart(&current, &next) {
                     tracing::error!(
                         "flows.yaml: accounts (or max_concurrent_runs, with accounts) changed; restart baton to apply it. Keeping the running configuration"
                     );
@@ -395,4 +398,42 @@ fn watch_config(
             }
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::account::{Account, Check};
+    use crate::id::{AccountId, SessionId};
+
+    #[test]
+    fn a_change_to_accounts_needs_a_restart() {
+        let ada = Arc::new(Account {
+            id: AccountId::new("ada"),
+            session: SessionId(1),
+            username: None,
+            password: None,
+            totp: None,
+            check: Check::Script("check".into()),
+            login: None,
+            login_url: None,
+        });
+        let mut current = Config::default();
+        current.accounts.insert(ada.id.clone(), ada.clone());
+        let mut next = current.clone();
+        next.test_mode = true;
+        assert!(!needs_restart(&current, &next), "other keys reload");
+        next.cycle.max_concurrent_runs = 2;
+        assert!(
+            needs_restart(&current, &next),
+            "account sessions would move"
+        );
+        let mut next = current.clone();
+        Arc::make_mut(next.accounts.get_mut("ada").unwrap()).login = Some("login".into());
+        assert!(needs_restart(&current, &next));
+        let guests = Config::default();
+        let mut more = guests.clone();
+        more.cycle.max_concurrent_runs = 3;
+        assert!(!needs_restart(&guests, &more), "guests alone reload");
+    }
 }

@@ -91,6 +91,51 @@ async fn flows_yaml_reloads_at_the_next_cycle_and_bad_edits_are_ignored() {
     task.await.unwrap();
 }
 
+/// Accounts own browser sessions and lock files from start-up, so an edit
+/// that changes them is refused (the running configuration stays, and the
+/// log says to restart) while the cycles go on, and a later edit that keeps
+/// them applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_to_accounts_waits_for_a_restart() {
+    let accounts = "accounts:\n  ada:\n    check: { script: step }\n";
+    let dir = project(
+        &["a"],
+        &format!("test_mode: true\ndashboard: off\n{accounts}"),
+    );
+    let app = start(dir.path()).await;
+    let mut runs = app.finished.subscribe();
+    let config = app.config.clone();
+    let shutdown = app.shutdown.clone();
+    let task = tokio::spawn(app.run());
+
+    next_run_of(&mut runs, "a").await;
+    write_config(
+        dir.path(),
+        &["a", "b"],
+        &format!(
+            "test_mode: true\ndashboard: off\n{accounts}  bob:\n    check: {{ script: step }}\n"
+        ),
+    );
+    // A later edit that keeps the accounts applies (the refused one may be
+    // coalesced into it; `app::needs_restart`'s own test covers the rule).
+    write_config(
+        dir.path(),
+        &["a", "c"],
+        &format!("test_mode: true\ndashboard: off\n{accounts}"),
+    );
+    next_run_of(&mut runs, "c").await;
+    let cfg = config.load();
+    assert_eq!(
+        cfg.accounts.len(),
+        1,
+        "the accounts changed under a running baton"
+    );
+    assert!(cfg.target("b").is_none());
+
+    shutdown.cancel();
+    task.await.unwrap();
+}
+
 /// `baton state reset` and `state resolve` while `baton run` runs: the state
 /// file has one writer, so the CLI goes through the running baton's
 /// dashboard, and the scheduler applies the change.
