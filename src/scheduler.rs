@@ -39,6 +39,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::account::Account;
 use crate::browser::Browser;
 use crate::config::Config;
 use crate::flow::StepRunner;
@@ -748,12 +749,7 @@ impl Loop {
         // A guest takes any guest session; an account's target only the
         // account's own session, and the account with it (I10).
         let account = cfg.account_of(target).cloned();
-        if let Some(why) = account.as_ref().and_then(|a| self.logged_out.why(&a.id)) {
-            tracing::info!(
-                target = %target.id,
-                "target `{}` skipped: {why}. Its account is not tried again until flows.yaml changes or baton restarts",
-                target.id
-            );
+        if self.held_logged_out(target, account.as_deref()) {
             return true;
         }
         let sessions = match &account {
@@ -797,6 +793,12 @@ impl Loop {
                 }
             }
         };
+
+        // A run on the account may have failed its login while this target
+        // waited for the account: do not try the same login again.
+        if self.held_logged_out(target, account.as_deref()) {
+            return true;
+        }
 
         let pinned = match self.s.steps.pin(&flow) {
             Ok(p) => p,
@@ -872,6 +874,19 @@ impl Loop {
         };
         self.runs
             .spawn(run::execute(guard, target.clone(), flow, pinned, deps));
+        true
+    }
+
+    /// Whether `target`'s account is held after a failed login (and says so).
+    fn held_logged_out(&self, target: &crate::flow::Target, account: Option<&Account>) -> bool {
+        let Some(why) = account.and_then(|a| self.logged_out.why(&a.id)) else {
+            return false;
+        };
+        tracing::info!(
+            target = %target.id,
+            "target `{}` skipped: {why}. Its account is not tried again until flows.yaml changes or baton restarts",
+            target.id
+        );
         true
     }
 

@@ -1060,10 +1060,11 @@ async fn i10_runs_on_one_account_take_turns_and_log_in_once() {
 
 /// A login that does not take ends the run `logged_out`: the target fails
 /// (a person must look: retrying a wrong password locks accounts), and no
-/// step of the flow runs.
+/// step of the flow runs. The account's other target, dispatched while
+/// that run was still going, is not run either: the login is tried once.
 #[tokio::test(start_paused = true)]
 async fn a_login_that_does_not_take_is_logged_out_and_runs_nothing() {
-    let mut cfg = config(&["a"], flow(&["work", "clear!"]));
+    let mut cfg = config(&["a", "b"], flow(&["work", "clear!"]));
     let account = Arc::new(Account {
         id: AccountId::new("ada"),
         session: SessionId(1),
@@ -1075,7 +1076,9 @@ async fn a_login_that_does_not_take_is_logged_out_and_runs_nothing() {
         login_url: None,
     });
     cfg.accounts = BTreeMap::from([(account.id.clone(), account)]);
-    Arc::make_mut(&mut cfg.targets[0]).account = Some(AccountId::new("ada"));
+    for t in &mut cfg.targets {
+        Arc::make_mut(t).account = Some(AccountId::new("ada"));
+    }
     let h = Harness::new(cfg);
     let worked = Arc::new(AtomicU32::new(0));
     {
@@ -1089,8 +1092,20 @@ async fn a_login_that_does_not_take_is_logged_out_and_runs_nothing() {
     h.steps.step("check", |_| async {
         Ok(StepEnd::Outcome("logged_out".into()))
     });
-    h.steps.step("login", |_| async { Ok(StepEnd::Continue) });
+    let logins = Arc::new(AtomicU32::new(0));
+    {
+        let logins = logins.clone();
+        h.steps.step("login", move |_| {
+            logins.fetch_add(1, Ordering::SeqCst);
+            async { Ok(StepEnd::Continue) }
+        });
+    }
     h.run_cycles(2).await;
+    assert_eq!(
+        logins.load(Ordering::SeqCst),
+        1,
+        "the wrong login was tried again"
+    );
     let hist = h.history();
     assert_eq!(hist.len(), 1, "a failed target is not retried: {hist:#?}");
     let r = &hist[0];
