@@ -1,7 +1,9 @@
 //! The demo shop's accounts, as real shops have them: a login form, an
 //! optional one-time-code step, a session cookie that the server expires,
 //! and, once logged in, a cart and a saved address that belong to the
-//! account rather than to the browser. Two browsers logged into one
+//! account rather than to the browser. The login form carries a one-time
+//! token, as real shops' do, so a login is a form a page rendered, not a
+//! POST replayed from elsewhere. Two browsers logged into one
 //! account share that cart, so the overlap detector sees them as one
 //! session (the overlap I10 prevents).
 //!
@@ -111,8 +113,15 @@ fn next_path(next: Option<&str>) -> String {
     }
 }
 
-pub(super) async fn login_page(Query(q): Query<Next>) -> Response {
-    pages::login(&next_path(q.next.as_deref()), None).into_response()
+pub(super) async fn login_page(State(shop): State<Shop>, Query(q): Query<Next>) -> Response {
+    login_form(&shop, &next_path(q.next.as_deref()), None).into_response()
+}
+
+/// The login form with a fresh one-time token.
+fn login_form(shop: &Shop, next: &str, error: Option<&str>) -> axum::response::Html<String> {
+    let token = random_token("c");
+    shop.lock().login_tokens.insert(token.clone());
+    pages::login(next, &token, error)
 }
 
 #[derive(Deserialize)]
@@ -123,10 +132,24 @@ pub(super) struct LoginForm {
     password: String,
     #[serde(default)]
     next: Option<String>,
+    /// The form's one-time token.
+    #[serde(default)]
+    token: String,
 }
 
 pub(super) async fn login(State(shop): State<Shop>, Form(f): Form<LoginForm>) -> Response {
     let next = next_path(f.next.as_deref());
+    if !shop.lock().login_tokens.remove(&f.token) {
+        return (
+            StatusCode::FORBIDDEN,
+            login_form(
+                &shop,
+                &next,
+                Some("This form has expired. Please sign in again."),
+            ),
+        )
+            .into_response();
+    }
     let account = {
         let s = shop.lock();
         s.accounts
@@ -137,7 +160,7 @@ pub(super) async fn login(State(shop): State<Shop>, Form(f): Form<LoginForm>) ->
     match account {
         None => (
             StatusCode::UNAUTHORIZED,
-            pages::login(&next, Some("Wrong username or password.")),
+            login_form(&shop, &next, Some("Wrong username or password.")),
         )
             .into_response(),
         Some((name, true)) => {

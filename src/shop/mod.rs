@@ -134,6 +134,8 @@ struct ShopState {
     auths: HashMap<String, account::Auth>,
     /// Password given, one-time code awaited: cookie token to account.
     pending: HashMap<String, String>,
+    /// Login forms rendered and not yet posted.
+    login_tokens: std::collections::HashSet<String>,
     auth_ttl: Duration,
     /// Latency per step, and how many more requests it applies to
     /// (`None`: all).
@@ -177,6 +179,7 @@ impl ShopState {
             accounts: account::default_accounts(),
             auths: HashMap::new(),
             pending: HashMap::new(),
+            login_tokens: std::collections::HashSet::new(),
             auth_ttl: account::DEFAULT_TTL,
             delays: HashMap::new(),
             fails: HashMap::new(),
@@ -798,14 +801,25 @@ mod tests {
             .find(|kv| kv.starts_with(&format!("{name}=")))
     }
 
+    /// The one-time token of a freshly rendered login form.
+    async fn form_token(app: &Router) -> String {
+        let (_, _, body) = call(app, "GET", "/account/login", None, "").await;
+        let at = body
+            .find("name=\"token\" value=\"")
+            .expect("the form has a token")
+            + 20;
+        body[at..].split('"').next().unwrap().to_owned()
+    }
+
     /// Logs guest session `guest` into `user`; returns its cookie header.
     async fn log_in(app: &Router, guest: &str, user: &str, password: &str) -> String {
+        let token = form_token(app).await;
         let (st, h, _) = call(
             app,
             "POST",
             "/account/login",
             Some(guest),
-            &format!("username={user}&password={password}&next=%2Fcart"),
+            &format!("username={user}&password={password}&next=%2Fcart&token={token}"),
         )
         .await;
         assert_eq!(st, StatusCode::SEE_OTHER);
@@ -817,16 +831,39 @@ mod tests {
     async fn an_account_owns_its_cart_and_address_across_browsers() {
         let shop = Shop::new();
         let app = router(shop.clone());
+        // A post that no rendered form carries is refused, right password
+        // or not; a form's token works once.
+        let (st, h, _) = call(
+            &app,
+            "POST",
+            "/account/login",
+            Some("shop_session=a"),
+            "username=ada&password=lovelace&token=made-up",
+        )
+        .await;
+        assert_eq!(st, StatusCode::FORBIDDEN);
+        assert!(set_cookie(&h, account::AUTH_COOKIE).is_none());
         // A wrong password is refused, with a message to show.
+        let token = form_token(&app).await;
+        let body_of = |t: &str| format!("username=ada&password=babbage&token={t}");
         let (st, h, body) = call(
             &app,
             "POST",
             "/account/login",
             Some("shop_session=a"),
-            "username=ada&password=babbage",
+            &body_of(&token),
         )
         .await;
         assert_eq!(st, StatusCode::UNAUTHORIZED);
+        let (st, _, _) = call(
+            &app,
+            "POST",
+            "/account/login",
+            Some("shop_session=a"),
+            &body_of(&token),
+        )
+        .await;
+        assert_eq!(st, StatusCode::FORBIDDEN, "a token is used once");
         assert!(body.contains("id=\"login-error\""), "{body}");
         assert!(set_cookie(&h, account::AUTH_COOKIE).is_none());
         let (_, h, _) = call(&app, "GET", "/account", Some("shop_session=a"), "").await;
@@ -875,12 +912,13 @@ mod tests {
         assert!(cart.contains("id=\"cart-empty\""), "{cart}");
 
         // grace has a second step.
+        let token = form_token(&app).await;
         let (st, h, _) = call(
             &app,
             "POST",
             "/account/login",
             Some("shop_session=g"),
-            "username=grace&password=hopper",
+            &format!("username=grace&password=hopper&token={token}"),
         )
         .await;
         assert_eq!(st, StatusCode::SEE_OTHER);

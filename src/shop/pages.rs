@@ -188,11 +188,17 @@ pub fn address(total_cents: u64, saved: Option<&super::checkout::Details>) -> Ht
     )
 }
 
-/// The login form. `error` is shown after a wrong password.
-pub fn login(next: &str, error: Option<&str>) -> Html<String> {
-    let error = error
+/// A login page's error line (`#login-error`), if any.
+fn login_error(error: Option<&str>) -> String {
+    error
         .map(|e| format!(r#"<p id="login-error" class="error">{}</p>"#, escape(e)))
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// The login form, with its one-time `token`. `error` is shown after a
+/// wrong password.
+pub fn login(next: &str, token: &str, error: Option<&str>) -> Html<String> {
+    let error = login_error(error);
     layout(
         "Sign in",
         None,
@@ -200,20 +206,20 @@ pub fn login(next: &str, error: Option<&str>) -> Html<String> {
             r#"<main id="login-page"><h1>Sign in</h1>{error}
 <form id="login-form" method="post" action="/account/login">
 <input type="hidden" name="next" value="{next}">
+<input type="hidden" name="token" value="{token}">
 <label>Username <input id="username" name="username" autocomplete="username"></label>
 <label>Password <input id="password" name="password" type="password" autocomplete="current-password"></label>
 <button id="sign-in" type="submit">Sign in</button>
 </form></main>"#,
-            next = escape(next)
+            next = escape(next),
+            token = escape(token)
         ),
     )
 }
 
 /// The one-time-code step of a login.
 pub fn totp(next: &str, error: Option<&str>) -> Html<String> {
-    let error = error
-        .map(|e| format!(r#"<p id="login-error" class="error">{}</p>"#, escape(e)))
-        .unwrap_or_default();
+    let error = login_error(error);
     layout(
         "Two-step verification",
         None,
