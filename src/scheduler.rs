@@ -794,12 +794,6 @@ impl Loop {
             }
         };
 
-        // A run on the account may have failed its login while this target
-        // waited for the account: do not try the same login again.
-        if self.held_logged_out(target, account.as_deref()) {
-            return true;
-        }
-
         let pinned = match self.s.steps.pin(&flow) {
             Ok(p) => p,
             Err(e) => {
@@ -816,6 +810,12 @@ impl Loop {
             let status = self.s.state.get(target.id.as_str()).status;
             if !status.is_runnable() {
                 tracing::info!(target = %target.id, status = %status, "not dispatched: status changed");
+                return true;
+            }
+            // Likewise the account: a run on it may have failed its login
+            // while this target waited for it (the run holds the account
+            // before it deregisters). The same login is not tried again.
+            if self.held_logged_out(target, account.as_deref()) {
                 return true;
             }
             let guard = match self.s.registry.register(Registration {
@@ -891,13 +891,18 @@ impl Loop {
     }
 
     /// Shows the accounts held after a failed login.
+    /// Called on every reap: observers are woken only when it changed.
     fn publish_logged_out(&self) {
-        let held = self.logged_out.list();
-        self.publish(|st| {
-            st.logged_out = held
-                .into_iter()
-                .map(|(account, why)| LoggedOutAccount { account, why })
-                .collect();
+        let held: Vec<LoggedOutAccount> = self
+            .logged_out
+            .list()
+            .into_iter()
+            .map(|(account, why)| LoggedOutAccount { account, why })
+            .collect();
+        self.s.status.send_if_modified(|st| {
+            let changed = st.logged_out != held;
+            st.logged_out = held;
+            changed
         });
     }
 

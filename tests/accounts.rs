@@ -8,8 +8,6 @@ use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use baton::app::{App, Options};
 use baton::browser::Browser;
@@ -178,29 +176,12 @@ async fn two_targets_on_one_account_never_run_at_once() {
     common::live::ShopApi::new(&app.shop.as_ref().unwrap().url())
         .post("/admin/delay/checkout/800")
         .await;
-    let (peak_ada, peak_all) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let watcher = {
-        let (registry, peak_ada, peak_all) =
-            (app.registry.clone(), peak_ada.clone(), peak_all.clone());
-        let mut rx = registry.watch();
-        tokio::spawn(async move {
-            while rx.changed().await.is_ok() {
-                let runs = registry.snapshot();
-                let ada = runs.iter().filter(|r| r.target.as_str() != "1002").count();
-                peak_ada.fetch_max(ada, Ordering::SeqCst);
-                peak_all.fetch_max(runs.len(), Ordering::SeqCst);
-            }
-        })
-    };
+    let peaks = common::Peaks::watch(app.registry.clone(), |r| r.target.as_str() != "1002");
     let st = app.state.clone();
     app.run().await;
-    watcher.abort();
-    assert_eq!(
-        peak_ada.load(Ordering::SeqCst),
-        1,
-        "two runs on ada at once"
-    );
-    assert_eq!(peak_all.load(Ordering::SeqCst), 2, "the guest ran beside");
+    let (peak_ada, peak_all) = peaks.stop();
+    assert_eq!(peak_ada, 1, "two runs on ada at once");
+    assert_eq!(peak_all, 2, "the guest ran beside");
     assert_eq!(sh.account_orders("ada"), 4);
     assert_eq!(sh.account_overlaps("ada"), 0, "{:?}", sh.overlap_events());
     assert_eq!(sh.overlaps(), 0, "{:?}", sh.overlap_events());

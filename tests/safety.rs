@@ -5,12 +5,10 @@
 
 use crate::common;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
-use baton::account::{Account, Check};
 use baton::browser::Selectors;
 use baton::browser::sim::Fault;
 use baton::flow::{StepEnd, StepError};
@@ -967,22 +965,7 @@ async fn i10_an_account_waits_for_its_run_and_is_quarantined_with_it() {
 async fn i10_runs_on_one_account_take_turns_and_log_in_once() {
     let mut cfg = config(&["a", "b", "g"], flow(&["work"]));
     cfg.cycle.max_concurrent_runs = 2;
-    let account = Arc::new(Account {
-        id: AccountId::new("ada"),
-        session: SessionId(2),
-        username: None,
-        password: None,
-        totp: None,
-        check: Check::Script("check".into()),
-        login: Some("login".into()),
-        login_url: None,
-    });
-    cfg.accounts = BTreeMap::from([(account.id.clone(), account)]);
-    for t in &mut cfg.targets {
-        if t.id.as_str() != "g" {
-            Arc::make_mut(t).account = Some(AccountId::new("ada"));
-        }
-    }
+    common::on_account(&mut cfg, "ada", &["a", "b"]);
     let h = Harness::new(cfg);
     let tl = Timeline::default();
     timed_step(&h, "work", secs(6), &tl);
@@ -1014,35 +997,14 @@ async fn i10_runs_on_one_account_take_turns_and_log_in_once() {
             async { Ok(StepEnd::Continue) }
         });
     }
-    let (peak_ada, peak_all) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
-    let watcher = {
-        let (registry, peak_ada, peak_all) =
-            (h.registry.clone(), peak_ada.clone(), peak_all.clone());
-        let mut rx = registry.watch();
-        tokio::spawn(async move {
-            while rx.changed().await.is_ok() {
-                let runs = registry.snapshot();
-                // By target, not by the run's account: the check must not
-                // trust the mechanism it checks.
-                let ada = runs.iter().filter(|r| r.target.as_str() != "g").count() as u32;
-                peak_ada.fetch_max(ada, Ordering::SeqCst);
-                peak_all.fetch_max(runs.len() as u32, Ordering::SeqCst);
-            }
-        })
-    };
+    // By target, not by the run's account: the check must not trust the
+    // mechanism it checks.
+    let peaks = common::Peaks::watch(h.registry.clone(), |r| r.target.as_str() != "g");
     h.run_cycles(5).await;
-    watcher.abort();
+    let (peak_ada, peak_all) = peaks.stop();
 
-    assert_eq!(
-        peak_ada.load(Ordering::SeqCst),
-        1,
-        "two runs on one account"
-    );
-    assert_eq!(
-        peak_all.load(Ordering::SeqCst),
-        2,
-        "the guest ran beside them"
-    );
+    assert_eq!(peak_ada, 1, "two runs on one account");
+    assert_eq!(peak_all, 2, "the guest ran beside them");
     assert_eq!(
         logins.load(Ordering::SeqCst),
         1,
@@ -1065,20 +1027,7 @@ async fn i10_runs_on_one_account_take_turns_and_log_in_once() {
 #[tokio::test(start_paused = true)]
 async fn a_login_that_does_not_take_is_logged_out_and_runs_nothing() {
     let mut cfg = config(&["a", "b"], flow(&["work", "clear!"]));
-    let account = Arc::new(Account {
-        id: AccountId::new("ada"),
-        session: SessionId(1),
-        username: None,
-        password: None,
-        totp: None,
-        check: Check::Script("check".into()),
-        login: Some("login".into()),
-        login_url: None,
-    });
-    cfg.accounts = BTreeMap::from([(account.id.clone(), account)]);
-    for t in &mut cfg.targets {
-        Arc::make_mut(t).account = Some(AccountId::new("ada"));
-    }
+    common::on_account(&mut cfg, "ada", &["a", "b"]);
     let h = Harness::new(cfg);
     let worked = Arc::new(AtomicU32::new(0));
     {

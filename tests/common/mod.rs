@@ -156,6 +156,75 @@ impl Harness {
     }
 }
 
+/// Puts `targets` on account `name`, whose check is the step `check` and
+/// whose login is the step `login`; its session follows the guest
+/// sessions, as flows.yaml would number it.
+pub fn on_account(cfg: &mut Config, name: &str, targets: &[&str]) {
+    use baton::account::{Account, Check};
+    use baton::id::{AccountId, SessionId};
+    let account = Arc::new(Account {
+        id: AccountId::new(name),
+        session: SessionId(cfg.cycle.max_concurrent_runs),
+        username: None,
+        password: None,
+        totp: None,
+        check: Check::Script("check".into()),
+        login: Some("login".into()),
+        login_url: None,
+    });
+    cfg.accounts.insert(account.id.clone(), account);
+    for t in &mut cfg.targets {
+        if targets.contains(&t.id.as_str()) {
+            Arc::make_mut(t).account = Some(AccountId::new(name));
+        }
+    }
+}
+
+/// The most runs registered at once, in all and among those `counted`
+/// picks, followed through the registry's changes.
+pub struct Peaks {
+    counted: Arc<std::sync::atomic::AtomicUsize>,
+    all: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Peaks {
+    pub fn watch(
+        registry: Arc<Registry>,
+        counted: impl Fn(&baton::registry::RunInfo) -> bool + Send + 'static,
+    ) -> Peaks {
+        use std::sync::atomic::Ordering;
+        let (c, a) = (Arc::default(), Arc::default());
+        let (peak_c, peak_a): (
+            Arc<std::sync::atomic::AtomicUsize>,
+            Arc<std::sync::atomic::AtomicUsize>,
+        ) = (Arc::clone(&c), Arc::clone(&a));
+        let mut rx = registry.watch();
+        let task = tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let runs = registry.snapshot();
+                peak_c.fetch_max(runs.iter().filter(|r| counted(r)).count(), Ordering::SeqCst);
+                peak_a.fetch_max(runs.len(), Ordering::SeqCst);
+            }
+        });
+        Peaks {
+            counted: c,
+            all: a,
+            task,
+        }
+    }
+
+    /// Stops watching; returns (the counted peak, the peak of all runs).
+    pub fn stop(self) -> (usize, usize) {
+        use std::sync::atomic::Ordering;
+        self.task.abort();
+        (
+            self.counted.load(Ordering::SeqCst),
+            self.all.load(Ordering::SeqCst),
+        )
+    }
+}
+
 /// Asserts that every run in `records` completed; on failure the message
 /// lists them all, and points at the caller's line.
 #[track_caller]
