@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::browser::storage::StorageState;
+use crate::browser::{Page, PageError, Selectors};
 use crate::id::{AccountId, SessionId};
 
 /// The outcome a run ends with when its account stays logged out.
@@ -110,6 +111,26 @@ impl LoggedOut {
     /// Lets every account try again; returns the ones that were held.
     pub fn clear(&self) -> Vec<AccountId> {
         std::mem::take(&mut *self.held()).into_keys().collect()
+    }
+}
+
+/// A check by page: open `url` and wait, up to `timeout`, for any of
+/// `selector`. Waiting, not a glance: many shops render the account's name
+/// by script after the page has loaded. The cost is one `timeout` when the
+/// session is logged out. `Err` when the page itself could not be had.
+pub async fn page_logged_in(
+    page: &dyn Page,
+    url: &str,
+    selector: &[String],
+    timeout: std::time::Duration,
+) -> Result<bool, String> {
+    page.navigate(url, timeout)
+        .await
+        .map_err(|e| format!("login check: {e}"))?;
+    match page.wait_for(&Selectors::many(selector), timeout).await {
+        Ok(_) => Ok(true),
+        Err(PageError::NotFound { .. }) => Ok(false),
+        Err(e) => Err(format!("login check: {e}")),
     }
 }
 

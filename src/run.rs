@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::account::{Account, AccountStore, Check, LOGGED_OUT, LoggedOut};
-use crate::browser::{Browser, Page, Selectors};
+use crate::browser::{Browser, Page};
 use crate::flow::{
     CommitAnswer, CommitSink, Flow, OutcomeAction, PinnedFlow, Step, StepContext, StepEnd,
     StepError, StepErrorKind, Target, Timeouts, panic_message,
@@ -626,13 +626,13 @@ impl Steps<'_> {
                 let token = self.control.token().child_token();
                 let checked = async {
                     let page = self.page(&token).await?;
-                    let t = self.deps.timeouts.action;
-                    page.navigate(url, t)
-                        .await
-                        .map_err(|e| format!("login check: {e}"))?;
-                    page.exists(&Selectors::many(selector))
-                        .await
-                        .map_err(|e| format!("login check: {e}"))
+                    crate::account::page_logged_in(
+                        page.as_ref(),
+                        url,
+                        selector,
+                        self.deps.timeouts.action,
+                    )
+                    .await
                 };
                 let checked = tokio::select! {
                     r = checked => r,

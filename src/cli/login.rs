@@ -17,7 +17,7 @@ use super::{Failure, Signals, demo_shop_base};
 use crate::account::{Account, AccountStore, Check, LOGGED_OUT};
 use crate::browser::chrome::ChromeBrowser;
 use crate::browser::storage::StorageState;
-use crate::browser::{Browser, Page, Selectors};
+use crate::browser::{Browser, Page};
 use crate::config::Config;
 use crate::flow::StepEnd;
 use crate::flow::Target;
@@ -163,12 +163,7 @@ async fn session(
 async fn check(cfg: &Config, account: &Account, page: Arc<dyn Page>) -> Result<bool, String> {
     match &account.check {
         Check::Page { url, selector } => {
-            page.navigate(url, cfg.browser.timeout)
-                .await
-                .map_err(|e| e.to_string())?;
-            page.exists(&Selectors::many(selector))
-                .await
-                .map_err(|e| e.to_string())
+            crate::account::page_logged_in(page.as_ref(), url, selector, cfg.browser.timeout).await
         }
         Check::Script(script) => {
             let host = ScriptHost::builder(&cfg.scripts_dir)

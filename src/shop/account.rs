@@ -275,6 +275,25 @@ pub(super) async fn account_page(State(shop): State<Shop>, headers: HeaderMap) -
     pages::account(&name, &a.address, orders).into_response()
 }
 
+/// `GET /api/account`: who is logged in, for the account page's script.
+/// It takes the shop a moment, so the greeting appears after `load`.
+pub(super) async fn account_api(State(shop): State<Shop>, headers: HeaderMap) -> Response {
+    tokio::time::sleep(ACCOUNT_API_DELAY).await;
+    let Some(name) = account_of(&shop, &headers) else {
+        return StatusCode::UNAUTHORIZED.into_response();
+    };
+    let full = shop
+        .lock()
+        .accounts
+        .get(&name)
+        .map(|a| a.address.name.clone())
+        .unwrap_or_default();
+    axum::Json(serde_json::json!({ "user": name, "name": full })).into_response()
+}
+
+/// How long the account API takes: the greeting is not there at `load`.
+const ACCOUNT_API_DELAY: Duration = Duration::from_millis(250);
+
 pub(super) async fn logout(State(shop): State<Shop>, headers: HeaderMap) -> Response {
     if let Some(token) = cookie(&headers, AUTH_COOKIE) {
         shop.lock().auths.remove(&token);

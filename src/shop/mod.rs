@@ -494,6 +494,7 @@ pub fn router(shop: Shop) -> Router {
         .route("/account/totp", get(account::totp_page).post(account::totp))
         .route("/account", get(account::account_page))
         .route("/account/logout", post(account::logout))
+        .route("/api/account", get(account::account_api))
         .route("/admin/accounts", get(account::admin_accounts))
         .route("/admin/accounts/{name}/expire", post(account::expire))
         .route("/admin/session_ttl/{ms}", post(account::session_ttl))
@@ -871,7 +872,12 @@ mod tests {
 
         let a = log_in(&app, "shop_session=a", "ada", "lovelace").await;
         let (_, _, body) = call(&app, "GET", "/account", Some(&a), "").await;
-        assert!(body.contains("id=\"account-name\">Ada Lovelace<"), "{body}");
+        assert!(
+            body.contains("id=\"account-page\"") && !body.contains("id=\"account-name\""),
+            "the greeting is rendered by script: {body}"
+        );
+        let (_, _, me) = call(&app, "GET", "/api/account", Some(&a), "").await;
+        assert!(me.contains("\"name\":\"Ada Lovelace\""), "{me}");
         // Browser a fills the account's cart; browser b, logged into the
         // same account, sees the same cart.
         call(&app, "POST", "/cart/add/1001", Some(&a), "qty=1").await;

@@ -242,12 +242,22 @@ pub fn account(name: &str, address: &super::checkout::Details, orders: usize) ->
         "Your account",
         None,
         &format!(
-            r#"<main id="account-page"><h1>Hello, <span id="account-name">{full}</span></h1>
+            r#"<main id="account-page"><h1>Hello, <span id="account-slot">…</span></h1>
 <p>Signed in as <b id="account-user">{name}</b>.</p>
 <p>Saved address: <span id="saved-address">{address}</span></p>
 <p>Orders: <span id="account-orders">{orders}</span></p>
-<form method="post" action="/account/logout"><button id="sign-out" type="submit">Sign out</button></form></main>"#,
-            full = escape(&address.name),
+<form method="post" action="/account/logout"><button id="sign-out" type="submit">Sign out</button></form></main>
+<script>
+  // The greeting comes from the account API after the page has loaded, as
+  // on shops whose account pages are rendered by script.
+  fetch("/api/account").then((r) => r.ok ? r.json() : null).then((a) => {{
+    if (!a) return;
+    const s = document.createElement("span");
+    s.id = "account-name";
+    s.textContent = a.name;
+    document.getElementById("account-slot").replaceChildren(s);
+  }});
+</script>"#,
             name = escape(name),
             address = escape(&address.address),
         ),
