@@ -114,6 +114,7 @@ fn run_args(page: Option<Arc<dyn Page>>, cancel: CancellationToken) -> ScriptRun
         trace: None,
         http_fixture: None,
         account: None,
+        notices: None,
     }
 }
 

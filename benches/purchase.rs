@@ -107,6 +107,7 @@ async fn run() {
                         trace: None,
                         http_fixture: None,
                         account: None,
+                        notices: None,
                     },
                 )
                 .await;

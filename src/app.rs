@@ -19,6 +19,7 @@ use crate::config::{Config, ConfigError};
 use crate::dashboard::{self, Dashboard};
 use crate::logging::Recent;
 use crate::metrics::Metrics;
+use crate::notify::{Event, Kind, Notifier};
 use crate::registry::Registry;
 use crate::scheduler::{Command, Scheduler, SchedulerStatus, Summary};
 use crate::script::{Plugin, ScriptError, ScriptHost};
@@ -125,6 +126,8 @@ pub struct App {
     scheduler: Scheduler,
     /// Stops the shop and dashboard servers.
     servers: CancellationToken,
+    pub notifier: Notifier,
+    notifier_tasks: Option<crate::notify::Running>,
     _watches: Vec<crate::watch::Watch>,
     /// This process's claim on each account, for its whole life.
     _accounts: Vec<crate::account::AccountLock>,
@@ -144,6 +147,11 @@ impl App {
             && let Some(t) = &d.token
         {
             redactor.add(t);
+        }
+        if let Some(n) = &cfg.notify {
+            for v in n.credentials() {
+                redactor.add(v);
+            }
         }
 
         let (state, recovery) = StateStore::open(&cfg.state_dir)?;
@@ -167,6 +175,23 @@ impl App {
         let state = Arc::new(state);
         state.ensure_targets(cfg.targets.iter().map(|t| &t.id))?;
 
+        let metrics = Arc::new(Metrics::new());
+        // After the state store: its lock makes this the outbox's only
+        // writer, and its recovery has settled what the catch-up reads.
+        let (notifier, notifier_tasks) = match &cfg.notify {
+            Some(n) => {
+                let (notifier, tasks) = Notifier::start(
+                    n.clone(),
+                    &cfg.state_dir,
+                    cfg.secrets.clone(),
+                    redactor.clone(),
+                    metrics.clone(),
+                )?;
+                (notifier, Some(tasks))
+            }
+            None => (Notifier::off(), None),
+        };
+
         let servers = CancellationToken::new();
         let shop = match &cfg.demo_shop {
             Some(s) => {
@@ -183,14 +208,16 @@ impl App {
             None => None,
         };
 
-        let metrics = Arc::new(Metrics::new());
-        let scripts = ScriptHost::builder(&cfg.scripts_dir)
+        let mut scripts = ScriptHost::builder(&cfg.scripts_dir)
             .plugins(opts.plugins.iter().cloned())
             .secrets(cfg.secrets.clone())
             .redactor(redactor.clone())
             .shots_dir(crate::state::shots_dir(&cfg.state_dir))
-            .metrics(metrics.clone())
-            .build();
+            .metrics(metrics.clone());
+        if notifier.is_on() {
+            scripts = scripts.notices(Arc::new(notifier.clone()));
+        }
+        let scripts = scripts.build();
         let lib = scripts.library();
         let used = cfg.scripts();
         let mut broken: Vec<ScriptError> = used
@@ -272,7 +299,32 @@ impl App {
         };
 
         let mut watches = Vec::new();
-        match crate::script::reload::watch(scripts.clone(), |_| {}) {
+        let told = notifier.clone();
+        match crate::script::reload::watch(scripts.clone(), move |report| {
+            if !report.failed.is_empty() {
+                told.emit(Event::new(
+                    Kind::ReloadFailed,
+                    format!(
+                        "Script reload failed: {}",
+                        report
+                            .failed
+                            .iter()
+                            .map(|e| e.file.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    format!(
+                        "The last good version keeps running.\n{}",
+                        report
+                            .failed
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    ),
+                ));
+            }
+        }) {
             Ok(w) => watches.push(w),
             Err(e) => tracing::warn!(error = %e, "cannot watch scripts; hot reload is off"),
         }
@@ -282,6 +334,7 @@ impl App {
             scripts.clone(),
             shop.as_ref().map(super::shop::Running::url),
             opts.env,
+            notifier.clone(),
         ) {
             Ok(w) => watches.push(w),
             Err(e) => tracing::warn!(error = %e, "cannot watch the config; changes need a restart"),
@@ -300,6 +353,7 @@ impl App {
             cycles: opts.cycles,
             seed: rand::random(),
             finished: Some(finished.clone()),
+            notifier: notifier.clone(),
         };
         Ok(App {
             config,
@@ -316,6 +370,8 @@ impl App {
             finished,
             scheduler,
             servers,
+            notifier,
+            notifier_tasks,
             _watches: watches,
             _accounts: account_locks,
         })
@@ -323,7 +379,41 @@ impl App {
 
     /// Runs cycles until the limit or `shutdown`, then stops everything.
     pub async fn run(self) -> Summary {
+        let cfg = self.config.load_full();
+        self.notifier.emit(Event::new(
+            Kind::Started,
+            "baton started",
+            format!(
+                "baton {} started with {} target(s) on {}.",
+                env!("CARGO_PKG_VERSION"),
+                cfg.targets.len(),
+                hostname()
+            ),
+        ));
+        let browser_events = self
+            .browser
+            .health_changes()
+            .map(|rx| tokio::spawn(crate::notify::watch_browser(rx, self.notifier.clone())));
         let summary = self.scheduler.run().await;
+        if let Some(t) = browser_events {
+            t.abort();
+        }
+        self.notifier.emit(Event::new(
+            Kind::Stopped,
+            "baton stopped",
+            format!(
+                "baton stopped on {} after {} cycle(s) and {} run(s).",
+                hostname(),
+                summary.cycles,
+                summary.runs
+            ),
+        ));
+        if let Some(t) = self.notifier_tasks {
+            // A short grace: the `stopped` message, and whatever else is
+            // pending, goes now if the receivers are up; the rest waits in
+            // the outbox for the next start.
+            t.stop(NOTIFY_GRACE).await;
+        }
         self.servers.cancel();
         if let Some(s) = self.shop {
             let _ = s.task.await;
@@ -333,6 +423,18 @@ impl App {
         }
         summary
     }
+}
+
+/// How long a stopping baton gives its senders to deliver what is pending.
+const NOTIFY_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// This machine's name, for start and stop messages.
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "this machine".into())
 }
 
 /// Whether `next` cannot replace `current` in a running baton. Accounts own
@@ -353,6 +455,7 @@ fn watch_config(
     scripts: ScriptHost,
     shop_url: Option<String>,
     env: fn(&str) -> Option<String>,
+    notifier: Notifier,
 ) -> Result<crate::watch::Watch, notify::Error> {
     let file = path.to_owned();
     let dir = match path.parent() {
@@ -377,13 +480,14 @@ fn watch_config(
                     return;
                 }
                 if next.state_dir != current.state_dir
+                    || next.notify != current.notify
                     || next.scripts_dir != current.scripts_dir
                     || next.dashboard != current.dashboard
                     || next.demo_shop != current.demo_shop
                     || next.browser != current.browser
                 {
                     tracing::warn!(
-                        "flows.yaml: changes to state_dir, scripts_dir, dashboard, demo_shop and browser apply after a restart"
+                        "flows.yaml: changes to state_dir, scripts_dir, dashboard, demo_shop, browser and notify apply after a restart"
                     );
                 }
                 for v in next.secrets.values() {
@@ -395,6 +499,11 @@ fn watch_config(
             }
             Err(e) => {
                 tracing::error!("flows.yaml has errors; keeping the running configuration:\n{e}");
+                notifier.emit(Event::new(
+                    Kind::ReloadFailed,
+                    "flows.yaml reload failed",
+                    format!("The running configuration is kept.\n{e}"),
+                ));
             }
         },
     )

@@ -1,5 +1,5 @@
-//! The command line: `run`, `check`, `dry-run`, `login`, `demo-shop`,
-//! `state`, `defs`. Each command turns its outcome into a message and an exit code:
+//! The command line: `run`, `check`, `dry-run`, `login`, `notify`,
+//! `demo-shop`, `state`, `defs`. Each command turns its outcome into a message and an exit code:
 //! 0 success, 1 runtime failure, 2 usage or configuration error.
 
 use std::io::Write as _;
@@ -39,6 +39,7 @@ fn answer(text: &str) -> Result<(), Failure> {
 
 mod dry_run;
 mod login;
+mod notify;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -51,6 +52,7 @@ Examples:
   baton state resolve 1001 --as completed     settle an in_doubt target
   baton login ada                             log an account in by hand, keep the session
   baton login ada --check                     is the saved session still logged in?
+  baton notify test                           send a test message to every channel
   baton demo-shop --port 8099                 serve the demo shop alone
 
 Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
@@ -154,6 +156,15 @@ enum Cmd {
         #[arg(short, long, default_value = "flows.yaml")]
         config: PathBuf,
     },
+    /// Send a test message to the notification channels and say how each
+    /// went.
+    #[command(after_help = "Examples:\n  baton notify test\n  baton notify test phone")]
+    Notify {
+        #[arg(short, long, default_value = "flows.yaml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: NotifyCmd,
+    },
     /// Serve the demo shop alone.
     #[command(
         after_help = "Examples:\n  baton demo-shop\n  baton demo-shop --port 9000\n  curl -X POST http://127.0.0.1:8099/admin/stock/1003/5"
@@ -182,6 +193,16 @@ enum Cmd {
         /// Write here instead of stdout.
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum NotifyCmd {
+    /// Deliver a test message now (not through the outbox), to one channel
+    /// or to all. Exit 0 when every one was delivered, 1 otherwise.
+    Test {
+        /// A channel under `notify.channels`; all of them without it.
+        channel: Option<String>,
     },
 }
 
@@ -280,6 +301,10 @@ async fn dispatch(cmd: Cmd, opts: Options, recent: Recent) -> Result<(), Failure
     match cmd {
         Cmd::Run { config, cycles } => run(config, cycles, opts, recent).await,
         Cmd::Check { config } => check(&config, opts),
+        Cmd::Notify {
+            config,
+            action: NotifyCmd::Test { channel },
+        } => notify::test(&load(&config)?, channel.as_deref()).await,
         Cmd::DryRun {
             script,
             flow,
@@ -549,8 +574,13 @@ fn check(config: &Path, opts: Options) -> Result<(), Failure> {
     } else {
         format!(", {} account(s)", cfg.accounts.len())
     };
+    let channels = cfg
+        .notify
+        .as_ref()
+        .map(|n| format!(", {} notification channel(s)", n.channels.len()))
+        .unwrap_or_default();
     answer(&format!(
-        "{}: ok ({} target(s), {} flow(s){accounts}); {}: ok ({} script(s))\n",
+        "{}: ok ({} target(s), {} flow(s){accounts}{channels}); {}: ok ({} script(s))\n",
         cfg.file.display(),
         cfg.targets.len(),
         cfg.flows.len(),

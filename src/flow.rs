@@ -163,6 +163,11 @@ pub trait CommitSink: Send + Sync {
     /// example the order number; `None` if it returned nothing). The shop
     /// answered: the run persists `committed` with that order at once.
     fn done(&self, label: &str, result: Option<&str>);
+    /// Called before `done` when the closure reported a price with its
+    /// order (`#{ order: .., price: .. }`).
+    fn priced(&self, price: &str) {
+        let _ = price;
+    }
     /// Called when the script said, inside the closure, that the shop
     /// refused the order (`not_placed(reason)`): nothing was placed, so the
     /// target may be retried.
@@ -175,6 +180,15 @@ pub trait CommitSink: Send + Sync {
     fn deadline(&self) -> Option<tokio::time::Instant> {
         None
     }
+}
+
+/// Where a script's `notify(..)` goes: a narrow handle, like
+/// [`CommitSink`], so the script host knows nothing of the notifier.
+pub trait Notices: Send + Sync {
+    /// Queues `message` from a run of `target`: to `channel`, or where the
+    /// rules send event `script`. Returns what to show in a dry run's
+    /// trace; errs on a channel that does not exist.
+    fn notify(&self, target: &str, channel: Option<&str>, message: &str) -> Result<String, String>;
 }
 
 /// How a commit closure ended, as far as the shop's side is known.

@@ -40,6 +40,7 @@ pub mod flow;
 pub mod id;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod redact;
 pub mod registry;
 pub mod run;

@@ -18,6 +18,17 @@ struct StatusLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NotificationLabel {
+    channel: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChannelLabel {
+    channel: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ScriptLabel {
     script: String,
 }
@@ -36,6 +47,8 @@ pub struct Metrics {
     reload_failures: Counter,
     browser_restarts: Counter,
     active_runs: Gauge,
+    notifications: Family<NotificationLabel, Counter>,
+    notifications_pending: Family<ChannelLabel, Gauge>,
 }
 
 fn seconds_buckets() -> impl Iterator<Item = f64> {
@@ -108,8 +121,22 @@ impl Metrics {
             "Runs registered right now",
             active_runs.clone(),
         );
+        let notifications = Family::<NotificationLabel, Counter>::default();
+        registry.register(
+            "notifications",
+            "Notification deliveries by channel and result (delivered, failed and retried, rejected, expired, dropped_full, dropped_unwritten, suppressed)",
+            notifications.clone(),
+        );
+        let notifications_pending = Family::<ChannelLabel, Gauge>::default();
+        registry.register(
+            "notifications_pending",
+            "Notifications in the outbox still to deliver, by channel",
+            notifications_pending.clone(),
+        );
         Metrics {
             registry,
+            notifications,
+            notifications_pending,
             cycles,
             runs,
             run_seconds,
@@ -175,6 +202,23 @@ impl Metrics {
         } else {
             self.reload_failures.inc();
         }
+    }
+
+    pub fn notification(&self, channel: &str, result: &str) {
+        self.notifications
+            .get_or_create(&NotificationLabel {
+                channel: channel.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn notifications_pending(&self, channel: &str, n: usize) {
+        self.notifications_pending
+            .get_or_create(&ChannelLabel {
+                channel: channel.to_owned(),
+            })
+            .set(n as i64);
     }
 
     pub fn browser_restarted(&self) {

@@ -69,6 +69,9 @@ pub struct RunDeps {
     pub account_origins: Vec<String>,
     /// Where a run whose login failed holds its account.
     pub logged_out: Option<Arc<LoggedOut>>,
+    /// Told about every finished run (orders, in_doubt, failures): it only
+    /// queues, so a slow receiver never slows the run.
+    pub notifier: crate::notify::Notifier,
 }
 
 /// The name history gives a login check by page and selector.
@@ -95,6 +98,7 @@ pub async fn execute(
         control: control.clone(),
         commit_timeout: deps.commit_timeout,
         answer: Mutex::new(None),
+        price: Mutex::new(None),
     });
 
     let report = AssertUnwindSafe(run_steps(
@@ -134,6 +138,7 @@ pub async fn execute(
         status,
         outcome: outcome.clone(),
         order: order.clone(),
+        price: sink.price(),
         error: error.clone(),
         committed,
         cancelled: control.reason().map(|r| r.to_string()),
@@ -197,6 +202,7 @@ pub async fn execute(
         deps.metrics
             .step_finished(&s.script, Duration::from_millis(s.duration_ms));
     }
+    deps.notifier.run_finished(&record);
     if let Some(tx) = &deps.finished {
         // Nobody listening is fine.
         let _ = tx.send(record.clone());
@@ -835,11 +841,20 @@ struct RunCommit {
     commit_timeout: Duration,
     /// `Some` once the shop's answer is known.
     answer: Mutex<Option<CommitAnswer>>,
+    /// The price the commit reported with its order.
+    price: Mutex<Option<String>>,
 }
 
 impl RunCommit {
     fn answer(&self) -> Option<CommitAnswer> {
         self.answer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn price(&self) -> Option<String> {
+        self.price
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
@@ -894,6 +909,13 @@ impl CommitSink for RunCommit {
         if let Err(e) = saved {
             tracing::error!(run = %self.run, target = %self.target.id, error = %e, "`committed` not saved; a crash now would leave the target in_doubt");
         }
+    }
+
+    fn priced(&self, price: &str) {
+        *self
+            .price
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(price.to_owned());
     }
 
     fn not_placed(&self, label: &str, reason: &str) {

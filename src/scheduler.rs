@@ -144,6 +144,8 @@ pub struct Scheduler {
     pub seed: u64,
     /// Finished runs are announced here.
     pub finished: Option<tokio::sync::broadcast::Sender<RunRecord>>,
+    /// Where events go (runs' outcomes, restocks).
+    pub notifier: crate::notify::Notifier,
 }
 
 /// How a scheduler ended.
@@ -170,6 +172,9 @@ struct Loop {
     finished_runs: u64,
     paused: bool,
     cycle: u64,
+    /// Each monitored target's last answer, to tell a restock (skip, then
+    /// run) from a target that stays in stock.
+    in_stock: std::collections::HashMap<crate::id::TargetId, bool>,
 }
 
 impl Scheduler {
@@ -187,6 +192,7 @@ impl Scheduler {
             finished_runs: 0,
             paused: false,
             cycle: 0,
+            in_stock: std::collections::HashMap::new(),
         };
         l.run().await
     }
@@ -725,9 +731,25 @@ impl Loop {
             match tokio::time::timeout(bound, check).await {
                 Ok(Ok(true)) => {
                     tracing::info!(target = %t.id, monitor = %script, "monitor: run");
+                    if self.in_stock.insert(t.id.clone(), true) == Some(false) {
+                        self.s.notifier.emit(
+                            crate::notify::Event::new(
+                                crate::notify::Kind::Restock,
+                                format!("Restock: `{}`", t.id),
+                                format!(
+                                    "The monitor `{script}` says `{}` can be bought again; baton is starting a run.\n{}",
+                                    t.id, t.url
+                                ),
+                            )
+                            .with_target(t.id.as_str()),
+                        );
+                    }
                     selected.push(t.clone());
                 }
-                Ok(Ok(false)) => tracing::info!(target = %t.id, monitor = %script, "monitor: skip"),
+                Ok(Ok(false)) => {
+                    self.in_stock.insert(t.id.clone(), false);
+                    tracing::info!(target = %t.id, monitor = %script, "monitor: skip");
+                }
                 Ok(Err(e)) => {
                     tracing::warn!(target = %t.id, monitor = %script, error = %e, "monitor failed; target skipped this cycle");
                 }
@@ -871,6 +893,7 @@ impl Loop {
                 .map(|a| cfg.account_origins(a))
                 .unwrap_or_default(),
             logged_out: Some(self.logged_out.clone()),
+            notifier: self.s.notifier.clone(),
         };
         self.runs
             .spawn(run::execute(guard, target.clone(), flow, pinned, deps));

@@ -220,6 +220,9 @@ pub struct RunRecord {
     pub outcome: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order: Option<String>,
+    /// The price, when the commit reported one (`#{ order, price }`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub committed: bool,
@@ -474,7 +477,9 @@ impl StateStore {
         }
 
         let history_path = dir.join(HISTORY_FILE);
-        let (history, dropped) = open_history(&history_path)?;
+        let (history, dropped) = open_log(&history_path, |tail| {
+            serde_json::from_slice::<RunRecord>(tail).is_ok()
+        })?;
         recovery.history_bytes_dropped = dropped;
 
         let store = StateStore {
@@ -754,13 +759,19 @@ pub fn read_history(dir: &Path, limit: usize) -> Result<Vec<RunRecord>, StateErr
 /// Writes `value` as pretty JSON to `dir/name` so that the file is, at
 /// every instant, either the old document or the new one.
 pub fn write_atomic<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), StateError> {
+    let mut bytes = serde_json::to_vec_pretty(value).expect("state documents always serialize");
+    bytes.push(b'\n');
+    write_atomic_bytes(dir, name, &bytes)
+}
+
+/// Writes `bytes` to `dir/name` so that the file is, at every instant,
+/// either the old contents or the new ones.
+pub fn write_atomic_bytes(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StateError> {
     let path = dir.join(name);
     let err = |source| StateError::Write {
         path: path.clone(),
         source,
     };
-    let mut bytes = serde_json::to_vec_pretty(value).expect("state documents always serialize");
-    bytes.push(b'\n');
     // The temporary file lives in the same directory so the rename cannot
     // cross file systems (which would make it a copy, not atomic).
     let mut tmp = tempfile::Builder::new()
@@ -768,7 +779,7 @@ pub fn write_atomic<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(
         .suffix(".tmp")
         .tempfile_in(dir)
         .map_err(err)?;
-    tmp.write_all(&bytes).map_err(err)?;
+    tmp.write_all(bytes).map_err(err)?;
     // Data must be on disk before the rename makes it visible, or a crash
     // could leave a renamed but empty file.
     tmp.as_file().sync_all().map_err(err)?;
@@ -793,11 +804,12 @@ fn remove_stale_temp_files(dir: &Path) {
     }
 }
 
-/// Opens the history for appending, first repairing its end: a last record
-/// that parses but lacks its newline is kept (the newline is added); a cut
-/// one is moved to `history.jsonl.dropped` beside it (never just deleted)
-/// and cut off. Returns the file and how many bytes were moved.
-fn open_history(path: &Path) -> Result<(File, u64), StateError> {
+/// Opens an append-only JSON-lines log (the history, the notification
+/// outbox) for appending, first repairing its end: a last record that
+/// `is_whole` accepts but lacks its newline is kept (the newline is added);
+/// a cut one is moved to `NAME.dropped` beside it (never just deleted) and
+/// cut off. Returns the file and how many bytes were moved.
+pub fn open_log(path: &Path, is_whole: impl Fn(&[u8]) -> bool) -> Result<(File, u64), StateError> {
     let err = |source| StateError::Write {
         path: path.to_owned(),
         source,
@@ -833,14 +845,16 @@ fn open_history(path: &Path) -> Result<(File, u64), StateError> {
     let mut tail = vec![0u8; (len - keep) as usize];
     file.seek(SeekFrom::Start(keep)).map_err(err)?;
     file.read_exact(&mut tail).map_err(err)?;
-    if serde_json::from_slice::<RunRecord>(&tail).is_ok() {
+    if is_whole(&tail) {
         // A whole record whose newline the crash cut off: keep it.
         file.write_all(b"\n")
             .and_then(|()| file.sync_data())
             .map_err(err)?;
         return Ok((file, 0));
     }
-    let aside = path.with_extension("jsonl.dropped");
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(".dropped");
+    let aside = PathBuf::from(aside);
     OpenOptions::new()
         .create(true)
         .append(true)
@@ -875,6 +889,7 @@ mod tests {
             status: Status::Completed,
             outcome: None,
             order: Some("o-1".into()),
+            price: None,
             error: None,
             committed: true,
             cancelled: None,

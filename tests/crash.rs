@@ -78,6 +78,7 @@ fn crash_child_writer() {
                 status: Status::Completed,
                 outcome: Some("completed".into()),
                 order: Some(format!("order-{rev}")),
+                price: None,
                 error: None,
                 committed: true,
                 cancelled: None,

@@ -255,6 +255,7 @@ impl Env {
                         serde_json::json!({"in_stock": true, "stock": 3}),
                     )]))),
                     account: None,
+                    notices: None,
                 },
             )
             .await;
@@ -315,6 +316,7 @@ fn monitor(
                 trace: None,
                 http_fixture: None,
                 account: None,
+                notices: None,
             },
         )
         .await

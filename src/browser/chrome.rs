@@ -141,7 +141,8 @@ struct Running {
 struct Inner {
     config: ChromeConfig,
     running: tokio::sync::Mutex<Option<Running>>,
-    health: Mutex<BrowserHealth>,
+    /// Watched by whoever reports relaunches (the notifier).
+    health: tokio::sync::watch::Sender<BrowserHealth>,
     metrics: Option<Arc<Metrics>>,
     /// Once shut down, no relaunch.
     shut: CancellationToken,
@@ -166,7 +167,7 @@ impl ChromeBrowser {
             inner: Arc::new(Inner {
                 config,
                 running: tokio::sync::Mutex::new(None),
-                health: Mutex::new(BrowserHealth {
+                health: tokio::sync::watch::Sender::new(BrowserHealth {
                     state: "not_started".into(),
                     pid: None,
                     restarts: 0,
@@ -279,11 +280,7 @@ impl ChromeBrowser {
     }
 
     fn set_health(&self, f: impl FnOnce(&mut BrowserHealth)) {
-        f(&mut self
-            .inner
-            .health
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner));
+        self.inner.health.send_modify(f);
     }
 
     async fn start(&self) -> Result<Running, BrowserError> {
@@ -496,11 +493,11 @@ impl Browser for ChromeBrowser {
     }
 
     fn health(&self) -> BrowserHealth {
-        self.inner
-            .health
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.inner.health.borrow().clone()
+    }
+
+    fn health_changes(&self) -> Option<tokio::sync::watch::Receiver<BrowserHealth>> {
+        Some(self.inner.health.subscribe())
     }
 
     async fn kill(&self) {

@@ -335,6 +335,12 @@ pub trait Browser: Send + Sync + 'static {
 
     fn health(&self) -> BrowserHealth;
 
+    /// Every change of [`Browser::health`], for a browser that has them
+    /// (a simulated one does not).
+    fn health_changes(&self) -> Option<tokio::sync::watch::Receiver<BrowserHealth>> {
+        None
+    }
+
     /// Tears the browser down now: every page and call in flight fails. The
     /// next `new_page` starts a fresh one. The last resort against a run
     /// that will not stop.

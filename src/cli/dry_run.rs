@@ -205,6 +205,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         cancel,
         report_dir,
         account,
+        notices: Arc::new(crate::notify::DryRun(cfg.notify.clone())),
     };
     let mut pages = Pages {
         browser: browser.clone(),
@@ -286,6 +287,8 @@ struct Dry<'a> {
     cancel: CancellationToken,
     report_dir: PathBuf,
     account: Option<Arc<crate::account::Account>>,
+    /// `notify(..)` prints where it would go and sends nothing.
+    notices: Arc<crate::notify::DryRun>,
 }
 
 impl Dry<'_> {
@@ -314,6 +317,7 @@ impl Dry<'_> {
                     trace: Some(self.printer.clone()),
                     http_fixture: self.http_fixture.clone(),
                     account: self.account.clone(),
+                    notices: Some(self.notices.clone()),
                 },
             )
             .await;

@@ -195,6 +195,7 @@ async fn check(cfg: &Config, account: &Account, page: Arc<dyn Page>) -> Result<b
                 trace: None,
                 http_fixture: None,
                 account: Some(Arc::new(account.clone())),
+                notices: None,
             };
             match host.run_script(script, run).await.map(|r| r.end) {
                 Ok(StepEnd::Outcome(o)) if o == LOGGED_OUT => Ok(false),

@@ -17,6 +17,7 @@
 //! - `raw`: the schema of the first pass; `value`: how each kind of value
 //!   is read and bounded.
 //! - `resolve`: the second pass, into the [`Config`] below.
+//! - `notify`: the `notify:` section, both passes.
 //! - `error`: [`Problem`] and [`ConfigError`], located and rendered.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,6 +35,7 @@ use crate::id::AccountId;
 pub use crate::secrets::Secrets;
 
 mod error;
+mod notify;
 mod raw;
 mod resolve;
 mod value;
@@ -62,6 +64,10 @@ pub struct Config {
     pub demo_shop: Option<DemoShopConfig>,
     #[serde(skip)]
     pub secrets: Secrets,
+    /// `None` without a `notify:` section. Not serialized: it holds
+    /// credentials.
+    #[serde(skip)]
+    pub notify: Option<crate::notify::NotifyConfig>,
     pub accounts: BTreeMap<AccountId, Arc<Account>>,
     pub targets: Vec<Arc<Target>>,
     pub flows: BTreeMap<String, Arc<Flow>>,
@@ -169,6 +175,7 @@ impl Default for Config {
             }),
             demo_shop: None,
             secrets: Secrets::default(),
+            notify: None,
             accounts: BTreeMap::new(),
             targets: Vec::new(),
             flows: BTreeMap::new(),

@@ -37,6 +37,8 @@ pub(super) struct RawConfig {
     pub(super) secrets: BTreeMap<String, Spanned<RawSecret>>,
     #[serde(default)]
     pub(super) accounts: BTreeMap<String, Spanned<RawAccount>>,
+    #[serde(default)]
+    pub(super) notify: Option<super::notify::RawNotify>,
     pub(super) targets: Vec<RawTarget>,
     pub(super) flows: BTreeMap<String, Spanned<RawFlow>>,
 }

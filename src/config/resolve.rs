@@ -23,13 +23,13 @@ pub(super) struct Resolver<'a> {
     pub(super) problems: Vec<Problem>,
 }
 
-fn at<T>(s: &Spanned<T>) -> Option<(u32, u32)> {
+pub(super) fn at<T>(s: &Spanned<T>) -> Option<(u32, u32)> {
     let l = s.referenced;
     (l.line() > 0).then_some((l.line() as u32, l.column() as u32))
 }
 
 impl Resolver<'_> {
-    fn problem(&mut self, at: Option<(u32, u32)>, message: String) {
+    pub(super) fn problem(&mut self, at: Option<(u32, u32)>, message: String) {
         self.problems.push(Problem::new(at, message, self.text));
     }
 
@@ -56,7 +56,7 @@ impl Resolver<'_> {
         self.expand_str(&s.value, at(s))
     }
 
-    fn expand_str(&mut self, s: &str, at: Option<(u32, u32)>) -> String {
+    pub(super) fn expand_str(&mut self, s: &str, at: Option<(u32, u32)>) -> String {
         let mut out = String::with_capacity(s.len());
         let mut rest = s;
         while let Some(i) = rest.find("${") {
@@ -383,6 +383,15 @@ impl Resolver<'_> {
             }
         }
 
+        let notify = raw.notify.as_ref().map(|n| {
+            self.notify(
+                n,
+                &raw.secrets,
+                &secrets,
+                dashboard.as_ref().map(|d| d.addr),
+            )
+        });
+
         let mut flows = BTreeMap::new();
         for (name, flow) in &raw.flows {
             if flow.value.steps.is_empty() {
@@ -544,6 +553,7 @@ impl Resolver<'_> {
             dashboard,
             demo_shop: raw.demo_shop.map(|d| DemoShopConfig { port: d.port.0 }),
             secrets: Secrets::new(secrets),
+            notify,
             accounts,
             targets,
             flows,

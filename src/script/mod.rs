@@ -102,6 +102,7 @@ struct Inner {
     polite: Arc<politeness::Politeness>,
     shots_dir: Option<PathBuf>,
     metrics: Option<Arc<Metrics>>,
+    notices: Option<Arc<dyn crate::flow::Notices>>,
     /// Reloads come from the watcher thread and from commands; one at a
     /// time keeps generations in order.
     reloading: Mutex<()>,
@@ -131,6 +132,7 @@ pub struct Builder {
     redactor: Arc<Redactor>,
     shots_dir: Option<PathBuf>,
     metrics: Option<Arc<Metrics>>,
+    notices: Option<Arc<dyn crate::flow::Notices>>,
 }
 
 impl Builder {
@@ -167,6 +169,12 @@ impl Builder {
         self
     }
 
+    /// Where scripts' `notify(..)` goes.
+    pub fn notices(mut self, n: Arc<dyn crate::flow::Notices>) -> Builder {
+        self.notices = Some(n);
+        self
+    }
+
     /// Compiles every script once. Compile errors do not fail the build:
     /// they are in [`ScriptHost::library`]`.errors` for the caller to report.
     pub fn build(self) -> ScriptHost {
@@ -187,6 +195,7 @@ impl Builder {
                 polite: Arc::default(),
                 shots_dir: self.shots_dir,
                 metrics: self.metrics,
+                notices: self.notices,
                 reloading: Mutex::new(()),
             }),
         };
@@ -211,6 +220,8 @@ pub struct ScriptRun {
     pub http_fixture: Option<Arc<BTreeMap<String, serde_json::Value>>>,
     /// The run's account, shown to scripts as `account`.
     pub account: Option<Arc<crate::account::Account>>,
+    /// Where `notify(..)` goes instead of the host's (a dry run's printer).
+    pub notices: Option<Arc<dyn crate::flow::Notices>>,
 }
 
 impl ScriptHost {
@@ -222,6 +233,7 @@ impl ScriptHost {
             redactor: Arc::new(Redactor::new()),
             shots_dir: None,
             metrics: None,
+            notices: None,
         }
     }
 
@@ -498,6 +510,7 @@ impl ScriptHost {
             trace: None,
             end: Mutex::new(None),
             in_commit: Mutex::new(None),
+            notices: None,
         });
         api::register(&mut engine, &cx);
         for p in &self.inner.plugins {
@@ -649,6 +662,7 @@ async fn execute(inner: Arc<Inner>, script: Arc<Script>, run: ScriptRun) -> Resu
             trace: run.trace,
             end: Mutex::new(None),
             in_commit: Mutex::new(None),
+            notices: run.notices.or_else(|| inner.notices.clone()),
         });
         let mut engine = engine::base_engine(&inner.std);
         api::register(&mut engine, &cx);
@@ -768,6 +782,7 @@ impl PinnedFlow for PinnedScripts {
                 trace: None,
                 http_fixture: None,
                 account: cx.account,
+                notices: None,
             };
             step_end(execute(inner, script, run).await)
         }
@@ -813,6 +828,7 @@ impl StepRunner for ScriptHost {
                 trace: None,
                 http_fixture: None,
                 account: None,
+                notices: None,
             };
             let ran = host.run_script(&name, run).await?;
             let v = match ran.end {

@@ -80,6 +80,8 @@ pub struct Harness {
     pub shutdown: CancellationToken,
     pub commands: mpsc::Sender<Command>,
     pub status: watch::Receiver<SchedulerStatus>,
+    /// Off unless a test sets one before taking the scheduler.
+    pub notifier: Mutex<baton::notify::Notifier>,
     parts: Mutex<Option<(mpsc::Receiver<Command>, watch::Sender<SchedulerStatus>)>>,
 }
 
@@ -117,6 +119,7 @@ impl Harness {
             commands: tx,
             status: status_rx,
             parts: Mutex::new(Some((rx, status_tx))),
+            notifier: Mutex::default(),
             dir,
         }
     }
@@ -142,6 +145,7 @@ impl Harness {
             cycles,
             seed: 7,
             finished: None,
+            notifier: self.notifier.lock().unwrap().clone(),
         }
     }
 

@@ -1,6 +1,6 @@
 //! Primitives that steer the run rather than the page: `commit` and
-//! `not_placed` (I9), `outcome`, `fail`, `secret`, `totp`, `log` and
-//! `sleep`.
+//! `not_placed` (I9), `outcome`, `fail`, `secret`, `totp`, `log`,
+//! `notify` and `sleep`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +43,53 @@ pub(super) fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
             c.trace("log", &format!("{text:?}"), Ok(""), Duration::ZERO);
         }
     );
+    for with_channel in [false, true] {
+        let c = cx.clone();
+        let send = move |channel: Option<&str>, msg: &Dynamic| -> R<()> {
+            let text = c.redactor.apply(&msg.to_string()).into_owned();
+            let args = match channel {
+                Some(ch) => format!("{ch:?}, {text:?}"),
+                None => format!("{text:?}"),
+            };
+            let Some(n) = &c.notices else {
+                tracing::warn!(target: "baton::script", target = %c.target.id, script = %c.script, "notify(): flows.yaml has no `notify:` section, so this goes to the log only: {text}");
+                c.trace(
+                    "notify",
+                    &args,
+                    Ok("not sent: no notify section"),
+                    Duration::ZERO,
+                );
+                return Ok(());
+            };
+            match n.notify(c.target.id.as_str(), channel, &text) {
+                Ok(said) => {
+                    c.trace("notify", &args, Ok(&said), Duration::ZERO);
+                    Ok(())
+                }
+                Err(e) => {
+                    c.trace("notify", &args, Err(&e), Duration::ZERO);
+                    Err(c.error(format!("notify({args}): {e}")))
+                }
+            }
+        };
+        if with_channel {
+            def!(
+                engine,
+                "notify",
+                &["channel: &str", "message: ?", "()"],
+                "Sends `message` to one channel of `notify.channels`, whatever the rules\nsay. Queued, never waited for; a dry run only prints it.",
+                move |channel: &str, msg: Dynamic| -> R<()> { send(Some(channel), &msg) }
+            );
+        } else {
+            def!(
+                engine,
+                "notify",
+                &["message: ?", "()"],
+                "Sends `message` to the channels the rules give event `script` (secrets\nare masked). Queued, never waited for; a dry run only prints it.",
+                move |msg: Dynamic| -> R<()> { send(None, &msg) }
+            );
+        }
+    }
     let c = cx.clone();
     def!(
         engine,
@@ -165,11 +212,18 @@ pub(super) fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
             // the run settles it as in doubt. `not_placed` already told the
             // sink.
             let result = result?;
-            let shown = if result.is_unit() {
-                None
-            } else {
-                Some(c.redactor.apply(&result.to_string()).into_owned())
+            // The order number, or a map with the order and its price.
+            let (order, price) = match result.read_lock::<rhai::Map>() {
+                Some(m) => (
+                    m.get("order").filter(|v| !v.is_unit()).cloned(),
+                    m.get("price").filter(|v| !v.is_unit()).cloned(),
+                ),
+                None => ((!result.is_unit()).then(|| result.clone()), None),
             };
+            if let Some(p) = price {
+                sink.priced(&c.redactor.apply(&p.to_string()));
+            }
+            let shown = order.map(|o| c.redactor.apply(&o.to_string()).into_owned());
             sink.done(label, shown.as_deref());
             Ok(result)
         }

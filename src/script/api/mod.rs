@@ -96,6 +96,8 @@ pub struct ScriptContext {
     pub end: Mutex<Option<End>>,
     /// The label of the `commit` whose closure is running, if one is.
     pub in_commit: Mutex<Option<String>>,
+    /// Where `notify(..)` goes; `None` without a `notify:` section.
+    pub notices: Option<Arc<dyn crate::flow::Notices>>,
 }
 
 impl ScriptContext {

@@ -1,0 +1,651 @@
+//! Notifications: telling the operator what happened (an order placed, an
+//! `in_doubt` that needs them, a target that keeps failing, the browser, a
+//! script reload that failed, start and stop), and never losing a message.
+//!
+//! The scheduler, the runs and the scripts hand events to a [`Notifier`],
+//! which only routes and queues them: a writer task appends each to the
+//! persisted [`outbox`], and a sender task per channel delivers it
+//! ([`sender`]). So a slow or dead receiver never slows a run, and a
+//! message in the outbox survives a restart or `kill -9`: delivery is at
+//! least once, each message carrying an id receivers can deduplicate on.
+//!
+//! Events about runs are also derived again at start-up from the history
+//! and the target rows (with the same ids, [`event`]), so an order placed
+//! just before a crash, whose event had not reached the outbox yet, is
+//! still announced; one already in the outbox is recognised and not.
+//!
+//! - [`event`]: the kinds of event and their text.
+//! - [`channel`]: the channels and the request or email each sends.
+//! - [`outbox`]: the persisted queue.
+//! - [`sender`]: delivery, retries, rate limits, channel status.
+
+pub mod channel;
+pub mod event;
+pub mod outbox;
+pub mod sender;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use channel::{Channel, ChannelKind};
+pub use event::{Event, Kind};
+use outbox::Outbox;
+pub use sender::{ChannelStatus, Delivery};
+
+use crate::metrics::Metrics;
+use crate::redact::Redactor;
+use crate::secrets::Secrets;
+use crate::state::{RunRecord, StateError, Status};
+
+/// flows.yaml's `notify:` section, resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NotifyConfig {
+    pub channels: BTreeMap<String, Arc<Channel>>,
+    /// Which events go where. Empty: every event to every channel.
+    pub rules: Vec<Rule>,
+    /// A target's failures in a row that make a `target_failing` event.
+    pub failures_in_a_row: u32,
+    /// The most events waiting in the outbox.
+    pub max_messages: usize,
+    /// A message still undelivered after this long is dropped.
+    pub max_age: Duration,
+    /// The first retry's delay and the longest one.
+    pub retry: (Duration, Duration),
+    /// The dashboard's address, put in messages that need an operator.
+    pub link: Option<String>,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            channels: BTreeMap::new(),
+            rules: Vec::new(),
+            failures_in_a_row: 3,
+            max_messages: 1000,
+            max_age: Duration::from_secs(24 * 3600),
+            retry: (Duration::from_secs(1), Duration::from_secs(300)),
+            link: None,
+        }
+    }
+}
+
+/// One rule: these events to these channels, at most once per
+/// `min_interval` for each kind of event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rule {
+    pub events: BTreeSet<Kind>,
+    pub channels: Vec<String>,
+    pub min_interval: Option<Duration>,
+}
+
+impl NotifyConfig {
+    /// Every value in the channels that is a credential (webhook URLs hold
+    /// their token), for the redactor to mask.
+    pub fn credentials(&self) -> Vec<&str> {
+        let mut out = Vec::new();
+        for c in self.channels.values() {
+            match &c.kind {
+                ChannelKind::Webhook { url, headers, .. } => {
+                    out.push(url.as_str());
+                    out.extend(headers.iter().map(|(_, v)| v.as_str()));
+                }
+                ChannelKind::Discord { url } | ChannelKind::Slack { url } => out.push(url),
+                ChannelKind::Ntfy { token, .. } => out.extend(token.as_deref()),
+                ChannelKind::Apprise { urls, .. } => out.extend(urls.as_deref()),
+                ChannelKind::Email(e) => out.extend(e.password.as_deref()),
+            }
+        }
+        out
+    }
+
+    /// The channels `kind` goes to, each with the interval that applies.
+    fn route(&self, kind: Kind) -> Vec<(String, Option<Duration>)> {
+        if self.rules.is_empty() {
+            return self.channels.keys().map(|c| (c.clone(), None)).collect();
+        }
+        let mut out: Vec<(String, Option<Duration>)> = Vec::new();
+        for r in self.rules.iter().filter(|r| r.events.contains(&kind)) {
+            for c in &r.channels {
+                match out.iter_mut().find(|(n, _)| n == c) {
+                    // A channel in two rules: the shorter interval wins.
+                    Some((_, i)) => *i = (*i).min(r.min_interval),
+                    None => out.push((c.clone(), r.min_interval)),
+                }
+            }
+        }
+        out
+    }
+}
+
+/// What the senders and the notifier share.
+struct Shared {
+    config: NotifyConfig,
+    outbox: Arc<Outbox>,
+    client: reqwest::Client,
+    secrets: Secrets,
+    redactor: Arc<Redactor>,
+    metrics: Arc<Metrics>,
+    status: Mutex<BTreeMap<String, ChannelStatus>>,
+    wake: BTreeMap<String, Arc<Notify>>,
+}
+
+impl Shared {
+    fn count(&self, channel: &str, d: Delivery, error: Option<String>) {
+        self.metrics.notification(channel, d.as_str());
+        let pending = self.outbox.pending_for(channel);
+        self.metrics.notifications_pending(channel, pending);
+        let mut all = self
+            .status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(s) = all.get_mut(channel) else {
+            return;
+        };
+        s.pending = pending;
+        match d {
+            Delivery::Delivered => {
+                s.delivered += 1;
+                s.state = "ok".into();
+                s.failing_since = None;
+                s.last_delivered = Some(std::time::SystemTime::now());
+            }
+            Delivery::Failed => {
+                s.failed += 1;
+                s.state = "failing".into();
+                s.failing_since
+                    .get_or_insert_with(std::time::SystemTime::now);
+            }
+            Delivery::Rejected => {
+                s.dropped += 1;
+                s.state = "failing".into();
+                s.failing_since
+                    .get_or_insert_with(std::time::SystemTime::now);
+            }
+            Delivery::Expired | Delivery::Full | Delivery::Unwritten => s.dropped += 1,
+            Delivery::Suppressed => s.suppressed += 1,
+        }
+        if error.is_some() {
+            s.last_error = error;
+        }
+    }
+
+    fn wake(&self, channel: &str) {
+        if let Some(w) = self.wake.get(channel) {
+            w.notify_one();
+        }
+    }
+}
+
+/// Hands events to the outbox. Cheap to clone; [`Notifier::off`] when
+/// flows.yaml has no `notify:` section, in which case every call is a
+/// no-op.
+#[derive(Clone, Default)]
+pub struct Notifier {
+    inner: Option<Arc<Inner>>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    queue: mpsc::UnboundedSender<(Event, Vec<String>)>,
+    /// Failures in a row, per target.
+    streaks: Mutex<HashMap<String, u32>>,
+    /// When each (kind, channel) was last queued, for `min_interval`.
+    last: Mutex<HashMap<(Kind, String), Instant>>,
+}
+
+/// The notifier's tasks; [`Running::stop`] ends them.
+pub struct Running {
+    stop: CancellationToken,
+    writer: tokio::task::JoinHandle<()>,
+    senders: JoinSet<()>,
+}
+
+/// How `notify(channel, message)` can fail.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum NotifyError {
+    #[error("no channel `{0}` under notify.channels")]
+    NoChannel(String),
+}
+
+impl Notifier {
+    /// A notifier that sends nothing.
+    pub fn off() -> Notifier {
+        Notifier { inner: None }
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// Opens the outbox in `state_dir`, queues the run events a crash may
+    /// have kept from it, and starts the writer and one sender per channel.
+    /// The caller holds the state store, so it is the outbox's only writer.
+    pub fn start(
+        config: NotifyConfig,
+        state_dir: &Path,
+        secrets: Secrets,
+        redactor: Arc<Redactor>,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Notifier, Running), StateError> {
+        let (outbox, opened) = Outbox::open(state_dir, config.max_messages)?;
+        if opened.bytes_dropped > 0 {
+            tracing::warn!(
+                bytes = opened.bytes_dropped,
+                "recovered: the outbox's last line was cut by a crash; it was moved aside"
+            );
+        }
+        if opened.pending > 0 {
+            tracing::info!(
+                pending = opened.pending,
+                "{} notification(s) from before the restart are still to be delivered",
+                opened.pending
+            );
+        }
+        let outbox = Arc::new(outbox);
+        let status = config
+            .channels
+            .values()
+            .map(|c| {
+                (
+                    c.name.clone(),
+                    ChannelStatus {
+                        name: c.name.clone(),
+                        kind: c.kind.as_str().into(),
+                        place: c.kind.place(),
+                        state: "idle".into(),
+                        pending: outbox.pending_for(&c.name),
+                        ..ChannelStatus::default()
+                    },
+                )
+            })
+            .collect();
+        let wake = config
+            .channels
+            .keys()
+            .map(|c| (c.clone(), Arc::new(Notify::new())))
+            .collect();
+        let shared = Arc::new(Shared {
+            client: reqwest::Client::builder()
+                .user_agent(concat!("baton/", env!("CARGO_PKG_VERSION")))
+                .timeout(sender::DELIVERY_TIMEOUT)
+                .build()
+                .unwrap_or_default(),
+            config,
+            outbox,
+            secrets,
+            redactor,
+            metrics,
+            status: Mutex::new(status),
+            wake,
+        });
+        let (queue, rx) = mpsc::unbounded_channel();
+        let notifier = Notifier {
+            inner: Some(Arc::new(Inner {
+                shared: shared.clone(),
+                queue,
+                streaks: Mutex::default(),
+                last: Mutex::default(),
+            })),
+        };
+        notifier.catch_up(state_dir);
+
+        let stop = CancellationToken::new();
+        let writer = tokio::spawn(write_queue(shared.clone(), rx, stop.clone()));
+        let mut senders = JoinSet::new();
+        for c in shared.config.channels.values() {
+            senders.spawn(sender::deliver(
+                c.clone(),
+                shared.clone(),
+                shared.wake[&c.name].clone(),
+                stop.clone(),
+            ));
+        }
+        Ok((
+            notifier,
+            Running {
+                stop,
+                writer,
+                senders,
+            },
+        ))
+    }
+
+    /// Queues `event` for the channels its rules name. Never blocks: the
+    /// writer task persists it.
+    pub fn emit(&self, event: Event) {
+        let Some(inner) = &self.inner else { return };
+        let now = Instant::now();
+        let mut channels = Vec::new();
+        {
+            let mut last = inner
+                .last
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (c, interval) in inner.shared.config.route(event.kind) {
+                let key = (event.kind, c.clone());
+                if let (Some(i), Some(at)) = (interval, last.get(&key))
+                    && now.duration_since(*at) < i
+                {
+                    tracing::debug!(channel = %c, event = %event.kind, "notification held back by min_interval");
+                    inner.shared.count(&c, Delivery::Suppressed, None);
+                    continue;
+                }
+                last.insert(key, now);
+                channels.push(c);
+            }
+        }
+        self.queue(event, channels);
+    }
+
+    /// Queues `event` for `channel` alone (a script's `notify(channel, ..)`).
+    pub fn emit_to(&self, channel: &str, event: Event) -> Result<(), NotifyError> {
+        let Some(inner) = &self.inner else {
+            return Err(NotifyError::NoChannel(channel.to_owned()));
+        };
+        if !inner.shared.config.channels.contains_key(channel) {
+            return Err(NotifyError::NoChannel(channel.to_owned()));
+        }
+        self.queue(event, vec![channel.to_owned()]);
+        Ok(())
+    }
+
+    fn queue(&self, mut event: Event, channels: Vec<String>) {
+        let Some(inner) = &self.inner else { return };
+        if channels.is_empty() {
+            return;
+        }
+        let r = &inner.shared.redactor;
+        let mask = |s: &mut String| *s = r.apply(s).into_owned();
+        mask(&mut event.title);
+        mask(&mut event.body);
+        for f in [&mut event.order, &mut event.price, &mut event.target] {
+            if let Some(v) = f {
+                mask(v);
+            }
+        }
+        if event.link.is_none() {
+            event.link.clone_from(&inner.shared.config.link);
+        }
+        // The writer ends only after the notifier's last use.
+        let _ = inner.queue.send((event, channels));
+    }
+
+    /// The events of a finished run: its own (order placed, in_doubt,
+    /// logged out) and a failure streak that reached
+    /// `failures_in_a_row`.
+    pub fn run_finished(&self, rec: &RunRecord) {
+        let Some(inner) = &self.inner else { return };
+        for e in event::from_run(rec) {
+            self.emit(e);
+        }
+        if let Some(e) = inner.streak(rec) {
+            self.emit(e);
+        }
+    }
+
+    /// Each channel's state, for the dashboard.
+    pub fn status(&self) -> Vec<ChannelStatus> {
+        let Some(inner) = &self.inner else {
+            return Vec::new();
+        };
+        let s = &inner.shared;
+        let mut all: Vec<ChannelStatus> = s
+            .status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        for c in &mut all {
+            c.pending = s.outbox.pending_for(&c.name);
+        }
+        all
+    }
+
+    /// Queues what a crash may have kept from the outbox: the events of
+    /// recent runs (their ids say whether they are in it already) and the
+    /// targets left `in_doubt`. Only runs that ended after the outbox was
+    /// created count, so turning notifications on replays nothing old.
+    /// Also counts the failure streaks the history ends with.
+    fn catch_up(&self, state_dir: &Path) {
+        let Some(inner) = &self.inner else { return };
+        let outbox = &inner.shared.outbox;
+        let since = outbox.created();
+        let mut history = crate::state::read_history(state_dir, 500).unwrap_or_default();
+        history.reverse();
+        let mut queued = 0;
+        for rec in &history {
+            if rec.ended_at >= since {
+                for e in event::from_run(rec) {
+                    if !outbox.knows(&e.id) {
+                        queued += 1;
+                        self.emit(e);
+                    }
+                }
+            }
+            inner.streak(rec);
+        }
+        if let Ok(Some(doc)) = crate::state::read_doc(state_dir) {
+            for (id, t) in &doc.targets {
+                let (Status::InDoubt, Some(run)) = (t.status, t.run_id) else {
+                    continue;
+                };
+                let mut e = Event::about_run(
+                    Kind::InDoubt,
+                    run.0,
+                    id.as_str(),
+                    format!("Operator needed: `{id}` is in doubt"),
+                    format!(
+                        "Run {} passed its commit point without a recorded answer (baton stopped during it): the order may or may not exist. baton will not run `{id}` again until you check the shop and settle it.",
+                        run.0
+                    ),
+                );
+                e.command = Some(event::resolve_command(id.as_str()));
+                if !outbox.knows(&e.id) {
+                    queued += 1;
+                    self.emit(e);
+                }
+            }
+        }
+        if queued > 0 {
+            tracing::info!(
+                queued,
+                "queued {queued} notification(s) for runs whose events had not reached the outbox"
+            );
+        }
+    }
+}
+
+/// Scripts' `notify(..)` through the notifier: event `script`, or one
+/// channel.
+impl crate::flow::Notices for Notifier {
+    fn notify(&self, target: &str, channel: Option<&str>, message: &str) -> Result<String, String> {
+        let first = message.lines().next().unwrap_or_default();
+        let e = Event::new(Kind::Script, format!("{target}: {first}"), message).with_target(target);
+        match channel {
+            Some(c) => self.emit_to(c, e).map_err(|e| e.to_string())?,
+            None => self.emit(e),
+        }
+        Ok("queued".into())
+    }
+}
+
+/// `notify(..)` in a dry run: says where the message would go, sends
+/// nothing.
+pub struct DryRun(pub Option<NotifyConfig>);
+
+impl crate::flow::Notices for DryRun {
+    fn notify(
+        &self,
+        _target: &str,
+        channel: Option<&str>,
+        _message: &str,
+    ) -> Result<String, String> {
+        let Some(cfg) = &self.0 else {
+            return Ok("not sent (dry run; flows.yaml has no notify section)".into());
+        };
+        let to: Vec<String> = match channel {
+            Some(c) if cfg.channels.contains_key(c) => vec![c.to_owned()],
+            Some(c) => return Err(NotifyError::NoChannel(c.to_owned()).to_string()),
+            None => cfg
+                .route(Kind::Script)
+                .into_iter()
+                .map(|(c, _)| c)
+                .collect(),
+        };
+        Ok(if to.is_empty() {
+            "not sent (dry run); no rule sends event `script` anywhere".into()
+        } else {
+            format!("not sent (dry run); would go to {}", to.join(", "))
+        })
+    }
+}
+
+impl Inner {
+    /// Counts `rec` into its target's streak; the event when the streak
+    /// reaches the threshold (once per streak).
+    fn streak(&self, rec: &RunRecord) -> Option<Event> {
+        let mut streaks = self
+            .streaks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = streaks.entry(rec.target.as_str().to_owned()).or_insert(0);
+        // Any other ending (completed, out of stock, in_doubt) ends the
+        // streak.
+        if event::is_failure(rec.status) {
+            *n += 1;
+        } else {
+            *n = 0;
+        }
+        let threshold = self.shared.config.failures_in_a_row.max(1);
+        (event::is_failure(rec.status) && *n == threshold).then(|| {
+            let mut e = Event::about_run(
+                Kind::TargetFailing,
+                rec.run_id.0,
+                rec.target.as_str(),
+                format!("`{}` failed {threshold} times in a row", rec.target),
+                format!(
+                    "The last error: {}",
+                    rec.error.as_deref().unwrap_or("(none recorded)")
+                ),
+            );
+            e.at = rec.ended_at;
+            e
+        })
+    }
+}
+
+impl Running {
+    /// Persists what is queued, then gives the senders `grace` to deliver
+    /// what is pending (the `stopped` message, say). What is left stays in
+    /// the outbox for the next start.
+    pub async fn stop(mut self, grace: Duration) {
+        self.stop.cancel();
+        let _ = (&mut self.writer).await;
+        let drained = tokio::time::timeout(grace, async {
+            while self.senders.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            self.senders.shutdown().await;
+        }
+    }
+}
+
+/// Turns the browser's health changes into events: relaunched once it runs
+/// again after a restart, unreachable when a start fails (once, until it
+/// runs again).
+pub async fn watch_browser(
+    mut rx: tokio::sync::watch::Receiver<crate::browser::BrowserHealth>,
+    notifier: Notifier,
+) {
+    let mut last = rx.borrow().clone();
+    let mut told_dead = false;
+    while rx.changed().await.is_ok() {
+        let now = rx.borrow_and_update().clone();
+        if now.state == "running" && last.state != "running" {
+            told_dead = false;
+            if now.restarts > 0 {
+                notifier.emit(Event::new(
+                    Kind::BrowserRelaunched,
+                    "Browser relaunched",
+                    format!(
+                        "Chromium was relaunched (restart {}){}.",
+                        now.restarts,
+                        last.last_error
+                            .as_deref()
+                            .map(|e| format!(" after: {e}"))
+                            .unwrap_or_default()
+                    ),
+                ));
+            }
+        } else if now.state == "dead" && last.state != "running" && !told_dead {
+            // Dead without having run: a launch or connect that failed
+            // (Chromium dying while it ran is a relaunch, told above).
+            told_dead = true;
+            notifier.emit(Event::new(
+                Kind::BrowserUnreachable,
+                "Browser cannot be reached",
+                format!(
+                    "baton cannot start or reach the browser: {}. Runs fail until it can.",
+                    now.last_error.as_deref().unwrap_or("unknown error")
+                ),
+            ));
+        }
+        last = now;
+    }
+}
+
+/// Appends queued events to the outbox, then wakes their channels' senders.
+async fn write_queue(
+    shared: Arc<Shared>,
+    mut rx: mpsc::UnboundedReceiver<(Event, Vec<String>)>,
+    stop: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            biased;
+            m = rx.recv() => m,
+            () = stop.cancelled() => rx.try_recv().ok(),
+        };
+        let Some((event, channels)) = next else {
+            return;
+        };
+        let outbox = shared.outbox.clone();
+        let chans = channels.clone();
+        let id = event.id.clone();
+        let kind = event.kind;
+        let added = tokio::task::spawn_blocking(move || outbox.add(event, chans)).await;
+        match added {
+            Ok(Ok(added)) => {
+                for d in added.dropped {
+                    tracing::warn!(channel = %d.channel, id = %d.event.id, "notification dropped: the outbox is full (notify.max_messages)");
+                    shared.count(&d.channel, Delivery::Full, None);
+                }
+                for c in &channels {
+                    shared
+                        .metrics
+                        .notifications_pending(c, shared.outbox.pending_for(c));
+                    shared.wake(c);
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, id, event = %kind, "notification lost: cannot write the outbox");
+                for c in &channels {
+                    shared.count(
+                        c,
+                        Delivery::Unwritten,
+                        Some(format!("cannot write the outbox: {e}")),
+                    );
+                }
+            }
+            Err(e) => tracing::error!(error = %e, id, "notification lost"),
+        }
+    }
+}
