@@ -135,8 +135,6 @@ impl Metrics {
         );
         Metrics {
             registry,
-            notifications,
-            notifications_pending,
             cycles,
             runs,
             run_seconds,
@@ -147,6 +145,8 @@ impl Metrics {
             reload_failures,
             browser_restarts,
             active_runs,
+            notifications,
+            notifications_pending,
         }
     }
 

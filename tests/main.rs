@@ -19,5 +19,6 @@ mod config_fuzz;
 mod crash;
 mod dashboard;
 mod e2e;
+mod notify;
 mod safety;
 mod scripting;

@@ -142,12 +142,11 @@ impl Resolver<'_> {
     }
 
     fn http_url(&mut self, what: &str, url: &str, at: Option<(u32, u32)>) {
-        match reqwest::Url::parse(url) {
-            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+        let ok =
+            reqwest::Url::parse(url).is_ok_and(|u| u.scheme() == "http" || u.scheme() == "https");
+        if !ok {
             // Never echo the URL: it may hold a token.
-            Ok(_) | Err(_) => {
-                self.problem(at, format!("{what} must be an http:// or https:// URL"))
-            }
+            self.problem(at, format!("{what} must be an http:// or https:// URL"));
         }
     }
 
@@ -267,39 +266,34 @@ impl Resolver<'_> {
     ) -> Option<Channel> {
         let where_ = at(c);
         let c = &c.value;
-        let mut need = |r: &mut Self, v: Option<&Spanned<Cred>>, field: &str| -> String {
-            match v {
-                Some(v) => r.cred(v, secrets, values),
-                None => {
-                    r.problem(
-                        where_,
-                        format!("notify channel `{name}` ({}) needs `{field}`", c.kind.value),
-                    );
-                    String::new()
-                }
+        let required = |r: &mut Self, v: Option<&Spanned<Cred>>, field: &str| -> String {
+            if let Some(v) = v {
+                r.cred(v, secrets, values)
+            } else {
+                r.problem(
+                    where_,
+                    format!("notify channel `{name}` ({}) needs `{field}`", c.kind.value),
+                );
+                String::new()
             }
         };
         let text = |r: &mut Self, v: &Option<Spanned<String>>| {
             v.as_ref().map(|s| r.expand_str(&s.value, at(s)))
         };
-        let url_of =
-            |r: &mut Self,
-             v: Option<&Spanned<Cred>>,
-             field: &str,
-             need: &mut dyn FnMut(&mut Self, Option<&Spanned<Cred>>, &str) -> String| {
-                let url = need(r, v, field);
-                if !url.is_empty() {
-                    r.http_url(
-                        &format!("notify channel `{name}`'s `{field}`"),
-                        &url,
-                        v.and_then(at),
-                    );
-                }
-                url
-            };
+        let url_of = |r: &mut Self, v: Option<&Spanned<Cred>>, field: &str| {
+            let url = required(r, v, field);
+            if !url.is_empty() {
+                r.http_url(
+                    &format!("notify channel `{name}`'s `{field}`"),
+                    &url,
+                    v.and_then(at),
+                );
+            }
+            url
+        };
         let kind = match c.kind.value.as_str() {
             "webhook" => {
-                let url = url_of(self, c.url.as_ref(), "url", &mut need);
+                let url = url_of(self, c.url.as_ref(), "url");
                 let headers = c
                     .headers
                     .iter()
@@ -319,10 +313,10 @@ impl Resolver<'_> {
                 }
             }
             "discord" => ChannelKind::Discord {
-                url: url_of(self, c.url.as_ref(), "url", &mut need),
+                url: url_of(self, c.url.as_ref(), "url"),
             },
             "slack" => ChannelKind::Slack {
-                url: url_of(self, c.url.as_ref(), "url", &mut need),
+                url: url_of(self, c.url.as_ref(), "url"),
             },
             "ntfy" => {
                 let server = text(self, &c.server).unwrap_or_else(|| "https://ntfy.sh".into());
@@ -347,7 +341,7 @@ impl Resolver<'_> {
                 }
             }
             "apprise" => ChannelKind::Apprise {
-                url: url_of(self, c.url.as_ref(), "url", &mut need),
+                url: url_of(self, c.url.as_ref(), "url"),
                 urls: c.urls.as_ref().map(|u| self.cred(u, secrets, values)),
                 tag: text(self, &c.tag),
             },

@@ -364,10 +364,11 @@ impl Notifier {
         let mask = |s: &mut String| *s = r.apply(s).into_owned();
         mask(&mut event.title);
         mask(&mut event.body);
-        for f in [&mut event.order, &mut event.price, &mut event.target] {
-            if let Some(v) = f {
-                mask(v);
-            }
+        for v in [&mut event.order, &mut event.price, &mut event.target]
+            .into_iter()
+            .flatten()
+        {
+            mask(v);
         }
         if event.link.is_none() {
             event.link.clone_from(&inner.shared.config.link);

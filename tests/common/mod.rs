@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub mod live;
+pub mod receiver;
 
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()

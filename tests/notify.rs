@@ -1,0 +1,678 @@
+//! Notifications, against real local receivers (an HTTP endpoint that
+//! records every request and can be down or slow, and an SMTP server):
+//! every event kind in every channel's format, a running baton's own
+//! events, at-least-once delivery across `kill -9` and across a receiver
+//! that is down for a while, `Retry-After`, and secrets kept out of bodies.
+
+use crate::common;
+use crate::common::receiver::{Receiver, Seen, Smtp, delivered};
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton::config::Config;
+use baton::flow::{StepEnd, StepError};
+use baton::metrics::Metrics;
+use baton::notify::{Event, Kind, Notifier, NotifyConfig};
+use baton::redact::Redactor;
+use baton::state::RunRecord;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A `notify:` section read through flows.yaml, as a user writes it (so
+/// the config pass is exercised too), with its secrets.
+fn notify_config(section: &str) -> (NotifyConfig, baton::secrets::Secrets) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("scripts")).unwrap();
+    std::fs::write(dir.path().join("scripts/step.rhai"), "").unwrap();
+    let yaml = format!(
+        "secrets:\n  api_key: {{ env: BATON_TEST_NO_SUCH_VAR, default: \"k-123-secret\" }}\n{section}targets:\n  - {{ id: a, url: \"http://shop.test/p/a\" }}\nflows:\n  f:\n    steps: [step]\n"
+    );
+    let path = dir.path().join("flows.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let cfg = Config::load(&path, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+    (cfg.notify.expect("a notify section"), cfg.secrets)
+}
+
+/// Starts a notifier over `state_dir` with a redactor that knows the
+/// secrets and credentials, as `baton run` sets it up.
+fn start(
+    cfg: NotifyConfig,
+    secrets: baton::secrets::Secrets,
+    state_dir: &Path,
+) -> (Notifier, baton::notify::Running) {
+    let redactor = Arc::new(Redactor::new());
+    for v in cfg.credentials().into_iter().chain(secrets.values()) {
+        redactor.add(v);
+    }
+    Notifier::start(cfg, state_dir, secrets, redactor, Arc::new(Metrics::new())).unwrap()
+}
+
+fn kinds(seen: &[Seen], path: &str, field: &str) -> BTreeSet<String> {
+    seen.iter()
+        .filter(|s| s.path == path && s.delivered())
+        .map(|s| s.json()[field].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Every event kind a run, the scheduler and the browser produce reaches
+/// every channel, each in its own format: the generic webhook's JSON (and a
+/// template), Discord, Slack, ntfy (with its token), Apprise, and email.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_kind_reaches_every_channel_in_its_format() {
+    let r = Receiver::start().await;
+    let smtp = Smtp::start().await;
+    let u = &r.url;
+    let (ncfg, secrets) = notify_config(&format!(
+        r#"notify:
+  retry: {{ first: 50ms, max: 200ms }}
+  failures_in_a_row: 2
+  link: http://baton.example/
+  channels:
+    hook: {{ type: webhook, url: "{u}/hook" }}
+    templated: {{ type: webhook, url: "{u}/templated", template: '{{"msg": "{{{{title}}}}", "key": "{{{{secret.api_key}}}}"}}' }}
+    discord: {{ type: discord, url: "{u}/discord", min_gap: 0s }}
+    slack: {{ type: slack, url: "{u}/slack", min_gap: 0s }}
+    ntfy: {{ type: ntfy, server: "{u}/", topic: baton-alerts, token: {{ secret: api_key }} }}
+    apprise: {{ type: apprise, url: "{u}/notify/baton", tag: ops }}
+    mail: {{ type: email, host: 127.0.0.1, port: {}, tls: none, username: baton, password: {{ secret: api_key }}, from: "baton <baton@example.com>", to: ops@example.com }}
+"#,
+        smtp.port
+    ));
+
+    let mut flow = common::flow(&["buy"]);
+    Arc::make_mut(&mut flow).monitor = Some("watch".into());
+    let mut cfg = common::config(&["bought", "doubt", "flaky"], flow);
+    cfg.test_mode = false;
+    cfg.cycle.interval = (Duration::from_millis(10), Duration::from_millis(10));
+    // `doubt`'s session stays quarantined (I9): the others need their own.
+    cfg.cycle.max_concurrent_runs = 3;
+    let h = common::Harness::new(cfg);
+    let (notifier, tasks) = start(ncfg, secrets, h.dir.path());
+    *h.notifier.lock().unwrap() = notifier.clone();
+    // `bought` is out of stock in cycle 1 and back in cycle 2: a restock.
+    let cycle = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let c = cycle.clone();
+    h.steps.monitor("watch", move |t| {
+        let c = c.clone();
+        async move {
+            if t.id.as_str() == "bought" {
+                return Ok(c.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0);
+            }
+            Ok(true)
+        }
+    });
+    h.steps.step("buy", |cx| async move {
+        match cx.target.id.as_str() {
+            "bought" => {
+                baton::rust_steps::commit(&cx, "order", async { Ok("A-77".to_owned()) }).await?;
+                Ok(StepEnd::Continue)
+            }
+            "doubt" => {
+                baton::rust_steps::commit(&cx, "order", async {
+                    Err(StepError::failed("the shop's answer was lost"))
+                })
+                .await?;
+                Ok(StepEnd::Continue)
+            }
+            _ => Err(StepError::failed("the page changed")),
+        }
+    });
+    h.run_cycles(2).await;
+
+    // The browser: a relaunch, and a launch that fails.
+    let (tx, rx) = tokio::sync::watch::channel(health("not_started", 0, None));
+    let watcher = tokio::spawn(baton::notify::watch_browser(rx, notifier.clone()));
+    for (state, restarts, err) in [
+        ("running", 0, None),
+        ("dead", 0, Some("the browser exited")),
+        ("restarting", 1, Some("the browser exited")),
+        ("running", 1, None),
+        ("restarting", 2, None),
+        ("dead", 2, Some("no Chromium found")),
+    ] {
+        tx.send(health(state, restarts, err)).unwrap();
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A login that did not take, as its run's record says.
+    let mut rec = h.history()[0].clone();
+    rec.run_id = baton::id::RunId(999);
+    rec.status = baton::state::Status::Failed;
+    rec.outcome = Some("logged_out".into());
+    rec.error = Some("the shop said: wrong password".into());
+    notifier.run_finished(&rec);
+
+    let want: BTreeSet<String> = [
+        Kind::OrderPlaced,
+        Kind::InDoubt,
+        Kind::TargetFailing,
+        Kind::Restock,
+        Kind::BrowserRelaunched,
+        Kind::BrowserUnreachable,
+        Kind::LoggedOut,
+    ]
+    .iter()
+    .map(|k| k.as_str().to_owned())
+    .collect();
+    let n = want.len();
+    let seen = r
+        .wait_until(WAIT, |s| {
+            [
+                "/hook",
+                "/templated",
+                "/discord",
+                "/slack",
+                "/",
+                "/notify/baton",
+            ]
+            .iter()
+            .all(|p| s.iter().filter(|x| x.path == *p && x.delivered()).count() >= n)
+        })
+        .await;
+    watcher.abort();
+
+    // The generic webhook: the event as JSON, with what an operator needs.
+    assert_eq!(kinds(&seen, "/hook", "event"), want);
+    let hook: Vec<serde_json::Value> = seen
+        .iter()
+        .filter(|s| s.path == "/hook")
+        .map(Seen::json)
+        .collect();
+    let of = |k: &str| hook.iter().find(|v| v["event"] == k).unwrap().clone();
+    let placed = of("order_placed");
+    assert_eq!(placed["order"], "A-77");
+    assert_eq!(placed["target"], "bought");
+    assert_eq!(
+        placed["id"],
+        format!("run-{}-order_placed", placed["run_id"]),
+        "run events carry ids derived from the run"
+    );
+    let doubt = of("in_doubt");
+    assert_eq!(doubt["link"], "http://baton.example/");
+    let command = doubt["command"].as_str().unwrap();
+    assert!(
+        command.contains("baton state resolve doubt --as completed")
+            && command.contains("baton state resolve doubt --as ready"),
+        "{command}"
+    );
+    assert!(
+        of("target_failing")["title"]
+            .as_str()
+            .unwrap()
+            .contains("2 times in a row")
+    );
+    assert_eq!(of("restock")["target"], "bought");
+    assert!(
+        of("browser_unreachable")["body"]
+            .as_str()
+            .unwrap()
+            .contains("no Chromium found")
+    );
+    assert!(
+        of("logged_out")["body"]
+            .as_str()
+            .unwrap()
+            .contains("wrong password")
+    );
+    for s in seen.iter().filter(|s| s.path == "/hook") {
+        assert_eq!(s.header("idempotency-key"), Some(s.id()));
+    }
+
+    // The template, the one place a secret may be put in a body.
+    for s in seen.iter().filter(|s| s.path == "/templated") {
+        assert_eq!(s.json()["key"], "k-123-secret");
+        assert!(s.json()["msg"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    // Discord and Slack: their own fields, with the title in bold.
+    for s in seen.iter().filter(|s| s.path == "/discord") {
+        let v = s.json();
+        assert!(v["content"].as_str().unwrap().starts_with("**"));
+        assert_eq!(v["allowed_mentions"]["parse"], serde_json::json!([]));
+    }
+    for s in seen.iter().filter(|s| s.path == "/slack") {
+        assert!(s.json()["text"].as_str().unwrap().starts_with('*'));
+    }
+    // ntfy: JSON publishing to the server's root, with the token.
+    for s in seen.iter().filter(|s| s.path == "/") {
+        let v = s.json();
+        assert_eq!(v["topic"], "baton-alerts");
+        assert!(v["priority"].as_u64().is_some_and(|p| (1..=5).contains(&p)));
+        assert_eq!(s.header("authorization"), Some("Bearer k-123-secret"));
+    }
+    let failure = seen
+        .iter()
+        .find(|s| s.path == "/" && s.json()["tags"][0] == "in_doubt")
+        .unwrap();
+    assert_eq!(
+        failure.json()["priority"],
+        5,
+        "an operator is needed: urgent"
+    );
+    assert_eq!(failure.json()["click"], "http://baton.example/");
+    // Apprise: title, body, type.
+    let apprise: BTreeSet<String> = kinds(&seen, "/notify/baton", "type");
+    assert!(
+        apprise.contains("success") && apprise.contains("failure"),
+        "{apprise:?}"
+    );
+    assert!(
+        seen.iter()
+            .filter(|s| s.path == "/notify/baton")
+            .all(|s| s.json()["tag"] == "ops")
+    );
+
+    // Email: one per event, with the id as its Message-ID.
+    let mails = smtp.wait_for(n, WAIT).await;
+    assert_eq!(mails.len(), n);
+    let ids: BTreeSet<&str> = seen
+        .iter()
+        .filter(|s| s.path == "/hook")
+        .map(Seen::id)
+        .collect();
+    for m in &mails {
+        assert!(m.data.contains("Subject: [baton] "), "{}", m.data);
+        assert!(m.to.iter().any(|t| t.contains("ops@example.com")));
+        assert_eq!(m.auth.as_deref(), Some("baton k-123-secret"));
+        assert!(
+            ids.iter()
+                .any(|id| m.data.contains(&format!("<{id}@baton>"))),
+            "no event id in the Message-ID: {}",
+            m.data
+        );
+    }
+    tasks.stop(Duration::from_secs(1)).await;
+}
+
+fn health(state: &str, restarts: u64, err: Option<&str>) -> baton::browser::BrowserHealth {
+    baton::browser::BrowserHealth {
+        state: state.into(),
+        pid: None,
+        restarts,
+        version: None,
+        last_error: err.map(str::to_owned),
+    }
+}
+
+/// A receiver that is down for a while gets every message once it is back,
+/// in order and each once; while down, `Retry-After` is honoured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_was_down_gets_every_message_once_it_is_back() {
+    let r = Receiver::start().await;
+    r.answer(429, Some("1"));
+    let (ncfg, secrets) = notify_config(&format!(
+        "notify:\n  retry: {{ first: 50ms, max: 200ms }}\n  channels:\n    hook: {{ type: webhook, url: \"{}/hook\" }}\n",
+        r.url
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let (notifier, tasks) = start(ncfg, secrets, dir.path());
+    let ids: Vec<String> = (0..20)
+        .map(|i| {
+            let e = Event::new(Kind::Script, format!("message {i}"), "body");
+            let id = e.id.clone();
+            notifier.emit(e);
+            id
+        })
+        .collect();
+    // Two refused attempts, then the receiver comes back.
+    let refused = r.wait_until(WAIT, |s| s.len() >= 2).await;
+    let gap = refused[1].at - refused[0].at;
+    assert!(
+        gap >= Duration::from_millis(950),
+        "Retry-After: 1 was not honoured: retried after {gap:?}"
+    );
+    r.answer(200, None);
+    let seen = r
+        .wait_until(WAIT, |s| ids.iter().all(|id| delivered(s, id)))
+        .await;
+    let order: Vec<&str> = seen
+        .iter()
+        .filter(|s| s.delivered())
+        .map(Seen::id)
+        .collect();
+    assert_eq!(order, ids, "every message once, oldest first");
+    tasks.stop(Duration::from_secs(1)).await;
+    let status = notifier.status();
+    assert_eq!(status[0].delivered, 20);
+    assert!(status[0].failed >= 2);
+    assert_eq!(status[0].state, "ok");
+    assert_eq!(status[0].pending, 0);
+}
+
+/// Secrets never reach a message body unless a template asks for one: a
+/// run error that holds a secret is masked in the message (and in the
+/// outbox file), while `{{secret.NAME}}` in a template is filled in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_stay_out_of_bodies_unless_a_template_names_them() {
+    let r = Receiver::start().await;
+    let (ncfg, secrets) = notify_config(&format!(
+        r#"notify:
+  failures_in_a_row: 1
+  channels:
+    plain: {{ type: webhook, url: "{0}/plain" }}
+    chat: {{ type: slack, url: "{0}/slack", min_gap: 0s }}
+    templated: {{ type: webhook, url: "{0}/templated", template: '{{"text": "{{{{text}}}}", "auth": "{{{{secret.api_key}}}}"}}' }}
+"#,
+        r.url
+    ));
+    let mut cfg = common::config(&["t"], common::flow(&["pay"]));
+    cfg.cycle.interval = (Duration::from_millis(10), Duration::from_millis(10));
+    let h = common::Harness::new(cfg);
+    let (notifier, tasks) = start(ncfg, secrets, h.dir.path());
+    *h.notifier.lock().unwrap() = notifier.clone();
+    h.steps.step("pay", |_| async {
+        Err(StepError::failed("card k-123-secret was declined"))
+    });
+    h.run_cycles(1).await;
+    let seen = r
+        .wait_until(WAIT, |s| s.iter().filter(|x| x.delivered()).count() >= 3)
+        .await;
+    for s in &seen {
+        let text = s.body.replace("k-123-secret", "");
+        assert!(text.contains("was declined"), "{}", s.body);
+        if s.path == "/templated" {
+            assert_eq!(s.json()["auth"], "k-123-secret", "asked for by name");
+            assert!(!s.json()["text"].as_str().unwrap().contains("k-123-secret"));
+        } else {
+            assert!(
+                !s.body.contains("k-123-secret"),
+                "a secret in a body: {}",
+                s.body
+            );
+        }
+    }
+    let outbox = std::fs::read_to_string(h.dir.path().join("notify/outbox.jsonl")).unwrap();
+    assert!(outbox.contains("was declined") && !outbox.contains("k-123-secret"));
+    tasks.stop(Duration::from_secs(1)).await;
+}
+
+/// The child of `messages_queued_before_a_kill_9_arrive_after_the_restart`:
+/// a scheduler that buys every cycle, notifying a receiver that is down,
+/// and says `answered ORDER` after each commit.
+#[test]
+#[ignore = "started by messages_queued_before_a_kill_9_arrive_after_the_restart"]
+fn notify_crash_child() {
+    use std::io::Write;
+    let (Ok(dir), Ok(url)) = (
+        std::env::var("BATON_NOTIFY_CRASH_DIR"),
+        std::env::var("BATON_NOTIFY_URL"),
+    ) else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async move {
+        let (ncfg, secrets) = notify_config(&format!(
+            "notify:\n  retry: {{ first: 20ms, max: 50ms }}\n  channels:\n    hook: {{ type: webhook, url: \"{url}/hook\" }}\n"
+        ));
+        let mut cfg = common::config(&["t"], common::flow(&["buy"]));
+        cfg.test_mode = true;
+        cfg.cycle.interval = (Duration::from_millis(30), Duration::from_millis(30));
+        let h = common::Harness::in_dir(cfg, Path::new(&dir));
+        let (notifier, _tasks) = start(ncfg, secrets, Path::new(&dir));
+        *h.notifier.lock().unwrap() = notifier.clone();
+        h.steps.step("buy", move |cx| {
+            let notifier = notifier.clone();
+            async move {
+            // An event that is not about a run: only the outbox keeps it.
+            notifier.emit(Event::new(Kind::Script, format!("run {} starts", cx.run_id), "from a step"));
+            let order = format!("A-{}", cx.run_id);
+            baton::rust_steps::commit(&cx, "order", async move { Ok(order.clone()) }).await?;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "answered A-{}", cx.run_id);
+            let _ = out.flush();
+            Ok(StepEnd::Continue)
+            }
+        });
+        h.run_cycles(u64::MAX).await;
+    });
+}
+
+/// At least once across `kill -9`: a baton is killed at random moments
+/// while its receiver is down, several times over. Once the receiver is up
+/// and the next start has run, every message the down receiver was offered
+/// (so every one that had reached the outbox, run events or not) arrives,
+/// and every order in the history was announced, each under the id its run
+/// gives it.
+#[test]
+fn messages_queued_before_a_kill_9_arrive_after_the_restart() {
+    use rand::{Rng, SeedableRng};
+    let _one = common::live::ONE_AT_A_TIME.blocking_lock();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let r = rt.block_on(Receiver::start());
+    r.answer(503, None);
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let test = match module_path!().split_once("::") {
+        Some((_, m)) => format!("{m}::notify_crash_child"),
+        None => "notify_crash_child".into(),
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(14);
+    for _ in 0..6 {
+        let mut child = Command::new(&exe)
+            .args([
+                "--ignored",
+                "--exact",
+                &test,
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("BATON_NOTIFY_CRASH_DIR", dir.path())
+            .env("BATON_NOTIFY_URL", &r.url)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("answered ") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        // Some orders in, then a kill at a random moment of a later cycle.
+        for _ in 0..rng.random_range(1..4) {
+            rx.recv_timeout(Duration::from_secs(30))
+                .expect("the child never bought");
+        }
+        std::thread::sleep(Duration::from_micros(rng.random_range(0..40_000)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        reader.join().unwrap();
+    }
+    let orders: Vec<RunRecord> = baton::state::read_history(dir.path(), usize::MAX)
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.order.is_some())
+        .collect();
+    assert!(orders.len() >= 6, "{} orders", orders.len());
+    // Whatever the down receiver was offered had reached the outbox.
+    let offered: BTreeSet<String> = r.seen().iter().map(|s| s.id().to_owned()).collect();
+    assert!(
+        offered.iter().any(|id| id.starts_with("ev-")),
+        "no event that is not about a run was offered: {offered:?}"
+    );
+
+    // The receiver is back; a new start delivers what the kills left.
+    r.answer(200, None);
+    rt.block_on(async {
+        let (_store, _) = baton::state::StateStore::open(dir.path()).unwrap();
+        let (ncfg, secrets) = notify_config(&format!(
+            "notify:\n  retry: {{ first: 20ms, max: 50ms }}\n  channels:\n    hook: {{ type: webhook, url: \"{}/hook\" }}\n",
+            r.url
+        ));
+        let (_notifier, tasks) = start(ncfg, secrets, dir.path());
+        let want: Vec<String> = orders
+            .iter()
+            .map(|o| format!("run-{}-order_placed", o.run_id.0))
+            .chain(offered.iter().cloned())
+            .collect();
+        let seen = r
+            .wait_until(WAIT, |s| want.iter().all(|id| delivered(s, id)))
+            .await;
+        for o in &orders {
+            let id = format!("run-{}-order_placed", o.run_id.0);
+            let s = seen.iter().find(|s| s.delivered() && s.id() == id).unwrap();
+            assert_eq!(s.json()["order"], o.order.clone().unwrap());
+        }
+        tasks.stop(Duration::from_secs(1)).await;
+    });
+}
+
+/// The start-up catch-up: an order in the history whose event never
+/// reached the outbox (a crash between the two) is announced at the next
+/// start; one already announced is not again, and runs from before
+/// notifications were turned on are not replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_announces_orders_whose_event_a_crash_kept_from_the_outbox() {
+    let r = Receiver::start().await;
+    let section = format!(
+        "notify:\n  channels:\n    hook: {{ type: webhook, url: \"{}/hook\" }}\n",
+        r.url
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = baton::state::StateStore::open(dir.path()).unwrap();
+    let order = |run: u64, at: std::time::SystemTime| RunRecord {
+        run_id: baton::id::RunId(run),
+        target: "t".into(),
+        flow: "f".into(),
+        started_at: at,
+        ended_at: at,
+        duration_ms: 1,
+        status: baton::state::Status::Completed,
+        outcome: None,
+        order: Some(format!("A-{run}")),
+        price: Some("12.50".into()),
+        error: None,
+        committed: true,
+        cancelled: None,
+        steps: vec![],
+        screenshot: None,
+    };
+    // Bought before notifications existed: never announced.
+    store
+        .append_history(&order(
+            1,
+            std::time::SystemTime::now() - Duration::from_secs(60),
+        ))
+        .unwrap();
+    let (ncfg, secrets) = notify_config(&section);
+    let (_n, tasks) = start(ncfg, secrets, dir.path());
+    tasks.stop(Duration::from_secs(1)).await;
+    // Saved to the history, and then the process died.
+    store
+        .append_history(&order(2, std::time::SystemTime::now()))
+        .unwrap();
+
+    let (ncfg, secrets) = notify_config(&section);
+    let (_n, tasks) = start(ncfg, secrets, dir.path());
+    let seen = r
+        .wait_until(WAIT, |s| delivered(s, "run-2-order_placed"))
+        .await;
+    tasks.stop(Duration::from_secs(1)).await;
+    assert_eq!(seen[0].json()["price"], "12.50");
+    let (ncfg, secrets) = notify_config(&section);
+    let (_n, tasks) = start(ncfg, secrets, dir.path());
+    tasks.stop(Duration::from_secs(1)).await;
+    let ids: Vec<String> = r.seen().iter().map(|s| s.id().to_owned()).collect();
+    assert_eq!(ids, ["run-2-order_placed"], "once, and nothing older");
+}
+
+/// A running baton tells its receivers that it started, what its scripts
+/// `notify(..)` (by the rules, and to one named channel), that a script or
+/// flows.yaml edit failed to load, and that it stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_baton_reports_start_script_messages_failed_reloads_and_stop() {
+    common::init_tracing();
+    let r = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("scripts")).unwrap();
+    std::fs::write(
+        dir.path().join("scripts/step.rhai"),
+        "notify(`saw ${target.id}`);\nnotify(\"ops\", \"to ops alone\");",
+    )
+    .unwrap();
+    let yaml = format!(
+        r#"cycle: {{ interval: 200ms, wait_for_active: 5s }}
+state_dir: .baton
+dashboard: off
+test_mode: true
+notify:
+  retry: {{ first: 50ms, max: 200ms }}
+  channels:
+    all: {{ type: webhook, url: "{0}/all" }}
+    ops: {{ type: webhook, url: "{0}/ops" }}
+  rules:
+    - {{ events: "*", channels: all }}
+targets:
+  - {{ id: a, url: "http://shop.test/p/a" }}
+flows:
+  f:
+    steps: [step]
+"#,
+        r.url
+    );
+    let flows = dir.path().join("flows.yaml");
+    std::fs::write(&flows, &yaml).unwrap();
+    let mut o = baton::app::Options::new(&flows);
+    o.browser = Some(Arc::new(baton::browser::sim::SimBrowser::default()));
+    let app = baton::app::App::start(o).await.unwrap();
+    let shutdown = app.shutdown.clone();
+    let task = tokio::spawn(app.run());
+
+    let event_on = |s: &[Seen], path: &str, kind: &str| {
+        s.iter()
+            .any(|x| x.path == path && x.delivered() && x.json()["event"] == kind)
+    };
+    let seen = r
+        .wait_until(WAIT, |s| {
+            event_on(s, "/all", "started")
+                && event_on(s, "/all", "script")
+                && event_on(s, "/ops", "script")
+        })
+        .await;
+    let script = seen
+        .iter()
+        .find(|s| s.path == "/all" && s.json()["event"] == "script")
+        .unwrap()
+        .json();
+    assert_eq!(script["title"], "a: saw a");
+    assert_eq!(script["target"], "a");
+    assert!(
+        seen.iter()
+            .filter(|s| s.path == "/all")
+            .all(|s| s.json()["body"] != "to ops alone"),
+        "notify(channel, ..) goes to that channel alone"
+    );
+
+    // A script that no longer compiles, then a flows.yaml that does not
+    // parse: each reported, the running versions kept.
+    std::fs::write(dir.path().join("scripts/step.rhai"), "let x = ;").unwrap();
+    r.wait_until(WAIT, |s| {
+        s.iter().any(|x| {
+            x.path == "/all"
+                && x.json()["event"] == "reload_failed"
+                && x.json()["title"].as_str().unwrap().contains("step.rhai")
+        })
+    })
+    .await;
+    std::fs::write(&flows, yaml.replace("targets:", "targets: [oops")).unwrap();
+    r.wait_until(WAIT, |s| {
+        s.iter().any(|x| {
+            x.path == "/all"
+                && x.json()["event"] == "reload_failed"
+                && x.json()["title"] == "flows.yaml reload failed"
+        })
+    })
+    .await;
+
+    shutdown.cancel();
+    task.await.unwrap();
+    // Delivered within the stop's grace, before `run` returned.
+    assert!(event_on(&r.seen(), "/all", "stopped"));
+}
