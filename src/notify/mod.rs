@@ -201,6 +201,10 @@ struct Inner {
 
 /// The notifier's tasks; [`Running::stop`] ends them.
 pub struct Running {
+    /// Ends the writer, once it has persisted what is queued.
+    stop_writer: CancellationToken,
+    /// Ends the senders, once what is pending is delivered (or a delivery
+    /// fails).
     stop: CancellationToken,
     writer: tokio::task::JoinHandle<()>,
     senders: JoinSet<()>,
@@ -296,7 +300,8 @@ impl Notifier {
         notifier.catch_up(state_dir);
 
         let stop = CancellationToken::new();
-        let writer = tokio::spawn(write_queue(shared.clone(), rx, stop.clone()));
+        let stop_writer = CancellationToken::new();
+        let writer = tokio::spawn(write_queue(shared.clone(), rx, stop_writer.clone()));
         let mut senders = JoinSet::new();
         for c in shared.config.channels.values() {
             senders.spawn(sender::deliver(
@@ -309,6 +314,7 @@ impl Notifier {
         Ok((
             notifier,
             Running {
+                stop_writer,
                 stop,
                 writer,
                 senders,
@@ -547,8 +553,11 @@ impl Running {
     /// what is pending (the `stopped` message, say). What is left stays in
     /// the outbox for the next start.
     pub async fn stop(mut self, grace: Duration) {
-        self.stop.cancel();
+        // The writer first: a sender told to stop leaves once it finds
+        // nothing pending, so what is queued must be in the outbox by then.
+        self.stop_writer.cancel();
         let _ = (&mut self.writer).await;
+        self.stop.cancel();
         let drained = tokio::time::timeout(grace, async {
             while self.senders.join_next().await.is_some() {}
         })
