@@ -283,6 +283,7 @@ impl App {
                             status: status_rx.clone(),
                             recent: opts.recent.clone(),
                             finished: finished.clone(),
+                            notifier: notifier.clone(),
                         }),
                         commands: commands_tx.clone(),
                         redactor: redactor.clone(),

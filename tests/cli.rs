@@ -250,6 +250,46 @@ const BAD_CONFIGS: &[(&str, &str, &str)] = &[
         "accounts:\n  \"../a\":\n    check: { script: step }\n",
         "account name `../a` must be letters, digits, `-` and `_`",
     ),
+    (
+        "notify: a channel type that does not exist",
+        "notify:\n  channels:\n    x: { type: telegram, url: \"http://h\" }\n",
+        "notify channel `x` has type `telegram`: use webhook, discord, slack, ntfy, apprise or email",
+    ),
+    (
+        "notify: a rule to a channel that does not exist",
+        "notify:\n  channels:\n    ops: { type: slack, url: \"http://h/x\" }\n  rules:\n    - { events: order_placed, channels: [ops, phone] }\n",
+        "a notify rule sends to channel `phone`, which is not under `notify.channels` (defined: `ops`)",
+    ),
+    (
+        "notify: an event that does not exist",
+        "notify:\n  channels:\n    ops: { type: slack, url: \"http://h/x\" }\n  rules:\n    - { events: [order_placd], channels: ops }\n",
+        "unknown event `order_placd` in a notify rule: use order_placed,",
+    ),
+    (
+        "notify: a template placeholder that does not exist",
+        "notify:\n  channels:\n    hook: { type: webhook, url: \"http://h/x\", template: '{\"t\": \"{{titel}}\"}' }\n",
+        "notify channel `hook`'s template: unknown placeholder `{{titel}}`",
+    ),
+    (
+        "notify: a credential naming an undeclared secret",
+        "notify:\n  channels:\n    ops: { type: discord, url: { secret: discord_hook } }\n",
+        "`{ secret: discord_hook }` names a secret that is not declared under `secrets:`",
+    ),
+    (
+        "notify: email in clear to another machine",
+        "notify:\n  channels:\n    mail: { type: email, host: smtp.example.com, tls: none, from: a@example.com, to: b@example.com }\n",
+        "`tls: none` sends the password and messages in clear, so it is only allowed to a relay on this machine",
+    ),
+    (
+        "notify: a webhook that is not a URL",
+        "notify:\n  channels:\n    hook: { type: webhook, url: \"ftp://h/x\" }\n",
+        "notify channel `hook`'s `url` must be an http:// or https:// URL",
+    ),
+    (
+        "notify: email without a recipient",
+        "notify:\n  channels:\n    mail: { type: email, host: smtp.example.com, from: a@example.com }\n",
+        "notify channel `mail` (email) needs `to`",
+    ),
 ];
 
 /// Cases that replace the whole file.

@@ -60,6 +60,7 @@ fn env(token: Option<&str>) -> Env {
             status: h.status.clone(),
             recent: Recent::new(redactor.clone()),
             finished,
+            notifier: h.notifier.lock().unwrap().clone(),
         }),
         commands: h.commands.clone(),
         redactor,

@@ -45,11 +45,20 @@ fn start(
     secrets: baton::secrets::Secrets,
     state_dir: &Path,
 ) -> (Notifier, baton::notify::Running) {
+    start_with(cfg, secrets, state_dir, Arc::new(Metrics::new()))
+}
+
+fn start_with(
+    cfg: NotifyConfig,
+    secrets: baton::secrets::Secrets,
+    state_dir: &Path,
+    metrics: Arc<Metrics>,
+) -> (Notifier, baton::notify::Running) {
     let redactor = Arc::new(Redactor::new());
     for v in cfg.credentials().into_iter().chain(secrets.values()) {
         redactor.add(v);
     }
-    Notifier::start(cfg, state_dir, secrets, redactor, Arc::new(Metrics::new())).unwrap()
+    Notifier::start(cfg, state_dir, secrets, redactor, metrics).unwrap()
 }
 
 fn kinds(seen: &[Seen], path: &str, field: &str) -> BTreeSet<String> {
@@ -309,7 +318,8 @@ async fn a_receiver_that_was_down_gets_every_message_once_it_is_back() {
         r.url
     ));
     let dir = tempfile::tempdir().unwrap();
-    let (notifier, tasks) = start(ncfg, secrets, dir.path());
+    let metrics = Arc::new(Metrics::new());
+    let (notifier, tasks) = start_with(ncfg, secrets, dir.path(), metrics.clone());
     let ids: Vec<String> = (0..20)
         .map(|i| {
             let e = Event::new(Kind::Script, format!("message {i}"), "body");
@@ -329,6 +339,19 @@ async fn a_receiver_that_was_down_gets_every_message_once_it_is_back() {
             .map(|s| (s.status, s.id().to_owned()))
             .collect::<Vec<_>>()
     );
+    // Down shows: on the dashboard's channel list and in /metrics.
+    let down = &notifier.status()[0];
+    assert_eq!(down.state, "failing");
+    assert!(
+        down.last_error.as_deref().unwrap().contains("429"),
+        "{down:?}"
+    );
+    assert_eq!(down.pending, 20);
+    assert!(
+        metrics
+            .render()
+            .contains(r#"baton_notifications_total{channel="hook",result="failed"}"#)
+    );
     r.answer(200, None);
     let seen = r
         .wait_until(WAIT, |s| ids.iter().all(|id| delivered(s, id)))
@@ -345,6 +368,11 @@ async fn a_receiver_that_was_down_gets_every_message_once_it_is_back() {
     assert!(status[0].failed >= 2);
     assert_eq!(status[0].state, "ok");
     assert_eq!(status[0].pending, 0);
+    assert!(
+        metrics
+            .render()
+            .contains(r#"baton_notifications_total{channel="hook",result="delivered"} 20"#)
+    );
 }
 
 /// Secrets never reach a message body unless a template asks for one: a

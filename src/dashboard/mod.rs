@@ -134,6 +134,8 @@ struct StatusView {
     /// Hosts that asked baton to slow down: their monitors are paused.
     slowed_hosts: Vec<crate::script::politeness::SlowHost>,
     browser: BrowserHealth,
+    /// Each notification channel: ok or failing, what is pending, dropped.
+    notifications: Vec<crate::notify::ChannelStatus>,
     recent: Vec<crate::logging::Event>,
     runs_total: u64,
     cycles_total: u64,
@@ -208,6 +210,7 @@ impl Dashboard {
             scripts: self.view.scripts(),
             slowed_hosts: self.view.slowed_hosts(),
             browser: self.view.browser(),
+            notifications: self.view.notifications(),
             recent: self.view.recent(),
             runs_total,
             cycles_total: self.view.cycles(),

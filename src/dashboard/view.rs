@@ -30,6 +30,7 @@ pub struct Sources {
     pub status: watch::Receiver<SchedulerStatus>,
     pub recent: Recent,
     pub finished: broadcast::Sender<RunRecord>,
+    pub notifier: crate::notify::Notifier,
 }
 
 /// Read-only access to a running baton. Cheap to clone.
@@ -98,6 +99,11 @@ impl View {
 
     pub fn slowed_hosts(&self) -> Vec<SlowHost> {
         self.s.scripts.slowed_hosts()
+    }
+
+    /// Each notification channel's state (empty without `notify:`).
+    pub fn notifications(&self) -> Vec<crate::notify::ChannelStatus> {
+        self.s.notifier.status()
     }
 
     pub fn browser(&self) -> BrowserHealth {

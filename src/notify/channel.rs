@@ -407,7 +407,7 @@ async fn send(req: reqwest::RequestBuilder, e: &Event) -> Result<(), Failure> {
         .await
         .map_err(|err| Failure::Retry {
             // Without the URL: it may hold the channel's token.
-            why: format!("cannot reach the receiver: {}", err.without_url()),
+            why: format!("cannot reach the receiver: {}", causes(&err.without_url())),
             after: None,
         })?;
     let status = resp.status();
@@ -436,6 +436,22 @@ async fn send(req: reqwest::RequestBuilder, e: &Event) -> Result<(), Failure> {
     } else {
         Err(Failure::Rejected(why))
     }
+}
+
+/// An error and its causes, `: `-separated (reqwest's own text stops at
+/// "error sending request").
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(c) = next {
+        let s = c.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        next = c.source();
+    }
+    out
 }
 
 /// `Retry-After` as seconds or an HTTP date, bounded.

@@ -1,0 +1,180 @@
+//! Does a slow or dead notification receiver slow runs? It must not:
+//! runs only queue events, and senders deliver them on their own tasks.
+//!
+//! Runs the scheduler over the simulated browser for `BATON_BENCH_RUNS`
+//! (default 200) runs, each placing an order (so each one queues an
+//! `order_placed` message), three ways in the same process: without
+//! notifications, with a webhook receiver that takes 2 s per request, and
+//! with one that refuses connections. Prints the median and p95 run
+//! duration of each and their ratios to the first. `cargo bench --bench
+//! notify`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use baton::browser::sim::SimBrowser;
+use baton::config::Config;
+use baton::flow::{Flow, Step, StepEnd, Target};
+use baton::id::TargetId;
+use baton::metrics::Metrics;
+use baton::notify::channel::{Channel, ChannelKind};
+use baton::notify::{Notifier, NotifyConfig};
+use baton::registry::Registry;
+use baton::rust_steps::RustSteps;
+use baton::scheduler::{Scheduler, SchedulerStatus};
+use baton::state::StateStore;
+use tokio_util::sync::CancellationToken;
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run());
+}
+
+async fn run() {
+    let runs: u64 = std::env::var("BATON_BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let slow = slow_receiver(Duration::from_secs(2)).await;
+    // A port nothing listens on: every delivery is refused.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let off = measure(runs, None).await;
+    let slowed = measure(runs, Some(&format!("{slow}/hook"))).await;
+    let refused = measure(runs, Some(&format!("{dead}/hook"))).await;
+    println!("run duration over {runs} runs (each queues an order_placed message):");
+    for (name, d) in [
+        ("no notifications", &off),
+        ("receiver takes 2 s", &slowed),
+        ("receiver refuses", &refused),
+    ] {
+        println!(
+            "  {name:<20} median {:>7.3} ms  p95 {:>7.3} ms  ratio to none: {:.2}",
+            ms(d.0),
+            ms(d.1),
+            ms(d.0) / ms(off.0)
+        );
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// A webhook receiver that answers each request after `delay`.
+async fn slow_receiver(delay: Duration) -> String {
+    let app = axum::Router::new().fallback(move || async move {
+        tokio::time::sleep(delay).await;
+        "ok"
+    });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await });
+    url
+}
+
+/// Median and p95 of `runs` runs' durations.
+async fn measure(runs: u64, hook: Option<&str>) -> (Duration, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Config::default();
+    cfg.state_dir = dir.path().to_owned();
+    cfg.test_mode = true;
+    cfg.dashboard = None;
+    cfg.cycle.interval = (Duration::from_millis(1), Duration::from_millis(1));
+    cfg.targets = vec![Arc::new(Target {
+        id: TargetId::new("t"),
+        url: "http://shop.test/p/t".into(),
+        flow: "buy".into(),
+        account: None,
+        params: serde_json::Map::new(),
+    })];
+    cfg.flows = BTreeMap::from([(
+        "buy".to_owned(),
+        Arc::new(Flow {
+            name: "buy".into(),
+            monitor: None,
+            steps: vec![Step {
+                script: "buy".into(),
+                always: false,
+            }],
+            outcomes: BTreeMap::new(),
+            account: None,
+        }),
+    )]);
+    let (state, _) = StateStore::open(dir.path()).unwrap();
+    let state = Arc::new(state);
+    state
+        .ensure_targets(cfg.targets.iter().map(|t| &t.id))
+        .unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let (notifier, tasks) = match hook {
+        Some(url) => {
+            let channel = Channel {
+                name: "hook".into(),
+                kind: ChannelKind::Webhook {
+                    url: url.to_owned(),
+                    headers: Vec::new(),
+                    template: None,
+                },
+                min_gap: Duration::ZERO,
+            };
+            let n = NotifyConfig {
+                channels: BTreeMap::from([("hook".to_owned(), Arc::new(channel))]),
+                retry: (Duration::from_millis(100), Duration::from_secs(1)),
+                ..NotifyConfig::default()
+            };
+            let (n, t) = Notifier::start(
+                n,
+                dir.path(),
+                Default::default(),
+                Arc::new(baton::redact::Redactor::new()),
+                metrics.clone(),
+            )
+            .unwrap();
+            (n, Some(t))
+        }
+        None => (Notifier::off(), None),
+    };
+    let steps = Arc::new(RustSteps::new());
+    steps.step("buy", |cx| async move {
+        baton::rust_steps::commit(&cx, "order", async move { Ok(format!("A-{}", cx.run_id)) })
+            .await?;
+        Ok(StepEnd::Continue)
+    });
+    let (_commands_tx, commands) = tokio::sync::mpsc::channel(4);
+    let (status, _) = tokio::sync::watch::channel(SchedulerStatus::default());
+    let (finished, mut rx) = tokio::sync::broadcast::channel(runs as usize + 8);
+    let scheduler = Scheduler {
+        config: Arc::new(ArcSwap::from_pointee(cfg)),
+        registry: Arc::new(Registry::new(1)),
+        state,
+        browser: Arc::new(SimBrowser::default()),
+        steps,
+        metrics,
+        shutdown: CancellationToken::new(),
+        commands,
+        status,
+        cycles: Some(runs),
+        seed: 1,
+        finished: Some(finished),
+        notifier,
+    };
+    scheduler.run().await;
+    let mut d = Vec::new();
+    while let Ok(r) = rx.try_recv() {
+        d.push(r.ended_at.duration_since(r.started_at).unwrap_or_default());
+    }
+    if let Some(t) = tasks {
+        t.stop(Duration::ZERO).await;
+    }
+    d.sort();
+    (d[d.len() / 2], d[d.len() * 95 / 100])
+}
