@@ -84,10 +84,12 @@ async fn slow_receiver(delay: Duration) -> String {
 /// Median and p95 of `runs` runs' durations.
 async fn measure(runs: u64, hook: Option<&str>) -> (Duration, Duration) {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = Config::default();
-    cfg.state_dir = dir.path().to_owned();
-    cfg.test_mode = true;
-    cfg.dashboard = None;
+    let mut cfg = Config {
+        state_dir: dir.path().to_owned(),
+        test_mode: true,
+        dashboard: None,
+        ..Config::default()
+    };
     cfg.cycle.interval = (Duration::from_millis(1), Duration::from_millis(1));
     cfg.targets = vec![Arc::new(Target {
         id: TargetId::new("t"),
@@ -134,7 +136,7 @@ async fn measure(runs: u64, hook: Option<&str>) -> (Duration, Duration) {
             let (n, t) = Notifier::start(
                 n,
                 dir.path(),
-                Default::default(),
+                baton::secrets::Secrets::default(),
                 Arc::new(baton::redact::Redactor::new()),
                 metrics.clone(),
             )
