@@ -1171,3 +1171,67 @@ fn a_monitor_dry_run_starts_no_browser() {
         o.stderr
     );
 }
+
+/// `baton notify test` sends to each channel and says how each went (the
+/// channel's token never printed), exits 1 when one did not take it and 2
+/// for a channel that does not exist; a dry run's `notify(..)` says where
+/// it would go and sends nothing.
+#[test]
+fn notify_test_reports_each_channel_and_a_dry_run_sends_nothing() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ok = rt.block_on(common::receiver::Receiver::start());
+    let gone = rt.block_on(common::receiver::Receiver::start());
+    gone.answer(404, None);
+    let yaml = format!(
+        "notify:\n  channels:\n    ok: {{ type: slack, url: \"{}/ok\" }}\n    gone: {{ type: discord, url: \"{}/api/webhooks/1/SECRET-TOKEN\" }}\ntargets:\n  - {{ id: \"1\", url: \"http://127.0.0.1:1/p/1\" }}\nflows:\n  f:\n    steps: [step]\n",
+        ok.url, gone.url
+    );
+    let c = Case::new()
+        .file("flows.yaml", &yaml)
+        .file("scripts/step.rhai", "notify(\"hello\");")
+        .file("page.yaml", "pages:\n  /p/1:\n    elements: {}\n");
+
+    let o = c.run(&["notify", "test"]);
+    o.calm();
+    assert_eq!(o.code, 1, "{}\n{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("ok: delivered"), "{}", o.stdout);
+    assert!(
+        o.stdout.contains("gone: FAILED") && o.stdout.contains("rejected: HTTP 404"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stderr
+            .contains("1 channel(s) did not take the test message")
+    );
+    assert!(!format!("{}{}", o.stdout, o.stderr).contains("SECRET-TOKEN"));
+    let test = &ok.seen()[0];
+    assert!(
+        test.json()["text"]
+            .as_str()
+            .unwrap()
+            .contains("baton test message")
+    );
+
+    let o = c.run(&["notify", "test", "ok"]);
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    assert_eq!(ok.seen().len(), 2);
+    let o = c.run(&["notify", "test", "nope"]);
+    assert_eq!(o.code, 2);
+    assert!(
+        o.stderr.contains("no channel `nope` under notify.channels"),
+        "{}",
+        o.stderr
+    );
+
+    let o = c.run(&["dry-run", "step", "--target", "1", "--offline", "page.yaml"]);
+    o.calm();
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    assert!(
+        o.stdout
+            .contains("not sent (dry run); would go to gone, ok"),
+        "{}",
+        o.stdout
+    );
+    assert_eq!(ok.seen().len(), 2, "a dry run sent a message");
+}

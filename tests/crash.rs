@@ -12,7 +12,6 @@ use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime};
 
@@ -21,29 +20,6 @@ use baton::state::{self, RunRecord, StateStore, Status};
 use rand::{Rng, SeedableRng};
 
 const KILLS: usize = 200;
-
-/// Starts this test binary's ignored test `test` as a child process that
-/// writes in `dir` (passed as `var`) and reports on its stdout.
-fn child(exe: &Path, test: &str, var: &str, dir: &Path) -> std::process::Child {
-    // Tests are named by their path inside the test binary.
-    let test = match module_path!().split_once("::") {
-        Some((_, module)) => format!("{module}::{test}"),
-        None => test.to_owned(),
-    };
-    Command::new(exe)
-        .args([
-            "--ignored",
-            "--exact",
-            &test,
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(var, dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
 
 /// The child: writes until killed. Runs only when the parent starts it.
 #[test]
@@ -95,12 +71,15 @@ fn crash_child_writer() {
 fn i6_state_file_survives_kill_9() {
     let _one = common::live::ONE_AT_A_TIME.blocking_lock();
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(6);
     let mut last_ack = 0u64;
     let mut kills_mid_write = 0;
     for i in 0..KILLS {
-        let mut child = child(&exe, "crash_child_writer", "BATON_CRASH_DIR", dir.path());
+        let mut child = common::child(
+            module_path!(),
+            "crash_child_writer",
+            &[("BATON_CRASH_DIR", dir.path().as_os_str())],
+        );
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         let reader = std::thread::spawn(move || {
@@ -210,11 +189,14 @@ fn crash_child_run() {
 fn a_kill_after_the_commit_answered_recovers_completed() {
     let _one = common::live::ONE_AT_A_TIME.blocking_lock();
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
     let mut mid_run = 0;
     for i in 0..RUN_KILLS {
-        let mut child = child(&exe, "crash_child_run", "BATON_CRASH_RUN_DIR", dir.path());
+        let mut child = common::child(
+            module_path!(),
+            "crash_child_run",
+            &[("BATON_CRASH_RUN_DIR", dir.path().as_os_str())],
+        );
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         let reader = std::thread::spawn(move || {

@@ -323,7 +323,16 @@ async fn an_unanswered_commit_is_in_doubt_and_quarantines_its_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_killed_mid_run_is_survived() {
     let _one = common::live::ONE_AT_A_TIME.lock().await;
-    let p = Project::new(FAST_CYCLE, &target("1001", 60.0), "");
+    // Issue 14: the operator hears of it, and of the order after it.
+    let hook = common::receiver::Receiver::start().await;
+    let p = Project::new(
+        FAST_CYCLE,
+        &target("1001", 60.0),
+        &format!(
+            "notify:\n  channels:\n    hook: {{ type: webhook, url: \"{}/hook\" }}\n",
+            hook.url
+        ),
+    );
     let app = start(&p, 2).await;
     let shop = ShopApi::new(&app.shop.as_ref().unwrap().url());
     let sh = shop_of(&app);
@@ -378,6 +387,33 @@ async fn chromium_killed_mid_run_is_survived() {
         "the killed browser was not reaped"
     );
     assert_no_chromium(&p.profile()).await;
+
+    // Told, in order: started, the relaunch, the order (with the price the
+    // shipped checkout read off the review page), stopped.
+    let events: Vec<serde_json::Value> = hook
+        .seen()
+        .iter()
+        .filter(|s| s.delivered())
+        .map(common::receiver::Seen::json)
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["started", "browser_relaunched", "order_placed", "stopped"],
+        "{events:#?}"
+    );
+    let order = &events[2];
+    assert_eq!(
+        order["order"],
+        state.get("1001").last_order.unwrap().as_str()
+    );
+    assert!(
+        order["price"].as_str().is_some_and(|p| p.starts_with('$')),
+        "{order}"
+    );
 }
 
 /// Injected 500s are recorded as failures and the target is retried (and

@@ -10,7 +10,6 @@ use crate::common::receiver::{Receiver, Seen, Smtp, delivered};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -441,10 +440,12 @@ fn notify_crash_child() {
             "notify:\n  retry: {{ first: 20ms, max: 50ms }}\n  channels:\n    hook: {{ type: webhook, url: \"{url}/hook\" }}\n"
         ));
         // A target of its own per start: a kill inside a commit leaves the
-        // last one in_doubt (I7), and it is never run again.
+        // last one in_doubt (I7), never run again, and its session
+        // quarantined (I9): there are sessions enough for every start.
         let target = std::env::var("BATON_NOTIFY_TARGET").unwrap_or_default();
         let mut cfg = common::config(&[target.as_str()], common::flow(&["buy"]));
         cfg.test_mode = true;
+        cfg.cycle.max_concurrent_runs = 8;
         cfg.cycle.interval = (Duration::from_millis(30), Duration::from_millis(30));
         let h = common::Harness::in_dir(cfg, Path::new(&dir));
         let (notifier, _tasks) = start(ncfg, secrets, Path::new(&dir));
@@ -480,28 +481,18 @@ fn messages_queued_before_a_kill_9_arrive_after_the_restart() {
     let r = rt.block_on(Receiver::start());
     r.answer(503, None);
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let test = match module_path!().split_once("::") {
-        Some((_, m)) => format!("{m}::notify_crash_child"),
-        None => "notify_crash_child".into(),
-    };
     let mut rng = rand::rngs::StdRng::seed_from_u64(14);
     for start in 0..6 {
-        let mut child = Command::new(&exe)
-            .args([
-                "--ignored",
-                "--exact",
-                &test,
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("BATON_NOTIFY_CRASH_DIR", dir.path())
-            .env("BATON_NOTIFY_URL", &r.url)
-            .env("BATON_NOTIFY_TARGET", format!("t{start}"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let target = format!("t{start}");
+        let mut child = common::child(
+            module_path!(),
+            "notify_crash_child",
+            &[
+                ("BATON_NOTIFY_CRASH_DIR", dir.path().as_os_str()),
+                ("BATON_NOTIFY_URL", r.url.as_ref()),
+                ("BATON_NOTIFY_TARGET", target.as_ref()),
+            ],
+        );
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
@@ -561,9 +552,10 @@ fn messages_queued_before_a_kill_9_arrive_after_the_restart() {
 }
 
 /// The start-up catch-up: an order in the history whose event never
-/// reached the outbox (a crash between the two) is announced at the next
-/// start; one already announced is not again, and runs from before
-/// notifications were turned on are not replayed.
+/// reached the outbox (a crash between the two), and a target a crash left
+/// in_doubt, are announced at the next start; what was announced is not
+/// again, and runs from before notifications were turned on are not
+/// replayed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_announces_orders_whose_event_a_crash_kept_from_the_outbox() {
     let r = Receiver::start().await;
@@ -600,23 +592,44 @@ async fn a_start_announces_orders_whose_event_a_crash_kept_from_the_outbox() {
     let (ncfg, secrets) = notify_config(&section);
     let (_n, tasks) = start(ncfg, secrets, dir.path());
     tasks.stop(Duration::from_secs(1)).await;
-    // Saved to the history, and then the process died.
+    // Saved to the history, and then the process died; and another run
+    // died inside its commit (the restart recovers it as in_doubt).
     store
         .append_history(&order(2, std::time::SystemTime::now()))
+        .unwrap();
+    store
+        .update(&"d".into(), |t| {
+            t.status = baton::state::Status::InDoubt;
+            t.run_id = Some(baton::id::RunId(3));
+        })
         .unwrap();
 
     let (ncfg, secrets) = notify_config(&section);
     let (_n, tasks) = start(ncfg, secrets, dir.path());
     let seen = r
-        .wait_until(WAIT, |s| delivered(s, "run-2-order_placed"))
+        .wait_until(WAIT, |s| {
+            delivered(s, "run-2-order_placed") && delivered(s, "run-3-in_doubt")
+        })
         .await;
     tasks.stop(Duration::from_secs(1)).await;
-    assert_eq!(seen[0].json()["price"], "12.50");
+    let of = |id: &str| seen.iter().find(|s| s.id() == id).unwrap().json();
+    assert_eq!(of("run-2-order_placed")["price"], "12.50");
+    assert!(
+        of("run-3-in_doubt")["command"]
+            .as_str()
+            .unwrap()
+            .contains("baton state resolve d --as completed")
+    );
     let (ncfg, secrets) = notify_config(&section);
     let (_n, tasks) = start(ncfg, secrets, dir.path());
     tasks.stop(Duration::from_secs(1)).await;
-    let ids: Vec<String> = r.seen().iter().map(|s| s.id().to_owned()).collect();
-    assert_eq!(ids, ["run-2-order_placed"], "once, and nothing older");
+    let mut ids: Vec<String> = r.seen().iter().map(|s| s.id().to_owned()).collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        ["run-2-order_placed", "run-3-in_doubt"],
+        "each once, and nothing older"
+    );
 }
 
 /// A running baton tells its receivers that it started, what its scripts
@@ -711,4 +724,82 @@ flows:
     task.await.unwrap();
     // Delivered within the stop's grace, before `run` returned.
     assert!(event_on(&r.seen(), "/all", "stopped"));
+}
+
+/// Messages left for a channel that flows.yaml no longer has are given up
+/// at the next start (they would wait forever), and the others still go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_for_a_removed_channel_are_given_up_at_start() {
+    let r = Receiver::start().await;
+    r.answer(503, None);
+    let dir = tempfile::tempdir().unwrap();
+    let both = format!(
+        "notify:\n  channels:\n    a: {{ type: webhook, url: \"{0}/a\" }}\n    b: {{ type: webhook, url: \"{0}/b\" }}\n",
+        r.url
+    );
+    let (ncfg, secrets) = notify_config(&both);
+    let (n, tasks) = start(ncfg, secrets, dir.path());
+    n.emit(Event::new(Kind::Script, "kept for a", "x"));
+    r.wait_until(WAIT, |s| {
+        s.iter().any(|x| x.path == "/a") && s.iter().any(|x| x.path == "/b")
+    })
+    .await;
+    tasks.stop(Duration::ZERO).await;
+
+    r.answer(200, None);
+    let (ncfg, secrets) = notify_config(&format!(
+        "notify:\n  channels:\n    a: {{ type: webhook, url: \"{}/a\" }}\n",
+        r.url
+    ));
+    let (n, tasks) = start(ncfg, secrets, dir.path());
+    r.wait_until(WAIT, |s| s.iter().any(|x| x.path == "/a" && x.delivered()))
+        .await;
+    tasks.stop(Duration::from_secs(1)).await;
+    assert_eq!(n.status()[0].pending, 0);
+    let outbox = std::fs::read_to_string(dir.path().join("notify/outbox.jsonl")).unwrap();
+    assert!(outbox.contains("no longer in flows.yaml"), "{outbox}");
+    // Reopened, nothing is pending for `b` any more.
+    let (o, opened) = baton::notify::outbox::Outbox::open(dir.path(), 100).unwrap();
+    assert_eq!((opened.pending, o.pending_for("b")), (0, 0));
+}
+
+/// Rules route each event kind to its channels, and `min_interval` holds
+/// back repeats of a kind on a channel (counted as suppressed), while a
+/// channel with no interval for that kind gets every one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_route_events_and_min_interval_holds_back_repeats() {
+    let r = Receiver::start().await;
+    let (ncfg, secrets) = notify_config(&format!(
+        r#"notify:
+  channels:
+    quiet: {{ type: webhook, url: "{0}/quiet" }}
+    loud: {{ type: webhook, url: "{0}/loud" }}
+  rules:
+    - {{ events: [script], channels: quiet, min_interval: 1h }}
+    - {{ events: [script, order_placed], channels: loud }}
+"#,
+        r.url
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let (n, tasks) = start(ncfg, secrets, dir.path());
+    for i in 0..3 {
+        n.emit(Event::new(Kind::Script, format!("m{i}"), "b"));
+    }
+    n.emit(Event::new(Kind::Restock, "no rule sends this", "b"));
+    r.wait_until(WAIT, |s| {
+        s.iter().filter(|x| x.path == "/loud").count() == 3
+    })
+    .await;
+    tasks.stop(Duration::from_secs(1)).await;
+    let seen = r.seen();
+    let quiet: Vec<_> = seen.iter().filter(|s| s.path == "/quiet").collect();
+    assert_eq!(quiet.len(), 1, "min_interval let a repeat through");
+    assert_eq!(quiet[0].json()["title"], "m0");
+    assert!(
+        seen.iter().all(|s| s.json()["event"] == "script"),
+        "restock has no rule"
+    );
+    let status = n.status();
+    let quiet = status.iter().find(|c| c.name == "quiet").unwrap();
+    assert_eq!((quiet.delivered, quiet.suppressed), (1, 2));
 }

@@ -251,6 +251,25 @@ impl Notifier {
                 opened.pending
             );
         }
+        // Messages for a channel flows.yaml no longer has would wait
+        // forever: give them up, and say so.
+        let mut orphans = 0;
+        for p in outbox.pending() {
+            for c in p
+                .channels
+                .iter()
+                .filter(|c| !config.channels.contains_key(*c))
+            {
+                orphans += 1;
+                outbox.done(p.seq, c, Some("the channel is no longer in flows.yaml"))?;
+            }
+        }
+        if orphans > 0 {
+            tracing::warn!(
+                orphans,
+                "{orphans} undelivered notification(s) were for channels no longer in flows.yaml; dropped"
+            );
+        }
         let outbox = Arc::new(outbox);
         let status = config
             .channels

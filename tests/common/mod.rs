@@ -22,6 +22,31 @@ use tokio_util::sync::CancellationToken;
 pub mod live;
 pub mod receiver;
 
+/// Starts this test binary's ignored test `test` of `module` (its
+/// `module_path!()`) as a child process with `env` set, its stdout piped:
+/// the tests that `kill -9` a baton do it to a child of their own.
+pub fn child(module: &str, test: &str, env: &[(&str, &std::ffi::OsStr)]) -> std::process::Child {
+    // Tests are named by their path inside the test binary.
+    let test = match module.split_once("::") {
+        Some((_, m)) => format!("{m}::{test}"),
+        None => test.to_owned(),
+    };
+    let mut c = std::process::Command::new(std::env::current_exe().unwrap());
+    c.args([
+        "--ignored",
+        "--exact",
+        &test,
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.spawn().unwrap()
+}
+
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
