@@ -803,3 +803,58 @@ async fn rules_route_events_and_min_interval_holds_back_repeats() {
     let quiet = status.iter().find(|c| c.name == "quiet").unwrap();
     assert_eq!((quiet.delivered, quiet.suppressed), (1, 2));
 }
+
+/// Email over STARTTLS and over TLS from the first byte, to a relay whose
+/// certificate comes from a private CA that `ca:` names: the message
+/// arrives encrypted, the password only inside TLS. Without `ca:` the
+/// certificate is refused and the message waits in the outbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_goes_over_starttls_and_tls_to_a_relay_with_a_private_ca() {
+    use crate::common::receiver::{SmtpTls, TestCa};
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.ca_pem).unwrap();
+    for (tls, word) in [(SmtpTls::StartTls, "starttls"), (SmtpTls::Implicit, "tls")] {
+        let smtp = crate::common::receiver::Smtp::start_with(tls, Some(&ca)).await;
+        let channel = |ca: &str| {
+            format!(
+                "notify:\n  retry: {{ first: 50ms, max: 100ms }}\n  channels:\n    mail: {{ type: email, host: 127.0.0.1, port: {}, tls: {word}, username: baton, password: {{ secret: api_key }}, from: baton@example.com, to: ops@example.com{ca} }}\n",
+                smtp.port
+            )
+        };
+        // Without the CA: refused, kept, retried.
+        let state = tempfile::tempdir().unwrap();
+        let (ncfg, secrets) = notify_config(&channel(""));
+        let (n, tasks) = start(ncfg, secrets, state.path());
+        n.emit(Event::new(Kind::Script, "over tls", "b"));
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while n.status()[0].failed == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "never tried");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tasks.stop(Duration::ZERO).await;
+        let err = n.status()[0].last_error.clone().unwrap();
+        assert!(
+            err.to_lowercase().contains("certificate") || err.contains("TLS"),
+            "{err}"
+        );
+        assert!(smtp.mails().is_empty());
+
+        // With it: delivered, over TLS.
+        let (ncfg, secrets) = notify_config(&channel(&format!(", ca: \"{}\"", ca_file.display())));
+        let (n, tasks) = start(ncfg, secrets, state.path());
+        let mails = tokio::select! {
+            m = smtp.wait_for(1, WAIT) => m,
+            () = async {
+                while n.status()[0].failed < 3 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            } => panic!("{word}: {:?}", n.status()[0].last_error),
+        };
+        tasks.stop(Duration::from_secs(1)).await;
+        assert!(mails[0].tls, "{word}: not over TLS");
+        assert_eq!(mails[0].auth.as_deref(), Some("baton k-123-secret"));
+        assert!(mails[0].data.contains("Subject: [baton] over tls"));
+    }
+}

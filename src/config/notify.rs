@@ -91,6 +91,8 @@ struct RawChannel {
     #[serde(default)]
     to: Option<Spanned<OneOrMany>>,
     #[serde(default)]
+    ca: Option<Spanned<String>>,
+    #[serde(default)]
     min_gap: Option<Dur<0>>,
 }
 
@@ -415,6 +417,38 @@ impl Resolver<'_> {
                 for (a, w) in &to {
                     mailbox(self, a, *w);
                 }
+                let ca = c.ca.as_ref().and_then(|p| {
+                    let expanded = self.expand_str(&p.value, at(p));
+                    let path = self.rel(&expanded);
+                    match std::fs::read(&path) {
+                        Ok(pem)
+                            if lettre::transport::smtp::client::Certificate::from_pem(&pem)
+                                .is_ok() =>
+                        {
+                            Some(pem)
+                        }
+                        Ok(_) => {
+                            self.problem(
+                                at(p),
+                                format!(
+                                    "notify channel `{name}`: `{}` holds no PEM certificate",
+                                    path.display()
+                                ),
+                            );
+                            None
+                        }
+                        Err(e) => {
+                            self.problem(
+                                at(p),
+                                format!(
+                                    "notify channel `{name}`: cannot read `{}`: {e}",
+                                    path.display()
+                                ),
+                            );
+                            None
+                        }
+                    }
+                });
                 ChannelKind::Email(Email {
                     host,
                     port,
@@ -423,6 +457,7 @@ impl Resolver<'_> {
                     password,
                     from,
                     to: to.into_iter().map(|(a, _)| a).collect(),
+                    ca,
                 })
             }
             other => {

@@ -42,7 +42,7 @@ impl Resolver<'_> {
             .unwrap_or_default()
     }
 
-    fn rel(&self, p: &str) -> PathBuf {
+    pub(super) fn rel(&self, p: &str) -> PathBuf {
         let p = PathBuf::from(p);
         if p.is_absolute() {
             p

@@ -64,6 +64,9 @@ pub struct Email {
     pub password: Option<String>,
     pub from: String,
     pub to: Vec<String>,
+    /// PEM certificates to trust besides the usual roots (a relay with a
+    /// certificate from a private CA).
+    pub ca: Option<Vec<u8>>,
 }
 
 /// How an SMTP connection is secured.
@@ -491,8 +494,16 @@ async fn send_email(mail: &Email, e: &Event) -> Result<(), Failure> {
         .body(e.text())
         .map_err(|err| rejected("cannot build the email", &err))?;
 
-    let tls =
-        || TlsParameters::new(mail.host.clone()).map_err(|err| rejected("TLS settings", &err));
+    let tls = || {
+        let mut b = TlsParameters::builder(mail.host.clone());
+        if let Some(pem) = &mail.ca {
+            b = b.add_root_certificate(
+                lettre::transport::smtp::client::Certificate::from_pem(pem)
+                    .map_err(|err| rejected("the `ca` certificate", &err))?,
+            );
+        }
+        b.build().map_err(|err| rejected("TLS settings", &err))
+    };
     let mut t = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&mail.host)
         .port(mail.port)
         .timeout(Some(Duration::from_secs(20)));

@@ -177,6 +177,61 @@ pub struct Mail {
     pub data: String,
     /// The `AUTH PLAIN` credentials, decoded, if the client logged in.
     pub auth: Option<String>,
+    /// Whether the message came over TLS (STARTTLS or from the first byte).
+    pub tls: bool,
+}
+
+/// How the SMTP server secures its connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SmtpTls {
+    None,
+    /// Plain, upgraded by `STARTTLS` (which it offers).
+    StartTls,
+    /// TLS from the first byte.
+    Implicit,
+}
+
+/// A certificate authority of the test's own and a certificate it signed
+/// for 127.0.0.1 and localhost: the server's TLS, and the PEM a client
+/// must trust.
+pub struct TestCa {
+    pub ca_pem: String,
+    pub acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "baton test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut leaf =
+            CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+        leaf.distinguished_name
+            .push(DnType::CommonName, "localhost");
+        let leaf = leaf.signed_by(&key, &ca, &ca_key).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+        TestCa {
+            ca_pem: ca.pem(),
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        }
+    }
 }
 
 /// A plain SMTP server (no TLS: baton allows `tls: none` to loopback only)
@@ -196,6 +251,13 @@ impl Drop for Smtp {
 
 impl Smtp {
     pub async fn start() -> Smtp {
+        Smtp::start_with(SmtpTls::None, None).await
+    }
+
+    /// A server that secures its connections as `tls` says, with `ca`'s
+    /// certificate.
+    pub async fn start_with(tls: SmtpTls, ca: Option<&TestCa>) -> Smtp {
+        let acceptor = ca.map(|c| c.acceptor.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let mails = Arc::new(Mutex::new(Vec::new()));
@@ -209,9 +271,27 @@ impl Smtp {
                     () = s.cancelled() => return,
                 };
                 let Ok((stream, _)) = conn else { continue };
-                let (m, c) = (m.clone(), c.clone());
+                let (m, c, acceptor) = (m.clone(), c.clone(), acceptor.clone());
                 tokio::spawn(async move {
-                    let _ = session(stream, m, c).await;
+                    match (tls, acceptor) {
+                        (SmtpTls::Implicit, Some(a)) => {
+                            if let Ok(s) = a.accept(stream).await {
+                                let _ = session(s, m, c, false, true, true).await;
+                            }
+                        }
+                        (SmtpTls::StartTls, Some(a)) => {
+                            let plain =
+                                session(stream, m.clone(), c.clone(), true, false, true).await;
+                            if let Ok(Ended::Upgrade(s)) = plain
+                                && let Ok(s) = a.accept(s).await
+                            {
+                                let _ = session(s, m, c, false, true, false).await;
+                            }
+                        }
+                        _ => {
+                            let _ = session(stream, m, c, false, false, true).await;
+                        }
+                    }
                 });
             }
         });
@@ -244,32 +324,67 @@ impl Smtp {
     }
 }
 
-async fn session(
-    stream: tokio::net::TcpStream,
+/// How a conversation ended: the client quit or left, or asked for
+/// `STARTTLS` (the caller upgrades the stream and goes on).
+enum Ended<S> {
+    Done,
+    Upgrade(S),
+}
+
+/// One SMTP conversation. With `offer_starttls`, `STARTTLS` is offered;
+/// after the upgrade the client says EHLO again, without a new greeting
+/// (RFC 3207).
+async fn session<S>(
+    stream: S,
     mails: Arc<Mutex<Vec<Mail>>>,
     changed: Arc<Notify>,
-) -> std::io::Result<()> {
+    offer_starttls: bool,
+    tls: bool,
+    greet: bool,
+) -> std::io::Result<Ended<S>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     use base64::Engine as _;
-    let (r, mut w) = stream.into_split();
-    let mut r = BufReader::new(r);
-    w.write_all(b"220 localhost ESMTP test\r\n").await?;
+    let mut r = BufReader::new(stream);
+    if greet {
+        r.get_mut()
+            .write_all(b"220 localhost ESMTP test\r\n")
+            .await?;
+    }
     let mut mail = Mail {
         from: String::new(),
         to: Vec::new(),
         data: String::new(),
         auth: None,
+        tls,
     };
     let mut line = String::new();
     loop {
         line.clear();
         if r.read_line(&mut line).await? == 0 {
-            return Ok(());
+            return Ok(Ended::Done);
         }
         let cmd = line.trim_end().to_owned();
         let upper = cmd.to_ascii_uppercase();
+        let w = r.get_mut();
         if upper.starts_with("EHLO") || upper.starts_with("HELO") {
-            w.write_all(b"250-localhost\r\n250-AUTH PLAIN\r\n250 8BITMIME\r\n")
-                .await?;
+            let offer = if offer_starttls {
+                "250-STARTTLS\r\n"
+            } else {
+                ""
+            };
+            w.write_all(
+                format!("250-localhost\r\n{offer}250-AUTH PLAIN\r\n250 8BITMIME\r\n").as_bytes(),
+            )
+            .await?;
+        } else if upper == "STARTTLS" {
+            if !offer_starttls {
+                w.write_all(b"502 not offered\r\n").await?;
+                continue;
+            }
+            w.write_all(b"220 Ready to start TLS\r\n").await?;
+            return Ok(Ended::Upgrade(r.into_inner()));
         } else if let Some(creds) = upper.strip_prefix("AUTH PLAIN ").map(|_| &cmd[11..]) {
             let raw = base64::engine::general_purpose::STANDARD
                 .decode(creds.trim())
@@ -295,7 +410,7 @@ async fn session(
             loop {
                 line.clear();
                 if r.read_line(&mut line).await? == 0 {
-                    return Ok(());
+                    return Ok(Ended::Done);
                 }
                 if line == ".\r\n" || line == ".\n" {
                     break;
@@ -305,10 +420,10 @@ async fn session(
             mail.data = data;
             mails.lock().unwrap().push(mail.clone());
             changed.notify_waiters();
-            w.write_all(b"250 OK queued\r\n").await?;
+            r.get_mut().write_all(b"250 OK queued\r\n").await?;
         } else if upper == "QUIT" {
             w.write_all(b"221 Bye\r\n").await?;
-            return Ok(());
+            return Ok(Ended::Done);
         } else {
             w.write_all(b"250 OK\r\n").await?;
         }
