@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -730,31 +730,67 @@ pub fn is_locked(dir: &Path) -> bool {
 
 /// The last `limit` history records in `dir`, newest first. Lines that do
 /// not parse (a record cut by a crash) are skipped.
+///
+/// Read from the end, a block at a time, and only as far back as `limit`
+/// records go: the cost follows `limit`, not the file, which a year of
+/// 30-second cycles makes a million lines long.
 pub fn read_history(dir: &Path, limit: usize) -> Result<Vec<RunRecord>, StateError> {
     let path = dir.join(HISTORY_FILE);
-    let file = match File::open(&path) {
+    let err = |source| StateError::Read {
+        path: path.clone(),
+        source,
+    };
+    let mut file = match File::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(source) => return Err(StateError::Read { path, source }),
     };
-    let mut out = std::collections::VecDeque::with_capacity(limit.min(1024));
-    for line in BufReader::new(file).lines() {
-        let line = line.map_err(|source| StateError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        if let Ok(mut rec) = serde_json::from_str::<RunRecord>(&line) {
-            rec.forget_status_outcome();
-            if out.len() == limit {
-                out.pop_front();
-            }
-            if limit > 0 {
-                out.push_back(rec);
-            }
-        }
+    let mut out = Vec::with_capacity(limit.min(1024));
+    if limit == 0 {
+        return Ok(out);
     }
-    Ok(out.into_iter().rev().collect())
+    let mut end = file.metadata().map_err(err)?.len();
+    // Bytes after the last newline seen so far: the start of a line whose
+    // beginning is in an earlier block.
+    let mut tail: Vec<u8> = Vec::new();
+    let mut block = vec![0u8; HISTORY_BLOCK];
+    let take = |line: &[u8], out: &mut Vec<RunRecord>| {
+        if let Ok(mut rec) = serde_json::from_slice::<RunRecord>(line) {
+            rec.forget_status_outcome();
+            out.push(rec);
+        }
+    };
+    while end > 0 && out.len() < limit {
+        let start = end.saturating_sub(HISTORY_BLOCK as u64);
+        let n = (end - start) as usize;
+        file.seek(SeekFrom::Start(start)).map_err(err)?;
+        file.read_exact(&mut block[..n]).map_err(err)?;
+        // Lines in this block, last first; the first piece may continue
+        // in the block before.
+        let mut rest = &block[..n];
+        while let Some(i) = rest.iter().rposition(|&b| b == b'\n') {
+            let mut line = rest[i + 1..].to_vec();
+            line.extend_from_slice(&tail);
+            tail.clear();
+            take(&line, &mut out);
+            if out.len() == limit {
+                return Ok(out);
+            }
+            rest = &rest[..i];
+        }
+        let mut joined = rest.to_vec();
+        joined.extend_from_slice(&tail);
+        tail = joined;
+        end = start;
+    }
+    if out.len() < limit && !tail.is_empty() {
+        take(&tail, &mut out);
+    }
+    Ok(out)
 }
+
+/// How much of the history a read takes at a time, from the end.
+const HISTORY_BLOCK: usize = 64 * 1024;
 
 /// Writes `value` as pretty JSON to `dir/name` so that the file is, at
 /// every instant, either the old document or the new one.
@@ -896,6 +932,54 @@ mod tests {
             steps: vec![],
             screenshot: None,
         }
+    }
+
+    /// Reading from the end gives what reading the whole file gives: the
+    /// last `limit` records, newest first, across block boundaries, lines
+    /// longer than a block, a cut last line and a missing final newline.
+    #[test]
+    fn the_history_read_from_its_end_matches_a_whole_read() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let mut all = Vec::new();
+        let mut f = File::create(dir.path().join(HISTORY_FILE)).unwrap();
+        for i in 0..600u64 {
+            let mut r = record();
+            r.run_id = RunId(i);
+            // Some records far longer than a read block.
+            let len = if i % 97 == 0 {
+                3 * HISTORY_BLOCK
+            } else {
+                (i as usize * 37) % 900
+            };
+            r.error = Some("x".repeat(len));
+            let mut line = serde_json::to_vec(&r).unwrap();
+            line.push(b'\n');
+            f.write_all(&line).unwrap();
+            all.push(r);
+        }
+        let newest_first: Vec<u64> = all.iter().rev().map(|r| r.run_id.0).collect();
+        for limit in [0, 1, 2, 7, 97, 599, 600, 601, 5000] {
+            let got: Vec<u64> = read_history(dir.path(), limit)
+                .unwrap()
+                .iter()
+                .map(|r| r.run_id.0)
+                .collect();
+            assert_eq!(got, newest_first[..limit.min(600)], "limit {limit}");
+        }
+        // A cut record at the end is skipped; a whole one without its
+        // newline is read.
+        f.write_all(br#"{"run_id":600,"target":"a","#).unwrap();
+        assert_eq!(read_history(dir.path(), 1).unwrap()[0].run_id, RunId(599));
+        drop(f);
+        let mut whole = record();
+        whole.run_id = RunId(700);
+        let mut text = std::fs::read(dir.path().join(HISTORY_FILE)).unwrap();
+        text.truncate(text.len() - br#"{"run_id":600,"target":"a","#.len());
+        text.extend(serde_json::to_vec(&whole).unwrap());
+        std::fs::write(dir.path().join(HISTORY_FILE), text).unwrap();
+        let two = read_history(dir.path(), 2).unwrap();
+        assert_eq!((two[0].run_id, two[1].run_id), (RunId(700), RunId(599)));
     }
 
     /// Lines written by earlier versions, which repeated the status as the
