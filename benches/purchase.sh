@@ -6,6 +6,10 @@
 #
 #   benches/purchase.sh            # 2 rounds x 10 cycles each, alternating
 #   ROUNDS=3 CYCLES=20 benches/purchase.sh
+#   PROFILE=realistic benches/purchase.sh   # heavy pages, server think time
+#
+# Also prints the floor: the shop's own time per cycle (every request's
+# time in the server, think time included), which no client goes below.
 #
 # Needs Debian's chromium and Node.js; installs playwright-core itself
 # (into benches/node, not committed).
@@ -14,6 +18,7 @@ cd "$(dirname "$0")/.."
 
 ROUNDS=${ROUNDS:-2}
 CYCLES=${CYCLES:-10}
+PROFILE=${PROFILE:-light}
 CHROMIUM=${CHROMIUM:-$(command -v chromium || true)}
 [ -n "$CHROMIUM" ] || { echo "no chromium: apt-get install -y chromium" >&2; exit 1; }
 command -v node >/dev/null || { echo "no node: install Node.js" >&2; exit 1; }
@@ -31,7 +36,7 @@ PW_VERSION=$(node -p "require('./benches/node/node_modules/playwright-core/packa
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 SHOP="http://127.0.0.1:$PORT"
-target/release/baton demo-shop --port "$PORT" >/dev/null 2>&1 &
+target/release/baton demo-shop --port "$PORT" --profile "$PROFILE" >/dev/null 2>&1 &
 SHOP_PID=$!
 trap 'kill $SHOP_PID 2>/dev/null || true' EXIT
 for _ in $(seq 100); do
@@ -39,11 +44,18 @@ for _ in $(seq 100); do
   sleep 0.05
 done
 
+served_ms() { curl -s "$SHOP/admin/served" | python3 -c 'import json,sys; print(json.load(sys.stdin)["ms"])'; }
+
 baton_ms=()
 pw_ms=()
+floor_ms=()
 for round in $(seq "$ROUNDS"); do
   echo "== round $round: baton"
+  before=$(served_ms)
   out=$(BATON_BENCH_SHOP="$SHOP" BATON_BENCH_CYCLES="$CYCLES" cargo bench --quiet --bench purchase 2>/dev/null)
+  after=$(served_ms)
+  # Every cycle, warm-ups included (2), went through the shop.
+  floor_ms+=("$(python3 -c "print(($after - $before) / ($CYCLES + 2))")")
   echo "$out" | grep -v '^BATON_CYCLE_MS='
   baton_ms+=("$(echo "$out" | sed -n 's/^BATON_CYCLE_MS=//p')")
   echo "== round $round: playwright-core $PW_VERSION"
@@ -69,14 +81,19 @@ while kill -0 $RUN_PID 2>/dev/null; do
 done
 rm -rf "$work"
 
-python3 - "$peak" "${baton_ms[@]}" -- "${pw_ms[@]}" <<'PY'
+python3 - "$peak" "$PROFILE" "${baton_ms[@]}" -- "${pw_ms[@]}" -- "${floor_ms[@]}" <<'PY'
 import statistics, sys
 args = sys.argv[1:]
-peak_kb = int(args[0]); rest = args[1:]
+peak_kb = int(args[0]); profile = args[1]; rest = args[2:]
 i = rest.index("--")
-b = [float(x) for x in rest[:i]]; p = [float(x) for x in rest[i+1:]]
-mb, mp = statistics.median(b), statistics.median(p)
+b = [float(x) for x in rest[:i]]; rest = rest[i+1:]
+i = rest.index("--")
+p = [float(x) for x in rest[:i]]; f = [float(x) for x in rest[i+1:]]
+mb, mp, mf = statistics.median(b), statistics.median(p), statistics.median(f)
 print()
+print(f"profile: {profile}")
+print(f"floor (the shop's own time per cycle): {mf:7.0f} ms  {[round(x) for x in f]}")
+print(f"baton / floor: {mb/mf:.2f}   playwright / floor: {mp/mf:.2f}")
 print(f"baton      median of round medians: {mb:7.0f} ms per cycle  {b}")
 print(f"playwright median of round medians: {mp:7.0f} ms per cycle  {p}")
 print(f"ratio baton / playwright: {mb/mp:.2f}  (goal: at or below 1.0; design target 0.75)")

@@ -21,7 +21,9 @@ fn main() {
         .filter_map(|s| s.trim().parse().ok())
         .collect();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    println!("one baton, N targets, monitors only (cycle interval 100ms, so a cycle lasts as long as its monitors):");
+    println!(
+        "one baton, N targets, monitors only (cycle interval 100ms, so a cycle lasts as long as its monitors):"
+    );
     println!(
         "  {:>6}  {:>11}  {:>10}  {:>16}  {:>14}",
         "targets", "cycle", "peak RSS", "/api/status p50", "SSE first event"
@@ -108,7 +110,10 @@ async fn measure(n: usize) -> Figures {
     let mut latencies = Vec::new();
     let (mut c0, mut t0) = (0, Instant::now());
     loop {
-        assert!(Instant::now() < deadline, "baton with {n} targets never got going");
+        assert!(
+            Instant::now() < deadline,
+            "baton with {n} targets never got going"
+        );
         if let Some((v, took)) = status().await {
             latencies.push(took);
             if cycle_of(&v) >= 2 && c0 == 0 {
@@ -124,7 +129,11 @@ async fn measure(n: usize) -> Figures {
     let cycle = t0.elapsed() / 3;
     // The SSE stream: connect, time to the first event.
     let t = Instant::now();
-    let mut resp = client.get(format!("{base}/api/events")).send().await.unwrap();
+    let mut resp = client
+        .get(format!("{base}/api/events"))
+        .send()
+        .await
+        .unwrap();
     let _first = resp.chunk().await.unwrap();
     let sse = t.elapsed();
     let rss_kb = peak_rss_kb(pid).unwrap_or(0);

@@ -172,6 +172,10 @@ enum Cmd {
     DemoShop {
         #[arg(long, default_value_t = 8099)]
         port: u16,
+        /// How heavy pages are: `light`, or `realistic` (server think time,
+        /// real-sized scripts, styles and images) for benchmarks.
+        #[arg(long, value_enum, default_value = "light")]
+        profile: crate::shop::profile::Profile,
     },
     /// Show targets' statuses, or reset or resolve one.
     ///
@@ -345,7 +349,7 @@ async fn dispatch(cmd: Cmd, opts: Options, recent: Recent) -> Result<(), Failure
             })
             .await
         }
-        Cmd::DemoShop { port } => demo_shop(port).await,
+        Cmd::DemoShop { port, profile } => demo_shop(port, profile).await,
         Cmd::State { config, action } => state_cmd(&config, action.unwrap_or(StateCmd::Show)).await,
         Cmd::Defs { out } => defs(out, opts),
     }
@@ -589,14 +593,15 @@ fn check(config: &Path, opts: Options) -> Result<(), Failure> {
     ))
 }
 
-async fn demo_shop(port: u16) -> Result<(), Failure> {
+async fn demo_shop(port: u16, profile: crate::shop::profile::Profile) -> Result<(), Failure> {
     let mut sig = Signals::new();
     let stop = tokio_util::sync::CancellationToken::new();
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let running = crate::shop::start(addr, stop.clone())
         .await
         .map_err(|e| Failure::runtime(format!("cannot listen on {addr}: {e}")))?;
-    say!("demo shop on {}", running.url());
+    running.shop.set_profile(profile);
+    say!("demo shop on {} ({profile:?} pages)", running.url());
     say!("  products:  {0}/p/1001 .. {0}/p/1004", running.url());
     say!(
         "  control:   POST {}/admin/stock/ID/N, /admin/delay/STEP/MS, /admin/fail/STEP/N, /admin/reset",

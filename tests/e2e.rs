@@ -1345,3 +1345,28 @@ if with_session != 1 {
         "{stdout}\n{stderr}"
     );
 }
+
+/// Issue 15: the shipped flow buys on the realistic page profile (heavy
+/// scripts in the head, images, server think time on every page) as on the
+/// light one: every cycle one order, the cart cleared, no overlap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_flow_buys_on_realistic_pages() {
+    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let p = Project::new(FAST_CYCLE, &target("1001", 60.0), "");
+    let app = start(&p, 2).await;
+    let sh = shop_of(&app);
+    sh.set_profile(baton::shop::profile::Profile::Realistic);
+    let state = app.state.clone();
+    app.run().await;
+    assert_eq!(orders_of(&sh, "1001"), 2);
+    assert_eq!(sh.overlaps(), 0);
+    assert_eq!(sh.cart_lines(), 0);
+    for r in state.history(usize::MAX).unwrap() {
+        assert_eq!(r.status, Status::Completed, "{r:#?}");
+        assert!(
+            r.price.as_deref().is_some_and(|p| p.starts_with('$')),
+            "{r:#?}"
+        );
+    }
+    assert_no_chromium(&p.profile()).await;
+}

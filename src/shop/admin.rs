@@ -1,5 +1,6 @@
 //! The demo shop's control API under `/admin`, for tests and benchmarks:
-//! set stock, inject latency and failures per step, reset, and read the
+//! set stock, inject latency and failures per step, choose the page
+//! profile, reset, and read the
 //! orders placed, the carts and the overlaps the shop saw.
 
 use std::collections::BTreeMap;
@@ -107,6 +108,35 @@ pub(super) async fn fail(
 }
 
 pub(super) async fn reset(State(shop): State<Shop>) -> Json<serde_json::Value> {
-    *shop.lock() = ShopState::new();
+    let mut s = shop.lock();
+    let profile = s.profile;
+    *s = ShopState::new();
+    s.profile = profile;
     Json(json!({"reset": true}))
+}
+
+/// `GET /admin/served`: the time spent serving requests so far (think time
+/// included), and how many.
+pub(super) async fn served(State(shop): State<Shop>) -> Json<serde_json::Value> {
+    let s = shop.lock();
+    Json(json!({
+        "ms": s.served.as_secs_f64() * 1000.0,
+        "requests": s.served_requests,
+        "profile": format!("{:?}", s.profile).to_lowercase(),
+    }))
+}
+
+/// `POST /admin/profile/light|realistic`: how heavy pages are from now on.
+pub(super) async fn profile(State(shop): State<Shop>, Path(name): Path<String>) -> Response {
+    match super::profile::Profile::parse(&name) {
+        Some(p) => {
+            shop.set_profile(p);
+            Json(json!({"profile": name})).into_response()
+        }
+        None => (
+            StatusCode::BAD_REQUEST,
+            format!("unknown profile `{name}`: use light or realistic"),
+        )
+            .into_response(),
+    }
 }

@@ -29,6 +29,7 @@ mod admin;
 pub mod card;
 mod checkout;
 mod pages;
+pub mod profile;
 mod storefront;
 
 use std::collections::{BTreeMap, HashMap};
@@ -142,6 +143,12 @@ struct ShopState {
     delays: HashMap<Step, (Duration, Option<u32>)>,
     fails: HashMap<Step, u32>,
     requests: HashMap<Step, u64>,
+    /// How heavy the pages are (`profile`); survives `/admin/reset`.
+    profile: profile::Profile,
+    /// Time spent serving requests (outside `/admin`), and how many: the
+    /// server's share of a cycle, the floor no client can go below.
+    served: Duration,
+    served_requests: u64,
 }
 
 /// The catalogue a fresh shop starts with.
@@ -184,6 +191,9 @@ impl ShopState {
             delays: HashMap::new(),
             fails: HashMap::new(),
             requests: HashMap::new(),
+            profile: profile::Profile::Light,
+            served: Duration::ZERO,
+            served_requests: 0,
         }
     }
 }
@@ -247,6 +257,15 @@ impl Shop {
             }
             landed.await;
         }
+    }
+
+    /// How heavy pages are now.
+    pub fn profile(&self) -> profile::Profile {
+        self.lock().profile
+    }
+
+    pub fn set_profile(&self, p: profile::Profile) {
+        self.lock().profile = p;
     }
 
     /// Overlaps detected so far.
@@ -507,8 +526,34 @@ pub fn router(shop: Shop) -> Router {
         .route("/admin/delay/{step}/{ms}", post(admin::delay))
         .route("/admin/fail/{step}/{n}", post(admin::fail))
         .route("/admin/reset", post(admin::reset))
+        .route("/admin/profile/{name}", post(admin::profile))
+        .route("/admin/served", get(admin::served))
+        .route("/assets/{name}", get(profile::asset))
+        .layer(axum::middleware::from_fn_with_state(
+            shop.clone(),
+            profile::apply,
+        ))
+        .layer(axum::middleware::from_fn_with_state(shop.clone(), served))
         .with_state(shop)
         .layer(axum::middleware::from_fn(run_to_completion))
+}
+
+/// Counts the time the shop spends on each request (all but `/admin`),
+/// think time included.
+async fn served(
+    axum::extract::State(shop): axum::extract::State<Shop>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if req.uri().path().starts_with("/admin") {
+        return next.run(req).await;
+    }
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let mut s = shop.lock();
+    s.served += started.elapsed();
+    s.served_requests += 1;
+    resp
 }
 
 /// Runs the rest of the request on its own task. axum drops a handler's
@@ -979,5 +1024,42 @@ mod tests {
         assert!(body.contains("unknown step `teleport`"));
         let (_, _, stock) = call(&app, "GET", "/api/stock/1003", None, "").await;
         assert!(stock.contains("\"in_stock\":false"), "{stock}");
+    }
+
+    /// The realistic profile: each page carries a real shop's weight
+    /// (styles, a vendor script, images, cacheable) and the server's think
+    /// time, counted by `/admin/served`; the light one carries none, and a
+    /// reset keeps the profile.
+    #[tokio::test]
+    async fn the_realistic_profile_adds_weight_and_server_time() {
+        let shop = Shop::new();
+        let app = router(shop.clone());
+        let (_, _, light) = call(&app, "GET", "/p/1001", None, "").await;
+        assert!(!light.contains("/assets/"));
+        let (st, _, _) = call(&app, "POST", "/admin/profile/realistic", None, "").await;
+        assert_eq!(st, StatusCode::OK);
+        let (st, _, _) = call(&app, "POST", "/admin/profile/heavy", None, "").await;
+        assert_eq!(st, StatusCode::BAD_REQUEST);
+        call(&app, "POST", "/admin/reset", None, "").await;
+        let (_, _, _) = call(&app, "GET", "/admin/served", None, "").await;
+        let before = shop.lock().served;
+        let (st, _, page) = call(&app, "GET", "/p/1001", None, "").await;
+        assert_eq!(st, StatusCode::OK);
+        for asset in ["site.css", "vendor.js", "app.js", "img-1.svg"] {
+            assert!(page.contains(&format!("/assets/{asset}")), "{asset}");
+        }
+        assert!(
+            page.contains(r#"id="add-to-cart""#) || page.contains("add"),
+            "the page itself is intact"
+        );
+        let (st, headers, js) = call(&app, "GET", "/assets/vendor.js", None, "").await;
+        assert_eq!(st, StatusCode::OK);
+        assert!(js.len() > 250_000);
+        assert_eq!(headers[header::CACHE_CONTROL], "public, max-age=300");
+        let served = shop.lock().served.saturating_sub(before);
+        assert!(
+            served >= profile::PAGE_THINK + profile::ASSET_THINK,
+            "the server's think time is in the served time: {served:?}"
+        );
     }
 }
