@@ -20,11 +20,16 @@
 //! - [`scheduler`]: the cycle loop; the only part that starts runs.
 //! - [`script`]: the Rhai host: engine, primitives ([`script::api`]),
 //!   modules, plugins, hot reload.
-//! - [`shop`]: the demo shop, a storefront on loopback. Stands alone.
+//! - [`shop`]: the demo shop, a storefront on loopback, with a light and a
+//!   realistic page profile. Stands alone.
 //! - [`dashboard`]: the live status page, JSON API and metrics. Reads
 //!   snapshots, sends commands to the scheduler.
 //! - [`account`]: accounts (one run per account, I10), their stored
 //!   browser state and the lock that keeps two processes off one account.
+//! - [`notify`]: notifications: events from runs, the scheduler, the
+//!   reloaders and scripts, queued in a persisted outbox and delivered by a
+//!   sender per channel (webhook, Discord, Slack, ntfy, Apprise, email),
+//!   at least once and never on a run's path.
 //! - [`config`]: `flows.yaml`. [`app`]: assembles a running baton from it.
 //!   [`cli`]: the commands.
 //! - Small shared pieces: [`id`], [`time`], [`metrics`], [`redact`],
