@@ -601,7 +601,7 @@ async fn demo_shop(port: u16, profile: crate::shop::profile::Profile) -> Result<
         .await
         .map_err(|e| Failure::runtime(format!("cannot listen on {addr}: {e}")))?;
     running.shop.set_profile(profile);
-    say!("demo shop on {} ({profile:?} pages)", running.url());
+    say!("demo shop on {}", running.url());
     say!("  products:  {0}/p/1001 .. {0}/p/1004", running.url());
     say!(
         "  control:   POST {}/admin/stock/ID/N, /admin/delay/STEP/MS, /admin/fail/STEP/N, /admin/reset",
@@ -610,6 +610,13 @@ async fn demo_shop(port: u16, profile: crate::shop::profile::Profile) -> Result<
     say!(
         "  reports:   GET {0}/admin/orders, {0}/admin/overlaps, {0}/admin/carts",
         running.url()
+    );
+    say!(
+        "  pages:     {} (POST /admin/profile/light|realistic to change)",
+        match profile {
+            crate::shop::profile::Profile::Light => "light",
+            crate::shop::profile::Profile::Realistic => "realistic: think time, real-sized assets",
+        }
     );
     say!("Ctrl-C to stop.");
     sig.recv().await;
