@@ -217,6 +217,43 @@ pub fn resolve_command(target: &str) -> String {
     )
 }
 
+/// `order_placed` for run `run` of `target`.
+pub fn order_placed(
+    run: u64,
+    target: &str,
+    order: Option<&str>,
+    price: Option<&str>,
+    at: SystemTime,
+) -> Event {
+    let mut e = Event::about_run(
+        Kind::OrderPlaced,
+        run,
+        target,
+        format!("Order placed: {}", order.unwrap_or("(no number reported)")),
+        format!("baton placed an order for target `{target}`."),
+    );
+    e.order = order.map(str::to_owned);
+    e.price = price.map(str::to_owned);
+    e.at = at;
+    e
+}
+
+/// `in_doubt` for run `run` of `target`, saying why when it is known.
+pub fn in_doubt(run: u64, target: &str, why: &str, at: SystemTime) -> Event {
+    let mut e = Event::about_run(
+        Kind::InDoubt,
+        run,
+        target,
+        format!("Operator needed: `{target}` is in doubt"),
+        format!(
+            "Run {run} passed its commit point without an answer from the shop: the order may or may not exist. baton will not run `{target}` again until you check the shop and settle it.\nWhy: {why}"
+        ),
+    );
+    e.command = Some(resolve_command(target));
+    e.at = at;
+    e
+}
+
 /// The events a finished run gives by itself: an order placed, an
 /// in_doubt, a login that did not take. (Failure streaks need the runs
 /// before it; the notifier counts them.)
@@ -225,38 +262,21 @@ pub fn from_run(rec: &RunRecord) -> Vec<Event> {
     let target = rec.target.as_str();
     let mut out = Vec::new();
     if rec.status == Status::Completed && rec.committed {
-        let mut e = Event::about_run(
-            Kind::OrderPlaced,
+        out.push(order_placed(
             run,
             target,
-            format!(
-                "Order placed: {}",
-                rec.order.as_deref().unwrap_or("(no number reported)")
-            ),
-            format!("baton placed an order for target `{target}`."),
-        );
-        e.order.clone_from(&rec.order);
-        e.price.clone_from(&rec.price);
-        e.at = rec.ended_at;
-        out.push(e);
+            rec.order.as_deref(),
+            rec.price.as_deref(),
+            rec.ended_at,
+        ));
     }
     if rec.status == Status::InDoubt {
-        let mut e = Event::about_run(
-            Kind::InDoubt,
+        out.push(in_doubt(
             run,
             target,
-            format!("Operator needed: `{target}` is in doubt"),
-            format!(
-                "Run {run} passed its commit point without an answer from the shop: the order may or may not exist. baton will not run `{target}` again until you check the shop and settle it.{}",
-                rec.error
-                    .as_deref()
-                    .map(|e| format!("\nWhy: {e}"))
-                    .unwrap_or_default()
-            ),
-        );
-        e.command = Some(resolve_command(target));
-        e.at = rec.ended_at;
-        out.push(e);
+            rec.error.as_deref().unwrap_or("no answer was recorded"),
+            rec.ended_at,
+        ));
     }
     if rec.outcome.as_deref() == Some("logged_out") {
         let mut e = Event::about_run(

@@ -136,10 +136,16 @@ struct Shared {
 }
 
 impl Shared {
-    fn count(&self, channel: &str, d: Delivery, error: Option<String>) {
-        self.metrics.notification(channel, d.as_str());
+    /// Sets the channel's pending gauge from the outbox; returns it.
+    fn refresh_pending(&self, channel: &str) -> usize {
         let pending = self.outbox.pending_for(channel);
         self.metrics.notifications_pending(channel, pending);
+        pending
+    }
+
+    fn count(&self, channel: &str, d: Delivery, error: Option<String>) {
+        self.metrics.notification(channel, d.as_str());
+        let pending = self.refresh_pending(channel);
         let mut all = self
             .status
             .lock()
@@ -462,17 +468,12 @@ impl Notifier {
                 let (Status::InDoubt, Some(run)) = (t.status, t.run_id) else {
                     continue;
                 };
-                let mut e = Event::about_run(
-                    Kind::InDoubt,
+                let e = event::in_doubt(
                     run.0,
                     id.as_str(),
-                    format!("Operator needed: `{id}` is in doubt"),
-                    format!(
-                        "Run {} passed its commit point without a recorded answer (baton stopped during it): the order may or may not exist. baton will not run `{id}` again until you check the shop and settle it.",
-                        run.0
-                    ),
+                    "baton stopped while the commit was in flight, so no answer was recorded",
+                    std::time::SystemTime::now(),
                 );
-                e.command = Some(event::resolve_command(id.as_str()));
                 if !outbox.knows(&e.id) {
                     queued += 1;
                     self.emit(e);
@@ -658,9 +659,7 @@ async fn write_queue(
                     shared.count(&d.channel, Delivery::Full, None);
                 }
                 for c in &channels {
-                    shared
-                        .metrics
-                        .notifications_pending(c, shared.outbox.pending_for(c));
+                    shared.refresh_pending(c);
                     shared.wake(c);
                 }
             }
