@@ -191,6 +191,7 @@ impl App {
             }
             None => (Notifier::off(), None),
         };
+        notifier.recovered_orders(&recovery.completed, |id| state.get(id.as_str()));
 
         let servers = CancellationToken::new();
         let shop = match &cfg.demo_shop {

@@ -552,8 +552,9 @@ fn messages_queued_before_a_kill_9_arrive_after_the_restart() {
 }
 
 /// The start-up catch-up: an order in the history whose event never
-/// reached the outbox (a crash between the two), and a target a crash left
-/// in_doubt, are announced at the next start; what was announced is not
+/// reached the outbox (a crash between the two), an order whose commit was
+/// saved but whose run a crash cut before its history record, and a target
+/// a crash left in_doubt, are announced at the next start; what was announced is not
 /// again, and runs from before notifications were turned on are not
 /// replayed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -603,17 +604,33 @@ async fn a_start_announces_orders_whose_event_a_crash_kept_from_the_outbox() {
             t.run_id = Some(baton::id::RunId(3));
         })
         .unwrap();
+    // And a third one's commit answered and was saved, and then the process
+    // died before its history record: the restart recovers it as completed.
+    store
+        .update(&"c".into(), |t| {
+            t.status = baton::state::Status::Committed;
+            t.run_id = Some(baton::id::RunId(4));
+            t.last_order = Some("A-4".into());
+        })
+        .unwrap();
+    drop(store);
+    let (store, recovery) = baton::state::StateStore::open(dir.path()).unwrap();
+    assert_eq!(recovery.completed, [baton::id::TargetId::new("c")]);
 
     let (ncfg, secrets) = notify_config(&section);
-    let (_n, tasks) = start(ncfg, secrets, dir.path());
+    let (n, tasks) = start(ncfg, secrets, dir.path());
+    n.recovered_orders(&recovery.completed, |id| store.get(id.as_str()));
     let seen = r
         .wait_until(WAIT, |s| {
-            delivered(s, "run-2-order_placed") && delivered(s, "run-3-in_doubt")
+            delivered(s, "run-2-order_placed")
+                && delivered(s, "run-3-in_doubt")
+                && delivered(s, "run-4-order_placed")
         })
         .await;
     tasks.stop(Duration::from_secs(1)).await;
     let of = |id: &str| seen.iter().find(|s| s.id() == id).unwrap().json();
     assert_eq!(of("run-2-order_placed")["price"], "12.50");
+    assert_eq!(of("run-4-order_placed")["order"], "A-4");
     assert!(
         of("run-3-in_doubt")["command"]
             .as_str()
@@ -627,7 +644,7 @@ async fn a_start_announces_orders_whose_event_a_crash_kept_from_the_outbox() {
     ids.sort();
     assert_eq!(
         ids,
-        ["run-2-order_placed", "run-3-in_doubt"],
+        ["run-2-order_placed", "run-3-in_doubt", "run-4-order_placed"],
         "each once, and nothing older"
     );
 }

@@ -440,6 +440,32 @@ impl Notifier {
         all
     }
 
+    /// Announces the orders of targets the state store recovered as
+    /// `completed`: their commit answered and was saved, then baton died
+    /// before the run's history record, so the catch-up from the history
+    /// cannot see them. `rows` gives each one's row.
+    pub fn recovered_orders(
+        &self,
+        targets: &[crate::id::TargetId],
+        rows: impl Fn(&crate::id::TargetId) -> crate::state::TargetState,
+    ) {
+        let Some(inner) = &self.inner else { return };
+        for id in targets {
+            let t = rows(id);
+            let Some(run) = t.run_id else { continue };
+            let e = event::order_placed(
+                run.0,
+                id.as_str(),
+                t.last_order.as_deref(),
+                None,
+                std::time::SystemTime::now(),
+            );
+            if !inner.shared.outbox.knows(&e.id) {
+                self.emit(e);
+            }
+        }
+    }
+
     /// Queues what a crash may have kept from the outbox: the events of
     /// recent runs (their ids say whether they are in it already) and the
     /// targets left `in_doubt`. Only runs that ended after the outbox was
