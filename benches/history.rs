@@ -50,6 +50,7 @@ fn record(i: u64) -> RunRecord {
             },
         ],
         screenshot: None,
+        trace: None,
     }
 }
 

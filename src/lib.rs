@@ -30,6 +30,9 @@
 //!   reloaders and scripts, queued in a persisted outbox and delivered by a
 //!   sender per channel (webhook, Discord, Slack, ntfy, Apprise, email),
 //!   at least once and never on a run's path.
+//! - [`trace`]: run traces: each browser call's timeline, the page's
+//!   console errors and failed requests, the DOM of a failed run; kept for
+//!   the last runs, shown by the dashboard and the dry run.
 //! - [`config`]: `flows.yaml`. [`app`]: assembles a running baton from it.
 //!   [`cli`]: the commands.
 //! - Small shared pieces: [`id`], [`time`], [`metrics`], [`redact`],
@@ -56,4 +59,5 @@ pub mod secrets;
 pub mod shop;
 pub mod state;
 pub mod time;
+pub mod trace;
 pub mod watch;

@@ -40,6 +40,7 @@ use crate::flow::{
 use crate::metrics::Metrics;
 use crate::registry::{CancelReason, RunControl, RunGuard};
 use crate::state::{RunRecord, StateStore, Status, StepRecord, StepResult};
+use crate::trace::{Recorder, TraceStore, TracedPage};
 
 /// How long a cancelled step gets to stop after its page was closed, before
 /// the run moves on without it.
@@ -72,6 +73,8 @@ pub struct RunDeps {
     /// Told about every finished run (orders, in_doubt, failures): it only
     /// queues, so a slow receiver never slows the run.
     pub notifier: crate::notify::Notifier,
+    /// Where the run's trace is kept; `None` to record none.
+    pub traces: Option<TraceStore>,
 }
 
 /// The name history gives a login check by page and selector.
@@ -88,6 +91,7 @@ pub async fn execute(
 ) -> RunRecord {
     let started_at = SystemTime::now();
     let started = Instant::now();
+    let recorder = deps.traces.as_ref().map(|_| Recorder::new());
     let control = guard.control().clone();
     let sink = Arc::new(RunCommit {
         state: deps.state.clone(),
@@ -108,6 +112,7 @@ pub async fn execute(
         pinned.as_ref(),
         sink.clone(),
         &deps,
+        recorder.clone(),
     ))
     .catch_unwind()
     .await
@@ -144,6 +149,9 @@ pub async fn execute(
         cancelled: control.reason().map(|r| r.to_string()),
         steps: report.steps.clone(),
         screenshot: report.screenshot.clone(),
+        trace: recorder
+            .is_some()
+            .then(|| crate::trace::TraceStore::record_name(guard.run_id())),
     };
 
     let state = deps.state.clone();
@@ -197,6 +205,11 @@ pub async fn execute(
             }
         })
         .await;
+    // After the run has saved its result and deregistered: a trace is a
+    // diagnostic, and never delays the next run.
+    if let (Some(store), Some(rec)) = (&deps.traces, &recorder) {
+        keep_trace(store, rec, &record).await;
+    }
     deps.metrics.run_finished(status.as_str(), duration);
     for s in &record.steps {
         deps.metrics
@@ -321,6 +334,23 @@ enum Interrupt {
     Step,
 }
 
+/// Writes the run's trace, completed with what the record says.
+async fn keep_trace(store: &TraceStore, rec: &Recorder, record: &RunRecord) {
+    let mut trace = rec.finish(&crate::redact::global());
+    trace.run_id = Some(record.run_id);
+    trace.target = record.target.to_string();
+    trace.flow.clone_from(&record.flow);
+    trace.status = record.status.as_str().to_owned();
+    trace.screenshot.clone_from(&record.screenshot);
+    let (store, run) = (store.clone(), record.run_id);
+    let written = tokio::task::spawn_blocking(move || store.write(run, &trace)).await;
+    match written {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(run = %run, error = %e, "trace not kept"),
+        Err(e) => tracing::warn!(run = %run, error = %e, "trace not kept"),
+    }
+}
+
 async fn run_steps(
     guard: &RunGuard,
     target: Arc<Target>,
@@ -328,9 +358,11 @@ async fn run_steps(
     pinned: &dyn PinnedFlow,
     sink: Arc<RunCommit>,
     deps: &RunDeps,
+    recorder: Option<Arc<Recorder>>,
 ) -> Report {
     let control = guard.control().clone();
     let mut run = Steps {
+        recorder,
         guard,
         target,
         pinned,
@@ -424,6 +456,8 @@ struct Steps<'a> {
     account: Option<Arc<Account>>,
     report: Report,
     page: Option<Arc<dyn Page>>,
+    /// Records the run's trace; `None` when traces are off.
+    recorder: Option<Arc<Recorder>>,
     /// Set once a step was interrupted: the page may be mid-action, so the
     /// cleanup steps get a fresh one.
     interrupted: bool,
@@ -435,7 +469,16 @@ impl Steps<'_> {
         if let Some(p) = &self.page {
             return Ok(p.clone());
         }
-        let p = open_page(self.guard, self.deps, token).await?;
+        let started = Instant::now();
+        let opened = open_page(self.guard, self.deps, token).await;
+        let p = match &self.recorder {
+            Some(rec) => {
+                let shown = opened.as_ref().map(|_| String::new()).map_err(Clone::clone);
+                rec.call("open_page", "", started, shown);
+                TracedPage::wrap(opened?, rec.clone())
+            }
+            None => opened?,
+        };
         self.page = Some(p.clone());
         Ok(p)
     }
@@ -443,7 +486,7 @@ impl Steps<'_> {
     /// Runs one step, bounded and cancellable, and records it. The caller
     /// decides what its ending means for the run.
     async fn exec(&mut self, step: &Step) -> Result<StepEnd, StepError> {
-        let (deps, control, pinned) = (self.deps, self.control.clone(), self.pinned);
+        let (deps, control) = (self.deps, self.control.clone());
         // Cleanup after a cancellation runs on its own clock: the run's
         // token is already cancelled and its deadline may have passed.
         let cleanup_after_cancel = step.always && (self.interrupted || control.is_cancelled());
@@ -455,6 +498,40 @@ impl Steps<'_> {
         let step_started = Instant::now();
         let step_deadline = step_started + deps.timeouts.step;
         control.set_step(Some(&step.script));
+        if let Some(rec) = &self.recorder {
+            rec.step_started(&step.script);
+        }
+        let result = self
+            .exec_bounded(
+                step,
+                token,
+                step_started,
+                step_deadline,
+                cleanup_after_cancel,
+            )
+            .await;
+        if let Some(rec) = &self.recorder {
+            let shown = match &result {
+                Ok(StepEnd::Outcome(name)) => format!("outcome {name}"),
+                Ok(_) => "ok".to_owned(),
+                Err(e) if e.kind == StepErrorKind::Cancelled => "cancelled".to_owned(),
+                Err(_) => "failed".to_owned(),
+            };
+            rec.step_ended(&shown);
+        }
+        result
+    }
+
+    /// The body of [`Steps::exec`]: the step under its bounds.
+    async fn exec_bounded(
+        &mut self,
+        step: &Step,
+        token: CancellationToken,
+        step_started: Instant,
+        step_deadline: Instant,
+        cleanup_after_cancel: bool,
+    ) -> Result<StepEnd, StepError> {
+        let (deps, control, pinned) = (self.deps, self.control.clone(), self.pinned);
 
         let p = match self.page(&token).await {
             Ok(p) => p,
@@ -600,6 +677,11 @@ impl Steps<'_> {
                     && let Some(p) = &self.page
                 {
                     self.report.screenshot = screenshot(p.as_ref(), self.guard, deps).await;
+                    if let Some(rec) = &self.recorder
+                        && let Ok(html) = p.html(deps.timeouts.action).await
+                    {
+                        rec.dom(&html);
+                    }
                 }
                 tracing::warn!(target = %self.target.id, step = %step.script, error = %e.message, "step {result}");
                 self.report

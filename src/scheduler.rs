@@ -894,6 +894,8 @@ impl Loop {
                 .unwrap_or_default(),
             logged_out: Some(self.logged_out.clone()),
             notifier: self.s.notifier.clone(),
+            traces: Some(crate::trace::TraceStore::new(&cfg.state_dir, cfg.traces))
+                .filter(crate::trace::TraceStore::enabled),
         };
         self.runs
             .spawn(run::execute(guard, target.clone(), flow, pinned, deps));

@@ -233,6 +233,10 @@ pub struct RunRecord {
     /// File name of the failure screenshot, relative to the state directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub screenshot: Option<String>,
+    /// The run's trace, relative to the state directory, when traces are
+    /// on (`traces/r12.json`; only the last runs' are kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 impl RunRecord {
@@ -931,6 +935,7 @@ mod tests {
             cancelled: None,
             steps: vec![],
             screenshot: None,
+            trace: None,
         }
     }
 

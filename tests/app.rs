@@ -186,3 +186,95 @@ async fn state_commands_reach_a_running_baton() {
     shutdown.cancel();
     task.await.unwrap();
 }
+
+/// Issue 15: every run leaves a trace, and only the last `traces.keep` are
+/// kept. A failed run's trace says which call failed and keeps the page's
+/// DOM and the screenshot; the dashboard serves it; a secret the script
+/// used reaches neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_leave_bounded_traces_and_a_failed_one_keeps_its_dom() {
+    const SECRET: &str = "tok-8bd1c0ffee";
+    let dir = project(
+        &["a"],
+        &format!(
+            "dashboard: 127.0.0.1:0\ntraces: {{ keep: 3 }}\nsecrets:\n  tok: {{ env: BATON_TEST_UNSET_TOKEN, default: \"{SECRET}\" }}\n"
+        ),
+    );
+    std::fs::write(
+        dir.path().join("scripts/step.rhai"),
+        "navigate(target.url + \"?t=\" + secret(\"tok\"));\nwait_for([\"#gone\", \"#also-gone\"], 50);",
+    )
+    .unwrap();
+    let app = start(dir.path()).await;
+    let dash = format!("http://{}", app.dashboard.as_ref().unwrap().addr);
+    let mut runs = app.finished.subscribe();
+    let shutdown = app.shutdown.clone();
+    let task = tokio::spawn(app.run());
+    let mut last = None;
+    for _ in 0..5 {
+        last = Some(next_run_of(&mut runs, "a").await);
+    }
+    let last = last.unwrap();
+    assert_eq!(last.status, Status::Failed);
+    // Served at once (the next run needs a whole interval to start).
+    let body = reqwest::get(format!("{dash}/api/runs/{}/trace", last.run_id.0))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(body.contains("\"wait_for\""), "{body}");
+    let gone = reqwest::get(format!("{dash}/api/runs/1/trace"))
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+    assert!(gone.text().await.unwrap().contains("only the last runs"));
+    shutdown.cancel();
+    task.await.unwrap();
+
+    // The newest three of all the runs are kept.
+    let state = dir.path().join(".baton");
+    let history = baton::state::read_history(&state, usize::MAX).unwrap();
+    let mut newest: Vec<String> = history
+        .iter()
+        .take(3)
+        .map(|r| format!("{}.json", r.run_id))
+        .collect();
+    newest.sort();
+    let traces = state.join("traces");
+    let mut kept: Vec<String> = std::fs::read_dir(&traces)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    kept.sort();
+    assert!(history.len() >= 5);
+    assert_eq!(kept, newest);
+
+    let latest = &history[0];
+    let t = baton::trace::TraceStore::read(&state, latest.run_id).unwrap();
+    assert_eq!(t.status, "failed");
+    assert_eq!(t.steps.len(), 1);
+    assert_eq!(t.steps[0].result, "failed");
+    let names: Vec<(&str, bool)> = t.calls.iter().map(|c| (c.name.as_str(), c.ok)).collect();
+    // The failure's screenshot and DOM are read after the failed call.
+    assert_eq!(
+        &names[..3],
+        [("open_page", true), ("navigate", true), ("wait_for", false)],
+        "{t:#?}"
+    );
+    assert!(t.calls[2].result.contains("not found"), "{t:#?}");
+    assert!(t.calls[2].took_ms >= 50.0, "{t:#?}");
+    assert!(
+        t.dom
+            .as_deref()
+            .is_some_and(|d| d.contains("simulated page")),
+        "{t:#?}"
+    );
+    assert_eq!(t.screenshot, latest.screenshot);
+    assert!(t.screenshot.is_some());
+    let on_disk = std::fs::read_to_string(traces.join(format!("{}.json", latest.run_id))).unwrap();
+    for text in [&body, &on_disk] {
+        assert!(!text.contains(SECRET), "a secret in a trace: {text}");
+        assert!(text.contains("[redacted]"), "{text}");
+    }
+}

@@ -61,6 +61,7 @@ fn crash_child_writer() {
                 // A long record, so kills land inside writes too.
                 steps: vec![],
                 screenshot: Some("x".repeat(4096)),
+                trace: None,
             })
             .expect("append");
         println!("ack {rev}");

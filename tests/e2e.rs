@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use baton::app::{App, Options};
-use baton::browser::{Browser, Selectors};
+use baton::browser::{Browser, PageEventKind, Selectors};
 use baton::id::SessionId;
 use baton::state::{RunRecord, Status};
 use common::live::{Project, ShopApi, assert_no_chromium, target};
@@ -574,6 +574,42 @@ async fn the_dashboard_shows_runs_live() {
         p.dir.path().join("dashboard.png")
     };
     std::fs::write(&out, &png).unwrap();
+
+    // A run's trace opens under its row as a waterfall: its steps, each
+    // call with its bar, and the page's events.
+    page.click(
+        &Selectors::one("#history tbody tr:last-child button[data-trace]"),
+        t,
+    )
+    .await
+    .unwrap();
+    page.wait_for(&Selectors::one(".trace-row .wf-step"), t)
+        .await
+        .unwrap();
+    let shown = page
+        .eval(
+            "({steps: [...document.querySelectorAll('.trace-row .wf-step .wf-label')].map((e) => e.textContent), calls: document.querySelectorAll('.trace-row .wf-call').length, bars: [...document.querySelectorAll('.trace-row .wf-call .wf-bar')].filter((b) => b.getBoundingClientRect().width >= 1).length, navigate: [...document.querySelectorAll('.trace-row .wf-call .wf-label')].some((e) => e.textContent.startsWith('navigate('))})",
+            t,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        shown["steps"][0]
+            .as_str()
+            .map(|s| s.starts_with("product_page")),
+        Some(true),
+        "{shown}"
+    );
+    assert!(shown["calls"].as_u64().unwrap() >= 10, "{shown}");
+    assert_eq!(shown["bars"], shown["calls"], "{shown}");
+    assert_eq!(shown["navigate"], true, "{shown}");
+    if std::env::var_os("BATON_UPDATE_SCREENSHOTS").is_some() {
+        page.eval("document.querySelector('.trace-row').scrollIntoView()", t)
+            .await
+            .unwrap();
+        let png = page.screenshot(t).await.unwrap();
+        std::fs::write(common::live::repo().join("docs/trace.png"), &png).unwrap();
+    }
 
     let metrics = reqwest::get(format!("{dash}/metrics"))
         .await
@@ -1367,6 +1403,47 @@ async fn the_shipped_flow_buys_on_realistic_pages() {
             r.price.as_deref().is_some_and(|p| p.starts_with('$')),
             "{r:#?}"
         );
+        // Each run's trace: every step, its calls in order with the
+        // selector that matched, and the page's own noise (the realistic
+        // profile's console error and 404 pixel), with secrets masked.
+        let t = baton::trace::TraceStore::read(&p.dir.path().join(".baton"), r.run_id).unwrap();
+        assert_eq!(
+            r.trace.as_deref(),
+            Some(&*format!("traces/{}.json", r.run_id))
+        );
+        let steps: Vec<&str> = t.steps.iter().map(|s| s.script.as_str()).collect();
+        assert_eq!(steps, ["product_page", "checkout", "clear_cart"], "{t:#?}");
+        assert!(t.calls.iter().all(|c| c.ok), "{t:#?}");
+        assert_eq!(t.calls[0].name, "open_page", "{t:#?}");
+        assert!(
+            t.calls.windows(2).all(|w| w[0].at_ms <= w[1].at_ms),
+            "{t:#?}"
+        );
+        assert!(
+            t.calls
+                .iter()
+                .any(|c| c.name == "wait_for" && c.result == "`#review-page`"),
+            "{t:#?}"
+        );
+        let kinds = |k: PageEventKind| t.events.iter().filter(move |e| e.kind == k);
+        assert!(
+            kinds(PageEventKind::Console).any(|e| e.text.contains("no consent recorded")),
+            "{t:#?}"
+        );
+        assert!(
+            kinds(PageEventKind::HttpError).any(|e| e.text.starts_with("404")
+                && e.url
+                    .as_deref()
+                    .is_some_and(|u| u.ends_with("/assets/pixel.gif"))),
+            "{t:#?}"
+        );
+        assert!(kinds(PageEventKind::Navigated).count() >= 4, "{t:#?}");
+        let text = serde_json::to_string(&t).unwrap();
+        assert!(
+            !text.contains("4242424242424242"),
+            "a card number in a trace: {text}"
+        );
+        assert!(t.dom.is_none(), "a DOM kept for a run that did not fail");
     }
     assert_no_chromium(&p.profile()).await;
 }

@@ -582,6 +582,7 @@ async fn a_start_announces_orders_whose_event_a_crash_kept_from_the_outbox() {
         cancelled: None,
         steps: vec![],
         screenshot: None,
+        trace: None,
     };
     // Bought before notifications existed: never announced.
     store

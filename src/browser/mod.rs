@@ -311,6 +311,37 @@ pub struct BrowserHealth {
     pub last_error: Option<String>,
 }
 
+/// What kind of thing a page did that a run's trace records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PageEventKind {
+    /// `console.error` or a failed `console.assert`.
+    Console,
+    /// An uncaught exception in the page's scripts.
+    Exception,
+    /// A request that failed on the network (refused, reset, blocked),
+    /// not one a navigation cancelled.
+    RequestFailed,
+    /// A response with a 4xx or 5xx status.
+    HttpError,
+    /// The main frame committed a new document.
+    Navigated,
+}
+
+/// Something a page did on its own, with when it happened.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PageEvent {
+    pub at: tokio::time::Instant,
+    pub kind: PageEventKind,
+    /// The message, the error, or the status.
+    pub text: String,
+    pub url: Option<String>,
+}
+
+/// How many events a page keeps between two [`Page::take_events`]: a page
+/// that logs in a loop must not grow without bound. The oldest go first.
+pub const MAX_PAGE_EVENTS: usize = 500;
+
 /// A source of pages, one browser process (or a simulation of one).
 #[async_trait]
 pub trait Browser: Send + Sync + 'static {
@@ -419,6 +450,12 @@ pub trait Page: Send + Sync + 'static {
     async fn cookie_header(&self, url: &str) -> Result<Option<String>, PageError> {
         let _ = url;
         Ok(None)
+    }
+    /// The console errors, failed requests and navigations the page has
+    /// seen since the last call, oldest first (at most
+    /// [`MAX_PAGE_EVENTS`]). A browser that reports none returns none.
+    fn take_events(&self) -> Vec<PageEvent> {
+        Vec::new()
     }
     /// Closes the page. Later calls fail with [`PageError::Closed`]; a call
     /// in flight is aborted. Idempotent.

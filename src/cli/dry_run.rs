@@ -195,6 +195,9 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     } else {
         ""
     };
+    // Every page call goes into a trace too, printed at the end the way
+    // the dashboard draws a run's.
+    let recorder = crate::trace::Recorder::new();
     let cx = Dry {
         host: &host,
         cfg: &cfg,
@@ -206,9 +209,10 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         report_dir,
         account,
         notices: Arc::new(crate::notify::DryRun(cfg.notify.clone())),
+        recorder: recorder.clone(),
     };
     let mut pages = Pages {
-        browser: browser.clone(),
+        browser: crate::trace::TracedBrowser::wrap(browser.clone(), recorder.clone()),
         session,
         start_url,
         timeout: cfg.browser.timeout,
@@ -235,6 +239,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
 
     if let Some(p) = pages.page.take() {
         p.close().await;
+        print_trace(&recorder, &redactor, &cx.report_dir);
     }
     browser.shutdown().await;
     stop.cancel();
@@ -289,6 +294,28 @@ struct Dry<'a> {
     account: Option<Arc<crate::account::Account>>,
     /// `notify(..)` prints where it would go and sends nothing.
     notices: Arc<crate::notify::DryRun>,
+    recorder: Arc<crate::trace::Recorder>,
+}
+
+/// Prints the run's trace and saves it beside the report as `trace.json`.
+fn print_trace(
+    recorder: &crate::trace::Recorder,
+    redactor: &crate::redact::Redactor,
+    report_dir: &Path,
+) {
+    let trace = recorder.finish(redactor);
+    say!("");
+    for line in crate::trace::render(&trace, 30).lines() {
+        say!("{line}");
+    }
+    let saved = std::fs::create_dir_all(report_dir).and_then(|()| {
+        let bytes = serde_json::to_vec_pretty(&trace).map_err(std::io::Error::other)?;
+        std::fs::write(report_dir.join("trace.json"), bytes)
+    });
+    match saved {
+        Ok(()) => say!("trace:      {}", report_dir.join("trace.json").display()),
+        Err(e) => say!("trace not saved: {e}"),
+    }
 }
 
 impl Dry<'_> {
@@ -437,7 +464,19 @@ impl Dry<'_> {
     /// Runs a step on `page`; a failure saves the page's screenshot and
     /// HTML.
     async fn step(&self, name: &str, page: &Arc<dyn Page>) -> Ending {
+        self.recorder.step_started(name);
         let (result, took) = self.script(name, Some(page.clone()), false).await;
+        self.recorder.step_ended(match &result {
+            Ok(Ran {
+                end: StepEnd::Continue,
+                ..
+            }) => "ok",
+            Ok(Ran {
+                end: StepEnd::Outcome(_),
+                ..
+            }) => "outcome",
+            _ => "failed",
+        });
         // As in a run: only a monitor may pause; for a step it is a failure.
         let result = result.and_then(|r| match r.end {
             StepEnd::Paused(why) => Err(StepError::failed(why)),

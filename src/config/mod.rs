@@ -68,6 +68,8 @@ pub struct Config {
     /// credentials.
     #[serde(skip)]
     pub notify: Option<crate::notify::NotifyConfig>,
+    /// How many run traces are kept, and how many bytes they may hold.
+    pub traces: crate::trace::TraceConfig,
     pub accounts: BTreeMap<AccountId, Arc<Account>>,
     pub targets: Vec<Arc<Target>>,
     pub flows: BTreeMap<String, Arc<Flow>>,
@@ -176,6 +178,7 @@ impl Default for Config {
             demo_shop: None,
             secrets: Secrets::default(),
             notify: None,
+            traces: crate::trace::TraceConfig::default(),
             accounts: BTreeMap::new(),
             targets: Vec::new(),
             flows: BTreeMap::new(),

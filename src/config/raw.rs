@@ -39,6 +39,8 @@ pub(super) struct RawConfig {
     pub(super) accounts: BTreeMap<String, Spanned<RawAccount>>,
     #[serde(default)]
     pub(super) notify: Option<super::notify::RawNotify>,
+    #[serde(default)]
+    pub(super) traces: Option<RawTraces>,
     pub(super) targets: Vec<RawTarget>,
     pub(super) flows: BTreeMap<String, Spanned<RawFlow>>,
 }
@@ -65,6 +67,13 @@ pub(super) struct RawCycle {
     pub(super) http_timeout: Option<Dur>,
     pub(super) commit_timeout: Option<Dur<1_000>>,
     pub(super) max_concurrent_runs: Option<Concurrency>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTraces {
+    pub(super) keep: Option<Spanned<u32>>,
+    pub(super) max_mb: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]

@@ -532,6 +532,8 @@ impl Resolver<'_> {
             self.problem(None, "no targets: add at least one under `targets:`".into());
         }
 
+        let traces = self.traces(raw.traces.as_ref());
+
         let test_mode = raw.test_mode.0
             || (self.env)("BATON_TEST_MODE")
                 .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
@@ -554,9 +556,46 @@ impl Resolver<'_> {
             demo_shop: raw.demo_shop.map(|d| DemoShopConfig { port: d.port.0 }),
             secrets: Secrets::new(secrets),
             notify,
+            traces,
             accounts,
             targets,
             flows,
         })
     }
+
+    /// `traces:`, within bounds a run can honour.
+    fn traces(&mut self, raw: Option<&super::raw::RawTraces>) -> crate::trace::TraceConfig {
+        let mut c = crate::trace::TraceConfig::default();
+        let Some(raw) = raw else { return c };
+        if let Some(k) = &raw.keep {
+            if k.value > MAX_TRACES {
+                self.problem(
+                    at(k),
+                    format!(
+                        "traces.keep is {}; at most {MAX_TRACES} traces can be kept",
+                        k.value
+                    ),
+                );
+            }
+            c.keep = k.value as usize;
+        }
+        if let Some(m) = &raw.max_mb {
+            if m.value == 0 || m.value > MAX_TRACE_MB {
+                self.problem(
+                    at(m),
+                    format!(
+                        "traces.max_mb is {}; give 1 to {MAX_TRACE_MB} (use `keep: 0` to record no traces)",
+                        m.value
+                    ),
+                );
+            }
+            c.max_bytes = u64::from(m.value) << 20;
+        }
+        c
+    }
 }
+
+/// The most traces `traces.keep` may ask for.
+const MAX_TRACES: u32 = 100_000;
+/// The most megabytes `traces.max_mb` may give them.
+const MAX_TRACE_MB: u32 = 100_000;

@@ -66,6 +66,8 @@ pub mod routes {
     pub const RESOLVE: &str = "/api/targets/{id}/resolve";
     pub const METRICS: &str = "/metrics";
     pub const SHOT: &str = "/shots/{name}";
+    /// A run's trace, by its number (`12` or `r12`).
+    pub const TRACE: &str = "/api/runs/{run}/trace";
 
     /// `template` with `{id}` replaced by `id`, percent-encoded: an id may
     /// hold `/`, `?` or a space.
@@ -245,6 +247,7 @@ pub fn app(d: Dashboard) -> Router {
         .route(routes::RESOLVE, post(resolve))
         .route(routes::METRICS, get(metrics))
         .route(routes::SHOT, get(shot))
+        .route(routes::TRACE, get(trace))
         .layer(middleware::from_fn_with_state(d.clone(), auth));
     Router::new().route("/", get(page)).merge(api).with_state(d)
 }
@@ -549,6 +552,25 @@ async fn metrics(State(d): State<Dashboard>) -> Response {
         d.view.metrics_text(),
     )
         .into_response()
+}
+
+async fn trace(State(d): State<Dashboard>, Path(run): Path<String>) -> Response {
+    let Ok(n) = run.trim_start_matches('r').parse::<u64>() else {
+        return error(StatusCode::BAD_REQUEST, format!("bad run `{run}`"));
+    };
+    let dir = d.view.config().state_dir.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        crate::trace::TraceStore::read(&dir, crate::id::RunId(n))
+    })
+    .await;
+    match read {
+        Ok(Ok(t)) => d.json(&t),
+        Ok(Err(e @ crate::trace::TraceError::Missing(_))) => {
+            error(StatusCode::NOT_FOUND, e.to_string())
+        }
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
 }
 
 async fn shot(State(d): State<Dashboard>, Path(name): Path<String>) -> Response {

@@ -11,7 +11,10 @@
 //!   images (~40 KB each);
 //! - assets cacheable for five minutes, as shops serve them, so a second
 //!   visit is cheaper than the first (a browser that keeps its cache
-//!   between runs benefits, one that does not, pays).
+//!   between runs benefits, one that does not, pays);
+//! - the noise of a real storefront: a tracking pixel that answers 404 and
+//!   an app script that logs a console error (a consent banner nobody
+//!   configured), which run traces must show and flows must shrug off.
 //!
 //! The checkout's pages, the AJAX basket with late-bound handlers and the
 //! card frame are the same in both profiles: they are the shop's own.
@@ -51,7 +54,7 @@ pub const ASSET_THINK: Duration = Duration::from_millis(5);
 /// The tags a realistic page gets in its head and at the end of its body.
 const HEAD: &str =
     r#"<link rel="stylesheet" href="/assets/site.css"><script src="/assets/vendor.js"></script>"#;
-const TAIL: &str = r#"<div class="gallery"><img src="/assets/img-1.svg" alt="" width="120" height="90"><img src="/assets/img-2.svg" alt="" width="120" height="90"><img src="/assets/img-3.svg" alt="" width="120" height="90"></div><script src="/assets/app.js" defer></script>"#;
+const TAIL: &str = r#"<div class="gallery"><img src="/assets/img-1.svg" alt="" width="120" height="90"><img src="/assets/img-2.svg" alt="" width="120" height="90"><img src="/assets/img-3.svg" alt="" width="120" height="90"></div><img src="/assets/pixel.gif" alt="" width="1" height="1"><script src="/assets/app.js" defer></script>"#;
 
 /// Adds the realistic profile's server time and page weight to HTML pages.
 pub(super) async fn apply(State(shop): State<Shop>, req: Request, next: Next) -> Response {
@@ -141,6 +144,7 @@ const APP_JS: &str = r#"(function(){
   var n=0;
   document.querySelectorAll('a,button,input').forEach(function(el){ el.dataset.seen='1'; n++; });
   window.__app=n;
+  console.error('analytics: no consent recorded; beacon not sent');
 })();
 "#;
 

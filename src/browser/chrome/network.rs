@@ -4,21 +4,31 @@
 //!
 //! Event streams, not polling: a wait on a page that is already quiet
 //! returns at once, and a wait on a busy page wakes when a request ends.
+//!
+//! The same task keeps what a run's trace shows of the page: console
+//! errors, uncaught exceptions, failed requests, 4xx/5xx responses and the
+//! main frame's navigations ([`Network::take_events`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::collections::VecDeque;
+
 use chromiumoxide::cdp::browser_protocol::network::{
-    EventLoadingFailed, EventLoadingFinished, EventRequestWillBeSent, ResourceType,
+    EventLoadingFailed, EventLoadingFinished, EventRequestWillBeSent, EventResponseReceived,
+    ResourceType,
 };
 use chromiumoxide::cdp::browser_protocol::page::EventFrameNavigated;
+use chromiumoxide::cdp::js_protocol::runtime::{
+    ConsoleApiCalledType, EventConsoleApiCalled, EventExceptionThrown, RemoteObject,
+};
 use futures::StreamExt;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::browser::PageError;
+use crate::browser::{MAX_PAGE_EVENTS, PageError, PageEvent, PageEventKind};
 
 struct Request {
     url: String,
@@ -40,7 +50,12 @@ struct Flight {
 pub(super) struct Network {
     flight: Mutex<Flight>,
     changed: Notify,
+    /// What the trace shows, since the last `take_events`.
+    events: Mutex<VecDeque<PageEvent>>,
 }
+
+/// How long a console message or exception text may be in a trace.
+const MAX_TEXT: usize = 1000;
 
 impl Network {
     /// Starts following `page`'s requests until `closed` fires. Requests
@@ -65,6 +80,18 @@ impl Network {
             .map_err(err)?;
         let mut committed = page
             .event_listener::<EventFrameNavigated>()
+            .await
+            .map_err(err)?;
+        let mut responses = page
+            .event_listener::<EventResponseReceived>()
+            .await
+            .map_err(err)?;
+        let mut console = page
+            .event_listener::<EventConsoleApiCalled>()
+            .await
+            .map_err(err)?;
+        let mut thrown = page
+            .event_listener::<EventExceptionThrown>()
             .await
             .map_err(err)?;
         // A frame in another renderer (site isolation on, in a browser
@@ -110,22 +137,90 @@ impl Network {
                     Some(e) = done.next() => n.update(|f| {
                         f.open.remove(e.request_id.inner());
                     }),
-                    Some(e) = failed.next() => n.update(|f| {
-                        f.open.remove(e.request_id.inner());
-                    }),
+                    Some(e) = failed.next() => {
+                        let mut url = None;
+                        n.update(|f| {
+                            url = f.open.remove(e.request_id.inner()).map(|r| r.url);
+                        });
+                        // A request a navigation cancelled is the page
+                        // moving on, not a failure.
+                        if e.canceled != Some(true) {
+                            n.record(PageEventKind::RequestFailed, e.error_text.clone(), url);
+                        }
+                    }
                     // A frame committed a new document: what the old one
                     // still had in flight is cancelled, including requests
                     // it started after the new document was requested.
                     Some(e) = committed.next() => {
                         let frame = Some(e.frame.id.inner().clone());
                         let loader = e.frame.loader_id.inner().clone();
+                        if e.frame.parent_id.is_none() {
+                            n.record(PageEventKind::Navigated, String::new(), Some(e.frame.url.clone()));
+                        }
                         n.update(|f| f.open.retain(|_, r| r.frame != frame || r.loader == loader));
+                    }
+                    Some(e) = responses.next() => {
+                        if e.response.status >= 400 {
+                            let text = format!("{} {}", e.response.status, e.response.status_text)
+                                .trim()
+                                .to_owned();
+                            n.record(PageEventKind::HttpError, text, Some(e.response.url.clone()));
+                        }
+                    }
+                    Some(e) = console.next() => {
+                        if matches!(e.r#type, ConsoleApiCalledType::Error | ConsoleApiCalledType::Assert) {
+                            let text = e.args.iter().map(show).collect::<Vec<_>>().join(" ");
+                            n.record(PageEventKind::Console, text, None);
+                        }
+                    }
+                    Some(e) = thrown.next() => {
+                        let d = &e.exception_details;
+                        let text = d
+                            .exception
+                            .as_ref()
+                            .and_then(|x| x.description.clone())
+                            .unwrap_or_else(|| d.text.clone());
+                        n.record(PageEventKind::Exception, text, d.url.clone());
                     }
                     else => break,
                 }
             }
         });
         Ok(net)
+    }
+
+    fn record(&self, kind: PageEventKind, text: String, url: Option<String>) {
+        let mut text = text;
+        if text.len() > MAX_TEXT {
+            let mut end = MAX_TEXT;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+            text.push('…');
+        }
+        let mut events = self
+            .events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if events.len() >= MAX_PAGE_EVENTS {
+            events.pop_front();
+        }
+        events.push_back(PageEvent {
+            at: Instant::now(),
+            kind,
+            text,
+            url,
+        });
+    }
+
+    /// The events recorded since the last call.
+    pub(super) fn take_events(&self) -> Vec<PageEvent> {
+        self.events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .drain(..)
+            .collect()
     }
 
     fn update(&self, f: impl FnOnce(&mut Flight)) {
@@ -180,5 +275,17 @@ impl Network {
                 () = tokio::time::sleep_until(wake) => {}
             }
         }
+    }
+}
+
+/// A console argument as the console shows it.
+fn show(o: &RemoteObject) -> String {
+    match &o.value {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+        None => o
+            .description
+            .clone()
+            .unwrap_or_else(|| format!("{:?}", o.r#type)),
     }
 }

@@ -604,6 +604,10 @@ impl Page for ChromePage {
         .await
     }
 
+    fn take_events(&self) -> Vec<crate::browser::PageEvent> {
+        self.net.take_events()
+    }
+
     async fn close(&self) {
         if self.closed.is_cancelled() {
             return;
