@@ -215,6 +215,21 @@ const BAD_CONFIGS: &[(&str, &str, &str)] = &[
         "flows.yaml:2:8: unknown field `defualt`, expected `env` or `default`",
     ),
     (
+        "traces with no room",
+        "traces:\n  max_mb: 0\n",
+        "flows.yaml:2:11: traces.max_mb is 0; give 1 to 100000 (use `keep: 0` to record no traces)",
+    ),
+    (
+        "too many traces",
+        "traces: { keep: 1000000 }\n",
+        "flows.yaml:1:17: traces.keep is 1000000; at most 100000 traces can be kept",
+    ),
+    (
+        "traces with a negative count",
+        "traces: { keep: -1 }\n",
+        "flows.yaml:1:17: ",
+    ),
+    (
         "duplicate key",
         "test_mode: true\ntest_mode: false\n",
         "flows.yaml:2:1: duplicate mapping key `test_mode` is not allowed here",
