@@ -6,14 +6,26 @@
 //! same shop and Chromium, and prints both medians and their ratio. Alone:
 //! `cargo bench --bench purchase` (it starts its own shop). Environment:
 //! `BATON_BENCH_SHOP` (a running shop's URL), `BATON_BENCH_CYCLES`
-//! (default 20).
+//! (default 20), `BATON_BENCH_GAP_MS` (the untimed pause between cycles,
+//! default 1000: baton's cycles are 25-35 s apart, and it opens the next
+//! run's page in that pause).
+//!
+//! Each cycle is what a run does with its page: open it, run the three
+//! steps on it with every call traced, close it, and write the trace.
+//!
+//! `BATON_BENCH_COMPARE=spare`, `=trace` or `=block` measures one of
+//! baton's choices instead: cycles alternate between it on and off (two
+//! browsers for `spare`, one with spare pages and one without, and for
+//! `block`, one blocking images, fonts and media and one not), and the
+//! medians of both and their ratio are printed. `BATON_BENCH_PROFILE`
+//! sets the shop's page profile (`realistic`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use baton::browser::Browser;
-use baton::browser::chrome::{ChromeBrowser, ChromeConfig};
+use baton::browser::chrome::{ChromeBrowser, ChromeConfig, SPARE_PAGES};
+use baton::browser::{Blocked, Browser};
 use baton::config::Secrets;
 use baton::flow::StepEnd;
 use baton::flow::{CommitSink, Target, Timeouts};
@@ -67,8 +79,46 @@ async fn run() {
             ("card_cvv".to_owned(), "123".to_owned()),
         ])))
         .build();
+    let compare = std::env::var("BATON_BENCH_COMPARE").unwrap_or_default();
+    let gap = Duration::from_millis(
+        std::env::var("BATON_BENCH_GAP_MS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1000),
+    );
+    if let Ok(p) = std::env::var("BATON_BENCH_PROFILE") {
+        reqwest::Client::new()
+            .post(format!("{base}/admin/profile/{p}"))
+            .send()
+            .await
+            .unwrap();
+    }
     let profile = tempfile::tempdir().unwrap();
-    let browser = ChromeBrowser::new(ChromeConfig::headless(profile.path()), None);
+    let block = if compare == "block" {
+        vec![Blocked::Image, Blocked::Font, Blocked::Media]
+    } else {
+        Vec::new()
+    };
+    let browser = ChromeBrowser::new(
+        ChromeConfig {
+            block,
+            ..ChromeConfig::headless(profile.path())
+        },
+        None,
+    );
+    // The other side of a comparison: without spare pages, or (for
+    // `block`) blocking nothing.
+    let plain_profile = tempfile::tempdir().unwrap();
+    let plain = ChromeBrowser::new(
+        ChromeConfig {
+            spare_pages: if compare == "spare" { 0 } else { SPARE_PAGES },
+            ..ChromeConfig::headless(plain_profile.path())
+        },
+        None,
+    );
+    let traces = tempfile::tempdir().unwrap();
+    let store = baton::trace::TraceStore::new(traces.path(), baton::trace::TraceConfig::default());
+    let redactor = baton::redact::Redactor::new();
     let target = Arc::new(Target {
         id: "1001".into(),
         url: format!("{base}/p/1001"),
@@ -88,12 +138,36 @@ async fn run() {
         http: Duration::from_secs(10),
     };
 
+    // Times with the compared choice on, and off.
     let mut times = Vec::new();
-    for i in 0..cycles + 2 {
+    let mut off_times = Vec::new();
+    for i in 0..2 * (cycles + 2) {
+        // Without a comparison every cycle is baton as it ships; with one,
+        // odd cycles turn the choice off.
+        let off = !compare.is_empty() && i % 2 == 1;
+        if compare.is_empty() && i >= cycles + 2 {
+            break;
+        }
+        let traced = !(off && compare == "trace");
+        let b = if off && compare != "trace" {
+            &plain
+        } else {
+            &browser
+        };
         let t = Instant::now();
-        // A run's page, as a real run gets it.
-        let page = browser.new_page(SessionId(0)).await.unwrap();
+        // A run's page, as a real run gets it, traced as a run traces it.
+        let recorder = baton::trace::Recorder::new();
+        let opened = b.new_page(SessionId(0)).await.unwrap();
+        let page = if traced {
+            recorder.call("open_page", "", t.into(), Ok(String::new()));
+            baton::trace::TracedPage::wrap(opened, recorder.clone())
+        } else {
+            opened
+        };
         for step in ["product_page", "checkout", "clear_cart"] {
+            if traced {
+                recorder.step_started(step);
+            }
             let r = host
                 .run_script(
                     step,
@@ -118,21 +192,59 @@ async fn run() {
                 }) => {}
                 other => panic!("cycle {i}, {step}: {other:?}"),
             }
+            if traced {
+                recorder.step_ended("ok");
+            }
         }
         page.close().await;
-        // The first two cycles warm up Chromium and the connection.
-        if i >= 2 {
-            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        if traced {
+            let trace = recorder.finish(&redactor);
+            let store = store.clone();
+            let run = baton::id::RunId(i as u64 + 1);
+            tokio::task::spawn_blocking(move || store.write(run, &trace))
+                .await
+                .unwrap()
+                .unwrap();
         }
+        // The first cycles (two of each kind) warm up Chromium and the
+        // connection.
+        let warm = if compare.is_empty() { 2 } else { 4 };
+        if i >= warm {
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            if off {
+                off_times.push(ms);
+            } else {
+                times.push(ms);
+            }
+        }
+        tokio::time::sleep(gap).await;
     }
     browser.shutdown().await;
+    plain.shutdown().await;
     stop.cancel();
-    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let median = times[times.len() / 2];
-    let p90 = times[(times.len() * 9) / 10];
-    println!(
-        "baton purchase cycle: median {median:.0} ms, p90 {p90:.0} ms over {} cycles",
-        times.len()
-    );
-    println!("BATON_CYCLE_MS={median:.1}");
+    let (median, p90) = stats(&mut times);
+    if compare.is_empty() {
+        println!(
+            "baton purchase cycle: median {median:.0} ms, p90 {p90:.0} ms over {} cycles",
+            times.len()
+        );
+        println!("BATON_CYCLE_MS={median:.1}");
+    } else {
+        let (off_median, off_p90) = stats(&mut off_times);
+        println!(
+            "{compare} on:  median {median:.0} ms, p90 {p90:.0} ms over {} cycles",
+            times.len()
+        );
+        println!(
+            "{compare} off: median {off_median:.0} ms, p90 {off_p90:.0} ms over {} cycles",
+            off_times.len()
+        );
+        println!("{compare} on / off: {:.3}", median / off_median);
+    }
+}
+
+/// The median and the 90th percentile.
+fn stats(times: &mut [f64]) -> (f64, f64) {
+    times.sort_by(f64::total_cmp);
+    (times[times.len() / 2], times[(times.len() * 9) / 10])
 }

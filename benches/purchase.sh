@@ -7,6 +7,13 @@
 #   benches/purchase.sh            # 2 rounds x 10 cycles each, alternating
 #   ROUNDS=3 CYCLES=20 benches/purchase.sh
 #   PROFILE=realistic benches/purchase.sh   # heavy pages, server think time
+#   GAP_MS=1000                             # untimed pause between cycles
+#
+# Each tool opens one page per cycle. baton opens the next run's page in
+# the pause between cycles (spare pages, on by default), as it does
+# between its 25-35 s cycles; Playwright opens its page when the cycle
+# starts. `BATON_BENCH_COMPARE=spare|trace cargo bench --bench purchase`
+# measures one of baton's choices on against off.
 #
 # Also prints the floor: the shop's own time per cycle (every request's
 # time in the server, think time included), which no client goes below.
@@ -19,6 +26,7 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-2}
 CYCLES=${CYCLES:-10}
 PROFILE=${PROFILE:-light}
+GAP_MS=${GAP_MS:-1000}
 CHROMIUM=${CHROMIUM:-$(command -v chromium || true)}
 [ -n "$CHROMIUM" ] || { echo "no chromium: apt-get install -y chromium" >&2; exit 1; }
 command -v node >/dev/null || { echo "no node: install Node.js" >&2; exit 1; }
@@ -52,7 +60,7 @@ floor_ms=()
 for round in $(seq "$ROUNDS"); do
   echo "== round $round: baton"
   before=$(served_ms)
-  out=$(BATON_BENCH_SHOP="$SHOP" BATON_BENCH_CYCLES="$CYCLES" cargo bench --quiet --bench purchase 2>/dev/null)
+  out=$(BATON_BENCH_SHOP="$SHOP" BATON_BENCH_CYCLES="$CYCLES" BATON_BENCH_GAP_MS="$GAP_MS" cargo bench --quiet --bench purchase 2>/dev/null)
   after=$(served_ms)
   # Every cycle, warm-ups included (2), went through the shop.
   floor_ms+=("$(python3 -c "print(($after - $before) / ($CYCLES + 2))")")
@@ -61,7 +69,7 @@ for round in $(seq "$ROUNDS"); do
   echo "== round $round: playwright-core $PW_VERSION"
   # ES modules resolve imports next to the script, so run a copy there.
   cp benches/purchase.mjs benches/node/purchase.mjs
-  out=$(cd benches/node && SHOP="$SHOP" CYCLES="$CYCLES" CHROMIUM="$CHROMIUM" node purchase.mjs)
+  out=$(cd benches/node && SHOP="$SHOP" CYCLES="$CYCLES" GAP_MS="$GAP_MS" CHROMIUM="$CHROMIUM" node purchase.mjs)
   echo "$out" | grep -v '^PLAYWRIGHT_CYCLE_MS='
   pw_ms+=("$(echo "$out" | sed -n 's/^PLAYWRIGHT_CYCLE_MS=//p')")
 done

@@ -215,6 +215,16 @@ const BAD_CONFIGS: &[(&str, &str, &str)] = &[
         "flows.yaml:2:8: unknown field `defualt`, expected `env` or `default`",
     ),
     (
+        "unknown kind to block",
+        "browser:\n  block: [image, video]\n",
+        "flows.yaml:2:18: browser.block: unknown kind `video`; give any of `image`, `font`, `media`",
+    ),
+    (
+        "too many spare pages",
+        "browser:\n  spare_pages: 1000\n",
+        "flows.yaml:2:16: browser.spare_pages is 1000; at most 64 (each is an open tab)",
+    ),
+    (
         "traces with no room",
         "traces:\n  max_mb: 0\n",
         "flows.yaml:2:11: traces.max_mb is 0; give 1 to 100000 (use `keep: 0` to record no traces)",

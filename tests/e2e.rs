@@ -458,6 +458,133 @@ async fn injected_500s_are_failures_retried_next_cycle() {
     assert_no_chromium(&p.profile()).await;
 }
 
+/// Issue 15: a run's page comes from the spare opened when the session's
+/// previous page closed, and it is a fresh tab all the same (nothing of
+/// the earlier page's session storage), driven by trusted input; the
+/// spares close with the browser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spare_page_is_fresh_and_takes_trusted_input() {
+    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let shop_srv = baton::shop::start("127.0.0.1:0".parse().unwrap(), stop.clone())
+        .await
+        .unwrap();
+    let shop = ShopApi::new(&shop_srv.url());
+    let profile = tempfile::tempdir().unwrap();
+    let browser = baton::browser::chrome::ChromeBrowser::new(
+        baton::browser::chrome::ChromeConfig::headless(profile.path()),
+        None,
+    );
+    let mut counts = browser.spare_counts();
+    let t = Duration::from_secs(10);
+    let product = format!("{}/p/1001", shop.base);
+    let first = browser.new_page(SessionId(0)).await.unwrap();
+    first.navigate(&product, t).await.unwrap();
+    first
+        .eval("sessionStorage.setItem('checkout-step', 'payment')", t)
+        .await
+        .unwrap();
+    first.close().await;
+    tokio::time::timeout(t, counts.wait_for(|c| c.0 == 1))
+        .await
+        .expect("no spare page was opened")
+        .unwrap();
+
+    let next = browser.new_page(SessionId(0)).await.unwrap();
+    assert_eq!(*counts.borrow(), (1, 1), "the run did not get the spare");
+    assert_eq!(next.url().await.unwrap(), "about:blank");
+    next.navigate(&product, t).await.unwrap();
+    let kept = next
+        .eval("sessionStorage.getItem('checkout-step')", t)
+        .await
+        .unwrap();
+    assert_eq!(kept, serde_json::Value::Null, "the spare is a used tab");
+    next.click(&Selectors::one("#add-to-cart"), t)
+        .await
+        .unwrap();
+    next.wait_for(&Selectors::one("#cart-page"), t)
+        .await
+        .unwrap();
+    next.close().await;
+    tokio::time::timeout(t, counts.wait_for(|c| c.0 == 2))
+        .await
+        .expect("no second spare")
+        .unwrap();
+    browser.shutdown().await;
+    stop.cancel();
+    assert_no_chromium(profile.path()).await;
+}
+
+/// Issue 15: `browser.block: [image]` keeps pages from requesting images
+/// (the realistic profile has four per page) while the rest of the page,
+/// its styles and scripts, loads and works; a blocked request is not
+/// reported as a failure in the page's events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocked_kinds_are_never_requested() {
+    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let shop_srv = baton::shop::start("127.0.0.1:0".parse().unwrap(), stop.clone())
+        .await
+        .unwrap();
+    shop_srv
+        .shop
+        .set_profile(baton::shop::profile::Profile::Realistic);
+    let t = Duration::from_secs(10);
+    let product = format!("{}/p/1001", shop_srv.url());
+    let mut seen = Vec::new();
+    for block in [vec![], vec![baton::browser::Blocked::Image]] {
+        let profile = tempfile::tempdir().unwrap();
+        let browser = baton::browser::chrome::ChromeBrowser::new(
+            baton::browser::chrome::ChromeConfig {
+                block: block.clone(),
+                spare_pages: 0,
+                ..baton::browser::chrome::ChromeConfig::headless(profile.path())
+            },
+            None,
+        );
+        let page = browser.new_page(SessionId(0)).await.unwrap();
+        let (requests, images) = shop_srv.shop.served_requests();
+        page.navigate(&product, t).await.unwrap();
+        page.network_idle(Duration::from_millis(200), t)
+            .await
+            .unwrap();
+        // The vendor script ran and the app script decorated the page.
+        let ran = page
+            .eval("window.__vendor > 0 && window.__app > 0", t)
+            .await
+            .unwrap();
+        assert_eq!(ran, true, "{block:?}");
+        page.click(&Selectors::one("#add-to-cart"), t)
+            .await
+            .unwrap();
+        page.wait_for(&Selectors::one("#cart-page"), t)
+            .await
+            .unwrap();
+        page.network_idle(Duration::from_millis(200), t)
+            .await
+            .unwrap();
+        let (requests_after, images_after) = shop_srv.shop.served_requests();
+        let failed: Vec<_> = page
+            .take_events()
+            .into_iter()
+            .filter(|e| e.kind == PageEventKind::RequestFailed)
+            .collect();
+        assert!(failed.is_empty(), "{block:?}: {failed:?}");
+        seen.push((requests_after - requests, images_after - images));
+        page.close().await;
+        browser.shutdown().await;
+        assert_no_chromium(profile.path()).await;
+    }
+    let (plain, blocked) = (seen[0], seen[1]);
+    // Four on the product page; the cart page's come from the cache but
+    // for the 404 pixel.
+    assert!(plain.1 >= 4, "realistic pages hold images: {seen:?}");
+    assert_eq!(blocked.1, 0, "an image was requested: {seen:?}");
+    // Documents, styles and scripts still came.
+    assert!(blocked.0 >= 6, "{seen:?}");
+    stop.cancel();
+}
+
 /// The detector the other tests rely on: two flows driven at once on one
 /// browser session (two tabs sharing cookies) are seen as an overlap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

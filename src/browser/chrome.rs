@@ -11,6 +11,16 @@
 //! gets its own page (a foreground tab: trusted clicks in background tabs
 //! hang), closed when the run ends.
 //!
+//! Opening a page costs 150-350 ms here (target, attach, the domains
+//! chromiumoxide enables, our listeners): most of the time between a run's
+//! start and its first request. So when a run's page closes, a fresh
+//! *spare* page is opened for its session in the background, between
+//! runs, and the session's next run takes it and brings it to the front.
+//! The run still gets a page nobody has used (`about:blank`, no script
+//! state, nothing in flight); only the opening moved off its path. At most
+//! `spare_pages` spares exist (the oldest is closed past it); 0 turns them
+//! off.
+//!
 //! Every call is bounded by a timeout of our own, because chromiumoxide's
 //! request timeout does not apply to page commands (chromiumoxide #13,
 //! #228, #333). Each primitive is one in-page evaluation (`page.js`) plus,
@@ -68,7 +78,18 @@ pub struct ChromeConfig {
     pub connect: Option<String>,
     /// Extra switches, bare keys (`lang=en`).
     pub args: Vec<String>,
+    /// How many sessions may have a spare page opened ahead of their next
+    /// run (see the module's notes); 0 for none.
+    pub spare_pages: usize,
+    /// Kinds of request pages never make (`browser.block`).
+    pub block: Vec<super::Blocked>,
 }
+
+/// The default of [`ChromeConfig::spare_pages`].
+pub const SPARE_PAGES: usize = 4;
+
+/// How long opening a spare may take before it is given up.
+const SPARE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl ChromeConfig {
     /// Headless Chromium found on PATH, on `profile_dir`, with no extra
@@ -80,6 +101,8 @@ impl ChromeConfig {
             profile_dir: profile_dir.into(),
             connect: None,
             args: Vec::new(),
+            spare_pages: SPARE_PAGES,
+            block: Vec::new(),
         }
     }
 }
@@ -153,6 +176,11 @@ struct Inner {
     /// What each seeded session's context starts from (an account's
     /// login), applied whenever the context is created.
     seeds: Mutex<HashMap<SessionId, StorageState>>,
+    /// Pages opened ahead of a session's next run, oldest first.
+    spares: Mutex<std::collections::VecDeque<(SessionId, ChromePage)>>,
+    /// How many spares have been opened and how many taken, for tests and
+    /// the benchmark to wait on and check.
+    spare_counts: tokio::sync::watch::Sender<(u64, u64)>,
 }
 
 /// Chromium, launched (or attached to) on first use.
@@ -179,7 +207,108 @@ impl ChromeBrowser {
                 profile_lock: Mutex::new(None),
                 launches: std::sync::atomic::AtomicU64::new(0),
                 seeds: Mutex::new(HashMap::new()),
+                spares: Mutex::new(std::collections::VecDeque::new()),
+                spare_counts: tokio::sync::watch::Sender::new((0, 0)),
             }),
+        }
+    }
+
+    /// How many spare pages have been opened, and how many taken by a
+    /// run, so far; changes as they happen.
+    pub fn spare_counts(&self) -> tokio::sync::watch::Receiver<(u64, u64)> {
+        self.inner.spare_counts.subscribe()
+    }
+
+    fn spares(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::VecDeque<(SessionId, ChromePage)>> {
+        self.inner
+            .spares
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The spare page of `session`, if it has one that is still alive.
+    fn take_spare(&self, session: SessionId) -> Option<ChromePage> {
+        let mut spares = self.spares();
+        let i = spares.iter().position(|(s, _)| *s == session)?;
+        let (_, page) = spares.remove(i)?;
+        drop(spares);
+        // A spare from before a relaunch died with its browser; dropping
+        // it is enough.
+        page.is_alive().then_some(page)
+    }
+
+    /// Opens a spare page for `session` if it has none, in the background
+    /// of a running browser (never launching one for it).
+    async fn open_spare(&self, session: SessionId) {
+        let max = self.inner.config.spare_pages;
+        if max == 0 || self.inner.shut.is_cancelled() {
+            return;
+        }
+        if self.spares().iter().any(|(s, _)| *s == session) {
+            return;
+        }
+        let opened = tokio::time::timeout(SPARE_TIMEOUT, async {
+            let mut running = self.inner.running.lock().await;
+            let r = running.as_mut().filter(|r| !r.dead.is_cancelled())?;
+            let context = self.context(r, session).await.ok()?;
+            self.open(r, context, true).await.ok()
+        })
+        .await;
+        let Ok(Some(page)) = opened else { return };
+        // Kept, or the page to close instead: another spare for the
+        // session won the race, baton is stopping, or the oldest spare
+        // makes room.
+        let unwanted = {
+            let mut spares = self.spares();
+            if self.inner.shut.is_cancelled() || spares.iter().any(|(s, _)| *s == session) {
+                Some(page)
+            } else {
+                spares.push_back((session, page));
+                self.inner.spare_counts.send_modify(|c| c.0 += 1);
+                (spares.len() > max)
+                    .then(|| spares.pop_front())
+                    .flatten()
+                    .map(|(_, p)| p)
+            }
+        };
+        if let Some(p) = unwanted {
+            p.close_now().await;
+        }
+    }
+
+    /// Opens a page in `context` of the running browser. A spare opens in
+    /// the background, so it never takes the front from a page in use.
+    async fn open(
+        &self,
+        r: &Running,
+        context: Option<BrowserContextId>,
+        spare: bool,
+    ) -> Result<ChromePage, BrowserError> {
+        let mut params = CreateTargetParams::new("about:blank");
+        params.browser_context_id = context;
+        if spare {
+            params.background = Some(true);
+        }
+        let page = r
+            .browser
+            .new_page(params)
+            .await
+            .map_err(|e| BrowserError::NewPage(e.to_string()))?;
+        let closed = r.dead.child_token();
+        let net = network::Network::follow(&page, closed.clone(), &self.inner.config.block)
+            .await
+            .map_err(|e| BrowserError::NewPage(e.to_string()))?;
+        Ok(ChromePage::new(page, closed, r.dead.clone(), net))
+    }
+
+    /// Closes every spare page (at shutdown: an attached browser outlives
+    /// baton, and must not keep our tabs).
+    async fn close_spares(&self) {
+        let spares: Vec<_> = self.spares().drain(..).collect();
+        for (_, p) in spares {
+            p.close_now().await;
         }
     }
 
@@ -453,21 +582,36 @@ async fn stop(r: &mut Running, graceful: bool) {
 #[async_trait]
 impl Browser for ChromeBrowser {
     async fn new_page(&self, session: SessionId) -> Result<Arc<dyn Page>, BrowserError> {
-        let mut running = self.running().await?;
-        let r = running.as_mut().expect("started above");
-        let context = self.context(r, session).await?;
-        let mut params = CreateTargetParams::new("about:blank");
-        params.browser_context_id = context;
-        let page = r
-            .browser
-            .new_page(params)
-            .await
-            .map_err(|e| BrowserError::NewPage(e.to_string()))?;
-        let closed = r.dead.child_token();
-        let net = network::Network::follow(&page, closed.clone())
-            .await
-            .map_err(|e| BrowserError::NewPage(e.to_string()))?;
-        Ok(Arc::new(ChromePage::new(page, closed, r.dead.clone(), net)))
+        let mut page = None;
+        if let Some(spare) = self.take_spare(session) {
+            // Brought to the front, or trusted input on it would hang.
+            match spare.to_front().await {
+                Ok(()) => {
+                    self.inner.spare_counts.send_modify(|c| c.1 += 1);
+                    page = Some(spare);
+                }
+                Err(e) => {
+                    tracing::debug!(session = session.0, error = %e, "spare page unusable; opening another");
+                    spare.close_now().await;
+                }
+            }
+        }
+        let page = if let Some(p) = page {
+            p
+        } else {
+            let mut running = self.running().await?;
+            let r = running.as_mut().expect("started above");
+            let context = self.context(r, session).await?;
+            self.open(r, context, false).await?
+        };
+        // When this page closes, its session's next page is opened.
+        let browser = Arc::downgrade(&self.inner);
+        page.on_close(Box::new(move || {
+            if let Some(inner) = browser.upgrade() {
+                tokio::spawn(async move { ChromeBrowser { inner }.open_spare(session).await });
+            }
+        }));
+        Ok(Arc::new(page))
     }
 
     async fn seed(&self, session: SessionId, state: StorageState) -> Result<(), BrowserError> {
@@ -508,6 +652,8 @@ impl Browser for ChromeBrowser {
                 let _ = child.start_kill();
             }
             stop(&mut r, false).await;
+            // They died with it.
+            self.spares().clear();
             self.set_health(|h| {
                 h.state = "dead".into();
                 h.pid = None;
@@ -517,6 +663,7 @@ impl Browser for ChromeBrowser {
 
     async fn shutdown(&self) {
         self.inner.shut.cancel();
+        self.close_spares().await;
         let mut running = self.inner.running.lock().await;
         if let Some(mut r) = running.take() {
             stop(&mut r, self.inner.config.connect.is_none()).await;

@@ -311,6 +311,32 @@ pub struct BrowserHealth {
     pub last_error: Option<String>,
 }
 
+/// A kind of request a browser can be told never to make
+/// (`browser.block`): what a flow rarely needs and a page spends time on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Blocked {
+    Image,
+    Font,
+    Media,
+}
+
+impl Blocked {
+    /// Every kind, as flows.yaml names it.
+    pub const ALL: [(&'static str, Blocked); 3] = [
+        ("image", Blocked::Image),
+        ("font", Blocked::Font),
+        ("media", Blocked::Media),
+    ];
+
+    pub fn parse(s: &str) -> Option<Blocked> {
+        Blocked::ALL
+            .iter()
+            .find(|(name, _)| *name == s)
+            .map(|(_, b)| *b)
+    }
+}
+
 /// What kind of thing a page did that a run's trace records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

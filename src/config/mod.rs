@@ -88,6 +88,10 @@ pub struct BrowserConfig {
     pub timeout: Duration,
     /// Extra Chromium switches, as bare keys (`disable-gpu`, `lang=en`).
     pub args: Vec<String>,
+    /// How many sessions may have a page opened ahead of their next run.
+    pub spare_pages: usize,
+    /// Kinds of request pages never make.
+    pub block: Vec<crate::browser::Blocked>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -130,6 +134,8 @@ impl BrowserConfig {
             profile_dir,
             connect: self.connect.clone(),
             args: self.args.clone(),
+            spare_pages: self.spare_pages,
+            block: self.block.clone(),
         }
     }
 }
@@ -143,6 +149,8 @@ impl Default for BrowserConfig {
             connect: None,
             timeout: Duration::from_secs(10),
             args: Vec::new(),
+            spare_pages: crate::browser::chrome::SPARE_PAGES,
+            block: Vec::new(),
         }
     }
 }

@@ -55,6 +55,9 @@ pub(super) struct RawBrowser {
     pub(super) timeout: Option<Dur>,
     #[serde(default)]
     pub(super) args: Vec<Spanned<String>>,
+    pub(super) spare_pages: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub(super) block: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]

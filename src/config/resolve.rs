@@ -276,7 +276,39 @@ impl Resolver<'_> {
                     a.value.clone()
                 })
                 .collect(),
+            spare_pages: defaults.browser.spare_pages,
+            block: Vec::new(),
         };
+        for b in &raw.browser.block {
+            match crate::browser::Blocked::parse(&b.value) {
+                Some(kind) if !browser.block.contains(&kind) => browser.block.push(kind),
+                Some(_) => {}
+                None => self.problem(
+                    at(b),
+                    format!(
+                        "browser.block: unknown kind `{}`; give any of {}",
+                        b.value,
+                        crate::browser::Blocked::ALL
+                            .iter()
+                            .map(|(n, _)| format!("`{n}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ),
+            }
+        }
+        if let Some(n) = &raw.browser.spare_pages {
+            if n.value > MAX_SPARE_PAGES {
+                self.problem(
+                    at(n),
+                    format!(
+                        "browser.spare_pages is {}; at most {MAX_SPARE_PAGES} (each is an open tab)",
+                        n.value
+                    ),
+                );
+            }
+            browser.spare_pages = n.value as usize;
+        }
         if let Some(c) = &raw.browser.connect
             && !(c.value.starts_with("ws://")
                 || c.value.starts_with("wss://")
@@ -595,6 +627,8 @@ impl Resolver<'_> {
     }
 }
 
+/// The most spare pages `browser.spare_pages` may ask for.
+const MAX_SPARE_PAGES: u32 = 64;
 /// The most traces `traces.keep` may ask for.
 const MAX_TRACES: u32 = 100_000;
 /// The most megabytes `traces.max_mb` may give them.

@@ -122,6 +122,7 @@ pub(super) async fn served(State(shop): State<Shop>) -> Json<serde_json::Value> 
     Json(json!({
         "ms": s.served.as_secs_f64() * 1000.0,
         "requests": s.served_requests,
+        "images": s.served_images,
         "profile": format!("{:?}", s.profile).to_lowercase(),
     }))
 }

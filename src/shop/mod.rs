@@ -149,6 +149,8 @@ struct ShopState {
     /// server's share of a cycle, the floor no client can go below.
     served: Duration,
     served_requests: u64,
+    /// Images among them (a browser told to block images asks for none).
+    served_images: u64,
 }
 
 /// The catalogue a fresh shop starts with.
@@ -194,6 +196,7 @@ impl ShopState {
             profile: profile::Profile::Light,
             served: Duration::ZERO,
             served_requests: 0,
+            served_images: 0,
         }
     }
 }
@@ -266,6 +269,13 @@ impl Shop {
 
     pub fn set_profile(&self, p: profile::Profile) {
         self.lock().profile = p;
+    }
+
+    /// How many requests the shop has served (all but `/admin`), and how
+    /// many of them were images.
+    pub fn served_requests(&self) -> (u64, u64) {
+        let s = self.lock();
+        (s.served_requests, s.served_images)
     }
 
     /// Overlaps detected so far.
@@ -548,11 +558,15 @@ async fn served(
     if req.uri().path().starts_with("/admin") {
         return next.run(req).await;
     }
+    let image = [".svg", ".gif", ".png", ".jpg"]
+        .iter()
+        .any(|e| req.uri().path().ends_with(e));
     let started = std::time::Instant::now();
     let resp = next.run(req).await;
     let mut s = shop.lock();
     s.served += started.elapsed();
     s.served_requests += 1;
+    s.served_images += u64::from(image);
     resp
 }
 

@@ -15,6 +15,10 @@ use std::time::Duration;
 
 use std::collections::VecDeque;
 
+use chromiumoxide::cdp::browser_protocol::fetch::{
+    self, EventRequestPaused, FailRequestParams, RequestPattern, RequestStage,
+};
+use chromiumoxide::cdp::browser_protocol::network::ErrorReason;
 use chromiumoxide::cdp::browser_protocol::network::{
     EventLoadingFailed, EventLoadingFinished, EventRequestWillBeSent, EventResponseReceived,
     ResourceType,
@@ -28,7 +32,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::browser::{MAX_PAGE_EVENTS, PageError, PageEvent, PageEventKind};
+use crate::browser::{Blocked, MAX_PAGE_EVENTS, PageError, PageEvent, PageEventKind};
 
 struct Request {
     url: String,
@@ -41,8 +45,41 @@ struct Request {
 struct Flight {
     /// Request id to what is known of it.
     open: HashMap<String, Request>,
+    /// Requests whose end was seen before their start (a cache hit's
+    /// events come in one burst), so their start does not open them.
+    ended_early: std::collections::VecDeque<String>,
     /// When a request last started or ended.
     last: Option<Instant>,
+}
+
+/// How many early ends a page remembers.
+const MAX_ENDED_EARLY: usize = 256;
+
+impl Flight {
+    /// A request started, unless its end came first.
+    fn start(&mut self, id: String, r: Request) {
+        match self.ended_early.iter().position(|e| *e == id) {
+            Some(i) => {
+                self.ended_early.remove(i);
+            }
+            None => {
+                self.open.insert(id, r);
+            }
+        }
+    }
+
+    /// A request ended: it is no longer in flight, or, if its start has
+    /// not been seen yet, it will not be.
+    fn end(&mut self, id: &str) -> Option<Request> {
+        let r = self.open.remove(id);
+        if r.is_none() {
+            if self.ended_early.len() >= MAX_ENDED_EARLY {
+                self.ended_early.pop_front();
+            }
+            self.ended_early.push_back(id.to_owned());
+        }
+        r
+    }
 }
 
 /// The network activity of one page.
@@ -64,8 +101,36 @@ impl Network {
     pub(super) async fn follow(
         page: &chromiumoxide::Page,
         closed: CancellationToken,
+        block: &[Blocked],
     ) -> Result<Arc<Network>, PageError> {
         let err = |e: chromiumoxide::error::CdpError| PageError::Other(e.to_string());
+        // Requests of a blocked kind are paused by the browser before they
+        // leave it, and failed here (`browser.block`).
+        let mut paused = page
+            .event_listener::<EventRequestPaused>()
+            .await
+            .map_err(err)?;
+        if !block.is_empty() {
+            let patterns = block
+                .iter()
+                .map(|b| RequestPattern {
+                    url_pattern: Some("*".into()),
+                    resource_type: Some(match b {
+                        Blocked::Image => ResourceType::Image,
+                        Blocked::Font => ResourceType::Font,
+                        Blocked::Media => ResourceType::Media,
+                    }),
+                    request_stage: Some(RequestStage::Request),
+                })
+                .collect();
+            page.execute(fetch::EnableParams {
+                patterns: Some(patterns),
+                handle_auth_requests: None,
+            })
+            .await
+            .map_err(err)?;
+        }
+        let blocker = page.clone();
         let mut sent = page
             .event_listener::<EventRequestWillBeSent>()
             .await
@@ -108,7 +173,14 @@ impl Network {
         let n = net.clone();
         tokio::spawn(async move {
             loop {
+                // Each kind of event has its own stream, so the order
+                // between kinds is lost unless starts are always taken
+                // first: a cache hit's start and end arrive together, and
+                // an end handled before its start left the request open
+                // for ever (`wait_idle` then timed out on a cached
+                // stylesheet).
                 tokio::select! {
+                    biased;
                     () = closed.cancelled() => break,
                     Some(e) = sent.next() => {
                         let streaming = matches!(
@@ -126,8 +198,8 @@ impl Network {
                                 f.open.retain(|_, r| r.frame != frame || r.loader == loader);
                             }
                             let subframe_document = document && frame != main;
-                        if !streaming && !subframe_document {
-                                f.open.insert(
+                            if !streaming && !subframe_document {
+                                f.start(
                                     e.request_id.inner().clone(),
                                     Request { url: e.request.url.clone(), frame, loader },
                                 );
@@ -135,16 +207,17 @@ impl Network {
                         });
                     }
                     Some(e) = done.next() => n.update(|f| {
-                        f.open.remove(e.request_id.inner());
+                        f.end(e.request_id.inner());
                     }),
                     Some(e) = failed.next() => {
                         let mut url = None;
                         n.update(|f| {
-                            url = f.open.remove(e.request_id.inner()).map(|r| r.url);
+                            url = f.end(e.request_id.inner()).map(|r| r.url);
                         });
                         // A request a navigation cancelled is the page
-                        // moving on, not a failure.
-                        if e.canceled != Some(true) {
+                        // moving on, and one `browser.block` stopped was
+                        // asked for: neither is a failure.
+                        if e.canceled != Some(true) && !e.error_text.contains("BLOCKED_BY_CLIENT") {
                             n.record(PageEventKind::RequestFailed, e.error_text.clone(), url);
                         }
                     }
@@ -158,6 +231,13 @@ impl Network {
                             n.record(PageEventKind::Navigated, String::new(), Some(e.frame.url.clone()));
                         }
                         n.update(|f| f.open.retain(|_, r| r.frame != frame || r.loader == loader));
+                    }
+                    Some(e) = paused.next() => {
+                        let fail = FailRequestParams::new(e.request_id.clone(), ErrorReason::BlockedByClient);
+                        let page = blocker.clone();
+                        // Its own task: the answer is a round trip, and the
+                        // events behind it must not wait for it.
+                        tokio::spawn(async move { page.execute(fail).await });
                     }
                     Some(e) = responses.next() => {
                         if e.response.status >= 400 {
@@ -287,5 +367,36 @@ fn show(o: &RemoteObject) -> String {
             .description
             .clone()
             .unwrap_or_else(|| format!("{:?}", o.r#type)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(url: &str) -> Request {
+        Request {
+            url: url.into(),
+            frame: None,
+            loader: "l".into(),
+        }
+    }
+
+    /// Either order of a request's start and end leaves nothing in
+    /// flight: a cache hit's end can be handled before its start.
+    #[test]
+    fn a_request_ends_whichever_event_comes_first() {
+        let mut f = Flight::default();
+        f.start("1".into(), request("/a.css"));
+        assert_eq!(f.end("1").map(|r| r.url), Some("/a.css".into()));
+        assert!(f.end("2").is_none());
+        f.start("2".into(), request("/b.css"));
+        assert!(f.open.is_empty());
+        assert!(f.ended_early.is_empty());
+        // Early ends are bounded.
+        for i in 0..2 * MAX_ENDED_EARLY {
+            f.end(&format!("x{i}"));
+        }
+        assert_eq!(f.ended_early.len(), MAX_ENDED_EARLY);
     }
 }

@@ -65,6 +65,9 @@ pub(super) struct ChromePage {
     dead: CancellationToken,
     /// Requests in flight, for `network_idle`.
     net: Arc<network::Network>,
+    /// Called once when the page is closed by its run (opens the
+    /// session's spare page).
+    on_close: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 pub(super) fn selector_json(sel: &Selectors) -> Value {
@@ -104,7 +107,45 @@ impl ChromePage {
             closed,
             dead,
             net,
+            on_close: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Sets what happens when the page's run closes it.
+    pub(super) fn on_close(&self, f: Box<dyn FnOnce() + Send>) {
+        *self
+            .on_close
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(f);
+    }
+
+    /// Whether the page is open and its browser alive.
+    pub(super) fn is_alive(&self) -> bool {
+        !self.closed.is_cancelled() && !self.dead.is_cancelled()
+    }
+
+    /// Makes a spare page the foreground tab, and forgets what it saw
+    /// while it waited.
+    pub(super) async fn to_front(&self) -> Result<(), PageError> {
+        self.guard(Duration::from_secs(5), async {
+            self.page
+                .bring_to_front()
+                .await
+                .map(drop)
+                .map_err(|e| cdp_error(&e))
+        })
+        .await?;
+        drop(self.net.take_events());
+        Ok(())
+    }
+
+    /// Closes the tab without calling `on_close`.
+    pub(super) async fn close_now(&self) {
+        self.on_close
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        Page::close(self).await;
     }
 
     /// Races `fut` against the page closing and bounds it by `bound`.
@@ -619,6 +660,14 @@ impl Page for ChromePage {
             let close = self.page.clone().close();
             if tokio::time::timeout(CLOSE_TIMEOUT, close).await.is_err() {
                 tracing::warn!("closing a page timed out");
+            }
+            let then = self
+                .on_close
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            if let Some(f) = then {
+                f();
             }
         }
     }
