@@ -1114,6 +1114,14 @@ fn dry_run_of_a_whole_flow_runs_monitor_then_steps_in_order() {
         "== step `checkout`",
         "would commit: place order",
         "== step `clear_cart` (always)",
+        // The run's trace: every page call on the timeline, by step, with
+        // what each wait matched, and typed text never shown.
+        "trace: ",
+        "product_page: navigate(",
+        "checkout: fill(`frame:#card-frame >> #card-number`, a secret)",
+        "checkout: wait_for(`#review-page`) -> `#review-page`",
+        "clear_cart: exists(`#cart-empty`) -> true",
+        "trace.json",
         "expectations met",
     ];
     let mut at = 0;
@@ -1126,6 +1134,18 @@ fn dry_run_of_a_whole_flow_runs_monitor_then_steps_in_order() {
         );
         at += found.unwrap() + want.len();
     }
+    assert!(!o.stdout.contains("4242424242424242"), "{}", o.stdout);
+    let saved: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(c.dir.path().join(".baton/dry-run/trace.json")).unwrap(),
+    )
+    .unwrap();
+    let steps: Vec<&str> = saved["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["script"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["product_page", "checkout", "clear_cart"]);
 
     let sold_out = c.dir.path().join("sold_out.yaml");
     std::fs::write(
