@@ -458,6 +458,42 @@ async fn injected_500s_are_failures_retried_next_cycle() {
     assert_no_chromium(&p.profile()).await;
 }
 
+/// A demo shop on loopback and a headless Chromium on a profile of its
+/// own, for the tests that drive pages directly; `close` stops both and
+/// checks no Chromium is left.
+struct Live {
+    stop: tokio_util::sync::CancellationToken,
+    shop: baton::shop::Running,
+    profile: tempfile::TempDir,
+    browser: baton::browser::chrome::ChromeBrowser,
+}
+
+impl Live {
+    async fn start() -> Live {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let shop = baton::shop::start("127.0.0.1:0".parse().unwrap(), stop.clone())
+            .await
+            .unwrap();
+        let profile = tempfile::tempdir().unwrap();
+        let browser = baton::browser::chrome::ChromeBrowser::new(
+            baton::browser::chrome::ChromeConfig::headless(profile.path()),
+            None,
+        );
+        Live {
+            stop,
+            shop,
+            profile,
+            browser,
+        }
+    }
+
+    async fn close(self) {
+        self.browser.shutdown().await;
+        self.stop.cancel();
+        assert_no_chromium(self.profile.path()).await;
+    }
+}
+
 /// Issue 15: a run's page comes from the spare opened when the session's
 /// previous page closed, and it is a fresh tab all the same (nothing of
 /// the earlier page's session storage), driven by trusted input; the
@@ -465,19 +501,11 @@ async fn injected_500s_are_failures_retried_next_cycle() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spare_page_is_fresh_and_takes_trusted_input() {
     let _one = common::live::ONE_AT_A_TIME.lock().await;
-    let stop = tokio_util::sync::CancellationToken::new();
-    let shop_srv = baton::shop::start("127.0.0.1:0".parse().unwrap(), stop.clone())
-        .await
-        .unwrap();
-    let shop = ShopApi::new(&shop_srv.url());
-    let profile = tempfile::tempdir().unwrap();
-    let browser = baton::browser::chrome::ChromeBrowser::new(
-        baton::browser::chrome::ChromeConfig::headless(profile.path()),
-        None,
-    );
+    let live = Live::start().await;
+    let browser = &live.browser;
     let mut counts = browser.spare_counts();
     let t = Duration::from_secs(10);
-    let product = format!("{}/p/1001", shop.base);
+    let product = format!("{}/p/1001", live.shop.url());
     let first = browser.new_page(SessionId(0)).await.unwrap();
     first.navigate(&product, t).await.unwrap();
     first
@@ -510,9 +538,7 @@ async fn a_spare_page_is_fresh_and_takes_trusted_input() {
         .await
         .expect("no second spare")
         .unwrap();
-    browser.shutdown().await;
-    stop.cancel();
-    assert_no_chromium(profile.path()).await;
+    live.close().await;
 }
 
 /// Issue 15: `browser.block: [image]` keeps pages from requesting images
@@ -590,16 +616,9 @@ async fn blocked_kinds_are_never_requested() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shops_overlap_detector_sees_two_flows_on_one_session() {
     let _one = common::live::ONE_AT_A_TIME.lock().await;
-    let stop = tokio_util::sync::CancellationToken::new();
-    let shop_srv = baton::shop::start("127.0.0.1:0".parse().unwrap(), stop.clone())
-        .await
-        .unwrap();
-    let shop = ShopApi::new(&shop_srv.url());
-    let profile = tempfile::tempdir().unwrap();
-    let browser = Arc::new(baton::browser::chrome::ChromeBrowser::new(
-        baton::browser::chrome::ChromeConfig::headless(profile.path()),
-        None,
-    ));
+    let live = Live::start().await;
+    let shop = ShopApi::new(&live.shop.url());
+    let browser = &live.browser;
     let t = Duration::from_secs(10);
     let a = browser.new_page(SessionId(0)).await.unwrap();
     let b = browser.new_page(SessionId(0)).await.unwrap();
@@ -620,9 +639,7 @@ async fn the_shops_overlap_detector_sees_two_flows_on_one_session() {
     assert_eq!(shop.overlaps().await, 1);
     a.close().await;
     b.close().await;
-    browser.shutdown().await;
-    stop.cancel();
-    assert_no_chromium(profile.path()).await;
+    live.close().await;
 }
 
 /// The dashboard, opened in headless Chromium while `baton run` works:
