@@ -157,12 +157,11 @@ async fn run() {
         let t = Instant::now();
         // A run's page, as a real run gets it, traced as a run traces it.
         let recorder = baton::trace::Recorder::new();
-        let opened = b.new_page(SessionId(0)).await.unwrap();
+        let opened = b.new_page(SessionId(0)).await;
         let page = if traced {
-            recorder.call("open_page", "", t.into(), Ok(String::new()));
-            baton::trace::TracedPage::wrap(opened, recorder.clone())
+            recorder.opened(t.into(), opened).unwrap()
         } else {
-            opened
+            opened.unwrap()
         };
         for step in ["product_page", "checkout", "clear_cart"] {
             if traced {

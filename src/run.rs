@@ -40,7 +40,7 @@ use crate::flow::{
 use crate::metrics::Metrics;
 use crate::registry::{CancelReason, RunControl, RunGuard};
 use crate::state::{RunRecord, StateStore, Status, StepRecord, StepResult};
-use crate::trace::{Recorder, TraceStore, TracedPage};
+use crate::trace::{Recorder, TraceStore};
 
 /// How long a cancelled step gets to stop after its page was closed, before
 /// the run moves on without it.
@@ -472,11 +472,7 @@ impl Steps<'_> {
         let started = Instant::now();
         let opened = open_page(self.guard, self.deps, token).await;
         let p = match &self.recorder {
-            Some(rec) => {
-                let shown = opened.as_ref().map(|_| String::new()).map_err(Clone::clone);
-                rec.call("open_page", "", started, shown);
-                TracedPage::wrap(opened?, rec.clone())
-            }
+            Some(rec) => rec.opened(started, opened)?,
             None => opened?,
         };
         self.page = Some(p.clone());

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::browser::{
-    Condition, Page, PageError, PageEvent, PageEventKind, Selectors, storage::StorageState,
+    Condition, Page, PageError, PageEvent, PageEventKind, Selectors, clip, storage::StorageState,
 };
 use crate::id::RunId;
 use crate::redact::Redactor;
@@ -147,18 +147,6 @@ fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 10_000.0).round() / 10.0
 }
 
-/// `s` cut to `max` bytes (at a character boundary), marked when cut.
-pub(crate) fn clip(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_owned();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
-}
-
 impl Recorder {
     /// A recorder whose clock starts now.
     pub fn new() -> Arc<Recorder> {
@@ -218,6 +206,21 @@ impl Recorder {
             result: clip(&result, MAX_SHOWN),
         };
         b.calls.push(call);
+    }
+
+    /// Records the opening of a page that started at `started`, and wraps
+    /// the page so its calls are recorded too.
+    pub fn opened<E: std::fmt::Display>(
+        self: &Arc<Self>,
+        started: Instant,
+        page: Result<Arc<dyn Page>, E>,
+    ) -> Result<Arc<dyn Page>, E> {
+        let shown = match &page {
+            Ok(_) => Ok(String::new()),
+            Err(e) => Err(e.to_string()),
+        };
+        self.call("open_page", "", started, shown);
+        Ok(TracedPage::wrap(page?, self.clone()))
     }
 
     /// Adds what a page reported.
@@ -718,12 +721,7 @@ impl crate::browser::Browser for TracedBrowser {
     ) -> Result<Arc<dyn Page>, crate::browser::BrowserError> {
         let started = Instant::now();
         let p = self.inner.new_page(session).await;
-        let shown = match &p {
-            Ok(_) => Ok(String::new()),
-            Err(e) => Err(e.to_string()),
-        };
-        self.rec.call("open_page", "", started, shown);
-        Ok(TracedPage::wrap(p?, self.rec.clone()))
+        self.rec.opened(started, p)
     }
     async fn seed(
         &self,

@@ -503,7 +503,7 @@ async fn a_spare_page_is_fresh_and_takes_trusted_input() {
     let _one = common::live::ONE_AT_A_TIME.lock().await;
     let live = Live::start().await;
     let browser = &live.browser;
-    let mut counts = browser.spare_counts();
+    let counts = browser.spare_counts();
     let t = Duration::from_secs(10);
     let product = format!("{}/p/1001", live.shop.url());
     let first = browser.new_page(SessionId(0)).await.unwrap();
@@ -512,11 +512,18 @@ async fn a_spare_page_is_fresh_and_takes_trusted_input() {
         .eval("sessionStorage.setItem('checkout-step', 'payment')", t)
         .await
         .unwrap();
+    // Spares open in the background: wait for the count to say so.
+    let spares_opened = |n: u64| {
+        let mut counts = counts.clone();
+        async move {
+            tokio::time::timeout(t, counts.wait_for(|c| c.0 == n))
+                .await
+                .unwrap_or_else(|_| panic!("spare page {n} was not opened"))
+                .unwrap();
+        }
+    };
     first.close().await;
-    tokio::time::timeout(t, counts.wait_for(|c| c.0 == 1))
-        .await
-        .expect("no spare page was opened")
-        .unwrap();
+    spares_opened(1).await;
 
     let next = browser.new_page(SessionId(0)).await.unwrap();
     assert_eq!(*counts.borrow(), (1, 1), "the run did not get the spare");
@@ -534,10 +541,7 @@ async fn a_spare_page_is_fresh_and_takes_trusted_input() {
         .await
         .unwrap();
     next.close().await;
-    tokio::time::timeout(t, counts.wait_for(|c| c.0 == 2))
-        .await
-        .expect("no second spare")
-        .unwrap();
+    spares_opened(2).await;
     live.close().await;
 }
 

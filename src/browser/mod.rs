@@ -337,6 +337,19 @@ impl Blocked {
     }
 }
 
+/// `s` cut to `max` bytes (at a character boundary), marked `…` when cut:
+/// what a page says can be of any length, and a trace keeps it bounded.
+pub fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
 /// What kind of thing a page did that a run's trace records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -218,7 +218,7 @@ impl Network {
                         // moving on, and one `browser.block` stopped was
                         // asked for: neither is a failure.
                         if e.canceled != Some(true) && !e.error_text.contains("BLOCKED_BY_CLIENT") {
-                            n.record(PageEventKind::RequestFailed, e.error_text.clone(), url);
+                            n.record(PageEventKind::RequestFailed, &e.error_text, url);
                         }
                     }
                     // A frame committed a new document: what the old one
@@ -228,7 +228,7 @@ impl Network {
                         let frame = Some(e.frame.id.inner().clone());
                         let loader = e.frame.loader_id.inner().clone();
                         if e.frame.parent_id.is_none() {
-                            n.record(PageEventKind::Navigated, String::new(), Some(e.frame.url.clone()));
+                            n.record(PageEventKind::Navigated, "", Some(e.frame.url.clone()));
                         }
                         n.update(|f| f.open.retain(|_, r| r.frame != frame || r.loader == loader));
                     }
@@ -244,13 +244,13 @@ impl Network {
                             let text = format!("{} {}", e.response.status, e.response.status_text)
                                 .trim()
                                 .to_owned();
-                            n.record(PageEventKind::HttpError, text, Some(e.response.url.clone()));
+                            n.record(PageEventKind::HttpError, &text, Some(e.response.url.clone()));
                         }
                     }
                     Some(e) = console.next() => {
                         if matches!(e.r#type, ConsoleApiCalledType::Error | ConsoleApiCalledType::Assert) {
                             let text = e.args.iter().map(show).collect::<Vec<_>>().join(" ");
-                            n.record(PageEventKind::Console, text, None);
+                            n.record(PageEventKind::Console, &text, None);
                         }
                     }
                     Some(e) = thrown.next() => {
@@ -260,7 +260,7 @@ impl Network {
                             .as_ref()
                             .and_then(|x| x.description.clone())
                             .unwrap_or_else(|| d.text.clone());
-                        n.record(PageEventKind::Exception, text, d.url.clone());
+                        n.record(PageEventKind::Exception, &text, d.url.clone());
                     }
                     else => break,
                 }
@@ -269,16 +269,8 @@ impl Network {
         Ok(net)
     }
 
-    fn record(&self, kind: PageEventKind, text: String, url: Option<String>) {
-        let mut text = text;
-        if text.len() > MAX_TEXT {
-            let mut end = MAX_TEXT;
-            while !text.is_char_boundary(end) {
-                end -= 1;
-            }
-            text.truncate(end);
-            text.push('…');
-        }
+    fn record(&self, kind: PageEventKind, text: &str, url: Option<String>) {
+        let text = crate::browser::clip(text, MAX_TEXT);
         let mut events = self
             .events
             .lock()
