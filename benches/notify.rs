@@ -168,6 +168,7 @@ async fn measure(runs: u64, hook: Option<&str>) -> (Duration, Duration) {
         seed: 1,
         finished: Some(finished),
         notifier,
+        cluster: None,
     };
     scheduler.run().await;
     let mut d = Vec::new();

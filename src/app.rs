@@ -58,6 +58,8 @@ pub enum AppError {
     Browser(#[from] BrowserError),
     #[error("{0}")]
     Account(#[from] crate::account::AccountError),
+    #[error("{0}")]
+    Cluster(String),
     #[error(
         "cannot start the demo shop on 127.0.0.1:{port}: {source} (is another baton running? change `demo_shop.port`)"
     )]
@@ -233,6 +235,13 @@ impl App {
 
         let browser: Arc<dyn Browser> = if let Some(b) = opts.browser {
             b
+        } else if !cfg.browser.pool.is_empty() {
+            // Attached browsers only: no profile of ours to claim.
+            crate::browser::pool::PoolBrowser::new(
+                &cfg.browser.pool,
+                &cfg.browser.chrome(cfg.browser.profile_dir.clone()),
+                Some(&metrics),
+            )
         } else {
             if cfg.browser.connect.is_none() {
                 crate::browser::chrome::find_executable(cfg.browser.executable.as_deref())?;
@@ -267,6 +276,21 @@ impl App {
         let (finished, _) = broadcast::channel(256);
         let config = Arc::new(ArcSwap::from_pointee(cfg.clone()));
 
+        let cluster = cfg
+            .cluster
+            .clone()
+            .map(crate::cluster::Cluster::new)
+            .transpose()
+            .map_err(AppError::Cluster)?;
+        if let Some(c) = &cluster {
+            tracing::info!(
+                instance = c.instance(),
+                redis = %c.health().redis,
+                lease = %crate::time::short(c.lease()),
+                "cluster: claims and commit markers go through Redis"
+            );
+        }
+
         let dashboard = match &cfg.dashboard {
             Some(d) => Some(
                 dashboard::start(
@@ -285,6 +309,7 @@ impl App {
                             recent: opts.recent.clone(),
                             finished: finished.clone(),
                             notifier: notifier.clone(),
+                            cluster: cluster.clone(),
                         }),
                         commands: commands_tx.clone(),
                         redactor: redactor.clone(),
@@ -356,6 +381,7 @@ impl App {
             seed: rand::random(),
             finished: Some(finished.clone()),
             notifier: notifier.clone(),
+            cluster,
         };
         Ok(App {
             config,

@@ -33,6 +33,9 @@
 //! - [`trace`]: run traces: each browser call's timeline, the page's
 //!   console errors and failed requests, the DOM of a failed run; kept for
 //!   the last runs, shown by the dashboard and the dry run.
+//! - [`cluster`]: several instances on one set of targets and accounts,
+//!   through leases with fencing tokens and shared commit markers on Redis
+//!   (`cluster:`); absent, nothing of it runs.
 //! - [`config`]: `flows.yaml`. [`app`]: assembles a running baton from it.
 //!   [`cli`]: the commands.
 //! - Small shared pieces: [`id`], [`time`], [`metrics`], [`redact`],
@@ -42,6 +45,7 @@ pub mod account;
 pub mod app;
 pub mod browser;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod dashboard;
 pub mod flow;

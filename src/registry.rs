@@ -100,6 +100,8 @@ pub enum CancelReason {
     Shutdown,
     /// The run's commit got no answer within `commit_timeout` (I9).
     CommitTimeout,
+    /// The run's cluster lease expired or was taken (several instances).
+    LeaseLost,
 }
 
 impl std::fmt::Display for CancelReason {
@@ -109,6 +111,7 @@ impl std::fmt::Display for CancelReason {
             CancelReason::RunTimeout => "the run exceeded run_timeout",
             CancelReason::Shutdown => "baton is shutting down",
             CancelReason::CommitTimeout => "its commit got no answer within commit_timeout",
+            CancelReason::LeaseLost => "its cluster lease was lost",
         })
     }
 }

@@ -75,6 +75,9 @@ pub struct RunDeps {
     pub notifier: crate::notify::Notifier,
     /// Where the run's trace is kept; `None` to record none.
     pub traces: Option<TraceStore>,
+    /// With `cluster:`, the run's leases: checked before its commit,
+    /// released after its completion.
+    pub claim: Option<Arc<crate::cluster::Claim>>,
 }
 
 /// The name history gives a login check by page and selector.
@@ -101,6 +104,7 @@ pub async fn execute(
         account: guard.account().cloned(),
         control: control.clone(),
         commit_timeout: deps.commit_timeout,
+        claim: deps.claim.clone(),
         answer: Mutex::new(None),
         price: Mutex::new(None),
     });
@@ -205,6 +209,11 @@ pub async fn execute(
             }
         })
         .await;
+    // Deregistered: the cluster may hand the target and the account to
+    // another instance (a commit marker, if any, stays).
+    if let Some(claim) = &deps.claim {
+        claim.release().await;
+    }
     // After the run has saved its result and deregistered: a trace is a
     // diagnostic, and never delays the next run.
     if let (Some(store), Some(rec)) = (&deps.traces, &recorder) {
@@ -296,7 +305,7 @@ fn settle(
     }
     if let Some(reason) = cancelled {
         let status = match reason {
-            CancelReason::Shutdown => Status::Failed,
+            CancelReason::Shutdown | CancelReason::LeaseLost => Status::Failed,
             CancelReason::WaitTimeout | CancelReason::RunTimeout | CancelReason::CommitTimeout => {
                 Status::TimedOut
             }
@@ -917,6 +926,7 @@ struct RunCommit {
     account: Option<crate::id::AccountId>,
     control: Arc<RunControl>,
     commit_timeout: Duration,
+    claim: Option<Arc<crate::cluster::Claim>>,
     /// `Some` once the shop's answer is known.
     answer: Mutex<Option<CommitAnswer>>,
     /// The price the commit reported with its order.
@@ -955,6 +965,15 @@ impl CommitSink for RunCommit {
         self.control
             .enter_commit()
             .map_err(|reason| format!("run cancelled before its commit point ({reason})"))?;
+        // With several instances: the leases must still be this run's, and
+        // no instance may have marked the target; `committing` is written
+        // in the same step, so no other instance runs it from here on.
+        if let Some(claim) = &self.claim
+            && let Err(refusal) = claim.begin_commit(self.run)
+        {
+            self.control.abandon_commit();
+            return Err(format!("the cluster refused the commit: {refusal}"));
+        }
         // Persist first: if baton dies inside the closure, the restart finds
         // `committing` and turns it into `in_doubt`, never a retry. The
         // order field is cleared so the row never shows an older run's.
@@ -968,6 +987,9 @@ impl CommitSink for RunCommit {
         if let Err(e) = saved {
             // The closure does not run, so nothing reached the shop.
             self.control.abandon_commit();
+            if let Some(claim) = &self.claim {
+                claim.uncommitted();
+            }
             return Err(format!("cannot persist `committing`: {e}"));
         }
         tracing::info!(run = %self.run, target = %self.target.id, label, "committing");
@@ -978,6 +1000,9 @@ impl CommitSink for RunCommit {
         // In memory first: even if the write below fails, this run ends
         // `completed` with its order.
         self.set_answer(CommitAnswer::Placed(result.map(str::to_owned)));
+        if let Some(claim) = &self.claim {
+            claim.committed(self.run, result);
+        }
         tracing::info!(run = %self.run, target = %self.target.id, label, result = result.unwrap_or("-"), "committed");
         let saved = self.state.update(&self.target.id, |t| {
             t.status = Status::Committed;
@@ -999,6 +1024,9 @@ impl CommitSink for RunCommit {
     fn not_placed(&self, label: &str, reason: &str) {
         tracing::info!(run = %self.run, target = %self.target.id, label, reason, "the shop did not place the order");
         self.set_answer(CommitAnswer::NotPlaced(reason.to_owned()));
+        if let Some(claim) = &self.claim {
+            claim.uncommitted();
+        }
     }
 
     fn deadline(&self) -> Option<Instant> {

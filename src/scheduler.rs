@@ -146,6 +146,8 @@ pub struct Scheduler {
     pub finished: Option<tokio::sync::broadcast::Sender<RunRecord>>,
     /// Where events go (runs' outcomes, restocks).
     pub notifier: crate::notify::Notifier,
+    /// With `cluster:`: the leases and markers shared with other instances.
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 /// How a scheduler ended.
@@ -175,6 +177,9 @@ struct Loop {
     /// Each monitored target's last answer, to tell a restock (skip, then
     /// run) from a target that stays in stock.
     in_stock: std::collections::HashMap<crate::id::TargetId, bool>,
+    /// Whether this instance wrote back its markers after the cluster's
+    /// Redis lost its data.
+    republished: bool,
 }
 
 impl Scheduler {
@@ -193,6 +198,7 @@ impl Scheduler {
             paused: false,
             cycle: 0,
             in_stock: std::collections::HashMap::new(),
+            republished: false,
         };
         l.run().await
     }
@@ -201,6 +207,14 @@ impl Scheduler {
 impl Loop {
     async fn run(&mut self) -> Summary {
         self.restore_quarantines();
+        if let Some(c) = &self.s.cluster {
+            c.start_heartbeat();
+            // What this instance's state says it bought or may have bought
+            // goes to the shared store before its first claim.
+            if let Err(e) = c.republish(&self.known_markers()).await {
+                tracing::warn!(error = %e, "cluster: cannot write back this instance's commit markers yet; claims wait for Redis");
+            }
+        }
         let mut next_tick = Instant::now();
         loop {
             if let Wake::Shutdown = self.sleep_until(next_tick).await {
@@ -382,6 +396,13 @@ impl Loop {
                 // have left in flight on the shop is accounted for.
                 for session in self.s.registry.lift_quarantine(target.as_str()) {
                     tracing::info!(target = %target, session = session.0, "browser session {session} released from quarantine");
+                }
+                if let Some(c) = &self.s.cluster
+                    && let Err(e) = c.settled(target, now == Status::Completed).await
+                {
+                    return Err(format!(
+                        "saved here, but the cluster's marker for `{target}` was not updated ({e}); try again when Redis answers"
+                    ));
                 }
                 Ok(())
             }
@@ -651,6 +672,31 @@ impl Loop {
         }
     }
 
+    /// The commit markers this instance's own state implies: a target
+    /// past its commit point, or bought (completed with an order).
+    fn known_markers(&self) -> Vec<crate::cluster::KnownMarker> {
+        use crate::cluster::KnownMarker;
+        self.s
+            .state
+            .snapshot()
+            .targets
+            .into_iter()
+            .filter_map(|(target, t)| match t.status {
+                Status::Committing | Status::Committed | Status::InDoubt => {
+                    Some(KnownMarker::Committing {
+                        target,
+                        run: t.run_id,
+                    })
+                }
+                Status::Completed if t.last_order.is_some() => Some(KnownMarker::Committed {
+                    target,
+                    order: t.last_order,
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Test mode: completed targets go back to `ready`.
     async fn reset_completed(&mut self, cfg: &Config) {
         let _lock = self.s.registry.completion_lock().await;
@@ -670,6 +716,13 @@ impl Loop {
             return;
         }
         let n = ids.len();
+        if let Some(c) = &self.s.cluster
+            && let Err(e) = c.forget_committed(&ids).await
+        {
+            // The targets stay bought for the cluster, and completed here.
+            tracing::warn!(error = %e, "test mode reset waits: the cluster's markers cannot be cleared");
+            return;
+        }
         let saved = self
             .s
             .state
@@ -824,6 +877,27 @@ impl Loop {
             }
         };
 
+        // With several instances: the target's and the account's leases,
+        // claimed in one step on the shared store (I10 across instances).
+        let claim = match &self.s.cluster {
+            None => None,
+            Some(c) => match c.claim(&target.id, sessions.account.as_ref()).await {
+                Ok(claim) => Some(Arc::new(claim)),
+                Err(refusal) if refusal.stops_dispatch() => {
+                    if refusal == crate::cluster::Refusal::StoreLost && !self.republished {
+                        self.republished = true;
+                        let _ = c.republish(&self.known_markers()).await;
+                    }
+                    tracing::warn!(target = %target.id, "dispatching stops this cycle: {refusal}");
+                    return false;
+                }
+                Err(refusal) => {
+                    tracing::info!(target = %target.id, "target `{}` skipped this cycle: {refusal}", target.id);
+                    return true;
+                }
+            },
+        };
+
         // Check, register and persist `attempting` under the completion
         // lock (I4): a lock holder sees the target registered and
         // attempting, or neither.
@@ -896,6 +970,7 @@ impl Loop {
             notifier: self.s.notifier.clone(),
             traces: Some(crate::trace::TraceStore::new(&cfg.state_dir, cfg.traces))
                 .filter(crate::trace::TraceStore::enabled),
+            claim: claim.inspect(|c| c.keep_alive(guard.control().clone())),
         };
         self.runs
             .spawn(run::execute(guard, target.clone(), flow, pinned, deps));
@@ -995,6 +1070,9 @@ impl Loop {
         // Every run task has deregistered (or is being torn down with the
         // browser); collect them so none outlives the scheduler.
         self.s.browser.shutdown().await;
+        if let Some(c) = &self.s.cluster {
+            c.shutdown().await;
+        }
         let drain = async {
             while let Some(r) = self.runs.join_next().await {
                 self.finished_runs += 1;

@@ -240,6 +240,56 @@ const BAD_CONFIGS: &[(&str, &str, &str)] = &[
         "flows.yaml:1:17: ",
     ),
     (
+        "pool endpoint that is not a DevTools URL",
+        "browser:\n  pool:\n    - ws://127.0.0.1:9222/devtools/browser/x\n    - 127.0.0.1:9223\n",
+        "flows.yaml:4:7: browser.pool: `127.0.0.1:9223` is not a DevTools URL",
+    ),
+    (
+        "pool endpoint with no room",
+        "browser:\n  pool:\n    - { url: \"http://127.0.0.1:9222\", max_sessions: 0 }\n",
+        "flows.yaml:3:7: browser.pool: max_sessions is 0; give 1 to 1000",
+    ),
+    (
+        "pool and connect together",
+        "browser:\n  connect: http://127.0.0.1:9222\n  pool: [\"http://127.0.0.1:9223\"]\n",
+        "flows.yaml:2:12: give either `browser.connect` (one browser) or `browser.pool` (several), not both",
+    ),
+    (
+        "pool endpoint listed twice",
+        "browser:\n  pool: [\"http://127.0.0.1:9222\", \"http://127.0.0.1:9222\"]\n",
+        "browser.pool: `http://127.0.0.1:9222` is listed twice",
+    ),
+    (
+        "cluster without redis",
+        "cluster: { lease: 10s }\n",
+        "flows.yaml:1:12: missing field `redis`",
+    ),
+    (
+        "cluster redis that is not a URL",
+        "cluster: { redis: \"127.0.0.1:6379\" }\n",
+        "flows.yaml:1:19: cluster.redis must be a URL like `redis://127.0.0.1:6379`, not `127.0.0.1:6379`",
+    ),
+    (
+        "cluster redis password stays out of the error",
+        "cluster: { redis: \"http://:hunter2@db:6379\" }\n",
+        "not `http://***@db:6379`",
+    ),
+    (
+        "cluster lease too short",
+        "cluster: { redis: \"redis://127.0.0.1:6379\", lease: 200ms }\n",
+        "flows.yaml:1:",
+    ),
+    (
+        "cluster lease too long",
+        "cluster: { redis: \"redis://127.0.0.1:6379\", lease: 1h }\n",
+        "cluster.lease is 1h; at most 10m (a lost lease frees its target only after it)",
+    ),
+    (
+        "cluster instance with a bar",
+        "cluster: { redis: \"redis://127.0.0.1:6379\", instance: \"a|b\" }\n",
+        "cluster.instance `a|b`: use 1 to 100 letters, digits and `._-:/`",
+    ),
+    (
         "duplicate key",
         "test_mode: true\ntest_mode: false\n",
         "flows.yaml:2:1: duplicate mapping key `test_mode` is not allowed here",

@@ -61,6 +61,7 @@ fn env(token: Option<&str>) -> Env {
             recent: Recent::new(redactor.clone()),
             finished,
             notifier: h.notifier.lock().unwrap().clone(),
+            cluster: None,
         }),
         commands: h.commands.clone(),
         redactor,

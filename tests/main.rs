@@ -8,6 +8,7 @@
 //! - `scripting`: the Rhai host and its primitives.
 //! - `cli`: the `baton` binary's commands, messages and exit codes.
 //! - `app`, `dashboard`: a running baton, its config reload and dashboard.
+//! - `cluster`: instances coordinated on a real Redis.
 //! - `config_fuzz`: flows.yaml never panics `check` or `run`.
 
 mod common;
@@ -15,6 +16,7 @@ mod common;
 mod accounts;
 mod app;
 mod cli;
+mod cluster;
 mod config_fuzz;
 mod crash;
 mod dashboard;

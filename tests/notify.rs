@@ -303,6 +303,7 @@ fn health(state: &str, restarts: u64, err: Option<&str>) -> baton::browser::Brow
         restarts,
         version: None,
         last_error: err.map(str::to_owned),
+        endpoints: Vec::new(),
     }
 }
 

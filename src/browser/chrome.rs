@@ -201,6 +201,7 @@ impl ChromeBrowser {
                     restarts: 0,
                     version: None,
                     last_error: None,
+                    endpoints: Vec::new(),
                 }),
                 metrics,
                 shut: CancellationToken::new(),

@@ -13,6 +13,7 @@
 //! cannot see).
 
 pub mod chrome;
+pub mod pool;
 pub mod sim;
 pub mod storage;
 
@@ -309,6 +310,9 @@ pub struct BrowserHealth {
     pub restarts: u64,
     pub version: Option<String>,
     pub last_error: Option<String>,
+    /// With `browser.pool`: each endpoint's health.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<pool::EndpointHealth>,
 }
 
 /// A kind of request a browser can be told never to make

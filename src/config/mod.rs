@@ -70,6 +70,10 @@ pub struct Config {
     pub notify: Option<crate::notify::NotifyConfig>,
     /// How many run traces are kept, and how many bytes they may hold.
     pub traces: crate::trace::TraceConfig,
+    /// `None` without a `cluster:` section. Not serialized: the Redis URL
+    /// may hold a password.
+    #[serde(skip)]
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     pub accounts: BTreeMap<AccountId, Arc<Account>>,
     pub targets: Vec<Arc<Target>>,
     pub flows: BTreeMap<String, Arc<Flow>>,
@@ -92,6 +96,9 @@ pub struct BrowserConfig {
     pub spare_pages: usize,
     /// Kinds of request pages never make.
     pub block: Vec<crate::browser::Blocked>,
+    /// Several browsers to spread sessions over (`browser.pool`); empty
+    /// for one browser.
+    pub pool: Vec<crate::browser::pool::Endpoint>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -151,6 +158,7 @@ impl Default for BrowserConfig {
             args: Vec::new(),
             spare_pages: crate::browser::chrome::SPARE_PAGES,
             block: Vec::new(),
+            pool: Vec::new(),
         }
     }
 }
@@ -187,6 +195,7 @@ impl Default for Config {
             secrets: Secrets::default(),
             notify: None,
             traces: crate::trace::TraceConfig::default(),
+            cluster: None,
             accounts: BTreeMap::new(),
             targets: Vec::new(),
             flows: BTreeMap::new(),

@@ -41,6 +41,8 @@ pub(super) struct RawConfig {
     pub(super) notify: Option<super::notify::RawNotify>,
     #[serde(default)]
     pub(super) traces: Option<RawTraces>,
+    #[serde(default)]
+    pub(super) cluster: Option<RawCluster>,
     pub(super) targets: Vec<RawTarget>,
     pub(super) flows: BTreeMap<String, Spanned<RawFlow>>,
 }
@@ -58,6 +60,54 @@ pub(super) struct RawBrowser {
     pub(super) spare_pages: Option<Spanned<u32>>,
     #[serde(default)]
     pub(super) block: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) pool: Vec<Spanned<RawEndpoint>>,
+}
+
+/// One endpoint of `browser.pool`: a DevTools URL, or
+/// `{ url: ..., max_sessions: N }`.
+pub(super) struct RawEndpoint {
+    pub(super) url: String,
+    pub(super) max_sessions: Option<u32>,
+}
+
+impl<'de> Deserialize<'de> for RawEndpoint {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Full {
+            url: String,
+            #[serde(default)]
+            max_sessions: Option<u32>,
+        }
+        string_or_map(
+            d,
+            "a DevTools URL or `{ url: ..., max_sessions: N }`",
+            |s| {
+                Ok(RawEndpoint {
+                    url: s.to_owned(),
+                    max_sessions: None,
+                })
+            },
+            |f: Full| RawEndpoint {
+                url: f.url,
+                max_sessions: f.max_sessions,
+            },
+        )
+    }
+}
+
+/// `cluster:`: several instances coordinated on Redis.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCluster {
+    pub(super) redis: Spanned<String>,
+    #[serde(default)]
+    pub(super) instance: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) lease: Option<Spanned<Dur<1_000>>>,
+    #[serde(default)]
+    pub(super) namespace: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_saphyr::Spanned;
 
@@ -278,7 +279,9 @@ impl Resolver<'_> {
                 .collect(),
             spare_pages: defaults.browser.spare_pages,
             block: Vec::new(),
+            pool: Vec::new(),
         };
+        browser.pool = self.pool(&raw.browser);
         for b in &raw.browser.block {
             match crate::browser::Blocked::parse(&b.value) {
                 Some(kind) if !browser.block.contains(&kind) => browser.block.push(kind),
@@ -310,9 +313,7 @@ impl Resolver<'_> {
             browser.spare_pages = n.value as usize;
         }
         if let Some(c) = &raw.browser.connect
-            && !(c.value.starts_with("ws://")
-                || c.value.starts_with("wss://")
-                || c.value.starts_with("http://"))
+            && !is_devtools_url(&c.value)
         {
             self.problem(
                     at(c),
@@ -565,6 +566,7 @@ impl Resolver<'_> {
         }
 
         let traces = self.traces(raw.traces.as_ref());
+        let cluster = raw.cluster.as_ref().map(|c| self.cluster(c, &state_dir));
 
         let test_mode = raw.test_mode.0
             || (self.env)("BATON_TEST_MODE")
@@ -589,10 +591,136 @@ impl Resolver<'_> {
             secrets: Secrets::new(secrets),
             notify,
             traces,
+            cluster,
             accounts,
             targets,
             flows,
         })
+    }
+
+    /// `browser.pool:` endpoints, each a DevTools URL with an optional
+    /// session limit; never together with `browser.connect`.
+    fn pool(&mut self, raw: &super::raw::RawBrowser) -> Vec<crate::browser::pool::Endpoint> {
+        let mut pool: Vec<crate::browser::pool::Endpoint> = Vec::new();
+        if let (Some(c), false) = (&raw.connect, raw.pool.is_empty()) {
+            self.problem(
+                at(c),
+                "give either `browser.connect` (one browser) or `browser.pool` (several), not both"
+                    .into(),
+            );
+        }
+        for e in &raw.pool {
+            let url = self.expand_str(&e.value.url, at(e));
+            if !is_devtools_url(&url) {
+                self.problem(
+                    at(e),
+                    format!("browser.pool: `{url}` is not a DevTools URL like `ws://127.0.0.1:9222/devtools/browser/...` or `http://127.0.0.1:9222`"),
+                );
+            }
+            if pool.iter().any(|p| p.url == url) {
+                self.problem(at(e), format!("browser.pool: `{url}` is listed twice"));
+            }
+            let max_sessions = match e.value.max_sessions {
+                Some(n) if n == 0 || n > MAX_POOL_SESSIONS => {
+                    self.problem(
+                        at(e),
+                        format!("browser.pool: max_sessions is {n}; give 1 to {MAX_POOL_SESSIONS}"),
+                    );
+                    None
+                }
+                n => n.map(|n| n as usize),
+            };
+            pool.push(crate::browser::pool::Endpoint { url, max_sessions });
+        }
+        pool
+    }
+
+    /// `cluster:`: the Redis URL, this instance's name (by default the
+    /// host's name and the state directory, unique and stable across
+    /// restarts), the lease and the key namespace.
+    fn cluster(
+        &mut self,
+        raw: &super::raw::RawCluster,
+        state_dir: &Path,
+    ) -> crate::cluster::ClusterConfig {
+        let redis = self.expand(&raw.redis);
+        if !(redis.starts_with("redis://")
+            || redis.starts_with("rediss://")
+            || redis.starts_with("unix://"))
+        {
+            self.problem(
+                at(&raw.redis),
+                format!(
+                    "cluster.redis must be a URL like `redis://127.0.0.1:6379`, not `{}`",
+                    crate::cluster::redact_url(&redis)
+                ),
+            );
+        }
+        let name_ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 100
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-:/".contains(c))
+        };
+        let instance = if let Some(i) = &raw.instance {
+            let v = self.expand(i);
+            if !name_ok(&v) {
+                self.problem(
+                    at(i),
+                    format!("cluster.instance `{v}`: use 1 to 100 letters, digits and `._-:/`"),
+                );
+            }
+            v
+        } else {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .ok()
+                .filter(|h| name_ok(h))
+                .unwrap_or_else(|| "localhost".into());
+            let dir = std::path::absolute(state_dir).unwrap_or_else(|_| state_dir.to_owned());
+            let dir: String = dir
+                .display()
+                .to_string()
+                .chars()
+                .map(|c| if name_ok(&c.to_string()) { c } else { '_' })
+                .collect();
+            format!("{host}:{dir}").chars().take(100).collect()
+        };
+        let lease = match &raw.lease {
+            Some(l) if l.value.0 > MAX_LEASE => {
+                self.problem(
+                    at(l),
+                    format!(
+                        "cluster.lease is {}; at most {} (a lost lease frees its target only after it)",
+                        humantime::format_duration(l.value.0),
+                        humantime::format_duration(MAX_LEASE)
+                    ),
+                );
+                l.value.0
+            }
+            Some(l) => l.value.0,
+            None => crate::cluster::LEASE,
+        };
+        let namespace = match &raw.namespace {
+            Some(n) if !name_ok(&n.value) => {
+                self.problem(
+                    at(n),
+                    format!(
+                        "cluster.namespace `{}`: use 1 to 100 letters, digits and `._-:/`",
+                        n.value
+                    ),
+                );
+                n.value.clone()
+            }
+            Some(n) => n.value.clone(),
+            None => "baton".into(),
+        };
+        crate::cluster::ClusterConfig {
+            redis,
+            instance,
+            lease,
+            namespace,
+        }
     }
 
     /// `traces:`, within bounds a run can honour.
@@ -626,6 +754,16 @@ impl Resolver<'_> {
         c
     }
 }
+
+/// Whether `url` names a DevTools endpoint baton can attach to.
+fn is_devtools_url(url: &str) -> bool {
+    url.starts_with("ws://") || url.starts_with("wss://") || url.starts_with("http://")
+}
+
+/// The most sessions one pool endpoint may be given.
+const MAX_POOL_SESSIONS: u32 = 1_000;
+/// The longest `cluster.lease`.
+const MAX_LEASE: Duration = Duration::from_secs(600);
 
 /// The most spare pages `browser.spare_pages` may ask for.
 const MAX_SPARE_PAGES: u32 = 64;

@@ -136,6 +136,8 @@ struct StatusView {
     /// Hosts that asked baton to slow down: their monitors are paused.
     slowed_hosts: Vec<crate::script::politeness::SlowHost>,
     browser: BrowserHealth,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<crate::cluster::ClusterHealth>,
     /// Each notification channel: ok or failing, what is pending, dropped.
     notifications: Vec<crate::notify::ChannelStatus>,
     recent: Vec<crate::logging::Event>,
@@ -212,6 +214,7 @@ impl Dashboard {
             scripts: self.view.scripts(),
             slowed_hosts: self.view.slowed_hosts(),
             browser: self.view.browser(),
+            cluster: self.view.cluster(),
             notifications: self.view.notifications(),
             recent: self.view.recent(),
             runs_total,

@@ -31,6 +31,8 @@ pub struct Sources {
     pub recent: Recent,
     pub finished: broadcast::Sender<RunRecord>,
     pub notifier: crate::notify::Notifier,
+    /// With `cluster:`, the shared store's handle (its health).
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 /// Read-only access to a running baton. Cheap to clone.
@@ -108,6 +110,11 @@ impl View {
 
     pub fn browser(&self) -> BrowserHealth {
         self.s.browser.health()
+    }
+
+    /// The cluster's health, with `cluster:`.
+    pub fn cluster(&self) -> Option<crate::cluster::ClusterHealth> {
+        self.s.cluster.as_ref().map(crate::cluster::Cluster::health)
     }
 
     pub fn recent(&self) -> Vec<Event> {

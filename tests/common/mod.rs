@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod live;
 pub mod receiver;
+pub mod redis;
 
 /// Starts this test binary's ignored test `test` of `module` (its
 /// `module_path!()`) as a child process with `env` set, its stdout piped:
@@ -172,6 +173,7 @@ impl Harness {
             seed: 7,
             finished: None,
             notifier: self.notifier.lock().unwrap().clone(),
+            cluster: None,
         }
     }
 

@@ -360,6 +360,7 @@ impl Browser for SimBrowser {
             restarts: 0,
             version: None,
             last_error: None,
+            endpoints: Vec::new(),
         }
     }
 

@@ -1,0 +1,973 @@
+//! Several baton instances on one set of targets and accounts, coordinated
+//! through Redis (`cluster: { redis: ... }`): leases with fencing tokens,
+//! and the shared commit markers. Without `cluster:` none of this runs.
+//!
+//! Each instance keeps its own registry and its own crash-safe state; what
+//! the instances share is small and lives in Redis under one namespace:
+//!
+//! - **Leases.** A run claims its target and its account (I10) in one Lua
+//!   script: refused if either lease is held, or if the target has a
+//!   commit marker; else both are set with a time to live (`lease`) and a
+//!   fresh *fencing token* from one counter (`INCR`), so every claim ever
+//!   granted has a larger token than the ones before it. The holder
+//!   renews every third of `lease`; a renewal that finds the lease gone or
+//!   someone else's, or no renewal for a whole `lease` by the local
+//!   monotonic clock, cancels the run before its commit point.
+//! - **Commit markers.** Immediately before `commit`, a second script
+//!   checks that both leases still carry this run's token and that the
+//!   target has no marker, and in the same step writes `committing` (no
+//!   time to live). When the shop answers, `committed` replaces it; when it
+//!   refuses, the marker goes. A marker is never taken away by time: an
+//!   instance killed mid-commit leaves `committing`, and no instance runs
+//!   the target again until an operator settles it. So the no-double-buy
+//!   guarantee rests on the atomic check-and-mark in Redis, not on clocks;
+//!   leases (time) bound only how long two instances could both *browse*
+//!   one account when a holder stalls (docs/scaling.md).
+//! - **An epoch.** The first instance writes a random epoch; every claim
+//!   and commit check carries the epoch its instance saw. A Redis that
+//!   comes back empty (restarted without persistence) has lost the
+//!   markers: the epoch no longer matches, the instance stops dispatching
+//!   and writes back the markers its own state knows, and says so, rather
+//!   than buy again what another instance bought.
+//! - **Presence.** Each instance writes a heartbeat; the dashboard lists
+//!   the live peers.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use redis::aio::ConnectionManager;
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::id::{AccountId, RunId, TargetId};
+use crate::registry::{CancelReason, RunControl};
+
+/// How long one Redis operation may take before it counts as failed.
+const OP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The default of [`ClusterConfig::lease`].
+pub const LEASE: Duration = Duration::from_secs(15);
+
+/// `cluster:` in flows.yaml.
+#[derive(Clone)]
+pub struct ClusterConfig {
+    /// `redis://[user:password@]host:port[/db]`; may hold a password, so it
+    /// is never logged whole (see [`ClusterConfig::redacted_url`]).
+    pub redis: String,
+    /// This instance's name: unique in the cluster and the same across
+    /// restarts (its markers carry it).
+    pub instance: String,
+    /// A lease's time to live.
+    pub lease: Duration,
+    /// The prefix of every key baton writes.
+    pub namespace: String,
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("redis", &self.redacted_url())
+            .field("instance", &self.instance)
+            .field("lease", &self.lease)
+            .field("namespace", &self.namespace)
+            .finish()
+    }
+}
+
+impl ClusterConfig {
+    /// The Redis URL without its credentials, for logs and the dashboard.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.redis)
+    }
+}
+
+/// `url` with any `user:password@` replaced.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(a)) if a > s => format!("{}://***@{}", &url[..s], &url[a + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+/// Why the cluster did not grant a claim or a commit.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("its {what} lease is held by instance `{holder}`")]
+    Held { what: &'static str, holder: String },
+    #[error(
+        "instance `{holder}` marked it `committing` (an order in flight, or in doubt until an operator settles it there)"
+    )]
+    Committing { holder: String },
+    #[error("instance `{holder}` already bought it (order {order})")]
+    Committed { holder: String, order: String },
+    #[error("this run's lease was lost (expired or taken) before its commit")]
+    Lost,
+    #[error("the cluster's Redis cannot be reached: {0}")]
+    Unreachable(String),
+    #[error(
+        "the cluster's Redis lost its data (its epoch changed: restarted without persistence?); this instance dispatches nothing until it is restarted"
+    )]
+    StoreLost,
+}
+
+impl Refusal {
+    /// Whether no target can be claimed now (rather than this one).
+    pub fn stops_dispatch(&self) -> bool {
+        matches!(self, Refusal::Unreachable(_) | Refusal::StoreLost)
+    }
+}
+
+/// What the dashboard shows about the cluster.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ClusterHealth {
+    pub instance: String,
+    /// The Redis URL without credentials.
+    pub redis: String,
+    /// `connecting`, `connected`, `unreachable` or `store_lost`.
+    pub state: String,
+    pub last_error: Option<String>,
+    /// Instances whose heartbeat is recent, this one included.
+    pub peers: Vec<String>,
+    /// Leases this instance holds now.
+    pub leases: usize,
+}
+
+/// A marker an instance's own state knows of, written back after Redis
+/// lost its data (and at start).
+#[derive(Clone, Debug)]
+pub enum KnownMarker {
+    Committing {
+        target: TargetId,
+        run: Option<RunId>,
+    },
+    Committed {
+        target: TargetId,
+        order: Option<String>,
+    },
+}
+
+struct Inner {
+    cfg: ClusterConfig,
+    conn: ConnectionManager,
+    /// The epoch this instance saw first; `None` until Redis answered.
+    epoch: Mutex<Option<String>>,
+    health: watch::Sender<ClusterHealth>,
+    /// Marker writes that failed (Redis unreachable), retried by the
+    /// heartbeat: `(key, value)`; a `None` value deletes ours.
+    pending: Mutex<Vec<Pending>>,
+    shut: CancellationToken,
+    runtime: tokio::runtime::Handle,
+}
+
+#[derive(Clone, Debug)]
+enum Pending {
+    Committed { target: TargetId, value: String },
+    Uncommitting { target: TargetId },
+}
+
+/// The handle every part of an instance shares.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("cfg", &self.inner.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Claims the target and the account leases in one step.
+/// KEYS: epoch, fence, committing, committed, lease...; ARGV: epoch,
+/// instance, ttl ms.
+const CLAIM: &str = r"
+local e = redis.call('GET', KEYS[1])
+if e ~= ARGV[1] then return {'epoch'} end
+local c = redis.call('GET', KEYS[3])
+if c then return {'committing', c} end
+c = redis.call('GET', KEYS[4])
+if c then return {'committed', c} end
+for i = 5, #KEYS do
+  local h = redis.call('GET', KEYS[i])
+  if h then return {'held', tostring(i - 5), h} end
+end
+local token = redis.call('INCR', KEYS[2])
+local v = token .. '|' .. ARGV[2]
+for i = 5, #KEYS do redis.call('SET', KEYS[i], v, 'PX', ARGV[3]) end
+return {'ok', tostring(token)}
+";
+
+/// Extends leases that still carry this claim's value.
+/// KEYS: lease...; ARGV: value, ttl ms.
+const RENEW: &str = r"
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) ~= ARGV[1] then return 0 end
+end
+for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+return 1
+";
+
+/// The check before `commit`, and the `committing` marker, in one step.
+/// KEYS: epoch, committing, committed, lease...; ARGV: epoch, lease value,
+/// marker.
+const COMMIT: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'epoch' end
+local c = redis.call('GET', KEYS[2]) or redis.call('GET', KEYS[3])
+if c then return 'marked|' .. c end
+for i = 4, #KEYS do
+  if redis.call('GET', KEYS[i]) ~= ARGV[2] then return 'lost' end
+end
+redis.call('SET', KEYS[2], ARGV[3])
+return 'ok'
+";
+
+/// `committed` replaces this instance's `committing`.
+/// KEYS: committing, committed; ARGV: our prefix, committed value.
+const COMMITTED: &str = r"
+local c = redis.call('GET', KEYS[1])
+if c and string.sub(c, 1, #ARGV[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+redis.call('SET', KEYS[2], ARGV[2])
+return 1
+";
+
+/// Deletes the markers of KEYS that this instance wrote. ARGV: our prefix.
+const FORGET: &str = r"
+local n = 0
+for i = 1, #KEYS do
+  local c = redis.call('GET', KEYS[i])
+  if c and string.sub(c, 1, #ARGV[1]) == ARGV[1] then
+    redis.call('DEL', KEYS[i]); n = n + 1
+  end
+end
+return n
+";
+
+/// Deletes leases that still carry this claim's value. ARGV: value.
+const RELEASE: &str = r"
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('DEL', KEYS[i]) end
+end
+return 1
+";
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Cluster {
+    /// A cluster handle for `cfg`. Connects lazily: an unreachable Redis
+    /// is not an error here, it only makes claims fail until it answers.
+    pub fn new(cfg: ClusterConfig) -> Result<Cluster, String> {
+        let client = redis::Client::open(cfg.redis.as_str())
+            .map_err(|e| format!("cluster.redis `{}`: {e}", cfg.redacted_url()))?;
+        let mc = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(OP_TIMEOUT))
+            .set_response_timeout(Some(OP_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client, mc)
+            .map_err(|e| format!("cluster.redis `{}`: {e}", cfg.redacted_url()))?;
+        let health = watch::Sender::new(ClusterHealth {
+            instance: cfg.instance.clone(),
+            redis: cfg.redacted_url(),
+            state: "connecting".into(),
+            ..ClusterHealth::default()
+        });
+        Ok(Cluster {
+            inner: Arc::new(Inner {
+                cfg,
+                conn,
+                epoch: Mutex::new(None),
+                health,
+                pending: Mutex::new(Vec::new()),
+                shut: CancellationToken::new(),
+                runtime: tokio::runtime::Handle::current(),
+            }),
+        })
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.inner.cfg.instance
+    }
+
+    pub fn lease(&self) -> Duration {
+        self.inner.cfg.lease
+    }
+
+    pub fn health(&self) -> ClusterHealth {
+        self.inner.health.borrow().clone()
+    }
+
+    pub fn health_changes(&self) -> watch::Receiver<ClusterHealth> {
+        self.inner.health.subscribe()
+    }
+
+    fn key(&self, rest: &str) -> String {
+        format!("{}:{rest}", self.inner.cfg.namespace)
+    }
+
+    fn lease_keys(&self, target: &TargetId, account: Option<&AccountId>) -> Vec<String> {
+        let mut keys = vec![self.key(&format!("lease:target:{target}"))];
+        if let Some(a) = account {
+            keys.push(self.key(&format!("lease:account:{a}")));
+        }
+        keys
+    }
+
+    fn marker_keys(&self, target: &TargetId) -> (String, String) {
+        (
+            self.key(&format!("committing:{target}")),
+            self.key(&format!("committed:{target}")),
+        )
+    }
+
+    /// What this instance's markers start with.
+    fn prefix(&self) -> String {
+        format!("{}|", self.inner.cfg.instance)
+    }
+
+    fn set_state(&self, state: &str, error: Option<String>) {
+        self.inner.health.send_if_modified(|h| {
+            let changed = h.state != state || h.last_error != error;
+            if changed && state != "connected" {
+                tracing::warn!(
+                    redis = %h.redis,
+                    state,
+                    error = error.as_deref().unwrap_or("-"),
+                    "cluster"
+                );
+            }
+            h.state = state.into();
+            h.last_error = error;
+            changed
+        });
+    }
+
+    fn store_lost(&self) -> bool {
+        self.inner.health.borrow().state == "store_lost"
+    }
+
+    /// Runs one Redis call, bounded; marks the cluster unreachable on
+    /// failure and connected on success (unless its store was lost).
+    async fn call<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut ConnectionManager) -> redis::RedisResult<T>,
+    ) -> Result<T, Refusal> {
+        let mut conn = self.inner.conn.clone();
+        let r = tokio::time::timeout(OP_TIMEOUT, f(&mut conn)).await;
+        let r = match r {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "no answer within {}",
+                crate::time::short(OP_TIMEOUT)
+            )),
+        };
+        match r {
+            Ok(v) => {
+                if !self.store_lost() {
+                    self.set_state("connected", None);
+                }
+                Ok(v)
+            }
+            Err(e) => {
+                if !self.store_lost() {
+                    self.set_state("unreachable", Some(e.clone()));
+                }
+                Err(Refusal::Unreachable(e))
+            }
+        }
+    }
+
+    /// The epoch this instance holds to; read (or written, by the first
+    /// instance) at first contact.
+    async fn epoch(&self) -> Result<String, Refusal> {
+        if self.store_lost() {
+            return Err(Refusal::StoreLost);
+        }
+        let known = self
+            .inner
+            .epoch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(e) = known {
+            return Ok(e);
+        }
+        let key = self.key("epoch");
+        let mine = format!("{:016x}", rand::random::<u64>());
+        let e: String = self
+            .call(async |c| {
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(&mine)
+                    .arg("NX")
+                    .exec_async(c)
+                    .await?;
+                redis::cmd("GET").arg(&key).query_async(c).await
+            })
+            .await?;
+        *self
+            .inner
+            .epoch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e.clone());
+        Ok(e)
+    }
+
+    /// Redis answered with another epoch than ours: its data is gone.
+    fn lost_store(&self) -> Refusal {
+        if !self.store_lost() {
+            tracing::error!(
+                redis = %self.inner.cfg.redacted_url(),
+                "the cluster's Redis lost its data (its epoch changed); this instance writes back the markers it knows and dispatches nothing until restarted. Give Redis persistence (appendonly yes) — see docs/scaling.md"
+            );
+        }
+        self.set_state(
+            "store_lost",
+            Some("the epoch changed: Redis lost its data".into()),
+        );
+        Refusal::StoreLost
+    }
+
+    /// Claims `target` (and `account`) for a run of this instance.
+    pub async fn claim(
+        &self,
+        target: &TargetId,
+        account: Option<&AccountId>,
+    ) -> Result<Claim, Refusal> {
+        let epoch = self.epoch().await?;
+        let (committing, committed) = self.marker_keys(target);
+        let leases = self.lease_keys(target, account);
+        let ttl = self.inner.cfg.lease.as_millis() as u64;
+        let script = redis::Script::new(CLAIM);
+        let mut inv = script.prepare_invoke();
+        inv.key(self.key("epoch"))
+            .key(self.key("fence"))
+            .key(&committing)
+            .key(&committed);
+        for k in &leases {
+            inv.key(k);
+        }
+        inv.arg(&epoch).arg(&self.inner.cfg.instance).arg(ttl);
+        let sent = Instant::now();
+        let answer: Vec<String> = self.call(async |c| inv.invoke_async(c).await).await?;
+        match answer.first().map(String::as_str) {
+            Some("ok") => {
+                let token: u64 = answer.get(1).and_then(|t| t.parse().ok()).unwrap_or(0);
+                self.inner.health.send_modify(|h| h.leases += 1);
+                Ok(Claim {
+                    cluster: self.clone(),
+                    target: target.clone(),
+                    keys: leases,
+                    value: format!("{token}|{}", self.inner.cfg.instance),
+                    token,
+                    valid_until: Arc::new(Mutex::new(sent + self.inner.cfg.lease)),
+                    stop: CancellationToken::new(),
+                    released: std::sync::atomic::AtomicBool::new(false),
+                })
+            }
+            Some("epoch") => Err(self.lost_store()),
+            Some("committing") => Err(Refusal::Committing {
+                holder: holder(answer.get(1)),
+            }),
+            Some("committed") => {
+                let v = answer.get(1).cloned().unwrap_or_default();
+                Err(Refusal::Committed {
+                    holder: holder(Some(&v)),
+                    order: v.splitn(4, '|').nth(3).unwrap_or("").to_owned(),
+                })
+            }
+            Some("held") => Err(Refusal::Held {
+                what: if answer.get(1).map(String::as_str) == Some("0") {
+                    "target"
+                } else {
+                    "account"
+                },
+                holder: answer
+                    .get(2)
+                    .and_then(|v| v.split_once('|'))
+                    .map(|(_, i)| i.to_owned())
+                    .unwrap_or_default(),
+            }),
+            other => Err(Refusal::Unreachable(format!(
+                "unexpected answer from the claim script: {other:?}"
+            ))),
+        }
+    }
+
+    /// Writes back markers this instance's state knows of, never over
+    /// another's (`SET NX`): at start, and after Redis lost its data.
+    pub async fn republish(&self, known: &[KnownMarker]) -> Result<usize, Refusal> {
+        if known.is_empty() {
+            return Ok(0);
+        }
+        let mut pairs = Vec::new();
+        for m in known {
+            match m {
+                KnownMarker::Committing { target, run } => {
+                    let run = run.map_or(0, |r| r.0);
+                    pairs.push((
+                        self.marker_keys(target).0,
+                        format!("{}|0|{run}|", self.inner.cfg.instance),
+                    ));
+                }
+                KnownMarker::Committed { target, order } => pairs.push((
+                    self.marker_keys(target).1,
+                    format!(
+                        "{}|0|0|{}",
+                        self.inner.cfg.instance,
+                        order.as_deref().unwrap_or("-")
+                    ),
+                )),
+            }
+        }
+        let written: usize = self
+            .call(async |c| {
+                let mut n = 0;
+                for (k, v) in &pairs {
+                    let set: Option<String> = redis::cmd("SET")
+                        .arg(k)
+                        .arg(v)
+                        .arg("NX")
+                        .query_async(c)
+                        .await?;
+                    n += usize::from(set.is_some());
+                }
+                Ok(n)
+            })
+            .await?;
+        if written > 0 {
+            tracing::info!(
+                markers = written,
+                "cluster: wrote back the commit markers this instance's state knows"
+            );
+        }
+        Ok(written)
+    }
+
+    /// Test mode: this instance's `committed` markers for `targets` go, as
+    /// their local state goes back to `ready`.
+    pub async fn forget_committed(&self, targets: &[TargetId]) -> Result<(), Refusal> {
+        let keys: Vec<String> = targets.iter().map(|t| self.marker_keys(t).1).collect();
+        self.forget(keys).await
+    }
+
+    /// An operator settled `target` here: our markers follow (a
+    /// `completed` one keeps it bought for the cluster; anything else
+    /// frees it).
+    pub async fn settled(&self, target: &TargetId, completed: bool) -> Result<(), Refusal> {
+        let (committing, committed) = self.marker_keys(target);
+        if completed {
+            let value = format!("{}|0|0|-", self.inner.cfg.instance);
+            let prefix = self.prefix();
+            self.call(async |c| {
+                redis::Script::new(COMMITTED)
+                    .key(&committing)
+                    .key(&committed)
+                    .arg(&prefix)
+                    .arg(&value)
+                    .invoke_async::<i64>(c)
+                    .await
+            })
+            .await
+            .map(drop)
+        } else {
+            self.forget(vec![committing, committed]).await
+        }
+    }
+
+    async fn forget(&self, keys: Vec<String>) -> Result<(), Refusal> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let prefix = self.prefix();
+        self.call(async |c| {
+            let script = redis::Script::new(FORGET);
+            let mut inv = script.prepare_invoke();
+            for k in &keys {
+                inv.key(k);
+            }
+            inv.arg(&prefix).invoke_async::<i64>(c).await
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Keeps presence and retries failed marker writes, every third of a
+    /// lease, until [`Cluster::shutdown`]. Call once.
+    pub fn start_heartbeat(&self) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let every = me.inner.cfg.lease / 3;
+            loop {
+                me.beat().await;
+                tokio::select! {
+                    () = me.inner.shut.cancelled() => break,
+                    () = tokio::time::sleep(every) => {}
+                }
+            }
+        });
+    }
+
+    async fn beat(&self) {
+        let Ok(epoch) = self.epoch().await else {
+            return;
+        };
+        let key = self.key("epoch");
+        let now: Result<Option<String>, _> = self
+            .call(async |c| redis::cmd("GET").arg(&key).query_async(c).await)
+            .await;
+        match now {
+            Ok(Some(e)) if e == epoch => {}
+            Ok(_) => {
+                self.lost_store();
+                return;
+            }
+            Err(_) => return,
+        }
+        let members = self.key("instances");
+        let me = self.inner.cfg.instance.clone();
+        let now = now_ms();
+        let stale = now.saturating_sub(3 * self.inner.cfg.lease.as_millis() as u64);
+        let peers: Result<Vec<String>, _> = self
+            .call(async |c| {
+                redis::cmd("ZADD")
+                    .arg(&members)
+                    .arg(now)
+                    .arg(&me)
+                    .exec_async(c)
+                    .await?;
+                redis::cmd("ZREMRANGEBYSCORE")
+                    .arg(&members)
+                    .arg(0)
+                    .arg(stale)
+                    .exec_async(c)
+                    .await?;
+                redis::cmd("ZRANGE")
+                    .arg(&members)
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(c)
+                    .await
+            })
+            .await;
+        if let Ok(peers) = peers {
+            self.inner.health.send_if_modified(|h| {
+                let changed = h.peers != peers;
+                h.peers = peers;
+                changed
+            });
+        }
+        self.flush_pending().await;
+    }
+
+    async fn flush_pending(&self) {
+        let pending: Vec<Pending> = std::mem::take(
+            &mut *self
+                .inner
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for p in pending {
+            if let Err(e) = self.write_pending(&p).await {
+                tracing::debug!(error = %e, "cluster marker still not written");
+                self.inner
+                    .pending
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(p);
+            }
+        }
+    }
+
+    async fn write_pending(&self, p: &Pending) -> Result<(), Refusal> {
+        let prefix = self.prefix();
+        match p {
+            Pending::Committed { target, value } => {
+                let (committing, committed) = self.marker_keys(target);
+                self.call(async |c| {
+                    redis::Script::new(COMMITTED)
+                        .key(&committing)
+                        .key(&committed)
+                        .arg(&prefix)
+                        .arg(value)
+                        .invoke_async::<i64>(c)
+                        .await
+                })
+                .await
+                .map(drop)
+            }
+            Pending::Uncommitting { target } => {
+                let (committing, _) = self.marker_keys(target);
+                self.forget(vec![committing]).await
+            }
+        }
+    }
+
+    /// Writes `p` now (from a blocking thread), or queues it for the
+    /// heartbeat.
+    fn write_or_queue(&self, p: Pending) {
+        let r = self.inner.runtime.block_on(self.write_pending(&p));
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "cluster marker not written; retried while baton runs");
+            self.inner
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(p);
+        }
+    }
+
+    /// Stops the heartbeat and takes this instance out of the peers.
+    pub async fn shutdown(&self) {
+        self.inner.shut.cancel();
+        self.flush_pending().await;
+        let members = self.key("instances");
+        let me = self.inner.cfg.instance.clone();
+        let _ = self
+            .call(async |c| {
+                redis::cmd("ZREM")
+                    .arg(&members)
+                    .arg(&me)
+                    .exec_async(c)
+                    .await
+            })
+            .await;
+    }
+}
+
+/// The instance named in a marker or lease value.
+fn holder(v: Option<&String>) -> String {
+    v.and_then(|v| v.split('|').next())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// A run's leases on its target and account, renewed while it lives.
+pub struct Claim {
+    cluster: Cluster,
+    target: TargetId,
+    keys: Vec<String>,
+    /// `token|instance`: what the lease keys hold while they are ours.
+    value: String,
+    token: u64,
+    /// Until when the lease is surely ours by the local monotonic clock:
+    /// the last successful renewal's *send* time plus the lease.
+    valid_until: Arc<Mutex<Instant>>,
+    stop: CancellationToken,
+    released: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Debug for Claim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claim")
+            .field("target", &self.target)
+            .field("token", &self.token)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Claim {
+    /// The fencing token: larger than every claim granted before it.
+    pub fn token(&self) -> u64 {
+        self.token
+    }
+
+    /// Renews the leases every third of a lease while the run lives; when
+    /// a renewal finds them gone, or none succeeded for a whole lease,
+    /// the run is cancelled (or, past its commit point, held: I9).
+    pub fn keep_alive(&self, control: Arc<RunControl>) {
+        let cluster = self.cluster.clone();
+        let keys = self.keys.clone();
+        let value = self.value.clone();
+        let valid = self.valid_until.clone();
+        let stop = self.stop.clone();
+        let lease = cluster.inner.cfg.lease;
+        let target = self.target.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(lease / 3) => {}
+                }
+                let sent = Instant::now();
+                let ttl = lease.as_millis() as u64;
+                let renewed: Result<i64, _> = cluster
+                    .call(async |c| {
+                        let script = redis::Script::new(RENEW);
+                        let mut inv = script.prepare_invoke();
+                        for k in &keys {
+                            inv.key(k);
+                        }
+                        inv.arg(&value).arg(ttl).invoke_async(c).await
+                    })
+                    .await;
+                let why = match renewed {
+                    Ok(1) => {
+                        *valid
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) = sent + lease;
+                        continue;
+                    }
+                    Ok(_) => "the lease expired or another instance took it".to_owned(),
+                    Err(e) => {
+                        let until = *valid
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        if Instant::now() < until {
+                            continue;
+                        }
+                        format!("no renewal for a whole lease ({e})")
+                    }
+                };
+                if stop.is_cancelled() {
+                    return;
+                }
+                tracing::error!(target = %target, "cluster lease lost: {why}; the run is stopped before its commit");
+                control.cancel_or_hold(CancelReason::LeaseLost);
+                return;
+            }
+        });
+    }
+
+    /// Immediately before `commit` (from the script's thread): checks that
+    /// both leases still carry this claim's token and that the target has
+    /// no marker, and writes `committing` in the same step.
+    pub fn begin_commit(&self, run: RunId) -> Result<(), Refusal> {
+        let c = &self.cluster;
+        c.inner.runtime.block_on(async {
+            let epoch = c.epoch().await?;
+            let (committing, committed) = c.marker_keys(&self.target);
+            let marker = format!("{}|{}|{}|", c.inner.cfg.instance, self.token, run.0);
+            let answer: String = c
+                .call(async |conn| {
+                    let script = redis::Script::new(COMMIT);
+                    let mut inv = script.prepare_invoke();
+                    inv.key(c.key("epoch")).key(&committing).key(&committed);
+                    for k in &self.keys {
+                        inv.key(k);
+                    }
+                    inv.arg(&epoch)
+                        .arg(&self.value)
+                        .arg(&marker)
+                        .invoke_async(conn)
+                        .await
+                })
+                .await?;
+            match answer.as_str() {
+                "ok" => Ok(()),
+                "epoch" => Err(c.lost_store()),
+                "lost" => Err(Refusal::Lost),
+                a => {
+                    let v = a.strip_prefix("marked|").unwrap_or(a).to_owned();
+                    Err(Refusal::Committing {
+                        holder: holder(Some(&v)),
+                    })
+                }
+            }
+        })
+    }
+
+    /// The shop answered with an order (from the script's thread).
+    pub fn committed(&self, run: RunId, order: Option<&str>) {
+        let c = &self.cluster;
+        c.write_or_queue(Pending::Committed {
+            target: self.target.clone(),
+            value: format!(
+                "{}|{}|{}|{}",
+                c.inner.cfg.instance,
+                self.token,
+                run.0,
+                order.unwrap_or("-")
+            ),
+        });
+    }
+
+    /// The shop refused, or the commit never started: the target is free
+    /// for the cluster again.
+    pub fn uncommitted(&self) {
+        self.cluster.write_or_queue(Pending::Uncommitting {
+            target: self.target.clone(),
+        });
+    }
+
+    /// Gives the leases back (the run ended). Once.
+    pub async fn release(&self) {
+        if self
+            .released
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        self.stop.cancel();
+        release_leases(self.cluster.clone(), self.keys.clone(), self.value.clone()).await;
+    }
+}
+
+/// Deletes the leases in `keys` that still hold `value`.
+async fn release_leases(cluster: Cluster, keys: Vec<String>, value: String) {
+    let _ = cluster
+        .call(async |c| {
+            let script = redis::Script::new(RELEASE);
+            let mut inv = script.prepare_invoke();
+            for k in &keys {
+                inv.key(k);
+            }
+            inv.arg(&value).invoke_async::<i64>(c).await
+        })
+        .await;
+    cluster
+        .inner
+        .health
+        .send_modify(|h| h.leases = h.leases.saturating_sub(1));
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if self
+            .released
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        // A claim dropped without `release` (a dispatch refused after it):
+        // give it back in the background; at worst it expires.
+        self.stop.cancel();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(release_leases(
+                self.cluster.clone(),
+                std::mem::take(&mut self.keys),
+                std::mem::take(&mut self.value),
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_credentials() {
+        assert_eq!(
+            redact_url("redis://user:hunter2@db:6379/0"),
+            "redis://***@db:6379/0"
+        );
+        assert_eq!(redact_url("redis://db:6379"), "redis://db:6379");
+        let cfg = ClusterConfig {
+            redis: "redis://:hunter2@db:6379".into(),
+            instance: "a".into(),
+            lease: LEASE,
+            namespace: "baton".into(),
+        };
+        assert!(!format!("{cfg:?}").contains("hunter2"));
+    }
+}
