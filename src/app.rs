@@ -125,6 +125,8 @@ pub struct App {
     pub commands: mpsc::Sender<Command>,
     pub status: watch::Receiver<SchedulerStatus>,
     pub finished: broadcast::Sender<RunRecord>,
+    /// With `cluster:`, the shared store's handle.
+    pub cluster: Option<crate::cluster::Cluster>,
     scheduler: Scheduler,
     /// Stops the shop and dashboard servers.
     servers: CancellationToken,
@@ -381,7 +383,7 @@ impl App {
             seed: rand::random(),
             finished: Some(finished.clone()),
             notifier: notifier.clone(),
-            cluster,
+            cluster: cluster.clone(),
         };
         Ok(App {
             config,
@@ -396,6 +398,7 @@ impl App {
             commands: commands_tx,
             status: status_rx,
             finished,
+            cluster,
             scheduler,
             servers,
             notifier,

@@ -834,42 +834,8 @@ async fn the_dashboard_shows_runs_live() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attaches_to_a_running_browser_and_leaves_it_running() {
     let _one = common::live::ONE_AT_A_TIME.lock().await;
-    use tokio::io::AsyncBufReadExt;
-    let profile = tempfile::tempdir().unwrap();
-    let exe = baton::browser::chrome::find_executable(None).unwrap();
-    let mut chromium = tokio::process::Command::new(exe)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--no-first-run",
-            "--remote-debugging-port=0",
-            // As docs/scripting.md asks of a browser baton attaches to:
-            // the shipped checkout types into the card provider's frame.
-            "--disable-site-isolation-trials",
-            "--disable-features=IsolateOrigins,site-per-process",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg("about:blank")
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(chromium.stderr.take().unwrap()).lines();
-    let ws = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(l) = lines.next_line().await.unwrap() {
-            if let Some(url) = l.strip_prefix("DevTools listening on ") {
-                return url.trim().to_owned();
-            }
-        }
-        panic!("Chromium printed no DevTools address");
-    })
-    .await
-    .unwrap();
-    // Keep draining its stderr so it never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let mut chromium = common::live::RemoteChrome::start().await;
+    let ws = chromium.ws.clone();
 
     let p = Project::new(FAST_CYCLE, &target("1001", 60.0), "");
     let yaml = std::fs::read_to_string(p.config()).unwrap().replace(
@@ -886,12 +852,168 @@ async fn attaches_to_a_running_browser_and_leaves_it_running() {
     assert_eq!(state.get("1001").status, Status::Completed);
     assert_eq!(sh.overlaps(), 0);
     assert!(
-        chromium.try_wait().unwrap().is_none(),
+        chromium.child.try_wait().unwrap().is_none(),
         "baton stopped a browser it did not start"
     );
-    chromium.kill().await.unwrap();
-    chromium.wait().await.unwrap();
-    assert_no_chromium(profile.path()).await;
+    chromium.kill().await;
+}
+
+/// `browser.pool`: two Chromium processes with a remote-debugging port
+/// each, the second limited to one session. baton's two sessions land one
+/// on each. The second is killed (`kill -9`) while a run on it is inside
+/// its commit, its order request in flight on the shop: that run ends
+/// `in_doubt` and quarantines its session (I9), while the shop, as real
+/// servers do, still places the order; the other endpoint goes on buying.
+/// Once an operator resolves the target, the session's next run moves to
+/// the healthy endpoint and buys. The browser health the dashboard shows
+/// names each endpoint, its state and its sessions; no overlap at the
+/// shop, and no Chromium is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_pool_spreads_sessions_and_survives_an_endpoint_killed_mid_commit() {
+    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let mut first = common::live::RemoteChrome::start().await;
+    let mut second = common::live::RemoteChrome::start().await;
+    let p = Project::new(
+        "  interval: 1s\n  wait_for_active: 30s\n  run_timeout: 60s\n  step_timeout: 30s\n  max_concurrent_runs: 2",
+        &[
+            target("1001", 60.0),
+            target("1002", 30.0),
+            target("1004", 100.0),
+        ]
+        .concat(),
+        "",
+    );
+    let (shop_srv, stop_shop) = p.own_shop().await;
+    p.edit(
+        "  headless: true\n",
+        &format!(
+            "  headless: true\n  pool:\n    - {}\n    - {{ url: \"{}\", max_sessions: 1 }}\n",
+            first.ws, second.ws
+        ),
+    );
+    let shop = ShopApi::new(&shop_srv.url());
+    // Every commit waits on the shop, so one is surely in flight when the
+    // endpoint is killed.
+    shop.post("/admin/delay/place_order/2500").await;
+    common::init_tracing();
+    let app = App::start(Options::new(p.config())).await.unwrap();
+    let (browser, registry, state) = (app.browser.clone(), app.registry.clone(), app.state.clone());
+    let (shutdown, commands) = (app.shutdown.clone(), app.commands.clone());
+    let mut finished = app.finished.subscribe();
+    let run = tokio::spawn(app.run());
+
+    // A run on the second endpoint's session, inside its commit.
+    let second_url = second.ws.clone();
+    let on_second = |s: SessionId| {
+        browser
+            .health()
+            .endpoints
+            .iter()
+            .any(|e| e.url == second_url && e.sessions.contains(&s.0))
+    };
+    let mut changes = registry.watch();
+    let mut commits = std::collections::HashSet::new();
+    let doomed = tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            let runs = registry.snapshot();
+            commits.extend(
+                runs.iter()
+                    .filter(|r| r.commit_in_flight_ms.is_some())
+                    .map(|r| r.run_id),
+            );
+            if let Some(r) = runs
+                .into_iter()
+                .find(|r| r.commit_in_flight_ms.is_some() && on_second(r.session))
+            {
+                return r;
+            }
+            changes.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("no run on the second endpoint reached its commit");
+    // Its order request has reached the shop (each commit sends one), and
+    // waits there: the endpoint dies with the request in flight.
+    shop_srv
+        .shop
+        .arrived("place_order", commits.len() as u64)
+        .await;
+    let h = browser.health();
+    assert_eq!(h.endpoints.len(), 2, "{h:#?}");
+    assert!(
+        h.endpoints.iter().all(|e| e.sessions.len() == 1),
+        "one session each: {h:#?}"
+    );
+    second.kill().await;
+
+    // Its run cannot know whether the order went through: in doubt, and
+    // its session quarantined.
+    let record = tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            let r = finished.recv().await.unwrap();
+            if r.run_id == doomed.run_id {
+                return r;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(record.status, Status::InDoubt, "{record:#?}");
+    let dead = browser.health();
+    let dead_ep = dead.endpoints.iter().find(|e| e.url == second.ws).unwrap();
+    assert_eq!(dead_ep.state, "dead", "{dead:#?}");
+
+    // The operator checks the shop (the order is there) and resolves.
+    shop_srv.shop.quiesce().await;
+    assert_eq!(orders_of(&shop_srv.shop, doomed.target.as_str()), 1);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    commands
+        .send(baton::scheduler::Command::Resolve(
+            doomed.target.clone(),
+            Status::Completed,
+            tx,
+        ))
+        .await
+        .unwrap();
+    rx.await.unwrap().unwrap();
+
+    // The dead endpoint keeps no sessions.
+    let h = browser.health();
+    assert!(h.endpoints[1].sessions.is_empty(), "{h:#?}");
+
+    // Test mode goes on buying: the freed session's next run is placed on
+    // the healthy endpoint, and buys there.
+    let moved = tokio::time::timeout(Duration::from_secs(180), async {
+        loop {
+            let r = finished.recv().await.unwrap();
+            if r.status == Status::Completed
+                && r.order.is_some()
+                && state.get(r.target.as_str()).session == Some(SessionId(1))
+            {
+                return r;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("session 1 never bought again: {:#?}", browser.health()));
+    let h = browser.health();
+    assert_eq!(h.endpoints[0].sessions, vec![0, 1], "{h:#?} {moved:#?}");
+    assert_eq!(h.endpoints[0].state, "running");
+    shutdown.cancel();
+    run.await.unwrap();
+    shop_srv.shop.quiesce().await;
+    assert_eq!(
+        shop_srv.shop.overlaps(),
+        0,
+        "{:?}",
+        shop_srv.shop.overlap_events()
+    );
+    assert!(
+        first.child.try_wait().unwrap().is_none(),
+        "baton stopped a browser it did not start"
+    );
+    stop_shop.cancel();
+    first.kill().await;
 }
 
 /// SIGTERM to `baton run`: no new runs, the active one finishes, exit 0, and

@@ -59,7 +59,8 @@ pub struct EndpointHealth {
     pub url: String,
     /// As [`BrowserHealth::state`]: `not_started`, `running`, `dead`...
     pub state: String,
-    pub sessions: usize,
+    /// The browser sessions placed on it.
+    pub sessions: Vec<u32>,
     pub max_sessions: Option<usize>,
     pub version: Option<String>,
     pub last_error: Option<String>,
@@ -134,13 +135,13 @@ impl PoolBrowser {
         pool.publish();
         // Every member's change is the pool's change.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            for m in &pool.members {
+            for (i, m) in pool.members.iter().enumerate() {
                 let mut rx = m.browser.health_changes().expect("chrome has health");
                 let weak = Arc::downgrade(&pool);
                 rt.spawn(async move {
                     while rx.changed().await.is_ok() {
                         match weak.upgrade() {
-                            Some(p) => p.publish(),
+                            Some(p) => p.member_changed(i),
                             None => return,
                         }
                     }
@@ -157,21 +158,24 @@ impl PoolBrowser {
             .map(|&i| self.members[i].endpoint.url.clone())
     }
 
-    fn load(&self) -> Vec<usize> {
-        let mut n = vec![0; self.members.len()];
-        for &i in lock(&self.placed).values() {
-            n[i] += 1;
+    /// The sessions on each member.
+    fn sessions(&self) -> Vec<Vec<u32>> {
+        let mut on = vec![Vec::new(); self.members.len()];
+        for (s, &i) in lock(&self.placed).iter() {
+            on[i].push(s.0);
         }
-        n
+        for v in &mut on {
+            v.sort_unstable();
+        }
+        on
     }
 
     /// The health of every endpoint, and the pool's as a whole.
     fn snapshot(&self) -> BrowserHealth {
-        let load = self.load();
         let endpoints: Vec<EndpointHealth> = self
             .members
             .iter()
-            .zip(load)
+            .zip(self.sessions())
             .map(|(m, sessions)| {
                 let h = m.browser.health();
                 EndpointHealth {
@@ -206,6 +210,31 @@ impl PoolBrowser {
             last_error: endpoints.iter().find_map(|e| e.last_error.clone()),
             endpoints,
         }
+    }
+
+    /// A member's health changed. A dead one keeps no sessions: their
+    /// contexts died with it, and their next pages go elsewhere.
+    fn member_changed(&self, i: usize) {
+        let m = &self.members[i];
+        if m.browser.health().state == "dead" {
+            let mut placed = lock(&self.placed);
+            let moved: Vec<u32> = placed
+                .iter()
+                .filter(|&(_, &j)| j == i)
+                .map(|(s, _)| s.0)
+                .collect();
+            placed.retain(|_, &mut j| j != i);
+            drop(placed);
+            *lock(&m.failed_until) = Some(Instant::now() + RETRY_AFTER);
+            if !moved.is_empty() {
+                tracing::warn!(
+                    endpoint = %display_url(&m.endpoint.url),
+                    sessions = ?moved,
+                    "browser pool endpoint is gone; its sessions open their next pages on another"
+                );
+            }
+        }
+        self.publish();
     }
 
     fn publish(&self) {

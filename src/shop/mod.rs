@@ -207,6 +207,8 @@ pub struct Shop {
     state: Arc<Mutex<ShopState>>,
     /// Woken whenever a request's flight ends.
     landed: Arc<tokio::sync::Notify>,
+    /// Woken whenever a flow request arrives.
+    arrived: Arc<tokio::sync::Notify>,
     /// Where the card fields are served (the payment provider's origin),
     /// once `start` has bound it; survives `/admin/reset`.
     card_origin: Arc<std::sync::OnceLock<String>>,
@@ -223,6 +225,7 @@ impl Shop {
         Shop {
             state: Arc::new(Mutex::new(ShopState::new())),
             landed: Arc::new(tokio::sync::Notify::new()),
+            arrived: Arc::new(tokio::sync::Notify::new()),
             card_origin: Arc::new(std::sync::OnceLock::new()),
         }
     }
@@ -259,6 +262,26 @@ impl Shop {
                 return;
             }
             landed.await;
+        }
+    }
+
+    /// How many requests for `step` (`place_order`, `product`, ... as
+    /// `/admin/delay` names them) have arrived.
+    pub fn requests_of(&self, step: &str) -> u64 {
+        Step::parse(step).map_or(0, |st| self.lock().requests.get(&st).copied().unwrap_or(0))
+    }
+
+    /// Waits until `n` requests for `step` have arrived (for tests that
+    /// act while one is in flight on the shop).
+    pub async fn arrived(&self, step: &str, n: u64) {
+        loop {
+            let arrived = self.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            if self.requests_of(step) >= n {
+                return;
+            }
+            arrived.await;
         }
     }
 
@@ -366,6 +389,7 @@ impl Shop {
         let (delay, fail) = {
             let mut s = self.lock();
             *s.requests.entry(step).or_default() += 1;
+            self.arrived.notify_waiters();
             let fail = match s.fails.get_mut(&step) {
                 Some(n) if *n > 0 => {
                     *n -= 1;

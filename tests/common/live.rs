@@ -249,3 +249,64 @@ impl Chrome {
         assert_no_chromium(self.profile.path()).await;
     }
 }
+
+/// A headless Chromium started by the test with a remote-debugging port
+/// on 127.0.0.1 (as a browser pool or a browserless host runs them), for
+/// baton to attach to. Killed when dropped.
+pub struct RemoteChrome {
+    pub profile: tempfile::TempDir,
+    /// Its DevTools address, `ws://127.0.0.1:PORT/devtools/browser/...`.
+    pub ws: String,
+    pub child: tokio::process::Child,
+}
+
+impl RemoteChrome {
+    pub async fn start() -> RemoteChrome {
+        use tokio::io::AsyncBufReadExt;
+        let profile = tempfile::tempdir().unwrap();
+        let exe = baton::browser::chrome::find_executable(None).unwrap();
+        let mut child = tokio::process::Command::new(exe)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                "--remote-debugging-address=127.0.0.1",
+                "--remote-debugging-port=0",
+                // As docs/scripting.md asks of a browser baton attaches to:
+                // the shipped checkout types into the card provider's frame.
+                "--disable-site-isolation-trials",
+                "--disable-features=IsolateOrigins,site-per-process",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let ws = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(l) = lines.next_line().await.unwrap() {
+                if let Some(url) = l.strip_prefix("DevTools listening on ") {
+                    return url.trim().to_owned();
+                }
+            }
+            panic!("Chromium printed no DevTools address");
+        })
+        .await
+        .unwrap();
+        // Keep draining its stderr so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        RemoteChrome { profile, ws, child }
+    }
+
+    /// `kill -9`, and waits for it; then checks none of its processes is
+    /// left.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+        let _ = self.child.wait().await;
+        assert_no_chromium(self.profile.path()).await;
+    }
+}
