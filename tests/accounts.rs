@@ -19,7 +19,7 @@ const FAST_CYCLE: &str =
     "  interval: 1s\n  wait_for_active: 30s\n  run_timeout: 60s\n  step_timeout: 30s";
 
 /// Secrets and accounts, spliced in after the project's own secrets.
-fn accounts(ada_password: &str) -> String {
+pub(crate) fn accounts(ada_password: &str) -> String {
     format!(
         r##"  ada_username: {{ env: BATON_TEST_NO_SUCH_VAR, default: ada }}
   ada_password: {{ env: BATON_TEST_NO_SUCH_VAR, default: {ada_password} }}
@@ -44,7 +44,7 @@ accounts:
 }
 
 /// A target line on `account`.
-fn on(account: &str, id: &str, max_price: f64) -> String {
+pub(crate) fn on(account: &str, id: &str, max_price: f64) -> String {
     format!(
         "  - {{ id: \"{id}\", url: /p/{id}, account: {account}, params: {{ max_price: {max_price} }} }}\n"
     )

@@ -267,3 +267,436 @@ async fn claims_wait_while_redis_is_down_and_go_on_when_it_is_back() {
     }
     assert_eq!(a.health().state, "connected");
 }
+
+// ---------------------------------------------------------------------------
+// Whole instances, in real Chromium, against one demo shop.
+
+use baton::app::{App, Options};
+use baton::state::{RunRecord, Status};
+use common::live::{Project, ShopApi, target};
+
+const CYCLE: &str =
+    "  interval: 1s\n  wait_for_active: 30s\n  run_timeout: 60s\n  step_timeout: 30s";
+
+/// One demo shop for every instance of a test, outliving them.
+async fn shared_shop() -> (baton::shop::Running, tokio_util::sync::CancellationToken) {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let shop = baton::shop::start("127.0.0.1:0".parse().unwrap(), stop.clone())
+        .await
+        .unwrap();
+    // Every product can be bought many times over: a double purchase
+    // would succeed, and show.
+    for id in ["1001", "1002", "1003", "1004"] {
+        assert!(shop.shop.set_stock(id, 50));
+    }
+    (shop, stop)
+}
+
+/// An instance's project: its own state and browser, `targets` on the
+/// shared shop, the accounts, and `cluster:` on `redis`.
+fn instance(shop: &str, redis: &str, name: &str, lease: &str, targets: &str) -> Project {
+    let p = Project::new(
+        CYCLE,
+        targets,
+        &format!(
+            "{}cluster: {{ redis: \"{redis}\", instance: {name}, lease: {lease}, namespace: baton }}\n",
+            crate::accounts::accounts("lovelace")
+        ),
+    );
+    p.edit("test_mode: true", "test_mode: false");
+    p.edit("demo_shop: { port: 0 }\n", "");
+    p.edit("url: /", &format!("url: {shop}/"));
+    p
+}
+
+/// Every product of the fleet's targets: two on `ada`, one on `grace`,
+/// one a guest's.
+fn fleet_targets() -> String {
+    [
+        crate::accounts::on("ada", "1001", 60.0),
+        crate::accounts::on("ada", "1002", 30.0),
+        crate::accounts::on("grace", "1004", 100.0),
+        target("1003", 20.0),
+    ]
+    .concat()
+}
+
+async fn start(p: &Project, cycles: Option<u64>) -> App {
+    common::init_tracing();
+    let mut o = Options::new(p.config());
+    o.cycles = cycles;
+    App::start(o)
+        .await
+        .unwrap_or_else(|e| panic!("baton did not start: {e}"))
+}
+
+/// Every finished run of every app, on one channel, with the app's index.
+fn merged(apps: &[App]) -> tokio::sync::mpsc::UnboundedReceiver<(usize, RunRecord)> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    for (i, a) in apps.iter().enumerate() {
+        let mut f = a.finished.subscribe();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Ok(r) = f.recv().await {
+                if tx.send((i, r)).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    rx
+}
+
+/// Waits until `app` has started `n` more cycles.
+async fn cycles_pass(
+    status: &mut tokio::sync::watch::Receiver<baton::scheduler::SchedulerStatus>,
+    n: u64,
+) {
+    let from = status.borrow().cycle;
+    status.wait_for(|s| s.cycle >= from + n).await.unwrap();
+}
+
+/// `n` instances on one set of targets and accounts: every target bought
+/// exactly once in the fleet, never two runs on one account at once (the
+/// shop's per-account overlap counter), and the instances that did not
+/// buy a target never do, cycles after.
+async fn a_fleet_buys_each_target_once(n: usize) {
+    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let r = Redis::start().await;
+    let (shop, stop_shop) = shared_shop().await;
+    let projects: Vec<Project> = (0..n)
+        .map(|i| {
+            instance(
+                &shop.url(),
+                &r.url(),
+                &format!("i{i}"),
+                "5s",
+                &fleet_targets(),
+            )
+        })
+        .collect();
+    let mut apps = Vec::new();
+    for p in &projects {
+        apps.push(start(p, None).await);
+    }
+    let mut records = merged(&apps);
+    let states: Vec<_> = apps.iter().map(|a| a.state.clone()).collect();
+    let mut statuses: Vec<_> = apps.iter().map(|a| a.status.clone()).collect();
+    let stops: Vec<_> = apps.iter().map(|a| a.shutdown.clone()).collect();
+    let runs: Vec<_> = apps.into_iter().map(|a| tokio::spawn(a.run())).collect();
+
+    let all = ["1001", "1002", "1003", "1004"];
+    let mut bought = std::collections::BTreeMap::new();
+    let mut seen = Vec::new();
+    tokio::time::timeout(Duration::from_secs(300), async {
+        while bought.len() < all.len() {
+            let (i, rec) = records.recv().await.unwrap();
+            if rec.status == Status::Completed && rec.order.is_some() {
+                bought.insert(rec.target.as_str().to_owned(), rec.ended_at);
+            }
+            seen.push((i, rec));
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("bought only {bought:?}"));
+    // Two more cycles everywhere: nobody buys again.
+    for s in &mut statuses {
+        cycles_pass(s, 2).await;
+    }
+    for s in &stops {
+        s.cancel();
+    }
+    for run in runs {
+        run.await.unwrap();
+    }
+    // Once bought, a target is never run again anywhere: the claim sees
+    // the `committed` marker (the check before commit would only catch
+    // the run at its last step).
+    while let Ok(r) = records.try_recv() {
+        seen.push(r);
+    }
+    for (i, rec) in &seen {
+        let t = rec.target.as_str();
+        assert!(
+            rec.started_at <= bought[t],
+            "instance {i} ran {t} again after it was bought: {rec:#?}"
+        );
+    }
+    shop.shop.quiesce().await;
+    let orders = shop.shop.orders_per_product();
+    for t in all {
+        assert_eq!(orders.get(t), Some(&1), "{t}: {orders:?}");
+        let buyers = states
+            .iter()
+            .filter(|s| s.get(t).status == Status::Completed)
+            .count();
+        assert_eq!(buyers, 1, "{t} completed on {buyers} instances");
+    }
+    assert_eq!(
+        shop.shop.account_overlaps("ada"),
+        0,
+        "{:?}",
+        shop.shop.overlap_events()
+    );
+    assert_eq!(
+        shop.shop.account_overlaps("grace"),
+        0,
+        "{:?}",
+        shop.shop.overlap_events()
+    );
+    assert_eq!(shop.shop.overlaps(), 0, "{:?}", shop.shop.overlap_events());
+    stop_shop.cancel();
+    for p in &projects {
+        common::live::assert_no_chromium(&p.profile()).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_targets_and_accounts_without_overlap_or_double_buy() {
+    a_fleet_buys_each_target_once(2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_share_targets_and_accounts_without_overlap_or_double_buy() {
+    a_fleet_buys_each_target_once(3).await;
+}
+
+/// `baton run` in `p` as a child process, its log on a line stream.
+fn spawn_baton(
+    p: &Project,
+) -> (
+    tokio::process::Child,
+    tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["run", "--config"])
+        .arg(p.config())
+        .current_dir(p.dir.path())
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    (child, lines)
+}
+
+/// Reads `lines` until one contains `needle`.
+async fn until_line(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+    needle: &str,
+) -> String {
+    tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            if l.contains(needle) {
+                return l;
+            }
+        }
+        panic!("baton ended before logging `{needle}`");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no `{needle}` in the log"))
+}
+
+/// `kill -9` of baton leaves its Chromium behind (it is the test's to
+/// clean up, as a supervisor's restart of baton would).
+fn kill_9(child: &tokio::process::Child, p: &Project) {
+    common::live::signal(child.id().unwrap(), rustix::process::Signal::KILL);
+    for pid in common::live::processes_mentioning(&p.profile()) {
+        common::live::signal(pid, rustix::process::Signal::KILL);
+    }
+}
+
+/// An instance killed (`kill -9`) while it holds a lease, before its
+/// commit: another instance takes the target only once Redis has expired
+/// the lease, and buys it, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_holders_target_is_taken_only_after_its_lease_expires() {
+    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let r = Redis::start().await;
+    let (shop, stop_shop) = shared_shop().await;
+    let a = instance(&shop.url(), &r.url(), "a", "4s", &target("1001", 60.0));
+    let b = instance(&shop.url(), &r.url(), "b", "4s", &target("1001", 60.0));
+    // a's run waits on the product page while it holds the lease.
+    ShopApi::new(&shop.url())
+        .post("/admin/delay/product/20000?times=1")
+        .await;
+    let (mut child, mut log) = spawn_baton(&a);
+    until_line(&mut log, "registered").await;
+    kill_9(&child, &a);
+    let killed_at = SystemTime::now();
+    let left = pttl(&r, "baton:lease:target:1001").await;
+    child.wait().await.unwrap();
+    assert!(left > 0, "the lease was gone at once ({left})");
+
+    let app = start(&b, None).await;
+    let (state, stop) = (app.state.clone(), app.shutdown.clone());
+    let mut finished = app.finished.subscribe();
+    let run = tokio::spawn(app.run());
+    let rec = tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            let rec = finished.recv().await.unwrap();
+            if rec.status == Status::Completed {
+                return rec;
+            }
+        }
+    })
+    .await
+    .expect("b never bought 1001");
+    stop.cancel();
+    run.await.unwrap();
+    let waited = rec.started_at.duration_since(killed_at).unwrap();
+    assert!(
+        waited.as_millis() as i64 >= left - 100,
+        "b started after {waited:?}; the lease had {left} ms left"
+    );
+    assert_eq!(state.get("1001").status, Status::Completed);
+    shop.shop.quiesce().await;
+    assert_eq!(shop.shop.orders_per_product().get("1001"), Some(&1));
+    stop_shop.cancel();
+    common::live::assert_no_chromium(&a.profile()).await;
+    common::live::assert_no_chromium(&b.profile()).await;
+}
+
+/// An instance killed (`kill -9`) inside its commit, its order request in
+/// flight on the shop: its lease expires, but its `committing` marker
+/// does not, so no other instance ever runs the target; the shop places
+/// the one order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_killed_in_its_commit_leaves_the_target_to_nobody() {
+    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let r = Redis::start().await;
+    let (shop, stop_shop) = shared_shop().await;
+    let a = instance(&shop.url(), &r.url(), "a", "2s", &target("1001", 60.0));
+    let b = instance(&shop.url(), &r.url(), "b", "2s", &target("1001", 60.0));
+    ShopApi::new(&shop.url())
+        .post("/admin/delay/place_order/5000?times=1")
+        .await;
+    let (mut child, mut log) = spawn_baton(&a);
+    until_line(&mut log, "committing").await;
+    shop.shop.arrived("place_order", 1).await;
+    kill_9(&child, &a);
+    child.wait().await.unwrap();
+
+    // b runs well past a's lease, cycle after cycle.
+    let app = start(&b, Some(6)).await;
+    let state = app.state.clone();
+    app.run().await;
+    shop.shop.quiesce().await;
+    assert_eq!(shop.shop.orders_per_product().get("1001"), Some(&1));
+    assert_eq!(state.get("1001").status, Status::Ready);
+    assert!(state.history(usize::MAX).unwrap().is_empty());
+    let mut c = r.conn().await;
+    let marker: String = redis::cmd("GET")
+        .arg("baton:committing:1001")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(marker.starts_with("a|"), "{marker}");
+    stop_shop.cancel();
+    common::live::assert_no_chromium(&a.profile()).await;
+    common::live::assert_no_chromium(&b.profile()).await;
+}
+
+/// Redis restarted mid-run: while it is down both instances stop
+/// dispatching (and say so on their dashboards' cluster health), neither
+/// crashes, and once it is back they finish buying: every target once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_mid_run_stops_dispatch_and_never_double_buys() {
+    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let mut r = Redis::start().await;
+    let (shop, stop_shop) = shared_shop().await;
+    let targets = [
+        target("1001", 60.0),
+        target("1002", 30.0),
+        target("1004", 100.0),
+    ]
+    .concat();
+    let projects: Vec<Project> = ["a", "b"]
+        .iter()
+        .map(|n| instance(&shop.url(), &r.url(), n, "3s", &targets))
+        .collect();
+    ShopApi::new(&shop.url())
+        .post("/admin/delay/place_order/1500")
+        .await;
+    let mut apps = Vec::new();
+    for p in &projects {
+        apps.push(start(p, None).await);
+    }
+    let mut records = merged(&apps);
+    let clusters: Vec<_> = apps.iter().map(|a| a.cluster.clone().unwrap()).collect();
+    let mut statuses: Vec<_> = apps.iter().map(|a| a.status.clone()).collect();
+    let stops: Vec<_> = apps.iter().map(|a| a.shutdown.clone()).collect();
+    let runs: Vec<_> = apps.into_iter().map(|a| tokio::spawn(a.run())).collect();
+
+    let mut bought = std::collections::BTreeSet::new();
+    let mut seen = Vec::new();
+    let (_, first) = records.recv().await.unwrap();
+    if first.status == Status::Completed {
+        bought.insert(first.target.as_str().to_owned());
+    }
+    seen.push((0, first));
+    r.kill().await;
+    // For each instance: a whole cycle (from one cycle's start to the
+    // next) while Redis is down and known to be.
+    let mut outage = Vec::new();
+    for (c, s) in clusters.iter().zip(&mut statuses) {
+        c.health_changes()
+            .wait_for(|h| h.state == "unreachable")
+            .await
+            .unwrap();
+        cycles_pass(s, 1).await;
+        let from = SystemTime::now();
+        cycles_pass(s, 1).await;
+        outage.push((from, SystemTime::now()));
+    }
+    r.restart().await;
+    tokio::time::timeout(Duration::from_secs(240), async {
+        while bought.len() < 3 {
+            let (i, rec) = records.recv().await.unwrap();
+            if rec.status == Status::Completed && rec.order.is_some() {
+                bought.insert(rec.target.as_str().to_owned());
+            }
+            seen.push((i, rec));
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("bought only {bought:?}"));
+    for s in &mut statuses {
+        cycles_pass(s, 1).await;
+    }
+    for c in &clusters {
+        assert_eq!(c.health().state, "connected");
+    }
+    // Nothing was dispatched in those cycles.
+    while let Ok(r) = records.try_recv() {
+        seen.push(r);
+    }
+    for (i, rec) in &seen {
+        let (from, to) = outage[*i];
+        assert!(
+            rec.started_at < from || rec.started_at > to,
+            "instance {i} started run {} while Redis was down: {rec:#?}",
+            rec.run_id
+        );
+    }
+    for s in &stops {
+        s.cancel();
+    }
+    for run in runs {
+        run.await.expect("an instance crashed");
+    }
+    shop.shop.quiesce().await;
+    let orders = shop.shop.orders_per_product();
+    for t in ["1001", "1002", "1004"] {
+        assert_eq!(orders.get(t), Some(&1), "{t}: {orders:?}");
+    }
+    assert_eq!(shop.shop.overlaps(), 0, "{:?}", shop.shop.overlap_events());
+    stop_shop.cancel();
+    for p in &projects {
+        common::live::assert_no_chromium(&p.profile()).await;
+    }
+}
