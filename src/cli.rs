@@ -762,6 +762,21 @@ async fn change_state(cfg: &Config, id: &str, to: Option<Status>) -> Result<(), 
             state::OperatorError::State(e) => Failure::runtime(e.to_string()),
             other => Failure::usage(other.to_string()),
         })?;
+    // With several instances, this instance's marker follows: a target
+    // resolved as bought stays bought for the cluster; otherwise it is
+    // free again.
+    if let Some(cc) = &cfg.cluster {
+        let completed = store.get(id).status == Status::Completed;
+        let cluster = crate::cluster::Cluster::new(cc.clone()).map_err(Failure::runtime)?;
+        cluster
+            .settled(&id.into(), completed)
+            .await
+            .map_err(|e| {
+                Failure::runtime(format!(
+                    "target `{id}` {verb} here, but the cluster's marker was not updated ({e}); run this again when Redis answers"
+                ))
+            })?;
+    }
     say!("target `{id}` {verb}");
     Ok(())
 }

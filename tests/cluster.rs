@@ -123,6 +123,28 @@ async fn commit_markers_keep_a_target_from_every_other_instance() {
     claim.release().await;
     b.claim(&t("1002"), None).await.unwrap();
 
+    // An operator settles an in-doubt target on the instance that holds
+    // it: as not bought, it is free for the cluster; as bought, it stays
+    // bought.
+    let claim = Arc::new(a.claim(&t("1003"), None).await.unwrap());
+    let c = claim.clone();
+    tokio::task::spawn_blocking(move || c.begin_commit(RunId(9)).unwrap())
+        .await
+        .unwrap();
+    claim.release().await;
+    b.settled(&t("1003"), false).await.unwrap();
+    assert!(matches!(
+        b.claim(&t("1003"), None).await,
+        Err(Refusal::Committing { .. })
+    ), "another instance's marker is not settled from here");
+    a.settled(&t("1003"), false).await.unwrap();
+    b.claim(&t("1003"), None).await.unwrap().release().await;
+    a.settled(&t("1003"), true).await.unwrap();
+    assert!(matches!(
+        b.claim(&t("1003"), None).await,
+        Err(Refusal::Committed { .. })
+    ));
+
     // Test mode: an instance forgets only its own `committed` markers.
     b.forget_committed(&[t("1001")]).await.unwrap();
     assert!(b.claim(&t("1001"), None).await.is_err());
