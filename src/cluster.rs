@@ -502,8 +502,10 @@ impl Cluster {
         }
     }
 
-    /// Writes back markers this instance's state knows of, never over
-    /// another's (`SET NX`): at start, and after Redis lost its data.
+    /// Writes back markers this instance's state knows of: `committing`
+    /// never over another's (`SET NX`); `committed` in place of our own
+    /// `committing`. Before this instance's first claim, and after Redis
+    /// lost its data.
     pub async fn republish(&self, known: &[KnownMarker]) -> Result<usize, Refusal> {
         if known.is_empty() {
             return Ok(0);
@@ -514,24 +516,47 @@ impl Cluster {
                 KnownMarker::Committing { target, run } => {
                     let run = run.map_or(0, |r| r.0);
                     pairs.push((
-                        self.marker_keys(target).0,
-                        format!("{}|0|{run}|", self.inner.cfg.instance),
+                        None,
+                        (
+                            self.marker_keys(target).0,
+                            format!("{}|0|{run}|", self.inner.cfg.instance),
+                        ),
                     ));
                 }
-                KnownMarker::Committed { target, order } => pairs.push((
-                    self.marker_keys(target).1,
-                    format!(
-                        "{}|0|0|{}",
-                        self.inner.cfg.instance,
-                        order.as_deref().unwrap_or("-")
-                    ),
-                )),
+                KnownMarker::Committed { target, order } => {
+                    let (committing, committed) = self.marker_keys(target);
+                    pairs.push((
+                        Some(committing),
+                        (
+                            committed,
+                            format!(
+                                "{}|0|0|{}",
+                                self.inner.cfg.instance,
+                                order.as_deref().unwrap_or("-")
+                            ),
+                        ),
+                    ));
+                }
             }
         }
+        let prefix = self.prefix();
         let written: usize = self
             .call(async |c| {
                 let mut n = 0;
-                for (k, v) in &pairs {
+                for (committing, (k, v)) in &pairs {
+                    if let Some(committing) = committing {
+                        // Bought: replaces our own `committing` (left by a
+                        // crash before `committed` was written).
+                        redis::Script::new(COMMITTED)
+                            .key(committing)
+                            .key(k)
+                            .arg(&prefix)
+                            .arg(v)
+                            .invoke_async::<i64>(c)
+                            .await?;
+                        n += 1;
+                        continue;
+                    }
                     let set: Option<String> = redis::cmd("SET")
                         .arg(k)
                         .arg(v)

@@ -180,6 +180,8 @@ struct Loop {
     /// Whether this instance wrote back its markers after the cluster's
     /// Redis lost its data.
     republished: bool,
+    /// Whether this instance's markers were written before its first claim.
+    published: bool,
 }
 
 impl Scheduler {
@@ -199,6 +201,7 @@ impl Scheduler {
             cycle: 0,
             in_stock: std::collections::HashMap::new(),
             republished: false,
+            published: false,
         };
         l.run().await
     }
@@ -209,11 +212,6 @@ impl Loop {
         self.restore_quarantines();
         if let Some(c) = &self.s.cluster {
             c.start_heartbeat();
-            // What this instance's state says it bought or may have bought
-            // goes to the shared store before its first claim.
-            if let Err(e) = c.republish(&self.known_markers()).await {
-                tracing::warn!(error = %e, "cluster: cannot write back this instance's commit markers yet; claims wait for Redis");
-            }
         }
         let mut next_tick = Instant::now();
         loop {
@@ -672,6 +670,23 @@ impl Loop {
         }
     }
 
+    /// Claims `target` (and `account`) on the cluster. Before this
+    /// instance's first claim, what its state says it bought or may have
+    /// bought goes to the shared store (a Redis that lost its data while
+    /// this instance was down would not have it).
+    async fn claim(
+        &mut self,
+        c: &crate::cluster::Cluster,
+        target: &crate::flow::Target,
+        account: Option<&crate::id::AccountId>,
+    ) -> Result<crate::cluster::Claim, crate::cluster::Refusal> {
+        if !self.published {
+            c.republish(&self.known_markers()).await?;
+            self.published = true;
+        }
+        c.claim(&target.id, account).await
+    }
+
     /// The commit markers this instance's own state implies: a target
     /// past its commit point, or bought (completed with an order).
     fn known_markers(&self) -> Vec<crate::cluster::KnownMarker> {
@@ -879,13 +894,15 @@ impl Loop {
 
         // With several instances: the target's and the account's leases,
         // claimed in one step on the shared store (I10 across instances).
-        let claim = match &self.s.cluster {
+        let claim = match self.s.cluster.clone() {
             None => None,
-            Some(c) => match c.claim(&target.id, sessions.account.as_ref()).await {
+            Some(c) => match self.claim(&c, target, sessions.account.as_ref()).await {
                 Ok(claim) => Some(Arc::new(claim)),
                 Err(refusal) if refusal.stops_dispatch() => {
                     if refusal == crate::cluster::Refusal::StoreLost && !self.republished {
                         self.republished = true;
+                        // Best effort: another instance may claim from the
+                        // emptied store before this write; see scaling.md.
                         let _ = c.republish(&self.known_markers()).await;
                     }
                     tracing::warn!(target = %target.id, "dispatching stops this cycle: {refusal}");

@@ -133,10 +133,13 @@ async fn commit_markers_keep_a_target_from_every_other_instance() {
         .unwrap();
     claim.release().await;
     b.settled(&t("1003"), false).await.unwrap();
-    assert!(matches!(
-        b.claim(&t("1003"), None).await,
-        Err(Refusal::Committing { .. })
-    ), "another instance's marker is not settled from here");
+    assert!(
+        matches!(
+            b.claim(&t("1003"), None).await,
+            Err(Refusal::Committing { .. })
+        ),
+        "another instance's marker is not settled from here"
+    );
     a.settled(&t("1003"), false).await.unwrap();
     b.claim(&t("1003"), None).await.unwrap().release().await;
     a.settled(&t("1003"), true).await.unwrap();
@@ -721,4 +724,54 @@ async fn redis_restarted_mid_run_stops_dispatch_and_never_double_buys() {
     for p in &projects {
         common::live::assert_no_chromium(&p.profile()).await;
     }
+}
+
+/// Through the scheduler and a run (simulated browser, Rust steps): before
+/// its first claim an instance writes the markers its own state knows (a
+/// target it bought while Redis was elsewhere), and a run's commit leaves
+/// `committed` with its order for every other instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_publishes_what_it_bought_and_its_runs_commit_through_markers() {
+    let r = Redis::start().await;
+    let a = cluster(&r, "a", Duration::from_secs(30));
+    let b = cluster(&r, "b", Duration::from_secs(30));
+    let mut cfg = common::config(&["bought", "fresh"], common::flow(&["buy"]));
+    cfg.test_mode = false;
+    let h = common::Harness::new(cfg);
+    h.state
+        .update(&t("bought"), |s| {
+            s.status = Status::Completed;
+            s.last_order = Some("o-0".into());
+        })
+        .unwrap();
+    h.steps.step("buy", |cx| async move {
+        baton::rust_steps::commit(&cx, "order", async { Ok("o-1".to_owned()) }).await?;
+        Ok(baton::flow::StepEnd::Continue)
+    });
+    let scheduler = baton::scheduler::Scheduler {
+        cluster: Some(a.clone()),
+        ..h.scheduler(Some(1))
+    };
+    scheduler.run().await;
+
+    let h_runs = h.history();
+    assert_eq!(h_runs.len(), 1, "{h_runs:#?}");
+    assert_eq!(h_runs[0].target.as_str(), "fresh");
+    assert_eq!(h_runs[0].status, Status::Completed);
+    assert_eq!(
+        b.claim(&t("bought"), None).await.unwrap_err(),
+        Refusal::Committed {
+            holder: "a".into(),
+            order: "o-0".into()
+        }
+    );
+    assert_eq!(
+        b.claim(&t("fresh"), None).await.unwrap_err(),
+        Refusal::Committed {
+            holder: "a".into(),
+            order: "o-1".into()
+        }
+    );
+    // The run gave its lease back when it ended.
+    assert_eq!(a.health().leases, 0);
 }
