@@ -891,12 +891,14 @@ async fn a_browser_pool_spreads_sessions_and_survives_an_endpoint_killed_mid_com
             first.ws, second.ws
         ),
     );
+    p.edit("dashboard: off", "dashboard: 127.0.0.1:0");
     let shop = ShopApi::new(&shop_srv.url());
     // Every commit waits on the shop, so one is surely in flight when the
     // endpoint is killed.
     shop.post("/admin/delay/place_order/2500").await;
     common::init_tracing();
     let app = App::start(Options::new(p.config())).await.unwrap();
+    let dash = ShopApi::new(&format!("http://{}", app.dashboard.as_ref().unwrap().addr));
     let (browser, registry, state) = (app.browser.clone(), app.registry.clone(), app.state.clone());
     let (shutdown, commands) = (app.shutdown.clone(), app.commands.clone());
     let mut finished = app.finished.subscribe();
@@ -977,9 +979,15 @@ async fn a_browser_pool_spreads_sessions_and_survives_an_endpoint_killed_mid_com
         .unwrap();
     rx.await.unwrap().unwrap();
 
-    // The dead endpoint keeps no sessions.
+    // The dead endpoint keeps no sessions, and the dashboard says so.
     let h = browser.health();
     assert!(h.endpoints[1].sessions.is_empty(), "{h:#?}");
+    let shown = dash.get("/api/status").await;
+    let eps = shown["browser"]["endpoints"].as_array().unwrap();
+    assert_eq!(eps.len(), 2, "{shown:#}");
+    assert_eq!(eps[0]["state"], "running", "{shown:#}");
+    assert_eq!(eps[1]["state"], "dead", "{shown:#}");
+    assert_eq!(eps[1]["max_sessions"], 1, "{shown:#}");
 
     // Test mode goes on buying: the freed session's next run is placed on
     // the healthy endpoint, and buys there.
