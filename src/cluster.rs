@@ -43,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::id::{AccountId, RunId, TargetId};
 use crate::registry::{CancelReason, RunControl};
+use crate::state::{StateDoc, StateStore, Status};
 
 /// How long one Redis operation may take before it counts as failed.
 const OP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -159,6 +160,11 @@ struct Inner {
     pending: Mutex<Vec<Pending>>,
     shut: CancellationToken,
     runtime: tokio::runtime::Handle,
+    /// This instance's state, whose markers are written back before its
+    /// first claim and after Redis lost its data.
+    state: std::sync::OnceLock<Arc<StateStore>>,
+    /// Whether they were written before the first claim.
+    published: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone, Debug)]
@@ -288,8 +294,26 @@ impl Cluster {
                 pending: Mutex::new(Vec::new()),
                 shut: CancellationToken::new(),
                 runtime: tokio::runtime::Handle::current(),
+                state: std::sync::OnceLock::new(),
+                published: std::sync::atomic::AtomicBool::new(false),
             }),
         })
+    }
+
+    /// Gives the cluster this instance's state: what it says was bought,
+    /// or may have been, is written to Redis before the first claim and
+    /// again if Redis comes back empty.
+    pub fn attach_state(&self, state: Arc<StateStore>) {
+        let _ = self.inner.state.set(state);
+    }
+
+    /// The markers the attached state implies.
+    fn known(&self) -> Vec<KnownMarker> {
+        self.inner
+            .state
+            .get()
+            .map(|s| known_markers(&s.snapshot()))
+            .unwrap_or_default()
     }
 
     pub fn instance(&self) -> &str {
@@ -422,8 +446,14 @@ impl Cluster {
     }
 
     /// Redis answered with another epoch than ours: its data is gone.
-    fn lost_store(&self) -> Refusal {
+    /// The first time, this instance writes back what its state knows
+    /// (best effort: another instance may claim from the emptied store
+    /// first, hence the persistence scaling.md asks for).
+    async fn lost_store(&self) -> Refusal {
         if !self.store_lost() {
+            if let Err(e) = self.republish(&self.known()).await {
+                tracing::warn!(error = %e, "cluster: the markers this instance knows were not written back");
+            }
             tracing::error!(
                 redis = %self.inner.cfg.redacted_url(),
                 "the cluster's Redis lost its data (its epoch changed); this instance writes back the markers it knows and dispatches nothing until restarted. Give Redis persistence (appendonly yes) — see docs/scaling.md"
@@ -443,6 +473,18 @@ impl Cluster {
         account: Option<&AccountId>,
     ) -> Result<Claim, Refusal> {
         let epoch = self.epoch().await?;
+        if !self
+            .inner
+            .published
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            // Before this instance's first claim: a Redis that lost its
+            // data while this instance was down would not have them.
+            self.republish(&self.known()).await?;
+            self.inner
+                .published
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         let (committing, committed) = self.marker_keys(target);
         let leases = self.lease_keys(target, account);
         let ttl = self.inner.cfg.lease.as_millis() as u64;
@@ -473,7 +515,7 @@ impl Cluster {
                     released: std::sync::atomic::AtomicBool::new(false),
                 })
             }
-            Some("epoch") => Err(self.lost_store()),
+            Some("epoch") => Err(self.lost_store().await),
             Some("committing") => Err(Refusal::Committing {
                 holder: holder(answer.get(1)),
             }),
@@ -652,7 +694,7 @@ impl Cluster {
         match now {
             Ok(Some(e)) if e == epoch => {}
             Ok(_) => {
-                self.lost_store();
+                self.lost_store().await;
                 return;
             }
             Err(_) => return,
@@ -767,6 +809,27 @@ impl Cluster {
             })
             .await;
     }
+}
+
+/// The commit markers a state implies: a target past its commit point,
+/// or bought (completed with an order).
+pub fn known_markers(doc: &StateDoc) -> Vec<KnownMarker> {
+    doc.targets
+        .iter()
+        .filter_map(|(target, t)| match t.status {
+            Status::Committing | Status::Committed | Status::InDoubt => {
+                Some(KnownMarker::Committing {
+                    target: target.clone(),
+                    run: t.run_id,
+                })
+            }
+            Status::Completed if t.last_order.is_some() => Some(KnownMarker::Committed {
+                target: target.clone(),
+                order: t.last_order.clone(),
+            }),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The instance named in a marker or lease value.
@@ -889,7 +952,7 @@ impl Claim {
                 .await?;
             match answer.as_str() {
                 "ok" => Ok(()),
-                "epoch" => Err(c.lost_store()),
+                "epoch" => Err(c.lost_store().await),
                 "lost" => Err(Refusal::Lost),
                 a => {
                     let v = a.strip_prefix("marked|").unwrap_or(a).to_owned();

@@ -177,11 +177,6 @@ struct Loop {
     /// Each monitored target's last answer, to tell a restock (skip, then
     /// run) from a target that stays in stock.
     in_stock: std::collections::HashMap<crate::id::TargetId, bool>,
-    /// Whether this instance wrote back its markers after the cluster's
-    /// Redis lost its data.
-    republished: bool,
-    /// Whether this instance's markers were written before its first claim.
-    published: bool,
 }
 
 impl Scheduler {
@@ -200,8 +195,6 @@ impl Scheduler {
             paused: false,
             cycle: 0,
             in_stock: std::collections::HashMap::new(),
-            republished: false,
-            published: false,
         };
         l.run().await
     }
@@ -211,6 +204,7 @@ impl Loop {
     async fn run(&mut self) -> Summary {
         self.restore_quarantines();
         if let Some(c) = &self.s.cluster {
+            c.attach_state(self.s.state.clone());
             c.start_heartbeat();
         }
         let mut next_tick = Instant::now();
@@ -670,48 +664,6 @@ impl Loop {
         }
     }
 
-    /// Claims `target` (and `account`) on the cluster. Before this
-    /// instance's first claim, what its state says it bought or may have
-    /// bought goes to the shared store (a Redis that lost its data while
-    /// this instance was down would not have it).
-    async fn claim(
-        &mut self,
-        c: &crate::cluster::Cluster,
-        target: &crate::flow::Target,
-        account: Option<&crate::id::AccountId>,
-    ) -> Result<crate::cluster::Claim, crate::cluster::Refusal> {
-        if !self.published {
-            c.republish(&self.known_markers()).await?;
-            self.published = true;
-        }
-        c.claim(&target.id, account).await
-    }
-
-    /// The commit markers this instance's own state implies: a target
-    /// past its commit point, or bought (completed with an order).
-    fn known_markers(&self) -> Vec<crate::cluster::KnownMarker> {
-        use crate::cluster::KnownMarker;
-        self.s
-            .state
-            .snapshot()
-            .targets
-            .into_iter()
-            .filter_map(|(target, t)| match t.status {
-                Status::Committing | Status::Committed | Status::InDoubt => {
-                    Some(KnownMarker::Committing {
-                        target,
-                        run: t.run_id,
-                    })
-                }
-                Status::Completed if t.last_order.is_some() => Some(KnownMarker::Committed {
-                    target,
-                    order: t.last_order,
-                }),
-                _ => None,
-            })
-            .collect()
-    }
-
     /// Test mode: completed targets go back to `ready`.
     async fn reset_completed(&mut self, cfg: &Config) {
         let _lock = self.s.registry.completion_lock().await;
@@ -896,15 +848,9 @@ impl Loop {
         // claimed in one step on the shared store (I10 across instances).
         let claim = match self.s.cluster.clone() {
             None => None,
-            Some(c) => match self.claim(&c, target, sessions.account.as_ref()).await {
+            Some(c) => match c.claim(&target.id, sessions.account.as_ref()).await {
                 Ok(claim) => Some(Arc::new(claim)),
                 Err(refusal) if refusal.stops_dispatch() => {
-                    if refusal == crate::cluster::Refusal::StoreLost && !self.republished {
-                        self.republished = true;
-                        // Best effort: another instance may claim from the
-                        // emptied store before this write; see scaling.md.
-                        let _ = c.republish(&self.known_markers()).await;
-                    }
                     tracing::warn!(target = %target.id, "dispatching stops this cycle: {refusal}");
                     return false;
                 }

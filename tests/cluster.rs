@@ -251,6 +251,19 @@ async fn a_run_that_loses_its_lease_is_stopped_and_a_renewed_one_is_kept() {
 async fn a_redis_that_lost_its_data_stops_dispatch() {
     let r = Redis::start().await;
     let a = cluster(&r, "a", Duration::from_secs(30));
+    // What a's own state knows: 1005 bought, 1006 in doubt.
+    let dir = tempfile::tempdir().unwrap();
+    let (state, _) = baton::state::StateStore::open(dir.path()).unwrap();
+    state
+        .update(&t("1005"), |s| {
+            s.status = Status::Completed;
+            s.last_order = Some("A-5".into());
+        })
+        .unwrap();
+    state
+        .update(&t("1006"), |s| s.status = Status::InDoubt)
+        .unwrap();
+    a.attach_state(Arc::new(state));
     a.claim(&t("1001"), None).await.unwrap().release().await;
     let mut c = r.conn().await;
     let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
@@ -258,9 +271,21 @@ async fn a_redis_that_lost_its_data_stops_dispatch() {
     assert_eq!(refusal, Refusal::StoreLost);
     assert!(refusal.stops_dispatch());
     assert_eq!(a.health().state, "store_lost");
+    // It wrote back what it knows before saying so.
+    let b = cluster(&r, "b", Duration::from_secs(30));
+    assert_eq!(
+        b.claim(&t("1005"), None).await.unwrap_err(),
+        Refusal::Committed {
+            holder: "a".into(),
+            order: "A-5".into()
+        }
+    );
+    assert!(matches!(
+        b.claim(&t("1006"), None).await,
+        Err(Refusal::Committing { holder }) if holder == "a"
+    ));
     // It stays stopped, even once Redis has an epoch again.
-    let fresh = cluster(&r, "b", Duration::from_secs(30));
-    fresh.claim(&t("1002"), None).await.unwrap();
+    b.claim(&t("1002"), None).await.unwrap();
     assert_eq!(
         a.claim(&t("1003"), None).await.unwrap_err(),
         Refusal::StoreLost
