@@ -13,19 +13,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
-use baton::browser::sim::SimBrowser;
-use baton::config::Config;
-use baton::flow::{Flow, Step, StepEnd, Target};
-use baton::id::TargetId;
 use baton::metrics::Metrics;
 use baton::notify::channel::{Channel, ChannelKind};
 use baton::notify::{Notifier, NotifyConfig};
-use baton::registry::Registry;
-use baton::rust_steps::RustSteps;
-use baton::scheduler::{Scheduler, SchedulerStatus};
-use baton::state::StateStore;
-use tokio_util::sync::CancellationToken;
+
+#[path = "common/sim_purchase.rs"]
+mod sim_purchase;
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -84,38 +77,6 @@ async fn slow_receiver(delay: Duration) -> String {
 /// Median and p95 of `runs` runs' durations.
 async fn measure(runs: u64, hook: Option<&str>) -> (Duration, Duration) {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = Config {
-        state_dir: dir.path().to_owned(),
-        test_mode: true,
-        dashboard: None,
-        ..Config::default()
-    };
-    cfg.cycle.interval = (Duration::from_millis(1), Duration::from_millis(1));
-    cfg.targets = vec![Arc::new(Target {
-        id: TargetId::new("t"),
-        url: "http://shop.test/p/t".into(),
-        flow: "buy".into(),
-        account: None,
-        params: serde_json::Map::new(),
-    })];
-    cfg.flows = BTreeMap::from([(
-        "buy".to_owned(),
-        Arc::new(Flow {
-            name: "buy".into(),
-            monitor: None,
-            steps: vec![Step {
-                script: "buy".into(),
-                always: false,
-            }],
-            outcomes: BTreeMap::new(),
-            account: None,
-        }),
-    )]);
-    let (state, _) = StateStore::open(dir.path()).unwrap();
-    let state = Arc::new(state);
-    state
-        .ensure_targets(cfg.targets.iter().map(|t| &t.id))
-        .unwrap();
     let metrics = Arc::new(Metrics::new());
     let (notifier, tasks) = match hook {
         Some(url) => {
@@ -145,31 +106,7 @@ async fn measure(runs: u64, hook: Option<&str>) -> (Duration, Duration) {
         }
         None => (Notifier::off(), None),
     };
-    let steps = Arc::new(RustSteps::new());
-    steps.step("buy", |cx| async move {
-        baton::rust_steps::commit(&cx, "order", async move { Ok(format!("A-{}", cx.run_id)) })
-            .await?;
-        Ok(StepEnd::Continue)
-    });
-    let (_commands_tx, commands) = tokio::sync::mpsc::channel(4);
-    let (status, _) = tokio::sync::watch::channel(SchedulerStatus::default());
-    let (finished, mut rx) = tokio::sync::broadcast::channel(runs as usize + 8);
-    let scheduler = Scheduler {
-        config: Arc::new(ArcSwap::from_pointee(cfg)),
-        registry: Arc::new(Registry::new(1)),
-        state,
-        browser: Arc::new(SimBrowser::default()),
-        steps,
-        metrics,
-        shutdown: CancellationToken::new(),
-        commands,
-        status,
-        cycles: Some(runs),
-        seed: 1,
-        finished: Some(finished),
-        notifier,
-        cluster: None,
-    };
+    let (scheduler, mut rx) = sim_purchase::scheduler(dir.path(), runs, metrics, notifier, None);
     scheduler.run().await;
     let mut d = Vec::new();
     while let Ok(r) = rx.try_recv() {
