@@ -75,9 +75,15 @@ struct Member {
 }
 
 impl Member {
-    fn failed(&self, e: &BrowserError) {
+    fn failed(&self, e: &str) {
         *lock(&self.failed_until) = Some(Instant::now() + RETRY_AFTER);
-        *lock(&self.last_error) = Some(e.to_string());
+        *lock(&self.last_error) = Some(e.to_owned());
+    }
+
+    /// `text` (an error) without the endpoint's query: a hosted pool's
+    /// token never reaches a log line or the dashboard.
+    fn scrub(&self, text: &str) -> String {
+        text.replace(&self.endpoint.url, &display_url(&self.endpoint.url))
     }
 
     fn cooling(&self) -> bool {
@@ -184,7 +190,10 @@ impl PoolBrowser {
                     sessions,
                     max_sessions: m.endpoint.max_sessions,
                     version: h.version,
-                    last_error: h.last_error.or_else(|| lock(&m.last_error).clone()),
+                    last_error: h
+                        .last_error
+                        .map(|e| m.scrub(&e))
+                        .or_else(|| lock(&m.last_error).clone()),
                 }
             })
             .collect();
@@ -292,6 +301,7 @@ impl Browser for PoolBrowser {
                 Err(e) => {
                     // The session leaves a failed endpoint: its next page
                     // (this one) is tried on the others.
+                    let e = m.scrub(&e.to_string());
                     m.failed(&e);
                     lock(&self.placed).remove(&session);
                     tracing::warn!(session = session.0, endpoint = %shown, error = %e, "browser pool endpoint failed; trying another for session {session}");
@@ -366,6 +376,23 @@ mod tests {
 
     #[test]
     fn tokens_in_endpoint_urls_are_not_shown() {
+        let m = Member {
+            endpoint: Endpoint {
+                url: "wss://chrome.example/?token=s3cret".into(),
+                max_sessions: None,
+            },
+            browser: ChromeBrowser::new(ChromeConfig::headless(std::env::temp_dir()), None),
+            failed_until: Mutex::new(None),
+            last_error: Mutex::new(None),
+        };
+        let e = BrowserError::Connect {
+            url: m.endpoint.url.clone(),
+            reason: "refused".into(),
+        };
+        assert_eq!(
+            m.scrub(&e.to_string()),
+            "cannot connect to `wss://chrome.example/?…`: refused"
+        );
         assert_eq!(
             display_url("wss://chrome.example/?token=s3cret"),
             "wss://chrome.example/?…"
