@@ -32,7 +32,7 @@
 //! - **Presence.** Each instance writes a heartbeat; the dashboard lists
 //!   the live peers.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, SystemTime};
 
 use redis::aio::ConnectionManager;
@@ -190,7 +190,9 @@ impl std::fmt::Debug for Cluster {
 /// Claims the target and the account leases in one step.
 /// KEYS: epoch, fence, committing, committed, lease...; ARGV: epoch,
 /// instance, ttl ms.
-const CLAIM: &str = r"
+static CLAIM: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
 local e = redis.call('GET', KEYS[1])
 if e ~= ARGV[1] then return {'epoch'} end
 local c = redis.call('GET', KEYS[3])
@@ -205,22 +207,30 @@ local token = redis.call('INCR', KEYS[2])
 local v = token .. '|' .. ARGV[2]
 for i = 5, #KEYS do redis.call('SET', KEYS[i], v, 'PX', ARGV[3]) end
 return {'ok', tostring(token)}
-";
+",
+    )
+});
 
 /// Extends leases that still carry this claim's value.
 /// KEYS: lease...; ARGV: value, ttl ms.
-const RENEW: &str = r"
+static RENEW: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
 for i = 1, #KEYS do
   if redis.call('GET', KEYS[i]) ~= ARGV[1] then return 0 end
 end
 for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
 return 1
-";
+",
+    )
+});
 
 /// The check before `commit`, and the `committing` marker, in one step.
 /// KEYS: epoch, committing, committed, lease...; ARGV: epoch, lease value,
 /// marker.
-const COMMIT: &str = r"
+static COMMIT: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'epoch' end
 local c = redis.call('GET', KEYS[2]) or redis.call('GET', KEYS[3])
 if c then return 'marked|' .. c end
@@ -229,19 +239,27 @@ for i = 4, #KEYS do
 end
 redis.call('SET', KEYS[2], ARGV[3])
 return 'ok'
-";
+",
+    )
+});
 
 /// `committed` replaces this instance's `committing`.
 /// KEYS: committing, committed; ARGV: our prefix, committed value.
-const COMMITTED: &str = r"
+static COMMITTED: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
 local c = redis.call('GET', KEYS[1])
 if c and string.sub(c, 1, #ARGV[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 redis.call('SET', KEYS[2], ARGV[2])
 return 1
-";
+",
+    )
+});
 
 /// Deletes the markers of KEYS that this instance wrote. ARGV: our prefix.
-const FORGET: &str = r"
+static FORGET: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
 local n = 0
 for i = 1, #KEYS do
   local c = redis.call('GET', KEYS[i])
@@ -250,15 +268,21 @@ for i = 1, #KEYS do
   end
 end
 return n
-";
+",
+    )
+});
 
 /// Deletes leases that still carry this claim's value. ARGV: value.
-const RELEASE: &str = r"
+static RELEASE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
 for i = 1, #KEYS do
   if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('DEL', KEYS[i]) end
 end
 return 1
-";
+",
+    )
+});
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -488,8 +512,7 @@ impl Cluster {
         let (committing, committed) = self.marker_keys(target);
         let leases = self.lease_keys(target, account);
         let ttl = self.inner.cfg.lease.as_millis() as u64;
-        let script = redis::Script::new(CLAIM);
-        let mut inv = script.prepare_invoke();
+        let mut inv = CLAIM.prepare_invoke();
         inv.key(self.key("epoch"))
             .key(self.key("fence"))
             .key(&committing)
@@ -549,67 +572,34 @@ impl Cluster {
     /// `committing`. Before this instance's first claim, and after Redis
     /// lost its data.
     pub async fn republish(&self, known: &[KnownMarker]) -> Result<usize, Refusal> {
-        if known.is_empty() {
-            return Ok(0);
-        }
-        let mut pairs = Vec::new();
+        let me = &self.inner.cfg.instance;
+        let mut written = 0;
         for m in known {
             match m {
                 KnownMarker::Committing { target, run } => {
-                    let run = run.map_or(0, |r| r.0);
-                    pairs.push((
-                        None,
-                        (
-                            self.marker_keys(target).0,
-                            format!("{}|0|{run}|", self.inner.cfg.instance),
-                        ),
-                    ));
+                    let key = self.marker_keys(target).0;
+                    let value = format!("{me}|0|{}|", run.map_or(0, |r| r.0));
+                    let set: Option<String> = self
+                        .call(async |c| {
+                            redis::cmd("SET")
+                                .arg(&key)
+                                .arg(&value)
+                                .arg("NX")
+                                .query_async(c)
+                                .await
+                        })
+                        .await?;
+                    written += usize::from(set.is_some());
                 }
                 KnownMarker::Committed { target, order } => {
-                    let (committing, committed) = self.marker_keys(target);
-                    pairs.push((
-                        Some(committing),
-                        (
-                            committed,
-                            format!(
-                                "{}|0|0|{}",
-                                self.inner.cfg.instance,
-                                order.as_deref().unwrap_or("-")
-                            ),
-                        ),
-                    ));
+                    // Bought: replaces our own `committing` (left by a
+                    // crash before `committed` was written).
+                    let value = format!("{me}|0|0|{}", order.as_deref().unwrap_or("-"));
+                    self.mark_committed(target, &value).await?;
+                    written += 1;
                 }
             }
         }
-        let prefix = self.prefix();
-        let written: usize = self
-            .call(async |c| {
-                let mut n = 0;
-                for (committing, (k, v)) in &pairs {
-                    if let Some(committing) = committing {
-                        // Bought: replaces our own `committing` (left by a
-                        // crash before `committed` was written).
-                        redis::Script::new(COMMITTED)
-                            .key(committing)
-                            .key(k)
-                            .arg(&prefix)
-                            .arg(v)
-                            .invoke_async::<i64>(c)
-                            .await?;
-                        n += 1;
-                        continue;
-                    }
-                    let set: Option<String> = redis::cmd("SET")
-                        .arg(k)
-                        .arg(v)
-                        .arg("NX")
-                        .query_async(c)
-                        .await?;
-                    n += usize::from(set.is_some());
-                }
-                Ok(n)
-            })
-            .await?;
         if written > 0 {
             tracing::info!(
                 markers = written,
@@ -632,22 +622,29 @@ impl Cluster {
     pub async fn settled(&self, target: &TargetId, completed: bool) -> Result<(), Refusal> {
         let (committing, committed) = self.marker_keys(target);
         if completed {
-            let value = format!("{}|0|0|-", self.inner.cfg.instance);
-            let prefix = self.prefix();
-            self.call(async |c| {
-                redis::Script::new(COMMITTED)
-                    .key(&committing)
-                    .key(&committed)
-                    .arg(&prefix)
-                    .arg(&value)
-                    .invoke_async::<i64>(c)
-                    .await
-            })
-            .await
-            .map(drop)
+            self.mark_committed(target, &format!("{}|0|0|-", self.inner.cfg.instance))
+                .await
         } else {
             self.forget(vec![committing, committed]).await
         }
+    }
+
+    /// Writes `committed` (`value`) for `target` in place of this
+    /// instance's own `committing`.
+    async fn mark_committed(&self, target: &TargetId, value: &str) -> Result<(), Refusal> {
+        let (committing, committed) = self.marker_keys(target);
+        let prefix = self.prefix();
+        self.call(async |c| {
+            COMMITTED
+                .key(&committing)
+                .key(&committed)
+                .arg(&prefix)
+                .arg(value)
+                .invoke_async::<i64>(c)
+                .await
+        })
+        .await
+        .map(drop)
     }
 
     async fn forget(&self, keys: Vec<String>) -> Result<(), Refusal> {
@@ -656,8 +653,7 @@ impl Cluster {
         }
         let prefix = self.prefix();
         self.call(async |c| {
-            let script = redis::Script::new(FORGET);
-            let mut inv = script.prepare_invoke();
+            let mut inv = FORGET.prepare_invoke();
             for k in &keys {
                 inv.key(k);
             }
@@ -756,22 +752,8 @@ impl Cluster {
     }
 
     async fn write_pending(&self, p: &Pending) -> Result<(), Refusal> {
-        let prefix = self.prefix();
         match p {
-            Pending::Committed { target, value } => {
-                let (committing, committed) = self.marker_keys(target);
-                self.call(async |c| {
-                    redis::Script::new(COMMITTED)
-                        .key(&committing)
-                        .key(&committed)
-                        .arg(&prefix)
-                        .arg(value)
-                        .invoke_async::<i64>(c)
-                        .await
-                })
-                .await
-                .map(drop)
-            }
+            Pending::Committed { target, value } => self.mark_committed(target, value).await,
             Pending::Uncommitting { target } => {
                 let (committing, _) = self.marker_keys(target);
                 self.forget(vec![committing]).await
@@ -890,8 +872,7 @@ impl Claim {
                 let ttl = lease.as_millis() as u64;
                 let renewed: Result<i64, _> = cluster
                     .call(async |c| {
-                        let script = redis::Script::new(RENEW);
-                        let mut inv = script.prepare_invoke();
+                        let mut inv = RENEW.prepare_invoke();
                         for k in &keys {
                             inv.key(k);
                         }
@@ -937,8 +918,7 @@ impl Claim {
             let marker = format!("{}|{}|{}|", c.inner.cfg.instance, self.token, run.0);
             let answer: String = c
                 .call(async |conn| {
-                    let script = redis::Script::new(COMMIT);
-                    let mut inv = script.prepare_invoke();
+                    let mut inv = COMMIT.prepare_invoke();
                     inv.key(c.key("epoch")).key(&committing).key(&committed);
                     for k in &self.keys {
                         inv.key(k);
@@ -1004,8 +984,7 @@ impl Claim {
 async fn release_leases(cluster: Cluster, keys: Vec<String>, value: String) {
     let _ = cluster
         .call(async |c| {
-            let script = redis::Script::new(RELEASE);
-            let mut inv = script.prepare_invoke();
+            let mut inv = RELEASE.prepare_invoke();
             for k in &keys {
                 inv.key(k);
             }
