@@ -315,6 +315,7 @@ impl App {
                         }),
                         commands: commands_tx.clone(),
                         redactor: redactor.clone(),
+                        stop: CancellationToken::new(),
                     },
                     servers.child_token(),
                 )
@@ -446,13 +447,31 @@ impl App {
             t.stop(NOTIFY_GRACE).await;
         }
         self.servers.cancel();
+        // Each server ends its own long-lived responses on the stop; the
+        // bound is for what neither knows of (a client that keeps a request
+        // body open), so no client can hold a stopping baton.
         if let Some(s) = self.shop {
-            let _ = s.task.await;
+            stop_server("demo shop", s.task).await;
         }
         if let Some(d) = self.dashboard {
-            let _ = d.task.await;
+            stop_server("dashboard", d.task).await;
         }
         summary
+    }
+}
+
+/// How long a stopped server may take to close its connections.
+const SERVER_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Waits for a server task that has been told to stop, at most
+/// [`SERVER_GRACE`]; then drops its connections.
+async fn stop_server(name: &str, mut task: tokio::task::JoinHandle<()>) {
+    if tokio::time::timeout(SERVER_GRACE, &mut task).await.is_err() {
+        tracing::warn!(
+            "the {name} still had open connections {} after the stop; closing them",
+            crate::time::short(SERVER_GRACE)
+        );
+        task.abort();
     }
 }
 

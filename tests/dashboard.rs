@@ -65,6 +65,7 @@ fn env(token: Option<&str>) -> Env {
         }),
         commands: h.commands.clone(),
         redactor,
+        stop: tokio_util::sync::CancellationToken::new(),
     };
     Env {
         app: dashboard::app(d.clone()),
@@ -326,6 +327,48 @@ async fn idle_connections_are_capped_and_closed() {
     assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
     stop.cancel();
     let _ = running.task.await;
+}
+
+/// Regression (issue 24): Ctrl-C hung for as long as a dashboard tab stayed
+/// open, because the graceful shutdown waited for the live page's event
+/// stream and the stream never watched the stop. With three tabs streaming
+/// (one of them not reading at all), the server now ends on the stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_ends_open_event_streams() {
+    let e = env(None);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = dashboard::start(
+        "127.0.0.1:0".parse().unwrap(),
+        e.dashboard.clone(),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    let url = format!("http://{}/api/events", running.addr);
+    let mut tabs = Vec::new();
+    for _ in 0..3 {
+        let resp = reqwest::get(&url).await.unwrap();
+        assert_eq!(resp.status(), reqwest::StatusCode::OK);
+        tabs.push(resp);
+    }
+    // Each tab has its first event: the streams are live.
+    for tab in &mut tabs[..2] {
+        let first = tab.chunk().await.unwrap().unwrap();
+        assert!(String::from_utf8_lossy(&first).contains("event: status"));
+    }
+    stop.cancel();
+    tokio::time::timeout(std::time::Duration::from_secs(10), running.task)
+        .await
+        .expect("the dashboard kept serving open event streams after its stop")
+        .unwrap();
+    // The reading tabs see their stream end rather than hang.
+    for tab in &mut tabs[..2] {
+        let rest = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while let Ok(Some(_)) = tab.chunk().await {}
+        })
+        .await;
+        assert!(rest.is_ok(), "a stream was still open after the stop");
+    }
 }
 
 /// Target ids may hold `/`, `?` or a space: clients build paths with

@@ -1243,6 +1243,10 @@ async fn screenshots_mask_secrets_and_card_fields() {
 /// its own, so the signal reaches baton only: the run finishes with its
 /// order, baton exits 0 and closes Chromium. Before, Chromium died with the
 /// signal and the order was left in doubt.
+///
+/// Three dashboard tabs are streaming live updates each time. Before
+/// issue 24 they kept baton from exiting (36 minutes, until the tab was
+/// closed); now a stop with open tabs ends as one without.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signal_to_the_process_group_lets_the_commit_finish() {
     use rustix::process::Signal;
@@ -1255,6 +1259,7 @@ async fn a_signal_to_the_process_group_lets_the_commit_finish() {
         (Signal::HUP, false),
     ] {
         let p = Project::new(FAST_CYCLE, &target("1001", 60.0), "");
+        p.edit("dashboard: off", "dashboard: 127.0.0.1:0");
         let (shop_srv, stop) = p.own_shop().await;
         ShopApi::new(&shop_srv.url())
             .post("/admin/delay/place_order/3000?times=1")
@@ -1273,8 +1278,23 @@ async fn a_signal_to_the_process_group_lets_the_commit_finish() {
             .unwrap();
         let pid = child.id().unwrap();
         let mut err = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut tabs = Vec::new();
         tokio::time::timeout(Duration::from_secs(60), async {
             while let Some(l) = err.next_line().await.unwrap() {
+                if let Some((_, addr)) = l.split_once("dashboard on http://") {
+                    // The log line may go on after the address (fields,
+                    // colour codes): take the address alone.
+                    let addr: String = addr
+                        .chars()
+                        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                        .collect();
+                    let url = format!("http://{addr}/api/events");
+                    for _ in 0..3 {
+                        let tab = reqwest::get(&url).await.unwrap();
+                        assert_eq!(tab.status(), reqwest::StatusCode::OK);
+                        tabs.push(tab);
+                    }
+                }
                 if l.contains(" committing") {
                     return;
                 }
@@ -1283,20 +1303,26 @@ async fn a_signal_to_the_process_group_lets_the_commit_finish() {
         })
         .await
         .unwrap();
+        assert_eq!(tabs.len(), 3, "the dashboard's address was not logged");
         let p_ = rustix::process::Pid::from_raw(pid as i32).unwrap();
         if to_group {
             rustix::process::kill_process_group(p_, sig).unwrap();
         } else {
             rustix::process::kill_process(p_, sig).unwrap();
         }
+        // Within the commit's own bound (the shop answers after 3 s) plus
+        // closing Chromium: not however long a tab stays open.
         let mut rest = Vec::new();
-        while let Ok(Some(l)) = err.next_line().await {
-            rest.push(l);
-        }
-        let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
-            .await
-            .unwrap()
-            .unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Ok(Some(l)) = err.next_line().await {
+                rest.push(l);
+            }
+            child.wait().await
+        })
+        .await
+        .expect("baton did not exit while dashboard tabs were open")
+        .unwrap();
+        drop(tabs);
         let log = rest.join("\n");
         assert_eq!(
             status.code(),

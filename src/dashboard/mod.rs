@@ -92,6 +92,12 @@ pub struct Dashboard {
     /// What it asks the scheduler to do.
     pub commands: mpsc::Sender<Command>,
     pub redactor: Arc<Redactor>,
+    /// Fires when the dashboard stops. Every long-lived response (the live
+    /// page's event stream) races it: a graceful shutdown waits for open
+    /// responses, so one that never ended kept a stopping baton alive for
+    /// as long as a browser tab stayed open. [`start`] sets it to the
+    /// server's own stop token.
+    pub stop: CancellationToken,
 }
 
 /// One target as the page shows it.
@@ -281,6 +287,10 @@ pub async fn start_with(
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let listener = listener::Bounded::new(listener, limits);
+    let d = Dashboard {
+        stop: stop.clone(),
+        ..d
+    };
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app(d))
             .with_graceful_shutdown(stop.cancelled_owned())
@@ -429,25 +439,33 @@ async fn runs(State(d): State<Dashboard>, Query(q): Query<RunsQuery>) -> Respons
 
 /// Server-sent events: a `status` event whenever something changes (a run
 /// registers, moves or ends, the scheduler changes phase), and at least
-/// once a second for the clocks.
+/// once a second for the clocks. The stream ends when the dashboard stops,
+/// whether the client is reading or not.
 async fn events(
     State(d): State<Dashboard>,
 ) -> Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>> {
     let mut registry = d.view.run_changes();
     let mut status = d.view.scheduler();
     let mut finished = d.view.finished();
+    let stop = d.stop.clone();
     let stream = async_stream(move |tx| async move {
         loop {
             let view = d.status_view();
             let text = d.masked(&view);
-            if tx
-                .send(Event::default().event("status").data(text))
-                .await
-                .is_err()
-            {
-                return;
+            // A client that stopped reading fills the channel: the send
+            // must not outlast a stop either.
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => return,
+                sent = tx.send(Event::default().event("status").data(text)) => {
+                    if sent.is_err() {
+                        return;
+                    }
+                }
             }
             tokio::select! {
+                biased;
+                () = stop.cancelled() => return,
                 _ = registry.changed() => {}
                 _ = status.changed() => {}
                 _ = finished.recv() => {}
