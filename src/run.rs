@@ -683,7 +683,7 @@ impl Steps<'_> {
                 {
                     self.report.screenshot = screenshot(p.as_ref(), self.guard, deps).await;
                     if let Some(rec) = &self.recorder
-                        && let Ok(html) = p.html(deps.timeouts.action).await
+                        && let Ok(html) = p.html(crate::browser::CAPTURE_TIMEOUT).await
                     {
                         rec.dom(&html);
                     }
@@ -876,7 +876,10 @@ async fn open_page(
 
 async fn screenshot(page: &dyn Page, guard: &RunGuard, deps: &RunDeps) -> Option<String> {
     let dir = deps.shots_dir.as_ref()?;
-    let png = page.screenshot(deps.timeouts.action).await.ok()?;
+    let png = page
+        .screenshot(crate::browser::CAPTURE_TIMEOUT)
+        .await
+        .ok()?;
     let name = format!("{}.png", guard.run_id());
     let path = dir.join(&name);
     let written = tokio::task::spawn_blocking(move || {

@@ -556,6 +556,44 @@ async fn i5_deregistered_after_panic_and_error() {
     assert!(h.registry.is_idle(), "an aborted run stayed registered");
 }
 
+/// Regression (issue 24): after a failed step, the failure screenshot and
+/// the DOM for the trace each waited out a whole action timeout on a page
+/// that had stopped answering, delaying the run's end (and the next cycle)
+/// by 20 s. Each capture is now bounded by `CAPTURE_TIMEOUT`.
+/// Guards: `browser::CAPTURE_TIMEOUT` in `run::screenshot` and the DOM
+/// capture.
+#[tokio::test(start_paused = true)]
+async fn capturing_a_failed_page_is_bounded() {
+    let cfg = config(&["1001"], flow(&["work"]));
+    let h = Harness::new(cfg);
+    h.steps.step("work", |cx| async move {
+        cx.page
+            .navigate(&cx.target.url, T)
+            .await
+            .map_err(|e| StepError::failed(e.to_string()))?;
+        Err(StepError::failed("the shop answered with an error page"))
+    });
+    // A page that no longer answers: captures never come back by themselves.
+    h.sim.set_latency("screenshot", secs(3600));
+    h.sim.set_latency("html", secs(3600));
+    let started = Instant::now();
+    h.run_cycles(1).await;
+    let r = &h.history()[0];
+    assert_eq!(r.status, Status::Failed);
+    assert!(r.screenshot.is_none(), "no screenshot could be had");
+    let action = baton::flow::Timeouts::default().action;
+    let bound = baton::browser::CAPTURE_TIMEOUT * 2;
+    assert!(
+        Duration::from_millis(r.duration_ms) <= bound + secs(1),
+        "the run took {}ms to end after its failure; captures are bounded by {bound:?}, not by the action timeout ({action:?})",
+        r.duration_ms
+    );
+    assert!(
+        started.elapsed() < action,
+        "the cycle waited out the action timeout"
+    );
+}
+
 // I7 -----------------------------------------------------------------------
 
 /// I7: a run that entered `commit` and never returned from it (it hung and

@@ -385,6 +385,13 @@ pub struct PageEvent {
 /// that logs in a loop must not grow without bound. The oldest go first.
 pub const MAX_PAGE_EVENTS: usize = 500;
 
+/// How long the capture of a failed page (its screenshot, its DOM) may
+/// take. A failure is often a page that stopped answering, and waiting out
+/// an action's whole timeout for each capture only delays the run's end
+/// (and the next run): a capture that cannot be had in this long is
+/// skipped.
+pub const CAPTURE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A source of pages, one browser process (or a simulation of one).
 #[async_trait]
 pub trait Browser: Send + Sync + 'static {

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
@@ -710,7 +710,7 @@ async fn save_failure(page: &dyn Page, dir: &Path, name: &str, cfg: &crate::conf
     if std::fs::create_dir_all(dir).is_err() {
         return;
     }
-    let bound = cfg.browser.timeout.min(Duration::from_secs(10));
+    let bound = cfg.browser.timeout.min(crate::browser::CAPTURE_TIMEOUT);
     if let Ok(png) = page.screenshot(bound).await {
         let p = base.with_extension("png");
         if std::fs::write(&p, png).is_ok() {

@@ -17,7 +17,7 @@ use chromiumoxide::cdp::js_protocol::runtime::{
 };
 use serde_json::{Value, json};
 
-use super::page::{ChromePage, HELPER, cdp_error, is_navigation_race, selector_json};
+use super::page::{ChromePage, EVAL_SLICE, HELPER, cdp_error, is_navigation_race, selector_json};
 use crate::browser::{PageError, Selector, Selectors};
 
 /// Where a helper call runs: the page's main world, or a frame's world
@@ -98,18 +98,26 @@ impl ChromePage {
         parent: Frame,
         deadline: tokio::time::Instant,
     ) -> Result<Frame, PageError> {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let sel = Selectors(vec![f.clone()]);
-        let expr = format!(
-            "({HELPER})({}, \"element\", {})",
-            selector_json(&sel),
-            json!({"timeout": left.as_millis() as u64, "visible": true})
-        );
-        let found = self.evaluate_in(expr, parent, false).await?;
+        let waited = deadline.saturating_duration_since(tokio::time::Instant::now());
+        // In slices, as `ChromePage::helper` waits (see `EVAL_SLICE`).
+        let found = loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let slice = left.min(EVAL_SLICE);
+            let expr = format!(
+                "({HELPER})({}, \"element\", {})",
+                selector_json(&sel),
+                json!({"timeout": slice.as_millis() as u64, "visible": true})
+            );
+            let found = self.evaluate_in(expr, parent, false).await?;
+            if found["object"].is_string() || left <= EVAL_SLICE {
+                break found;
+            }
+        };
         let Some(object) = found["object"].as_str() else {
             return Err(PageError::NotFound {
                 selector: sel,
-                waited: left,
+                waited,
             });
         };
         let object = chromiumoxide::cdp::js_protocol::runtime::RemoteObjectId::new(object);

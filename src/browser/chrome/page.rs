@@ -228,8 +228,12 @@ impl ChromePage {
                 }
             };
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            // A wait longer than one evaluation may last is a series of
+            // slices; only the last one's answer is the caller's.
+            let slice = left.min(EVAL_SLICE);
+            let sliced = left > EVAL_SLICE;
             let mut opts = opts.clone();
-            opts["timeout"] = json!(left.as_millis() as u64);
+            opts["timeout"] = json!(slice.as_millis() as u64);
             // The predicate is the script's own expression, placed in an
             // arrow function so the helper can call it on every change.
             let predicate = predicate
@@ -251,6 +255,10 @@ impl ChromePage {
                             v["y"] = json!(y + frame.offset.1);
                         }
                         return Ok(v);
+                    }
+                    if sliced {
+                        // This slice ran out, not the caller's time.
+                        continue;
                     }
                     if v["unmet"].as_bool() == Some(true) {
                         return Err(unmet(v["why"].as_str().unwrap_or("did not happen")));
@@ -341,6 +349,14 @@ pub(super) fn cdp_error(e: &CdpError) -> PageError {
         other => PageError::Other(other.to_string()),
     }
 }
+
+/// The longest one in-page evaluation may wait. chromiumoxide gives up on
+/// every CDP command after 30 s, whatever its handler's `request_timeout`
+/// says (`REQUEST_TIMEOUT` in its `commandfuture.rs`), so a wait that must
+/// last longer (inside `commit`, up to `commit_timeout`) is cut into
+/// evaluations of at most this long. Before, a place-order the shop
+/// answered at 45 s failed at 30 s and left its target in doubt.
+pub(super) const EVAL_SLICE: Duration = Duration::from_secs(20);
 
 /// Margin for the answer of an in-page wait to arrive after the page's own
 /// timer fired.

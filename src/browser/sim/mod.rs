@@ -855,7 +855,7 @@ impl Page for SimTab {
             .await
     }
 
-    async fn screenshot(&self, _timeout: Duration) -> Result<Vec<u8>, PageError> {
+    async fn screenshot(&self, timeout: Duration) -> Result<Vec<u8>, PageError> {
         // A valid 1x1 PNG, so callers that save it produce a real file.
         const PNG: &[u8] = &[
             0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48,
@@ -864,11 +864,15 @@ impl Page for SimTab {
             0x9c, 0x63, 0xf8, 0xff, 0xff, 0x3f, 0x00, 0x05, 0xfe, 0x02, 0xfe, 0xa7, 0x35, 0x81,
             0x84, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
         ];
-        self.call("screenshot", "", |_| Ok(PNG.to_vec())).await
+        // Bounded like Chromium's: a page that does not answer costs the
+        // caller its timeout, no more.
+        tokio::time::timeout(timeout, self.call("screenshot", "", |_| Ok(PNG.to_vec())))
+            .await
+            .unwrap_or(Err(PageError::Timeout(timeout)))
     }
 
-    async fn html(&self, _timeout: Duration) -> Result<String, PageError> {
-        self.call("html", "", |t| {
+    async fn html(&self, timeout: Duration) -> Result<String, PageError> {
+        let html = self.call("html", "", |t| {
             let site = lock(&t.browser.inner.site);
             let mut html = format!("<!-- simulated page {} -->\n", t.current_url());
             if let Some(p) = site.pages.get(&t.current_url()) {
@@ -877,8 +881,10 @@ impl Page for SimTab {
                 }
             }
             Ok(html)
-        })
-        .await
+        });
+        tokio::time::timeout(timeout, html)
+            .await
+            .unwrap_or(Err(PageError::Timeout(timeout)))
     }
 
     async fn close(&self) {
