@@ -100,8 +100,7 @@ async fn measure(runs: u64, hook: Option<&str>) -> (Duration, Duration) {
                 baton::secrets::Secrets::default(),
                 Arc::new(baton::redact::Redactor::new()),
                 metrics.clone(),
-            )
-            .unwrap();
+            );
             (n, Some(t))
         }
         None => (Notifier::off(), None),

@@ -190,7 +190,7 @@ impl App {
                     cfg.secrets.clone(),
                     redactor.clone(),
                     metrics.clone(),
-                )?;
+                );
                 (notifier, Some(tasks))
             }
             None => (Notifier::off(), None),

@@ -57,7 +57,7 @@ fn start_with(
     for v in cfg.credentials().into_iter().chain(secrets.values()) {
         redactor.add(v);
     }
-    Notifier::start(cfg, state_dir, secrets, redactor, metrics).unwrap()
+    Notifier::start(cfg, state_dir, secrets, redactor, metrics)
 }
 
 fn kinds(seen: &[Seen], path: &str, field: &str) -> BTreeSet<String> {
@@ -775,11 +775,94 @@ async fn messages_for_a_removed_channel_are_given_up_at_start() {
         .await;
     tasks.stop(Duration::from_secs(1)).await;
     assert_eq!(n.status()[0].pending, 0);
-    let outbox = std::fs::read_to_string(dir.path().join("notify/outbox.jsonl")).unwrap();
-    assert!(outbox.contains("no longer in flows.yaml"), "{outbox}");
-    // Reopened, nothing is pending for `b` any more.
+    // Reopened, nothing is pending for `b` any more: the give-up was saved.
     let (o, opened) = baton::notify::outbox::Outbox::open(dir.path(), 100).unwrap();
     assert_eq!((opened.pending, o.pending_for("b")), (0, 0));
+}
+
+/// Regression (issue 24): an outbox of 400,000 lines stopped every cycle
+/// for six minutes while it was read. The outbox is read on the notifier's
+/// own task: here it is a pipe that nobody writes yet (a read that does
+/// not end, as a huge file on a slow disk), and two cycles buy meanwhile.
+/// When the "file" ends, the message pending in it and the runs' own
+/// events are all delivered, and the pipe is replaced by a regular file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cycles_run_while_the_outbox_is_still_being_read() {
+    let r = Receiver::start().await;
+    let (ncfg, secrets) = notify_config(&format!(
+        "notify:\n  retry: {{ first: 50ms, max: 200ms }}\n  channels:\n    hook: {{ type: webhook, url: \"{}/hook\" }}\n",
+        r.url
+    ));
+    let mut cfg = common::config(&["a"], common::flow(&["buy"]));
+    cfg.cycle.interval = (Duration::from_millis(10), Duration::from_millis(10));
+    let h = common::Harness::new(cfg);
+    let fifo = h.dir.path().join("notify/outbox.jsonl");
+    std::fs::create_dir_all(fifo.parent().unwrap()).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let (notifier, tasks) = start(ncfg, secrets, h.dir.path());
+    *h.notifier.lock().unwrap() = notifier.clone();
+    h.steps.step("buy", |cx| async move {
+        baton::rust_steps::commit(&cx, "order", async { Ok("A-1".to_owned()) }).await?;
+        Ok(StepEnd::Continue)
+    });
+    h.run_cycles(2).await;
+    let runs = h.history();
+    assert_eq!(runs.len(), 2, "{runs:#?}");
+    common::assert_all_completed(&runs);
+    assert_eq!(
+        notifier.status()[0].state,
+        "opening",
+        "both cycles ran while the outbox was unread"
+    );
+
+    // The "file" arrives: a message pending from before the restart.
+    let old = Event {
+        id: "old-1".into(),
+        ..Event::new(Kind::Script, "from before", "pending since the last run")
+    };
+    let lines = format!(
+        "{}\n{}\n",
+        serde_json::json!({"op": "head", "created": "2026-01-01T00:00:00Z"}),
+        serde_json::json!({"op": "add", "seq": 1, "channels": ["hook"], "event": old})
+    );
+    let writer = std::thread::spawn({
+        let fifo = fifo.clone();
+        move || {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new().write(true).open(fifo).unwrap();
+            f.write_all(lines.as_bytes()).unwrap();
+        }
+    });
+    tokio::time::timeout(WAIT, tasks.opened())
+        .await
+        .expect("the outbox was not opened once its file ended");
+    writer.join().unwrap();
+    let first = runs[0].run_id.0;
+    let seen = r
+        .wait_until(WAIT, |s| {
+            delivered(s, "old-1")
+                && delivered(s, &format!("run-{first}-order_placed"))
+                && delivered(s, &format!("run-{}-order_placed", first + 1))
+        })
+        .await;
+    assert_eq!(
+        seen.iter()
+            .filter(|x| x.id() == "old-1" && x.delivered())
+            .count(),
+        1
+    );
+    tasks.stop(Duration::from_secs(1)).await;
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_file(),
+        "the pipe was replaced by a regular file"
+    );
 }
 
 /// Rules route each event kind to its channels, and `min_interval` holds

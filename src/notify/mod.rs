@@ -41,7 +41,7 @@ pub use sender::{ChannelStatus, Delivery};
 use crate::metrics::Metrics;
 use crate::redact::Redactor;
 use crate::secrets::Secrets;
-use crate::state::{RunRecord, StateError, Status};
+use crate::state::{RunRecord, Status};
 
 /// flows.yaml's `notify:` section, resolved.
 #[derive(Clone, Debug, PartialEq)]
@@ -126,7 +126,10 @@ impl NotifyConfig {
 /// What the senders and the notifier share.
 struct Shared {
     config: NotifyConfig,
-    outbox: Arc<Outbox>,
+    /// Set once the outbox is open. Opening reads the whole log, so it
+    /// happens on the writer's task, off start-up's and the runs' path:
+    /// events queued meanwhile wait in the queue, the senders wait for it.
+    outbox: tokio::sync::SetOnce<Arc<Outbox>>,
     client: reqwest::Client,
     secrets: Secrets,
     redactor: Arc<Redactor>,
@@ -138,9 +141,41 @@ struct Shared {
 impl Shared {
     /// Sets the channel's pending gauge from the outbox; returns it.
     fn refresh_pending(&self, channel: &str) -> usize {
-        let pending = self.outbox.pending_for(channel);
+        let pending = self.outbox.get().map_or(0, |o| o.pending_for(channel));
         self.metrics.notifications_pending(channel, pending);
         pending
+    }
+
+    /// Counts `n` messages of `channel` given up because the outbox was
+    /// over its bound.
+    fn count_full(&self, channel: &str, n: usize) {
+        for _ in 0..n {
+            self.metrics.notification(channel, Delivery::Full.as_str());
+        }
+        if let Some(s) = self
+            .status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_mut(channel)
+        {
+            s.dropped += n as u64;
+        }
+    }
+
+    /// Sets every channel's state (while the outbox opens, or when it
+    /// cannot be opened).
+    fn set_all(&self, state: &str, error: Option<&str>) {
+        for s in self
+            .status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values_mut()
+        {
+            s.state = state.into();
+            if let Some(e) = error {
+                s.last_error = Some(e.to_owned());
+            }
+        }
     }
 
     fn count(&self, channel: &str, d: Delivery, error: Option<String>) {
@@ -196,9 +231,20 @@ pub struct Notifier {
     inner: Option<Arc<Inner>>,
 }
 
+/// One queued event: the event, its channels, and whether it is dropped
+/// when the outbox already knows its id (events derived again at start-up,
+/// which a crash may or may not have kept from the outbox).
+type Queued = (Event, Vec<String>, Dedupe);
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dedupe {
+    Always,
+    UnlessKnown,
+}
+
 struct Inner {
     shared: Arc<Shared>,
-    queue: mpsc::UnboundedSender<(Event, Vec<String>)>,
+    queue: mpsc::UnboundedSender<Queued>,
     /// Failures in a row, per target.
     streaks: Mutex<HashMap<String, u32>>,
     /// When each (kind, channel) was last queued, for `min_interval`.
@@ -207,6 +253,7 @@ struct Inner {
 
 /// The notifier's tasks; [`Running::stop`] ends them.
 pub struct Running {
+    shared: Arc<Shared>,
     /// Ends the writer, once it has persisted what is queued.
     stop_writer: CancellationToken,
     /// Ends the senders, once what is pending is delivered (or a delivery
@@ -233,50 +280,19 @@ impl Notifier {
         self.inner.is_some()
     }
 
-    /// Opens the outbox in `state_dir`, queues the run events a crash may
-    /// have kept from it, and starts the writer and one sender per channel.
-    /// The caller holds the state store, so it is the outbox's only writer.
+    /// Starts the writer and one sender per channel. The writer opens the
+    /// outbox in `state_dir` first (one streaming pass, bounded by
+    /// `max_messages`), then queues the run events a crash may have kept
+    /// from it; until then events wait in memory, so nothing here waits on
+    /// the disk. The caller holds the state store, so it is the outbox's
+    /// only writer.
     pub fn start(
         config: NotifyConfig,
         state_dir: &Path,
         secrets: Secrets,
         redactor: Arc<Redactor>,
         metrics: Arc<Metrics>,
-    ) -> Result<(Notifier, Running), StateError> {
-        let (outbox, opened) = Outbox::open(state_dir, config.max_messages)?;
-        if opened.bytes_dropped > 0 {
-            tracing::warn!(
-                bytes = opened.bytes_dropped,
-                "recovered: the outbox's last line was cut by a crash; it was moved aside"
-            );
-        }
-        if opened.pending > 0 {
-            tracing::info!(
-                pending = opened.pending,
-                "{} notification(s) from before the restart are still to be delivered",
-                opened.pending
-            );
-        }
-        // Messages for a channel flows.yaml no longer has would wait
-        // forever: give them up, and say so.
-        let mut orphans = 0;
-        for p in outbox.pending() {
-            for c in p
-                .channels
-                .iter()
-                .filter(|c| !config.channels.contains_key(*c))
-            {
-                orphans += 1;
-                outbox.done(p.seq, c, Some("the channel is no longer in flows.yaml"))?;
-            }
-        }
-        if orphans > 0 {
-            tracing::warn!(
-                orphans,
-                "{orphans} undelivered notification(s) were for channels no longer in flows.yaml; dropped"
-            );
-        }
-        let outbox = Arc::new(outbox);
+    ) -> (Notifier, Running) {
         let status = config
             .channels
             .values()
@@ -287,8 +303,7 @@ impl Notifier {
                         name: c.name.clone(),
                         kind: c.kind.as_str().into(),
                         place: c.kind.place(),
-                        state: "idle".into(),
-                        pending: outbox.pending_for(&c.name),
+                        state: "opening".into(),
                         ..ChannelStatus::default()
                     },
                 )
@@ -306,7 +321,7 @@ impl Notifier {
                 .build()
                 .unwrap_or_default(),
             config,
-            outbox,
+            outbox: tokio::sync::SetOnce::new(),
             secrets,
             redactor,
             metrics,
@@ -322,11 +337,15 @@ impl Notifier {
                 last: Mutex::default(),
             })),
         };
-        notifier.catch_up(state_dir);
 
         let stop = CancellationToken::new();
         let stop_writer = CancellationToken::new();
-        let writer = tokio::spawn(write_queue(shared.clone(), rx, stop_writer.clone()));
+        let writer = tokio::spawn(write_queue(
+            notifier.clone(),
+            state_dir.to_owned(),
+            rx,
+            stop_writer.clone(),
+        ));
         let mut senders = JoinSet::new();
         for c in shared.config.channels.values() {
             senders.spawn(sender::deliver(
@@ -336,15 +355,16 @@ impl Notifier {
                 stop.clone(),
             ));
         }
-        Ok((
+        (
             notifier,
             Running {
+                shared,
                 stop_writer,
                 stop,
                 writer,
                 senders,
             },
-        ))
+        )
     }
 
     /// Queues `event` for the channels its rules name. Never blocks: the
@@ -371,7 +391,21 @@ impl Notifier {
                 channels.push(c);
             }
         }
-        self.queue(event, channels);
+        self.queue(event, channels, Dedupe::Always);
+    }
+
+    /// [`Notifier::emit`] for an event derived again from what a crash
+    /// left: dropped if the outbox already has its id.
+    fn emit_unless_known(&self, event: Event) {
+        let Some(inner) = &self.inner else { return };
+        let channels = inner
+            .shared
+            .config
+            .route(event.kind)
+            .into_iter()
+            .map(|(c, _)| c)
+            .collect();
+        self.queue(event, channels, Dedupe::UnlessKnown);
     }
 
     /// Queues `event` for `channel` alone (a script's `notify(channel, ..)`).
@@ -382,11 +416,11 @@ impl Notifier {
         if !inner.shared.config.channels.contains_key(channel) {
             return Err(NotifyError::NoChannel(channel.to_owned()));
         }
-        self.queue(event, vec![channel.to_owned()]);
+        self.queue(event, vec![channel.to_owned()], Dedupe::Always);
         Ok(())
     }
 
-    fn queue(&self, mut event: Event, channels: Vec<String>) {
+    fn queue(&self, mut event: Event, channels: Vec<String>, dedupe: Dedupe) {
         let Some(inner) = &self.inner else { return };
         if channels.is_empty() {
             return;
@@ -405,7 +439,7 @@ impl Notifier {
             event.link.clone_from(&inner.shared.config.link);
         }
         // The writer ends only after the notifier's last use.
-        let _ = inner.queue.send((event, channels));
+        let _ = inner.queue.send((event, channels, dedupe));
     }
 
     /// The events of a finished run: its own (order placed, in_doubt,
@@ -434,8 +468,10 @@ impl Notifier {
             .values()
             .cloned()
             .collect();
-        for c in &mut all {
-            c.pending = s.outbox.pending_for(&c.name);
+        if let Some(outbox) = s.outbox.get() {
+            for c in &mut all {
+                c.pending = outbox.pending_for(&c.name);
+            }
         }
         all
     }
@@ -449,20 +485,19 @@ impl Notifier {
         targets: &[crate::id::TargetId],
         rows: impl Fn(&crate::id::TargetId) -> crate::state::TargetState,
     ) {
-        let Some(inner) = &self.inner else { return };
+        if self.inner.is_none() {
+            return;
+        }
         for id in targets {
             let t = rows(id);
             let Some(run) = t.run_id else { continue };
-            let e = event::order_placed(
+            self.emit_unless_known(event::order_placed(
                 run.0,
                 id.as_str(),
                 t.last_order.as_deref(),
                 None,
                 std::time::SystemTime::now(),
-            );
-            if !inner.shared.outbox.knows(&e.id) {
-                self.emit(e);
-            }
+            ));
         }
     }
 
@@ -471,9 +506,13 @@ impl Notifier {
     /// targets left `in_doubt`. Only runs that ended after the outbox was
     /// created count, so turning notifications on replays nothing old.
     /// Also counts the failure streaks the history ends with.
-    fn catch_up(&self, state_dir: &Path) {
+    ///
+    /// Runs may have finished while the outbox was being read; their
+    /// events are ahead of these in the queue, so these go in as
+    /// [`Dedupe::UnlessKnown`] and the writer drops the ones it has just
+    /// written.
+    fn catch_up(&self, outbox: &Outbox, state_dir: &Path) {
         let Some(inner) = &self.inner else { return };
-        let outbox = &inner.shared.outbox;
         let since = outbox.created();
         let mut history = crate::state::read_history(state_dir, 500).unwrap_or_default();
         history.reverse();
@@ -483,7 +522,7 @@ impl Notifier {
                 for e in event::from_run(rec) {
                     if !outbox.knows(&e.id) {
                         queued += 1;
-                        self.emit(e);
+                        self.emit_unless_known(e);
                     }
                 }
             }
@@ -502,7 +541,7 @@ impl Notifier {
                 );
                 if !outbox.knows(&e.id) {
                     queued += 1;
-                    self.emit(e);
+                    self.emit_unless_known(e);
                 }
             }
         }
@@ -595,6 +634,12 @@ impl Inner {
 }
 
 impl Running {
+    /// Waits until the outbox is open (or failed to open), as the senders
+    /// do.
+    pub async fn opened(&self) {
+        self.shared.outbox.wait().await;
+    }
+
     /// Persists what is queued, then gives the senders `grace` to deliver
     /// what is pending (the `stopped` message, say). What is left stays in
     /// the outbox for the next start.
@@ -658,26 +703,93 @@ pub async fn watch_browser(
     }
 }
 
-/// Appends queued events to the outbox, then wakes their channels' senders.
+/// Opens the outbox (a whole pass over it, on a blocking thread), then
+/// appends queued events to it and wakes their channels' senders.
 async fn write_queue(
-    shared: Arc<Shared>,
-    mut rx: mpsc::UnboundedReceiver<(Event, Vec<String>)>,
+    notifier: Notifier,
+    state_dir: std::path::PathBuf,
+    mut rx: mpsc::UnboundedReceiver<Queued>,
     stop: CancellationToken,
 ) {
+    let Some(inner) = notifier.inner.clone() else {
+        return;
+    };
+    let shared = inner.shared.clone();
+    let started = Instant::now();
+    let max = shared.config.max_messages;
+    let dir = state_dir.clone();
+    let open = tokio::task::spawn_blocking(move || Outbox::open(&dir, max));
+    // A stop does not wait for a long read: what is queued is lost, but a
+    // run's own events are derived again from the history at the next
+    // start.
+    let opened = tokio::select! {
+        r = open => r,
+        () = stop.cancelled() => {
+            tracing::warn!(
+                "baton stopped while the notification outbox was still being read; {} queued notification(s) were not saved",
+                rx.len()
+            );
+            return;
+        }
+    };
+    let outbox = match opened {
+        Ok(Ok((outbox, opened))) => {
+            report_opened(&shared, &opened, started.elapsed());
+            // Messages for a channel flows.yaml no longer has would wait
+            // forever: give them up, and say so.
+            let keep: BTreeSet<String> = shared.config.channels.keys().cloned().collect();
+            let outbox = Arc::new(outbox);
+            let o = outbox.clone();
+            match tokio::task::spawn_blocking(move || o.give_up_channels(&keep)).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(orphans)) => tracing::warn!(
+                    orphans,
+                    "{orphans} undelivered notification(s) were for channels no longer in flows.yaml; dropped"
+                ),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot drop the notifications of removed channels");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot drop the notifications of removed channels");
+                }
+            }
+            outbox
+        }
+        Ok(Err(e)) => {
+            notifications_lost(&shared, &mut rx, &stop, &e.to_string()).await;
+            return;
+        }
+        Err(e) => {
+            notifications_lost(&shared, &mut rx, &stop, &e.to_string()).await;
+            return;
+        }
+    };
+    shared.set_all("idle", None);
+    for c in shared.config.channels.keys() {
+        shared.refresh_pending(c);
+    }
+    let _ = shared.outbox.set(outbox.clone());
+    notifier.catch_up(&outbox, &state_dir);
+    for c in shared.config.channels.keys() {
+        shared.wake(c);
+    }
     loop {
         let next = tokio::select! {
             biased;
             m = rx.recv() => m,
             () = stop.cancelled() => rx.try_recv().ok(),
         };
-        let Some((event, channels)) = next else {
+        let Some((event, channels, dedupe)) = next else {
             return;
         };
-        let outbox = shared.outbox.clone();
+        if dedupe == Dedupe::UnlessKnown && outbox.knows(&event.id) {
+            continue;
+        }
+        let o = outbox.clone();
         let chans = channels.clone();
         let id = event.id.clone();
         let kind = event.kind;
-        let added = tokio::task::spawn_blocking(move || outbox.add(event, chans)).await;
+        let added = tokio::task::spawn_blocking(move || o.add(event, chans)).await;
         match added {
             Ok(Ok(added)) => {
                 for d in added.dropped {
@@ -700,6 +812,69 @@ async fn write_queue(
                 }
             }
             Err(e) => tracing::error!(error = %e, id, "notification lost"),
+        }
+    }
+}
+
+/// One summary of what opening the outbox found.
+fn report_opened(shared: &Shared, opened: &outbox::Opened, took: Duration) {
+    if opened.bytes_dropped > 0 {
+        tracing::warn!(
+            bytes = opened.bytes_dropped,
+            "recovered: the outbox's last line was cut by a crash; it was moved aside"
+        );
+    }
+    for (channel, n) in &opened.over_bound {
+        shared.count_full(channel, *n);
+    }
+    let over = opened.over_bound_total();
+    if over > 0 {
+        tracing::warn!(
+            lines = opened.lines,
+            pending = opened.pending,
+            dropped = over,
+            "the outbox held more than notify.max_messages ({}) events: the newest {} were kept and {over} older message(s) given up (read {} lines in {})",
+            shared.config.max_messages,
+            opened.pending,
+            opened.lines,
+            crate::time::short(took)
+        );
+    } else if opened.pending > 0 {
+        tracing::info!(
+            pending = opened.pending,
+            "{} notification(s) from before the restart are still to be delivered",
+            opened.pending
+        );
+    }
+    if opened.unreadable > 0 {
+        tracing::warn!(
+            lines = opened.unreadable,
+            "{} line(s) of the outbox were not readable and were skipped",
+            opened.unreadable
+        );
+    }
+}
+
+/// The outbox cannot be opened: every event is counted as lost until the
+/// stop, and the channels say why. Runs go on; only notifications suffer.
+async fn notifications_lost(
+    shared: &Shared,
+    rx: &mut mpsc::UnboundedReceiver<Queued>,
+    stop: &CancellationToken,
+    why: &str,
+) {
+    tracing::error!(error = %why, "cannot open the notification outbox; notifications are lost until baton restarts");
+    let why = format!("cannot open the outbox: {why}");
+    shared.set_all("failing", Some(&why));
+    loop {
+        let next = tokio::select! {
+            biased;
+            m = rx.recv() => m,
+            () = stop.cancelled() => return,
+        };
+        let Some((_, channels, _)) = next else { return };
+        for c in &channels {
+            shared.count(c, Delivery::Unwritten, Some(why.clone()));
         }
     }
 }

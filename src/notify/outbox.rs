@@ -19,11 +19,17 @@
 //!
 //! The outbox is bounded: past `max_messages` pending events the oldest is
 //! dropped (and counted), so a channel that is down for days cannot fill
-//! the disk.
+//! the disk. The bound holds when opening too: the log is read in one
+//! streaming pass that keeps only the newest `max_messages` in memory, so
+//! an outbox written under a larger bound, or by hand, costs its reading
+//! time and nothing more (issue 24: 400,000 pending lines once took 919 MB
+//! and six minutes of stalled cycles). What the pass gives up is counted
+//! per channel, and the log is compacted at once, so the next start does
+//! not read it again.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -38,6 +44,10 @@ pub const FILE: &str = "outbox.jsonl";
 
 /// How many handled ids are kept to recognise a re-derived event.
 const SEEN_KEPT: usize = 4096;
+
+/// The longest line the outbox reads. An event is a few KB at most; a
+/// longer line is not one of ours, and is skipped without being held.
+const MAX_LINE: usize = 1 << 20;
 
 /// One line of the log. (`Add` is the big one and the common one: boxing
 /// it would only add an allocation per line.)
@@ -88,6 +98,21 @@ pub struct Opened {
     pub bytes_dropped: u64,
     /// Messages pending from before.
     pub pending: usize,
+    /// Lines read.
+    pub lines: u64,
+    /// Lines that were not the outbox's (another version's, or too long):
+    /// skipped.
+    pub unreadable: u64,
+    /// Messages given up while opening because more than `max_messages`
+    /// events were pending, per channel: the oldest go.
+    pub over_bound: BTreeMap<String, usize>,
+}
+
+impl Opened {
+    /// Every message given up while opening.
+    pub fn over_bound_total(&self) -> usize {
+        self.over_bound.values().sum()
+    }
 }
 
 /// Events that adding pushed out of a full outbox.
@@ -106,21 +131,36 @@ pub struct Outbox {
 #[derive(Debug)]
 struct Inner {
     file: File,
-    created: SystemTime,
-    next_seq: u64,
-    pending: BTreeMap<u64, Pending>,
-    /// Ids of every event added (pending or handled), newest last.
-    known: HashSet<String>,
-    known_order: VecDeque<String>,
     /// Lines in the file, and how many of them `compact` would drop.
     lines: u64,
     /// Fail the next appends (tests of a full disk).
     failing: u32,
+    q: Queue,
+}
+
+/// What replaying the log gives: the pending events and the ids seen.
+#[derive(Debug)]
+struct Queue {
+    created: SystemTime,
+    next_seq: u64,
+    pending: BTreeMap<u64, Pending>,
+    /// The pending events of each channel, so `next_for` and `pending_for`
+    /// cost the same at a million pending as at ten.
+    by_channel: HashMap<String, BTreeSet<u64>>,
+    /// Ids of every event added (pending or handled), newest last.
+    known: HashSet<String>,
+    known_order: VecDeque<String>,
 }
 
 impl Outbox {
     /// Opens (or creates) the outbox under `state_dir`. The caller holds the
     /// state store's writer lock, so it is the only writer.
+    ///
+    /// One streaming pass, in memory bounded by `max_messages`: past the
+    /// bound the oldest pending events are given up (counted in
+    /// [`Opened::over_bound`]) and the log is compacted before this
+    /// returns. It reads the whole file, so callers keep it off any path
+    /// that must not wait (the notifier opens it on a task of its own).
     pub fn open(state_dir: &Path, max_messages: usize) -> Result<(Outbox, Opened), StateError> {
         let dir = state_dir.join(DIR);
         fs::create_dir_all(&dir).map_err(|source| StateError::CreateDir {
@@ -128,58 +168,62 @@ impl Outbox {
             source,
         })?;
         let path = dir.join(FILE);
-        let fresh = !path.exists();
-        let (file, bytes_dropped) =
-            state::open_log(&path, |tail| serde_json::from_slice::<Line>(tail).is_ok())?;
-        let mut inner = Inner {
-            file,
+        let max_messages = max_messages.max(1);
+        let mut q = Queue {
             created: SystemTime::now(),
             next_seq: 1,
             pending: BTreeMap::new(),
+            by_channel: HashMap::new(),
             known: HashSet::new(),
             known_order: VecDeque::new(),
-            lines: 0,
+        };
+        let mut opened = Opened::default();
+        // Read first, through a descriptor of its own that is closed before
+        // the log is opened for appending.
+        let regular = fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_file());
+        let fresh = match File::open(&path) {
+            Ok(f) => {
+                q.read(f, max_messages, &mut opened)
+                    .map_err(|source| StateError::Read {
+                        path: path.clone(),
+                        source,
+                    })?;
+                false
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+            Err(source) => return Err(StateError::Read { path, source }),
+        };
+        let (file, bytes_dropped) =
+            state::open_log(&path, |tail| serde_json::from_slice::<Line>(tail).is_ok())?;
+        if bytes_dropped > 0 {
+            // The cut line was read (and skipped) as an unreadable one.
+            opened.unreadable = opened.unreadable.saturating_sub(1);
+        }
+        opened.bytes_dropped = bytes_dropped;
+        opened.pending = q.pending.len();
+        let mut inner = Inner {
+            file,
+            lines: opened.lines,
             failing: 0,
+            q,
         };
         if fresh {
-            inner.append(
-                &path,
-                &Line::Head {
-                    created: inner.created,
-                },
-            )?;
-        } else {
-            let f = File::open(&path).map_err(|source| StateError::Read {
-                path: path.clone(),
-                source,
-            })?;
-            for line in BufReader::new(f).lines() {
-                let line = line.map_err(|source| StateError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
-                inner.lines += 1;
-                // A line this version cannot read (or a cut one already set
-                // aside) is skipped rather than fatal: the rest still count.
-                if let Ok(l) = serde_json::from_str::<Line>(&line) {
-                    inner.replay(l);
-                }
-            }
+            let head = Line::Head {
+                created: inner.q.created,
+            };
+            inner.append(&path, &head)?;
         }
         let outbox = Outbox {
             dir,
-            max_messages: max_messages.max(1),
+            max_messages,
             inner: Mutex::new(inner),
         };
-        let pending = outbox.lock().pending.len();
-        outbox.compact_if_worth_it()?;
-        Ok((
-            outbox,
-            Opened {
-                bytes_dropped,
-                pending,
-            },
-        ))
+        // Given-up messages are gone for good only once the log says so:
+        // rewrite it now rather than read them again at the next start. A
+        // log that is not a regular file (a pipe, or a link: nothing baton
+        // wrote) is replaced by one, so that appends are synced.
+        outbox.compact(!opened.over_bound.is_empty() || (!fresh && !regular))?;
+        Ok((outbox, opened))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -194,12 +238,12 @@ impl Outbox {
 
     /// When the outbox was first created.
     pub fn created(&self) -> SystemTime {
-        self.lock().created
+        self.lock().q.created
     }
 
     /// Whether an event with this id was ever added (and not forgotten).
     pub fn knows(&self, id: &str) -> bool {
-        self.lock().known.contains(id)
+        self.lock().q.known.contains(id)
     }
 
     /// Adds an event for `channels`, synced before it returns. When the
@@ -208,7 +252,7 @@ impl Outbox {
     pub fn add(&self, event: Event, channels: Vec<String>) -> Result<Added, StateError> {
         let path = self.path();
         let mut inner = self.lock();
-        let seq = inner.next_seq;
+        let seq = inner.q.next_seq;
         inner.append(
             &path,
             &Line::Add {
@@ -217,17 +261,17 @@ impl Outbox {
                 event: event.clone(),
             },
         )?;
-        inner.replay(Line::Add {
+        inner.q.replay(Line::Add {
             seq,
             channels,
             event,
         });
         let mut added = Added::default();
-        while inner.pending.len() > self.max_messages {
-            let Some((&oldest, _)) = inner.pending.first_key_value() else {
+        while inner.q.pending.len() > self.max_messages {
+            let Some((&oldest, _)) = inner.q.pending.first_key_value() else {
                 break;
             };
-            let p = inner.pending[&oldest].clone();
+            let p = inner.q.pending[&oldest].clone();
             for channel in &p.channels {
                 let done = Line::Done {
                     seq: oldest,
@@ -239,7 +283,7 @@ impl Outbox {
                 if let Err(e) = inner.append(&path, &done) {
                     tracing::warn!(error = %e, "cannot record a dropped notification");
                 }
-                inner.replay(done);
+                inner.q.replay(done);
                 added.dropped.push(Message {
                     seq: oldest,
                     channel: channel.clone(),
@@ -264,7 +308,7 @@ impl Outbox {
             let written = inner.append(&path, &line);
             // In memory either way, or the sender would deliver it again at
             // once; unwritten, it is delivered again after a restart.
-            inner.replay(line);
+            inner.q.replay(line);
             written?;
         }
         self.compact_if_worth_it()
@@ -272,29 +316,60 @@ impl Outbox {
 
     /// The oldest message `channel` still owes.
     pub fn next_for(&self, channel: &str) -> Option<Message> {
-        self.lock()
-            .pending
-            .values()
-            .find(|p| p.channels.contains(channel))
-            .map(|p| Message {
-                seq: p.seq,
-                channel: channel.to_owned(),
-                event: p.event.clone(),
-            })
+        let inner = self.lock();
+        let seq = *inner.q.by_channel.get(channel)?.first()?;
+        inner.q.pending.get(&seq).map(|p| Message {
+            seq,
+            channel: channel.to_owned(),
+            event: p.event.clone(),
+        })
     }
 
     /// How many messages `channel` still owes.
     pub fn pending_for(&self, channel: &str) -> usize {
         self.lock()
-            .pending
-            .values()
-            .filter(|p| p.channels.contains(channel))
-            .count()
+            .q
+            .by_channel
+            .get(channel)
+            .map_or(0, BTreeSet::len)
     }
 
     /// Every pending event.
     pub fn pending(&self) -> Vec<Pending> {
-        self.lock().pending.values().cloned().collect()
+        self.lock().q.pending.values().cloned().collect()
+    }
+
+    /// Gives up every pending message of a channel not in `keep` (one
+    /// removed from flows.yaml); returns how many. One compaction records
+    /// them all, rather than a synced line each.
+    pub fn give_up_channels(&self, keep: &BTreeSet<String>) -> Result<usize, StateError> {
+        let given_up = {
+            let mut inner = self.lock();
+            let q = &mut inner.q;
+            let gone: Vec<String> = q
+                .by_channel
+                .keys()
+                .filter(|c| !keep.contains(*c))
+                .cloned()
+                .collect();
+            let mut n = 0;
+            for c in gone {
+                for seq in q.by_channel.remove(&c).unwrap_or_default() {
+                    n += 1;
+                    if let Some(p) = q.pending.get_mut(&seq) {
+                        p.channels.remove(&c);
+                        if p.channels.is_empty() {
+                            q.pending.remove(&seq);
+                        }
+                    }
+                }
+            }
+            n
+        };
+        if given_up > 0 {
+            self.compact(true)?;
+        }
+        Ok(given_up)
     }
 
     /// Makes the next `n` appends fail as a full disk would.
@@ -305,30 +380,36 @@ impl Outbox {
 
     /// Rewrites the log without its handled lines once they are most of it.
     fn compact_if_worth_it(&self) -> Result<(), StateError> {
+        self.compact(false)
+    }
+
+    /// Rewrites the log as its head, the ids it has seen and what is
+    /// pending: when `force`, or when handled lines are most of it.
+    fn compact(&self, force: bool) -> Result<(), StateError> {
         let mut inner = self.lock();
-        let live = inner.pending.len() as u64 + 2;
-        if inner.lines < 256 || inner.lines < live * 4 {
+        let live = inner.q.pending.len() as u64 + 2;
+        if !force && (inner.lines < 256 || inner.lines < live * 4) {
             return Ok(());
         }
-        let mut lines = vec![
-            Line::Head {
-                created: inner.created,
-            },
-            Line::Seen {
-                ids: inner.known_order.iter().cloned().collect(),
-            },
-        ];
-        for p in inner.pending.values() {
-            lines.push(Line::Add {
+        let mut bytes = Vec::new();
+        let mut lines = 0;
+        let mut push = |l: &Line| {
+            serde_json::to_writer(&mut bytes, l).expect("outbox lines always serialize");
+            bytes.push(b'\n');
+            lines += 1;
+        };
+        push(&Line::Head {
+            created: inner.q.created,
+        });
+        push(&Line::Seen {
+            ids: inner.q.known_order.iter().cloned().collect(),
+        });
+        for p in inner.q.pending.values() {
+            push(&Line::Add {
                 seq: p.seq,
                 channels: p.channels.iter().cloned().collect(),
                 event: p.event.clone(),
             });
-        }
-        let mut bytes = Vec::new();
-        for l in &lines {
-            serde_json::to_writer(&mut bytes, l).expect("outbox lines always serialize");
-            bytes.push(b'\n');
         }
         state::write_atomic_bytes(&self.dir, FILE, &bytes)?;
         let path = self.path();
@@ -336,7 +417,7 @@ impl Outbox {
             .append(true)
             .open(&path)
             .map_err(|source| StateError::Write { path, source })?;
-        inner.lines = lines.len() as u64;
+        inner.lines = lines;
         Ok(())
     }
 }
@@ -360,6 +441,45 @@ impl Inner {
             .map_err(err)?;
         self.lines += 1;
         Ok(())
+    }
+}
+
+impl Queue {
+    /// Replays the log from `f` in one pass, keeping at most
+    /// `max_messages` pending events.
+    fn read(&mut self, f: File, max_messages: usize, opened: &mut Opened) -> std::io::Result<()> {
+        let mut reader = BufReader::with_capacity(256 * 1024, f);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = (&mut reader)
+                .take(MAX_LINE as u64 + 1)
+                .read_until(b'\n', &mut line)?;
+            if n == 0 {
+                return Ok(());
+            }
+            opened.lines += 1;
+            if line.len() > MAX_LINE && line.last() != Some(&b'\n') {
+                // Not one of ours: skip the rest of it unread.
+                reader.skip_until(b'\n')?;
+                opened.unreadable += 1;
+                continue;
+            }
+            // A line this version cannot read (or a cut one, set aside
+            // after this pass) is skipped rather than fatal: the rest
+            // still count.
+            match serde_json::from_slice::<Line>(&line) {
+                Ok(l) => self.replay(l),
+                Err(_) => opened.unreadable += 1,
+            }
+            // The bound, as the pass goes: memory never holds more than
+            // `max_messages` events.
+            while self.pending.len() > max_messages {
+                for channel in self.drop_oldest() {
+                    *opened.over_bound.entry(channel).or_default() += 1;
+                }
+            }
+        }
     }
 
     fn remember(&mut self, id: &str) {
@@ -385,6 +505,9 @@ impl Inner {
                 self.next_seq = self.next_seq.max(seq + 1);
                 self.remember(&event.id);
                 if !channels.is_empty() {
+                    for c in &channels {
+                        self.by_channel.entry(c.clone()).or_default().insert(seq);
+                    }
                     self.pending.insert(
                         seq,
                         Pending {
@@ -398,12 +521,29 @@ impl Inner {
             Line::Done { seq, channel, .. } => {
                 if let Some(p) = self.pending.get_mut(&seq) {
                     p.channels.remove(&channel);
+                    if let Some(set) = self.by_channel.get_mut(&channel) {
+                        set.remove(&seq);
+                    }
                     if p.channels.is_empty() {
                         self.pending.remove(&seq);
                     }
                 }
             }
         }
+    }
+
+    /// Forgets the oldest pending event (in memory only); returns the
+    /// channels that owed it.
+    fn drop_oldest(&mut self) -> Vec<String> {
+        let Some((seq, p)) = self.pending.pop_first() else {
+            return Vec::new();
+        };
+        for c in &p.channels {
+            if let Some(set) = self.by_channel.get_mut(c) {
+                set.remove(&seq);
+            }
+        }
+        p.channels.into_iter().collect()
     }
 }
 
@@ -500,6 +640,102 @@ mod tests {
         assert_eq!(o.pending().len(), 1);
         assert_eq!(o.next_for("x").unwrap().event.id, "e7");
         assert!(o.knows("e0") && o.knows("e399"));
+    }
+
+    /// Writes `n` pending `add` lines for channels x and y straight into
+    /// the log, as a long outage under a larger bound would have left it.
+    fn write_pending_lines(dir: &Path, n: u64) {
+        fs::create_dir_all(dir.join(DIR)).unwrap();
+        let mut text = String::new();
+        text.push_str(
+            &serde_json::to_string(&Line::Head {
+                created: SystemTime::now(),
+            })
+            .unwrap(),
+        );
+        text.push('\n');
+        for seq in 1..=n {
+            let line = Line::Add {
+                seq,
+                channels: chans(&["x", "y"]),
+                event: event(&format!("e{seq}")),
+            };
+            text.push_str(&serde_json::to_string(&line).unwrap());
+            text.push('\n');
+        }
+        fs::write(dir.join(DIR).join(FILE), text).unwrap();
+    }
+
+    /// Regression (issue 24): 400,000 pending lines were all held in
+    /// memory and dropped one synced line (and one log line) at a time.
+    /// Opening keeps the newest `max_messages`, counts the rest per
+    /// channel, and compacts, so the next start reads a small file.
+    #[test]
+    fn opening_an_outbox_over_its_bound_keeps_the_newest_and_compacts() {
+        let dir = tempfile::tempdir().unwrap();
+        write_pending_lines(dir.path(), 20_000);
+        let (o, opened) = Outbox::open(dir.path(), 100).unwrap();
+        assert_eq!(opened.lines, 20_001);
+        assert_eq!(opened.pending, 100);
+        assert_eq!(opened.over_bound.get("x"), Some(&19_900));
+        assert_eq!(opened.over_bound.get("y"), Some(&19_900));
+        assert_eq!(o.pending_for("x"), 100);
+        assert_eq!(
+            o.next_for("y").unwrap().event.id,
+            "e19901",
+            "the newest are kept"
+        );
+        let text = fs::read_to_string(dir.path().join(DIR).join(FILE)).unwrap();
+        assert_eq!(
+            text.lines().count(),
+            102,
+            "compacted: head, seen, 100 pending"
+        );
+        drop(o);
+        let (o, again) = Outbox::open(dir.path(), 100).unwrap();
+        assert_eq!(again.lines, 102);
+        assert!(again.over_bound.is_empty());
+        assert_eq!(o.next_for("x").unwrap().event.id, "e19901");
+        o.add(event("new"), chans(&["x"])).unwrap();
+        assert_eq!(
+            o.next_for("x").unwrap().seq,
+            19_902,
+            "the oldest went to make room"
+        );
+    }
+
+    #[test]
+    fn a_line_that_is_not_ours_is_skipped_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        write_pending_lines(dir.path(), 2);
+        let path = dir.path().join(DIR).join(FILE);
+        let mut f = fs::OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&vec![b'a'; MAX_LINE * 2]).unwrap();
+        f.write_all(b"\nnot json\n").unwrap();
+        let add = Line::Add {
+            seq: 3,
+            channels: chans(&["x"]),
+            event: event("e3"),
+        };
+        writeln!(f, "{}", serde_json::to_string(&add).unwrap()).unwrap();
+        drop(f);
+        let (o, opened) = Outbox::open(dir.path(), 100).unwrap();
+        assert_eq!(opened.unreadable, 2);
+        assert_eq!(o.pending_for("x"), 3, "the lines after it still count");
+    }
+
+    #[test]
+    fn the_messages_of_a_removed_channel_are_given_up_in_one_write() {
+        let dir = tempfile::tempdir().unwrap();
+        write_pending_lines(dir.path(), 300);
+        let (o, _) = Outbox::open(dir.path(), 1000).unwrap();
+        let keep = BTreeSet::from(["x".to_owned()]);
+        assert_eq!(o.give_up_channels(&keep).unwrap(), 300);
+        assert_eq!(o.pending_for("y"), 0);
+        assert_eq!(o.pending_for("x"), 300);
+        drop(o);
+        let (o, _) = Outbox::open(dir.path(), 1000).unwrap();
+        assert_eq!((o.pending_for("x"), o.pending_for("y")), (300, 0));
     }
 
     #[test]

@@ -29,8 +29,8 @@ pub struct ChannelStatus {
     pub kind: String,
     /// Host (and port) only: the rest of a channel's address may be secret.
     pub place: String,
-    /// `ok`, `failing` (deliveries fail; retrying) or `idle` (nothing sent
-    /// yet).
+    /// `ok`, `failing` (deliveries fail; retrying), `idle` (nothing sent
+    /// yet) or `opening` (the outbox is being read at start-up).
     pub state: String,
     pub pending: usize,
     pub delivered: u64,
@@ -87,8 +87,13 @@ pub(super) async fn deliver(
     let cfg: &NotifyConfig = &shared.config;
     let mut backoff = cfg.retry.0;
     let mut last_sent: Option<Instant> = None;
+    // The outbox opens on the writer's task; nothing is owed before that.
+    let outbox: Arc<Outbox> = tokio::select! {
+        o = shared.outbox.wait() => o.clone(),
+        () = stop.cancelled() => return,
+    };
     loop {
-        let Some(msg) = shared.outbox.next_for(&channel.name) else {
+        let Some(msg) = outbox.next_for(&channel.name) else {
             if stop.is_cancelled() {
                 return;
             }
@@ -103,7 +108,7 @@ pub(super) async fn deliver(
             .unwrap_or_default();
         if age > cfg.max_age {
             tracing::warn!(channel = %channel.name, id = %msg.event.id, "notification dropped: undelivered for {} (notify.max_age)", crate::time::short(age));
-            finish(&shared, &msg, Some("expired: older than notify.max_age")).await;
+            finish(&outbox, &msg, Some("expired: older than notify.max_age")).await;
             shared.count(&channel.name, Delivery::Expired, None);
             continue;
         }
@@ -127,7 +132,7 @@ pub(super) async fn deliver(
         last_sent = Some(Instant::now());
         match sent {
             Ok(()) => {
-                finish(&shared, &msg, None).await;
+                finish(&outbox, &msg, None).await;
                 shared.count(&channel.name, Delivery::Delivered, None);
                 tracing::debug!(channel = %channel.name, id = %msg.event.id, event = %msg.event.kind, "notification delivered");
                 backoff = cfg.retry.0;
@@ -135,7 +140,7 @@ pub(super) async fn deliver(
             Err(Failure::Rejected(why)) => {
                 let why = shared.redactor.apply(&why).into_owned();
                 tracing::error!(channel = %channel.name, id = %msg.event.id, "notification rejected by the receiver, not retried: {why}");
-                finish(&shared, &msg, Some(&format!("rejected: {why}"))).await;
+                finish(&outbox, &msg, Some(&format!("rejected: {why}"))).await;
                 shared.count(&channel.name, Delivery::Rejected, Some(why));
             }
             Err(Failure::Retry { why, after }) => {
@@ -159,8 +164,8 @@ pub(super) async fn deliver(
 /// Records that the channel is finished with `msg`. A failed write is
 /// logged: the message stays pending and is delivered again after a
 /// restart, which is the at-least-once promise.
-async fn finish(shared: &Arc<Shared>, msg: &Message, dropped: Option<&str>) {
-    let outbox: Arc<Outbox> = shared.outbox.clone();
+async fn finish(outbox: &Arc<Outbox>, msg: &Message, dropped: Option<&str>) {
+    let outbox = outbox.clone();
     let (seq, channel, dropped) = (msg.seq, msg.channel.clone(), dropped.map(str::to_owned));
     let done =
         tokio::task::spawn_blocking(move || outbox.done(seq, &channel, dropped.as_deref())).await;
