@@ -9,11 +9,16 @@
 //!
 //! The stored state is `STATE_DIR/accounts/NAME.json` in Playwright's
 //! `storageState` format, written atomically with mode 0600. Its values
-//! are credentials and never reach a log. A process that drives an
-//! account's session holds `NAME.lock` (an advisory lock the OS releases
-//! when the process dies), so `baton login` or a dry run can never drive an
-//! account beside a `baton run` that uses it: two copies of a bot on one
-//! account is what gets accounts banned.
+//! are credentials and never reach a log.
+//!
+//! A process that drives an account's session holds two advisory locks
+//! (the OS releases both when the process dies): `NAME.lock` beside the
+//! stored state, which guards that file, and a machine-wide lock keyed on
+//! the account's [`Identity`] (the shop's origin and the user name,
+//! hashed) in the per-user runtime directory. The second is what keeps two
+//! batons with different state directories, or a `baton login` beside a
+//! `baton run`, off one shop account: two copies of a bot on one account
+//! is what gets accounts banned.
 
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -149,28 +154,185 @@ pub enum AccountError {
     #[error("cannot write `{path}`: {reason}")]
     Write { path: PathBuf, reason: String },
     #[error(
-        "account `{account}` is in use by another baton process (`{path}` is locked); stop it first, or let it do the work"
+        "account `{account}`{shop} is in use by another baton process{holder} (`{path}` is locked); stop it first, or let it do the work",
+        shop = shop.as_ref().map(|s| format!(" on {s}")).unwrap_or_default(),
+        holder = pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
     )]
-    InUse { account: AccountId, path: PathBuf },
+    InUse {
+        account: AccountId,
+        /// The shop's origin, when the account's pages name one.
+        shop: Option<String>,
+        /// The holder's pid, as it wrote it into the lock file.
+        pid: Option<u32>,
+        path: PathBuf,
+    },
+    #[error(
+        "the runtime directory `{path}` {reason}; remove it or set BATON_RUNTIME_DIR to a private directory"
+    )]
+    RuntimeDir { path: PathBuf, reason: String },
+}
+
+/// Who an account is to its shop: the shop's origin and the user name.
+/// Two configurations that name the same shop account, whatever their
+/// account names or state directories, have the same identity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// `scheme://host:port` of the account's login or check page, else of
+    /// its first target; `None` when none of them is absolute yet (the
+    /// demo shop's relative pages before it starts, or a script check
+    /// with no targets).
+    pub origin: Option<String>,
+    /// The username secret's value; the account's name when it has none.
+    user: String,
+    /// Where the identity is unknown, the state directory stands in, so
+    /// the lock is no weaker than the per-directory one.
+    fallback: Option<PathBuf>,
+}
+
+impl Identity {
+    /// `a`'s identity under `cfg`.
+    pub fn of(cfg: &crate::config::Config, a: &Account) -> Identity {
+        let page = match &a.check {
+            Check::Page { url, .. } => Some(url.as_str()),
+            Check::Script(_) => None,
+        };
+        let origin = a
+            .login_url
+            .as_deref()
+            .into_iter()
+            .chain(page)
+            .chain(
+                cfg.targets
+                    .iter()
+                    .filter(|t| t.account.as_ref() == Some(&a.id))
+                    .map(|t| t.url.as_str()),
+            )
+            .find_map(origin_of);
+        let user = a
+            .username
+            .as_deref()
+            .and_then(|name| cfg.secrets.get(name))
+            .map_or_else(|| a.id.to_string(), str::to_owned);
+        let fallback = origin
+            .is_none()
+            .then(|| fs::canonicalize(&cfg.state_dir).unwrap_or_else(|_| cfg.state_dir.clone()));
+        Identity {
+            origin,
+            user,
+            fallback,
+        }
+    }
+
+    /// The lock file's name: a hash, so the user name (a secret's value)
+    /// never appears in a path.
+    fn file_name(&self) -> String {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for part in [
+            self.origin.as_deref().unwrap_or_default().as_bytes(),
+            self.user.as_bytes(),
+            self.fallback
+                .as_deref()
+                .map(|p| p.as_os_str().as_encoded_bytes())
+                .unwrap_or_default(),
+        ] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+        let digest = h.finalize();
+        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        format!("{hex}.lock")
+    }
+}
+
+/// The per-user directory for machine-wide locks: `$BATON_RUNTIME_DIR`,
+/// else `$XDG_RUNTIME_DIR/baton`, else `/tmp/baton-UID`.
+pub fn runtime_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("BATON_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("baton");
+    }
+    std::env::temp_dir().join(format!("baton-{}", rustix::process::getuid().as_raw()))
+}
+
+/// Creates the runtime directory, or checks the one that is there is a
+/// directory of ours that nobody else can write to (in `/tmp`, anyone
+/// could have made it first).
+fn private_runtime_dir(dir: &Path) -> Result<(), AccountError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let bad = |reason: String| AccountError::RuntimeDir {
+        path: dir.to_owned(),
+        reason,
+    };
+    create_private_dir(dir).map_err(|e| bad(format!("cannot be created: {e}")))?;
+    let m = fs::symlink_metadata(dir).map_err(|e| bad(format!("cannot be read: {e}")))?;
+    if !m.is_dir() {
+        return Err(bad("is not a directory".into()));
+    }
+    if m.uid() != rustix::process::getuid().as_raw() {
+        return Err(bad(format!("belongs to another user (uid {})", m.uid())));
+    }
+    if m.permissions().mode() & 0o022 != 0 {
+        return Err(bad("can be written by other users".into()));
+    }
+    Ok(())
+}
+
+/// Takes the advisory lock on `path` and writes this process's pid into
+/// it; the inner `Err` when another process holds it, with the pid it
+/// wrote (`None` if it has not written it yet).
+fn lock_file(path: &Path) -> Result<Result<File, Option<u32>>, std::io::Error> {
+    use std::io::{Read, Seek, Write};
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)?;
+    match file.try_lock() {
+        Ok(()) => {
+            file.set_len(0)?;
+            file.seek(std::io::SeekFrom::Start(0))?;
+            writeln!(file, "{}", std::process::id())?;
+            Ok(Ok(file))
+        }
+        Err(fs::TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let _ = file.take(64).read_to_string(&mut text);
+            Ok(Err(text.trim().parse().ok()))
+        }
+        Err(fs::TryLockError::Error(e)) => Err(e),
+    }
 }
 
 /// Where accounts' stored browser states live: `STATE_DIR/accounts`.
 #[derive(Clone, Debug)]
 pub struct AccountStore {
     dir: PathBuf,
+    /// Where the machine-wide locks live.
+    runtime: PathBuf,
 }
 
 /// Proof that this process drives an account; released when dropped (or
 /// when the process dies).
 #[derive(Debug)]
 pub struct AccountLock {
-    _file: File,
+    _state: File,
+    _machine: File,
 }
 
 impl AccountStore {
     pub fn new(state_dir: &Path) -> AccountStore {
+        AccountStore::with_runtime_dir(state_dir, runtime_dir())
+    }
+
+    /// A store whose machine-wide locks live in `runtime`.
+    pub fn with_runtime_dir(state_dir: &Path, runtime: PathBuf) -> AccountStore {
         AccountStore {
             dir: state_dir.join("accounts"),
+            runtime,
         }
     }
 
@@ -208,27 +370,42 @@ impl AccountStore {
             .map_err(|e| err(e.to_string()))
     }
 
-    /// Claims the account for this process, or says it is in use.
-    pub fn lock(&self, account: &AccountId) -> Result<AccountLock, AccountError> {
-        let path = self.dir.join(format!("{account}.lock"));
-        let err = |reason: String| AccountError::Write {
-            path: path.clone(),
-            reason,
-        };
-        create_private_dir(&self.dir).map_err(|e| err(e.to_string()))?;
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| err(e.to_string()))?;
-        match file.try_lock() {
-            Ok(()) => Ok(AccountLock { _file: file }),
-            Err(fs::TryLockError::WouldBlock) => Err(AccountError::InUse {
+    /// Claims the account for this process, or says it is in use (and by
+    /// which pid): first in this state directory, then machine-wide by
+    /// its identity.
+    pub fn lock(&self, account: &AccountId, who: &Identity) -> Result<AccountLock, AccountError> {
+        let state = self.dir.join(format!("{account}.lock"));
+        create_private_dir(&self.dir).map_err(|e| AccountError::Write {
+            path: state.clone(),
+            reason: e.to_string(),
+        })?;
+        let state = Self::take(account, who, state)?;
+        private_runtime_dir(&self.runtime)?;
+        let machine = self.runtime.join("accounts");
+        create_private_dir(&machine).map_err(|e| AccountError::RuntimeDir {
+            path: machine.clone(),
+            reason: format!("cannot be created: {e}"),
+        })?;
+        let machine = Self::take(account, who, machine.join(who.file_name()))?;
+        Ok(AccountLock {
+            _state: state,
+            _machine: machine,
+        })
+    }
+
+    fn take(account: &AccountId, who: &Identity, path: PathBuf) -> Result<File, AccountError> {
+        match lock_file(&path) {
+            Ok(Ok(file)) => Ok(file),
+            Ok(Err(pid)) => Err(AccountError::InUse {
                 account: account.clone(),
+                shop: who.origin.clone(),
+                pid,
                 path,
             }),
-            Err(fs::TryLockError::Error(e)) => Err(err(e.to_string())),
+            Err(e) => Err(AccountError::Write {
+                path,
+                reason: e.to_string(),
+            }),
         }
     }
 }
@@ -274,14 +451,79 @@ mod tests {
     #[test]
     fn a_locked_account_is_in_use() {
         let dir = tempfile::tempdir().unwrap();
-        let store = AccountStore::new(dir.path());
+        let runtime = tempfile::tempdir().unwrap();
+        let store = AccountStore::with_runtime_dir(dir.path(), runtime.path().join("b"));
         let ada = AccountId::new("ada");
-        let held = store.lock(&ada).unwrap();
-        let err = store.lock(&ada).unwrap_err();
-        assert!(matches!(err, AccountError::InUse { .. }), "{err}");
-        assert!(store.lock(&AccountId::new("grace")).is_ok());
+        let who = |user: &str| Identity {
+            origin: Some("https://shop.example".into()),
+            user: user.into(),
+            fallback: None,
+        };
+        let held = store.lock(&ada, &who("ada")).unwrap();
+        let err = store.lock(&ada, &who("ada")).unwrap_err();
+        assert!(
+            matches!(err, AccountError::InUse { pid: Some(p), .. } if p == std::process::id()),
+            "{err}"
+        );
+        assert!(store.lock(&AccountId::new("grace"), &who("grace")).is_ok());
         drop(held);
-        assert!(store.lock(&ada).is_ok());
+        assert!(store.lock(&ada, &who("ada")).is_ok());
+    }
+
+    /// Two state directories, one shop account: the second is refused
+    /// with the holder's pid, though its own `NAME.lock` is free; another
+    /// user name on the same shop is not.
+    #[test]
+    fn one_shop_account_is_locked_across_state_dirs() {
+        let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let runtime = tempfile::tempdir().unwrap();
+        let rt = runtime.path().join("baton");
+        let a = AccountStore::with_runtime_dir(one.path(), rt.clone());
+        let b = AccountStore::with_runtime_dir(two.path(), rt.clone());
+        let who = |user: &str| Identity {
+            origin: Some("https://shop.example".into()),
+            user: user.into(),
+            fallback: None,
+        };
+        let _held = a
+            .lock(&AccountId::new("ada"), &who("ada@example.com"))
+            .unwrap();
+        let err = b
+            .lock(&AccountId::new("main"), &who("ada@example.com"))
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("pid {}", std::process::id()))
+                && text.contains("https://shop.example"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("ada@example.com"),
+            "the user name is a secret's value: {text}"
+        );
+        assert!(
+            b.lock(&AccountId::new("main"), &who("grace@example.com"))
+                .is_ok()
+        );
+        let mode = fs::metadata(&rt).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "{mode:o}");
+    }
+
+    /// A runtime directory someone else could write to is refused, not
+    /// used: in /tmp, another user could have made it first.
+    #[test]
+    fn a_shared_runtime_dir_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tempfile::tempdir().unwrap();
+        fs::set_permissions(runtime.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        let store = AccountStore::with_runtime_dir(dir.path(), runtime.path().to_owned());
+        let who = Identity {
+            origin: None,
+            user: "ada".into(),
+            fallback: None,
+        };
+        let err = store.lock(&AccountId::new("ada"), &who).unwrap_err();
+        assert!(matches!(err, AccountError::RuntimeDir { .. }), "{err}");
     }
 
     #[test]

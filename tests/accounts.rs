@@ -192,6 +192,42 @@ async fn two_targets_on_one_account_never_run_at_once() {
     assert_no_chromium(&p.profile()).await;
 }
 
+/// Two configurations with state directories of their own, one shop
+/// account (the same shop, the same user name, even under another
+/// account name): the second baton refuses it and names the first's pid,
+/// before it drives anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_state_dirs_on_one_shop_account_are_refused() {
+    let one = Project::new(FAST_CYCLE, &on("ada", "1005", 30.0), &accounts("lovelace"));
+    let (shop, stop) = own_shop(&one).await;
+    let two = Project::new(
+        FAST_CYCLE,
+        &on("alias", "1001", 60.0),
+        &accounts("lovelace").replace("  ada:\n", "  alias:\n"),
+    );
+    two.edit("demo_shop: { port: 0 }\n", "");
+    two.edit("url: /p/", &format!("url: {}/p/", shop.url()));
+    two.edit("url: /account", &format!("url: {}/account", shop.url()));
+
+    let app = start(&one, 1).await;
+    let (code, _, err) = baton(&two, &["run", "--cycles", "1"]);
+    assert_ne!(code, 0, "{err}");
+    assert!(
+        err.contains("account `alias`")
+            && err.contains(&shop.url())
+            && err.contains(&format!("pid {}", std::process::id())),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        shop.shop.account_logins("ada"),
+        0,
+        "the second baton drove the account"
+    );
+    drop(app);
+    stop.cancel();
+}
+
 /// A wrong password: the login script's error names the shop's refusal,
 /// the run ends `logged_out` with the target failed, and nothing reaches
 /// the cart or the orders.
