@@ -534,7 +534,10 @@ mod tests {
         fs::create_dir_all(dir.path().join("accounts")).unwrap();
         fs::write(store.path(&ada), "{\"cookies\": [\"s3cret\"]}").unwrap();
         let err = store.load(&ada).unwrap_err().to_string();
-        assert!(err.contains("ada.json") && err.contains("line 1"), "{err}");
+        assert!(
+            err.contains("ada.json") && err.contains("`cookies[0]`"),
+            "{err}"
+        );
         assert!(!err.contains("s3cret"), "{err}");
     }
 }

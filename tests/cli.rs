@@ -810,6 +810,52 @@ fn dry_run_failure_saves_screenshot_and_html_and_exits_1() {
 /// kill that baton's Chromium mid-commit and then hang. The profile's lock
 /// is held here as a running baton holds it: both commands refuse at once,
 /// naming the holder, and start no browser.
+/// `baton login --import` of what is not a storageState (`[]`, a value of
+/// the wrong type, an endless file) is a usage error that names the field
+/// and never its value, and the saved login stays as it was.
+#[test]
+fn a_login_import_of_another_shape_is_refused_and_keeps_the_saved_login() {
+    let c = Case::shipped();
+    let good = r#"{"cookies": [{"name": "shop_auth", "value": "tok-1", "domain": "127.0.0.1"}], "origins": []}"#;
+    let c = c
+        .file("good.json", good)
+        .file("list.json", "[]")
+        .file(
+            "number.json",
+            r#"{"cookies": [{"name": "n", "value": 4242424242424242, "domain": "d"}], "origins": []}"#,
+        )
+        .file("no-origins.json", r#"{"cookies": []}"#);
+    let o = c.run(&["login", "ada", "--import", "good.json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let saved = c.path(".baton/accounts/ada.json");
+    let before = std::fs::read(&saved).unwrap();
+    for (file, want) in [
+        (
+            "list.json",
+            "`(the document)` must be an object, not a list",
+        ),
+        (
+            "number.json",
+            "`cookies[0].value` must be a string, not a number",
+        ),
+        (
+            "no-origins.json",
+            "`origins` must be a list (`[]` for none), not missing",
+        ),
+        ("/dev/zero", "larger than 16 MB"),
+    ] {
+        let o = c.run(&["login", "ada", "--import", file]);
+        assert_eq!(o.code, 2, "{file}: {}", o.stderr);
+        assert!(o.stderr.contains(want), "{file}: {}", o.stderr);
+        assert!(!o.stderr.contains("4242"), "{file}: {}", o.stderr);
+        assert_eq!(
+            std::fs::read(&saved).unwrap(),
+            before,
+            "{file} replaced the saved login"
+        );
+    }
+}
+
 #[test]
 fn a_profile_in_use_by_another_baton_is_refused() {
     let c = Case::shipped();

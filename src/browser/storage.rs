@@ -72,25 +72,25 @@ pub struct Item {
 }
 
 impl StorageState {
-    /// Reads a `storageState` document. The error says where it is wrong
-    /// (line and column), never what the values are.
+    /// Reads a `storageState` document: an object with a `cookies` list
+    /// and an `origins` list (either may be empty, neither may be missing,
+    /// so `[]` or `{}` is not taken for an empty login). The error says
+    /// where it is wrong (line and column, or the field's path) and what
+    /// kind of value is there, never the value.
     pub fn from_json(text: &str) -> Result<StorageState, String> {
-        serde_json::from_str(text).map_err(|e| {
-            let msg = e.to_string();
-            let msg = strip_position(&msg);
-            // serde_json quotes the offending value in some messages
-            // (`invalid type: string "..."`): that may be a credential.
-            let msg = if msg.contains('"') {
-                "a value has the wrong type"
-            } else {
-                msg
-            };
+        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| {
             format!(
-                "line {}, column {}: not a storageState document ({{\"cookies\": [...], \"origins\": [...]}}): {msg}",
+                "line {}, column {}: not JSON: {}",
                 e.line(),
                 e.column(),
+                strip_position(&e.to_string())
             )
-        })
+        })?;
+        check_shape(&v).map_err(|(path, want, found)| {
+            format!("{NOT_STORAGE_STATE}: `{path}` must be {want}, not {found}")
+        })?;
+        serde_json::from_value(v)
+            .map_err(|_| format!("{NOT_STORAGE_STATE}: a value has the wrong type"))
     }
 
     pub fn to_json(&self) -> String {
@@ -121,6 +121,101 @@ impl StorageState {
         }
         self.origins.sort_by(|a, b| a.origin.cmp(&b.origin));
     }
+}
+
+const NOT_STORAGE_STATE: &str =
+    "not a storageState document ({\"cookies\": [...], \"origins\": [...]})";
+
+/// Where a document departs from the `storageState` shape: the field's
+/// path, what it must be, and the kind of value found there (never the
+/// value: it may be a credential).
+type ShapeError = (String, &'static str, &'static str);
+
+fn kind(v: Option<&serde_json::Value>) -> &'static str {
+    use serde_json::Value;
+    match v {
+        None => "missing",
+        Some(Value::Null) => "null",
+        Some(Value::Bool(_)) => "a boolean",
+        Some(Value::Number(_)) => "a number",
+        Some(Value::String(_)) => "a string",
+        Some(Value::Array(_)) => "a list",
+        Some(Value::Object(_)) => "an object",
+    }
+}
+
+/// Checks the shape serde would otherwise take loosely (a list for the
+/// whole struct, missing lists as empty) or report with the value.
+fn check_shape(v: &serde_json::Value) -> Result<(), ShapeError> {
+    use serde_json::Value;
+    let bad = |path: String, want, found: &Value| -> ShapeError { (path, want, kind(Some(found))) };
+    let Value::Object(top) = v else {
+        return Err(bad("(the document)".into(), "an object", v));
+    };
+    let list = |key: &str| match top.get(key) {
+        Some(Value::Array(a)) => Ok(a),
+        other => Err((key.to_owned(), "a list (`[]` for none)", kind(other))),
+    };
+    let field = |path: &str,
+                 o: &serde_json::Map<String, Value>,
+                 key: &str,
+                 want: &'static str,
+                 required: bool| {
+        let v = o.get(key);
+        let ok = match (v, want) {
+            (None, _) => !required,
+            (Some(Value::String(_)), "a string")
+            | (Some(Value::Number(_)), "a number")
+            | (Some(Value::Bool(_)), "true or false")
+            | (Some(Value::Array(_)), "a list") => true,
+            (Some(Value::String(s)), "`Strict`, `Lax` or `None`") => {
+                matches!(s.as_str(), "Strict" | "Lax" | "None")
+            }
+            _ => false,
+        };
+        if ok {
+            Ok(())
+        } else {
+            let found = match v {
+                Some(Value::String(_)) if want.starts_with('`') => "another string",
+                other => kind(other),
+            };
+            Err((format!("{path}.{key}"), want, found))
+        }
+    };
+    for (i, c) in list("cookies")?.iter().enumerate() {
+        let path = format!("cookies[{i}]");
+        let Value::Object(c) = c else {
+            return Err(bad(path, "an object", c));
+        };
+        for key in ["name", "value", "domain"] {
+            field(&path, c, key, "a string", true)?;
+        }
+        field(&path, c, "path", "a string", false)?;
+        field(&path, c, "expires", "a number", false)?;
+        field(&path, c, "httpOnly", "true or false", false)?;
+        field(&path, c, "secure", "true or false", false)?;
+        field(&path, c, "sameSite", "`Strict`, `Lax` or `None`", false)?;
+    }
+    for (i, o) in list("origins")?.iter().enumerate() {
+        let path = format!("origins[{i}]");
+        let Value::Object(o) = o else {
+            return Err(bad(path, "an object", o));
+        };
+        field(&path, o, "origin", "a string", true)?;
+        field(&path, o, "localStorage", "a list", false)?;
+        if let Some(Value::Array(items)) = o.get("localStorage") {
+            for (j, it) in items.iter().enumerate() {
+                let path = format!("{path}.localStorage[{j}]");
+                let Value::Object(it) = it else {
+                    return Err(bad(path, "an object", it));
+                };
+                field(&path, it, "name", "a string", true)?;
+                field(&path, it, "value", "a string", true)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn strip_position(msg: &str) -> &str {
@@ -220,10 +315,55 @@ mod tests {
             "{dbg}"
         );
         assert!(!dbg.contains("compact"), "{dbg}");
-        let err = StorageState::from_json(r#"{"cookies": [{"name": "a", "value": "secret-v"}]}"#)
-            .unwrap_err();
-        assert!(err.starts_with("line 1, column"), "{err}");
-        assert!(err.contains("domain") && !err.contains("secret-v"), "{err}");
+        let err = StorageState::from_json(
+            r#"{"cookies": [{"name": "a", "value": "secret-v"}], "origins": []}"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("`cookies[0].domain` must be a string, not missing"),
+            "{err}"
+        );
+        assert!(!err.contains("secret-v"), "{err}");
+    }
+
+    /// What `baton login --import` was fed: each is refused with where and
+    /// what kind of value, never the value itself.
+    #[test]
+    fn a_document_of_another_shape_is_refused_by_path_without_values() {
+        for (doc, want) in [
+            ("[]", "`(the document)` must be an object, not a list"),
+            (
+                "{}",
+                "`cookies` must be a list (`[]` for none), not missing",
+            ),
+            (
+                r#"{"cookies": []}"#,
+                "`origins` must be a list (`[]` for none), not missing",
+            ),
+            (
+                r#"{"cookies": {}, "origins": []}"#,
+                "`cookies` must be a list (`[]` for none), not an object",
+            ),
+            (
+                r#"{"cookies": [{"name": "n", "value": 4242424242424242, "domain": "d"}], "origins": []}"#,
+                "`cookies[0].value` must be a string, not a number",
+            ),
+            (
+                r#"{"cookies": [], "origins": [{"origin": "o", "localStorage": [{"name": "k", "value": ["s3cret"]}]}]}"#,
+                "`origins[0].localStorage[0].value` must be a string, not a list",
+            ),
+            (
+                r#"{"cookies": [{"name": "n", "value": "v", "domain": "d", "sameSite": "s3cret"}], "origins": []}"#,
+                "`cookies[0].sameSite` must be `Strict`, `Lax` or `None`, not another string",
+            ),
+            ("{\"cookies\": [\"s3cret", "line 1, column"),
+        ] {
+            let err = StorageState::from_json(doc).unwrap_err();
+            assert!(err.contains(want), "{doc}: {err}");
+            assert!(!err.contains("4242") && !err.contains("s3cret"), "{err}");
+        }
+        let empty = StorageState::from_json(r#"{"cookies": [], "origins": []}"#).unwrap();
+        assert!(empty.is_empty(), "an explicit empty login is one");
     }
 
     #[test]

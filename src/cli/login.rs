@@ -222,9 +222,36 @@ async fn enter_or_signal() -> bool {
     }
 }
 
+/// The largest `storageState` file `--import` reads: real ones are a few
+/// kilobytes; this keeps `/dev/zero` or a wrong file from filling memory.
+const MAX_IMPORT: u64 = 16 * 1024 * 1024;
+
+/// Reads `file` as UTF-8, at most `max` bytes; a located error otherwise,
+/// without the content.
+fn read_capped(file: &Path, max: u64) -> Result<String, Failure> {
+    use std::io::Read;
+    let err = |why: String| Failure::usage(format!("cannot read `{}`: {why}", file.display()));
+    let f = std::fs::File::open(file).map_err(|e| err(e.to_string()))?;
+    let mut bytes = Vec::new();
+    f.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| err(e.to_string()))?;
+    if bytes.len() as u64 > max {
+        return Err(err(format!(
+            "it is larger than {} MB; a storageState file is a few kilobytes",
+            max / (1024 * 1024)
+        )));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        err(format!(
+            "byte {} is not UTF-8; a storageState file is JSON",
+            e.utf8_error().valid_up_to()
+        ))
+    })
+}
+
 fn import(store: &AccountStore, account: &Account, file: &Path) -> Result<(), Failure> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| Failure::usage(format!("cannot read `{}`: {e}", file.display())))?;
+    let text = read_capped(file, MAX_IMPORT)?;
     let state = StorageState::from_json(&text)
         .map_err(|e| Failure::usage(format!("{}: {e}", file.display())))?;
     store
