@@ -53,8 +53,13 @@ pub struct Account {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Check {
-    /// Open `url`; logged in when any of `selector` is there.
-    Page { url: String, selector: Vec<String> },
+    /// Open `url`; logged in when any of `selector` is there, logged out
+    /// when any of `logged_out` is (or when neither appears in time).
+    Page {
+        url: String,
+        selector: Vec<String>,
+        logged_out: Vec<String>,
+    },
     /// Run a script; it ends with `outcome("logged_out")` when the session
     /// is logged out.
     Script(String),
@@ -120,20 +125,26 @@ impl LoggedOut {
 }
 
 /// A check by page: open `url` and wait, up to `timeout`, for any of
-/// `selector`. Waiting, not a glance: many shops render the account's name
-/// by script after the page has loaded. The cost is one `timeout` when the
-/// session is logged out. `Err` when the page itself could not be had.
+/// `selector` (logged in) or of `logged_out`. Waiting, not a glance: many
+/// shops render the account's name by script after the page has loaded.
+/// Without `logged_out` signs, a logged-out session costs one `timeout`;
+/// with them, it costs the page load. `Err` when the page itself could not
+/// be had.
 pub async fn page_logged_in(
     page: &dyn Page,
     url: &str,
     selector: &[String],
+    logged_out: &[String],
     timeout: std::time::Duration,
 ) -> Result<bool, String> {
     page.navigate(url, timeout)
         .await
         .map_err(|e| format!("login check: {e}"))?;
-    match page.wait_for(&Selectors::many(selector), timeout).await {
-        Ok(_) => Ok(true),
+    // One wait for both: the logged-in signs first, so a page showing both
+    // (a header login link beside the account's name) counts as logged in.
+    let signs: Vec<&String> = selector.iter().chain(logged_out).collect();
+    match page.wait_for(&Selectors::many(&signs), timeout).await {
+        Ok(i) => Ok(i < selector.len()),
         Err(PageError::NotFound { .. }) => Ok(false),
         Err(e) => Err(format!("login check: {e}")),
     }
@@ -524,6 +535,46 @@ mod tests {
         };
         let err = store.lock(&AccountId::new("ada"), &who).unwrap_err();
         assert!(matches!(err, AccountError::RuntimeDir { .. }), "{err}");
+    }
+
+    /// A logged-out page that shows its login form answers the check as
+    /// soon as it loads; without a `logged_out` sign, the check waits its
+    /// whole timeout (virtual time, under the paused clock).
+    #[tokio::test(start_paused = true)]
+    async fn a_logged_out_sign_ends_the_check_without_waiting_the_timeout() {
+        use crate::browser::Browser;
+        use crate::browser::sim::{SimBrowser, SimElement, SimPage, SimSite};
+        let mut site = SimSite::default();
+        let page_with = |sel: &str| SimPage {
+            elements: [(sel.to_owned(), SimElement::default())].into(),
+            ..SimPage::default()
+        };
+        site.pages
+            .insert("http://shop.test/out".into(), page_with("form#login"));
+        site.pages
+            .insert("http://shop.test/in".into(), page_with("#name"));
+        let browser = SimBrowser::new(site);
+        let page = browser.new_page(SessionId(0)).await.unwrap();
+        let timeout = std::time::Duration::from_secs(10);
+        let (name, form) = (vec!["#name".to_owned()], vec!["form#login".to_owned()]);
+
+        let t = tokio::time::Instant::now();
+        let out =
+            page_logged_in(page.as_ref(), "http://shop.test/out", &name, &form, timeout).await;
+        assert_eq!(out, Ok(false));
+        assert!(t.elapsed() < timeout, "waited {:?}", t.elapsed());
+
+        let t = tokio::time::Instant::now();
+        let out = page_logged_in(page.as_ref(), "http://shop.test/out", &name, &[], timeout).await;
+        assert_eq!(out, Ok(false));
+        assert!(
+            t.elapsed() >= timeout,
+            "without the sign the check waits: {:?}",
+            t.elapsed()
+        );
+
+        let inn = page_logged_in(page.as_ref(), "http://shop.test/in", &name, &form, timeout).await;
+        assert_eq!(inn, Ok(true));
     }
 
     #[test]

@@ -714,7 +714,11 @@ impl Steps<'_> {
                     Err(e) => Err(e.message),
                 }
             }
-            Check::Page { url, selector } => {
+            Check::Page {
+                url,
+                selector,
+                logged_out,
+            } => {
                 let started = Instant::now();
                 let token = self.control.token().child_token();
                 let checked = async {
@@ -723,6 +727,7 @@ impl Steps<'_> {
                         page.as_ref(),
                         url,
                         selector,
+                        logged_out,
                         self.deps.timeouts.action,
                     )
                     .await

@@ -30,7 +30,7 @@ accounts:
   ada:
     username: ada_username
     password: ada_password
-    check: {{ url: /account, selector: "#account-name" }}
+    check: {{ url: /account, selector: "#account-name", logged_out: "form#login-form" }}
     login: login
   grace:
     username: grace_username

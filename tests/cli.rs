@@ -313,7 +313,17 @@ const BAD_CONFIGS: &[(&str, &str, &str)] = &[
     (
         "account check of neither kind",
         "accounts:\n  ada:\n    check: { url: \"http://h/account\" }\n",
-        "flows.yaml:3:12: account `ada`'s check is `{ url: PAGE, selector: SELECTOR }`",
+        "flows.yaml:3:12: account `ada`'s check is `{ url: PAGE, selector: SELECTOR, logged_out: SELECTOR }`",
+    ),
+    (
+        "account check by script with a logged_out sign",
+        "accounts:\n  ada:\n    check: { script: step, logged_out: \"form\" }\n",
+        "flows.yaml:3:12: account `ada`'s check is `{ url: PAGE, selector: SELECTOR, logged_out: SELECTOR }`",
+    ),
+    (
+        "account check with an empty logged_out sign",
+        "accounts:\n  ada:\n    check: { url: \"http://h/account\", selector: \"#me\", logged_out: \" \" }\n",
+        "flows.yaml:3:12: account `ada`'s check has an empty `logged_out` selector",
     ),
     (
         "account login script missing",

@@ -162,8 +162,19 @@ async fn session(
 /// Runs the account's check on `page`.
 async fn check(cfg: &Config, account: &Account, page: Arc<dyn Page>) -> Result<bool, String> {
     match &account.check {
-        Check::Page { url, selector } => {
-            crate::account::page_logged_in(page.as_ref(), url, selector, cfg.browser.timeout).await
+        Check::Page {
+            url,
+            selector,
+            logged_out,
+        } => {
+            crate::account::page_logged_in(
+                page.as_ref(),
+                url,
+                selector,
+                logged_out,
+                cfg.browser.timeout,
+            )
+            .await
         }
         Check::Script(script) => {
             let host = ScriptHost::builder(&cfg.scripts_dir)

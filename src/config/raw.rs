@@ -179,6 +179,10 @@ pub(super) struct RawCheck {
     pub(super) url: Option<String>,
     #[serde(default)]
     pub(super) selector: Option<OneOrMany>,
+    /// What a logged-out page shows (a login form), so the check returns
+    /// as soon as either sign appears.
+    #[serde(default)]
+    pub(super) logged_out: Option<OneOrMany>,
     #[serde(default)]
     pub(super) script: Option<String>,
 }

@@ -176,7 +176,7 @@ impl Resolver<'_> {
         let totp = secret(self, "totp", &a.totp);
         let c = &a.check.value;
         let check = match (&c.url, &c.selector, &c.script) {
-            (None, None, Some(script)) => {
+            (None, None, Some(script)) if c.logged_out.is_none() => {
                 Check::Script(self.script(scripts_dir, script, at(&a.check)))
             }
             (Some(url), Some(sel), None) => {
@@ -187,22 +187,34 @@ impl Resolver<'_> {
                     at(&a.check),
                     demo_shop,
                 );
-                let selector = match sel {
+                let list = |s: &OneOrMany| match s {
                     OneOrMany::One(s) => vec![s.clone()],
                     OneOrMany::Many(v) => v.clone(),
                 };
+                let selector = list(sel);
+                let logged_out = c.logged_out.as_ref().map(list).unwrap_or_default();
                 if selector.iter().all(|s| s.trim().is_empty()) {
                     self.problem(
                         at(&a.check),
                         format!("account `{name}`'s check has an empty selector"),
                     );
                 }
-                Check::Page { url, selector }
+                if c.logged_out.is_some() && logged_out.iter().all(|s| s.trim().is_empty()) {
+                    self.problem(
+                        at(&a.check),
+                        format!("account `{name}`'s check has an empty `logged_out` selector"),
+                    );
+                }
+                Check::Page {
+                    url,
+                    selector,
+                    logged_out,
+                }
             }
             _ => {
                 self.problem(
                     at(&a.check),
-                    format!("account `{name}`'s check is `{{ url: PAGE, selector: SELECTOR }}` (logged in when the selector is on the page) or `{{ script: NAME }}` (logged out when it ends with outcome `logged_out`)"),
+                    format!("account `{name}`'s check is `{{ url: PAGE, selector: SELECTOR, logged_out: SELECTOR }}` (logged in when the selector is on the page, logged out when the optional `logged_out` one is) or `{{ script: NAME }}` (logged out when it ends with outcome `logged_out`)"),
                 );
                 Check::Script(String::new())
             }
