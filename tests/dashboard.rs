@@ -254,6 +254,18 @@ async fn a_foreign_host_or_origin_is_refused() {
         body.contains("must come from the dashboard's own page"),
         "{body}"
     );
+    // Another port on the same host is another site (the demo shop, any
+    // local service), and so is another scheme.
+    for origin in [
+        "http://127.0.0.1:8099",
+        "http://127.0.0.1",
+        "https://127.0.0.1:7878",
+        "null",
+    ] {
+        let other = [("host", "127.0.0.1:7878"), ("origin", origin), ACTION];
+        let (s, body) = call(&e.app, "POST", "/api/pause", &other).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{origin}: {body}");
+    }
     // What is allowed: loopback names, a configured name, the CLI (no
     // Origin), the page itself (same origin).
     for host in [

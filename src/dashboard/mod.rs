@@ -359,6 +359,26 @@ fn is_loopback_name(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Whether `origin` is the dashboard page's own, for a request sent to
+/// `host`: the same host and port (another port on 127.0.0.1 is another
+/// site: the demo shop, any local service), and the scheme the dashboard
+/// speaks, `http`. `https` is accepted only for a name in
+/// `dashboard.hosts` reached on its default port: a TLS proxy in front.
+fn same_origin(d: &Dashboard, origin: &str, host: Option<&str>) -> bool {
+    let (Ok(o), Some(host)) = (reqwest::Url::parse(origin), host) else {
+        return false;
+    };
+    let Ok(sent) = reqwest::Url::parse(&format!("{}://{host}", o.scheme())) else {
+        return false;
+    };
+    let proxied = o.scheme() == "https"
+        && o.port().is_none()
+        && o.host_str().is_some_and(|h| d.hosts.iter().any(|x| x == h));
+    (o.scheme() == "http" || proxied)
+        && o.host_str() == sent.host_str()
+        && o.port_or_known_default() == sent.port_or_known_default()
+}
+
 /// Refuses requests a page on another site could make through DNS
 /// rebinding (see the module docs).
 fn check_origin(d: &Dashboard, req: &Request) -> Result<(), String> {
@@ -380,10 +400,11 @@ fn check_origin(d: &Dashboard, req: &Request) -> Result<(), String> {
         && let Some(origin) = req.headers().get(header::ORIGIN)
     {
         let origin = origin.to_str().unwrap_or_default();
-        let from = origin
-            .split_once("://")
-            .map(|(_, rest)| host_name(rest.split('/').next().unwrap_or_default()));
-        if from.is_none() || from != host {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok());
+        if !same_origin(d, origin, host) {
             return Err(format!(
                 "actions must come from the dashboard's own page, not from `{origin}`"
             ));
