@@ -84,12 +84,9 @@ impl ClusterConfig {
     }
 }
 
-/// `url` with any `user:password@` replaced.
+/// `url` with any `user:password@` replaced: [`crate::redact::url`].
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(a)) if a > s => format!("{}://***@{}", &url[..s], &url[a + 1..]),
-        _ => url.to_owned(),
-    }
+    crate::redact::url(url)
 }
 
 /// Why the cluster did not grant a claim or a commit.

@@ -28,6 +28,51 @@ use std::sync::{Arc, LazyLock, RwLock};
 /// What a secret is replaced with.
 pub const MASK: &str = "[redacted]";
 
+/// JSON keys whose string values are names from flows.yaml that baton
+/// shows as such (targets, accounts, flows, channels), never masked by
+/// [`Redactor::json`].
+const IDENTIFIERS: &[&str] = &["id", "target", "account", "flow", "channel"];
+
+/// `url` as baton shows it (logs, errors, the dashboard): credentials
+/// (`user:pass@`) become `***@` and the query (hosted browser pools take
+/// their token there) becomes `?…`. Not registered secrets, but secrets
+/// all the same, and in any URL an operator configures.
+pub fn url(url: &str) -> String {
+    if let Ok(mut u) = reqwest::Url::parse(url) {
+        let has_secret = !u.username().is_empty()
+            || u.password().is_some()
+            || u.query().is_some()
+            || u.fragment().is_some();
+        if !has_secret {
+            // As the operator wrote it, not as the parser normalises it.
+            return url.to_owned();
+        }
+        if !u.username().is_empty() || u.password().is_some() {
+            let _ = u.set_password(None);
+            let _ = u.set_username("***");
+        }
+        let had_query = u.query().is_some();
+        u.set_query(None);
+        u.set_fragment(None);
+        let mut shown = u.to_string();
+        if had_query {
+            shown.push_str("?…");
+        }
+        return shown;
+    }
+    // Not a URL the parser takes: cut what could be credentials or a
+    // query all the same.
+    let (base, query) = match url.split_once('?') {
+        Some((b, _)) => (b, "?…"),
+        None => (url, ""),
+    };
+    let base = match (base.find("://"), base.rfind('@')) {
+        (Some(s), Some(a)) if a > s => format!("{}://***@{}", &base[..s], &base[a + 1..]),
+        _ => base.to_owned(),
+    };
+    format!("{base}{query}")
+}
+
 /// Secrets at least this long are masked wherever they appear; shorter
 /// ones only as whole tokens in script-made text.
 pub const SHORT: usize = 6;
@@ -102,7 +147,13 @@ impl Redactor {
             Value::Object(o) => {
                 let entries = std::mem::take(o);
                 for (k, mut v) in entries {
-                    self.json(&mut v);
+                    // An identifier baton shows (an account's or a
+                    // target's name from flows.yaml) is not a secret,
+                    // though a secret's value may equal it: the demo
+                    // account `ada` logs in as user `ada`.
+                    if !(IDENTIFIERS.contains(&k.as_str()) && v.is_string()) {
+                        self.json(&mut v);
+                    }
                     o.insert(self.apply(&k).into_owned(), v);
                 }
             }
@@ -220,5 +271,26 @@ mod tests {
         // A long secret is masked even when glued to other text.
         r.add("4242424242424242");
         assert_eq!(r.apply_log("card4242424242424242x"), "card[redacted]x");
+    }
+
+    /// The dashboard showed account `ada` as `[redacted]` because its
+    /// username secret is `ada`: names from flows.yaml stay, while the
+    /// same value in free text is still masked.
+    #[test]
+    fn an_identifier_equal_to_a_secret_is_shown() {
+        let r = Redactor::new();
+        r.add("ada");
+        let mut v = serde_json::json!({
+            "targets": [{"id": "1005", "account": "ada", "why": "login as ada refused"}],
+            "logged_out": [{"account": "ada"}],
+        });
+        r.json(&mut v);
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "targets": [{"id": "1005", "account": "ada", "why": "login as [redacted] refused"}],
+                "logged_out": [{"account": "ada"}],
+            })
+        );
     }
 }

@@ -40,12 +40,10 @@ pub struct Endpoint {
     pub max_sessions: Option<usize>,
 }
 
-/// `url` without its query: hosted pools take their token there.
+/// `url` without its query (hosted pools take their token there) or its
+/// credentials: [`crate::redact::url`].
 pub fn display_url(url: &str) -> String {
-    match url.split_once('?') {
-        Some((base, _)) => format!("{base}?…"),
-        None => url.to_owned(),
-    }
+    crate::redact::url(url)
 }
 
 fn shown_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
@@ -400,6 +398,10 @@ mod tests {
         assert_eq!(
             display_url("http://127.0.0.1:9222"),
             "http://127.0.0.1:9222"
+        );
+        assert_eq!(
+            display_url("ws://user:s3cret@chrome.example:3000/devtools?token=t0k"),
+            "ws://***@chrome.example:3000/devtools?…"
         );
     }
 }

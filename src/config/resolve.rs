@@ -626,11 +626,17 @@ impl Resolver<'_> {
             if !is_devtools_url(&url) {
                 self.problem(
                     at(e),
-                    format!("browser.pool: `{url}` is not a DevTools URL like `ws://127.0.0.1:9222/devtools/browser/...` or `http://127.0.0.1:9222`"),
+                    format!("browser.pool: `{}` is not a DevTools URL like `ws://127.0.0.1:9222/devtools/browser/...` or `http://127.0.0.1:9222`", crate::redact::url(&url)),
                 );
             }
             if pool.iter().any(|p| p.url == url) {
-                self.problem(at(e), format!("browser.pool: `{url}` is listed twice"));
+                self.problem(
+                    at(e),
+                    format!(
+                        "browser.pool: `{}` is listed twice",
+                        crate::redact::url(&url)
+                    ),
+                );
             }
             let max_sessions = match e.value.max_sessions {
                 Some(n) if n == 0 || n > MAX_POOL_SESSIONS => {
