@@ -272,7 +272,17 @@ const BAD_CONFIGS: &[(&str, &str, &str)] = &[
     (
         "cluster redis password stays out of the error",
         "cluster: { redis: \"http://:hunter2@db:6379\" }\n",
-        "not `http://***@db:6379`",
+        "not `http://***@db:6379/`",
+    ),
+    (
+        "pool credentials stay out of the error",
+        "browser:\n  pool:\n    - { url: \"ws://u:hunter2@h:9222/x?token=t0k\" }\n    - { url: \"ws://u:hunter2@h:9222/x?token=t0k\" }\n",
+        "browser.pool: `ws://***@h:9222/x?…` is listed twice",
+    ),
+    (
+        "a YAML tag baton does not know",
+        "test_mode: !custom true\n",
+        "flows.yaml:1:20: unsupported tag `!custom`",
     ),
     (
         "cluster lease too short",
@@ -595,6 +605,26 @@ const BAD_SCRIPTS: &[ScriptCase] = &[
         "import cycle:",
     ),
 ];
+
+/// `check` compiles the `lib/` modules no script imports yet with their
+/// imports, so a cycle between two of them is found before a script first
+/// imports one (`run` starts: no flow uses them).
+#[test]
+fn check_finds_an_import_cycle_among_modules_nothing_imports() {
+    let c = Case::new()
+        .file("flows.yaml", &cfg(""))
+        .file("scripts/step.rhai", "log(\"step\");\n")
+        .file("scripts/lib/a.rhai", "import \"lib/b\" as b;\n")
+        .file("scripts/lib/b.rhai", "import \"lib/a\" as a;\n");
+    let o = c.run(&["check"]);
+    o.calm();
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("scripts/lib/a.rhai") && o.stderr.contains("import cycle:"),
+        "{}",
+        o.stderr
+    );
+}
 
 #[test]
 fn malformed_scripts_get_located_errors_from_check_and_run() {

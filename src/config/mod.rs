@@ -321,7 +321,11 @@ impl Config {
         text: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let options = serde_saphyr::options! { strict_booleans: true };
+        let options = serde_saphyr::options! {
+            strict_booleans: true,
+            reject_unsupported_tags: true,
+            reject_tagged_field_names: true,
+        };
         let raw: RawConfig = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
             let inner = e.without_snippet();
             let message = serde_saphyr::UserMessageFormatter.format_message(inner);

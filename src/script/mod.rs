@@ -421,14 +421,25 @@ impl ScriptHost {
                 next.errors.insert(name.clone(), err);
             }
         }
-        // Modules under lib/ are compiled with the scripts that import them;
-        // a syntax check here reports the ones nothing imports yet.
+        // Modules under lib/ are compiled with the scripts that import them.
+        // The ones nothing imports yet are compiled here on their own, their
+        // imports resolved too, so `check` reports their syntax errors and
+        // import cycles before a script first imports them; the imported
+        // ones get a syntax check (their import errors are their scripts').
+        let imported: std::collections::BTreeSet<&PathBuf> =
+            next.scripts.values().flat_map(|s| &s.imports).collect();
         for rel in &modules {
             let display = self.display(rel);
             if let Ok(source) = std::fs::read_to_string(self.inner.dir.join(rel)) {
-                let engine = engine::base_engine(&self.inner.std);
-                if let Err(e) = engine.compile(&source) {
-                    let err = engine::parse_error(&display, &e);
+                let checked = if imported.contains(rel) {
+                    engine::base_engine(&self.inner.std)
+                        .compile(&source)
+                        .map(|_| ())
+                        .map_err(|e| engine::parse_error(&display, &e))
+                } else {
+                    engine::compile(&self.inner.std, &self.inner.dir, &display, &source).map(|_| ())
+                };
+                if let Err(err) = checked {
                     let key = rel.with_extension("").display().to_string();
                     next.errors.insert(key, err.clone());
                     if !report.failed.contains(&err) {

@@ -51,7 +51,11 @@ impl Fixture {
     pub fn load(path: &Path) -> Result<Fixture, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read fixture `{}`: {e}", path.display()))?;
-        let options = serde_saphyr::options! { strict_booleans: true };
+        let options = serde_saphyr::options! {
+            strict_booleans: true,
+            reject_unsupported_tags: true,
+            reject_tagged_field_names: true,
+        };
         serde_saphyr::from_str_with_options(&text, options).map_err(|e| {
             let at = e
                 .location()
