@@ -43,6 +43,9 @@ impl Page for NoopPage {
     async fn wait_for(&self, _: &Selectors, _: Duration) -> Result<usize, PageError> {
         Ok(0)
     }
+    async fn document_status(&self) -> Option<baton::browser::DocumentStatus> {
+        None
+    }
     async fn exists(&self, _: &Selectors) -> Result<bool, PageError> {
         Ok(true)
     }

@@ -494,6 +494,10 @@ impl Page for TracedPage {
         // Not a page action, and its answer is a credential: not traced.
         self.inner.cookie_header(url).await
     }
+    async fn document_status(&self) -> Option<crate::browser::DocumentStatus> {
+        // Part of `navigate`'s own call, which is traced.
+        self.inner.document_status().await
+    }
     fn take_events(&self) -> Vec<PageEvent> {
         self.inner.take_events()
     }

@@ -1691,6 +1691,69 @@ if with_session != 1 {
     );
 }
 
+/// A page load the shop answers with 429 and `Retry-After` slows its host
+/// as `http_get`'s does: the next `navigate` to it fails at once, naming
+/// the pause, without a request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_load_answered_429_pauses_its_host() {
+    use axum::routing::get;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let hits = Arc::new(AtomicU32::new(0));
+    let h = hits.clone();
+    let app = axum::Router::new().route(
+        "/limited",
+        get(move || {
+            h.fetch_add(1, Ordering::SeqCst);
+            async {
+                (
+                    axum::http::StatusCode::TOO_MANY_REQUESTS,
+                    [("retry-after", "3600")],
+                    axum::response::Html("<h1>slow down</h1>"),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let p = Project::new(FAST_CYCLE, &target("1001", 60.0), "");
+    std::fs::write(
+        p.dir.path().join("scripts/probe.rhai"),
+        format!("navigate(\"{base}/limited\");\nnavigate(\"{base}/limited\");\n"),
+    )
+    .unwrap();
+    p.edit(
+        "      - product_page\n",
+        "      - product_page\n      - probe\n",
+    );
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["dry-run", "probe", "--target", "1001", "--config"])
+        .arg(p.config())
+        .current_dir(p.dir.path())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    server.abort();
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("asked baton to slow down (HTTP 429 with Retry-After)"),
+        "{text}"
+    );
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        1,
+        "the paused host was asked again"
+    );
+    assert_no_chromium(&p.profile()).await;
+}
+
 /// Issue 15: the shipped flow buys on the realistic page profile (heavy
 /// scripts in the head, images, server think time on every page) as on the
 /// light one: every cycle one order, the cart cleared, no overlap.

@@ -433,6 +433,9 @@ pub trait Browser: Send + Sync + 'static {
 
 /// One page (tab) that one run drives.
 ///
+/// A main document's HTTP status and `Retry-After` header.
+pub type DocumentStatus = (u16, Option<String>);
+
 /// Methods that take a selector wait for it up to `timeout`; methods that do
 /// not (`navigate`, `eval`, ...) are bounded by `timeout` as a whole.
 #[async_trait]
@@ -501,6 +504,12 @@ pub trait Page: Send + Sync + 'static {
         let _ = url;
         Ok(None)
     }
+
+    /// The HTTP status and `Retry-After` header of the main document the
+    /// last `navigate` loaded, when the page can tell: a shop that answers
+    /// a page load with 429 or 503 slows its host, as `http_get` does.
+    /// No default: a wrapper that forgot it would lose the pause.
+    async fn document_status(&self) -> Option<crate::browser::DocumentStatus>;
     /// The console errors, failed requests and navigations the page has
     /// seen since the last call, oldest first (at most
     /// [`MAX_PAGE_EVENTS`]). A browser that reports none returns none.

@@ -89,6 +89,9 @@ pub(super) struct Network {
     changed: Notify,
     /// What the trace shows, since the last `take_events`.
     events: Mutex<VecDeque<PageEvent>>,
+    /// The main frame's last document response: how many there have been,
+    /// and the last one's status and `Retry-After`.
+    document: Mutex<(u64, Option<crate::browser::DocumentStatus>)>,
 }
 
 /// How long a console message or exception text may be in a trace.
@@ -131,6 +134,8 @@ impl Network {
             .map_err(err)?;
         }
         let blocker = page.clone();
+        // Chromium names a tab's main frame after its target.
+        let main_frame = page.target_id().inner().clone();
         let mut sent = page
             .event_listener::<EventRequestWillBeSent>()
             .await
@@ -240,6 +245,11 @@ impl Network {
                         tokio::spawn(async move { page.execute(fail).await });
                     }
                     Some(e) = responses.next() => {
+                        if e.r#type == ResourceType::Document
+                            && e.frame_id.as_ref().is_some_and(|f| *f.inner() == main_frame)
+                        {
+                            n.document_answered(&e.response);
+                        }
                         if e.response.status >= 400 {
                             let text = format!("{} {}", e.response.status, e.response.status_text)
                                 .trim()
@@ -284,6 +294,60 @@ impl Network {
             text,
             url,
         });
+    }
+
+    fn document_answered(&self, r: &chromiumoxide::cdp::browser_protocol::network::Response) {
+        let retry_after = r.headers.inner().as_object().and_then(|h| {
+            h.iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))
+                .and_then(|(_, v)| v.as_str().map(str::to_owned))
+        });
+        {
+            let mut d = self
+                .document
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            d.0 += 1;
+            d.1 = u16::try_from(r.status).ok().map(|s| (s, retry_after));
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// How many main-frame documents have answered so far.
+    pub(super) fn documents(&self) -> u64 {
+        self.document
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0
+    }
+
+    /// The status and `Retry-After` of the first main-frame document to
+    /// answer after `seen` had, waiting for its event up to `timeout` (a
+    /// navigation's load completes on another channel than its events).
+    pub(super) async fn document_after(
+        &self,
+        seen: u64,
+        timeout: Duration,
+    ) -> Option<crate::browser::DocumentStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let d = self
+                    .document
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if d.0 > seen {
+                    return d.1.clone();
+                }
+            }
+            tokio::select! {
+                () = &mut changed => {}
+                () = tokio::time::sleep_until(deadline) => return None,
+            }
+        }
     }
 
     /// The events recorded since the last call.

@@ -65,6 +65,9 @@ pub(super) struct ChromePage {
     dead: CancellationToken,
     /// Requests in flight, for `network_idle`.
     net: Arc<network::Network>,
+    /// How many main-frame documents had answered when the last
+    /// `navigate` began, so `document_status` reports that navigation's.
+    documents_before_navigate: std::sync::atomic::AtomicU64,
     /// Called once when the page is closed by its run (opens the
     /// session's spare page).
     on_close: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
@@ -107,6 +110,7 @@ impl ChromePage {
             closed,
             dead,
             net,
+            documents_before_navigate: std::sync::atomic::AtomicU64::new(0),
             on_close: std::sync::Mutex::new(None),
         }
     }
@@ -365,6 +369,8 @@ const MARGIN: Duration = Duration::from_millis(1500);
 #[async_trait]
 impl Page for ChromePage {
     async fn navigate(&self, url: &str, timeout: Duration) -> Result<(), PageError> {
+        self.documents_before_navigate
+            .store(self.net.documents(), std::sync::atomic::Ordering::SeqCst);
         self.guard(timeout, async {
             self.page.goto(url).await.map(drop).map_err(|e| match e {
                 CdpError::Ws(_) | CdpError::ChannelSendError(_) => {
@@ -384,6 +390,13 @@ impl Page for ChromePage {
             },
             other => other,
         })
+    }
+
+    async fn document_status(&self) -> Option<crate::browser::DocumentStatus> {
+        let seen = self
+            .documents_before_navigate
+            .load(std::sync::atomic::Ordering::SeqCst);
+        self.net.document_after(seen, Duration::from_secs(1)).await
     }
 
     async fn reload(&self, timeout: Duration) -> Result<(), PageError> {

@@ -709,6 +709,11 @@ impl Page for SimTab {
         .await
     }
 
+    async fn document_status(&self) -> Option<crate::browser::DocumentStatus> {
+        // Simulated pages have no HTTP answer.
+        None
+    }
+
     async fn exists(&self, sel: &Selectors) -> Result<bool, PageError> {
         self.call("exists", &sel.to_string(), |t| Ok(t.find(sel).is_some()))
             .await

@@ -171,6 +171,35 @@ fn fixture_answer(url: &str, v: &serde_json::Value) -> Answer {
 }
 
 impl ScriptContext {
+    /// The per-host pauses, when requests are real (not a fixture's).
+    pub(super) fn politeness(&self) -> Option<Arc<crate::script::politeness::Politeness>> {
+        match &self.http {
+            Http::Client { polite, .. } => Some(polite.clone()),
+            Http::Fixture(_) => None,
+        }
+    }
+
+    /// Refuses primitive `name`'s request to `host` while the host is
+    /// paused: a monitor is skipped this cycle, quietly (the pause was
+    /// logged once when it began); a step fails with why.
+    pub(super) fn honour_pause(
+        &self,
+        polite: &crate::script::politeness::Politeness,
+        name: &str,
+        args: &str,
+        host: Option<&str>,
+    ) -> R<()> {
+        let Some(h) = host else { return Ok(()) };
+        let Err(msg) = polite.check(h) else {
+            return Ok(());
+        };
+        self.trace(name, args, Err(&msg), Duration::ZERO);
+        if self.page.is_none() {
+            return Err(self.terminate(End::Step(crate::flow::StepEnd::Paused(msg))));
+        }
+        Err(self.error(format!("{name}({args}): {msg}")))
+    }
+
     /// GETs `url` for primitive `name`, honouring the host's pause and
     /// recording its answer.
     fn get(&self, name: &str, args: &str, url: &str, headers: Vec<(String, String)>) -> R<Answer> {
@@ -189,17 +218,7 @@ impl ScriptContext {
             Http::Client { client, polite } => (client.clone(), polite.clone()),
         };
         let host = host_of(url);
-        if let Some(h) = &host
-            && let Err(msg) = polite.check(h)
-        {
-            self.trace(name, args, Err(&msg), Duration::ZERO);
-            if self.page.is_none() {
-                // A monitor: skip the target this cycle, quietly; the pause
-                // was logged once when it began.
-                return Err(self.terminate(End::Step(crate::flow::StepEnd::Paused(msg))));
-            }
-            return Err(self.error(format!("{name}({args}): {msg}")));
-        }
+        self.honour_pause(&polite, name, args, host.as_deref())?;
         // The session's cookies for the URL are looked up inside the same
         // bounded, traced call; a page that cannot tell sends none.
         let page = self.page.clone();

@@ -16,17 +16,30 @@ pub(super) fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
         engine,
         "navigate",
         &["url: &str", "()"],
-        "Loads `url` in the run's page and waits for it to load.\nBounded by `browser.timeout`.",
+        "Loads `url` in the run's page and waits for it to load.\nBounded by `browser.timeout`. A host that answered a page load with 429 or\n503 (and `Retry-After`) is paused, as for `http_get`: loading from it fails\nuntil the pause ends.",
         move |url: &str| -> R<()> {
             let p = c.page("navigate")?;
             let a = c.action();
-            c.block(
+            let args = format!("{url:?}");
+            let polite = c.politeness();
+            let host = crate::script::politeness::host_of(url);
+            if let Some(polite) = &polite {
+                c.honour_pause(polite, "navigate", &args, host.as_deref())?;
+            }
+            let status = c.block(
                 "navigate",
-                &format!("{url:?}"),
+                &args,
                 a,
-                p.navigate(url, a),
-                |()| String::new(),
-            )
+                async {
+                    p.navigate(url, a).await?;
+                    Ok(p.document_status().await)
+                },
+                |_| String::new(),
+            )?;
+            if let (Some(polite), Some(h), Some((st, retry_after))) = (&polite, &host, status) {
+                polite.record(h, st, retry_after.as_deref());
+            }
+            Ok(())
         }
     );
     let c = cx.clone();
