@@ -166,15 +166,14 @@ pub enum AccountError {
     Write { path: PathBuf, reason: String },
     #[error(
         "account `{account}`{shop} is in use by another baton process{holder} (`{path}` is locked); stop it first, or let it do the work",
-        shop = shop.as_ref().map(|s| format!(" on {s}")).unwrap_or_default(),
-        holder = pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+        shop = shop.as_ref().map(|s| format!(" on {s}")).unwrap_or_default()
     )]
     InUse {
         account: AccountId,
         /// The shop's origin, when the account's pages name one.
         shop: Option<String>,
-        /// The holder's pid, as it wrote it into the lock file.
-        pid: Option<u32>,
+        /// Who holds it, as it wrote it into the lock file: ` (pid N)`.
+        holder: String,
         path: PathBuf,
     },
     #[error(
@@ -291,10 +290,24 @@ fn private_runtime_dir(dir: &Path) -> Result<(), AccountError> {
     Ok(())
 }
 
-/// Takes the advisory lock on `path` and writes this process's pid into
-/// it; the inner `Err` when another process holds it, with the pid it
-/// wrote (`None` if it has not written it yet).
-fn lock_file(path: &Path) -> Result<Result<File, Option<u32>>, std::io::Error> {
+/// How a process holds an account's machine-wide lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sharing {
+    /// Alone: no other process may drive the account.
+    Alone,
+    /// As an instance of a cluster (`cluster:`), whose Redis lease keeps
+    /// its instances' runs on the account apart: other instances may hold
+    /// it too, a baton outside the cluster may not.
+    Cluster,
+}
+
+/// Who holds a lock, as its holder wrote it into the file.
+const CLUSTER_HOLDER: &str = "cluster";
+
+/// Takes the advisory lock on `path` (shared for [`Sharing::Cluster`]) and
+/// writes who holds it: this process's pid, or `cluster`. The inner `Err`
+/// when another process holds it, with what it wrote.
+fn lock_file(path: &Path, sharing: Sharing) -> Result<Result<File, String>, std::io::Error> {
     use std::io::{Read, Seek, Write};
     let mut file = OpenOptions::new()
         .create(true)
@@ -302,17 +315,33 @@ fn lock_file(path: &Path) -> Result<Result<File, Option<u32>>, std::io::Error> {
         .read(true)
         .write(true)
         .open(path)?;
-    match file.try_lock() {
+    let taken = match sharing {
+        Sharing::Alone => file.try_lock(),
+        Sharing::Cluster => file.try_lock_shared(),
+    };
+    match taken {
         Ok(()) => {
+            // Shared holders all write the same word, so their writes
+            // cannot garble each other.
             file.set_len(0)?;
             file.seek(std::io::SeekFrom::Start(0))?;
-            writeln!(file, "{}", std::process::id())?;
+            match sharing {
+                Sharing::Alone => writeln!(file, "{}", std::process::id())?,
+                Sharing::Cluster => writeln!(file, "{CLUSTER_HOLDER}")?,
+            }
             Ok(Ok(file))
         }
         Err(fs::TryLockError::WouldBlock) => {
             let mut text = String::new();
             let _ = file.take(64).read_to_string(&mut text);
-            Ok(Err(text.trim().parse().ok()))
+            let text = text.trim();
+            Ok(Err(if text == CLUSTER_HOLDER {
+                " (the instances of a cluster on this machine)".to_owned()
+            } else if let Ok(pid) = text.parse::<u32>() {
+                format!(" (pid {pid})")
+            } else {
+                String::new()
+            }))
         }
         Err(fs::TryLockError::Error(e)) => Err(e),
     }
@@ -384,33 +413,43 @@ impl AccountStore {
     /// Claims the account for this process, or says it is in use (and by
     /// which pid): first in this state directory, then machine-wide by
     /// its identity.
-    pub fn lock(&self, account: &AccountId, who: &Identity) -> Result<AccountLock, AccountError> {
+    pub fn lock(
+        &self,
+        account: &AccountId,
+        who: &Identity,
+        sharing: Sharing,
+    ) -> Result<AccountLock, AccountError> {
         let state = self.dir.join(format!("{account}.lock"));
         create_private_dir(&self.dir).map_err(|e| AccountError::Write {
             path: state.clone(),
             reason: e.to_string(),
         })?;
-        let state = Self::take(account, who, state)?;
+        let state = Self::take(account, who, state, Sharing::Alone)?;
         private_runtime_dir(&self.runtime)?;
         let machine = self.runtime.join("accounts");
         create_private_dir(&machine).map_err(|e| AccountError::RuntimeDir {
             path: machine.clone(),
             reason: format!("cannot be created: {e}"),
         })?;
-        let machine = Self::take(account, who, machine.join(who.file_name()))?;
+        let machine = Self::take(account, who, machine.join(who.file_name()), sharing)?;
         Ok(AccountLock {
             _state: state,
             _machine: machine,
         })
     }
 
-    fn take(account: &AccountId, who: &Identity, path: PathBuf) -> Result<File, AccountError> {
-        match lock_file(&path) {
+    fn take(
+        account: &AccountId,
+        who: &Identity,
+        path: PathBuf,
+        sharing: Sharing,
+    ) -> Result<File, AccountError> {
+        match lock_file(&path, sharing) {
             Ok(Ok(file)) => Ok(file),
-            Ok(Err(pid)) => Err(AccountError::InUse {
+            Ok(Err(holder)) => Err(AccountError::InUse {
                 account: account.clone(),
                 shop: who.origin.clone(),
-                pid,
+                holder,
                 path,
             }),
             Err(e) => Err(AccountError::Write {
@@ -470,15 +509,19 @@ mod tests {
             user: user.into(),
             fallback: None,
         };
-        let held = store.lock(&ada, &who("ada")).unwrap();
-        let err = store.lock(&ada, &who("ada")).unwrap_err();
+        let held = store.lock(&ada, &who("ada"), Sharing::Alone).unwrap();
+        let err = store.lock(&ada, &who("ada"), Sharing::Alone).unwrap_err();
         assert!(
-            matches!(err, AccountError::InUse { pid: Some(p), .. } if p == std::process::id()),
+            matches!(&err, AccountError::InUse { holder, .. } if *holder == format!(" (pid {})", std::process::id())),
             "{err}"
         );
-        assert!(store.lock(&AccountId::new("grace"), &who("grace")).is_ok());
+        assert!(
+            store
+                .lock(&AccountId::new("grace"), &who("grace"), Sharing::Alone)
+                .is_ok()
+        );
         drop(held);
-        assert!(store.lock(&ada, &who("ada")).is_ok());
+        assert!(store.lock(&ada, &who("ada"), Sharing::Alone).is_ok());
     }
 
     /// Two state directories, one shop account: the second is refused
@@ -497,10 +540,18 @@ mod tests {
             fallback: None,
         };
         let _held = a
-            .lock(&AccountId::new("ada"), &who("ada@example.com"))
+            .lock(
+                &AccountId::new("ada"),
+                &who("ada@example.com"),
+                Sharing::Alone,
+            )
             .unwrap();
         let err = b
-            .lock(&AccountId::new("main"), &who("ada@example.com"))
+            .lock(
+                &AccountId::new("main"),
+                &who("ada@example.com"),
+                Sharing::Alone,
+            )
             .unwrap_err();
         let text = err.to_string();
         assert!(
@@ -513,11 +564,50 @@ mod tests {
             "the user name is a secret's value: {text}"
         );
         assert!(
-            b.lock(&AccountId::new("main"), &who("grace@example.com"))
-                .is_ok()
+            b.lock(
+                &AccountId::new("main"),
+                &who("grace@example.com"),
+                Sharing::Alone
+            )
+            .is_ok()
         );
         let mode = fs::metadata(&rt).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o700, "{mode:o}");
+    }
+
+    /// Instances of a cluster share the account (their Redis lease keeps
+    /// their runs apart); a baton outside the cluster is refused while any
+    /// of them holds it, and they are refused while it does.
+    #[test]
+    fn cluster_instances_share_an_account_and_keep_others_out() {
+        let runtime = tempfile::tempdir().unwrap();
+        let rt = runtime.path().join("baton");
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let store = |i: usize| AccountStore::with_runtime_dir(dirs[i].path(), rt.clone());
+        let who = Identity {
+            origin: Some("https://shop.example".into()),
+            user: "ada".into(),
+            fallback: None,
+        };
+        let ada = AccountId::new("ada");
+        let one = store(0).lock(&ada, &who, Sharing::Cluster).unwrap();
+        let two = store(1).lock(&ada, &who, Sharing::Cluster).unwrap();
+        let err = store(2)
+            .lock(&ada, &who, Sharing::Alone)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("the instances of a cluster"), "{err}");
+        drop((one, two));
+        let alone = store(2).lock(&ada, &who, Sharing::Alone).unwrap();
+        let err = store(0)
+            .lock(&ada, &who, Sharing::Cluster)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+        drop(alone);
     }
 
     /// A runtime directory someone else could write to is refused, not
@@ -533,7 +623,9 @@ mod tests {
             user: "ada".into(),
             fallback: None,
         };
-        let err = store.lock(&AccountId::new("ada"), &who).unwrap_err();
+        let err = store
+            .lock(&AccountId::new("ada"), &who, Sharing::Alone)
+            .unwrap_err();
         assert!(matches!(err, AccountError::RuntimeDir { .. }), "{err}");
     }
 

@@ -262,7 +262,15 @@ impl App {
         let store = crate::account::AccountStore::new(&cfg.state_dir);
         let mut account_locks = Vec::new();
         for a in cfg.accounts.values() {
-            account_locks.push(store.lock(&a.id, &crate::account::Identity::of(&cfg, a))?);
+            account_locks.push(store.lock(
+                &a.id,
+                &crate::account::Identity::of(&cfg, a),
+                if cfg.cluster.is_some() {
+                    crate::account::Sharing::Cluster
+                } else {
+                    crate::account::Sharing::Alone
+                },
+            )?);
             if let Some(saved) = store.load(&a.id)? {
                 browser.seed(a.session, saved).await?;
             } else {

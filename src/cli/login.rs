@@ -52,7 +52,11 @@ pub(super) async fn run(args: Args) -> Result<(), Failure> {
     };
     let store = AccountStore::new(&cfg.state_dir);
     let _lock = store
-        .lock(&account.id, &crate::account::Identity::of(&cfg, &account))
+        .lock(
+            &account.id,
+            &crate::account::Identity::of(&cfg, &account),
+            crate::account::Sharing::Alone,
+        )
         .map_err(|e| Failure::runtime(e.to_string()))?;
 
     if let Some(file) = &args.import {
