@@ -50,6 +50,7 @@ Examples:
   baton dry-run scripts/checkout.rhai --target 1001 --offline tests/fixtures/checkout.yaml
   baton state                                 every target's status
   baton state resolve 1001 --as completed     settle an in_doubt target
+  baton cluster accept-loss                   claim again after Redis lost its data
   baton login ada                             log an account in by hand, keep the session
   baton login ada --check                     is the saved session still logged in?
   baton notify test                           send a test message to every channel
@@ -190,6 +191,14 @@ enum Cmd {
         #[command(subcommand)]
         action: Option<StateCmd>,
     },
+    /// Settle this instance's view of its cluster (`cluster:`).
+    #[command(after_help = "Examples:\n  baton cluster accept-loss")]
+    Cluster {
+        #[arg(short, long, default_value = "flows.yaml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: ClusterCmd,
+    },
     /// Print the script API as a Rhai definition file, for the Rhai
     /// language server.
     #[command(after_help = "Examples:\n  baton defs > scripts/baton.d.rhai")]
@@ -208,6 +217,14 @@ enum NotifyCmd {
         /// A channel under `notify.channels`; all of them without it.
         channel: Option<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterCmd {
+    /// After Redis lost its data, let this instance claim again at its next
+    /// start. Run it once the targets its message named are settled (or
+    /// Redis was restored from its AOF or RDB).
+    AcceptLoss,
 }
 
 #[derive(Subcommand, Debug)]
@@ -351,7 +368,30 @@ async fn dispatch(cmd: Cmd, opts: Options, recent: Recent) -> Result<(), Failure
         }
         Cmd::DemoShop { port, profile } => demo_shop(port, profile).await,
         Cmd::State { config, action } => state_cmd(&config, action.unwrap_or(StateCmd::Show)).await,
+        Cmd::Cluster { config, action } => cluster_cmd(&config, &action),
         Cmd::Defs { out } => defs(out, opts),
+    }
+}
+
+fn cluster_cmd(config: &Path, action: &ClusterCmd) -> Result<(), Failure> {
+    let cfg = load(config)?;
+    if cfg.cluster.is_none() {
+        return Err(Failure::usage(format!(
+            "{} has no `cluster:` section; there is nothing to accept",
+            cfg.file.display()
+        )));
+    }
+    match action {
+        ClusterCmd::AcceptLoss => {
+            let mut memory =
+                crate::cluster::Memory::load(&cfg.state_dir).map_err(Failure::runtime)?;
+            memory.accept_loss = true;
+            memory.save(&cfg.state_dir).map_err(Failure::runtime)?;
+            answer(&format!(
+                "accepted: at its next start this instance takes the cluster's epoch as Redis has it now and claims again ({})\n",
+                cfg.state_dir.join(crate::cluster::MEMORY_FILE).display()
+            ))
+        }
     }
 }
 

@@ -29,6 +29,15 @@
 //!   markers: the epoch no longer matches, the instance stops dispatching
 //!   and writes back the markers its own state knows, and says so, rather
 //!   than buy again what another instance bought.
+//! - **Memory.** Each instance keeps, in `STATE_DIR/cluster.json`, the
+//!   epoch it last saw and a copy of every commit marker it last saw in
+//!   Redis (refreshed by the heartbeat). A restarted instance that finds
+//!   the epoch changed or gone knows Redis lost its data while it was
+//!   away: it writes back the markers it had copied (another instance's
+//!   `committing`, left by a kill inside its commit, would otherwise be
+//!   lost with Redis), names them, and claims nothing until an operator
+//!   runs `baton cluster accept-loss`: markers written after its last copy
+//!   are unknown, so only a person can say the shop is settled.
 //! - **Presence.** Each instance writes a heartbeat; the dashboard lists
 //!   the live peers.
 
@@ -162,6 +171,53 @@ struct Inner {
     state: std::sync::OnceLock<Arc<StateStore>>,
     /// Whether they were written before the first claim.
     published: std::sync::atomic::AtomicBool,
+    /// The last copy of the markers written to `cluster.json`, so the
+    /// heartbeat writes only when they change.
+    mirrored: Mutex<Option<std::collections::BTreeMap<String, String>>>,
+}
+
+/// What an instance remembers of its cluster across restarts:
+/// `STATE_DIR/cluster.json`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct Memory {
+    /// The epoch this instance last held to.
+    #[serde(default)]
+    pub epoch: Option<String>,
+    /// Set by `baton cluster accept-loss`: at its next contact the
+    /// instance takes the epoch Redis has now (or starts a new one).
+    #[serde(default)]
+    pub accept_loss: bool,
+    /// Every commit marker last seen in Redis: key (without the
+    /// namespace) → value.
+    #[serde(default)]
+    pub markers: std::collections::BTreeMap<String, String>,
+    /// When they were seen.
+    #[serde(default, with = "crate::time::rfc3339_opt")]
+    pub seen_at: Option<SystemTime>,
+}
+
+/// The file [`Memory`] lives in, in the state directory.
+pub const MEMORY_FILE: &str = "cluster.json";
+
+impl Memory {
+    /// The memory in `state_dir`; empty when there is none. A file that
+    /// cannot be read is an error: it is what protects other instances'
+    /// markers.
+    pub fn load(state_dir: &std::path::Path) -> Result<Memory, String> {
+        let path = state_dir.join(MEMORY_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                serde_json::from_str(&text).map_err(|e| format!("`{}`: {e}", path.display()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Memory::default()),
+            Err(e) => Err(format!("`{}`: {e}", path.display())),
+        }
+    }
+
+    /// Writes it whole or not at all.
+    pub fn save(&self, state_dir: &std::path::Path) -> Result<(), String> {
+        crate::state::write_atomic(state_dir, MEMORY_FILE, self).map_err(|e| e.to_string())
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -317,6 +373,7 @@ impl Cluster {
                 runtime: tokio::runtime::Handle::current(),
                 state: std::sync::OnceLock::new(),
                 published: std::sync::atomic::AtomicBool::new(false),
+                mirrored: Mutex::new(None),
             }),
         })
     }
@@ -446,6 +503,17 @@ impl Cluster {
             return Ok(e);
         }
         let key = self.key("epoch");
+        let mut memory = self.memory()?;
+        if let Some(old) = memory.as_ref().and_then(|m| m.epoch.clone()) {
+            let now: Option<String> = self
+                .call(async |c| redis::cmd("GET").arg(&key).query_async(c).await)
+                .await?;
+            if now.as_deref() != Some(old.as_str())
+                && !memory.as_ref().is_some_and(|m| m.accept_loss)
+            {
+                return Err(self.lost_while_away(&old, now.as_deref()).await);
+            }
+        }
         let mine = format!("{:016x}", rand::random::<u64>());
         let e: String = self
             .call(async |c| {
@@ -458,6 +526,18 @@ impl Cluster {
                 redis::cmd("GET").arg(&key).query_async(c).await
             })
             .await?;
+        if let (Some(m), Some(dir)) = (memory.as_mut(), self.state_dir()) {
+            if m.accept_loss {
+                tracing::warn!(
+                    "cluster: the operator accepted the loss of Redis's data; this instance now holds to epoch {e}"
+                );
+            }
+            m.accept_loss = false;
+            m.epoch = Some(e.clone());
+            if let Err(why) = m.save(&dir) {
+                tracing::warn!(error = %why, "cluster: cannot remember the epoch");
+            }
+        }
         *self
             .inner
             .epoch
@@ -466,24 +546,186 @@ impl Cluster {
         Ok(e)
     }
 
+    /// The attached state's directory.
+    fn state_dir(&self) -> Option<std::path::PathBuf> {
+        self.inner.state.get().map(|s| s.dir().to_owned())
+    }
+
+    /// The memory in the attached state's directory (`None` without one).
+    /// Unreadable, it stops claims as a lost store would: it is what keeps
+    /// other instances' markers.
+    fn memory(&self) -> Result<Option<Memory>, Refusal> {
+        let Some(dir) = self.state_dir() else {
+            return Ok(None);
+        };
+        Memory::load(&dir).map(Some).map_err(|why| {
+            tracing::error!(
+                "cluster: cannot read what this instance remembers of the cluster: {why}"
+            );
+            self.set_state("store_lost", Some(format!("cannot read {why}")));
+            Refusal::StoreLost
+        })
+    }
+
+    /// Redis's epoch is not the one this instance held to when it last
+    /// ran: its data was lost meanwhile. Writes back every marker this
+    /// instance had copied and its own state's, names the ones only other
+    /// instances knew, and stops until an operator accepts the loss.
+    async fn lost_while_away(&self, old: &str, now: Option<&str>) -> Refusal {
+        let restored = self.restore_mirror().await;
+        if let Err(e) = self.republish(&self.known()).await {
+            tracing::warn!(error = %e, "cluster: the markers this instance knows were not written back");
+        }
+        let memory = self.memory().ok().flatten().unwrap_or_default();
+        let others = self.others_markers(&memory);
+        let seen = memory
+            .seen_at
+            .map_or_else(|| "never".to_owned(), crate::time::format);
+        let message = format!(
+            "the cluster's Redis lost its data while this instance was stopped (epoch {old}, now {}). \
+             Wrote back {restored} commit marker(s) from this instance's copy (taken {seen}){}. \
+             Markers written after that copy are not known to anyone: restore Redis from its AOF or RDB if you can; \
+             otherwise check those targets on the shop and settle them. \
+             Then run `baton cluster accept-loss` and start this instance again; until then it claims nothing.",
+            now.unwrap_or("none"),
+            if others.is_empty() {
+                String::new()
+            } else {
+                format!("; unsafe without them: {}", others.join(", "))
+            }
+        );
+        tracing::error!("{message}");
+        self.set_state("store_lost", Some(message));
+        Refusal::StoreLost
+    }
+
+    /// The markers of other instances in `memory`: `1001 (committing by a)`.
+    fn others_markers(&self, memory: &Memory) -> Vec<String> {
+        let me = self.prefix();
+        memory
+            .markers
+            .iter()
+            .filter(|(_, v)| !v.starts_with(&me))
+            .map(|(k, v)| {
+                let (kind, target) = k.split_once(':').unwrap_or(("marker", k));
+                format!("{target} ({kind} by {})", holder(Some(v)))
+            })
+            .collect()
+    }
+
+    /// Writes back every marker of the last copy (`SET NX`: never over
+    /// one Redis has). Returns how many were written.
+    async fn restore_mirror(&self) -> usize {
+        let Ok(Some(memory)) = self.memory() else {
+            return 0;
+        };
+        let mut written = 0;
+        for (k, v) in &memory.markers {
+            let key = self.key(k);
+            let set: Result<Option<String>, _> = self
+                .call(async |c| {
+                    redis::cmd("SET")
+                        .arg(&key)
+                        .arg(v)
+                        .arg("NX")
+                        .query_async(c)
+                        .await
+                })
+                .await;
+            written += usize::from(matches!(set, Ok(Some(_))));
+        }
+        written
+    }
+
+    /// Copies every commit marker in Redis into the memory, when they
+    /// changed since the last copy.
+    async fn mirror(&self) {
+        let Some(dir) = self.state_dir() else { return };
+        let ns = format!("{}:", self.inner.cfg.namespace);
+        let mut markers = std::collections::BTreeMap::new();
+        for kind in ["committing", "committed"] {
+            let pattern = format!("{ns}{kind}:*");
+            let keys: Result<Vec<String>, _> = self
+                .call(async |c| {
+                    let mut keys = Vec::new();
+                    let mut cursor: u64 = 0;
+                    loop {
+                        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                            .arg(cursor)
+                            .arg("MATCH")
+                            .arg(&pattern)
+                            .arg("COUNT")
+                            .arg(500)
+                            .query_async(c)
+                            .await?;
+                        keys.extend(batch);
+                        if next == 0 {
+                            return Ok(keys);
+                        }
+                        cursor = next;
+                    }
+                })
+                .await;
+            let Ok(keys) = keys else { return };
+            if keys.is_empty() {
+                continue;
+            }
+            let values: Result<Vec<Option<String>>, _> = self
+                .call(async |c| redis::cmd("MGET").arg(&keys).query_async(c).await)
+                .await;
+            let Ok(values) = values else { return };
+            for (k, v) in keys.into_iter().zip(values) {
+                if let (Some(rest), Some(v)) = (k.strip_prefix(&ns), v) {
+                    markers.insert(rest.to_owned(), v);
+                }
+            }
+        }
+        let mut last = self
+            .inner
+            .mirrored
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.as_ref() == Some(&markers) {
+            return;
+        }
+        let Ok(Some(mut memory)) = self.memory() else {
+            return;
+        };
+        memory.markers = markers.clone();
+        memory.seen_at = Some(SystemTime::now());
+        match memory.save(&dir) {
+            Ok(()) => *last = Some(markers),
+            Err(why) => tracing::warn!(error = %why, "cluster: cannot keep a copy of the markers"),
+        }
+    }
+
     /// Redis answered with another epoch than ours: its data is gone.
     /// The first time, this instance writes back what its state knows
     /// (best effort: another instance may claim from the emptied store
     /// first, hence the persistence scaling.md asks for).
     async fn lost_store(&self) -> Refusal {
         if !self.store_lost() {
+            let restored = self.restore_mirror().await;
             if let Err(e) = self.republish(&self.known()).await {
                 tracing::warn!(error = %e, "cluster: the markers this instance knows were not written back");
             }
-            tracing::error!(
-                redis = %self.inner.cfg.redacted_url(),
-                "the cluster's Redis lost its data (its epoch changed); this instance writes back the markers it knows and dispatches nothing until restarted. Give Redis persistence (appendonly yes) — see docs/scaling.md"
+            let memory = self.memory().ok().flatten().unwrap_or_default();
+            let others = self.others_markers(&memory);
+            let message = format!(
+                "the cluster's Redis lost its data (its epoch changed). This instance wrote back its own markers and {restored} from its copy of the others'{}; \
+                 markers written since that copy are not known to anyone. It claims nothing from now on. \
+                 Restore Redis from its AOF or RDB if you can; otherwise check those targets on the shop and settle them, \
+                 then run `baton cluster accept-loss` on each instance and restart it. Give Redis persistence (appendonly yes): see docs/scaling.md",
+                if others.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (unsafe without them: {})", others.join(", "))
+                }
             );
+            tracing::error!(redis = %self.inner.cfg.redacted_url(), "{message}");
+            self.set_state("store_lost", Some(message));
+            return Refusal::StoreLost;
         }
-        self.set_state(
-            "store_lost",
-            Some("the epoch changed: Redis lost its data".into()),
-        );
         Refusal::StoreLost
     }
 
@@ -692,6 +934,7 @@ impl Cluster {
             }
             Err(_) => return,
         }
+        self.mirror().await;
         let members = self.key("instances");
         let me = self.inner.cfg.instance.clone();
         let now = now_ms();

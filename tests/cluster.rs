@@ -651,6 +651,135 @@ async fn an_instance_killed_in_its_commit_leaves_the_target_to_nobody() {
     common::live::assert_no_chromium(&b.profile()).await;
 }
 
+/// Issue 24.5: a kill inside a's commit, then Redis loses everything
+/// (FLUSHALL). b, which had copied a's `committing` marker, writes it back
+/// and names it; restarted, b claims nothing (not even its own other
+/// target) until an operator runs `baton cluster accept-loss`; after that
+/// it buys its other target, and a's target stays a's: bought once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_flushall_a_restart_claims_nothing_until_the_loss_is_accepted() {
+    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let r = Redis::start().await;
+    let (shop, stop_shop) = shared_shop().await;
+    let a = instance(&shop.url(), &r.url(), "a", "2s", &target("1001", 60.0));
+    let b = instance(
+        &shop.url(),
+        &r.url(),
+        "b",
+        "2s",
+        &[target("1001", 60.0), target("1002", 30.0)].concat(),
+    );
+    ShopApi::new(&shop.url())
+        .post("/admin/delay/place_order/5000?times=1")
+        .await;
+    let (mut child, mut log) = spawn_baton(&a);
+    until_line(&mut log, "committing").await;
+    shop.shop.arrived("place_order", 1).await;
+    kill_9(&child, &a);
+    child.wait().await.unwrap();
+    // 1002 is out of stock until after the loss, so b has bought nothing
+    // of its own when Redis loses its data.
+    ShopApi::new(&shop.url()).post("/admin/stock/1002/0").await;
+
+    // b runs until its copy of the markers holds a's.
+    let app = start(&b, None).await;
+    let cluster = app.cluster.clone().unwrap();
+    let stop = app.shutdown.clone();
+    let run = tokio::spawn(app.run());
+    let memory = b.dir.path().join(".baton/cluster.json");
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let m = baton::cluster::Memory::load(memory.parent().unwrap()).unwrap();
+            if m.markers
+                .get("committing:1001")
+                .is_some_and(|v| v.starts_with("a|"))
+            {
+                break;
+            }
+            // The heartbeat writes the copy every third of a lease; no
+            // event tells the test when.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("b never copied a's marker");
+
+    let mut c = r.conn().await;
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
+    let mut health = cluster.health_changes();
+    let lost = tokio::time::timeout(
+        Duration::from_secs(30),
+        health.wait_for(|h| h.state == "store_lost"),
+    )
+    .await
+    .expect("b did not notice the loss")
+    .unwrap()
+    .clone();
+    let why = lost.last_error.unwrap_or_default();
+    assert!(
+        why.contains("1001 (committing by a)") && why.contains("accept-loss"),
+        "{why}"
+    );
+    stop.cancel();
+    run.await.unwrap();
+    // The handle holds the state store (and its lock) while it lives.
+    drop((cluster, health));
+
+    // Restarted: a's marker is back in Redis and b claims nothing, though
+    // 1002 is in stock now.
+    let marker: Option<String> = redis::cmd("GET")
+        .arg("baton:committing:1001")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(
+        marker.as_deref().is_some_and(|m| m.starts_with("a|")),
+        "{marker:?}"
+    );
+    ShopApi::new(&shop.url()).post("/admin/stock/1002/50").await;
+    let app = start(&b, Some(3)).await;
+    let cluster = app.cluster.clone().unwrap();
+    app.run().await;
+    let h = cluster.health();
+    assert_eq!(h.state, "store_lost");
+    assert!(
+        h.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("1001 (committing by a)")),
+        "{h:?}"
+    );
+    drop(cluster);
+    shop.shop.quiesce().await;
+    assert_eq!(
+        shop.shop.orders_per_product().get("1002"),
+        None,
+        "b claimed before the loss was accepted"
+    );
+
+    // The operator settles, accepts; b buys 1002, and 1001 stays a's.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["cluster", "accept-loss", "--config"])
+        .arg(b.config())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let app = start(&b, Some(2)).await;
+    let state = app.state.clone();
+    app.run().await;
+    shop.shop.quiesce().await;
+    assert_eq!(state.get("1002").status, Status::Completed);
+    let orders = shop.shop.orders_per_product();
+    assert_eq!(orders.get("1001"), Some(&1), "{orders:?}");
+    assert_eq!(orders.get("1002"), Some(&1), "{orders:?}");
+    stop_shop.cancel();
+    common::live::assert_no_chromium(&a.profile()).await;
+    common::live::assert_no_chromium(&b.profile()).await;
+}
+
 /// Redis restarted mid-run: while it is down both instances stop
 /// dispatching (and say so on their dashboards' cluster health), neither
 /// crashes, and once it is back they finish buying: every target once.
