@@ -51,6 +51,8 @@ fn record(i: u64) -> RunRecord {
         ],
         screenshot: None,
         trace: None,
+        repeats: None,
+        first_at: None,
     }
 }
 

@@ -156,6 +156,8 @@ pub async fn execute(
         trace: recorder
             .is_some()
             .then(|| crate::trace::TraceStore::record_name(guard.run_id())),
+        repeats: None,
+        first_at: None,
     };
 
     let state = deps.state.clone();

@@ -10,7 +10,10 @@
 //!   one, never a mix or nothing (I6, proven by `tests/crash.rs`).
 //! - `history.jsonl`, one JSON record per finished run, appended and
 //!   fdatasynced. A crash can only cut the record being written; the cut
-//!   tail is dropped when the store is next opened.
+//!   tail is dropped when the store is next opened. Watching runs that end
+//!   as the target's previous one did (`ready`, same outcome, every 30 s
+//!   for days) are held back and written as one record with `repeats` and
+//!   `first_at`; failures and purchases are always one record each.
 //!
 //! A store has one writer: the process that holds `state.lock` (an advisory
 //! lock, released by the OS when the process dies). Others read the
@@ -237,6 +240,52 @@ pub struct RunRecord {
     /// on (`traces/r12.json`; only the last runs' are kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<String>,
+    /// When this record stands for several runs in a row that ended alike
+    /// (a target watched every cycle, `ready` for the same outcome): how
+    /// many. The record is the last of them; `first_at` is when the first
+    /// started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeats: Option<u32>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::time::rfc3339_opt"
+    )]
+    pub first_at: Option<SystemTime>,
+}
+
+/// Runs of a target that ended as the one before them are held back and
+/// written as one record: at most this many ...
+const MAX_REPEATS: u32 = 1000;
+/// ... or this long after the first of them started, so a crash loses the
+/// count of an hour's watching at most (never an outcome: the first run of
+/// a streak is always written).
+const MAX_REPEAT_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// What a run ended as, for telling repeats apart.
+type RepeatKey = (String, Status, Option<String>);
+
+/// A target's streak of runs that ended alike.
+#[derive(Debug)]
+struct Streak {
+    key: RepeatKey,
+    /// The last run held back, how many are, and when the first started.
+    held: Option<(RunRecord, u32, SystemTime)>,
+}
+
+impl RunRecord {
+    /// Whether a repeat of it may be held back: a watching run that left
+    /// the target `ready` with nothing else to tell (no error, no order, no
+    /// screenshot). Failures and purchases are always written one by one.
+    fn repeat_key(&self) -> Option<RepeatKey> {
+        (self.status == Status::Ready
+            && self.error.is_none()
+            && self.order.is_none()
+            && !self.committed
+            && self.screenshot.is_none()
+            && self.cancelled.is_none())
+        .then(|| (self.flow.clone(), self.status, self.outcome.clone()))
+    }
 }
 
 impl RunRecord {
@@ -407,6 +456,23 @@ pub enum StateError {
     NewerFormat { path: PathBuf, found: u32 },
 }
 
+/// A held-back streak as the one record that stands for it.
+fn repeated((mut last, count, since): (RunRecord, u32, SystemTime)) -> RunRecord {
+    if count > 1 {
+        last.repeats = Some(count);
+        last.first_at = Some(since);
+    }
+    last
+}
+
+impl Drop for StateStore {
+    fn drop(&mut self) {
+        if let Err(e) = self.flush_history() {
+            tracing::warn!(error = %e, "the last repeated runs' history record was not written");
+        }
+    }
+}
+
 /// The store. Methods take `&self` and serialise writers on an internal
 /// mutex; callers in async code run them on a blocking thread.
 #[derive(Debug)]
@@ -421,6 +487,9 @@ pub struct StateStore {
     /// Writes still to fail, for tests of a full disk (see
     /// [`StateStore::fail_next_writes`]).
     failing: std::sync::atomic::AtomicU32,
+    /// Each target's streak of runs that ended alike; the held-back ones
+    /// are written as one record (see [`StateStore::append_history`]).
+    streaks: Mutex<std::collections::HashMap<TargetId, Streak>>,
     /// File descriptors held in reserve: when the process runs out
     /// (EMFILE, say from a flood of connections), a state write gives these
     /// back and tries again, so a run can still persist its result.
@@ -490,6 +559,7 @@ impl StateStore {
             dir: dir.to_owned(),
             doc: Mutex::new(doc.clone()),
             history: Mutex::new(history),
+            streaks: Mutex::new(std::collections::HashMap::new()),
             _lock: lock,
             failing: std::sync::atomic::AtomicU32::new(0),
             reserve: Mutex::new(reserve_fds()),
@@ -566,8 +636,59 @@ impl StateStore {
         Ok(updated)
     }
 
-    /// Appends one record to the history and syncs it.
+    /// Appends one record to the history and syncs it. A watching run
+    /// that ended as the target's previous one did (`ready`, same outcome)
+    /// is held back instead, and the streak is written as one record (the
+    /// last run, with `repeats` and `first_at`) when it ends, reaches
+    /// [`MAX_REPEATS`] or [`MAX_REPEAT_AGE`], or the store closes.
     pub fn append_history(&self, record: &RunRecord) -> Result<(), StateError> {
+        let mut streaks = self
+            .streaks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = record.repeat_key();
+        if let Some(k) = &key
+            && let Some(s) = streaks.get_mut(&record.target)
+            && s.key == *k
+        {
+            let (count, since) = match &s.held {
+                Some((_, n, since)) => (n + 1, *since),
+                None => (1, record.started_at),
+            };
+            s.held = Some((record.clone(), count, since));
+            let age = record.ended_at.duration_since(since).unwrap_or_default();
+            if (count >= MAX_REPEATS || age >= MAX_REPEAT_AGE)
+                && let Some(held) = s.held.take()
+            {
+                self.write_record(&repeated(held))?;
+            }
+            return Ok(());
+        }
+        if let Some(held) = streaks.remove(&record.target).and_then(|s| s.held) {
+            self.write_record(&repeated(held))?;
+        }
+        self.write_record(record)?;
+        if let Some(key) = key {
+            streaks.insert(record.target.clone(), Streak { key, held: None });
+        }
+        Ok(())
+    }
+
+    /// Writes every held-back streak (at stop; also when the store drops).
+    pub fn flush_history(&self) -> Result<(), StateError> {
+        let mut streaks = self
+            .streaks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for s in streaks.values_mut() {
+            if let Some(held) = s.held.take() {
+                self.write_record(&repeated(held))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_record(&self, record: &RunRecord) -> Result<(), StateError> {
         let mut line = serde_json::to_vec(record).expect("run records always serialize");
         line.push(b'\n');
         let mut file = self
@@ -936,7 +1057,65 @@ mod tests {
             steps: vec![],
             screenshot: None,
             trace: None,
+            repeats: None,
+            first_at: None,
         }
+    }
+
+    /// A target `ready` for the same outcome every cycle writes its first
+    /// run, then one record for the rest of the streak (with the count and
+    /// when it began) when the outcome changes; a streak still held when
+    /// the store closes is written then. Failures are never collapsed.
+    #[test]
+    fn repeated_watching_runs_are_one_record_with_a_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let watch = |run: u64, outcome: &str| RunRecord {
+            run_id: RunId(run),
+            status: Status::Ready,
+            outcome: Some(outcome.into()),
+            order: None,
+            committed: false,
+            started_at: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(run * 30),
+            ended_at: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(run * 30 + 1),
+            ..record()
+        };
+        {
+            let (s, _) = StateStore::open(dir.path()).unwrap();
+            for run in 1..=5 {
+                s.append_history(&watch(run, "price_too_high")).unwrap();
+            }
+            s.append_history(&watch(6, "out_of_stock")).unwrap();
+            for run in 7..=9 {
+                let mut failed = watch(run, "x");
+                failed.status = Status::Failed;
+                failed.error = Some("boom".into());
+                s.append_history(&failed).unwrap();
+            }
+            s.append_history(&watch(10, "out_of_stock")).unwrap();
+            s.append_history(&watch(11, "out_of_stock")).unwrap();
+            s.append_history(&watch(12, "out_of_stock")).unwrap();
+        }
+        let (s, _) = StateStore::open(dir.path()).unwrap();
+        let mut h = s.history(100).unwrap();
+        h.reverse();
+        let shown: Vec<(u64, Option<u32>)> = h.iter().map(|r| (r.run_id.0, r.repeats)).collect();
+        assert_eq!(
+            shown,
+            [
+                (1, None),
+                (5, Some(4)),
+                (6, None),
+                (7, None),
+                (8, None),
+                (9, None),
+                (10, None),
+                (12, Some(2)),
+            ]
+        );
+        assert_eq!(
+            h[1].first_at,
+            Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(60))
+        );
     }
 
     /// Reading from the end gives what reading the whole file gives: the

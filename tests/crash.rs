@@ -62,6 +62,8 @@ fn crash_child_writer() {
                 steps: vec![],
                 screenshot: Some("x".repeat(4096)),
                 trace: None,
+                repeats: None,
+                first_at: None,
             })
             .expect("append");
         println!("ack {rev}");

@@ -584,6 +584,8 @@ async fn a_start_announces_orders_whose_event_a_crash_kept_from_the_outbox() {
         steps: vec![],
         screenshot: None,
         trace: None,
+        repeats: None,
+        first_at: None,
     };
     // Bought before notifications existed: never announced.
     store
