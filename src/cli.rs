@@ -38,11 +38,13 @@ fn answer(text: &str) -> Result<(), Failure> {
 }
 
 mod dry_run;
+mod init;
 mod login;
 mod notify;
 
 const EXAMPLES: &str = "\
 Examples:
+  baton init shop && cd shop                  a starter project: flows.yaml and the scripts
   baton run                                   buy from the embedded demo shop, every 25-35 s
   baton run --cycles 3                        three cycles, then exit
   baton check                                 validate flows.yaml and compile every script
@@ -68,12 +70,28 @@ struct Cli {
     #[arg(long, value_enum, default_value = "text", global = true)]
     log_format: LogFormat,
 
+    /// On a terminal, show the INFO detail there too (it goes to
+    /// STATE_DIR/baton.log otherwise). RUST_LOG does the same.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+
     #[command(subcommand)]
     command: Cmd,
 }
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// Write a starter project (flows.yaml and the scripts) to DIR.
+    ///
+    /// The demo's own files, embedded in the binary: `baton init shop &&
+    /// cd shop && baton run` buys from the embedded demo shop. Refuses to
+    /// overwrite anything.
+    #[command(after_help = "Examples:\n  baton init shop\n  baton init .")]
+    Init {
+        /// Where to write it (created if missing).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
     /// Run cycles: monitor the targets and run their flows (the main job).
     ///
     /// Stops after `--cycles N`, or on Ctrl-C/SIGTERM: dispatching stops,
@@ -290,7 +308,12 @@ pub fn main_with(opts: Options) -> ExitCode {
         Err(e) => e.exit(),
     };
     let recent = Recent::new(crate::redact::global());
-    crate::logging::init(cli.log_format, recent.clone(), crate::redact::global());
+    crate::logging::init(
+        cli.log_format,
+        cli.verbose,
+        recent.clone(),
+        crate::redact::global(),
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -369,6 +392,7 @@ async fn dispatch(cmd: Cmd, opts: Options, recent: Recent) -> Result<(), Failure
         Cmd::DemoShop { port, profile } => demo_shop(port, profile).await,
         Cmd::State { config, action } => state_cmd(&config, action.unwrap_or(StateCmd::Show)).await,
         Cmd::Cluster { config, action } => cluster_cmd(&config, &action),
+        Cmd::Init { dir } => init::init(&dir),
         Cmd::Defs { out } => defs(out, opts),
     }
 }
@@ -515,6 +539,14 @@ async fn run(
     })?;
     {
         let cfg = app.config.load();
+        // On a quiet terminal the INFO detail goes to the state directory.
+        let log = match crate::logging::file().open(&cfg.state_dir) {
+            Ok(log) => log,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot open the log file in {}", cfg.state_dir.display());
+                None
+            }
+        };
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
             out,
@@ -523,6 +555,9 @@ async fn run(
             cfg.targets.len(),
             cfg.state_dir.display()
         );
+        if let Some(log) = log {
+            let _ = writeln!(out, "log:        {} (-v shows it here)", log.display());
+        }
         if let Some(s) = &app.shop {
             let _ = writeln!(out, "demo shop:  {}", s.url());
         }

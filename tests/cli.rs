@@ -652,6 +652,123 @@ fn malformed_scripts_get_located_errors_from_check_and_run() {
 
 // Commands --------------------------------------------------------------------------
 
+/// `baton init DIR` writes the demo project an installed binary carries;
+/// it passes `check` where it lands (outside the repository), and a second
+/// init refuses to overwrite an edited file.
+#[test]
+fn init_writes_a_starter_project_that_checks_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let baton = |cwd: &std::path::Path, args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_baton"))
+            .args(args)
+            .current_dir(cwd)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = baton(dir.path(), &["init", "shop"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("next: cd shop && baton run"), "{out}");
+    let shop = dir.path().join("shop");
+    for f in [
+        "flows.yaml",
+        "scripts/checkout.rhai",
+        "scripts/lib/shop.rhai",
+    ] {
+        assert_eq!(
+            std::fs::read(shop.join(f)).unwrap(),
+            std::fs::read(repo().join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    let (code, out, err) = baton(&shop, &["check"]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    let mine = format!(
+        "{}# mine\n",
+        std::fs::read_to_string(shop.join("flows.yaml")).unwrap()
+    );
+    std::fs::write(shop.join("flows.yaml"), &mine).unwrap();
+    let (code, _, err) = baton(dir.path(), &["init", "shop"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("not overwriting") && err.contains("flows.yaml"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(shop.join("flows.yaml")).unwrap(),
+        mine
+    );
+}
+
+/// `dist/release.sh` (which the Dockerfile runs) packages a binary with
+/// the README, the licenses, flows.yaml and scripts/, and says the
+/// tarball's size and sha256; the unpacked binary starts a project.
+#[test]
+fn the_release_script_packages_a_working_tarball() {
+    let out = tempfile::tempdir().unwrap();
+    let o = Command::new(repo().join("dist/release.sh"))
+        .env("BATON_BIN", env!("CARGO_BIN_EXE_baton"))
+        .env("OUT", out.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let tarball = stdout.lines().next().unwrap().to_owned();
+    let sum = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("sha256:  "))
+        .unwrap_or_else(|| panic!("no sha256 in {stdout}"));
+    assert_eq!(sum.len(), 64, "{stdout}");
+    let unpacked = tempfile::tempdir().unwrap();
+    let t = Command::new("tar")
+        .args(["-xzf", &tarball, "-C"])
+        .arg(unpacked.path())
+        .status()
+        .unwrap();
+    assert!(t.success());
+    let top = std::fs::read_dir(unpacked.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    for f in [
+        "baton",
+        "README.md",
+        "LICENSE-MIT",
+        "LICENSE-APACHE",
+        "flows.yaml",
+        "scripts/checkout.rhai",
+    ] {
+        assert!(top.join(f).is_file(), "{f} is not in {tarball}");
+    }
+    let project = unpacked.path().join("project");
+    let run = |args: &[&str], cwd: &std::path::Path| {
+        Command::new(top.join("baton"))
+            .args(args)
+            .current_dir(cwd)
+            .output()
+            .unwrap()
+    };
+    assert!(run(&["init", "project"], unpacked.path()).status.success());
+    let checked = run(&["check"], &project);
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}
+
 #[test]
 fn check_passes_on_the_shipped_project() {
     let o = Case::shipped().run(&["check"]);
