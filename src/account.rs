@@ -498,17 +498,22 @@ mod tests {
         assert_eq!(dmode & 0o777, 0o700, "{dmode:o}");
     }
 
+    /// User `user` on `https://shop.example`.
+    fn on_shop_example(user: &str) -> Identity {
+        Identity {
+            origin: Some("https://shop.example".into()),
+            user: user.into(),
+            fallback: None,
+        }
+    }
+
     #[test]
     fn a_locked_account_is_in_use() {
         let dir = tempfile::tempdir().unwrap();
         let runtime = tempfile::tempdir().unwrap();
         let store = AccountStore::with_runtime_dir(dir.path(), runtime.path().join("b"));
         let ada = AccountId::new("ada");
-        let who = |user: &str| Identity {
-            origin: Some("https://shop.example".into()),
-            user: user.into(),
-            fallback: None,
-        };
+        let who = on_shop_example;
         let held = store.lock(&ada, &who("ada"), Sharing::Alone).unwrap();
         let err = store.lock(&ada, &who("ada"), Sharing::Alone).unwrap_err();
         assert!(
@@ -534,11 +539,7 @@ mod tests {
         let rt = runtime.path().join("baton");
         let a = AccountStore::with_runtime_dir(one.path(), rt.clone());
         let b = AccountStore::with_runtime_dir(two.path(), rt.clone());
-        let who = |user: &str| Identity {
-            origin: Some("https://shop.example".into()),
-            user: user.into(),
-            fallback: None,
-        };
+        let who = on_shop_example;
         let _held = a
             .lock(
                 &AccountId::new("ada"),
@@ -584,11 +585,7 @@ mod tests {
         let rt = runtime.path().join("baton");
         let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
         let store = |i: usize| AccountStore::with_runtime_dir(dirs[i].path(), rt.clone());
-        let who = Identity {
-            origin: Some("https://shop.example".into()),
-            user: "ada".into(),
-            fallback: None,
-        };
+        let who = on_shop_example("ada");
         let ada = AccountId::new("ada");
         let one = store(0).lock(&ada, &who, Sharing::Cluster).unwrap();
         let two = store(1).lock(&ada, &who, Sharing::Cluster).unwrap();

@@ -568,10 +568,20 @@ impl Cluster {
     }
 
     /// Redis's epoch is not the one this instance held to when it last
-    /// ran: its data was lost meanwhile. Writes back every marker this
-    /// instance had copied and its own state's, names the ones only other
-    /// instances knew, and stops until an operator accepts the loss.
+    /// ran: its data was lost meanwhile.
     async fn lost_while_away(&self, old: &str, now: Option<&str>) -> Refusal {
+        self.report_loss(&format!(
+            "the cluster's Redis lost its data while this instance was stopped (epoch {old}, now {})",
+            now.unwrap_or("none")
+        ))
+        .await
+    }
+
+    /// Redis lost its data (`what` says how it was seen): writes back every
+    /// marker this instance had copied and its own state's, names the ones
+    /// only other instances knew, says what to do, and stops claims until
+    /// an operator accepts the loss and restarts it.
+    async fn report_loss(&self, what: &str) -> Refusal {
         let restored = self.restore_mirror().await;
         if let Err(e) = self.republish(&self.known()).await {
             tracing::warn!(error = %e, "cluster: the markers this instance knows were not written back");
@@ -582,19 +592,18 @@ impl Cluster {
             .seen_at
             .map_or_else(|| "never".to_owned(), crate::time::format);
         let message = format!(
-            "the cluster's Redis lost its data while this instance was stopped (epoch {old}, now {}). \
-             Wrote back {restored} commit marker(s) from this instance's copy (taken {seen}){}. \
+            "{what}. Wrote back this instance's own markers and {restored} from its copy of the others' (taken {seen}){}. \
              Markers written after that copy are not known to anyone: restore Redis from its AOF or RDB if you can; \
              otherwise check those targets on the shop and settle them. \
-             Then run `baton cluster accept-loss` and start this instance again; until then it claims nothing.",
-            now.unwrap_or("none"),
+             Then run `baton cluster accept-loss` and start this instance again; until then it claims nothing. \
+             Give Redis persistence (appendonly yes): see docs/scaling.md",
             if others.is_empty() {
                 String::new()
             } else {
                 format!("; unsafe without them: {}", others.join(", "))
             }
         );
-        tracing::error!("{message}");
+        tracing::error!(redis = %self.inner.cfg.redacted_url(), "{message}");
         self.set_state("store_lost", Some(message));
         Refusal::StoreLost
     }
@@ -704,29 +713,11 @@ impl Cluster {
     /// (best effort: another instance may claim from the emptied store
     /// first, hence the persistence scaling.md asks for).
     async fn lost_store(&self) -> Refusal {
-        if !self.store_lost() {
-            let restored = self.restore_mirror().await;
-            if let Err(e) = self.republish(&self.known()).await {
-                tracing::warn!(error = %e, "cluster: the markers this instance knows were not written back");
-            }
-            let memory = self.memory().ok().flatten().unwrap_or_default();
-            let others = self.others_markers(&memory);
-            let message = format!(
-                "the cluster's Redis lost its data (its epoch changed). This instance wrote back its own markers and {restored} from its copy of the others'{}; \
-                 markers written since that copy are not known to anyone. It claims nothing from now on. \
-                 Restore Redis from its AOF or RDB if you can; otherwise check those targets on the shop and settle them, \
-                 then run `baton cluster accept-loss` on each instance and restart it. Give Redis persistence (appendonly yes): see docs/scaling.md",
-                if others.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (unsafe without them: {})", others.join(", "))
-                }
-            );
-            tracing::error!(redis = %self.inner.cfg.redacted_url(), "{message}");
-            self.set_state("store_lost", Some(message));
+        if self.store_lost() {
             return Refusal::StoreLost;
         }
-        Refusal::StoreLost
+        self.report_loss("the cluster's Redis lost its data (its epoch changed)")
+            .await
     }
 
     /// Claims `target` (and `account`) for a run of this instance.

@@ -560,6 +560,20 @@ fn kill_9(child: &tokio::process::Child, p: &Project) {
     }
 }
 
+/// Starts instance `p`, whose place-order the shop answers only after 5 s,
+/// and kills it (`kill -9`) once the order has reached the shop: a
+/// `committing` marker of its own is left in Redis, and one order.
+async fn kill_inside_its_commit(shop: &baton::shop::Running, p: &Project) {
+    ShopApi::new(&shop.url())
+        .post("/admin/delay/place_order/5000?times=1")
+        .await;
+    let (mut child, mut log) = spawn_baton(p);
+    until_line(&mut log, "committing").await;
+    shop.shop.arrived("place_order", 1).await;
+    kill_9(&child, p);
+    child.wait().await.unwrap();
+}
+
 /// An instance killed (`kill -9`) while it holds a lease, before its
 /// commit: another instance takes the target only once Redis has expired
 /// the lease, and buys it, once.
@@ -622,14 +636,7 @@ async fn an_instance_killed_in_its_commit_leaves_the_target_to_nobody() {
     let (shop, stop_shop) = shared_shop().await;
     let a = instance(&shop.url(), &r.url(), "a", "2s", &target("1001", 60.0));
     let b = instance(&shop.url(), &r.url(), "b", "2s", &target("1001", 60.0));
-    ShopApi::new(&shop.url())
-        .post("/admin/delay/place_order/5000?times=1")
-        .await;
-    let (mut child, mut log) = spawn_baton(&a);
-    until_line(&mut log, "committing").await;
-    shop.shop.arrived("place_order", 1).await;
-    kill_9(&child, &a);
-    child.wait().await.unwrap();
+    kill_inside_its_commit(&shop, &a).await;
 
     // b runs well past a's lease, cycle after cycle.
     let app = start(&b, Some(6)).await;
@@ -669,14 +676,7 @@ async fn after_a_flushall_a_restart_claims_nothing_until_the_loss_is_accepted() 
         "2s",
         &[target("1001", 60.0), target("1002", 30.0)].concat(),
     );
-    ShopApi::new(&shop.url())
-        .post("/admin/delay/place_order/5000?times=1")
-        .await;
-    let (mut child, mut log) = spawn_baton(&a);
-    until_line(&mut log, "committing").await;
-    shop.shop.arrived("place_order", 1).await;
-    kill_9(&child, &a);
-    child.wait().await.unwrap();
+    kill_inside_its_commit(&shop, &a).await;
     // 1002 is out of stock until after the loss, so b has bought nothing
     // of its own when Redis loses its data.
     ShopApi::new(&shop.url()).post("/admin/stock/1002/0").await;

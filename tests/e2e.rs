@@ -1640,6 +1640,25 @@ customElements.define("order-button", class extends HTMLElement {{
     chrome.stop().await;
 }
 
+/// Writes `script` as step `probe` of the project's flow and dry-runs it
+/// for target 1001 through the binary, in real Chromium.
+async fn dry_run_probe(p: &Project, script: &str) -> std::process::Output {
+    std::fs::write(p.dir.path().join("scripts/probe.rhai"), script).unwrap();
+    // `probe` must belong to a flow to be a step.
+    p.edit(
+        "      - product_page\n",
+        "      - product_page\n      - probe\n",
+    );
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["dry-run", "probe", "--target", "1001", "--config"])
+        .arg(p.config())
+        .current_dir(p.dir.path())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap()
+}
+
 /// Issue 11: `http_get` from a step sends the run's browser-session
 /// cookies. The page puts an item in the demo shop's cart (a server-side
 /// cart, keyed by the session cookie); `http_get` of the cart, without a
@@ -1649,8 +1668,8 @@ customElements.define("order-button", class extends HTMLElement {{
 async fn http_get_from_a_step_uses_the_sessions_cookies() {
     let _one = common::live::ONE_AT_A_TIME.lock().await;
     let p = Project::new(FAST_CYCLE, &target("1001", 60.0), "");
-    std::fs::write(
-        p.dir.path().join("scripts/probe.rhai"),
+    let out = dry_run_probe(
+        &p,
         r##"
 import "lib/shop" as shop;
 let base = shop::base(target.url);
@@ -1664,20 +1683,7 @@ if with_session != 1 {
 }
 "##,
     )
-    .unwrap();
-    // `probe` must belong to a flow to be a step.
-    p.edit(
-        "      - product_page\n",
-        "      - product_page\n      - probe\n",
-    );
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args(["dry-run", "probe", "--target", "1001", "--config"])
-        .arg(p.config())
-        .current_dir(p.dir.path())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .unwrap();
+    .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
@@ -1718,23 +1724,11 @@ async fn a_page_load_answered_429_pauses_its_host() {
     let base = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     let p = Project::new(FAST_CYCLE, &target("1001", 60.0), "");
-    std::fs::write(
-        p.dir.path().join("scripts/probe.rhai"),
-        format!("navigate(\"{base}/limited\");\nnavigate(\"{base}/limited\");\n"),
+    let out = dry_run_probe(
+        &p,
+        &format!("navigate(\"{base}/limited\");\nnavigate(\"{base}/limited\");\n"),
     )
-    .unwrap();
-    p.edit(
-        "      - product_page\n",
-        "      - product_page\n      - probe\n",
-    );
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args(["dry-run", "probe", "--target", "1001", "--config"])
-        .arg(p.config())
-        .current_dir(p.dir.path())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .unwrap();
+    .await;
     server.abort();
     let text = format!(
         "{}\n{}",
