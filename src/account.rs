@@ -187,8 +187,10 @@ pub enum AccountError {
 /// account names or state directories, have the same identity.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
-    /// `scheme://host:port` of the account's login or check page, else of
-    /// its first target; `None` when none of them is absolute yet (the
+    /// `scheme://host:port` of the account's check page, else of its first
+    /// target, else of its login page (last: a single sign-on page may
+    /// live on another site than the shop); `None` when none of them is
+    /// absolute yet (the
     /// demo shop's relative pages before it starts, or a script check
     /// with no targets).
     pub origin: Option<String>,
@@ -206,17 +208,15 @@ impl Identity {
             Check::Page { url, .. } => Some(url.as_str()),
             Check::Script(_) => None,
         };
-        let origin = a
-            .login_url
-            .as_deref()
+        let origin = page
             .into_iter()
-            .chain(page)
             .chain(
                 cfg.targets
                     .iter()
                     .filter(|t| t.account.as_ref() == Some(&a.id))
                     .map(|t| t.url.as_str()),
             )
+            .chain(a.login_url.as_deref())
             .find_map(origin_of);
         let user = a
             .username
