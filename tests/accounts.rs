@@ -95,7 +95,7 @@ fn logins_in(records: &[baton::state::RunRecord]) -> usize {
 /// again once and stays logged in for its second run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_is_kept_across_restarts_and_renewed_when_the_shop_expires_it() {
-    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let _one = common::live::one_at_a_time().await;
     let p = Project::new(FAST_CYCLE, &on("ada", "1005", 30.0), &accounts("lovelace"));
     let (shop, stop) = own_shop(&p).await;
     let sh = shop.shop.clone();
@@ -134,7 +134,7 @@ async fn a_login_is_kept_across_restarts_and_renewed_when_the_shop_expires_it() 
 /// An account with a one-time-code step logs in with `totp(...)` and buys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_two_step_login_uses_the_totp_seed() {
-    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let _one = common::live::one_at_a_time().await;
     let p = Project::new(
         FAST_CYCLE,
         &on("grace", "1005", 30.0),
@@ -156,7 +156,7 @@ async fn a_two_step_login_uses_the_totp_seed() {
 /// holds ada, `baton login ada` in another process is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_targets_on_one_account_never_run_at_once() {
-    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let _one = common::live::one_at_a_time().await;
     let p = Project::new(
         &format!("{FAST_CYCLE}\n  max_concurrent_runs: 2"),
         &[
@@ -233,7 +233,7 @@ async fn two_state_dirs_on_one_shop_account_are_refused() {
 /// the cart or the orders.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_is_logged_out_and_buys_nothing() {
-    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let _one = common::live::one_at_a_time().await;
     let p = Project::new(FAST_CYCLE, &on("ada", "1005", 30.0), &accounts("babbage"));
     let app = start(&p, 2).await;
     let sh = app.shop.as_ref().unwrap().shop.clone();
@@ -267,7 +267,7 @@ async fn a_wrong_password_is_logged_out_and_buys_nothing() {
 /// expires the login it checks logged out again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_state_round_trips_through_baton_login() {
-    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let _one = common::live::one_at_a_time().await;
     let p = Project::new(FAST_CYCLE, &on("ada", "1005", 30.0), &accounts("lovelace"));
     let (shop, stop) = own_shop(&p).await;
     start(&p, 1).await.run().await;
@@ -317,7 +317,7 @@ async fn storage_state_round_trips_through_baton_login() {
 /// what a page wrote.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seeded_session_has_its_cookies_and_local_storage() {
-    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let _one = common::live::one_at_a_time().await;
     let stop = tokio_util::sync::CancellationToken::new();
     let shop = baton::shop::start("127.0.0.1:0".parse().unwrap(), stop.clone())
         .await
@@ -389,7 +389,7 @@ async fn a_seeded_session_has_its_cookies_and_local_storage() {
 async fn baton_login_saves_what_a_person_logs_in() {
     use futures::StreamExt;
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let _one = common::live::one_at_a_time().await;
     let p = Project::new(FAST_CYCLE, &on("ada", "1005", 30.0), &accounts("lovelace"));
     let (shop, stop) = own_shop(&p).await;
     let chromium = baton::browser::chrome::find_executable(None).unwrap();

@@ -411,7 +411,7 @@ async fn cycles_pass(
 /// shop's per-account overlap counter), and the instances that did not
 /// buy a target never do, cycles after.
 async fn a_fleet_buys_each_target_once(n: usize) {
-    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let _one = common::live::one_at_a_time().await;
     let r = Redis::start().await;
     let (shop, stop_shop) = shared_shop().await;
     let projects: Vec<Project> = (0..n)
@@ -579,7 +579,7 @@ async fn kill_inside_its_commit(shop: &baton::shop::Running, p: &Project) {
 /// the lease, and buys it, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_holders_target_is_taken_only_after_its_lease_expires() {
-    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let _one = common::live::one_at_a_time().await;
     let r = Redis::start().await;
     let (shop, stop_shop) = shared_shop().await;
     let a = instance(&shop.url(), &r.url(), "a", "4s", &target("1001", 60.0));
@@ -631,7 +631,7 @@ async fn a_killed_holders_target_is_taken_only_after_its_lease_expires() {
 /// the one order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_killed_in_its_commit_leaves_the_target_to_nobody() {
-    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let _one = common::live::one_at_a_time().await;
     let r = Redis::start().await;
     let (shop, stop_shop) = shared_shop().await;
     let a = instance(&shop.url(), &r.url(), "a", "2s", &target("1001", 60.0));
@@ -665,7 +665,7 @@ async fn an_instance_killed_in_its_commit_leaves_the_target_to_nobody() {
 /// it buys its other target, and a's target stays a's: bought once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_flushall_a_restart_claims_nothing_until_the_loss_is_accepted() {
-    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let _one = common::live::one_at_a_time().await;
     let r = Redis::start().await;
     let (shop, stop_shop) = shared_shop().await;
     let a = instance(&shop.url(), &r.url(), "a", "2s", &target("1001", 60.0));
@@ -785,7 +785,7 @@ async fn after_a_flushall_a_restart_claims_nothing_until_the_loss_is_accepted() 
 /// crashes, and once it is back they finish buying: every target once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_mid_run_stops_dispatch_and_never_double_buys() {
-    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let _one = common::live::one_at_a_time().await;
     let mut r = Redis::start().await;
     let (shop, stop_shop) = shared_shop().await;
     let targets = [

@@ -72,7 +72,7 @@ fn crash_child_writer() {
 
 #[test]
 fn i6_state_file_survives_kill_9() {
-    let _one = common::live::ONE_AT_A_TIME.blocking_lock();
+    let _one = common::live::one_at_a_time_blocking();
     let dir = tempfile::tempdir().unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(6);
     let mut last_ack = 0u64;
@@ -190,7 +190,7 @@ fn crash_child_run() {
 /// start-up recovery of `committed`.
 #[test]
 fn a_kill_after_the_commit_answered_recovers_completed() {
-    let _one = common::live::ONE_AT_A_TIME.blocking_lock();
+    let _one = common::live::one_at_a_time_blocking();
     let dir = tempfile::tempdir().unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
     let mut mid_run = 0;

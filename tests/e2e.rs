@@ -44,7 +44,7 @@ fn orders_of(shop: &baton::shop::Shop, product: &str) -> u64 {
 /// cart empty.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn n_cycles_buy_exactly_n_per_in_stock_target() {
-    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let _one = common::live::one_at_a_time().await;
     let p = Project::new(
         FAST_CYCLE,
         &[
@@ -92,7 +92,7 @@ async fn n_cycles_buy_exactly_n_per_in_stock_target() {
 /// the one unit is bought once, then skipped again as sold out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_html_monitor_waits_for_a_restock_then_buys() {
-    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let _one = common::live::one_at_a_time().await;
     let p = Project::new(
         FAST_CYCLE,
         &[target("1001", 60.0), target("1003", 20.0)].concat(),
@@ -127,7 +127,7 @@ async fn an_html_monitor_waits_for_a_restock_then_buys() {
 /// an operator would, to read its log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkout_slower_than_the_interval_never_overlaps() {
-    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let _one = common::live::one_at_a_time().await;
     let p = Project::new(FAST_CYCLE, &target("1001", 60.0), "");
     // The shop must exist before baton starts so the delay can be set.
     let (shop_srv, stop) = p.own_shop().await;
@@ -196,7 +196,7 @@ fn orders_are_accounted_for(shop: &baton::shop::Shop, state: &baton::state::Stat
 /// waits longer than that are cut into slices (`EVAL_SLICE`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_place_order_slower_than_wait_for_active_ends_completed() {
-    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let _one = common::live::beside_one().await;
     let p = Project::new(
         "  interval: 1s\n  wait_for_active: 10s\n  run_timeout: 60s\n  step_timeout: 60s\n  commit_timeout: 5m",
         &[target("1001", 60.0), target("1002", 30.0)].concat(),
@@ -253,8 +253,8 @@ async fn a_place_order_slower_than_wait_for_active_ends_completed() {
 /// second order anywhere. Each cycle's log says why the other target is
 /// skipped. Runs the binary, as an operator would, to read that log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unanswered_commit_is_in_doubt_and_quarantines_its_session() {
-    let _one = common::live::ONE_AT_A_TIME.lock().await;
+async fn a_place_order_never_answered_is_in_doubt_and_quarantines_its_session() {
+    let _one = common::live::beside_one().await;
     let p = Project::new(
         "  interval: 2s\n  wait_for_active: 10s\n  run_timeout: 60s\n  step_timeout: 30s\n  commit_timeout: 12s",
         &[target("1001", 60.0), target("1002", 30.0)].concat(),
@@ -327,7 +327,7 @@ async fn an_unanswered_commit_is_in_doubt_and_quarantines_its_session() {
 /// clear error, the browser is relaunched, and the next cycle buys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_killed_mid_run_is_survived() {
-    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let _one = common::live::one_at_a_time().await;
     // Issue 14: the operator hears of it, and of the order after it.
     let hook = common::receiver::Receiver::start().await;
     let p = Project::new(
@@ -425,7 +425,7 @@ async fn chromium_killed_mid_run_is_survived() {
 /// bought) in the next cycle.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injected_500s_are_failures_retried_next_cycle() {
-    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let _one = common::live::one_at_a_time().await;
     let p = Project::new(
         "  interval: 1s\n  wait_for_active: 30s\n  run_timeout: 60s\n  step_timeout: 30s",
         &target("1001", 60.0),
@@ -505,7 +505,7 @@ impl Live {
 /// spares close with the browser.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spare_page_is_fresh_and_takes_trusted_input() {
-    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let _one = common::live::one_at_a_time().await;
     let live = Live::start().await;
     let browser = &live.browser;
     let counts = browser.spare_counts();
@@ -556,7 +556,7 @@ async fn a_spare_page_is_fresh_and_takes_trusted_input() {
 /// reported as a failure in the page's events.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocked_kinds_are_never_requested() {
-    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let _one = common::live::one_at_a_time().await;
     let stop = tokio_util::sync::CancellationToken::new();
     let shop_srv = baton::shop::start("127.0.0.1:0".parse().unwrap(), stop.clone())
         .await
@@ -624,7 +624,7 @@ async fn blocked_kinds_are_never_requested() {
 /// browser session (two tabs sharing cookies) are seen as an overlap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shops_overlap_detector_sees_two_flows_on_one_session() {
-    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let _one = common::live::one_at_a_time().await;
     let live = Live::start().await;
     let shop = ShopApi::new(&live.shop.url());
     let browser = &live.browser;
@@ -657,7 +657,7 @@ async fn the_shops_overlap_detector_sees_two_flows_on_one_session() {
 /// (to docs/dashboard.png when BATON_UPDATE_SCREENSHOTS=1).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_runs_live() {
-    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let _one = common::live::one_at_a_time().await;
     let p = Project::new(
         "  interval: 3s\n  wait_for_active: 30s\n  run_timeout: 60s\n  step_timeout: 30s",
         &[
@@ -678,6 +678,7 @@ async fn the_dashboard_shows_runs_live() {
     let shop = ShopApi::new(&app.shop.as_ref().unwrap().url());
     // Slow checkouts so an active run stays on screen for a while.
     shop.post("/admin/delay/checkout/1200").await;
+    let shutdown = app.shutdown.clone();
     let run = tokio::spawn(app.run());
 
     let viewer_profile = tempfile::tempdir().unwrap();
@@ -825,9 +826,12 @@ async fn the_dashboard_shows_runs_live() {
     small.close().await;
     phone.shutdown().await;
 
+    // Everything is checked: stop baton (with the dashboard still open)
+    // rather than wait out the third cycle.
+    shutdown.cancel();
+    run.await.unwrap();
     page.close().await;
     viewer.shutdown().await;
-    run.await.unwrap();
     assert_no_chromium(&p.profile()).await;
     assert_no_chromium(viewer_profile.path()).await;
     assert_no_chromium(phone_profile.path()).await;
@@ -838,7 +842,7 @@ async fn the_dashboard_shows_runs_live() {
 /// when it stops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attaches_to_a_running_browser_and_leaves_it_running() {
-    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let _one = common::live::one_at_a_time().await;
     let mut chromium = common::live::RemoteChrome::start().await;
     let ws = chromium.ws.clone();
 
@@ -875,7 +879,7 @@ async fn attaches_to_a_running_browser_and_leaves_it_running() {
 /// shop, and no Chromium is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_pool_spreads_sessions_and_survives_an_endpoint_killed_mid_commit() {
-    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let _one = common::live::one_at_a_time().await;
     let mut first = common::live::RemoteChrome::start().await;
     let mut second = common::live::RemoteChrome::start().await;
     let p = Project::new(
@@ -1033,7 +1037,7 @@ async fn a_browser_pool_spreads_sessions_and_survives_an_endpoint_killed_mid_com
 /// no Chromium left behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_baton_run_gracefully() {
-    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let _one = common::live::one_at_a_time().await;
     use tokio::io::AsyncBufReadExt;
     let p = Project::new(
         FAST_CYCLE,
@@ -1126,7 +1130,7 @@ fn mask_coverage(png: &[u8], r: &[u32]) -> (bool, bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn screenshots_mask_cross_origin_card_frames() {
     use axum::response::Html;
-    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let _one = common::live::one_at_a_time().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let app = axum::Router::new()
@@ -1176,7 +1180,7 @@ async fn screenshots_mask_cross_origin_card_frames() {
 /// afterwards. Read from the PNGs themselves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn screenshots_mask_secrets_and_card_fields() {
-    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let _one = common::live::one_at_a_time().await;
     let stop = tokio_util::sync::CancellationToken::new();
     let shop_srv = baton::shop::start("127.0.0.1:0".parse().unwrap(), stop.clone())
         .await
@@ -1256,7 +1260,7 @@ async fn screenshots_mask_secrets_and_card_fields() {
 async fn a_signal_to_the_process_group_lets_the_commit_finish() {
     use rustix::process::Signal;
     use tokio::io::AsyncBufReadExt;
-    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let _one = common::live::one_at_a_time().await;
     for (sig, to_group) in [
         (Signal::INT, true),
         (Signal::TERM, true),
@@ -1352,7 +1356,7 @@ async fn a_signal_to_the_process_group_lets_the_commit_finish() {
 /// both buy, and the shop sees no overlap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_sessions_buy_in_parallel_without_overlap() {
-    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let _one = common::live::one_at_a_time().await;
     let p = Project::new(
         "  interval: 1s\n  wait_for_active: 30s\n  run_timeout: 60s\n  step_timeout: 30s\n  max_concurrent_runs: 2",
         &[target("1001", 60.0), target("1002", 30.0)].concat(),
@@ -1397,7 +1401,7 @@ async fn two_sessions_buy_in_parallel_without_overlap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chromium_left_by_a_killed_baton_is_stopped_at_the_next_start() {
     use tokio::io::AsyncBufReadExt;
-    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let _one = common::live::one_at_a_time().await;
     let p = Project::new(FAST_CYCLE, &target("1001", 60.0), "");
     let baton = || {
         let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_baton"));
@@ -1458,7 +1462,7 @@ async fn a_chromium_left_by_a_killed_baton_is_stopped_at_the_next_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ajax_basket_with_late_handlers_is_emptied_by_waits() {
     use baton::browser::{Cmp, Condition};
-    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let _one = common::live::one_at_a_time().await;
     let stop = tokio_util::sync::CancellationToken::new();
     let srv = baton::shop::start("127.0.0.1:0".parse().unwrap(), stop.clone())
         .await
@@ -1546,7 +1550,7 @@ async fn an_ajax_basket_with_late_handlers_is_emptied_by_waits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_and_shadow_roots_take_trusted_input() {
     use axum::response::Html;
-    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let _one = common::live::one_at_a_time().await;
     let card = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let card_port = card.local_addr().unwrap().port();
     let card_app = axum::Router::new().route(
@@ -1666,7 +1670,7 @@ async fn dry_run_probe(p: &Project, script: &str) -> std::process::Output {
 /// Run as a live dry run of a step, through the binary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_get_from_a_step_uses_the_sessions_cookies() {
-    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let _one = common::live::one_at_a_time().await;
     let p = Project::new(FAST_CYCLE, &target("1001", 60.0), "");
     let out = dry_run_probe(
         &p,
@@ -1704,7 +1708,7 @@ if with_session != 1 {
 async fn a_page_load_answered_429_pauses_its_host() {
     use axum::routing::get;
     use std::sync::atomic::{AtomicU32, Ordering};
-    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let _one = common::live::one_at_a_time().await;
     let hits = Arc::new(AtomicU32::new(0));
     let h = hits.clone();
     let app = axum::Router::new().route(
@@ -1753,7 +1757,7 @@ async fn a_page_load_answered_429_pauses_its_host() {
 /// light one: every cycle one order, the cart cleared, no overlap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shipped_flow_buys_on_realistic_pages() {
-    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let _one = common::live::one_at_a_time().await;
     let p = Project::new(FAST_CYCLE, &target("1001", 60.0), "");
     let app = start(&p, 2).await;
     let sh = shop_of(&app);

@@ -477,7 +477,7 @@ fn notify_crash_child() {
 #[test]
 fn messages_queued_before_a_kill_9_arrive_after_the_restart() {
     use rand::{Rng, SeedableRng};
-    let _one = common::live::ONE_AT_A_TIME.blocking_lock();
+    let _one = common::live::one_at_a_time_blocking();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let r = rt.block_on(Receiver::start());
     r.answer(503, None);
@@ -596,6 +596,9 @@ async fn a_start_announces_orders_whose_event_a_crash_kept_from_the_outbox() {
         .unwrap();
     let (ncfg, secrets) = notify_config(&section);
     let (_n, tasks) = start(ncfg, secrets, dir.path());
+    // The outbox is opened off the runs' path; a stop before it exists
+    // would leave nothing to say when notifications were turned on.
+    tasks.opened().await;
     tasks.stop(Duration::from_secs(1)).await;
     // Saved to the history, and then the process died; and another run
     // died inside its commit (the restart recovers it as in_doubt).

@@ -1217,7 +1217,7 @@ async fn i8_reload_never_changes_a_running_flow() {
 /// (a target is `attempting`/`committing` exactly when it has a live run).
 #[tokio::test(start_paused = true)]
 async fn soak_10000_cycles() {
-    let _one = common::live::ONE_AT_A_TIME.lock().await;
+    let _one = common::live::one_at_a_time().await;
     const CYCLES: u64 = 10_000;
     let seed: u64 = std::env::var("BATON_SOAK_SEED")
         .ok()
@@ -1230,7 +1230,7 @@ async fn soak_10000_cycles() {
     cfg.cycle.run_timeout = secs(50);
     cfg.cycle.step_timeout = secs(40);
     cfg.cycle.commit_timeout = secs(120);
-    let h = Harness::new(cfg);
+    let h = Harness::in_memory(cfg);
     h.sim.set_latency("*", Duration::from_millis(40));
     h.sim.edit_site(|s| {
         for id in ["a", "b", "c", "d"] {

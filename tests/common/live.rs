@@ -6,12 +6,114 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Live tests take this for their whole length, so that one Chromium runs
-/// at a time: ten at once on a two-core machine make every timing in them
-/// (cycle bounds, waits) a test of the machine instead of baton. The tests
-/// that keep a core busy for long (the soak, the `kill -9` loops) take it
-/// too, now that every test shares one binary and runs beside the others.
-pub static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// Live tests take a turn for their whole length, so that one Chromium
+/// runs at a time: ten at once on a two-core machine make every timing in
+/// them (cycle bounds, waits) a test of the machine instead of baton. The
+/// tests that keep a core busy for long (the soak, the `kill -9` loops)
+/// take one too, now that every test shares one binary and runs beside
+/// the others.
+///
+/// A test that spends its time waiting on the shop (a place-order answer
+/// delayed 40 s) asks with [`beside_one`] instead: two such tests may run
+/// at once, never beside an [`one_at_a_time`] one. libtest starts tests in
+/// name order, so the waiting tests are named to sort next to each other.
+static TURNS: std::sync::Mutex<Turns> = std::sync::Mutex::new(Turns {
+    alone: false,
+    beside: 0,
+});
+static TURN_ENDED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+struct Turns {
+    alone: bool,
+    beside: u8,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Alone,
+    Beside,
+}
+
+/// Held for a live test's whole length; with `BATON_TEST_TIMES=1` it
+/// prints how long the test waited for its turn and how long it held it
+/// (how the CI time in docs/benchmarks.md is measured).
+pub struct Turn {
+    kind: Kind,
+    since: std::time::Instant,
+    waited: Duration,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        {
+            let mut t = TURNS
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match self.kind {
+                Kind::Alone => t.alone = false,
+                Kind::Beside => t.beside -= 1,
+            }
+        }
+        TURN_ENDED.notify_waiters();
+        if std::env::var_os("BATON_TEST_TIMES").is_some() {
+            let name = std::thread::current().name().unwrap_or("?").to_owned();
+            eprintln!(
+                "live-turn {name} waited {:.1}s held {:.1}s",
+                self.waited.as_secs_f64(),
+                self.since.elapsed().as_secs_f64()
+            );
+        }
+    }
+}
+
+fn try_take(kind: Kind) -> bool {
+    let mut t = TURNS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match kind {
+        Kind::Alone if !t.alone && t.beside == 0 => t.alone = true,
+        Kind::Beside if !t.alone && t.beside < 2 => t.beside += 1,
+        _ => return false,
+    }
+    true
+}
+
+async fn take(kind: Kind) -> Turn {
+    let asked = std::time::Instant::now();
+    loop {
+        // Registered before the check, so an end between the two is seen.
+        let ended = TURN_ENDED.notified();
+        if try_take(kind) {
+            break;
+        }
+        ended.await;
+    }
+    Turn {
+        kind,
+        since: std::time::Instant::now(),
+        waited: asked.elapsed(),
+    }
+}
+
+/// Waits until no other live test runs, and keeps them out.
+pub async fn one_at_a_time() -> Turn {
+    take(Kind::Alone).await
+}
+
+/// `one_at_a_time` for tests that are not async.
+pub fn one_at_a_time_blocking() -> Turn {
+    // Its own little runtime: the caller has none.
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime")
+        .block_on(take(Kind::Alone))
+}
+
+/// For a test that mostly waits on the shop: runs beside at most one other
+/// such test.
+pub async fn beside_one() -> Turn {
+    take(Kind::Beside).await
+}
 
 /// The repository root (where the shipped scripts live).
 pub fn repo() -> PathBuf {
