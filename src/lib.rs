@@ -53,6 +53,7 @@ pub mod id;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod price;
 pub mod redact;
 pub mod registry;
 pub mod run;
