@@ -223,7 +223,15 @@ async fn a_place_order_slower_than_wait_for_active_ends_completed() {
         }
     })
     .await
-    .expect("1002 was never bought");
+    .unwrap_or_else(|_| {
+        // Say why, so that a failure on a loaded CI machine can be read.
+        panic!(
+            "1002 was never bought; 1001 is {:?}, 1002 is {:?}; history: {:#?}",
+            state.get("1001"),
+            state.get("1002"),
+            state.history(usize::MAX)
+        )
+    });
     shutdown.cancel();
     run.await.unwrap();
     sh.quiesce().await;
