@@ -103,6 +103,7 @@ fn target() -> Arc<Target> {
         flow: "f".into(),
         account: None,
         params: serde_json::Map::new(),
+        budget: baton::budget::Budget::NoLimit,
     })
 }
 

@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 struct Allow;
 
 impl CommitSink for Allow {
-    fn begin(&self, _: &str) -> Result<bool, String> {
+    fn begin(&self, _: &str) -> Result<bool, baton::flow::CommitRefused> {
         Ok(true)
     }
     fn done(&self, _: &str, _: Option<&str>) {}
@@ -125,12 +125,15 @@ async fn run() {
         flow: "purchase".into(),
         account: None,
         params: serde_json::json!({
-            "max_price": 60.0,
             "customer": {"name": "Ada Lovelace", "email": "ada@example.com", "address": "12 Analytical Way"}
         })
         .as_object()
         .unwrap()
         .clone(),
+        budget: baton::budget::Budget::Max {
+            amount: baton::price::Amount::from_f64(60.0).unwrap(),
+            currency: None,
+        },
     });
     let timeouts = Timeouts {
         action: Duration::from_secs(10),

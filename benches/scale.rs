@@ -75,7 +75,7 @@ async fn measure(n: usize) -> Figures {
         l.local_addr().unwrap().port()
     };
     let targets: String = (0..n)
-        .map(|i| format!("  - {{ id: \"w{i}\", url: /p/1003, params: {{ max_price: 20.0 }} }}\n"))
+        .map(|i| format!("  - {{ id: \"w{i}\", url: /p/1003, max_price: 20.0 }}\n"))
         .collect();
     let yaml = format!(
         "cycle: {{ interval: 100ms }}\nstate_dir: .baton\ndashboard: 127.0.0.1:{port}\ndemo_shop: {{ port: 0 }}\nsecrets:\n  card_number: {{ env: NO_SUCH_VAR, default: \"4242424242424242\" }}\n  card_cvv: {{ env: NO_SUCH_VAR, default: \"123\" }}\ntargets:\n{targets}flows:\n  purchase:\n    monitor: stock_check\n    steps: [product_page, checkout, {{ script: clear_cart, always: true }}]\n    outcomes: {{ out_of_stock: retry, price_too_high: retry }}\n"

@@ -41,6 +41,7 @@ mod dry_run;
 mod init;
 mod login;
 mod notify;
+mod watch;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -216,6 +217,22 @@ enum Cmd {
         config: PathBuf,
         #[command(subcommand)]
         action: ClusterCmd,
+    },
+    /// Show what baton reads on a product page: name, price, availability
+    /// and the schema.org source (JSON-LD, microdata, OpenGraph).
+    ///
+    /// Tells in seconds whether a shop works with `offer()` and no
+    /// selectors. Exit 0 with the offer, 1 when the page has none.
+    #[command(after_help = "Examples:
+  baton watch https://shop.example/products/lamp
+  baton watch --browser https://shop.example/products/lamp")]
+    Watch {
+        /// The product page's full URL.
+        url: String,
+        /// Render the page in headless Chromium first (for shops that
+        /// write their product data from script).
+        #[arg(long)]
+        browser: bool,
     },
     /// Print the script API as a Rhai definition file, for the Rhai
     /// language server.
@@ -393,6 +410,7 @@ async fn dispatch(cmd: Cmd, opts: Options, recent: Recent) -> Result<(), Failure
         Cmd::State { config, action } => state_cmd(&config, action.unwrap_or(StateCmd::Show)).await,
         Cmd::Cluster { config, action } => cluster_cmd(&config, &action),
         Cmd::Init { dir } => init::init(&dir),
+        Cmd::Watch { url, browser } => watch::watch(&url, browser).await,
         Cmd::Defs { out } => defs(out, opts),
     }
 }

@@ -27,8 +27,10 @@ pub struct Target {
     pub flow: String,
     /// The account it buys on; `None` for a guest.
     pub account: Option<crate::id::AccountId>,
-    /// Free-form parameters from `flows.yaml` (for example `max_price`).
+    /// Free-form parameters from `flows.yaml`, for the scripts.
     pub params: serde_json::Map<String, serde_json::Value>,
+    /// What it may cost (I11): `max_price` and `currency`.
+    pub budget: crate::budget::Budget,
 }
 
 /// A named sequence of steps.
@@ -68,7 +70,13 @@ impl Flow {
     /// quietly and leaves the target ready, like `retry`, except
     /// `logged_out`, which fails the target: logging in again and again
     /// with a wrong password gets accounts locked.
+    ///
+    /// `over_budget`, the host's refusal (I11), is always retried: the
+    /// price may come down, and no flow makes a refused purchase done.
     pub fn outcome_action(&self, name: &str) -> OutcomeAction {
+        if name == crate::budget::OVER_BUDGET {
+            return OutcomeAction::Retry;
+        }
         self.outcomes
             .get(name)
             .copied()
@@ -157,8 +165,14 @@ impl StepError {
 pub trait CommitSink: Send + Sync {
     /// Called before the commit closure runs. `Ok(true)`: run it, after the
     /// target has been persisted as `committing`. `Ok(false)`: skip it (a dry
-    /// run). `Err`: the step fails and the closure does not run.
-    fn begin(&self, label: &str) -> Result<bool, String>;
+    /// run). `Err`: the closure does not run; the run ends `over_budget`
+    /// when the host refused it for its price (I11), failed otherwise.
+    fn begin(&self, label: &str) -> Result<bool, CommitRefused>;
+    /// A price the run saw on its own pages (`offer`, `observe_price`):
+    /// the last one is what the budget is checked against at `begin`.
+    fn observe(&self, price: crate::price::Price) {
+        let _ = price;
+    }
     /// Called when the closure returned, with what it returned (for
     /// example the order number; `None` if it returned nothing). The shop
     /// answered: the run persists `committed` with that order at once.
@@ -180,6 +194,18 @@ pub trait CommitSink: Send + Sync {
     fn deadline(&self) -> Option<tokio::time::Instant> {
         None
     }
+}
+
+/// Why `commit` did not begin.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CommitRefused {
+    /// I11: the observed price is over the budget, in another currency,
+    /// or missing.
+    #[error("refused by baton (I11): {0}")]
+    OverBudget(#[from] crate::budget::Refusal),
+    /// Cancelled first, the cluster's marker, a failed write.
+    #[error("{0}")]
+    Other(String),
 }
 
 /// Where a script's `notify(..)` goes: a narrow handle, like

@@ -34,12 +34,13 @@ use tokio_util::sync::CancellationToken;
 use crate::account::{Account, AccountStore, Check, LOGGED_OUT, LoggedOut};
 use crate::browser::{Browser, Page};
 use crate::flow::{
-    CommitAnswer, CommitSink, Flow, OutcomeAction, PinnedFlow, Step, StepContext, StepEnd,
-    StepError, StepErrorKind, Target, Timeouts, panic_message,
+    CommitAnswer, CommitRefused, CommitSink, Flow, OutcomeAction, PinnedFlow, Step, StepContext,
+    StepEnd, StepError, StepErrorKind, Target, Timeouts, panic_message,
 };
 use crate::metrics::Metrics;
 use crate::registry::{CancelReason, RunControl, RunGuard};
 use crate::state::{RunRecord, StateStore, Status, StepRecord, StepResult};
+use crate::sync::lock;
 use crate::trace::{Recorder, TraceStore};
 
 /// How long a cancelled step gets to stop after its page was closed, before
@@ -107,9 +108,11 @@ pub async fn execute(
         claim: deps.claim.clone(),
         answer: Mutex::new(None),
         price: Mutex::new(None),
+        observed: Mutex::new(None),
+        refused: Mutex::new(None),
     });
 
-    let report = AssertUnwindSafe(run_steps(
+    let mut report = AssertUnwindSafe(run_steps(
         &guard,
         target.clone(),
         &flow,
@@ -127,6 +130,9 @@ pub async fn execute(
         )),
         ..Report::default()
     });
+    report.refused = lock(&sink.refused)
+        .as_ref()
+        .map(|r| format!("refused by baton (I11): {r}"));
 
     let answer = sink.answer();
     let committed = control.committed();
@@ -257,6 +263,8 @@ struct Report {
     /// Why the run reached its outcome, when the host decided it
     /// (`logged_out`).
     why: Option<String>,
+    /// Why the host refused the run's commit (I11), if it did.
+    refused: Option<String>,
     screenshot: Option<String>,
 }
 
@@ -303,6 +311,16 @@ fn settle(
             Some(format!(
                 "passed its commit point without a recorded result: {why}"
             )),
+        );
+    }
+    // I11: the host refused the commit for its price. Nothing reached the
+    // shop; the target is tried again next cycle, whatever the script
+    // did after the refusal.
+    if let Some(why) = &r.refused {
+        return (
+            Status::Ready,
+            Some(crate::budget::OVER_BUDGET.into()),
+            Some(why.clone()),
         );
     }
     if let Some(reason) = cancelled {
@@ -941,40 +959,42 @@ struct RunCommit {
     answer: Mutex<Option<CommitAnswer>>,
     /// The price the commit reported with its order.
     price: Mutex<Option<String>>,
+    /// The last price the run's steps observed (I11).
+    observed: Mutex<Option<crate::price::Price>>,
+    /// Why the host refused the commit, if it did.
+    refused: Mutex<Option<crate::budget::Refusal>>,
 }
 
 impl RunCommit {
     fn answer(&self) -> Option<CommitAnswer> {
-        self.answer
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        lock(&self.answer).clone()
     }
 
     fn price(&self) -> Option<String> {
-        self.price
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        lock(&self.price).clone()
     }
 
     fn set_answer(&self, answer: CommitAnswer) {
-        *self
-            .answer
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(answer);
+        *lock(&self.answer) = Some(answer);
         self.control.answer_commit();
     }
 }
 
 impl CommitSink for RunCommit {
-    fn begin(&self, label: &str) -> Result<bool, String> {
+    fn begin(&self, label: &str) -> Result<bool, CommitRefused> {
+        // I11 first: a refused commit touches nothing, here or on the shop.
+        let observed = lock(&self.observed).clone();
+        if let Err(refusal) = self.target.budget.admits(observed.as_ref()) {
+            tracing::warn!(run = %self.run, target = %self.target.id, label, "commit refused: {refusal}");
+            *lock(&self.refused) = Some(refusal.clone());
+            return Err(refusal.into());
+        }
         // Entering the commit and a cycle's cancellation exclude each other
         // (I9): a run cancelled first never commits; a run in its commit is
         // not cancelled by a cycle's wait.
-        self.control
-            .enter_commit()
-            .map_err(|reason| format!("run cancelled before its commit point ({reason})"))?;
+        self.control.enter_commit().map_err(|reason| {
+            CommitRefused::Other(format!("run cancelled before its commit point ({reason})"))
+        })?;
         // With several instances: the leases must still be this run's, and
         // no instance may have marked the target; `committing` is written
         // in the same step, so no other instance runs it from here on.
@@ -982,7 +1002,9 @@ impl CommitSink for RunCommit {
             && let Err(refusal) = claim.begin_commit(self.run)
         {
             self.control.abandon_commit();
-            return Err(format!("the cluster refused the commit: {refusal}"));
+            return Err(CommitRefused::Other(format!(
+                "the cluster refused the commit: {refusal}"
+            )));
         }
         // Persist first: if baton dies inside the closure, the restart finds
         // `committing` and turns it into `in_doubt`, never a retry. The
@@ -1000,7 +1022,9 @@ impl CommitSink for RunCommit {
             if let Some(claim) = &self.claim {
                 claim.uncommitted();
             }
-            return Err(format!("cannot persist `committing`: {e}"));
+            return Err(CommitRefused::Other(format!(
+                "cannot persist `committing`: {e}"
+            )));
         }
         tracing::info!(run = %self.run, target = %self.target.id, label, "committing");
         Ok(true)
@@ -1024,11 +1048,12 @@ impl CommitSink for RunCommit {
         }
     }
 
+    fn observe(&self, price: crate::price::Price) {
+        *lock(&self.observed) = Some(price);
+    }
+
     fn priced(&self, price: &str) {
-        *self
-            .price
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(price.to_owned());
+        *lock(&self.price) = Some(price.to_owned());
     }
 
     fn not_placed(&self, label: &str, reason: &str) {

@@ -172,7 +172,9 @@ where
     let go = tokio::task::spawn_blocking(move || sink.begin(&l))
         .await
         .map_err(|e| StepError::failed(e.to_string()))?
-        .map_err(StepError::failed)?;
+        // An `over_budget` refusal is also recorded by the run's sink,
+        // which ends the run `over_budget` whatever this step returns.
+        .map_err(|e| StepError::failed(e.to_string()))?;
     if !go {
         return Ok(None);
     }

@@ -45,9 +45,7 @@ accounts:
 
 /// A target line on `account`.
 pub(crate) fn on(account: &str, id: &str, max_price: f64) -> String {
-    format!(
-        "  - {{ id: \"{id}\", url: /p/{id}, account: {account}, params: {{ max_price: {max_price} }} }}\n"
-    )
+    format!("  - {{ id: \"{id}\", url: /p/{id}, account: {account}, max_price: {max_price} }}\n")
 }
 
 async fn start(p: &Project, cycles: u64) -> App {

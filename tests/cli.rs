@@ -776,7 +776,7 @@ fn check_passes_on_the_shipped_project() {
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert_eq!(
         o.stdout.trim(),
-        "flows.yaml: ok (5 target(s), 1 flow(s), 1 account(s)); scripts: ok (5 script(s))"
+        "flows.yaml: ok (6 target(s), 1 flow(s), 1 account(s)); scripts: ok (5 script(s))"
     );
 }
 
@@ -1077,7 +1077,7 @@ fn dry_run_rejects_unknown_targets_and_foreign_scripts() {
     assert_eq!(o.code, 2);
     assert!(
         o.stderr.contains(
-            "unknown target `9999` (targets in flows.yaml: `1001`, `1002`, `1003`, `1004`, `1005`)"
+            "unknown target `9999` (targets in flows.yaml: `1001`, `1002`, `1003`, `1004`, `1006`, `1005`)"
         ),
         "{}",
         o.stderr

@@ -20,7 +20,8 @@ secrets:
 targets:
   - id: "1001"
     url: /p/1001
-    params: { max_price: 60.0, customer: &c { name: Ada } }
+    max_price: 60.0
+    params: { customer: &c { name: Ada } }
   - { id: 1002, url: "http://h/p/1002", params: { customer: *c } }
 flows:
   purchase:

@@ -9,6 +9,8 @@
 //! - `cli`: the `baton` binary's commands, messages and exit codes.
 //! - `app`, `dashboard`: a running baton, its config reload and dashboard.
 //! - `cluster`: instances coordinated on a real Redis.
+//! - `prices`: the budget (I11), `offer()` and `baton watch` against the
+//!   demo shop.
 //! - `config_fuzz`: flows.yaml never panics `check` or `run`.
 
 mod common;
@@ -22,5 +24,6 @@ mod crash;
 mod dashboard;
 mod e2e;
 mod notify;
+mod prices;
 mod safety;
 mod scripting;

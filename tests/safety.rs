@@ -1208,6 +1208,119 @@ async fn i8_reload_never_changes_a_running_flow() {
     assert!(history[1].steps[1].generation > v1);
 }
 
+// I11: the budget ---------------------------------------------------------------
+
+/// I11: when a run enters `commit`, the price it observed last must be
+/// within its target's `max_price`, in the budget's currency, or the host
+/// refuses: the commit body never runs, the run ends `over_budget` with
+/// the reason, the target stays `ready` (retried next cycle), and the
+/// `always` cleanup still runs. The steps here commit whatever the price:
+/// the host is all that stands between them and the shop.
+/// Guards: `Budget::admits` in `RunCommit::begin`.
+#[tokio::test(start_paused = true)]
+async fn i11_a_commit_over_budget_is_refused_by_the_host() {
+    use baton::budget::Budget;
+    use baton::price::{Amount, Price};
+    let mut cfg = config(
+        &["within", "over", "silent", "dollars", "unbounded", "unset"],
+        flow(&["buy", "clear!"]),
+    );
+    let eur60 = Budget::Max {
+        amount: Amount::from_plain("60").unwrap(),
+        currency: Some("EUR".into()),
+    };
+    cfg.targets = cfg
+        .targets
+        .iter()
+        .map(|t| {
+            let budget = match t.id.as_str() {
+                "unbounded" => Budget::NoLimit,
+                "unset" => Budget::Unset,
+                _ => eur60.clone(),
+            };
+            Arc::new(baton::flow::Target {
+                budget,
+                ..(**t).clone()
+            })
+        })
+        .collect();
+    let h = Harness::new(cfg);
+    let placed = Arc::new(Mutex::new(Vec::new()));
+    let cleaned = Arc::new(AtomicU32::new(0));
+    {
+        let placed = placed.clone();
+        h.steps.step("buy", move |cx| {
+            let placed = placed.clone();
+            async move {
+                let seen = match cx.target.id.as_str() {
+                    "within" => Some(("60.00", Some("EUR"))),
+                    "over" => Some(("60.01", Some("EUR"))),
+                    "dollars" => Some(("10", Some("USD"))),
+                    "unset" | "unbounded" => Some(("1", None)),
+                    _ => None,
+                };
+                if let Some((amount, currency)) = seen {
+                    cx.commit.observe(Price {
+                        amount: Amount::from_plain(amount).unwrap(),
+                        currency: currency.map(str::to_owned),
+                    });
+                }
+                let id = cx.target.id.to_string();
+                commit(&cx, "place order", async move {
+                    placed.lock().unwrap().push(id);
+                    Ok("A-1".to_owned())
+                })
+                .await?;
+                Ok(StepEnd::Continue)
+            }
+        });
+    }
+    {
+        let cleaned = cleaned.clone();
+        h.steps.step("clear", move |_| {
+            let cleaned = cleaned.clone();
+            async move {
+                cleaned.fetch_add(1, Ordering::SeqCst);
+                Ok(StepEnd::Continue)
+            }
+        });
+    }
+    h.scheduler(Some(1)).run().await;
+
+    let mut placed = placed.lock().unwrap().clone();
+    placed.sort();
+    assert_eq!(
+        placed,
+        ["unbounded", "within"],
+        "the host let a commit through"
+    );
+    assert_eq!(cleaned.load(Ordering::SeqCst), 6, "every run cleaned up");
+    let history = h.history();
+    for (id, why) in [
+        ("over", "the price 60.01 EUR is over the budget 60.00 EUR"),
+        ("silent", "no price was observed in this run"),
+        (
+            "dollars",
+            "the price 10.00 USD is in USD, the budget 60.00 EUR is in EUR",
+        ),
+        ("unset", "the target has no max_price"),
+    ] {
+        let r = history.iter().find(|r| r.target.as_str() == id).unwrap();
+        assert_eq!(r.status, Status::Ready, "{r:#?}");
+        assert_eq!(r.outcome.as_deref(), Some("over_budget"), "{r:#?}");
+        assert!(!r.committed, "{r:#?}");
+        assert!(
+            r.error.as_deref().is_some_and(|e| e.contains(why)),
+            "{id}: {:?}",
+            r.error
+        );
+        assert_eq!(h.state.get(id).status, Status::Ready, "{id}");
+    }
+    for id in ["within", "unbounded"] {
+        assert_eq!(h.state.get(id).status, Status::Completed, "{id}");
+    }
+}
+
 // Soak -----------------------------------------------------------------------
 
 /// 10,000 cycles of mixed fast, slow, stuck, failing, panicking and

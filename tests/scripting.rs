@@ -127,10 +127,14 @@ fn target() -> Arc<Target> {
         url: PRODUCT.into(),
         flow: "purchase".into(),
         account: None,
-        params: serde_json::json!({"max_price": 25.0, "name": "Ada"})
+        params: serde_json::json!({"name": "Ada"})
             .as_object()
             .unwrap()
             .clone(),
+        budget: baton::budget::Budget::Max {
+            amount: baton::price::Amount::from_f64(25.0).unwrap(),
+            currency: None,
+        },
     })
 }
 
@@ -144,9 +148,12 @@ struct Sink {
 }
 
 impl CommitSink for Sink {
-    fn begin(&self, label: &str) -> Result<bool, String> {
+    fn begin(&self, label: &str) -> Result<bool, baton::flow::CommitRefused> {
         self.calls.lock().unwrap().push(format!("begin {label}"));
         Ok(self.run)
+    }
+    fn observe(&self, price: baton::price::Price) {
+        self.calls.lock().unwrap().push(format!("observe {price}"));
     }
     fn done(&self, label: &str, result: Option<&str>) {
         self.calls
@@ -352,7 +359,7 @@ async fn page_reading_primitives() {
             out.push(wait_for(["#missing", "#stock"]));
             out.push(wait_for("#price", 50));
             out.push(js("1 + 1"));
-            out.push(target.id + " " + target.params.name + " " + target.params.max_price);
+            out.push(target.id + " " + target.params.name + " " + target.max_price);
             out
         "##,
     };
@@ -1021,14 +1028,14 @@ async fn modules_import_inside_scripts_and_nowhere_else() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_native_plugin_adds_functions() {
     let e = scripts! {
-        "t.rhai" => r##"[price_below(text("#price"), target.params.max_price), parse_price("$1,299.99")]"##,
+        "t.rhai" => r##"[price_below(text("#price"), target.max_price), parse_price("$1,299.99").amount]"##,
         "bad.rhai" => r##"price_below("Sold out", 10.0)"##,
     };
     assert_eq!(e.value("t").await, "[true, 1299.99]");
     assert!(
         e.error("bad")
             .await
-            .ends_with("price_below: no price in \"Sold out\"")
+            .ends_with("price_below: no number in \"Sold out\"")
     );
     let defs = e.host.definitions();
     assert!(

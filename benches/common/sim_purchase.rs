@@ -43,6 +43,7 @@ pub fn scheduler(
         flow: "buy".into(),
         account: None,
         params: serde_json::Map::new(),
+        budget: baton::budget::Budget::NoLimit,
     })];
     cfg.flows = BTreeMap::from([(
         "buy".to_owned(),

@@ -1,5 +1,5 @@
 //! baton with a native plugin: the same command line as `baton`, plus the
-//! `parse_price` and `price_below` functions in every script.
+//! `price_below` function in every script.
 //!
 //! ```sh
 //! cargo run --example price_plugin -- check

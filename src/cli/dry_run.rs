@@ -25,6 +25,7 @@ use crate::flow::{StepEnd, StepError};
 use crate::id::SessionId;
 use crate::script::api::{Trace, TracedCall};
 use crate::script::{Plugin, Ran, ScriptHost, ScriptRun};
+use crate::sync::lock;
 
 /// What to dry-run.
 pub enum What {
@@ -73,20 +74,28 @@ impl Trace for Printer {
     }
 }
 
-/// `commit` in a dry run: report, skip.
-#[derive(Default)]
+/// `commit` in a dry run: the host's budget check (I11) as a real run
+/// makes it, then report and skip.
 struct DrySink {
+    budget: crate::budget::Budget,
+    observed: Mutex<Option<crate::price::Price>>,
     labels: Mutex<Vec<String>>,
 }
 
 impl CommitSink for DrySink {
-    fn begin(&self, label: &str) -> Result<bool, String> {
+    fn begin(&self, label: &str) -> Result<bool, crate::flow::CommitRefused> {
+        let observed = lock(&self.observed).clone();
+        if let Err(refusal) = self.budget.admits(observed.as_ref()) {
+            say!("          commit {label} would be refused by baton (I11): {refusal}");
+            return Err(refusal.into());
+        }
         say!("          would commit: {label} (skipped in a dry run)");
-        self.labels
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(label.to_owned());
+        lock(&self.labels).push(label.to_owned());
         Ok(false)
+    }
+
+    fn observe(&self, price: crate::price::Price) {
+        *lock(&self.observed) = Some(price);
     }
 
     fn done(&self, _label: &str, _result: Option<&str>) {}
@@ -180,7 +189,11 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         start: Instant::now(),
         out: Mutex::new(Vec::new()),
     });
-    let sink = Arc::new(DrySink::default());
+    let sink = Arc::new(DrySink {
+        budget: target.budget.clone(),
+        observed: Mutex::new(None),
+        labels: Mutex::new(Vec::new()),
+    });
     let cancel = CancellationToken::new();
     let on_signal = {
         let cancel = cancel.clone();
@@ -691,10 +704,7 @@ fn met(
         problems.push(format!("expected an error containing `{want}`"));
     }
     if let Some(want) = &expect.would_commit {
-        let labels = sink
-            .labels
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let labels = lock(&sink.labels);
         if !labels.iter().any(|l| l == want) {
             problems.push(format!("expected the run to reach commit `{want}`"));
         }

@@ -198,6 +198,7 @@ async fn check(cfg: &Config, account: &Account, page: Arc<dyn Page>) -> Result<b
                         flow: String::new(),
                         account: Some(account.id.clone()),
                         params: serde_json::Map::new(),
+                        budget: crate::budget::Budget::Unset,
                     })
                 });
             let run = ScriptRun {

@@ -12,7 +12,7 @@ use serde_saphyr::Spanned;
 use crate::flow::OutcomeAction;
 
 use super::value::{
-    Addr, Concurrency, Dur, HostName, IdValue, Interval, Port, StrictBool, parse_addr,
+    Addr, Concurrency, Dur, HostName, IdValue, Interval, MaxPrice, Port, StrictBool, parse_addr,
     string_or_map,
 };
 
@@ -151,6 +151,11 @@ pub(super) struct RawTarget {
     pub(super) account: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) params: serde_json::Map<String, serde_json::Value>,
+    /// What the target may cost (I11); the host enforces it.
+    #[serde(default)]
+    pub(super) max_price: Option<Spanned<MaxPrice>>,
+    #[serde(default)]
+    pub(super) currency: Option<Spanned<String>>,
 }
 
 /// An account: its secrets by name, its logged-in check and login script.

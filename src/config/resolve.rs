@@ -14,8 +14,10 @@ use crate::flow::{Flow, Step, Target};
 use crate::id::{AccountId, SessionId, TargetId};
 
 use super::error::{ConfigError, Problem};
-use super::raw::{OneOrMany, RawAccount, RawConfig, RawDashboard, RawSecret};
+use super::raw::{OneOrMany, RawAccount, RawConfig, RawDashboard, RawSecret, RawTarget};
+use super::value::MaxPrice;
 use super::{BrowserConfig, Config, CycleConfig, DashboardConfig, DemoShopConfig, Secrets};
+use crate::budget::Budget;
 
 pub(super) struct Resolver<'a> {
     pub(super) path: &'a Path,
@@ -237,6 +239,79 @@ impl Resolver<'_> {
             check,
             login,
             login_url,
+        }
+    }
+
+    /// A target's budget (I11): `max_price` and `currency` on the target.
+    fn budget(&mut self, id: &str, t: &RawTarget) -> Budget {
+        if let Some(p) = t.params.get("max_price")
+            && t.max_price.is_none()
+        {
+            self.problem(
+                at(&t.url),
+                format!(
+                    "target `{id}`: `max_price` is the target's own key now, not a param, because baton enforces it (I11): write `max_price: {p}` beside `url:`, and read it in scripts as `target.max_price`"
+                ),
+            );
+        }
+        let currency = t.currency.as_ref().and_then(|c| {
+            let code = c.value.trim().to_ascii_uppercase();
+            if code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase()) {
+                Some(code)
+            } else {
+                self.problem(
+                    at(c),
+                    format!(
+                        "target `{id}`: currency `{}` is not an ISO 4217 code such as EUR, USD or GBP",
+                        c.value
+                    ),
+                );
+                None
+            }
+        });
+        let Some(max) = &t.max_price else {
+            return Budget::Unset;
+        };
+        match &max.value {
+            MaxPrice::None => {
+                if let Some(c) = &t.currency {
+                    self.problem(
+                        at(c),
+                        format!("target `{id}`: `currency` without a budget (`max_price: none`)"),
+                    );
+                }
+                Budget::NoLimit
+            }
+            MaxPrice::Amount(amount) => Budget::Max {
+                amount: *amount,
+                currency,
+            },
+            MaxPrice::Text(text) => {
+                let cx = crate::price::Context {
+                    locale: None,
+                    currency: currency.as_deref(),
+                };
+                match crate::price::parse(text, cx) {
+                    Ok(p) => {
+                        if let (Some(want), Some(got)) = (&currency, &p.currency)
+                            && want != got
+                        {
+                            self.problem(
+                                at(max),
+                                format!("target `{id}`: max_price {text:?} is in {got}, but `currency` says {want}"),
+                            );
+                        }
+                        Budget::Max {
+                            amount: p.amount,
+                            currency: p.currency,
+                        }
+                    }
+                    Err(e) => {
+                        self.problem(at(max), format!("target `{id}`: max_price: {e}"));
+                        Budget::Unset
+                    }
+                }
+            }
         }
     }
 
@@ -565,12 +640,14 @@ impl Resolver<'_> {
             for v in params.values_mut() {
                 self.expand_json(v, at(&t.url));
             }
+            let budget = self.budget(&id, t);
             targets.push(Arc::new(Target {
                 id: TargetId::new(&id),
                 url,
                 flow,
                 account,
                 params,
+                budget,
             }));
         }
         if targets.is_empty() {

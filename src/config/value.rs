@@ -215,6 +215,49 @@ impl<'de> Deserialize<'de> for IdValue {
     }
 }
 
+/// A target's `max_price`: a number (`59.99`), a price text with its
+/// currency (`"59,99 €"`, read by [`crate::price`]), or `none`.
+pub(super) enum MaxPrice {
+    None,
+    Amount(crate::price::Amount),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for MaxPrice {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = MaxPrice;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a price (`60`, `59.99`, `\"59,99 €\"`) or `none`")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<MaxPrice, E> {
+                if s.trim().eq_ignore_ascii_case("none") {
+                    Ok(MaxPrice::None)
+                } else {
+                    Ok(MaxPrice::Text(s.to_owned()))
+                }
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<MaxPrice, E> {
+                self.visit_f64(n as f64)
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<MaxPrice, E> {
+                self.visit_f64(n as f64)
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<MaxPrice, E> {
+                crate::price::Amount::from_f64(v)
+                    .map(MaxPrice::Amount)
+                    .ok_or_else(|| {
+                        E::custom(format!(
+                            "max_price {v} is not a price (it must be 0 or more)"
+                        ))
+                    })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// The longest duration any key takes. Bounds are part of the input: a
 /// value that passes `check` must never overflow a deadline in `run`.
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);

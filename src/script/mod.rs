@@ -508,6 +508,7 @@ impl ScriptHost {
                 flow: String::new(),
                 account: None,
                 params: serde_json::Map::new(),
+                budget: crate::budget::Budget::Unset,
             }),
             cancel: CancellationToken::new(),
             commit: None,
@@ -611,6 +612,17 @@ fn target_map(t: &Target) -> Dynamic {
     m.insert("flow".into(), t.flow.clone().into());
     let params = rhai::serde::to_dynamic(&t.params).unwrap_or_else(|_| rhai::Map::new().into());
     m.insert("params".into(), params);
+    // The budget the host enforces (I11), for a script's own early check.
+    m.insert(
+        "max_price".into(),
+        t.budget.max_f64().map_or(Dynamic::UNIT, Dynamic::from),
+    );
+    m.insert(
+        "currency".into(),
+        t.budget
+            .currency()
+            .map_or(Dynamic::UNIT, |c| Dynamic::from(c.to_owned())),
+    );
     m.into()
 }
 

@@ -109,9 +109,10 @@ pub(super) async fn fail(
 
 pub(super) async fn reset(State(shop): State<Shop>) -> Json<serde_json::Value> {
     let mut s = shop.lock();
-    let profile = s.profile;
+    let (profile, money) = (s.profile, s.money.clone());
     *s = ShopState::new();
     s.profile = profile;
+    s.money = money;
     Json(json!({"reset": true}))
 }
 
@@ -140,4 +141,61 @@ pub(super) async fn profile(State(shop): State<Shop>, Path(name): Path<String>) 
         )
             .into_response(),
     }
+}
+
+/// `POST /admin/locale/de-DE/EUR`: show prices in that locale and
+/// currency from now on (the amounts stay the same numbers).
+pub(super) async fn locale(
+    State(shop): State<Shop>,
+    Path((locale, currency)): Path<(String, String)>,
+) -> Response {
+    let locale = match crate::price::Locale::find(&locale) {
+        Ok(l) => l,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    let currency = currency.to_ascii_uppercase();
+    if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("`{currency}` is not a currency code"),
+        )
+            .into_response();
+    }
+    shop.lock().money = super::Money {
+        locale,
+        currency: currency.clone(),
+    };
+    Json(json!({"locale": locale.name, "currency": currency})).into_response()
+}
+
+#[derive(Deserialize)]
+pub(super) struct PriceQuery {
+    /// Set only what the checkout charges (the product page keeps its
+    /// price).
+    checkout: Option<bool>,
+}
+
+/// `POST /admin/price/ID/CENTS`: the product's price from now on; with
+/// `?checkout=true`, only what its checkout charges.
+pub(super) async fn price(
+    State(shop): State<Shop>,
+    Path((id, cents)): Path<(String, u64)>,
+    Query(q): Query<PriceQuery>,
+) -> Response {
+    let mut s = shop.lock();
+    let Some(p) = s.products.get_mut(&id) else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("no product {id}")})),
+        )
+            .into_response();
+    };
+    if q.checkout == Some(true) {
+        p.checkout_cents = Some(cents);
+    } else {
+        p.price_cents = cents;
+        p.checkout_cents = None;
+    }
+    Json(json!({"id": id, "price_cents": p.price_cents, "checkout_cents": p.checkout_cents}))
+        .into_response()
 }

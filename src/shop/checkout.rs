@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::{Order, Shop, Step, card, pages, session_of, with_session};
+use super::{Order, Product, Shop, Step, card, pages, session_of, with_session};
 
 /// What the address page saved.
 #[derive(Clone, Debug, Deserialize)]
@@ -54,7 +54,7 @@ fn stage(shop: &Shop, sid: &str) -> (Stage, u64) {
     let total = sess
         .cart
         .iter()
-        .map(|l| u64::from(l.qty) * s.products.get(&l.product).map_or(0, |p| p.price_cents))
+        .map(|l| u64::from(l.qty) * s.products.get(&l.product).map_or(0, Product::charged_cents))
         .sum();
     let stage = match (&sess.details, &sess.card) {
         (None, _) => Stage::Address,
@@ -104,7 +104,7 @@ pub(super) async fn address_page(State(shop): State<Shop>, headers: HeaderMap) -
         let saved = sid
             .strip_prefix('@')
             .and_then(|name| shop.lock().accounts.get(name).map(|a| a.address.clone()));
-        pages::address(total, saved.as_ref()).into_response()
+        pages::address(&shop.money(), total, saved.as_ref()).into_response()
     })
     .await
 }
@@ -136,7 +136,7 @@ pub(super) async fn save_address(
 pub(super) async fn payment_page(State(shop): State<Shop>, headers: HeaderMap) -> Response {
     page(&shop, &headers, 2, |shop, _, total| {
         let origin = shop.card_origin();
-        pages::payment(total, origin.as_deref()).into_response()
+        pages::payment(&shop.money(), total, origin.as_deref()).into_response()
     })
     .await
 }
@@ -182,7 +182,7 @@ pub(super) async fn review_page(State(shop): State<Shop>, headers: HeaderMap) ->
                 .rev()
                 .collect()
         });
-        pages::review(total, name, &last4).into_response()
+        pages::review(&s.money, total, name, &last4).into_response()
     })
     .await
 }
@@ -258,7 +258,7 @@ pub(super) async fn place_order(State(shop): State<Shop>, headers: HeaderMap) ->
     for l in &lines {
         if let Some(p) = s.products.get_mut(&l.product) {
             p.stock -= l.qty;
-            total += p.price_cents * u64::from(l.qty);
+            total += p.charged_cents() * u64::from(l.qty);
         }
     }
     let number = format!("A-{}", s.next_order);

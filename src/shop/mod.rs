@@ -80,6 +80,64 @@ pub struct Product {
     pub name: String,
     pub price_cents: u64,
     pub stock: u32,
+    /// What the checkout charges, when it is not the product page's price:
+    /// a shop that adds a surcharge, or changes its price, between the
+    /// product page and the review page (I11's live test).
+    pub checkout_cents: Option<u64>,
+}
+
+impl Product {
+    /// What a line of this product costs at checkout.
+    pub fn charged_cents(&self) -> u64 {
+        self.checkout_cents.unwrap_or(self.price_cents)
+    }
+
+    /// Which platform's schema.org shape its page carries.
+    fn shape(&self) -> Shape {
+        match self.id.bytes().last().map_or(0, |b| b % 4) {
+            1 => Shape::Shopify,
+            2 => Shape::WooCommerce,
+            3 => Shape::BigCommerce,
+            _ => Shape::Microdata,
+        }
+    }
+}
+
+/// The structured-data shapes of real platforms the product pages use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    Shopify,
+    WooCommerce,
+    BigCommerce,
+    Microdata,
+}
+
+/// How the shop shows money: a locale and a currency (`en-US` and USD
+/// unless `POST /admin/locale/LOCALE/CURRENCY` says otherwise), as a real
+/// shop shows each visitor theirs.
+#[derive(Clone, Debug)]
+pub struct Money {
+    pub locale: crate::price::Locale,
+    pub currency: String,
+}
+
+impl Default for Money {
+    fn default() -> Money {
+        Money {
+            locale: crate::price::Locale::ALL[0],
+            currency: "USD".into(),
+        }
+    }
+}
+
+impl Money {
+    pub fn show(&self, cents: u64) -> String {
+        crate::price::format(
+            crate::price::Amount::new(cents, 2),
+            &self.currency,
+            self.locale,
+        )
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -145,6 +203,8 @@ struct ShopState {
     requests: HashMap<Step, u64>,
     /// How heavy the pages are (`profile`); survives `/admin/reset`.
     profile: profile::Profile,
+    /// How prices are shown; survives `/admin/reset`.
+    money: Money,
     /// Time spent serving requests (outside `/admin`), and how many: the
     /// server's share of a cycle, the floor no client can go below.
     served: Duration,
@@ -160,6 +220,7 @@ pub fn default_products() -> Vec<Product> {
         name: name.into(),
         price_cents,
         stock,
+        checkout_cents: None,
     };
     vec![
         p("1001", "Espresso machine", 4999, 50),
@@ -167,7 +228,20 @@ pub fn default_products() -> Vec<Product> {
         p("1003", "Milk frother", 1500, 0),
         p("1004", "Gooseneck kettle", 8900, 10),
         p("1005", "Coffee scale", 1999, 50),
+        // Cheap on its page, dear at the review: the checkout adds a
+        // "handling" surcharge the product page never showed.
+        Product {
+            checkout_cents: Some(7900),
+            ..p("1006", "Barista kit", 2900, 50)
+        },
     ]
+}
+
+impl Shop {
+    /// How prices are shown now.
+    pub fn money(&self) -> Money {
+        self.lock().money.clone()
+    }
 }
 
 impl ShopState {
@@ -194,6 +268,7 @@ impl ShopState {
             fails: HashMap::new(),
             requests: HashMap::new(),
             profile: profile::Profile::Light,
+            money: Money::default(),
             served: Duration::ZERO,
             served_requests: 0,
             served_images: 0,
@@ -561,6 +636,8 @@ pub fn router(shop: Shop) -> Router {
         .route("/admin/fail/{step}/{n}", post(admin::fail))
         .route("/admin/reset", post(admin::reset))
         .route("/admin/profile/{name}", post(admin::profile))
+        .route("/admin/locale/{locale}/{currency}", post(admin::locale))
+        .route("/admin/price/{id}/{cents}", post(admin::price))
         .route("/admin/served", get(admin::served))
         .route("/assets/{name}", get(profile::asset))
         .layer(axum::middleware::from_fn_with_state(

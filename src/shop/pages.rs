@@ -4,7 +4,7 @@
 
 use axum::response::Html;
 
-use super::{Line, Product};
+use super::{Line, Money, Product, Shape};
 
 const STYLE: &str = r#"
 body{font:16px/1.5 system-ui,sans-serif;margin:0;color:#1d1d1f;background:#fafafa}
@@ -21,10 +21,6 @@ table{width:100%;border-collapse:collapse}td{padding:8px;border-bottom:1px solid
 .error{color:#b42318;font-weight:600}
 ul.products li{margin:8px 0}
 "#;
-
-fn money(cents: u64) -> String {
-    format!("${}.{:02}", cents / 100, cents % 100)
-}
 
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -49,7 +45,7 @@ fn layout(title: &str, cart_lines: Option<usize>, body: &str) -> Html<String> {
     ))
 }
 
-pub fn index(products: &[Product]) -> Html<String> {
+pub fn index(m: &Money, products: &[Product]) -> Html<String> {
     let items: String = products
         .iter()
         .map(|p| {
@@ -57,7 +53,7 @@ pub fn index(products: &[Product]) -> Html<String> {
                 r#"<li><a href="/p/{id}">{name}</a> {price} {stock}</li>"#,
                 id = escape(&p.id),
                 name = escape(&p.name),
-                price = money(p.price_cents),
+                price = m.show(p.price_cents),
                 stock = if p.stock > 0 { "" } else { "(out of stock)" }
             )
         })
@@ -71,7 +67,8 @@ pub fn index(products: &[Product]) -> Html<String> {
     )
 }
 
-pub fn product(p: &Product, cart_lines: usize) -> Html<String> {
+pub fn product(m: &Money, p: &Product, cart_lines: usize) -> Html<String> {
+    let md = Microdata::of(m, p);
     let buy = if p.stock > 0 {
         format!(
             r#"<p id="stock" class="in">In stock ({n} left)</p>
@@ -87,15 +84,111 @@ pub fn product(p: &Product, cart_lines: usize) -> Html<String> {
         &p.name,
         Some(cart_lines),
         &format!(
-            r#"<main id="product-page" data-product="{id}"><h1 id="product-name">{name}</h1>
-<p class="price"><span id="price" data-price="{raw}">{price}</span></p>
+            r#"<main id="product-page" data-product="{id}"{scope}><h1 id="product-name"{name_prop}>{name}</h1>
+<p class="price"{offer_scope}><span id="price" data-price="{raw}"{price_prop}>{price}</span>{offer_props}</p>
 {buy}
-</main>"#,
+</main>{json_ld}"#,
             id = escape(&p.id),
             name = escape(&p.name),
-            raw = format_args!("{}.{:02}", p.price_cents / 100, p.price_cents % 100),
-            price = money(p.price_cents),
+            raw = plain(p.price_cents),
+            price = m.show(p.price_cents),
+            scope = md.scope,
+            name_prop = md.name,
+            offer_scope = md.offer,
+            price_prop = md.price,
+            offer_props = md.offer_props,
+            json_ld = structured_data(m, p),
         ),
+    )
+}
+
+/// The `itemprop` attributes of a product page in the microdata shape
+/// (Magento's Luma theme); empty for the others.
+#[derive(Default)]
+struct Microdata {
+    scope: &'static str,
+    name: &'static str,
+    offer: &'static str,
+    price: String,
+    offer_props: String,
+}
+
+impl Microdata {
+    fn of(m: &Money, p: &Product) -> Microdata {
+        if p.shape() != Shape::Microdata {
+            return Microdata::default();
+        }
+        Microdata {
+            scope: r#" itemscope itemtype="http://schema.org/Product""#,
+            name: r#" itemprop="name""#,
+            offer: r#" itemprop="offers" itemscope itemtype="http://schema.org/Offer""#,
+            price: format!(r#" itemprop="price" content="{}""#, plain(p.price_cents)),
+            offer_props: format!(
+                r#"<meta itemprop="priceCurrency" content="{}"><link itemprop="availability" href="http://schema.org/{}">"#,
+                escape(&m.currency),
+                if p.stock > 0 { "InStock" } else { "OutOfStock" }
+            ),
+        }
+    }
+}
+
+/// `1299.00`: schema.org's plain form of a price.
+fn plain(cents: u64) -> String {
+    format!("{}.{:02}", cents / 100, cents % 100)
+}
+
+/// The product's schema.org data, in the shape a real platform emits; each
+/// product of the demo catalogue uses another, so `offer()` is tested on
+/// all of them against a live page. (The shapes, and where they come from,
+/// are in `tests/fixtures/offers/`.)
+fn structured_data(m: &Money, p: &Product) -> String {
+    let availability = if p.stock > 0 { "InStock" } else { "OutOfStock" };
+    let id = &p.id;
+    let data = match p.shape() {
+        // Shopify (Dawn): offers an array, one per variant; a number price.
+        Shape::Shopify => serde_json::json!({
+            "@context": "http://schema.org/",
+            "@type": "Product",
+            "name": p.name,
+            "url": format!("/p/{id}"),
+            "sku": id,
+            "offers": [{
+                "@type": "Offer",
+                "sku": id,
+                "availability": format!("http://schema.org/{availability}"),
+                "price": p.price_cents as f64 / 100.0,
+                "priceCurrency": m.currency,
+                "url": format!("/p/{id}"),
+            }],
+        }),
+        // WooCommerce: `@graph` beside a breadcrumb, a string price and a
+        // priceSpecification.
+        Shape::WooCommerce => serde_json::json!({
+            "@context": "https://schema.org/",
+            "@graph": [
+                {"@type": "BreadcrumbList", "itemListElement": [{"@type": "ListItem", "position": 1, "item": {"name": "Home", "@id": "/"}}]},
+                {"@type": "Product", "@id": format!("/p/{id}#product"), "name": p.name, "sku": id,
+                 "offers": [{"@type": "Offer", "price": plain(p.price_cents),
+                             "priceSpecification": {"price": plain(p.price_cents), "priceCurrency": m.currency},
+                             "priceCurrency": m.currency,
+                             "availability": format!("https://schema.org/{availability}")}]},
+            ],
+        }),
+        // BigCommerce: one Offer object under a WebPage's mainEntity.
+        Shape::BigCommerce => serde_json::json!({
+            "@context": "https://schema.org",
+            "@type": "WebPage",
+            "mainEntity": {"@type": "Product", "name": p.name, "sku": id,
+                "offers": {"@type": "Offer", "priceCurrency": m.currency, "price": p.price_cents as f64 / 100.0,
+                           "availability": format!("https://schema.org/{availability}")}},
+        }),
+        // Magento (Luma): microdata on the page, no JSON-LD.
+        Shape::Microdata => return String::new(),
+    };
+    // `</` inside a script would end it early.
+    format!(
+        r#"<script type="application/ld+json">{}</script>"#,
+        data.to_string().replace("</", "<\\/")
     )
 }
 
@@ -127,7 +220,7 @@ addEventListener("load", () => {
 });
 "#;
 
-pub fn cart(rows: &[(Line, Option<Product>)]) -> Html<String> {
+pub fn cart(m: &Money, rows: &[(Line, Option<Product>)]) -> Html<String> {
     let body = if rows.is_empty() {
         r#"<p id="cart-empty">Your cart is empty.</p>"#.to_owned()
     } else {
@@ -144,7 +237,7 @@ pub fn cart(rows: &[(Line, Option<Product>)]) -> Html<String> {
                     pid = escape(&l.product),
                     name = escape(&name),
                     qty = l.qty,
-                    price = money(price * u64::from(l.qty))
+                    price = m.show(price * u64::from(l.qty))
                 )
             })
             .collect();
@@ -162,7 +255,11 @@ pub fn cart(rows: &[(Line, Option<Product>)]) -> Html<String> {
     )
 }
 
-pub fn address(total_cents: u64, saved: Option<&super::checkout::Details>) -> Html<String> {
+pub fn address(
+    m: &Money,
+    total_cents: u64,
+    saved: Option<&super::checkout::Details>,
+) -> Html<String> {
     let v = |f: fn(&super::checkout::Details) -> &str| {
         saved
             .map(|d| format!(r#" value="{}""#, escape(f(d))))
@@ -180,7 +277,7 @@ pub fn address(total_cents: u64, saved: Option<&super::checkout::Details>) -> Ht
 <label>Address <input id="address" name="address" autocomplete="street-address"{address}></label>
 <button id="to-payment" type="submit">Continue to payment</button>
 </form></main>"#,
-            total = money(total_cents),
+            total = m.show(total_cents),
             name = v(|d| &d.name),
             email = v(|d| &d.email),
             address = v(|d| &d.address),
@@ -267,7 +364,7 @@ pub fn account(name: &str, address: &super::checkout::Details, orders: usize) ->
 /// The payment page: the card fields live in a frame from the payment
 /// provider's origin, which posts back a token; Continue stays disabled
 /// until a valid card's token has arrived.
-pub fn payment(total_cents: u64, card_origin: Option<&str>) -> Html<String> {
+pub fn payment(m: &Money, total_cents: u64, card_origin: Option<&str>) -> Html<String> {
     let origin = card_origin.unwrap_or("");
     let src = if origin.is_empty() {
         "about:blank".to_owned()
@@ -292,7 +389,7 @@ addEventListener("message", (e) => {{
   document.getElementById("to-review").disabled = !e.data.token;
 }});
 </script>"#,
-            total = money(total_cents),
+            total = m.show(total_cents),
             src = escape(&src),
             origin_js = serde_json::to_string(origin).unwrap_or_default(),
         ),
@@ -301,7 +398,7 @@ addEventListener("message", (e) => {{
 
 /// The review page. Its Place order button is a web component's, inside
 /// an open shadow root, as design systems build them.
-pub fn review(total_cents: u64, name: &str, last4: &str) -> Html<String> {
+pub fn review(m: &Money, total_cents: u64, name: &str, last4: &str) -> Html<String> {
     layout(
         "Checkout: review",
         None,
@@ -318,21 +415,21 @@ customElements.define("order-button", class extends HTMLElement {{
   }}
 }});
 </script>"#,
-            total = money(total_cents),
+            total = m.show(total_cents),
             name = escape(name),
             last4 = escape(last4),
         ),
     )
 }
 
-pub fn order(number: &str, total_cents: u64) -> Html<String> {
+pub fn order(m: &Money, number: &str, total_cents: u64) -> Html<String> {
     layout(
         "Order placed",
         Some(0),
         &format!(
             r#"<main id="order-page"><h1>Thank you!</h1><p>Your order <span id="order-number">{number}</span> is placed ({total}).</p></main>"#,
             number = escape(number),
-            total = money(total_cents)
+            total = m.show(total_cents)
         ),
     )
 }

@@ -14,7 +14,7 @@ use super::{Line, Product, Shop, Step, pages, session_of, with_session};
 
 pub(super) async fn index(State(shop): State<Shop>) -> Response {
     let products: Vec<Product> = shop.lock().products.values().cloned().collect();
-    pages::index(&products).into_response()
+    pages::index(&shop.money(), &products).into_response()
 }
 
 pub(super) async fn product(
@@ -33,7 +33,7 @@ pub(super) async fn product(
         (s.products.get(&id).cloned(), lines)
     };
     match p {
-        Some(p) => with_session(&sid, pages::product(&p, lines)),
+        Some(p) => with_session(&sid, pages::product(&shop.money(), &p, lines)),
         None => with_session(
             &sid,
             (
@@ -112,7 +112,7 @@ pub(super) async fn cart(State(shop): State<Shop>, headers: HeaderMap) -> Respon
             (l, p)
         })
         .collect();
-    with_session(&sid, pages::cart(&rows))
+    with_session(&sid, pages::cart(&s.money, &rows))
 }
 
 /// What the basket's script asks for before it binds its buttons. It takes
@@ -169,7 +169,7 @@ pub(super) async fn order(
         .find(|o| o.number == number && o.session == sid.id)
         .cloned();
     match o {
-        Some(o) => with_session(&sid, pages::order(&o.number, o.total_cents)),
+        Some(o) => with_session(&sid, pages::order(&shop.money(), &o.number, o.total_cents)),
         None => with_session(
             &sid,
             (
@@ -181,11 +181,13 @@ pub(super) async fn order(
 }
 
 pub(super) async fn stock_api(State(shop): State<Shop>, Path(id): Path<String>) -> Response {
-    match shop.lock().products.get(&id) {
+    let s = shop.lock();
+    match s.products.get(&id) {
         Some(p) => Json(json!({
             "id": p.id,
             "name": p.name,
             "price": p.price_cents as f64 / 100.0,
+            "currency": s.money.currency,
             "stock": p.stock,
             "in_stock": p.stock > 0,
         }))

@@ -199,7 +199,7 @@ flows:
 /// A target line for `Project::new`.
 pub fn target(id: &str, max_price: f64) -> String {
     format!(
-        "  - {{ id: \"{id}\", url: /p/{id}, params: {{ max_price: {max_price}, customer: {{ name: Ada, email: ada@example.com, address: 1 Main St }} }} }}\n"
+        "  - {{ id: \"{id}\", url: /p/{id}, max_price: {max_price}, params: {{ customer: {{ name: Ada, email: ada@example.com, address: 1 Main St }} }} }}\n"
     )
 }
 

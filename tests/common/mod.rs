@@ -89,6 +89,9 @@ pub fn config(targets: &[&str], flow: Arc<Flow>) -> Config {
                 flow: "purchase".into(),
                 account: None,
                 params: serde_json::Map::new(),
+                // The simulated shop's prices are not what these tests
+                // are about; I11 has tests of its own.
+                budget: baton::budget::Budget::NoLimit,
             })
         })
         .collect();

@@ -8,6 +8,7 @@ use std::time::Duration;
 use rhai::{Dynamic, Engine, FnPtr, INT, NativeCallContext};
 
 use super::{End, R, ScriptContext, doc_comments, lock, ms};
+use crate::flow::CommitRefused;
 
 pub(super) fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
     let c = cx.clone();
@@ -187,9 +188,19 @@ pub(super) fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
             if c.cancel.is_cancelled() {
                 return Err(c.terminate(End::Cancelled));
             }
-            let go = sink
-                .begin(label)
-                .map_err(|e| c.error(format!("commit({label:?}): {e}")))?;
+            let go = match sink.begin(label) {
+                Ok(go) => go,
+                Err(CommitRefused::OverBudget(why)) => {
+                    // I11: the host said no. The run ends `over_budget`
+                    // (retried next cycle); the script cannot catch this.
+                    let why = why.to_string();
+                    c.trace("commit", &format!("{label:?}"), Err(&why), Duration::ZERO);
+                    return Err(c.terminate(End::Step(crate::flow::StepEnd::Outcome(
+                        crate::budget::OVER_BUDGET.into(),
+                    ))));
+                }
+                Err(e) => return Err(c.error(format!("commit({label:?}): {e}"))),
+            };
             if !go {
                 c.trace(
                     "commit",

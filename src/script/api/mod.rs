@@ -294,12 +294,14 @@ macro_rules! def {
 mod flow;
 pub mod net;
 mod page;
+pub mod price;
 
 /// Registers every primitive into `engine`, bound to `cx`.
 pub fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
     page::register(engine, cx);
     flow::register(engine, cx);
     net::register(engine, cx);
+    price::register(engine, cx);
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

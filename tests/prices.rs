@@ -1,0 +1,232 @@
+//! Prices end to end, in real headless Chromium against the demo shop:
+//! I11 (the host refuses a commit over the target's budget, whatever the
+//! script does), `offer()` over the shop's schema.org data, prices in
+//! another locale, and `baton watch` on the shop's pages.
+
+use crate::common;
+
+use baton::app::{App, Options};
+use baton::state::Status;
+use common::live::{Project, ShopApi, assert_no_chromium, target};
+
+/// A product page that adds to the cart without reading the price, and a
+/// checkout without `observe_price`: a script that ignores what things
+/// cost.
+const CARELESS_PRODUCT: &str = r##"
+import "lib/shop" as shop;
+shop::empty_cart(shop::base(target.url));
+navigate(target.url);
+wait_for("#add-to-cart");
+click("#add-to-cart");
+wait_for("#cart-page");
+"##;
+
+const CARELESS_CHECKOUT: &str = r##"
+import "lib/shop" as shop;
+navigate(`${shop::base(target.url)}/cart`);
+wait_for("#cart-page");
+click("#checkout");
+wait_for("#address-form");
+fill("#name", "Ada");
+fill("#email", "ada@example.com");
+fill("#address", "1 Main St");
+click("#to-payment");
+wait_for("#payment-page");
+fill("frame:#card-frame >> #card-number", secret("card_number"));
+fill("frame:#card-frame >> #card-cvv", secret("card_cvv"));
+click("#to-review");
+wait_for("#review-page");
+commit("place order", || {
+    click("#place-order");
+    wait_for("#order-number");
+    text("#order-number")
+});
+"##;
+
+/// The generic path: a monitor and a product step that read the page's
+/// schema.org offer, no selectors for price or stock.
+const OFFER_MONITOR: &str = r#"offer(http_get(target.url)).in_stock"#;
+
+const OFFER_PRODUCT: &str = r##"
+import "lib/shop" as shop;
+shop::empty_cart(shop::base(target.url));
+navigate(target.url);
+let o = offer();
+log(`${o.name}: ${o.price} ${o.currency}, ${o.availability} (${o.source})`);
+if !o.in_stock { outcome("out_of_stock"); }
+click("#add-to-cart");
+wait_for("#cart-page");
+"##;
+
+/// One cycle against a shop showing German prices (`49,99 €`):
+/// - 1001 on the shipped flow, within budget: bought, its price read
+///   right in another locale;
+/// - 1002 on the generic flow (`offer()` over WooCommerce-shaped JSON-LD,
+///   a monitor over it too): bought;
+/// - 1006 on the shipped flow: 29,00 € on its page (the script's own check
+///   passes under 30), 79,00 € at the review; the host refuses the commit
+///   (over_budget), nothing is ordered, the cart is cleared;
+/// - 1004 on the careless flow, which never reads a price: refused too
+///   (no price observed), though nothing in the script would stop it.
+///
+/// Without the host's check in `RunCommit::begin`, 1006 and 1004 are
+/// ordered and this fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_refuses_a_commit_over_budget_whatever_the_script_does() {
+    let _one = common::live::one_at_a_time().await;
+    let targets = [
+        target("1001", 60.0).replace("url: /p/1001", "url: /p/1001, flow: purchase"),
+        target("1006", 30.0).replace("url: /p/1006", "url: /p/1006, flow: purchase"),
+        target("1004", 50.0).replace("url: /p/1004", "url: /p/1004, flow: careless"),
+        target("1002", 30.0).replace("url: /p/1002", "url: /p/1002, flow: generic"),
+    ]
+    .concat();
+    let p = Project::new(
+        "  interval: 1s\n  wait_for_active: 30s\n  run_timeout: 60s\n  step_timeout: 30s",
+        &targets,
+        "",
+    );
+    let scripts = p.dir.path().join("scripts");
+    for (name, text) in [
+        ("careless_product", CARELESS_PRODUCT),
+        ("careless_checkout", CARELESS_CHECKOUT),
+        ("offer_check", OFFER_MONITOR),
+        ("offer_product", OFFER_PRODUCT),
+    ] {
+        std::fs::write(scripts.join(format!("{name}.rhai")), text).unwrap();
+    }
+    p.edit(
+        "flows:\n  purchase:\n",
+        "flows:
+  careless:
+    steps: [careless_product, careless_checkout, { script: clear_cart, always: true }]
+  generic:
+    monitor: offer_check
+    steps: [offer_product, checkout, { script: clear_cart, always: true }]
+  purchase:
+",
+    );
+    let (srv, stop) = p.own_shop().await;
+    let shop = ShopApi::new(&srv.url());
+    shop.post("/admin/locale/de-DE/EUR").await;
+
+    let mut o = Options::new(p.config());
+    o.cycles = Some(1);
+    common::init_tracing();
+    let app = App::start(o).await.unwrap();
+    let state = app.state.clone();
+    app.run().await;
+    srv.shop.quiesce().await;
+
+    let orders = srv.shop.orders_per_product();
+    assert_eq!(orders.get("1001"), Some(&1), "{orders:?}");
+    assert_eq!(orders.get("1002"), Some(&1), "{orders:?}");
+    assert_eq!(orders.get("1006"), None, "bought over budget: {orders:?}");
+    assert_eq!(
+        orders.get("1004"),
+        None,
+        "bought with no price seen: {orders:?}"
+    );
+
+    let history = state.history(usize::MAX).unwrap();
+    let run = |id: &str| {
+        history
+            .iter()
+            .find(|r| r.target.as_str() == id)
+            .unwrap_or_else(|| panic!("no run of {id}: {history:#?}"))
+    };
+    for (id, why) in [
+        ("1006", "the price 79.00 EUR is over the budget 30.00"),
+        ("1004", "no price was observed in this run"),
+    ] {
+        let r = run(id);
+        assert_eq!(r.status, Status::Ready, "{r:#?}");
+        assert_eq!(r.outcome.as_deref(), Some("over_budget"), "{r:#?}");
+        assert!(!r.committed, "{r:#?}");
+        let error = r.error.as_deref().unwrap_or_default();
+        assert!(error.contains(why), "{id}: {error}");
+        assert_eq!(state.get(id).status, Status::Ready);
+        // The cleanup ran: nothing of it is left in a cart.
+        assert_eq!(
+            r.steps.last().unwrap().result,
+            baton::state::StepResult::Ok,
+            "{r:#?}"
+        );
+    }
+    assert_eq!(run("1001").status, Status::Completed);
+    assert_eq!(run("1002").status, Status::Completed);
+    assert_eq!(srv.shop.cart_lines(), 0);
+    stop.cancel();
+    assert_no_chromium(&p.profile()).await;
+}
+
+/// `baton watch URL` on the demo shop's pages: each product page carries
+/// another platform's shape of schema.org data, and the command says what
+/// it read (and fails, exit 1, on a page without any).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baton_watch_shows_what_a_product_page_publishes() {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let srv = baton::shop::start("127.0.0.1:0".parse().unwrap(), stop.clone())
+        .await
+        .unwrap();
+    let base = srv.url();
+    ShopApi::new(&base).post("/admin/locale/de-CH/CHF").await;
+    for (id, name, price, availability, source) in [
+        (
+            "1001",
+            "Espresso machine",
+            "49.99 CHF",
+            "in_stock",
+            "json-ld",
+        ),
+        ("1002", "Burr grinder", "24.50 CHF", "in_stock", "json-ld"),
+        (
+            "1003",
+            "Milk frother",
+            "15.00 CHF",
+            "out_of_stock",
+            "json-ld",
+        ),
+        (
+            "1004",
+            "Gooseneck kettle",
+            "89.00 CHF",
+            "in_stock",
+            "microdata",
+        ),
+    ] {
+        let url = format!("{base}/p/{id}");
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+            .args(["watch", &url])
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{id}: {stdout}{stderr}");
+        for want in [name, price, availability, source] {
+            assert!(stdout.contains(want), "{id}: `{want}` not in\n{stdout}");
+        }
+    }
+    // The cart page has no product data: exit 1 and a hint.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["watch", &format!("{base}/cart")])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no schema.org product on the page"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--browser"), "{stderr}");
+    // Not a URL: a usage error.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["watch", "/p/1001"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    stop.cancel();
+}
