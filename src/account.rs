@@ -28,6 +28,7 @@ use serde::Serialize;
 use crate::browser::storage::StorageState;
 use crate::browser::{Page, PageError, Selectors};
 use crate::id::{AccountId, SessionId};
+use crate::sync::lock;
 
 /// The outcome a run ends with when its account stays logged out.
 pub const LOGGED_OUT: &str = "logged_out";
@@ -96,9 +97,7 @@ pub struct LoggedOut {
 
 impl LoggedOut {
     fn held(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<AccountId, String>> {
-        self.held
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.held)
     }
 
     pub fn hold(&self, account: &AccountId, why: &str) {

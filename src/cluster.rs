@@ -53,6 +53,7 @@ use tokio_util::sync::CancellationToken;
 use crate::id::{AccountId, RunId, TargetId};
 use crate::registry::{CancelReason, RunControl};
 use crate::state::{StateDoc, StateStore, Status};
+use crate::sync::lock;
 
 /// How long one Redis operation may take before it counts as failed.
 const OP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -493,12 +494,7 @@ impl Cluster {
         if self.store_lost() {
             return Err(Refusal::StoreLost);
         }
-        let known = self
-            .inner
-            .epoch
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+        let known = lock(&self.inner.epoch).clone();
         if let Some(e) = known {
             return Ok(e);
         }
@@ -538,11 +534,7 @@ impl Cluster {
                 tracing::warn!(error = %why, "cluster: cannot remember the epoch");
             }
         }
-        *self
-            .inner
-            .epoch
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e.clone());
+        *lock(&self.inner.epoch) = Some(e.clone());
         Ok(e)
     }
 
@@ -689,11 +681,7 @@ impl Cluster {
                 }
             }
         }
-        let mut last = self
-            .inner
-            .mirrored
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut last = lock(&self.inner.mirrored);
         if last.as_ref() == Some(&markers) {
             return;
         }
@@ -963,21 +951,11 @@ impl Cluster {
     }
 
     async fn flush_pending(&self) {
-        let pending: Vec<Pending> = std::mem::take(
-            &mut *self
-                .inner
-                .pending
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
+        let pending: Vec<Pending> = std::mem::take(&mut *lock(&self.inner.pending));
         for p in pending {
             if let Err(e) = self.write_pending(&p).await {
                 tracing::debug!(error = %e, "cluster marker still not written");
-                self.inner
-                    .pending
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .push(p);
+                lock(&self.inner.pending).push(p);
             }
         }
     }
@@ -998,11 +976,7 @@ impl Cluster {
         let r = self.inner.runtime.block_on(self.write_pending(&p));
         if let Err(e) = r {
             tracing::warn!(error = %e, "cluster marker not written; retried while baton runs");
-            self.inner
-                .pending
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push(p);
+            lock(&self.inner.pending).push(p);
         }
     }
 
@@ -1112,16 +1086,12 @@ impl Claim {
                     .await;
                 let why = match renewed {
                     Ok(1) => {
-                        *valid
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner) = sent + lease;
+                        *lock(&valid) = sent + lease;
                         continue;
                     }
                     Ok(_) => "the lease expired or another instance took it".to_owned(),
                     Err(e) => {
-                        let until = *valid
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        let until = *lock(&valid);
                         if Instant::now() < until {
                             continue;
                         }

@@ -23,6 +23,7 @@ use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::redact::Redactor;
+use crate::sync::lock;
 
 /// How log lines look.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -104,12 +105,7 @@ impl Recent {
 
     /// Newest last.
     pub fn snapshot(&self) -> Vec<Event> {
-        self.events
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-            .cloned()
-            .collect()
+        lock(&self.events).iter().cloned().collect()
     }
 }
 
@@ -150,10 +146,7 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Recent {
         event.record(&mut v);
         let line = format!("{}{}", v.message, v.fields);
         let message = self.redactor.apply_log(line.trim()).into_owned();
-        let mut events = self
-            .events
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut events = lock(&self.events);
         if events.len() == Self::CAPACITY {
             events.pop_front();
         }
@@ -285,9 +278,7 @@ impl LogFile {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Rotating>> {
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.inner)
     }
 }
 

@@ -25,6 +25,8 @@
 use std::borrow::Cow;
 use std::sync::{Arc, LazyLock, RwLock};
 
+use crate::sync::{read, write};
+
 /// What a secret is replaced with.
 pub const MASK: &str = "[redacted]";
 
@@ -101,10 +103,7 @@ impl Redactor {
         if value.is_empty() {
             return;
         }
-        let mut s = self
-            .secrets
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut s = write(&self.secrets);
         if !s.iter().any(|v| v == value) {
             s.push(value.to_owned());
             // Longest first, so a secret that contains another is masked
@@ -162,10 +161,7 @@ impl Redactor {
     }
 
     fn mask<'a>(&self, text: &'a str, short_too: bool) -> Cow<'a, str> {
-        let s = self
-            .secrets
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let s = read(&self.secrets);
         let mut out: Cow<'a, str> = Cow::Borrowed(text);
         for v in s.iter() {
             let long = v.chars().count() >= SHORT;

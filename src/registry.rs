@@ -68,6 +68,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::id::PinnedVersion;
 use crate::id::{AccountId, RunId, SessionId, TargetId};
+use crate::sync::lock;
 
 /// Where a registered run is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -288,12 +289,6 @@ impl RunControl {
     pub fn step(&self) -> Option<String> {
         lock(&self.step).clone()
     }
-}
-
-/// Locks a std mutex, ignoring poisoning: the data behind these locks is
-/// plain values that a panicking holder cannot leave half-written.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// What a run registers with.

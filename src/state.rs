@@ -29,6 +29,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::id::{RunId, TargetId};
+use crate::sync::lock;
 
 pub const STATE_FILE: &str = "state.json";
 pub const HISTORY_FILE: &str = "history.jsonl";
@@ -642,10 +643,7 @@ impl StateStore {
     /// last run, with `repeats` and `first_at`) when it ends, reaches
     /// [`MAX_REPEATS`] or [`MAX_REPEAT_AGE`], or the store closes.
     pub fn append_history(&self, record: &RunRecord) -> Result<(), StateError> {
-        let mut streaks = self
-            .streaks
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut streaks = lock(&self.streaks);
         let key = record.repeat_key();
         if let Some(k) = &key
             && let Some(s) = streaks.get_mut(&record.target)
@@ -676,10 +674,7 @@ impl StateStore {
 
     /// Writes every held-back streak (at stop; also when the store drops).
     pub fn flush_history(&self) -> Result<(), StateError> {
-        let mut streaks = self
-            .streaks
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut streaks = lock(&self.streaks);
         for s in streaks.values_mut() {
             if let Some(held) = s.held.take() {
                 self.write_record(&repeated(held))?;
@@ -691,10 +686,7 @@ impl StateStore {
     fn write_record(&self, record: &RunRecord) -> Result<(), StateError> {
         let mut line = serde_json::to_vec(record).expect("run records always serialize");
         line.push(b'\n');
-        let mut file = self
-            .history
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut file = lock(&self.history);
         // One write call per record: a crash cuts at most this record.
         file.write_all(&line)
             .and_then(|()| file.sync_data())
@@ -773,10 +765,7 @@ impl StateStore {
             // descriptors are free again. Other failures fail the same way
             // twice; the retry costs nothing then.
             Err(StateError::Write { .. }) => {
-                let mut reserve = self
-                    .reserve
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut reserve = lock(&self.reserve);
                 reserve.clear();
                 let r = self.write_once(doc);
                 *reserve = reserve_fds();
@@ -807,9 +796,7 @@ impl StateStore {
     fn lock_doc(&self) -> std::sync::MutexGuard<'_, StateDoc> {
         // A panic while holding this lock cannot leave the document half
         // changed (changes go to a copy), so a poisoned lock is safe to use.
-        self.doc
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.doc)
     }
 }
 

@@ -32,6 +32,7 @@ use crate::browser::{
 };
 use crate::id::RunId;
 use crate::redact::Redactor;
+use crate::sync::lock;
 
 /// Where traces go under the state directory.
 pub const TRACES_DIR: &str = "traces";
@@ -157,9 +158,7 @@ impl Recorder {
     }
 
     fn body(&self) -> std::sync::MutexGuard<'_, Body> {
-        self.body
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.body)
     }
 
     fn offset(&self, at: Instant) -> f64 {

@@ -60,6 +60,7 @@ use super::storage::StorageState;
 use super::{Browser, BrowserError, BrowserHealth, Page};
 use crate::id::SessionId;
 use crate::metrics::Metrics;
+use crate::sync::lock;
 
 /// How long Chromium gets to start and print its DevTools address.
 const LAUNCH_TIMEOUT: Duration = Duration::from_secs(20);
@@ -223,10 +224,7 @@ impl ChromeBrowser {
     fn spares(
         &self,
     ) -> std::sync::MutexGuard<'_, std::collections::VecDeque<(SessionId, ChromePage)>> {
-        self.inner
-            .spares
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.inner.spares)
     }
 
     /// The spare page of `session`, if it has one that is still alive.
@@ -322,11 +320,7 @@ impl ChromeBrowser {
         if cfg.connect.is_some() {
             return Ok(());
         }
-        let mut held = self
-            .inner
-            .profile_lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut held = lock(&self.inner.profile_lock);
         if held.is_none() {
             let profile =
                 std::path::absolute(&cfg.profile_dir).unwrap_or_else(|_| cfg.profile_dir.clone());
@@ -336,12 +330,7 @@ impl ChromeBrowser {
     }
 
     fn seed_of(&self, session: SessionId) -> Option<StorageState> {
-        self.inner
-            .seeds
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&session)
-            .cloned()
+        lock(&self.inner.seeds).get(&session).cloned()
     }
 
     /// Starts the browser if it is not running (or died), and returns it.
@@ -616,11 +605,7 @@ impl Browser for ChromeBrowser {
     }
 
     async fn seed(&self, session: SessionId, state: StorageState) -> Result<(), BrowserError> {
-        self.inner
-            .seeds
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(session, state);
+        lock(&self.inner.seeds).insert(session, state);
         Ok(())
     }
 

@@ -26,6 +26,7 @@ use super::storage::StorageState;
 use super::{Browser, BrowserError, BrowserHealth, Page};
 use crate::id::SessionId;
 use crate::metrics::Metrics;
+use crate::sync::lock;
 
 /// How long an endpoint that failed is passed over when placing sessions.
 pub const RETRY_AFTER: Duration = Duration::from_secs(10);
@@ -87,10 +88,6 @@ impl Member {
     fn cooling(&self) -> bool {
         lock(&self.failed_until).is_some_and(|t| Instant::now() < t)
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Several browsers behind one [`Browser`].

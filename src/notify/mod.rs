@@ -42,6 +42,7 @@ use crate::metrics::Metrics;
 use crate::redact::Redactor;
 use crate::secrets::Secrets;
 use crate::state::{RunRecord, Status};
+use crate::sync::lock;
 
 /// flows.yaml's `notify:` section, resolved.
 #[derive(Clone, Debug, PartialEq)]
@@ -152,12 +153,7 @@ impl Shared {
         for _ in 0..n {
             self.metrics.notification(channel, Delivery::Full.as_str());
         }
-        if let Some(s) = self
-            .status
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get_mut(channel)
-        {
+        if let Some(s) = lock(&self.status).get_mut(channel) {
             s.dropped += n as u64;
         }
     }
@@ -165,12 +161,7 @@ impl Shared {
     /// Sets every channel's state (while the outbox opens, or when it
     /// cannot be opened).
     fn set_all(&self, state: &str, error: Option<&str>) {
-        for s in self
-            .status
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .values_mut()
-        {
+        for s in lock(&self.status).values_mut() {
             s.state = state.into();
             if let Some(e) = error {
                 s.last_error = Some(e.to_owned());
@@ -181,10 +172,7 @@ impl Shared {
     fn count(&self, channel: &str, d: Delivery, error: Option<String>) {
         self.metrics.notification(channel, d.as_str());
         let pending = self.refresh_pending(channel);
-        let mut all = self
-            .status
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut all = lock(&self.status);
         let Some(s) = all.get_mut(channel) else {
             return;
         };
@@ -374,10 +362,7 @@ impl Notifier {
         let now = Instant::now();
         let mut channels = Vec::new();
         {
-            let mut last = inner
-                .last
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut last = lock(&inner.last);
             for (c, interval) in inner.shared.config.route(event.kind) {
                 let key = (event.kind, c.clone());
                 if let (Some(i), Some(at)) = (interval, last.get(&key))
@@ -461,13 +446,7 @@ impl Notifier {
             return Vec::new();
         };
         let s = &inner.shared;
-        let mut all: Vec<ChannelStatus> = s
-            .status
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect();
+        let mut all: Vec<ChannelStatus> = lock(&s.status).values().cloned().collect();
         if let Some(outbox) = s.outbox.get() {
             for c in &mut all {
                 c.pending = outbox.pending_for(&c.name);
@@ -603,10 +582,7 @@ impl Inner {
     /// Counts `rec` into its target's streak; the event when the streak
     /// reaches the threshold (once per streak).
     fn streak(&self, rec: &RunRecord) -> Option<Event> {
-        let mut streaks = self
-            .streaks
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut streaks = lock(&self.streaks);
         let n = streaks.entry(rec.target.as_str().to_owned()).or_insert(0);
         // Any other ending (completed, out of stock, in_doubt) ends the
         // streak.

@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use super::event::Event;
 use crate::state::{self, StateError};
+use crate::sync::lock;
 
 pub const DIR: &str = "notify";
 pub const FILE: &str = "outbox.jsonl";
@@ -227,9 +228,7 @@ impl Outbox {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.inner)
     }
 
     fn path(&self) -> PathBuf {

@@ -13,6 +13,8 @@ use rhai::{
     AST, Engine, EvalAltResult, Module, ModuleResolver, ParseError, Position, Scope, Shared,
 };
 
+use crate::sync::lock;
+
 /// Limits every script runs with. Generous for flow scripts, which spend
 /// their time waiting on the browser, and small enough that a runaway loop
 /// or a string that doubles itself ends in milliseconds.
@@ -374,12 +376,7 @@ impl ConfinedResolver {
     }
 
     fn take_imports(&self) -> Vec<(PathBuf, u64)> {
-        let mut v = std::mem::take(
-            &mut *self
-                .seen
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
+        let mut v = std::mem::take(&mut *lock(&self.seen));
         v.sort();
         v.dedup();
         v
@@ -439,10 +436,6 @@ impl ModuleResolver for ConfinedResolver {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 impl ConfinedResolver {
     fn resolve_inner(
         &self,
@@ -496,10 +489,7 @@ impl ConfinedResolver {
         })?;
         let mut h = std::collections::hash_map::DefaultHasher::new();
         source.hash(&mut h);
-        self.seen
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push((rel.clone(), h.finish()));
+        lock(&self.seen).push((rel.clone(), h.finish()));
         let mut ast = engine.compile(&source).map_err(|e| -> Box<EvalAltResult> {
             let parse = EvalAltResult::ErrorParsing(e.err_type().clone(), e.position());
             EvalAltResult::ErrorInModule(display.clone(), parse.into(), pos).into()

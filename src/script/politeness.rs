@@ -19,6 +19,8 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::sync::lock;
+
 /// How many `403`s in a row pause a host.
 pub const FORBIDDEN_STREAK: u32 = 3;
 /// The pause after a `429` without `Retry-After`, and after a first streak
@@ -135,9 +137,7 @@ impl Politeness {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Host>> {
-        self.hosts
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.hosts)
     }
 }
 

@@ -46,6 +46,8 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::sync::lock;
+
 /// A step of the purchase flow, as the control API names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -311,9 +313,7 @@ impl Shop {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ShopState> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.state)
     }
 
     /// Orders placed so far.

@@ -33,6 +33,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::browser::{Blocked, MAX_PAGE_EVENTS, PageError, PageEvent, PageEventKind};
+use crate::sync::lock;
 
 struct Request {
     url: String,
@@ -281,10 +282,7 @@ impl Network {
 
     fn record(&self, kind: PageEventKind, text: &str, url: Option<String>) {
         let text = crate::browser::clip(text, MAX_TEXT);
-        let mut events = self
-            .events
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut events = lock(&self.events);
         if events.len() >= MAX_PAGE_EVENTS {
             events.pop_front();
         }
@@ -303,10 +301,7 @@ impl Network {
                 .and_then(|(_, v)| v.as_str().map(str::to_owned))
         });
         {
-            let mut d = self
-                .document
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut d = lock(&self.document);
             d.0 += 1;
             d.1 = u16::try_from(r.status).ok().map(|s| (s, retry_after));
         }
@@ -315,10 +310,7 @@ impl Network {
 
     /// How many main-frame documents have answered so far.
     pub(super) fn documents(&self) -> u64 {
-        self.document
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .0
+        lock(&self.document).0
     }
 
     /// The status and `Retry-After` of the first main-frame document to
@@ -335,10 +327,7 @@ impl Network {
             tokio::pin!(changed);
             changed.as_mut().enable();
             {
-                let d = self
-                    .document
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let d = lock(&self.document);
                 if d.0 > seen {
                     return d.1.clone();
                 }
@@ -352,18 +341,11 @@ impl Network {
 
     /// The events recorded since the last call.
     pub(super) fn take_events(&self) -> Vec<PageEvent> {
-        self.events
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .drain(..)
-            .collect()
+        lock(&self.events).drain(..).collect()
     }
 
     fn update(&self, f: impl FnOnce(&mut Flight)) {
-        let mut flight = self
-            .flight
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut flight = lock(&self.flight);
         f(&mut flight);
         flight.last = Some(Instant::now());
         drop(flight);
@@ -379,10 +361,7 @@ impl Network {
             tokio::pin!(changed);
             changed.as_mut().enable();
             let (open, quiet_until) = {
-                let f = self
-                    .flight
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let f = lock(&self.flight);
                 let open: Vec<String> = f.open.values().take(3).map(|r| r.url.clone()).collect();
                 (open, f.last.map(|l| l + quiet))
             };

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{CLOSE_TIMEOUT, frames, network};
 use crate::browser::{Condition, Page, PageError, Selector, Selectors};
+use crate::sync::lock;
 
 pub(super) const HELPER: &str = include_str!("page.js");
 
@@ -117,10 +118,7 @@ impl ChromePage {
 
     /// Sets what happens when the page's run closes it.
     pub(super) fn on_close(&self, f: Box<dyn FnOnce() + Send>) {
-        *self
-            .on_close
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(f);
+        *lock(&self.on_close) = Some(f);
     }
 
     /// Whether the page is open and its browser alive.
@@ -145,10 +143,7 @@ impl ChromePage {
 
     /// Closes the tab without calling `on_close`.
     pub(super) async fn close_now(&self) {
-        self.on_close
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
+        lock(&self.on_close).take();
         Page::close(self).await;
     }
 
@@ -690,11 +685,7 @@ impl Page for ChromePage {
             if tokio::time::timeout(CLOSE_TIMEOUT, close).await.is_err() {
                 tracing::warn!("closing a page timed out");
             }
-            let then = self
-                .on_close
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take();
+            let then = lock(&self.on_close).take();
             if let Some(f) = then {
                 f();
             }

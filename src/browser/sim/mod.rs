@@ -26,6 +26,7 @@ use super::{
     Browser, BrowserError, BrowserHealth, Condition, Page, PageError, Selector, Selectors,
 };
 use crate::id::SessionId;
+use crate::sync::lock;
 
 /// A site: pages by URL. This is the `site:` part of an offline fixture.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -297,10 +298,6 @@ impl SimBrowser {
         }
         Some(fault)
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[async_trait]
