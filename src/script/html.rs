@@ -3,9 +3,10 @@
 //!
 //! - CSS through `scraper` (html5ever, the HTML5 parsing algorithm
 //!   browsers use, so broken markup parses as a browser would parse it);
-//! - `xpath:` through `sxd-xpath` (XPath 1.0) over the same HTML5 parse
-//!   (`sxd_html`); an expression may select elements, attributes or text,
-//!   or compute a value (`xpath:count(//li)`);
+//! - `xpath:` through `sxd-xpath` (XPath 1.0) over the same HTML5 parse,
+//!   scraper's tree copied into `sxd-document`'s (one HTML parser in the
+//!   build, not two); an expression may select elements, attributes or
+//!   text, or compute a value (`xpath:count(//li)`);
 //! - `text:` finds the elements whose own text contains the string.
 //!
 //! There is no rendering, so "text" is the text content with runs of
@@ -99,7 +100,7 @@ fn xpath_query(body: &str, expr: &str) -> Result<Vec<Match>, String> {
         .build(expr)
         .map_err(|e| format!("invalid XPath `{expr}`: {e}"))?
         .ok_or_else(|| format!("invalid XPath `{expr}`: it is empty"))?;
-    let package = sxd_html::parse_html(body);
+    let package = xml_of(body);
     let doc = package.as_document();
     let value = xpath
         .evaluate(&Context::new(), doc.root())
@@ -137,6 +138,61 @@ fn xpath_query(body: &str, expr: &str) -> Result<Vec<Match>, String> {
         // `false` is no match, so `exists("xpath:...")` reads naturally.
         Value::Boolean(false) => Vec::new(),
     })
+}
+
+/// The document XPath runs over: scraper's HTML5 parse (the one CSS
+/// queries use) copied into sxd-document's tree, element by element, as
+/// `sxd_html` built it from html5ever (HTML elements with no namespace,
+/// SVG and MathML with theirs). Iterative, because a page controls how
+/// deep its tree is.
+fn xml_of(body: &str) -> sxd_document::Package {
+    use sxd_document::QName;
+    use sxd_document::dom::Element;
+
+    const HTML_NS: &str = "http://www.w3.org/1999/xhtml";
+    let html = scraper::Html::parse_document(body);
+    let package = sxd_document::Package::new();
+    {
+        let doc = package.as_document();
+        let mut stack: Vec<(Option<Element<'_>>, _)> = html
+            .tree
+            .root()
+            .children()
+            .rev()
+            .map(|c| (None, c))
+            .collect();
+        while let Some((parent, node)) = stack.pop() {
+            match node.value() {
+                scraper::Node::Element(e) => {
+                    let ns: &str = e.name.ns.as_ref();
+                    let ns = (!ns.is_empty() && ns != HTML_NS).then_some(ns);
+                    let el = doc.create_element(QName::with_namespace_uri(ns, e.name()));
+                    for (k, v) in e.attrs() {
+                        el.set_attribute_value(k, v);
+                    }
+                    match parent {
+                        Some(p) => p.append_child(el),
+                        None => doc.root().append_child(el),
+                    }
+                    stack.extend(node.children().rev().map(|c| (Some(el), c)));
+                }
+                scraper::Node::Text(t) => {
+                    if let Some(p) = parent {
+                        p.append_child(doc.create_text(t));
+                    }
+                }
+                scraper::Node::Comment(c) => {
+                    let c = doc.create_comment(c);
+                    match parent {
+                        Some(p) => p.append_child(c),
+                        None => doc.root().append_child(c),
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    package
 }
 
 #[cfg(test)]
