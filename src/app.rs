@@ -213,12 +213,43 @@ impl App {
             None => None,
         };
 
+        for t in cfg.unbudgeted() {
+            tracing::warn!(target = %t.id, "target `{}` has no max_price: baton will refuse its commits (I11); set `max_price: 60` or `max_price: none` in flows.yaml", t.id);
+        }
+        // The price and stock history; a store that cannot be read is
+        // started empty (it is a record, not safety state).
+        let observations = Arc::new(
+            crate::observations::Observations::open(&cfg.state_dir).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "the price history in {} cannot be read; starting a new one", cfg.state_dir.display());
+                crate::observations::Observations::in_memory()
+            }),
+        );
+        {
+            let told = notifier.clone();
+            observations.on_change(move |o, change| {
+                if let crate::observations::Change::PriceDrop { from, to } = change {
+                    let cur = o.currency.as_deref().unwrap_or("");
+                    told.emit(
+                        Event::new(
+                            crate::notify::Kind::PriceDrop,
+                            format!("Price drop: `{}` {to:.2} {cur}", o.target),
+                            format!(
+                                "`{}` was {from:.2} {cur} and is {to:.2} {cur} now.",
+                                o.target
+                            ),
+                        )
+                        .with_target(&o.target),
+                    );
+                }
+            });
+        }
         let mut scripts = ScriptHost::builder(&cfg.scripts_dir)
             .plugins(opts.plugins.iter().cloned())
             .secrets(cfg.secrets.clone())
             .redactor(redactor.clone())
             .shots_dir(crate::state::shots_dir(&cfg.state_dir))
-            .metrics(metrics.clone());
+            .metrics(metrics.clone())
+            .observations(observations);
         if notifier.is_on() {
             scripts = scripts.notices(Arc::new(notifier.clone()));
         }

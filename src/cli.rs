@@ -676,13 +676,26 @@ fn check(config: &Path, opts: Options) -> Result<(), Failure> {
         .as_ref()
         .map(|n| format!(", {} notification channel(s)", n.channels.len()))
         .unwrap_or_default();
+    for t in cfg.unbudgeted() {
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "warning: target `{}` has no max_price: baton will refuse its commits (I11); set `max_price: 60` or `max_price: none`",
+            t.id
+        );
+    }
+    // The built-in scripts are not the project's.
+    let files = lib
+        .scripts
+        .values()
+        .filter(|s| !s.file.starts_with(crate::script::BUILTIN_FILE))
+        .count();
     answer(&format!(
-        "{}: ok ({} target(s), {} flow(s){accounts}{channels}); {}: ok ({} script(s))\n",
+        "{}: ok ({} target(s), {} flow(s){accounts}{channels}); {}: ok ({files} script(s))\n",
         cfg.file.display(),
         cfg.targets.len(),
         cfg.flows.len(),
         cfg.scripts_dir.display(),
-        lib.scripts.len()
     ))
 }
 

@@ -54,6 +54,7 @@ pub mod id;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod observations;
 pub mod offer;
 pub mod price;
 pub mod redact;

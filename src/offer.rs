@@ -23,7 +23,7 @@ use serde_json::Value;
 use crate::price::{self, Amount, Price, PriceError};
 
 /// Whether the offer can be bought now, in a few words.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Availability {
     /// InStock, LimitedAvailability, InStoreOnly, OnlineOnly.

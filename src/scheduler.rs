@@ -750,21 +750,35 @@ impl Loop {
             let bound = cfg.cycle.step_timeout;
             match tokio::time::timeout(bound, check).await {
                 Ok(Ok(true)) => {
-                    tracing::info!(target = %t.id, monitor = %script, "monitor: run");
+                    // A flow with no steps (the built-in `watch`) only
+                    // watches: its target is never run, only reported.
+                    let watch_only = flow.steps.is_empty();
+                    if watch_only {
+                        tracing::info!(target = %t.id, monitor = %script, "monitor: in stock (watched only: flow `{}` has no steps)", flow.name);
+                    } else {
+                        tracing::info!(target = %t.id, monitor = %script, "monitor: run");
+                    }
                     if self.in_stock.insert(t.id.clone(), true) == Some(false) {
+                        let then = if watch_only {
+                            "baton only watches it (no steps to buy it with)"
+                        } else {
+                            "baton is starting a run"
+                        };
                         self.s.notifier.emit(
                             crate::notify::Event::new(
                                 crate::notify::Kind::Restock,
                                 format!("Restock: `{}`", t.id),
                                 format!(
-                                    "The monitor `{script}` says `{}` can be bought again; baton is starting a run.\n{}",
+                                    "The monitor `{script}` says `{}` can be bought again; {then}.\n{}",
                                     t.id, t.url
                                 ),
                             )
                             .with_target(t.id.as_str()),
                         );
                     }
-                    selected.push(t.clone());
+                    if !watch_only {
+                        selected.push(t.clone());
+                    }
                 }
                 Ok(Ok(false)) => {
                     self.in_stock.insert(t.id.clone(), false);

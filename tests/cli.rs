@@ -410,9 +410,9 @@ const BAD_WHOLE: &[(&str, &str, &str)] = &[
         "flows.yaml:1:1: missing field `targets`",
     ),
     (
-        "no flows",
-        "targets:\n  - { id: \"1\", url: \"http://127.0.0.1:1/p/1\" }\n",
-        "flows.yaml:1:1: missing field `flows`",
+        "a flow named with no flows section",
+        "targets:\n  - { id: \"1\", url: \"http://127.0.0.1:1/p/1\", flow: buy }\n",
+        "flows.yaml:2:53: target `1` uses flow `buy`, which is not defined (there is no `flows:` section)",
     ),
     (
         "a target on an undefined account",

@@ -717,6 +717,24 @@ async fn the_dashboard_shows_runs_live() {
     page.wait_for(&Selectors::one("#active-body .run"), t)
         .await
         .unwrap();
+    // Each target's price and stock history: the prices the shipped
+    // scripts observed, as a line, and 1001's purchase as a dot.
+    page.wait_for(
+        &Selectors::one(r#"tr[data-target="1001"] td.price svg.price-chart circle.buy"#),
+        t,
+    )
+    .await
+    .unwrap();
+    // (A steady price is a flat line: no height, so not "visible" to a
+    // wait; its points are read instead.)
+    let points = page
+        .eval(
+            r#"document.querySelector('tr[data-target="1001"] td.price svg.price-chart polyline.price-line').getAttribute("points").split(" ").length"#,
+            t,
+        )
+        .await
+        .unwrap();
+    assert!(points.as_u64().unwrap() >= 2, "{points}");
     // The first run (1001's, at the bottom of the history) placed an
     // order. Its target row may already show a newer run, whose order is
     // not known yet: a row never shows an older run's order.

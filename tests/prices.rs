@@ -230,3 +230,120 @@ async fn baton_watch_shows_what_a_product_page_publishes() {
     assert_eq!(out.status.code(), Some(2));
     stop.cancel();
 }
+
+/// A flows.yaml with only URLs (no ids, no flows, no scripts): each target
+/// runs the built-in `watch` flow, whose `offer` monitor reads the demo
+/// shop's schema.org data. Nothing is bought. When 1003 comes back in
+/// stock and 1001's price drops between cycles, `restock` and
+/// `price_drop` are notified, and each target's history (the dashboard's
+/// chart data) holds what the monitor saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_with_only_a_url_is_watched_through_its_offer() {
+    let _one = common::live::one_at_a_time().await;
+    let r = common::receiver::Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        r#"browser: {{ headless: true, profile_dir: .baton/profile }}
+cycle: {{ interval: 1s }}
+state_dir: .baton
+dashboard: 127.0.0.1:0
+demo_shop: {{ port: 0 }}
+notify:
+  channels:
+    hook: {{ type: webhook, url: "{}/hook" }}
+  rules:
+    - {{ events: [restock, price_drop], channels: hook }}
+targets:
+  - url: /p/1001
+  - url: /p/1003
+"#,
+        r.url
+    );
+    std::fs::write(dir.path().join("flows.yaml"), yaml).unwrap();
+    common::init_tracing();
+    let app = App::start(Options::new(dir.path().join("flows.yaml")))
+        .await
+        .unwrap();
+    let ids: Vec<String> = app
+        .config
+        .load()
+        .targets
+        .iter()
+        .map(|t| format!("{} {}", t.id, t.flow))
+        .collect();
+    assert_eq!(ids, ["1001 watch", "1003 watch"]);
+    let shop = ShopApi::new(&app.shop.as_ref().unwrap().url());
+    let dash = format!("http://{}", app.dashboard.as_ref().unwrap().addr);
+    let (sh, state) = (app.shop.as_ref().unwrap().shop.clone(), app.state.clone());
+    let mut status = app.status.clone();
+    let shutdown = app.shutdown.clone();
+    let run = tokio::spawn(app.run());
+
+    // The first cycle has seen both; then the shop changes.
+    status.wait_for(|s| s.cycle >= 2).await.unwrap();
+    shop.post("/admin/stock/1003/5").await;
+    shop.post("/admin/price/1001/3999").await;
+    let seen = r
+        .wait_until(std::time::Duration::from_secs(60), |s| {
+            let has = |kind: &str, target: &str| {
+                s.iter().any(|x| {
+                    let j = x.json();
+                    j["event"] == kind && j["target"] == target
+                })
+            };
+            has("restock", "1003") && has("price_drop", "1001")
+        })
+        .await;
+    let a = observations(&dash, "1001").await;
+    let prices: Vec<f64> = a["observations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["price"].as_f64().unwrap())
+        .collect();
+    assert_eq!(prices.first(), Some(&49.99), "{a}");
+    assert_eq!(prices.last(), Some(&39.99), "{a}");
+    assert!(a["observations"][0]["by"] == "monitor", "{a}");
+    let b = observations(&dash, "1003").await;
+    let stock: Vec<&str> = b["observations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["availability"].as_str().unwrap())
+        .collect();
+    assert_eq!(stock.first(), Some(&"out_of_stock"), "{b}");
+    assert_eq!(stock.last(), Some(&"in_stock"), "{b}");
+    shutdown.cancel();
+    run.await.unwrap();
+    let drop = seen
+        .iter()
+        .map(common::receiver::Seen::json)
+        .find(|j| j["event"] == "price_drop")
+        .unwrap();
+    assert!(
+        drop["body"]
+            .as_str()
+            .unwrap()
+            .contains("was 49.99 USD and is 39.99 USD"),
+        "{drop}"
+    );
+
+    assert!(
+        sh.orders_per_product().is_empty(),
+        "a watched target was bought"
+    );
+    assert!(
+        state.history(usize::MAX).unwrap().is_empty(),
+        "a watched target ran"
+    );
+}
+
+/// The dashboard's `GET /api/targets/ID/observations`.
+async fn observations(dash: &str, id: &str) -> serde_json::Value {
+    reqwest::get(format!("{dash}/api/targets/{id}/observations"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}

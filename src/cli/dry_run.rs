@@ -67,10 +67,7 @@ impl Trace for Printer {
             crate::time::short(c.took)
         );
         say!("{line}");
-        self.out
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(line);
+        lock(&self.out).push(line);
     }
 }
 

@@ -213,6 +213,17 @@ impl Config {
         }
     }
 
+    /// Targets whose flow has steps (so may commit) but no `max_price`:
+    /// baton refuses their commits (I11). `check` and `run` say so.
+    pub fn unbudgeted(&self) -> Vec<&Target> {
+        self.targets
+            .iter()
+            .filter(|t| t.budget == crate::budget::Budget::Unset)
+            .filter(|t| self.flows.get(&t.flow).is_some_and(|f| !f.steps.is_empty()))
+            .map(AsRef::as_ref)
+            .collect()
+    }
+
     pub fn target(&self, id: &str) -> Option<&Arc<Target>> {
         self.targets.iter().find(|t| t.id.as_str() == id)
     }
@@ -370,6 +381,88 @@ mod tests {
                 .starts_with("empty interval")
         );
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+    }
+
+    #[test]
+    fn a_target_with_only_a_url_is_watched_and_named_from_its_url() {
+        let cfg = Config::parse(
+            Path::new("/nowhere/flows.yaml"),
+            "targets:\n  - url: https://shop.example/products/Aurora-Lamp?variant=2\n  - url: \"https://shop.example/\"\n",
+            &no_env,
+        )
+        .unwrap();
+        let ids: Vec<&str> = cfg.targets.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids, ["aurora-lamp", "shop.example"]);
+        assert!(cfg.targets.iter().all(|t| t.flow == "watch"));
+        let watch = &cfg.flows["watch"];
+        assert_eq!(watch.monitor.as_deref(), Some("offer"));
+        assert!(watch.steps.is_empty());
+    }
+
+    #[test]
+    fn ids_taken_from_urls_must_differ() {
+        let err = Config::parse(
+            Path::new("flows.yaml"),
+            "targets:\n  - url: https://a.example/p/lamp\n  - url: https://b.example/p/lamp\n",
+            &no_env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("flows.yaml:3:")
+                && err.contains("duplicate target id `lamp`")
+                && err.contains("give this target an `id:`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn max_price_is_a_number_a_price_text_or_none() {
+        use crate::budget::Budget;
+        use crate::price::Amount;
+        let parse = |target: &str| {
+            Config::parse(
+                Path::new("flows.yaml"),
+                &format!("targets:\n  - {{ url: \"https://s.example/p/x\", {target} }}\n"),
+                &no_env,
+            )
+            .map(|c| c.targets[0].budget.clone())
+            .map_err(|e| e.to_string())
+        };
+        let max = |a: &str, c: Option<&str>| Budget::Max {
+            amount: Amount::from_plain(a).unwrap(),
+            currency: c.map(str::to_owned),
+        };
+        assert_eq!(parse("max_price: 60"), Ok(max("60", None)));
+        assert_eq!(
+            parse("max_price: 59.99, currency: eur"),
+            Ok(max("59.99", Some("EUR")))
+        );
+        assert_eq!(
+            parse("max_price: \"59,99 €\""),
+            Ok(max("59.99", Some("EUR")))
+        );
+        assert_eq!(parse("max_price: none"), Ok(Budget::NoLimit));
+        assert_eq!(parse("flow: watch"), Ok(Budget::Unset));
+        for (bad, says) in [
+            ("max_price: \"1.299\"", "ambiguous"),
+            ("max_price: -5", "it must be 0 or more"),
+            ("max_price: 5, currency: euro", "not an ISO 4217 code"),
+            (
+                "max_price: \"5 USD\", currency: EUR",
+                "is in USD, but `currency` says EUR",
+            ),
+            (
+                "params: { max_price: 60 }",
+                "`max_price` is the target's own key now",
+            ),
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert!(
+                err.contains(says) && err.contains("flows.yaml:2:"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -44,6 +44,9 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) cluster: Option<RawCluster>,
     pub(super) targets: Vec<RawTarget>,
+    /// Optional: without it, targets are watched by the built-in `watch`
+    /// flow.
+    #[serde(default)]
     pub(super) flows: BTreeMap<String, Spanned<RawFlow>>,
 }
 
@@ -143,7 +146,9 @@ fn default_shop_port() -> Port {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawTarget {
-    pub(super) id: Spanned<IdValue>,
+    /// Optional: a target with only a URL takes its id from the URL.
+    #[serde(default)]
+    pub(super) id: Option<Spanned<IdValue>>,
     pub(super) url: Spanned<String>,
     #[serde(default)]
     pub(super) flow: Option<Spanned<String>>,

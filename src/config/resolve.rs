@@ -19,6 +19,10 @@ use super::value::MaxPrice;
 use super::{BrowserConfig, Config, CycleConfig, DashboardConfig, DemoShopConfig, Secrets};
 use crate::budget::Budget;
 
+/// The built-in flow of a target that names none when flows.yaml has no
+/// `flows:`: watched with the `offer` monitor, never bought.
+pub(super) const WATCH: &str = "watch";
+
 pub(super) struct Resolver<'a> {
     pub(super) path: &'a Path,
     pub(super) text: &'a str,
@@ -99,7 +103,9 @@ impl Resolver<'_> {
                     "`{script}` is not a script name: use a name from `scripts/`, like `checkout`"
                 ),
             );
-        } else if !scripts_dir.join(format!("{script}.rhai")).is_file() {
+        } else if !scripts_dir.join(format!("{script}.rhai")).is_file()
+            && !crate::script::is_builtin(script)
+        {
             self.problem(
                 at,
                 format!(
@@ -445,7 +451,11 @@ impl Resolver<'_> {
             Some(s) => self.rel(&s.value),
             None => self.rel("scripts"),
         };
-        if !scripts_dir.is_dir() {
+        // A flows.yaml of URLs only (the built-in `watch`) needs no
+        // scripts of its own.
+        let needs_scripts =
+            raw.scripts_dir.is_some() || !raw.flows.is_empty() || !raw.accounts.is_empty();
+        if needs_scripts && !scripts_dir.is_dir() {
             let where_ = raw.scripts_dir.as_ref().and_then(at);
             self.problem(
                 where_,
@@ -513,6 +523,29 @@ impl Resolver<'_> {
         });
 
         let mut flows = BTreeMap::new();
+        // The built-in `watch` flow (a target with only a URL): the `offer`
+        // monitor each cycle, no steps, so it is watched and never bought.
+        // A flow of that name in flows.yaml replaces it.
+        let watch_only = raw
+            .targets
+            .iter()
+            .any(|t| t.flow.is_none() && raw.flows.is_empty())
+            || raw
+                .targets
+                .iter()
+                .any(|t| t.flow.as_ref().is_some_and(|f| f.value == WATCH));
+        if watch_only && !raw.flows.contains_key(WATCH) {
+            flows.insert(
+                WATCH.to_owned(),
+                Arc::new(Flow {
+                    name: WATCH.to_owned(),
+                    monitor: Some("offer".into()),
+                    steps: Vec::new(),
+                    outcomes: BTreeMap::new(),
+                    account: None,
+                }),
+            );
+        }
         for (name, flow) in &raw.flows {
             if flow.value.steps.is_empty() {
                 self.problem(at(flow), format!("flow `{name}` has no steps"));
@@ -567,12 +600,27 @@ impl Resolver<'_> {
         let mut seen = BTreeMap::<String, Option<(u32, u32)>>::new();
         let mut targets = Vec::new();
         for t in &raw.targets {
-            let id = t.id.value.0.clone();
+            // A target with only a URL takes its id from it.
+            let id_at = t.id.as_ref().map_or_else(|| at(&t.url), at);
+            let id = match &t.id {
+                Some(id) => id.value.0.clone(),
+                None => id_from_url(&t.url.value),
+            };
             if id.trim().is_empty() {
-                self.problem(at(&t.id), "target id is empty".into());
+                self.problem(
+                    id_at,
+                    if t.id.is_some() {
+                        "target id is empty".into()
+                    } else {
+                        format!(
+                            "target `{}` needs an `id:` (its URL gives none)",
+                            t.url.value
+                        )
+                    },
+                );
             } else if id.chars().any(char::is_control) {
                 self.problem(
-                    at(&t.id),
+                    id_at,
                     format!("target id {id:?} holds a control character (a line break?): an id is one line of text"),
                 );
             }
@@ -580,32 +628,44 @@ impl Resolver<'_> {
                 let first = first
                     .map(|(l, _)| format!(" (first used on line {l})"))
                     .unwrap_or_default();
+                let hint = if t.id.is_none() {
+                    " (taken from the URL: give this target an `id:`)"
+                } else {
+                    ""
+                };
                 self.problem(
-                    at(&t.id),
-                    format!("duplicate target id `{id}`{first}: ids must be unique"),
+                    id_at,
+                    format!("duplicate target id `{id}`{first}: ids must be unique{hint}"),
                 );
             } else {
-                seen.insert(id.clone(), at(&t.id));
+                seen.insert(id.clone(), id_at);
             }
             let flow = match &t.flow {
                 Some(f) => {
                     if !flows.contains_key(&f.value) {
                         let known: Vec<_> = flows.keys().map(|k| format!("`{k}`")).collect();
+                        let known = if known.is_empty() {
+                            "there is no `flows:` section".to_owned()
+                        } else {
+                            format!("defined: {}", known.join(", "))
+                        };
                         self.problem(
                             at(f),
                             format!(
-                                "target `{id}` uses flow `{}`, which is not defined (defined: {})",
-                                f.value,
-                                known.join(", ")
+                                "target `{id}` uses flow `{}`, which is not defined ({known})",
+                                f.value
                             ),
                         );
                     }
                     f.value.clone()
                 }
-                None if flows.len() == 1 => flows.keys().next().cloned().unwrap_or_default(),
+                None if raw.flows.is_empty() => WATCH.to_owned(),
+                None if raw.flows.len() == 1 => {
+                    raw.flows.keys().next().cloned().unwrap_or_default()
+                }
                 None => {
                     self.problem(
-                        at(&t.id),
+                        id_at,
                         format!("target `{id}` does not say which flow it runs: add `flow: NAME` (there are {} flows)", flows.len()),
                     );
                     String::new()
@@ -866,3 +926,29 @@ const MAX_SPARE_PAGES: u32 = 64;
 const MAX_TRACES: u32 = 100_000;
 /// The most megabytes `traces.max_mb` may give them.
 const MAX_TRACE_MB: u32 = 100_000;
+
+/// A target's id from its URL: the last path segment, in lower case, with
+/// anything but letters, digits, `.`, `_` and `-` turned into `-`
+/// (`https://shop.example/products/Aurora-Lamp?variant=2` is
+/// `aurora-lamp`); the host when the path is empty.
+fn id_from_url(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let path = rest.split(['?', '#']).next().unwrap_or(rest);
+    let segment = path
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default();
+    let segment = segment.strip_suffix(".html").unwrap_or(segment);
+    let id: String = segment
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    id.trim_matches('-').to_owned()
+}

@@ -64,6 +64,8 @@ pub mod routes {
     pub const RUN_NOW: &str = "/api/run-now";
     pub const RESET: &str = "/api/targets/{id}/reset";
     pub const RESOLVE: &str = "/api/targets/{id}/resolve";
+    /// A target's price and stock history, and its purchases.
+    pub const OBSERVATIONS: &str = "/api/targets/{id}/observations";
     pub const METRICS: &str = "/metrics";
     pub const SHOT: &str = "/shots/{name}";
     /// A run's trace, by its number (`12` or `r12`).
@@ -117,6 +119,11 @@ struct TargetView {
     updated_at: Option<std::time::SystemTime>,
     runs: u64,
     active: bool,
+    /// The newest observation of its price and stock, and how many are
+    /// kept (the chart is fetched when this changes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    observed: Option<crate::observations::Observation>,
+    observations: usize,
 }
 
 /// A quarantined session and who it blocks.
@@ -163,6 +170,10 @@ impl Dashboard {
             .iter()
             .map(|t| {
                 let s = doc.targets.get(t.id.as_str()).cloned().unwrap_or_default();
+                let (observed, observations) = self
+                    .view
+                    .last_observation(t.id.as_str())
+                    .map_or((None, 0), |(o, n)| (Some(o), n));
                 TargetView {
                     id: t.id.clone(),
                     url: t.url.clone(),
@@ -175,6 +186,8 @@ impl Dashboard {
                     updated_at: s.updated_at,
                     runs: s.runs,
                     active: active.iter().any(|r| r.target == t.id),
+                    observed,
+                    observations,
                 }
             })
             .collect();
@@ -257,6 +270,7 @@ pub fn app(d: Dashboard) -> Router {
         .route(routes::METRICS, get(metrics))
         .route(routes::SHOT, get(shot))
         .route(routes::TRACE, get(trace))
+        .route(routes::OBSERVATIONS, get(observations))
         .layer(middleware::from_fn_with_state(d.clone(), auth));
     Router::new().route("/", get(page)).merge(api).with_state(d)
 }
@@ -613,6 +627,32 @@ async fn trace(State(d): State<Dashboard>, Path(run): Path<String>) -> Response 
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
+}
+
+/// `GET /api/targets/ID/observations`: the target's kept observations
+/// (oldest first) and its purchases among the last 1,000 runs, for the
+/// chart.
+async fn observations(State(d): State<Dashboard>, Path(id): Path<String>) -> Response {
+    if d.view.config().target(&id).is_none() {
+        return error(StatusCode::NOT_FOUND, format!("no target `{id}`"));
+    }
+    let observations = d.view.observations(&id);
+    let purchases: Vec<serde_json::Value> = match d.view.history(1000).await {
+        Ok(h) => h
+            .iter()
+            .rev()
+            .filter(|r| r.target.as_str() == id && r.order.is_some())
+            .map(|r| {
+                json!({
+                    "at": crate::time::format(r.ended_at),
+                    "order": r.order,
+                    "price": r.price,
+                })
+            })
+            .collect(),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    d.json(&json!({"target": id, "observations": observations, "purchases": purchases}))
 }
 
 async fn shot(State(d): State<Dashboard>, Path(name): Path<String>) -> Response {

@@ -99,6 +99,19 @@ impl View {
         self.s.scripts.status()
     }
 
+    /// A target's price and stock history, oldest first.
+    pub fn observations(&self, target: &str) -> Vec<crate::observations::Observation> {
+        self.s.scripts.observations(target)
+    }
+
+    /// A target's newest observation and how many are kept.
+    pub fn last_observation(
+        &self,
+        target: &str,
+    ) -> Option<(crate::observations::Observation, usize)> {
+        self.s.scripts.last_observation(target)
+    }
+
     pub fn slowed_hosts(&self) -> Vec<SlowHost> {
         self.s.scripts.slowed_hosts()
     }

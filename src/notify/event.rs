@@ -24,6 +24,8 @@ pub enum Kind {
     BrowserRelaunched,
     BrowserUnreachable,
     Restock,
+    /// A target's observed price went down (its price history).
+    PriceDrop,
     ReloadFailed,
     Started,
     Stopped,
@@ -34,7 +36,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 13] = [
         Kind::OrderPlaced,
         Kind::InDoubt,
         Kind::TargetFailing,
@@ -42,6 +44,7 @@ impl Kind {
         Kind::BrowserRelaunched,
         Kind::BrowserUnreachable,
         Kind::Restock,
+        Kind::PriceDrop,
         Kind::ReloadFailed,
         Kind::Started,
         Kind::Stopped,
@@ -58,6 +61,7 @@ impl Kind {
             Kind::BrowserRelaunched => "browser_relaunched",
             Kind::BrowserUnreachable => "browser_unreachable",
             Kind::Restock => "restock",
+            Kind::PriceDrop => "price_drop",
             Kind::ReloadFailed => "reload_failed",
             Kind::Started => "started",
             Kind::Stopped => "stopped",
@@ -76,9 +80,12 @@ impl Kind {
             Kind::OrderPlaced => Severity::Success,
             Kind::InDoubt | Kind::LoggedOut | Kind::BrowserUnreachable => Severity::Failure,
             Kind::TargetFailing | Kind::BrowserRelaunched | Kind::ReloadFailed => Severity::Warning,
-            Kind::Restock | Kind::Started | Kind::Stopped | Kind::Script | Kind::Test => {
-                Severity::Info
-            }
+            Kind::Restock
+            | Kind::PriceDrop
+            | Kind::Started
+            | Kind::Stopped
+            | Kind::Script
+            | Kind::Test => Severity::Info,
         }
     }
 }

@@ -238,6 +238,16 @@ mod tests {
     }
 
     #[test]
+    fn xpath_runs_over_a_deeply_nested_page() {
+        let deep = format!("{}x{}", "<div>".repeat(5_000), "</div>".repeat(5_000));
+        let m = query(&deep, &Selectors::one("xpath:count(//div)"))
+            .unwrap()
+            .unwrap()
+            .1;
+        assert_eq!(m[0].text, "5000");
+    }
+
+    #[test]
     fn xpath_selects_nodes_and_computes_values() {
         assert_eq!(q(&["xpath://li[@data-sku='M-1']"])[0].text, "M");
         assert_eq!(q(&["xpath://li/@data-sku"]).len(), 2);

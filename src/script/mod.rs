@@ -43,6 +43,7 @@ use crate::id::PinnedVersion;
 use crate::metrics::Metrics;
 use crate::redact::Redactor;
 use crate::secrets::Secrets;
+use crate::sync::lock;
 use api::{End, Http, ScriptContext, Trace};
 pub use engine::ScriptError;
 pub use plugin::Plugin;
@@ -58,6 +59,21 @@ pub struct Script {
     pub fingerprint: u64,
     pub imports: Vec<PathBuf>,
     pub loaded_at: SystemTime,
+}
+
+/// Scripts baton carries itself, used when `scripts/` has none of that
+/// name: the generic monitor of any shop that publishes schema.org offers.
+pub const BUILTIN: &[(&str, &str)] = &[(
+    "offer",
+    "// Built in: run when the page's schema.org offer says in stock.\noffer(http_get(target.url)).in_stock\n",
+)];
+
+/// How a built-in script's file shows in messages (`(built in) offer`).
+pub const BUILTIN_FILE: &str = "(built in)";
+
+/// Whether `name` is a built-in script (see [`BUILTIN`]).
+pub fn is_builtin(name: &str) -> bool {
+    BUILTIN.iter().any(|(n, _)| *n == name)
 }
 
 /// A snapshot of every script: what runs pin.
@@ -103,6 +119,8 @@ struct Inner {
     shots_dir: Option<PathBuf>,
     metrics: Option<Arc<Metrics>>,
     notices: Option<Arc<dyn crate::flow::Notices>>,
+    /// Where `offer()` and `observe_price()` keep what they saw.
+    observations: Option<Arc<crate::observations::Observations>>,
     /// Reloads come from the watcher thread and from commands; one at a
     /// time keeps generations in order.
     reloading: Mutex<()>,
@@ -133,6 +151,7 @@ pub struct Builder {
     shots_dir: Option<PathBuf>,
     metrics: Option<Arc<Metrics>>,
     notices: Option<Arc<dyn crate::flow::Notices>>,
+    observations: Option<Arc<crate::observations::Observations>>,
 }
 
 impl Builder {
@@ -175,6 +194,13 @@ impl Builder {
         self
     }
 
+    /// Where the price and stock history goes (`offer()`,
+    /// `observe_price()`); none kept without it (a dry run).
+    pub fn observations(mut self, o: Arc<crate::observations::Observations>) -> Builder {
+        self.observations = Some(o);
+        self
+    }
+
     /// Compiles every script once. Compile errors do not fail the build:
     /// they are in [`ScriptHost::library`]`.errors` for the caller to report.
     pub fn build(self) -> ScriptHost {
@@ -196,6 +222,7 @@ impl Builder {
                 shots_dir: self.shots_dir,
                 metrics: self.metrics,
                 notices: self.notices,
+                observations: self.observations,
                 reloading: Mutex::new(()),
             }),
         };
@@ -234,7 +261,26 @@ impl ScriptHost {
             shots_dir: None,
             metrics: None,
             notices: None,
+            observations: None,
         }
+    }
+
+    /// A target's price and stock history, oldest first (empty when none
+    /// is kept).
+    pub fn observations(&self, target: &str) -> Vec<crate::observations::Observation> {
+        self.inner
+            .observations
+            .as_ref()
+            .map(|o| o.of(target))
+            .unwrap_or_default()
+    }
+
+    /// A target's newest observation and how many are kept.
+    pub fn last_observation(
+        &self,
+        target: &str,
+    ) -> Option<(crate::observations::Observation, usize)> {
+        self.inner.observations.as_ref()?.last(target)
     }
 
     pub fn dir(&self) -> &Path {
@@ -329,11 +375,7 @@ impl ScriptHost {
     }
 
     fn reload_inner(&self, initial: bool) -> ReloadReport {
-        let _one_at_a_time = self
-            .inner
-            .reloading
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _one_at_a_time = lock(&self.inner.reloading);
         let old = self.inner.library.load_full();
         let mut next = Library {
             scripts: old.scripts.clone(),
@@ -401,10 +443,40 @@ impl ScriptHost {
                 }
             }
         }
+        // Built-in scripts, unless a file of the same name replaces them.
+        for (name, source) in BUILTIN {
+            if scripts.iter().any(|s| s == name) {
+                continue;
+            }
+            let display = format!("{BUILTIN_FILE} {name}");
+            let c = engine::compile(&self.inner.std, &self.inner.dir, &display, source)
+                .expect("a built-in script compiles");
+            if old
+                .scripts
+                .get(*name)
+                .is_some_and(|s| s.fingerprint == c.fingerprint)
+            {
+                continue;
+            }
+            let generation = self.inner.generation.fetch_add(1, Ordering::SeqCst) + 1;
+            next.scripts.insert(
+                (*name).to_owned(),
+                Arc::new(Script {
+                    name: (*name).to_owned(),
+                    file: display,
+                    generation,
+                    ast: Arc::new(c.ast),
+                    fingerprint: c.fingerprint,
+                    imports: c.imports.into_iter().collect(),
+                    loaded_at: SystemTime::now(),
+                }),
+            );
+            report.changed.push(((*name).to_owned(), generation));
+        }
         // A file that is gone keeps its last good version (a flow may still
         // use it), with an error saying so.
         for (name, s) in &old.scripts {
-            if !scripts.contains(name) {
+            if !scripts.contains(name) && !is_builtin(name) {
                 let err = ScriptError {
                     file: s.file.clone(),
                     line: None,
@@ -523,6 +595,7 @@ impl ScriptHost {
             end: Mutex::new(None),
             in_commit: Mutex::new(None),
             notices: None,
+            observations: None,
         });
         api::register(&mut engine, &cx);
         for p in &self.inner.plugins {
@@ -686,6 +759,7 @@ async fn execute(inner: Arc<Inner>, script: Arc<Script>, run: ScriptRun) -> Resu
             end: Mutex::new(None),
             in_commit: Mutex::new(None),
             notices: run.notices.or_else(|| inner.notices.clone()),
+            observations: inner.observations.clone(),
         });
         let mut engine = engine::base_engine(&inner.std);
         api::register(&mut engine, &cx);
@@ -710,11 +784,7 @@ async fn execute(inner: Arc<Inner>, script: Arc<Script>, run: ScriptRun) -> Resu
         scope.push_constant("target", target_map(&run.target));
         scope.push_constant("account", account_map(run.account.as_deref()));
         let result = engine.eval_ast_with_scope::<Dynamic>(&mut scope, &script.ast);
-        let end = cx
-            .end
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
+        let end = lock(&cx.end).take();
         (result, end)
     });
     let (result, end) = match handle.await {

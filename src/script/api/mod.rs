@@ -27,6 +27,7 @@ use crate::browser::{Page, PageError, Selectors};
 use crate::flow::{CommitSink, StepEnd, Target, Timeouts};
 use crate::redact::Redactor;
 use crate::secrets::Secrets;
+use crate::sync::lock;
 
 type R<T> = Result<T, Box<EvalAltResult>>;
 
@@ -98,15 +99,15 @@ pub struct ScriptContext {
     pub in_commit: Mutex<Option<String>>,
     /// Where `notify(..)` goes; `None` without a `notify:` section.
     pub notices: Option<Arc<dyn crate::flow::Notices>>,
+    /// Where `offer()` and `observe_price()` keep what they saw; `None`
+    /// keeps nothing (a dry run).
+    pub observations: Option<Arc<crate::observations::Observations>>,
 }
 
 impl ScriptContext {
     /// Ends the script: not catchable by `try`/`catch`.
     fn terminate(&self, end: End) -> Box<EvalAltResult> {
-        let mut slot = self
-            .end
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut slot = lock(&self.end);
         if slot.is_none() {
             *slot = Some(end);
         }
@@ -302,8 +303,4 @@ pub fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
     flow::register(engine, cx);
     net::register(engine, cx);
     price::register(engine, cx);
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -4,12 +4,13 @@
 //! `commit` can hold it to the target's budget (I11).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use rhai::{Dynamic, Engine, FLOAT, INT, ImmutableString, Map};
 
 use super::{R, ScriptContext, doc_comments};
-use crate::offer::{self, Offer};
+use crate::observations::{By, Observation};
+use crate::offer::{self, Availability, Offer};
 use crate::price::{self, Context, Locale, Price};
 
 pub(super) fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
@@ -160,6 +161,7 @@ fn observe(c: &ScriptContext, args: &str, price: Price) -> R<FLOAT> {
         Ok(&price.to_string()),
         Duration::ZERO,
     );
+    keep(c, Some(&price), Availability::Unknown);
     let amount = price.amount.to_f64();
     sink.observe(price);
     Ok(amount)
@@ -176,7 +178,27 @@ fn read(c: &ScriptContext, body: &str, url: Option<&str>) -> R<Dynamic> {
         );
         sink.observe(p.clone());
     }
+    keep(c, o.price.as_ref(), o.availability);
     Ok(offer_map(&o).into())
+}
+
+/// Into the target's price and stock history (monitors' too).
+fn keep(c: &ScriptContext, price: Option<&Price>, availability: Availability) {
+    let Some(store) = &c.observations else {
+        return;
+    };
+    store.record(&Observation {
+        target: c.target.id.to_string(),
+        at: SystemTime::now(),
+        price: price.map(|p| p.amount.to_f64()),
+        currency: price.and_then(|p| p.currency.clone()),
+        availability,
+        by: if c.commit.is_some() {
+            By::Step
+        } else {
+            By::Monitor
+        },
+    });
 }
 
 fn price_map(p: &Price) -> Map {
