@@ -273,6 +273,16 @@ impl ChromePage {
                         },
                     });
                 }
+                // An evaluation whose answer never came (chromiumoxide gave
+                // up at 30 s on a 20 s slice): Chromium can drop the answer
+                // of a promise-awaiting evaluation when the page navigates
+                // under it (a place-order POST answered after 45 s). The
+                // caller's deadline still bounds the wait: evaluate again,
+                // in whatever document is there now.
+                Err(PageError::Timeout(_)) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(op, "an in-page wait got no answer; waiting again");
+                    continue;
+                }
                 Err(PageError::Script(m) | PageError::Other(m)) if is_navigation_race(&m) => {
                     if tokio::time::Instant::now() >= deadline {
                         if op == "until" {
