@@ -152,13 +152,6 @@ impl PoolBrowser {
         pool
     }
 
-    /// The endpoint `session` is on now, if any.
-    pub fn endpoint_of(&self, session: SessionId) -> Option<String> {
-        lock(&self.placed)
-            .get(&session)
-            .map(|&i| self.members[i].endpoint.url.clone())
-    }
-
     /// The sessions on each member.
     fn sessions(&self) -> Vec<Vec<u32>> {
         let mut on = vec![Vec::new(); self.members.len()];

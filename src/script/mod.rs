@@ -370,6 +370,40 @@ impl ScriptHost {
 
     /// Recompiles every script and swaps in those that changed and
     /// compiled. Scripts that fail keep their last good version.
+    /// Puts a compiled script into `next` as a new generation, unless
+    /// `old` already has this very version.
+    fn install(
+        &self,
+        old: &Library,
+        next: &mut Library,
+        report: &mut ReloadReport,
+        name: &str,
+        file: String,
+        c: engine::Compiled,
+    ) {
+        if old
+            .scripts
+            .get(name)
+            .is_some_and(|s| s.fingerprint == c.fingerprint)
+        {
+            return;
+        }
+        let generation = self.inner.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        next.scripts.insert(
+            name.to_owned(),
+            Arc::new(Script {
+                name: name.to_owned(),
+                file,
+                generation,
+                ast: Arc::new(c.ast),
+                fingerprint: c.fingerprint,
+                imports: c.imports.into_iter().collect(),
+                loaded_at: SystemTime::now(),
+            }),
+        );
+        report.changed.push((name.to_owned(), generation));
+    }
+
     pub fn reload(&self) -> ReloadReport {
         self.reload_inner(false)
     }
@@ -414,29 +448,7 @@ impl ScriptHost {
                 }
             };
             match engine::compile(&self.inner.std, &self.inner.dir, &display, &source) {
-                Ok(c) => {
-                    if old
-                        .scripts
-                        .get(name)
-                        .is_some_and(|s| s.fingerprint == c.fingerprint)
-                    {
-                        continue;
-                    }
-                    let generation = self.inner.generation.fetch_add(1, Ordering::SeqCst) + 1;
-                    next.scripts.insert(
-                        name.clone(),
-                        Arc::new(Script {
-                            name: name.clone(),
-                            file: display,
-                            generation,
-                            ast: Arc::new(c.ast),
-                            fingerprint: c.fingerprint,
-                            imports: c.imports.into_iter().collect(),
-                            loaded_at: SystemTime::now(),
-                        }),
-                    );
-                    report.changed.push((name.clone(), generation));
-                }
+                Ok(c) => self.install(&old, &mut next, &mut report, name, display, c),
                 Err(e) => {
                     next.errors.insert(name.clone(), e.clone());
                     report.failed.push(e);
@@ -451,27 +463,7 @@ impl ScriptHost {
             let display = format!("{BUILTIN_FILE} {name}");
             let c = engine::compile(&self.inner.std, &self.inner.dir, &display, source)
                 .expect("a built-in script compiles");
-            if old
-                .scripts
-                .get(*name)
-                .is_some_and(|s| s.fingerprint == c.fingerprint)
-            {
-                continue;
-            }
-            let generation = self.inner.generation.fetch_add(1, Ordering::SeqCst) + 1;
-            next.scripts.insert(
-                (*name).to_owned(),
-                Arc::new(Script {
-                    name: (*name).to_owned(),
-                    file: display,
-                    generation,
-                    ast: Arc::new(c.ast),
-                    fingerprint: c.fingerprint,
-                    imports: c.imports.into_iter().collect(),
-                    loaded_at: SystemTime::now(),
-                }),
-            );
-            report.changed.push(((*name).to_owned(), generation));
+            self.install(&old, &mut next, &mut report, name, display, c);
         }
         // A file that is gone keeps its last good version (a flow may still
         // use it), with an error saying so.
