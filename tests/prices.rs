@@ -347,3 +347,33 @@ async fn observations(dash: &str, id: &str) -> serde_json::Value {
         .await
         .unwrap()
 }
+
+/// The dry run a user tries first makes the host's check too: a whole
+/// flow for 1006 (29.00 on its page, 79.00 at the review) stops at the
+/// commit with the reason, where it used to say "would commit".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_shows_the_commit_the_host_would_refuse() {
+    let _one = common::live::one_at_a_time().await;
+    let p = Project::new("  interval: 1s", &target("1006", 30.0), "");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args([
+            "dry-run", "--flow", "purchase", "--target", "1006", "--config",
+        ])
+        .arg(p.config())
+        .current_dir(p.dir.path())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains(
+            "commit place order would be refused by baton (I11): the price 79.00 USD is over the budget 30.00"
+        ),
+        "{stdout}\n{stderr}"
+    );
+    assert!(!stdout.contains("would commit:"), "{stdout}");
+    assert!(stdout.contains("over_budget"), "{stdout}");
+    assert_no_chromium(&p.profile()).await;
+}
