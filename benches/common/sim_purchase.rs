@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 /// `runs` cycles in test mode with a 1 ms interval, each buying target
 /// `t` through `commit`, with state in `dir`; every finished run is sent
 /// on the returned channel.
-pub fn scheduler(
+pub(crate) fn scheduler(
     dir: &Path,
     runs: u64,
     metrics: Arc<Metrics>,

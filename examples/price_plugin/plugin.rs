@@ -10,11 +10,11 @@ use baton::script::Plugin;
 use rhai::{Engine, FuncRegistration};
 
 /// Adds `price_below` to every script.
-pub struct PricePlugin;
+pub(crate) struct PricePlugin;
 
 /// The amount in a price text, through baton's parser (any locale;
 /// ambiguous text is an error, not a guess).
-pub fn amount(text: &str) -> Result<f64, String> {
+pub(crate) fn amount(text: &str) -> Result<f64, String> {
     price::parse(text, Context::default())
         .map(|p| p.amount.to_f64())
         .map_err(|e| e.to_string())

@@ -28,14 +28,14 @@ use crate::script::{Plugin, Ran, ScriptHost, ScriptRun};
 use crate::sync::lock;
 
 /// What to dry-run.
-pub enum What {
+pub(super) enum What {
     /// One script, as a path or a name.
     Script(String),
     /// A whole flow: its monitor, then its steps in order in one page.
     Flow(String),
 }
 
-pub struct Args {
+pub(super) struct Args {
     pub what: What,
     pub target: String,
     pub offline: Option<PathBuf>,
@@ -123,7 +123,7 @@ fn script_name(arg: &str, scripts_dir: &Path) -> Result<String, Failure> {
     }
 }
 
-pub async fn run(args: Args) -> Result<(), Failure> {
+pub(super) async fn run(args: Args) -> Result<(), Failure> {
     let cfg = load(&args.config)?;
     let what = match args.what {
         What::Script(s) => What::Script(script_name(&s, &cfg.scripts_dir)?),

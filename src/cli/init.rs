@@ -11,7 +11,7 @@ use std::path::Path;
 use super::{Failure, answer};
 
 /// Every file of the starter project: its path in the project, and its text.
-pub const FILES: &[(&str, &str)] = &[
+pub(super) const FILES: &[(&str, &str)] = &[
     ("flows.yaml", include_str!("../../flows.yaml")),
     (
         "scripts/checkout.rhai",
@@ -41,7 +41,7 @@ pub const FILES: &[(&str, &str)] = &[
 
 /// Writes the starter project into `dir` (created if missing). Refuses,
 /// writing nothing, when any of its files is already there.
-pub fn init(dir: &Path) -> Result<(), Failure> {
+pub(super) fn init(dir: &Path) -> Result<(), Failure> {
     let taken: Vec<String> = FILES
         .iter()
         .map(|(p, _)| dir.join(p))

@@ -15,7 +15,7 @@ use crate::offer::{self, Offer};
 /// How long the page may take to arrive.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-pub async fn watch(url: &str, browser: bool) -> Result<(), Failure> {
+pub(super) async fn watch(url: &str, browser: bool) -> Result<(), Failure> {
     let parsed = reqwest::Url::parse(url).map_err(|e| {
         Failure::usage(format!(
             "`{url}` is not a URL ({e}); give the product page's full address, http:// or https://"
@@ -46,7 +46,7 @@ pub async fn watch(url: &str, browser: bool) -> Result<(), Failure> {
 }
 
 /// What `baton watch` prints for an offer.
-pub fn describe(url: &str, o: &Offer) -> String {
+pub(super) fn describe(url: &str, o: &Offer) -> String {
     let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     let price = o
         .price

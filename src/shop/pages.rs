@@ -45,7 +45,7 @@ fn layout(title: &str, cart_lines: Option<usize>, body: &str) -> Html<String> {
     ))
 }
 
-pub fn index(m: &Money, products: &[Product]) -> Html<String> {
+pub(super) fn index(m: &Money, products: &[Product]) -> Html<String> {
     let items: String = products
         .iter()
         .map(|p| {
@@ -67,7 +67,7 @@ pub fn index(m: &Money, products: &[Product]) -> Html<String> {
     )
 }
 
-pub fn product(m: &Money, p: &Product, cart_lines: usize) -> Html<String> {
+pub(super) fn product(m: &Money, p: &Product, cart_lines: usize) -> Html<String> {
     let md = Microdata::of(m, p);
     let buy = if p.stock > 0 {
         format!(
@@ -220,7 +220,7 @@ addEventListener("load", () => {
 });
 "#;
 
-pub fn cart(m: &Money, rows: &[(Line, Option<Product>)]) -> Html<String> {
+pub(super) fn cart(m: &Money, rows: &[(Line, Option<Product>)]) -> Html<String> {
     let body = if rows.is_empty() {
         r#"<p id="cart-empty">Your cart is empty.</p>"#.to_owned()
     } else {
@@ -255,7 +255,7 @@ pub fn cart(m: &Money, rows: &[(Line, Option<Product>)]) -> Html<String> {
     )
 }
 
-pub fn address(
+pub(super) fn address(
     m: &Money,
     total_cents: u64,
     saved: Option<&super::checkout::Details>,
@@ -294,7 +294,7 @@ fn login_error(error: Option<&str>) -> String {
 
 /// The login form, with its one-time `token`. `error` is shown after a
 /// wrong password.
-pub fn login(next: &str, token: &str, error: Option<&str>) -> Html<String> {
+pub(super) fn login(next: &str, token: &str, error: Option<&str>) -> Html<String> {
     let error = login_error(error);
     layout(
         "Sign in",
@@ -315,7 +315,7 @@ pub fn login(next: &str, token: &str, error: Option<&str>) -> Html<String> {
 }
 
 /// The one-time-code step of a login.
-pub fn totp(next: &str, error: Option<&str>) -> Html<String> {
+pub(super) fn totp(next: &str, error: Option<&str>) -> Html<String> {
     let error = login_error(error);
     layout(
         "Two-step verification",
@@ -334,7 +334,11 @@ pub fn totp(next: &str, error: Option<&str>) -> Html<String> {
 }
 
 /// The account page: who is logged in, the saved address, orders.
-pub fn account(name: &str, address: &super::checkout::Details, orders: usize) -> Html<String> {
+pub(super) fn account(
+    name: &str,
+    address: &super::checkout::Details,
+    orders: usize,
+) -> Html<String> {
     layout(
         "Your account",
         None,
@@ -364,7 +368,7 @@ pub fn account(name: &str, address: &super::checkout::Details, orders: usize) ->
 /// The payment page: the card fields live in a frame from the payment
 /// provider's origin, which posts back a token; Continue stays disabled
 /// until a valid card's token has arrived.
-pub fn payment(m: &Money, total_cents: u64, card_origin: Option<&str>) -> Html<String> {
+pub(super) fn payment(m: &Money, total_cents: u64, card_origin: Option<&str>) -> Html<String> {
     let origin = card_origin.unwrap_or("");
     let src = if origin.is_empty() {
         "about:blank".to_owned()
@@ -398,7 +402,7 @@ addEventListener("message", (e) => {{
 
 /// The review page. Its Place order button is a web component's, inside
 /// an open shadow root, as design systems build them.
-pub fn review(m: &Money, total_cents: u64, name: &str, last4: &str) -> Html<String> {
+pub(super) fn review(m: &Money, total_cents: u64, name: &str, last4: &str) -> Html<String> {
     layout(
         "Checkout: review",
         None,
@@ -422,7 +426,7 @@ customElements.define("order-button", class extends HTMLElement {{
     )
 }
 
-pub fn order(m: &Money, number: &str, total_cents: u64) -> Html<String> {
+pub(super) fn order(m: &Money, number: &str, total_cents: u64) -> Html<String> {
     layout(
         "Order placed",
         Some(0),
@@ -437,7 +441,7 @@ pub fn order(m: &Money, number: &str, total_cents: u64) -> Html<String> {
 /// The shop's explicit "no" to an order (invalid details, sold out): no
 /// order exists. Marked `#order-refused`, so a script can tell it from an
 /// error that leaves the order's fate unknown.
-pub fn refused(title: &str, message: &str) -> Html<String> {
+pub(super) fn refused(title: &str, message: &str) -> Html<String> {
     layout(
         title,
         None,
@@ -449,7 +453,7 @@ pub fn refused(title: &str, message: &str) -> Html<String> {
     )
 }
 
-pub fn error(title: &str, message: &str) -> Html<String> {
+pub(super) fn error(title: &str, message: &str) -> Html<String> {
     layout(
         title,
         None,

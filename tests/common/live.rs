@@ -37,7 +37,7 @@ enum Kind {
 /// Held for a live test's whole length; with `BATON_TEST_TIMES=1` it
 /// prints how long the test waited for its turn and how long it held it
 /// (how the CI time in docs/benchmarks.md is measured).
-pub struct Turn {
+pub(crate) struct Turn {
     kind: Kind,
     since: std::time::Instant,
     waited: Duration,
@@ -96,12 +96,12 @@ async fn take(kind: Kind) -> Turn {
 }
 
 /// Waits until no other live test runs, and keeps them out.
-pub async fn one_at_a_time() -> Turn {
+pub(crate) async fn one_at_a_time() -> Turn {
     take(Kind::Alone).await
 }
 
 /// `one_at_a_time` for tests that are not async.
-pub fn one_at_a_time_blocking() -> Turn {
+pub(crate) fn one_at_a_time_blocking() -> Turn {
     // Its own little runtime: the caller has none.
     tokio::runtime::Builder::new_current_thread()
         .build()
@@ -111,24 +111,24 @@ pub fn one_at_a_time_blocking() -> Turn {
 
 /// For a test that mostly waits on the shop: runs beside at most one other
 /// such test.
-pub async fn beside_one() -> Turn {
+pub(crate) async fn beside_one() -> Turn {
     take(Kind::Beside).await
 }
 
 /// The repository root (where the shipped scripts live).
-pub fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// A temporary copy of the shipped scripts with a flows.yaml.
-pub struct Project {
+pub(crate) struct Project {
     pub dir: tempfile::TempDir,
 }
 
 impl Project {
     /// `targets_and_more` is appended after the common settings: targets,
     /// and any overrides of `cycle:` keys given in `cycle`.
-    pub fn new(cycle: &str, targets: &str, extra: &str) -> Project {
+    pub(crate) fn new(cycle: &str, targets: &str, extra: &str) -> Project {
         let dir = tempfile::Builder::new()
             .prefix("baton-e2e-")
             .tempdir()
@@ -167,12 +167,12 @@ flows:
         Project { dir }
     }
 
-    pub fn config(&self) -> PathBuf {
+    pub(crate) fn config(&self) -> PathBuf {
         self.dir.path().join("flows.yaml")
     }
 
     /// Replaces `from` with `to` in flows.yaml.
-    pub fn edit(&self, from: &str, to: &str) {
+    pub(crate) fn edit(&self, from: &str, to: &str) {
         let yaml = std::fs::read_to_string(self.config()).unwrap();
         assert!(yaml.contains(from), "`{from}` is not in flows.yaml");
         std::fs::write(self.config(), yaml.replace(from, to)).unwrap();
@@ -181,7 +181,9 @@ flows:
     /// A demo shop of the test's own, started before baton (so delays can
     /// be set first and it outlives baton), with every target pointed at
     /// it. Cancel the token to stop it.
-    pub async fn own_shop(&self) -> (baton::shop::Running, tokio_util::sync::CancellationToken) {
+    pub(crate) async fn own_shop(
+        &self,
+    ) -> (baton::shop::Running, tokio_util::sync::CancellationToken) {
         let stop = tokio_util::sync::CancellationToken::new();
         let shop = baton::shop::start("127.0.0.1:0".parse().unwrap(), stop.clone())
             .await
@@ -191,19 +193,19 @@ flows:
         (shop, stop)
     }
 
-    pub fn profile(&self) -> PathBuf {
+    pub(crate) fn profile(&self) -> PathBuf {
         self.dir.path().join(".baton/profile")
     }
 }
 
 /// A target line for `Project::new`.
-pub fn target(id: &str, max_price: f64) -> String {
+pub(crate) fn target(id: &str, max_price: f64) -> String {
     format!(
         "  - {{ id: \"{id}\", url: /p/{id}, max_price: {max_price}, params: {{ customer: {{ name: Ada, email: ada@example.com, address: 1 Main St }} }} }}\n"
     )
 }
 
-pub fn copy_dir(from: &Path, to: &Path) {
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();
@@ -217,20 +219,20 @@ pub fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// The demo shop's control API.
-pub struct ShopApi {
+pub(crate) struct ShopApi {
     pub base: String,
     client: reqwest::Client,
 }
 
 impl ShopApi {
-    pub fn new(base: &str) -> ShopApi {
+    pub(crate) fn new(base: &str) -> ShopApi {
         ShopApi {
             base: base.to_owned(),
             client: reqwest::Client::new(),
         }
     }
 
-    pub async fn get(&self, path: &str) -> serde_json::Value {
+    pub(crate) async fn get(&self, path: &str) -> serde_json::Value {
         self.client
             .get(format!("{}{path}", self.base))
             .send()
@@ -241,7 +243,7 @@ impl ShopApi {
             .unwrap()
     }
 
-    pub async fn post(&self, path: &str) {
+    pub(crate) async fn post(&self, path: &str) {
         let r = self
             .client
             .post(format!("{}{path}", self.base))
@@ -251,13 +253,13 @@ impl ShopApi {
         assert!(r.status().is_success(), "{path}: {}", r.status());
     }
 
-    pub async fn overlaps(&self) -> u64 {
+    pub(crate) async fn overlaps(&self) -> u64 {
         self.get("/admin/overlaps").await["overlaps"]
             .as_u64()
             .unwrap()
     }
 
-    pub async fn orders_of(&self, product: &str) -> u64 {
+    pub(crate) async fn orders_of(&self, product: &str) -> u64 {
         self.get("/admin/orders").await["per_product"][product]
             .as_u64()
             .unwrap_or(0)
@@ -265,13 +267,13 @@ impl ShopApi {
 }
 
 /// Sends `signal` to `pid` (no `kill` binary needed on the machine).
-pub fn signal(pid: u32, signal: rustix::process::Signal) {
+pub(crate) fn signal(pid: u32, signal: rustix::process::Signal) {
     let pid = rustix::process::Pid::from_raw(pid as i32).expect("a pid");
     rustix::process::kill_process(pid, signal).expect("the signal was sent");
 }
 
 /// Pids of processes whose command line mentions `needle` (a profile dir).
-pub fn processes_mentioning(needle: &Path) -> Vec<u32> {
+pub(crate) fn processes_mentioning(needle: &Path) -> Vec<u32> {
     let needle = needle.to_string_lossy().into_owned();
     let mut out = Vec::new();
     let me = std::process::id();
@@ -305,7 +307,7 @@ pub fn processes_mentioning(needle: &Path) -> Vec<u32> {
 /// processes exit shortly after the browser process; there is no event to
 /// wait on for processes that are not ours, so this looks a few times over
 /// up to ten seconds.
-pub async fn assert_no_chromium(profile: &Path) {
+pub(crate) async fn assert_no_chromium(profile: &Path) {
     for _ in 0..100 {
         if processes_mentioning(profile).is_empty() {
             return;
@@ -321,14 +323,14 @@ pub async fn assert_no_chromium(profile: &Path) {
 
 /// A headless Chromium of the test's own, on a fresh profile, with one
 /// page in session 0: for tests of the browser layer itself.
-pub struct Chrome {
+pub(crate) struct Chrome {
     pub profile: tempfile::TempDir,
     pub browser: baton::browser::chrome::ChromeBrowser,
     pub page: std::sync::Arc<dyn baton::browser::Page>,
 }
 
 impl Chrome {
-    pub async fn start() -> Chrome {
+    pub(crate) async fn start() -> Chrome {
         use baton::browser::Browser;
         let profile = tempfile::tempdir().unwrap();
         let browser = baton::browser::chrome::ChromeBrowser::new(
@@ -344,7 +346,7 @@ impl Chrome {
     }
 
     /// Closes the page and the browser, and checks no Chromium is left.
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         use baton::browser::Browser;
         self.page.close().await;
         self.browser.shutdown().await;
@@ -355,7 +357,7 @@ impl Chrome {
 /// A headless Chromium started by the test with a remote-debugging port
 /// on 127.0.0.1 (as a browser pool or a browserless host runs them), for
 /// baton to attach to. Killed when dropped.
-pub struct RemoteChrome {
+pub(crate) struct RemoteChrome {
     pub profile: tempfile::TempDir,
     /// Its DevTools address, `ws://127.0.0.1:PORT/devtools/browser/...`.
     pub ws: String,
@@ -363,7 +365,7 @@ pub struct RemoteChrome {
 }
 
 impl RemoteChrome {
-    pub async fn start() -> RemoteChrome {
+    pub(crate) async fn start() -> RemoteChrome {
         use tokio::io::AsyncBufReadExt;
         let profile = tempfile::tempdir().unwrap();
         let exe = baton::browser::chrome::find_executable(None).unwrap();
@@ -406,7 +408,7 @@ impl RemoteChrome {
 
     /// `kill -9`, and waits for it; then checks none of its processes is
     /// left.
-    pub async fn kill(&mut self) {
+    pub(crate) async fn kill(&mut self) {
         let _ = self.child.kill().await;
         let _ = self.child.wait().await;
         assert_no_chromium(self.profile.path()).await;

@@ -19,14 +19,18 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub mod live;
-pub mod receiver;
-pub mod redis;
+pub(crate) mod live;
+pub(crate) mod receiver;
+pub(crate) mod redis;
 
 /// Starts this test binary's ignored test `test` of `module` (its
 /// `module_path!()`) as a child process with `env` set, its stdout piped:
 /// the tests that `kill -9` a baton do it to a child of their own.
-pub fn child(module: &str, test: &str, env: &[(&str, &std::ffi::OsStr)]) -> std::process::Child {
+pub(crate) fn child(
+    module: &str,
+    test: &str,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> std::process::Child {
     // Tests are named by their path inside the test binary.
     let test = match module.split_once("::") {
         Some((_, m)) => format!("{m}::{test}"),
@@ -48,7 +52,7 @@ pub fn child(module: &str, test: &str, env: &[(&str, &std::ffi::OsStr)]) -> std:
     c.spawn().unwrap()
 }
 
-pub fn init_tracing() {
+pub(crate) fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("BATON_TEST_LOG"))
@@ -57,7 +61,7 @@ pub fn init_tracing() {
 
 /// A flow named `purchase` with the given steps; names ending in `!` are
 /// `always` steps (the `!` is dropped).
-pub fn flow(steps: &[&str]) -> Arc<Flow> {
+pub(crate) fn flow(steps: &[&str]) -> Arc<Flow> {
     Arc::new(Flow {
         name: "purchase".into(),
         monitor: None,
@@ -73,7 +77,7 @@ pub fn flow(steps: &[&str]) -> Arc<Flow> {
     })
 }
 
-pub fn config(targets: &[&str], flow: Arc<Flow>) -> Config {
+pub(crate) fn config(targets: &[&str], flow: Arc<Flow>) -> Config {
     let mut cfg = Config {
         test_mode: true,
         dashboard: None,
@@ -99,7 +103,7 @@ pub fn config(targets: &[&str], flow: Arc<Flow>) -> Config {
     cfg
 }
 
-pub struct Harness {
+pub(crate) struct Harness {
     pub dir: tempfile::TempDir,
     pub config: Arc<ArcSwap<Config>>,
     pub registry: Arc<Registry>,
@@ -116,7 +120,7 @@ pub struct Harness {
 }
 
 impl Harness {
-    pub fn new(cfg: Config) -> Harness {
+    pub(crate) fn new(cfg: Config) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let state_dir = dir.path().to_owned();
         Harness::with_state_dir(cfg, dir, &state_dir)
@@ -127,7 +131,7 @@ impl Harness {
     /// and registry agree over 10,000 cycles, not what a disk does with an
     /// fsync (`crash.rs` kills baton on a real disk for that). Half of its
     /// time went to fsyncs on the shared disk.
-    pub fn in_memory(cfg: Config) -> Harness {
+    pub(crate) fn in_memory(cfg: Config) -> Harness {
         let shm = std::path::Path::new("/dev/shm");
         let dir = if shm.is_dir() {
             tempfile::tempdir_in(shm).unwrap()
@@ -139,7 +143,7 @@ impl Harness {
     }
 
     /// A harness whose state lives in `state_dir` (which outlives it).
-    pub fn in_dir(cfg: Config, state_dir: &std::path::Path) -> Harness {
+    pub(crate) fn in_dir(cfg: Config, state_dir: &std::path::Path) -> Harness {
         Harness::with_state_dir(cfg, tempfile::tempdir().unwrap(), state_dir)
     }
 
@@ -171,7 +175,7 @@ impl Harness {
     }
 
     /// The scheduler, ready to run `cycles` cycles. Can be taken once.
-    pub fn scheduler(&self, cycles: Option<u64>) -> Scheduler {
+    pub(crate) fn scheduler(&self, cycles: Option<u64>) -> Scheduler {
         let (commands, status) = self
             .parts
             .lock()
@@ -196,11 +200,11 @@ impl Harness {
         }
     }
 
-    pub async fn run_cycles(&self, n: u64) -> Summary {
+    pub(crate) async fn run_cycles(&self, n: u64) -> Summary {
         self.scheduler(Some(n)).run().await
     }
 
-    pub fn history(&self) -> Vec<baton::state::RunRecord> {
+    pub(crate) fn history(&self) -> Vec<baton::state::RunRecord> {
         let mut h = self.state.history(usize::MAX).unwrap();
         h.reverse();
         h
@@ -210,7 +214,7 @@ impl Harness {
 /// Puts `targets` on account `name`, whose check is the step `check` and
 /// whose login is the step `login`; its session follows the guest
 /// sessions, as flows.yaml would number it.
-pub fn on_account(cfg: &mut Config, name: &str, targets: &[&str]) {
+pub(crate) fn on_account(cfg: &mut Config, name: &str, targets: &[&str]) {
     use baton::account::{Account, Check};
     use baton::id::{AccountId, SessionId};
     let account = Arc::new(Account {
@@ -233,14 +237,14 @@ pub fn on_account(cfg: &mut Config, name: &str, targets: &[&str]) {
 
 /// The most runs registered at once, in all and among those `counted`
 /// picks, followed through the registry's changes.
-pub struct Peaks {
+pub(crate) struct Peaks {
     counted: Arc<std::sync::atomic::AtomicUsize>,
     all: Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Peaks {
-    pub fn watch(
+    pub(crate) fn watch(
         registry: Arc<Registry>,
         counted: impl Fn(&baton::registry::RunInfo) -> bool + Send + 'static,
     ) -> Peaks {
@@ -266,7 +270,7 @@ impl Peaks {
     }
 
     /// Stops watching; returns (the counted peak, the peak of all runs).
-    pub fn stop(self) -> (usize, usize) {
+    pub(crate) fn stop(self) -> (usize, usize) {
         use std::sync::atomic::Ordering;
         self.task.abort();
         (
@@ -279,7 +283,7 @@ impl Peaks {
 /// Asserts that every run in `records` completed; on failure the message
 /// lists them all, and points at the caller's line.
 #[track_caller]
-pub fn assert_all_completed(records: &[baton::state::RunRecord]) {
+pub(crate) fn assert_all_completed(records: &[baton::state::RunRecord]) {
     let bad: Vec<String> = records
         .iter()
         .filter(|r| r.status != baton::state::Status::Completed)
@@ -302,14 +306,14 @@ pub fn assert_all_completed(records: &[baton::state::RunRecord]) {
 
 /// A log of (virtual) times at which things happened, shared by steps.
 #[derive(Clone, Default)]
-pub struct Timeline(pub Arc<Mutex<Vec<(String, Instant)>>>);
+pub(crate) struct Timeline(pub Arc<Mutex<Vec<(String, Instant)>>>);
 
 impl Timeline {
-    pub fn mark(&self, what: impl Into<String>) {
+    pub(crate) fn mark(&self, what: impl Into<String>) {
         self.0.lock().unwrap().push((what.into(), Instant::now()));
     }
 
-    pub fn all(&self, what: &str) -> Vec<Instant> {
+    pub(crate) fn all(&self, what: &str) -> Vec<Instant> {
         self.0
             .lock()
             .unwrap()

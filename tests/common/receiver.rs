@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 /// One request as the receiver saw it.
 #[derive(Clone, Debug)]
-pub struct Seen {
+pub(crate) struct Seen {
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub body: String,
@@ -27,23 +27,23 @@ pub struct Seen {
 }
 
 impl Seen {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
 
-    pub fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
 
     /// The event id baton sent.
-    pub fn id(&self) -> &str {
+    pub(crate) fn id(&self) -> &str {
         self.header("x-baton-id").unwrap_or_default()
     }
 
-    pub fn delivered(&self) -> bool {
+    pub(crate) fn delivered(&self) -> bool {
         (200..300).contains(&self.status)
     }
 }
@@ -58,7 +58,7 @@ struct Shared {
 }
 
 /// An HTTP receiver.
-pub struct Receiver {
+pub(crate) struct Receiver {
     pub url: String,
     shared: Arc<Shared>,
     stop: CancellationToken,
@@ -99,7 +99,7 @@ async fn record(State(s): State<Arc<Shared>>, req: Request) -> impl IntoResponse
 }
 
 impl Receiver {
-    pub async fn start() -> Receiver {
+    pub(crate) async fn start() -> Receiver {
         let shared = Arc::new(Shared {
             status: AtomicU16::new(200),
             ..Shared::default()
@@ -120,19 +120,19 @@ impl Receiver {
     }
 
     /// Answers `status` from now on (503: down; 200: up again).
-    pub fn answer(&self, status: u16, retry_after: Option<&str>) {
+    pub(crate) fn answer(&self, status: u16, retry_after: Option<&str>) {
         self.shared.status.store(status, Ordering::SeqCst);
         *self.shared.retry_after.lock().unwrap() = retry_after.map(str::to_owned);
     }
 
-    pub fn seen(&self) -> Vec<Seen> {
+    pub(crate) fn seen(&self) -> Vec<Seen> {
         self.shared.seen.lock().unwrap().clone()
     }
 
     /// Waits (woken by each request, bounded) until `done` holds for what
     /// was seen; panics with what was seen after `limit`.
     #[track_caller]
-    pub fn wait_until<'a>(
+    pub(crate) fn wait_until<'a>(
         &'a self,
         limit: Duration,
         done: impl Fn(&[Seen]) -> bool + 'a,
@@ -164,13 +164,13 @@ impl Receiver {
 }
 
 /// Whether `seen` holds a delivered request with event id `id`.
-pub fn delivered(seen: &[Seen], id: &str) -> bool {
+pub(crate) fn delivered(seen: &[Seen], id: &str) -> bool {
     seen.iter().any(|s| s.delivered() && s.id() == id)
 }
 
 /// One email as the SMTP server received it.
 #[derive(Clone, Debug)]
-pub struct Mail {
+pub(crate) struct Mail {
     pub from: String,
     pub to: Vec<String>,
     /// Headers and body, as sent after DATA.
@@ -183,7 +183,7 @@ pub struct Mail {
 
 /// How the SMTP server secures its connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SmtpTls {
+pub(crate) enum SmtpTls {
     None,
     /// Plain, upgraded by `STARTTLS` (which it offers).
     StartTls,
@@ -194,13 +194,13 @@ pub enum SmtpTls {
 /// A certificate authority of the test's own and a certificate it signed
 /// for 127.0.0.1 and localhost: the server's TLS, and the PEM a client
 /// must trust.
-pub struct TestCa {
+pub(crate) struct TestCa {
     pub ca_pem: String,
     pub acceptor: tokio_rustls::TlsAcceptor,
 }
 
 impl TestCa {
-    pub fn new() -> TestCa {
+    pub(crate) fn new() -> TestCa {
         use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -236,7 +236,7 @@ impl TestCa {
 
 /// A plain SMTP server (no TLS: baton allows `tls: none` to loopback only)
 /// that accepts every message.
-pub struct Smtp {
+pub(crate) struct Smtp {
     pub port: u16,
     mails: Arc<Mutex<Vec<Mail>>>,
     changed: Arc<Notify>,
@@ -250,13 +250,13 @@ impl Drop for Smtp {
 }
 
 impl Smtp {
-    pub async fn start() -> Smtp {
+    pub(crate) async fn start() -> Smtp {
         Smtp::start_with(SmtpTls::None, None).await
     }
 
     /// A server that secures its connections as `tls` says, with `ca`'s
     /// certificate.
-    pub async fn start_with(tls: SmtpTls, ca: Option<&TestCa>) -> Smtp {
+    pub(crate) async fn start_with(tls: SmtpTls, ca: Option<&TestCa>) -> Smtp {
         let acceptor = ca.map(|c| c.acceptor.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -303,12 +303,12 @@ impl Smtp {
         }
     }
 
-    pub fn mails(&self) -> Vec<Mail> {
+    pub(crate) fn mails(&self) -> Vec<Mail> {
         self.mails.lock().unwrap().clone()
     }
 
     /// Waits (woken by each mail, bounded) until `n` mails arrived.
-    pub async fn wait_for(&self, n: usize, limit: Duration) -> Vec<Mail> {
+    pub(crate) async fn wait_for(&self, n: usize, limit: Duration) -> Vec<Mail> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let changed = self.changed.notified();

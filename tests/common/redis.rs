@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use tokio::io::AsyncBufReadExt;
 
-pub struct Redis {
+pub(crate) struct Redis {
     pub dir: tempfile::TempDir,
     pub port: u16,
     child: Option<tokio::process::Child>,
 }
 
 impl Redis {
-    pub async fn start() -> Redis {
+    pub(crate) async fn start() -> Redis {
         let mut dir = tempfile::Builder::new()
             .prefix("baton-redis-")
             .tempdir()
@@ -40,7 +40,7 @@ impl Redis {
         panic!("redis-server did not start");
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
@@ -89,7 +89,7 @@ impl Redis {
     }
 
     /// Kills the server (`SIGKILL`: what it wrote is fsynced).
-    pub async fn kill(&mut self) {
+    pub(crate) async fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill().await;
             let _ = c.wait().await;
@@ -97,13 +97,13 @@ impl Redis {
     }
 
     /// Starts it again on the same port and data.
-    pub async fn restart(&mut self) {
+    pub(crate) async fn restart(&mut self) {
         self.kill().await;
         assert!(self.launch().await, "redis-server did not restart");
     }
 
     /// A plain connection for the test's own checks.
-    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+    pub(crate) async fn conn(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(self.url())
             .unwrap()
             .get_multiplexed_async_connection()

@@ -73,7 +73,7 @@ const DEFAULT_ARGS: &[&str] = &[
 ];
 
 /// The lock file inside a profile directory.
-pub const PROFILE_LOCK: &str = "baton.lock";
+pub(super) const PROFILE_LOCK: &str = "baton.lock";
 
 /// Claims `profile` for this baton: an advisory lock on
 /// `PROFILE/baton.lock`, released by the OS when the process dies. While a
@@ -81,7 +81,7 @@ pub const PROFILE_LOCK: &str = "baton.lock";
 /// batons used to kill each other's Chromium mid-commit); and a Chromium
 /// found on a profile whose lock was free belongs to a dead baton, so
 /// [`stop_stale`] may stop it.
-pub fn lock_profile(profile: &Path) -> Result<std::fs::File, BrowserError> {
+pub(super) fn lock_profile(profile: &Path) -> Result<std::fs::File, BrowserError> {
     use std::io::{Read, Seek, Write};
     let fail = |reason: String| BrowserError::ProfileLock {
         profile: profile.display().to_string(),
@@ -120,7 +120,7 @@ pub fn lock_profile(profile: &Path) -> Result<std::fs::File, BrowserError> {
 }
 
 /// What to launch.
-pub struct Launch<'a> {
+pub(super) struct Launch<'a> {
     pub exe: &'a Path,
     pub profile: &'a Path,
     pub headless: bool,
@@ -130,7 +130,7 @@ pub struct Launch<'a> {
 }
 
 /// The command line for `l`, without the executable.
-pub fn command_line(l: &Launch<'_>) -> Vec<String> {
+pub(super) fn command_line(l: &Launch<'_>) -> Vec<String> {
     let mut args: Vec<String> = DEFAULT_ARGS.iter().map(|a| (*a).to_owned()).collect();
     args.push(format!("--user-data-dir={}", l.profile.display()));
     if !l.args.iter().any(|a| a.starts_with("window-size")) {
@@ -153,7 +153,7 @@ pub fn command_line(l: &Launch<'_>) -> Vec<String> {
 
 /// Starts Chromium in a process group of its own and returns it with its
 /// DevTools websocket address.
-pub async fn launch(l: &Launch<'_>) -> Result<(Child, String), BrowserError> {
+pub(super) async fn launch(l: &Launch<'_>) -> Result<(Child, String), BrowserError> {
     let fail = |reason: String| BrowserError::Launch {
         path: l.exe.display().to_string(),
         reason,
@@ -221,7 +221,7 @@ pub async fn launch(l: &Launch<'_>) -> Result<(Child, String), BrowserError> {
 /// old one is found through the profile's `SingletonLock` (`HOST-PID`) and
 /// killed, after checking that the process really is a Chromium on this
 /// profile and on this host.
-pub async fn stop_stale(profile: &Path) {
+pub(super) async fn stop_stale(profile: &Path) {
     let Ok(lock) = std::fs::read_link(profile.join("SingletonLock")) else {
         return;
     };
@@ -277,7 +277,7 @@ fn runs_on_profile(pid: i32, profile: &Path) -> bool {
 }
 
 /// Whether this process runs as root (Chromium's sandbox refuses root).
-pub fn is_root() -> bool {
+pub(super) fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

@@ -263,7 +263,7 @@ pub(super) fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
 /// The RFC 6238 code (SHA-1, 6 digits, 30 s steps) of a base32 `seed` at
 /// `unix_time`. Spaces and case in the seed are ignored, as authenticator
 /// apps show it in groups.
-pub fn totp_code(seed: &str, unix_time: u64) -> Result<String, String> {
+pub(super) fn totp_code(seed: &str, unix_time: u64) -> Result<String, String> {
     let seed: String = seed
         .chars()
         .filter(|c| !c.is_whitespace() && *c != '-')
