@@ -18,7 +18,7 @@ fn observation(i: u64) -> Observation {
         at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + i),
         price: Some(40.0 + (i % 100) as f64 / 10.0),
         currency: Some("EUR".into()),
-        availability: if i % 7 == 0 {
+        availability: if i.is_multiple_of(7) {
             Availability::OutOfStock
         } else {
             Availability::InStock
