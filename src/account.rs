@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::browser::storage::StorageState;
-use crate::browser::{Page, PageError, Selectors};
+use crate::browser::{Browser, Page, PageError, Selectors};
 use crate::id::{AccountId, SessionId};
 use crate::sync::lock;
 
@@ -392,6 +392,46 @@ impl AccountStore {
                 path,
                 reason: e.to_string(),
             }),
+        }
+    }
+
+    /// Saves `session`'s cookies and the local storage of `origins` as
+    /// `account`'s stored state, and makes them what the session starts
+    /// from after a relaunch. A failure is logged, not returned: the run
+    /// that asks has its own result, which a lost save does not change.
+    pub async fn save_session(
+        &self,
+        browser: &dyn Browser,
+        session: SessionId,
+        origins: &[String],
+        bound: std::time::Duration,
+        account: &AccountId,
+    ) {
+        let read = tokio::time::timeout(bound, browser.storage_state(session, origins)).await;
+        let state = match read {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::warn!(account = %account, error = %e, "account's session not saved");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(account = %account, "account's session not saved: reading it timed out");
+                return;
+            }
+        };
+        let (store, id, s) = (self.clone(), account.clone(), state.clone());
+        let saved = tokio::task::spawn_blocking(move || store.save(&id, &s)).await;
+        match saved {
+            Ok(Ok(())) => {
+                let _ = browser.seed(session, state).await;
+                tracing::debug!(account = %account, "account's session saved");
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(account = %account, error = %e, "account's session not saved");
+            }
+            Err(e) => {
+                tracing::warn!(account = %account, error = %e, "account's session not saved");
+            }
         }
     }
 

@@ -15,15 +15,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::browser::chrome::ChromeBrowser;
 use crate::browser::{Browser, BrowserError};
+use crate::cluster::Leases;
 use crate::config::{Config, ConfigError};
 use crate::dashboard::{self, Dashboard};
 use crate::logging::Recent;
 use crate::metrics::Metrics;
 use crate::notify::{Event, Kind, Notifier};
+use crate::observations::Observations;
+use crate::parts::Parts;
 use crate::registry::Registry;
 use crate::scheduler::{Command, Scheduler, SchedulerStatus, Summary};
 use crate::script::{Plugin, ScriptError, ScriptHost};
-use crate::state::{RunRecord, StateError, StateStore};
+use crate::state::{StateError, StateStore};
 use crate::{redact, shop};
 
 /// Raises the soft limit on open files to the hard one, and returns the
@@ -113,24 +116,16 @@ impl Options {
 
 /// A started baton, ready to run.
 pub struct App {
-    pub config: Arc<ArcSwap<Config>>,
-    pub registry: Arc<Registry>,
-    pub state: Arc<StateStore>,
-    pub metrics: Arc<Metrics>,
-    pub browser: Arc<dyn Browser>,
-    pub scripts: ScriptHost,
+    /// The parts the scheduler, the runs and the dashboard share.
+    pub parts: Arc<Parts>,
     pub shop: Option<shop::Running>,
     pub dashboard: Option<dashboard::Running>,
     pub shutdown: CancellationToken,
     pub commands: mpsc::Sender<Command>,
     pub status: watch::Receiver<SchedulerStatus>,
-    pub finished: broadcast::Sender<RunRecord>,
-    /// With `cluster:`, the shared store's handle.
-    pub cluster: Option<crate::cluster::Cluster>,
     scheduler: Scheduler,
     /// Stops the shop and dashboard servers.
     servers: CancellationToken,
-    pub notifier: Notifier,
     notifier_tasks: Option<crate::notify::Running>,
     _watches: Vec<crate::watch::Watch>,
     /// This process's claim on each account, for its whole life.
@@ -138,47 +133,16 @@ pub struct App {
 }
 
 impl App {
-    /// Starts everything but the cycles.
+    /// Starts everything but the cycles, in the order the module's doc
+    /// gives; the first failure is returned before anything runs.
     pub async fn start(opts: Options) -> Result<App, AppError> {
         let mut cfg = Config::load(&opts.config, &opts.env)?;
         let files = raise_open_files_limit();
         tracing::debug!(limit = ?files, "open files");
         let redactor = redact::global();
-        for v in cfg.secrets.values() {
-            redactor.add(v);
-        }
-        if let Some(d) = &cfg.dashboard
-            && let Some(t) = &d.token
-        {
-            redactor.add(t);
-        }
-        if let Some(n) = &cfg.notify {
-            for v in n.credentials() {
-                redactor.add(v);
-            }
-        }
+        register_secrets(&cfg, &redactor);
 
-        let (state, recovery) = StateStore::open(&cfg.state_dir)?;
-        for t in &recovery.failed {
-            tracing::warn!(target = %t, "recovered: was attempting when baton stopped; now failed");
-        }
-        for t in &recovery.in_doubt {
-            tracing::warn!(target = %t, "recovered: was committing when baton stopped; now in_doubt until resolved (`baton state resolve`)");
-        }
-        for t in &recovery.completed {
-            tracing::warn!(target = %t, "recovered: its order was placed and saved when baton stopped; now completed");
-        }
-        if recovery.history_bytes_dropped > 0 {
-            tracing::warn!(
-                bytes = recovery.history_bytes_dropped,
-                "recovered: the last history record was cut by a crash; its {} byte(s) were moved to {}",
-                recovery.history_bytes_dropped,
-                cfg.state_dir.join("history.jsonl.dropped").display()
-            );
-        }
-        let state = Arc::new(state);
-        state.ensure_targets(cfg.targets.iter().map(|t| &t.id))?;
-
+        let (state, recovered) = open_state(&cfg)?;
         let metrics = Arc::new(Metrics::new());
         // After the state store: its lock makes this the outbox's only
         // writer, and its recovery has settled what the catch-up reads.
@@ -195,7 +159,7 @@ impl App {
             }
             None => (Notifier::off(), None),
         };
-        notifier.recovered_orders(&recovery.completed, |id| state.get(id.as_str()));
+        notifier.recovered_orders(&recovered, |id| state.get(id.as_str()));
 
         let servers = CancellationToken::new();
         let shop = match &cfg.demo_shop {
@@ -212,125 +176,33 @@ impl App {
             }
             None => None,
         };
-
         for t in cfg.unbudgeted() {
             tracing::warn!(target = %t.id, "target `{}` has no max_price: baton will refuse its commits (I11); set `max_price: 60` or `max_price: none` in flows.yaml", t.id);
         }
-        // The price and stock history; a store that cannot be read is
-        // started empty (it is a record, not safety state).
-        let observations = Arc::new(
-            crate::observations::Observations::open(&cfg.state_dir).unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "the price history in {} cannot be read; starting a new one", cfg.state_dir.display());
-                crate::observations::Observations::in_memory()
-            }),
-        );
-        {
-            let told = notifier.clone();
-            observations.on_change(move |o, change| {
-                if let crate::observations::Change::PriceDrop { from, to } = change {
-                    let cur = o.currency.as_deref().unwrap_or("");
-                    told.emit(
-                        Event::new(
-                            crate::notify::Kind::PriceDrop,
-                            format!("Price drop: `{}` {to:.2} {cur}", o.target),
-                            format!(
-                                "`{}` was {from:.2} {cur} and is {to:.2} {cur} now.",
-                                o.target
-                            ),
-                        )
-                        .with_target(&o.target),
-                    );
-                }
-            });
-        }
-        let mut scripts = ScriptHost::builder(&cfg.scripts_dir)
-            .plugins(opts.plugins.iter().cloned())
-            .secrets(cfg.secrets.clone())
-            .redactor(redactor.clone())
-            .shots_dir(crate::state::shots_dir(&cfg.state_dir))
-            .metrics(metrics.clone())
-            .observations(observations);
-        if notifier.is_on() {
-            scripts = scripts.notices(Arc::new(notifier.clone()));
-        }
-        let scripts = scripts.build();
-        let lib = scripts.library();
-        let used = cfg.scripts();
-        let mut broken: Vec<ScriptError> = used
-            .iter()
-            .filter_map(|s| lib.errors.get(s).cloned())
-            .collect();
-        let used: Vec<String> = used.into_iter().collect();
-        broken.extend(scripts.undeclared_secrets(Some(&used)));
-        if !broken.is_empty() {
-            return Err(AppError::Scripts(broken));
-        }
 
-        let browser: Arc<dyn Browser> = if let Some(b) = opts.browser {
-            b
-        } else if !cfg.browser.pool.is_empty() {
-            // Attached browsers only: no profile of ours to claim.
-            crate::browser::pool::PoolBrowser::new(
-                &cfg.browser.pool,
-                &cfg.browser.chrome(cfg.browser.profile_dir.clone()),
-                Some(&metrics),
-            )
-        } else {
-            if cfg.browser.connect.is_none() {
-                crate::browser::chrome::find_executable(cfg.browser.executable.as_deref())?;
-            }
-            let chrome = ChromeBrowser::new(
-                cfg.browser.chrome(cfg.browser.profile_dir.clone()),
-                Some(metrics.clone()),
-            );
-            // Refuse now, not at the first run, if another baton has it.
-            chrome.lock_profile()?;
-            Arc::new(chrome)
-        };
+        let observations = open_observations(&cfg, &notifier);
+        let scripts = start_scripts(&cfg, &opts, &redactor, &metrics, &notifier, &observations)?;
+        let browser = launch_browser(&cfg, opts.browser.clone(), &metrics)?;
+        let account_locks = claim_accounts(&cfg, browser.as_ref()).await?;
+        let leases = start_leases(&cfg)?;
 
-        // Each account: claimed for this process (I10 across processes), and
-        // its session started from its stored login.
-        let store = crate::account::AccountStore::new(&cfg.state_dir);
-        let mut account_locks = Vec::new();
-        for a in cfg.accounts.values() {
-            account_locks.push(store.lock(
-                &a.id,
-                &crate::account::Identity::of(&cfg, a),
-                if cfg.cluster.is_some() {
-                    crate::account::Sharing::Cluster
-                } else {
-                    crate::account::Sharing::Alone
-                },
-            )?);
-            if let Some(saved) = store.load(&a.id)? {
-                browser.seed(a.session, saved).await?;
-            } else {
-                tracing::info!(account = %a.id, "account `{}` has no saved session yet: its first run logs in{}", a.id,
-                    if a.login.is_some() { "" } else { " (it has no login script: run `baton login` first)" });
-            }
-        }
-
-        let registry = Arc::new(Registry::new(state.last_run_id().saturating_add(1)));
+        let parts = Arc::new(Parts {
+            registry: Arc::new(Registry::new(state.last_run_id().saturating_add(1))),
+            config: Arc::new(ArcSwap::from_pointee(cfg.clone())),
+            state,
+            metrics,
+            browser,
+            steps: Arc::new(scripts.clone()),
+            scripts: scripts.clone(),
+            notifier: notifier.clone(),
+            leases,
+            observations,
+            logged_out: Arc::default(),
+            finished: broadcast::channel(256).0,
+        });
         let shutdown = CancellationToken::new();
         let (commands_tx, commands_rx) = mpsc::channel(32);
         let (status_tx, status_rx) = watch::channel(SchedulerStatus::default());
-        let (finished, _) = broadcast::channel(256);
-        let config = Arc::new(ArcSwap::from_pointee(cfg.clone()));
-
-        let cluster = cfg
-            .cluster
-            .clone()
-            .map(crate::cluster::Cluster::new)
-            .transpose()
-            .map_err(AppError::Cluster)?;
-        if let Some(c) = &cluster {
-            tracing::info!(
-                instance = c.instance(),
-                redis = %c.health().redis,
-                lease = %crate::time::short(c.lease()),
-                "cluster: claims and commit markers go through Redis"
-            );
-        }
 
         let dashboard = match &cfg.dashboard {
             Some(d) => Some(
@@ -340,17 +212,9 @@ impl App {
                         token: d.token.clone(),
                         hosts: d.hosts.clone(),
                         view: dashboard::View::new(dashboard::Sources {
-                            config: config.clone(),
-                            registry: registry.clone(),
-                            state: state.clone(),
-                            metrics: metrics.clone(),
-                            browser: browser.clone(),
-                            scripts: scripts.clone(),
+                            parts: parts.clone(),
                             status: status_rx.clone(),
                             recent: opts.recent.clone(),
-                            finished: finished.clone(),
-                            notifier: notifier.clone(),
-                            cluster: cluster.clone(),
                         }),
                         commands: commands_tx.clone(),
                         redactor: redactor.clone(),
@@ -367,81 +231,24 @@ impl App {
             None => None,
         };
 
-        let mut watches = Vec::new();
-        let told = notifier.clone();
-        match crate::script::reload::watch(scripts.clone(), move |report| {
-            if !report.failed.is_empty() {
-                told.emit(Event::new(
-                    Kind::ReloadFailed,
-                    format!(
-                        "Script reload failed: {}",
-                        report
-                            .failed
-                            .iter()
-                            .map(|e| e.file.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                    format!(
-                        "The last good version keeps running.\n{}",
-                        report
-                            .failed
-                            .iter()
-                            .map(ToString::to_string)
-                            .collect::<Vec<_>>()
-                            .join("\n")
-                    ),
-                ));
-            }
-        }) {
-            Ok(w) => watches.push(w),
-            Err(e) => tracing::warn!(error = %e, "cannot watch scripts; hot reload is off"),
-        }
-        match watch_config(
-            &opts.config,
-            config.clone(),
-            scripts.clone(),
-            shop.as_ref().map(super::shop::Running::url),
-            opts.env,
-            notifier.clone(),
-        ) {
-            Ok(w) => watches.push(w),
-            Err(e) => tracing::warn!(error = %e, "cannot watch the config; changes need a restart"),
-        }
-
+        let watches = watch_files(&opts, &parts, shop.as_ref().map(shop::Running::url));
         let scheduler = Scheduler {
-            config: config.clone(),
-            registry: registry.clone(),
-            state: state.clone(),
-            browser: browser.clone(),
-            steps: Arc::new(scripts.clone()),
-            metrics: metrics.clone(),
+            parts: parts.clone(),
             shutdown: shutdown.clone(),
             commands: commands_rx,
             status: status_tx,
             cycles: opts.cycles,
             seed: rand::random(),
-            finished: Some(finished.clone()),
-            notifier: notifier.clone(),
-            cluster: cluster.clone(),
         };
         Ok(App {
-            config,
-            registry,
-            state,
-            metrics,
-            browser,
-            scripts,
+            parts,
             shop,
             dashboard,
             shutdown,
             commands: commands_tx,
             status: status_rx,
-            finished,
-            cluster,
             scheduler,
             servers,
-            notifier,
             notifier_tasks,
             _watches: watches,
             _accounts: account_locks,
@@ -450,8 +257,9 @@ impl App {
 
     /// Runs cycles until the limit or `shutdown`, then stops everything.
     pub async fn run(self) -> Summary {
-        let cfg = self.config.load_full();
-        self.notifier.emit(Event::new(
+        let cfg = self.parts.config.load_full();
+        let notifier = &self.parts.notifier;
+        notifier.emit(Event::new(
             Kind::Started,
             "baton started",
             format!(
@@ -462,14 +270,15 @@ impl App {
             ),
         ));
         let browser_events = self
+            .parts
             .browser
             .health_changes()
-            .map(|rx| tokio::spawn(crate::notify::watch_browser(rx, self.notifier.clone())));
+            .map(|rx| tokio::spawn(crate::notify::watch_browser(rx, notifier.clone())));
         let summary = self.scheduler.run().await;
         if let Some(t) = browser_events {
             t.abort();
         }
-        self.notifier.emit(Event::new(
+        notifier.emit(Event::new(
             Kind::Stopped,
             "baton stopped",
             format!(
@@ -497,6 +306,225 @@ impl App {
         }
         summary
     }
+}
+
+/// Makes every secret flows.yaml names unprintable in logs, traces and
+/// the dashboard, before anything that could print one starts.
+fn register_secrets(cfg: &Config, redactor: &redact::Redactor) {
+    for v in cfg.secrets.values() {
+        redactor.add(v);
+    }
+    if let Some(d) = &cfg.dashboard
+        && let Some(t) = &d.token
+    {
+        redactor.add(t);
+    }
+    if let Some(n) = &cfg.notify {
+        for v in n.credentials() {
+            redactor.add(v);
+        }
+    }
+}
+
+/// Opens the state store (taking its single-writer lock), says what its
+/// recovery changed, and adds rows for new targets. Returns the store and
+/// the targets whose orders were found placed.
+fn open_state(cfg: &Config) -> Result<(Arc<StateStore>, Vec<crate::id::TargetId>), AppError> {
+    let (state, recovery) = StateStore::open(&cfg.state_dir)?;
+    for t in &recovery.failed {
+        tracing::warn!(target = %t, "recovered: was attempting when baton stopped; now failed");
+    }
+    for t in &recovery.in_doubt {
+        tracing::warn!(target = %t, "recovered: was committing when baton stopped; now in_doubt until resolved (`baton state resolve`)");
+    }
+    for t in &recovery.completed {
+        tracing::warn!(target = %t, "recovered: its order was placed and saved when baton stopped; now completed");
+    }
+    if recovery.history_bytes_dropped > 0 {
+        tracing::warn!(
+            bytes = recovery.history_bytes_dropped,
+            "recovered: the last history record was cut by a crash; its {} byte(s) were moved to {}",
+            recovery.history_bytes_dropped,
+            cfg.state_dir.join("history.jsonl.dropped").display()
+        );
+    }
+    let state = Arc::new(state);
+    state.ensure_targets(cfg.targets.iter().map(|t| &t.id))?;
+    Ok((state, recovery.completed))
+}
+
+/// The price and stock history, which tells `notifier` of price drops. A
+/// history that cannot be read is started empty: it is a record, not
+/// safety state.
+fn open_observations(cfg: &Config, notifier: &Notifier) -> Arc<Observations> {
+    let observations = Arc::new(Observations::open(&cfg.state_dir).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "the price history in {} cannot be read; starting a new one", cfg.state_dir.display());
+        Observations::in_memory()
+    }));
+    let told = notifier.clone();
+    observations.on_change(move |o, change| {
+        if let crate::observations::Change::PriceDrop { from, to } = change {
+            let cur = o.currency.as_deref().unwrap_or("");
+            told.emit(
+                Event::new(
+                    Kind::PriceDrop,
+                    format!("Price drop: `{}` {to:.2} {cur}", o.target),
+                    format!(
+                        "`{}` was {from:.2} {cur} and is {to:.2} {cur} now.",
+                        o.target
+                    ),
+                )
+                .with_target(&o.target),
+            );
+        }
+    });
+    observations
+}
+
+/// Compiles the scripts; every script a flow uses must compile and name
+/// only declared secrets.
+fn start_scripts(
+    cfg: &Config,
+    opts: &Options,
+    redactor: &Arc<redact::Redactor>,
+    metrics: &Arc<Metrics>,
+    notifier: &Notifier,
+    observations: &Arc<Observations>,
+) -> Result<ScriptHost, AppError> {
+    let mut scripts = ScriptHost::builder(&cfg.scripts_dir)
+        .plugins(opts.plugins.iter().cloned())
+        .secrets(cfg.secrets.clone())
+        .redactor(redactor.clone())
+        .shots_dir(crate::state::shots_dir(&cfg.state_dir))
+        .metrics(metrics.clone())
+        .observations(observations.clone());
+    if notifier.is_on() {
+        scripts = scripts.notices(Arc::new(notifier.clone()));
+    }
+    let scripts = scripts.build();
+    let lib = scripts.library();
+    let used = cfg.scripts();
+    let mut broken: Vec<ScriptError> = used
+        .iter()
+        .filter_map(|s| lib.errors.get(s).cloned())
+        .collect();
+    let used: Vec<String> = used.into_iter().collect();
+    broken.extend(scripts.undeclared_secrets(Some(&used)));
+    if broken.is_empty() {
+        Ok(scripts)
+    } else {
+        Err(AppError::Scripts(broken))
+    }
+}
+
+/// The browser: `given` (tests), the attached pool, or Chromium, whose
+/// binary and profile are checked now rather than at the first run.
+fn launch_browser(
+    cfg: &Config,
+    given: Option<Arc<dyn Browser>>,
+    metrics: &Arc<Metrics>,
+) -> Result<Arc<dyn Browser>, AppError> {
+    if let Some(b) = given {
+        return Ok(b);
+    }
+    if !cfg.browser.pool.is_empty() {
+        // Attached browsers only: no profile of ours to claim.
+        return Ok(crate::browser::pool::PoolBrowser::new(
+            &cfg.browser.pool,
+            &cfg.browser.chrome(cfg.browser.profile_dir.clone()),
+            Some(metrics),
+        ));
+    }
+    if cfg.browser.connect.is_none() {
+        crate::browser::chrome::find_executable(cfg.browser.executable.as_deref())?;
+    }
+    let chrome = ChromeBrowser::new(
+        cfg.browser.chrome(cfg.browser.profile_dir.clone()),
+        Some(metrics.clone()),
+    );
+    // Refuse now, not at the first run, if another baton has it.
+    chrome.lock_profile()?;
+    Ok(Arc::new(chrome))
+}
+
+/// Claims each account for this process (I10 across processes) and starts
+/// its session from its stored login.
+async fn claim_accounts(
+    cfg: &Config,
+    browser: &dyn Browser,
+) -> Result<Vec<crate::account::AccountLock>, AppError> {
+    let store = crate::account::AccountStore::new(&cfg.state_dir);
+    let sharing = if cfg.cluster.is_some() {
+        crate::account::Sharing::Cluster
+    } else {
+        crate::account::Sharing::Alone
+    };
+    let mut locks = Vec::new();
+    for a in cfg.accounts.values() {
+        locks.push(store.lock(&a.id, &crate::account::Identity::of(cfg, a), sharing)?);
+        if let Some(saved) = store.load(&a.id)? {
+            browser.seed(a.session, saved).await?;
+        } else {
+            tracing::info!(account = %a.id, "account `{}` has no saved session yet: its first run logs in{}", a.id,
+                if a.login.is_some() { "" } else { " (it has no login script: run `baton login` first)" });
+        }
+    }
+    Ok(locks)
+}
+
+/// The runs' leases: shared through Redis with `cluster:`, else local.
+fn start_leases(cfg: &Config) -> Result<Arc<dyn Leases>, AppError> {
+    let Some(c) = cfg.cluster.clone() else {
+        return Ok(Arc::new(crate::cluster::Local));
+    };
+    let cluster = crate::cluster::Cluster::new(c).map_err(AppError::Cluster)?;
+    tracing::info!(
+        instance = cluster.instance(),
+        redis = %cluster.health().redis,
+        lease = %crate::time::short(cluster.lease()),
+        "cluster: claims and commit markers go through Redis"
+    );
+    Ok(Arc::new(cluster))
+}
+
+/// Hot reload: of the scripts (a failed reload is told to the notifier),
+/// and of flows.yaml. A watch that cannot start is logged, not fatal.
+fn watch_files(
+    opts: &Options,
+    parts: &Parts,
+    shop_url: Option<String>,
+) -> Vec<crate::watch::Watch> {
+    let mut watches = Vec::new();
+    let told = parts.notifier.clone();
+    match crate::script::reload::watch(parts.scripts.clone(), move |report| {
+        if !report.failed.is_empty() {
+            let files: Vec<&str> = report.failed.iter().map(|e| e.file.as_str()).collect();
+            let errors: Vec<String> = report.failed.iter().map(ToString::to_string).collect();
+            told.emit(Event::new(
+                Kind::ReloadFailed,
+                format!("Script reload failed: {}", files.join(", ")),
+                format!(
+                    "The last good version keeps running.\n{}",
+                    errors.join("\n")
+                ),
+            ));
+        }
+    }) {
+        Ok(w) => watches.push(w),
+        Err(e) => tracing::warn!(error = %e, "cannot watch scripts; hot reload is off"),
+    }
+    match watch_config(
+        &opts.config,
+        parts.config.clone(),
+        parts.scripts.clone(),
+        shop_url,
+        opts.env,
+        parts.notifier.clone(),
+    ) {
+        Ok(w) => watches.push(w),
+        Err(e) => tracing::warn!(error = %e, "cannot watch the config; changes need a restart"),
+    }
+    watches
 }
 
 /// How long a stopped server may take to close its connections.

@@ -556,7 +556,7 @@ async fn run(
         message: e.to_string(),
     })?;
     {
-        let cfg = app.config.load();
+        let cfg = app.parts.config.load();
         // On a quiet terminal the INFO detail goes to the state directory.
         let log = match crate::logging::file().open(&cfg.state_dir) {
             Ok(log) => log,
@@ -586,7 +586,7 @@ async fn run(
     }
 
     // One line per finished run on stdout.
-    let mut finished = app.finished.subscribe();
+    let mut finished = app.parts.finished.subscribe();
     let printer = tokio::spawn(async move {
         loop {
             match finished.recv().await {
@@ -598,7 +598,7 @@ async fn run(
     });
 
     let shutdown = app.shutdown.clone();
-    let browser = app.browser.clone();
+    let browser = app.parts.browser.clone();
     let signals = tokio::spawn(async move {
         sig.recv().await;
         tracing::info!(

@@ -344,6 +344,97 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Where a run's leases come from: [`Local`] for an instance alone, or a
+/// [`Cluster`] shared through Redis. The scheduler holds one and never
+/// asks which.
+#[async_trait::async_trait]
+pub trait Leases: Send + Sync {
+    /// Starts the background work with this instance's state (the
+    /// cluster's heartbeat and the markers its state implies). Once.
+    fn start(&self, state: Arc<StateStore>);
+    /// Claims `target` (and `account`) for a run of this instance.
+    async fn claim(&self, target: &TargetId, account: Option<&AccountId>)
+    -> Result<Claim, Refusal>;
+    /// An operator settled an `in_doubt` target: `completed` or not.
+    async fn settled(&self, target: &TargetId, completed: bool) -> Result<(), Refusal>;
+    /// Test mode reset `targets`: their `committed` markers go.
+    async fn forget_committed(&self, targets: &[TargetId]) -> Result<(), Refusal>;
+    /// The shared store's health; `None` for an instance alone.
+    fn health(&self) -> Option<ClusterHealth>;
+    /// Its changes; `None` for an instance alone.
+    fn health_changes(&self) -> Option<watch::Receiver<ClusterHealth>>;
+    /// Stops the background work.
+    async fn shutdown(&self);
+}
+
+/// The leases of an instance alone: its registry keeps its runs apart
+/// (I1, I10), so there is nothing more to hold.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Local;
+
+#[async_trait::async_trait]
+impl Leases for Local {
+    fn start(&self, _: Arc<StateStore>) {}
+
+    async fn claim(&self, _: &TargetId, _: Option<&AccountId>) -> Result<Claim, Refusal> {
+        Ok(Claim::local())
+    }
+
+    async fn settled(&self, _: &TargetId, _: bool) -> Result<(), Refusal> {
+        Ok(())
+    }
+
+    async fn forget_committed(&self, _: &[TargetId]) -> Result<(), Refusal> {
+        Ok(())
+    }
+
+    fn health(&self) -> Option<ClusterHealth> {
+        None
+    }
+
+    fn health_changes(&self) -> Option<watch::Receiver<ClusterHealth>> {
+        None
+    }
+
+    async fn shutdown(&self) {}
+}
+
+#[async_trait::async_trait]
+impl Leases for Cluster {
+    fn start(&self, state: Arc<StateStore>) {
+        self.attach_state(state);
+        self.start_heartbeat();
+    }
+
+    async fn claim(
+        &self,
+        target: &TargetId,
+        account: Option<&AccountId>,
+    ) -> Result<Claim, Refusal> {
+        Cluster::claim(self, target, account).await
+    }
+
+    async fn settled(&self, target: &TargetId, completed: bool) -> Result<(), Refusal> {
+        Cluster::settled(self, target, completed).await
+    }
+
+    async fn forget_committed(&self, targets: &[TargetId]) -> Result<(), Refusal> {
+        Cluster::forget_committed(self, targets).await
+    }
+
+    fn health(&self) -> Option<ClusterHealth> {
+        Some(Cluster::health(self))
+    }
+
+    fn health_changes(&self) -> Option<watch::Receiver<ClusterHealth>> {
+        Some(Cluster::health_changes(self))
+    }
+
+    async fn shutdown(&self) {
+        Cluster::shutdown(self).await;
+    }
+}
+
 impl Cluster {
     /// A cluster handle for `cfg`. Connects lazily: an unreachable Redis
     /// is not an error here, it only makes claims fail until it answers.
@@ -746,14 +837,16 @@ impl Cluster {
                 let token: u64 = answer.get(1).and_then(|t| t.parse().ok()).unwrap_or(0);
                 self.inner.health.send_modify(|h| h.leases += 1);
                 Ok(Claim {
-                    cluster: self.clone(),
-                    target: target.clone(),
-                    keys: leases,
-                    value: format!("{token}|{}", self.inner.cfg.instance),
-                    token,
-                    valid_until: Arc::new(Mutex::new(sent + self.inner.cfg.lease)),
-                    stop: CancellationToken::new(),
-                    released: std::sync::atomic::AtomicBool::new(false),
+                    shared: Some(Shared {
+                        cluster: self.clone(),
+                        target: target.clone(),
+                        keys: leases,
+                        value: format!("{token}|{}", self.inner.cfg.instance),
+                        token,
+                        valid_until: Arc::new(Mutex::new(sent + self.inner.cfg.lease)),
+                        stop: CancellationToken::new(),
+                        released: std::sync::atomic::AtomicBool::new(false),
+                    }),
                 })
             }
             Some("epoch") => Err(self.lost_store().await),
@@ -1026,8 +1119,68 @@ fn holder(v: Option<&String>) -> String {
         .to_owned()
 }
 
-/// A run's leases on its target and account, renewed while it lives.
+/// A run's leases on its target and account: in Redis with `cluster:`
+/// (renewed while the run lives), or nothing to hold for an instance
+/// alone, whose registry already keeps its runs apart.
+#[derive(Debug)]
 pub struct Claim {
+    shared: Option<Shared>,
+}
+
+impl Claim {
+    /// The claim of an instance alone: every check passes, nothing is
+    /// written.
+    pub fn local() -> Claim {
+        Claim { shared: None }
+    }
+
+    /// The fencing token: larger than every claim granted before it (0
+    /// for a local claim).
+    pub fn token(&self) -> u64 {
+        self.shared.as_ref().map_or(0, |s| s.token)
+    }
+
+    /// Renews the leases every third of a lease while the run lives; when
+    /// a renewal finds them gone, or none succeeded for a whole lease,
+    /// the run is cancelled (or, past its commit point, held: I9).
+    pub fn keep_alive(&self, control: Arc<RunControl>) {
+        if let Some(s) = &self.shared {
+            s.keep_alive(control);
+        }
+    }
+
+    /// Immediately before `commit` (from the script's thread): checks that
+    /// both leases still carry this claim's token and that the target has
+    /// no marker, and writes `committing` in the same step.
+    pub fn begin_commit(&self, run: RunId) -> Result<(), Refusal> {
+        self.shared.as_ref().map_or(Ok(()), |s| s.begin_commit(run))
+    }
+
+    /// The shop answered with an order (from the script's thread).
+    pub fn committed(&self, run: RunId, order: Option<&str>) {
+        if let Some(s) = &self.shared {
+            s.committed(run, order);
+        }
+    }
+
+    /// The shop refused, or the commit never started: the target is free
+    /// for the cluster again.
+    pub fn uncommitted(&self) {
+        if let Some(s) = &self.shared {
+            s.uncommitted();
+        }
+    }
+
+    /// Gives the leases back (the run ended). Once.
+    pub async fn release(&self) {
+        if let Some(s) = &self.shared {
+            s.release().await;
+        }
+    }
+}
+
+/// A run's leases in Redis, renewed while it lives.
+struct Shared {
     cluster: Cluster,
     target: TargetId,
     keys: Vec<String>,
@@ -1041,7 +1194,7 @@ pub struct Claim {
     released: std::sync::atomic::AtomicBool,
 }
 
-impl std::fmt::Debug for Claim {
+impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Claim")
             .field("target", &self.target)
@@ -1050,16 +1203,11 @@ impl std::fmt::Debug for Claim {
     }
 }
 
-impl Claim {
-    /// The fencing token: larger than every claim granted before it.
-    pub fn token(&self) -> u64 {
-        self.token
-    }
-
+impl Shared {
     /// Renews the leases every third of a lease while the run lives; when
     /// a renewal finds them gone, or none succeeded for a whole lease,
     /// the run is cancelled (or, past its commit point, held: I9).
-    pub fn keep_alive(&self, control: Arc<RunControl>) {
+    fn keep_alive(&self, control: Arc<RunControl>) {
         let cluster = self.cluster.clone();
         let keys = self.keys.clone();
         let value = self.value.clone();
@@ -1111,7 +1259,7 @@ impl Claim {
     /// Immediately before `commit` (from the script's thread): checks that
     /// both leases still carry this claim's token and that the target has
     /// no marker, and writes `committing` in the same step.
-    pub fn begin_commit(&self, run: RunId) -> Result<(), Refusal> {
+    fn begin_commit(&self, run: RunId) -> Result<(), Refusal> {
         let c = &self.cluster;
         c.inner.runtime.block_on(async {
             let epoch = c.epoch().await?;
@@ -1146,7 +1294,7 @@ impl Claim {
     }
 
     /// The shop answered with an order (from the script's thread).
-    pub fn committed(&self, run: RunId, order: Option<&str>) {
+    fn committed(&self, run: RunId, order: Option<&str>) {
         let c = &self.cluster;
         c.write_or_queue(Pending::Committed {
             target: self.target.clone(),
@@ -1162,14 +1310,14 @@ impl Claim {
 
     /// The shop refused, or the commit never started: the target is free
     /// for the cluster again.
-    pub fn uncommitted(&self) {
+    fn uncommitted(&self) {
         self.cluster.write_or_queue(Pending::Uncommitting {
             target: self.target.clone(),
         });
     }
 
     /// Gives the leases back (the run ended). Once.
-    pub async fn release(&self) {
+    async fn release(&self) {
         if self
             .released
             .swap(true, std::sync::atomic::Ordering::SeqCst)
@@ -1198,7 +1346,7 @@ async fn release_leases(cluster: Cluster, keys: Vec<String>, value: String) {
         .send_modify(|h| h.leases = h.leases.saturating_sub(1));
 }
 
-impl Drop for Claim {
+impl Drop for Shared {
     fn drop(&mut self) {
         if self
             .released

@@ -56,6 +56,7 @@ pub mod metrics;
 pub mod notify;
 pub mod observations;
 pub mod offer;
+pub mod parts;
 pub mod price;
 pub mod redact;
 pub mod registry;

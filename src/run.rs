@@ -31,13 +31,15 @@ use futures::FutureExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::account::{Account, AccountStore, Check, LOGGED_OUT, LoggedOut};
-use crate::browser::{Browser, Page};
+use crate::account::{Account, AccountStore, Check, LOGGED_OUT};
+use crate::browser::Page;
+use crate::cluster::Claim;
+use crate::config::Config;
 use crate::flow::{
     CommitAnswer, CommitRefused, CommitSink, Flow, OutcomeAction, PinnedFlow, Step, StepContext,
     StepEnd, StepError, StepErrorKind, Target, Timeouts, panic_message,
 };
-use crate::metrics::Metrics;
+use crate::parts::Parts;
 use crate::registry::{CancelReason, RunControl, RunGuard};
 use crate::state::{RunRecord, StateStore, Status, StepRecord, StepResult};
 use crate::sync::lock;
@@ -50,35 +52,48 @@ pub const CANCEL_GRACE: Duration = Duration::from_secs(2);
 /// How long opening a page may take, at least (it may launch the browser).
 pub const PAGE_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What a run needs besides its guard.
+/// What a run needs besides its guard: the baton's parts, and what the
+/// configuration it was dispatched under says for it.
 #[derive(Clone)]
 pub struct RunDeps {
-    pub browser: Arc<dyn Browser>,
-    pub state: Arc<StateStore>,
-    pub metrics: Arc<Metrics>,
+    pub parts: Arc<Parts>,
     pub timeouts: Timeouts,
     pub run_timeout: Duration,
     /// How long a commit may wait for the shop's answer (I9).
     pub commit_timeout: Duration,
-    /// Where failure screenshots go; `None` to take none.
-    pub shots_dir: Option<PathBuf>,
-    /// Every finished run's record is sent here (the CLI's run lines, the
-    /// dashboard).
-    pub finished: Option<tokio::sync::broadcast::Sender<RunRecord>>,
-    /// Where accounts' sessions are saved; `None` to save none.
-    pub accounts: Option<AccountStore>,
+    /// Where failure screenshots go.
+    pub shots_dir: PathBuf,
+    /// Where the run's account session is saved.
+    pub accounts: AccountStore,
     /// The origins whose local storage the run's account keeps.
     pub account_origins: Vec<String>,
-    /// Where a run whose login failed holds its account.
-    pub logged_out: Option<Arc<LoggedOut>>,
-    /// Told about every finished run (orders, in_doubt, failures): it only
-    /// queues, so a slow receiver never slows the run.
-    pub notifier: crate::notify::Notifier,
-    /// Where the run's trace is kept; `None` to record none.
-    pub traces: Option<TraceStore>,
-    /// With `cluster:`, the run's leases: checked before its commit,
-    /// released after its completion.
-    pub claim: Option<Arc<crate::cluster::Claim>>,
+    /// Where the run's trace is kept (when traces are on).
+    pub traces: TraceStore,
+    /// The run's leases: checked before its commit, released after its
+    /// completion.
+    pub claim: Arc<Claim>,
+}
+
+impl RunDeps {
+    /// What a run of `account` (if any) dispatched under `cfg` needs.
+    pub fn new(
+        parts: Arc<Parts>,
+        cfg: &Config,
+        account: Option<&Account>,
+        claim: Arc<Claim>,
+    ) -> RunDeps {
+        RunDeps {
+            parts,
+            timeouts: cfg.timeouts(),
+            run_timeout: cfg.cycle.run_timeout,
+            commit_timeout: cfg.cycle.commit_timeout,
+            shots_dir: crate::state::shots_dir(&cfg.state_dir),
+            accounts: AccountStore::new(&cfg.state_dir),
+            account_origins: account.map(|a| cfg.account_origins(a)).unwrap_or_default(),
+            traces: TraceStore::new(&cfg.state_dir, cfg.traces),
+            claim,
+        }
+    }
 }
 
 /// The name history gives a login check by page and selector.
@@ -95,10 +110,10 @@ pub async fn execute(
 ) -> RunRecord {
     let started_at = SystemTime::now();
     let started = Instant::now();
-    let recorder = deps.traces.as_ref().map(|_| Recorder::new());
+    let recorder = deps.traces.enabled().then(Recorder::new);
     let control = guard.control().clone();
     let sink = Arc::new(RunCommit {
-        state: deps.state.clone(),
+        state: deps.parts.state.clone(),
         target: target.clone(),
         run: guard.run_id(),
         session: guard.session(),
@@ -166,15 +181,15 @@ pub async fn execute(
         first_at: None,
     };
 
-    let state = deps.state.clone();
+    let state = deps.parts.state.clone();
     let rec = record.clone();
     let run_id = guard.run_id();
     let session = guard.session();
     let account = guard.account().cloned();
-    if let (Some(holds), Some(a), Some(why)) = (&deps.logged_out, &account, &report.why) {
+    if let (Some(a), Some(why)) = (&account, &report.why) {
         // Before the guard drops: the next run on this account waits for
         // that, and then finds the account held.
-        holds.hold(a, why);
+        deps.parts.logged_out.hold(a, why);
     }
     if status == Status::InDoubt {
         // I9: the order may still be in flight on the shop for this
@@ -219,24 +234,21 @@ pub async fn execute(
         .await;
     // Deregistered: the cluster may hand the target and the account to
     // another instance (a commit marker, if any, stays).
-    if let Some(claim) = &deps.claim {
-        claim.release().await;
-    }
+    deps.claim.release().await;
     // After the run has saved its result and deregistered: a trace is a
     // diagnostic, and never delays the next run.
-    if let (Some(store), Some(rec)) = (&deps.traces, &recorder) {
-        keep_trace(store, rec, &record).await;
+    if let Some(rec) = &recorder {
+        keep_trace(&deps.traces, rec, &record).await;
     }
-    deps.metrics.run_finished(status.as_str(), duration);
+    deps.parts.metrics.run_finished(status.as_str(), duration);
     for s in &record.steps {
-        deps.metrics
+        deps.parts
+            .metrics
             .step_finished(&s.script, Duration::from_millis(s.duration_ms));
     }
-    deps.notifier.run_finished(&record);
-    if let Some(tx) = &deps.finished {
-        // Nobody listening is fine.
-        let _ = tx.send(record.clone());
-    }
+    deps.parts.notifier.run_finished(&record);
+    // Nobody listening is fine.
+    let _ = deps.parts.finished.send(record.clone());
     tracing::info!(
         run = %run_id,
         target = %target.id,
@@ -822,47 +834,19 @@ impl Steps<'_> {
         }
     }
 
-    /// Saves the session's cookies and storage as the account's stored
-    /// state, and makes them what the session starts from after a
-    /// relaunch. A failure is logged: the run's own result stands.
+    /// Saves the session as the account's stored state (logged, never
+    /// failing the run).
     async fn save_account(&mut self, account: &Account) {
-        let Some(store) = &self.deps.accounts else {
-            return;
-        };
-        let session = self.guard.session();
-        let bound = self.deps.timeouts.action;
-        let read = tokio::time::timeout(
-            bound,
-            self.deps
-                .browser
-                .storage_state(session, &self.deps.account_origins),
-        )
-        .await;
-        let state = match read {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                tracing::warn!(account = %account.id, error = %e, "account's session not saved");
-                return;
-            }
-            Err(_) => {
-                tracing::warn!(account = %account.id, "account's session not saved: reading it timed out");
-                return;
-            }
-        };
-        let (store, id, s) = (store.clone(), account.id.clone(), state.clone());
-        let saved = tokio::task::spawn_blocking(move || store.save(&id, &s)).await;
-        match saved {
-            Ok(Ok(())) => {
-                let _ = self.deps.browser.seed(session, state).await;
-                tracing::debug!(account = %account.id, "account's session saved");
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(account = %account.id, error = %e, "account's session not saved");
-            }
-            Err(e) => {
-                tracing::warn!(account = %account.id, error = %e, "account's session not saved");
-            }
-        }
+        let d = self.deps;
+        d.accounts
+            .save_session(
+                d.parts.browser.as_ref(),
+                self.guard.session(),
+                &d.account_origins,
+                d.timeouts.action,
+                &account.id,
+            )
+            .await;
     }
 }
 
@@ -886,7 +870,7 @@ async fn open_page(
     // than an action; Chromium's own launch is bounded at 20 s.
     let bound = deps.timeouts.action.max(PAGE_OPEN_TIMEOUT);
     let opened = tokio::select! {
-        r = tokio::time::timeout(bound, deps.browser.new_page(guard.session())) => r,
+        r = tokio::time::timeout(bound, deps.parts.browser.new_page(guard.session())) => r,
         () = token.cancelled() => return Err("cancelled while opening a page".into()),
     };
     match opened {
@@ -900,7 +884,7 @@ async fn open_page(
 }
 
 async fn screenshot(page: &dyn Page, guard: &RunGuard, deps: &RunDeps) -> Option<String> {
-    let dir = deps.shots_dir.as_ref()?;
+    let dir = &deps.shots_dir;
     let png = page
         .screenshot(crate::browser::CAPTURE_TIMEOUT)
         .await
@@ -954,7 +938,7 @@ struct RunCommit {
     account: Option<crate::id::AccountId>,
     control: Arc<RunControl>,
     commit_timeout: Duration,
-    claim: Option<Arc<crate::cluster::Claim>>,
+    claim: Arc<Claim>,
     /// `Some` once the shop's answer is known.
     answer: Mutex<Option<CommitAnswer>>,
     /// The price the commit reported with its order.
@@ -998,9 +982,7 @@ impl CommitSink for RunCommit {
         // With several instances: the leases must still be this run's, and
         // no instance may have marked the target; `committing` is written
         // in the same step, so no other instance runs it from here on.
-        if let Some(claim) = &self.claim
-            && let Err(refusal) = claim.begin_commit(self.run)
-        {
+        if let Err(refusal) = self.claim.begin_commit(self.run) {
             self.control.abandon_commit();
             return Err(CommitRefused::Other(format!(
                 "the cluster refused the commit: {refusal}"
@@ -1019,9 +1001,7 @@ impl CommitSink for RunCommit {
         if let Err(e) = saved {
             // The closure does not run, so nothing reached the shop.
             self.control.abandon_commit();
-            if let Some(claim) = &self.claim {
-                claim.uncommitted();
-            }
+            self.claim.uncommitted();
             return Err(CommitRefused::Other(format!(
                 "cannot persist `committing`: {e}"
             )));
@@ -1034,9 +1014,7 @@ impl CommitSink for RunCommit {
         // In memory first: even if the write below fails, this run ends
         // `completed` with its order.
         self.set_answer(CommitAnswer::Placed(result.map(str::to_owned)));
-        if let Some(claim) = &self.claim {
-            claim.committed(self.run, result);
-        }
+        self.claim.committed(self.run, result);
         tracing::info!(run = %self.run, target = %self.target.id, label, result = result.unwrap_or("-"), "committed");
         let saved = self.state.update(&self.target.id, |t| {
             t.status = Status::Committed;
@@ -1059,9 +1037,7 @@ impl CommitSink for RunCommit {
     fn not_placed(&self, label: &str, reason: &str) {
         tracing::info!(run = %self.run, target = %self.target.id, label, reason, "the shop did not place the order");
         self.set_answer(CommitAnswer::NotPlaced(reason.to_owned()));
-        if let Some(claim) = &self.claim {
-            claim.uncommitted();
-        }
+        self.claim.uncommitted();
     }
 
     fn deadline(&self) -> Option<Instant> {

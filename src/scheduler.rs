@@ -30,7 +30,6 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use arc_swap::ArcSwap;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -40,16 +39,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::account::Account;
-use crate::browser::Browser;
 use crate::config::Config;
-use crate::flow::StepRunner;
 use crate::id::{AccountId, TargetId};
-use crate::metrics::Metrics;
+use crate::parts::Parts;
 use crate::registry::{
-    Cancel, CancelReason, Pool, Quarantine, Registration, Registry, RunInfo, SessionWait, Stuck,
+    Cancel, CancelReason, Pool, Quarantine, Registration, RunInfo, SessionWait, Stuck,
 };
 use crate::run::{self, CANCEL_GRACE, RunDeps};
-use crate::state::{OperatorChange, RunRecord, StateStore, Status};
+use crate::state::{OperatorChange, RunRecord, Status};
 
 /// What the scheduler is doing, for observers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -129,12 +126,8 @@ pub enum Command {
 
 /// Everything the scheduler runs with.
 pub struct Scheduler {
-    pub config: Arc<ArcSwap<Config>>,
-    pub registry: Arc<Registry>,
-    pub state: Arc<StateStore>,
-    pub browser: Arc<dyn Browser>,
-    pub steps: Arc<dyn StepRunner>,
-    pub metrics: Arc<Metrics>,
+    /// The running baton's parts, shared with its runs and the dashboard.
+    pub parts: Arc<Parts>,
     pub shutdown: CancellationToken,
     pub commands: mpsc::Receiver<Command>,
     pub status: watch::Sender<SchedulerStatus>,
@@ -142,12 +135,6 @@ pub struct Scheduler {
     pub cycles: Option<u64>,
     /// Seed for the interval jitter; tests fix it.
     pub seed: u64,
-    /// Finished runs are announced here.
-    pub finished: Option<tokio::sync::broadcast::Sender<RunRecord>>,
-    /// Where events go (runs' outcomes, restocks).
-    pub notifier: crate::notify::Notifier,
-    /// With `cluster:`: the leases and markers shared with other instances.
-    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 /// How a scheduler ended.
@@ -165,8 +152,6 @@ enum Wake {
 
 struct Loop {
     s: Scheduler,
-    /// Accounts whose login failed: their targets wait for a new config.
-    logged_out: Arc<crate::account::LoggedOut>,
     /// The config the holds were made under.
     held_under: Option<Arc<Config>>,
     rng: StdRng,
@@ -187,7 +172,6 @@ impl Scheduler {
         let rng = StdRng::seed_from_u64(self.seed);
         let mut l = Loop {
             s: self,
-            logged_out: Arc::default(),
             held_under: None,
             rng,
             runs: JoinSet::new(),
@@ -203,22 +187,19 @@ impl Scheduler {
 impl Loop {
     async fn run(&mut self) -> Summary {
         self.restore_quarantines();
-        if let Some(c) = &self.s.cluster {
-            c.attach_state(self.s.state.clone());
-            c.start_heartbeat();
-        }
+        self.s.parts.leases.start(self.s.parts.state.clone());
         let mut next_tick = Instant::now();
         loop {
             if let Wake::Shutdown = self.sleep_until(next_tick).await {
                 break;
             }
-            let cfg = self.s.config.load_full();
+            let cfg = self.s.parts.config.load_full();
             if self
                 .held_under
                 .as_ref()
                 .is_some_and(|c| !Arc::ptr_eq(c, &cfg))
             {
-                for a in self.logged_out.clear() {
+                for a in self.s.parts.logged_out.clear() {
                     tracing::info!(account = %a, "flows.yaml changed: account `{a}` may try to log in again");
                 }
             }
@@ -227,7 +208,7 @@ impl Loop {
             let cycle_start = Instant::now();
             next_tick = cycle_start + self.draw_interval(&cfg);
             self.cycle += 1;
-            self.s.metrics.cycle_started();
+            self.s.parts.metrics.cycle_started();
             tracing::info!(cycle = self.cycle, "cycle started");
             self.cycle_once(&cfg).await;
             self.reap();
@@ -292,7 +273,7 @@ impl Loop {
     /// session its run used quarantined until an operator resolves it. The
     /// shop may still place the order from that session's cart.
     fn restore_quarantines(&self) {
-        for (id, t) in self.s.state.snapshot().targets {
+        for (id, t) in self.s.parts.state.snapshot().targets {
             if t.status != Status::InDoubt {
                 continue;
             }
@@ -303,7 +284,7 @@ impl Loop {
                     account = t.account.as_ref().map_or("-", AccountId::as_str),
                     "browser session {session} stays quarantined: target `{id}` is in_doubt; resolve it with `baton state resolve {id}`"
                 );
-                self.s.registry.quarantine(Quarantine {
+                self.s.parts.registry.quarantine(Quarantine {
                     session,
                     account: t.account.clone(),
                     target: id,
@@ -356,10 +337,11 @@ impl Loop {
         target: &TargetId,
         change: OperatorChange,
     ) -> Result<(), String> {
-        let cfg = self.s.config.load();
+        let cfg = self.s.parts.config.load();
         let known = cfg.target(target.as_str()).is_some()
             || self
                 .s
+                .parts
                 .state
                 .snapshot()
                 .targets
@@ -367,8 +349,8 @@ impl Loop {
         if !known {
             return Err(format!("unknown target `{target}`"));
         }
-        let _lock = self.s.registry.completion_lock().await;
-        if let Some(run) = self.s.registry.get(target.as_str()) {
+        let _lock = self.s.parts.registry.completion_lock().await;
+        if let Some(run) = self.s.parts.registry.get(target.as_str()) {
             return Err(format!(
                 "target `{target}` has run {} in progress; try again when it ends",
                 run.run_id
@@ -377,20 +359,25 @@ impl Loop {
         let t = target.clone();
         let saved = self
             .s
+            .parts
             .state
             .blocking(move |state| state.operator_change(&t, change))
             .await;
         match saved {
             Ok(was) => {
-                let now = self.s.state.get(target.as_str()).status;
+                let now = self.s.parts.state.get(target.as_str()).status;
                 tracing::info!(target = %target, from = %was, to = %now, "target status set by an operator");
                 // The operator has settled the target: whatever its run may
                 // have left in flight on the shop is accounted for.
-                for session in self.s.registry.lift_quarantine(target.as_str()) {
+                for session in self.s.parts.registry.lift_quarantine(target.as_str()) {
                     tracing::info!(target = %target, session = session.0, "browser session {session} released from quarantine");
                 }
-                if let Some(c) = &self.s.cluster
-                    && let Err(e) = c.settled(target, now == Status::Completed).await
+                if let Err(e) = self
+                    .s
+                    .parts
+                    .leases
+                    .settled(target, now == Status::Completed)
+                    .await
                 {
                     return Err(format!(
                         "saved here, but the cluster's marker for `{target}` was not updated ({e}); try again when Redis answers"
@@ -467,7 +454,7 @@ impl Loop {
     /// must then not dispatch).
     async fn wait_for_previous(&mut self, cfg: &Config) -> bool {
         let started = Instant::now();
-        let all = self.s.registry.snapshot();
+        let all = self.s.parts.registry.snapshot();
         for r in all.iter().filter(|r| r.held) {
             tracing::info!(
                 run = %r.run_id,
@@ -481,7 +468,7 @@ impl Loop {
         }
         let active: Vec<RunInfo> = all.into_iter().filter(|r| !r.held).collect();
         if active.is_empty() {
-            self.s.metrics.waited(Duration::ZERO, false);
+            self.s.parts.metrics.waited(Duration::ZERO, false);
             self.publish(|st| st.last_wait_ms = Some(0));
             return true;
         }
@@ -511,11 +498,11 @@ impl Loop {
                     "wait finished after {}ms",
                     waited.as_millis()
                 );
-                self.s.metrics.waited(waited, false);
+                self.s.parts.metrics.waited(waited, false);
                 true
             }
             Err(stuck) => {
-                self.s.metrics.waited(stuck.waited, true);
+                self.s.parts.metrics.waited(stuck.waited, true);
                 self.cancel_stuck(cfg, stuck).await
             }
         };
@@ -535,7 +522,7 @@ impl Loop {
         let start = Instant::now();
         loop {
             let left = bound.saturating_sub(start.elapsed());
-            match self.s.registry.wait_settled(left.min(EVERY)).await {
+            match self.s.parts.registry.wait_settled(left.min(EVERY)).await {
                 Ok(_) => return Ok(start.elapsed()),
                 Err(stuck) if left <= EVERY => {
                     return Err(Stuck {
@@ -566,7 +553,11 @@ impl Loop {
     async fn cancel_stuck(&mut self, cfg: &Config, stuck: Stuck) -> bool {
         let mut cancelled = Vec::new();
         for r in stuck.runs {
-            let done = self.s.registry.cancel(r.run_id, CancelReason::WaitTimeout);
+            let done = self
+                .s
+                .parts
+                .registry
+                .cancel(r.run_id, CancelReason::WaitTimeout);
             if done == Cancel::NotRunning {
                 continue;
             }
@@ -606,7 +597,7 @@ impl Loop {
         let bound = cancel_bound(cfg);
         let mut all_gone = true;
         for r in &cancelled {
-            if self.s.registry.wait_gone(r.run_id, bound).await {
+            if self.s.parts.registry.wait_gone(r.run_id, bound).await {
                 tracing::info!(run = %r.run_id, target = %r.target, "cancelled run {} is gone", r.run_id);
                 continue;
             }
@@ -619,8 +610,8 @@ impl Loop {
             );
             // Not counted here: the browser counts its own relaunch, and
             // counting the kill too made one restart count twice.
-            self.s.browser.kill().await;
-            if !self.s.registry.wait_gone(r.run_id, bound).await {
+            self.s.parts.browser.kill().await;
+            if !self.s.parts.registry.wait_gone(r.run_id, bound).await {
                 all_gone = false;
             }
         }
@@ -632,24 +623,25 @@ impl Loop {
     /// could not be saved (ENOSPC, EMFILE) is repaired as at start-up once a
     /// write works again; until then each cycle tries anew.
     async fn repair_orphans(&self) {
-        let _lock = self.s.registry.completion_lock().await;
-        let registry = self.s.registry.clone();
+        let _lock = self.s.parts.registry.completion_lock().await;
+        let registry = self.s.parts.registry.clone();
         let repaired = self
             .s
+            .parts
             .state
             .blocking(move |state| state.repair_orphans(|id| registry.is_registered(id.as_str())))
             .await;
         match repaired {
             Ok(r) => {
                 for id in r.failed.iter().chain(&r.completed) {
-                    let t = self.s.state.get(id.as_str());
+                    let t = self.s.parts.state.get(id.as_str());
                     tracing::warn!(target = %id, status = %t.status, "target repaired: its final state had not been saved");
                 }
                 for id in &r.in_doubt {
-                    let t = self.s.state.get(id.as_str());
+                    let t = self.s.parts.state.get(id.as_str());
                     tracing::warn!(target = %id, "target repaired as in_doubt: its final state had not been saved");
                     if let Some(session) = t.session {
-                        self.s.registry.quarantine(Quarantine {
+                        self.s.parts.registry.quarantine(Quarantine {
                             session,
                             account: t.account.clone(),
                             target: id.clone(),
@@ -666,8 +658,8 @@ impl Loop {
 
     /// Test mode: completed targets go back to `ready`.
     async fn reset_completed(&mut self, cfg: &Config) {
-        let _lock = self.s.registry.completion_lock().await;
-        let doc = self.s.state.snapshot();
+        let _lock = self.s.parts.registry.completion_lock().await;
+        let doc = self.s.parts.state.snapshot();
         let ids: Vec<TargetId> = cfg
             .targets
             .iter()
@@ -675,7 +667,7 @@ impl Loop {
                 doc.targets
                     .get(t.id.as_str())
                     .is_some_and(|s| s.status == Status::Completed)
-                    && !self.s.registry.is_registered(t.id.as_str())
+                    && !self.s.parts.registry.is_registered(t.id.as_str())
             })
             .map(|t| t.id.clone())
             .collect();
@@ -683,15 +675,14 @@ impl Loop {
             return;
         }
         let n = ids.len();
-        if let Some(c) = &self.s.cluster
-            && let Err(e) = c.forget_committed(&ids).await
-        {
+        if let Err(e) = self.s.parts.leases.forget_committed(&ids).await {
             // The targets stay bought for the cluster, and completed here.
             tracing::warn!(error = %e, "test mode reset waits: the cluster's markers cannot be cleared");
             return;
         }
         let saved = self
             .s
+            .parts
             .state
             .blocking(move |state| {
                 ids.iter()
@@ -707,7 +698,7 @@ impl Loop {
     /// Runs each runnable target's monitor; returns the targets to run.
     async fn monitor(&mut self, cfg: &Arc<Config>) -> Vec<Arc<crate::flow::Target>> {
         let mut selected = Vec::new();
-        let doc = self.s.state.snapshot();
+        let doc = self.s.parts.state.snapshot();
         for t in &cfg.targets {
             if self.s.shutdown.is_cancelled() {
                 break;
@@ -727,7 +718,7 @@ impl Loop {
                         t.id,
                         t.id
                     ),
-                    _ if self.s.registry.is_registered(t.id.as_str()) => tracing::info!(
+                    _ if self.s.parts.registry.is_registered(t.id.as_str()) => tracing::info!(
                         target = %t.id,
                         status = %status,
                         "target `{}` skipped: its run is still going ({status})",
@@ -743,10 +734,11 @@ impl Loop {
                 continue;
             };
             let cancel = self.s.shutdown.child_token();
-            let check = self
-                .s
-                .steps
-                .monitor(script, t.clone(), cancel.clone(), cfg.timeouts());
+            let check =
+                self.s
+                    .parts
+                    .steps
+                    .monitor(script, t.clone(), cancel.clone(), cfg.timeouts());
             let bound = cfg.cycle.step_timeout;
             match tokio::time::timeout(bound, check).await {
                 Ok(Ok(true)) => {
@@ -764,7 +756,7 @@ impl Loop {
                         } else {
                             "baton is starting a run"
                         };
-                        self.s.notifier.emit(
+                        self.s.parts.notifier.emit(
                             crate::notify::Event::new(
                                 crate::notify::Kind::Restock,
                                 format!("Restock: `{}`", t.id),
@@ -820,7 +812,7 @@ impl Loop {
         // a stuck run at the start of a cycle.
         let session = tokio::select! {
             () = self.s.shutdown.cancelled() => return false,
-            r = self.s.registry.wait_for_session(&sessions, cfg.cycle.wait_for_active) => r,
+            r = self.s.parts.registry.wait_for_session(&sessions, cfg.cycle.wait_for_active) => r,
         };
         let session = match session {
             Ok(s) => s,
@@ -841,7 +833,7 @@ impl Loop {
                 if !self.cancel_stuck(cfg, stuck).await {
                     return false;
                 }
-                if let Some(s) = self.s.registry.free_session(&sessions) {
+                if let Some(s) = self.s.parts.registry.free_session(&sessions) {
                     s
                 } else {
                     tracing::info!(target = %target.id, "target `{}` skipped this cycle: no browser session is free", target.id);
@@ -850,7 +842,7 @@ impl Loop {
             }
         };
 
-        let pinned = match self.s.steps.pin(&flow) {
+        let pinned = match self.s.parts.steps.pin(&flow) {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(target = %target.id, flow = %flow.name, error = %e, "cannot start run: flow not loaded");
@@ -860,27 +852,30 @@ impl Loop {
 
         // With several instances: the target's and the account's leases,
         // claimed in one step on the shared store (I10 across instances).
-        let claim = match self.s.cluster.clone() {
-            None => None,
-            Some(c) => match c.claim(&target.id, sessions.account.as_ref()).await {
-                Ok(claim) => Some(Arc::new(claim)),
-                Err(refusal) if refusal.stops_dispatch() => {
-                    tracing::warn!(target = %target.id, "dispatching stops this cycle: {refusal}");
-                    return false;
-                }
-                Err(refusal) => {
-                    tracing::info!(target = %target.id, "target `{}` skipped this cycle: {refusal}", target.id);
-                    return true;
-                }
-            },
+        let claim = match self
+            .s
+            .parts
+            .leases
+            .claim(&target.id, sessions.account.as_ref())
+            .await
+        {
+            Ok(claim) => Arc::new(claim),
+            Err(refusal) if refusal.stops_dispatch() => {
+                tracing::warn!(target = %target.id, "dispatching stops this cycle: {refusal}");
+                return false;
+            }
+            Err(refusal) => {
+                tracing::info!(target = %target.id, "target `{}` skipped this cycle: {refusal}", target.id);
+                return true;
+            }
         };
 
         // Check, register and persist `attempting` under the completion
         // lock (I4): a lock holder sees the target registered and
         // attempting, or neither.
         let guard = {
-            let _lock = self.s.registry.completion_lock().await;
-            let status = self.s.state.get(target.id.as_str()).status;
+            let _lock = self.s.parts.registry.completion_lock().await;
+            let status = self.s.parts.state.get(target.id.as_str()).status;
             if !status.is_runnable() {
                 tracing::info!(target = %target.id, status = %status, "not dispatched: status changed");
                 return true;
@@ -891,7 +886,7 @@ impl Loop {
             if self.held_logged_out(target, account.as_deref()) {
                 return true;
             }
-            let guard = match self.s.registry.register(Registration {
+            let guard = match self.s.parts.registry.register(Registration {
                 target: target.id.clone(),
                 session,
                 account: sessions.account.clone(),
@@ -908,6 +903,7 @@ impl Loop {
             let account_id = sessions.account.clone();
             let saved = self
                 .s
+                .parts
                 .state
                 .blocking(move |state| {
                     state.update(&id, |s| {
@@ -928,27 +924,9 @@ impl Loop {
                 }
             }
         };
-        self.s.metrics.run_started();
-        let deps = RunDeps {
-            browser: self.s.browser.clone(),
-            state: self.s.state.clone(),
-            metrics: self.s.metrics.clone(),
-            timeouts: cfg.timeouts(),
-            run_timeout: cfg.cycle.run_timeout,
-            commit_timeout: cfg.cycle.commit_timeout,
-            shots_dir: Some(crate::state::shots_dir(&cfg.state_dir)),
-            finished: self.s.finished.clone(),
-            accounts: Some(crate::account::AccountStore::new(&cfg.state_dir)),
-            account_origins: account
-                .as_ref()
-                .map(|a| cfg.account_origins(a))
-                .unwrap_or_default(),
-            logged_out: Some(self.logged_out.clone()),
-            notifier: self.s.notifier.clone(),
-            traces: Some(crate::trace::TraceStore::new(&cfg.state_dir, cfg.traces))
-                .filter(crate::trace::TraceStore::enabled),
-            claim: claim.inspect(|c| c.keep_alive(guard.control().clone())),
-        };
+        self.s.parts.metrics.run_started();
+        claim.keep_alive(guard.control().clone());
+        let deps = RunDeps::new(self.s.parts.clone(), cfg, account.as_deref(), claim);
         self.runs
             .spawn(run::execute(guard, target.clone(), flow, pinned, deps));
         true
@@ -956,7 +934,7 @@ impl Loop {
 
     /// Whether `target`'s account is held after a failed login (and says so).
     fn held_logged_out(&self, target: &crate::flow::Target, account: Option<&Account>) -> bool {
-        let Some(why) = account.and_then(|a| self.logged_out.why(&a.id)) else {
+        let Some(why) = account.and_then(|a| self.s.parts.logged_out.why(&a.id)) else {
             return false;
         };
         tracing::info!(
@@ -971,6 +949,8 @@ impl Loop {
     /// Called on every reap: observers are woken only when it changed.
     fn publish_logged_out(&self) {
         let held: Vec<LoggedOutAccount> = self
+            .s
+            .parts
             .logged_out
             .list()
             .into_iter()
@@ -998,12 +978,12 @@ impl Loop {
     /// Shutdown: dispatch has stopped; wait for the active runs within
     /// `wait_for_active`, cancel what remains, then close the browser.
     async fn finish(&mut self) -> Summary {
-        let cfg = self.s.config.load_full();
+        let cfg = self.s.parts.config.load_full();
         self.publish(|st| {
             st.phase = Phase::ShuttingDown;
             st.next_cycle_at = None;
         });
-        let active = self.s.registry.snapshot();
+        let active = self.s.parts.registry.snapshot();
         if !active.is_empty() {
             for r in &active {
                 tracing::info!(run = %r.run_id, target = %r.target, "waiting for run {} to finish before exiting", r.run_id);
@@ -1016,10 +996,14 @@ impl Loop {
             } else {
                 cfg.cycle.run_timeout + cancel_bound(&cfg)
             };
-            if let Err(stuck) = self.s.registry.wait_idle(bound).await {
+            if let Err(stuck) = self.s.parts.registry.wait_idle(bound).await {
                 let mut waits = Vec::new();
                 for r in &stuck.runs {
-                    let done = self.s.registry.cancel(r.run_id, CancelReason::Shutdown);
+                    let done = self
+                        .s
+                        .parts
+                        .registry
+                        .cancel(r.run_id, CancelReason::Shutdown);
                     if done == Cancel::Cancelled {
                         tracing::warn!(run = %r.run_id, target = %r.target, "cancelling run {}: baton is shutting down", r.run_id);
                         waits.push((r.run_id, cancel_bound(&cfg)));
@@ -1038,7 +1022,7 @@ impl Loop {
                     }
                 }
                 for (run_id, bound) in waits {
-                    if !self.s.registry.wait_gone(run_id, bound).await {
+                    if !self.s.parts.registry.wait_gone(run_id, bound).await {
                         tracing::error!(run = %run_id, "run {run_id} did not stop; closing the browser under it");
                     }
                 }
@@ -1046,10 +1030,8 @@ impl Loop {
         }
         // Every run task has deregistered (or is being torn down with the
         // browser); collect them so none outlives the scheduler.
-        self.s.browser.shutdown().await;
-        if let Some(c) = &self.s.cluster {
-            c.shutdown().await;
-        }
+        self.s.parts.browser.shutdown().await;
+        self.s.parts.leases.shutdown().await;
         let drain = async {
             while let Some(r) = self.runs.join_next().await {
                 self.finished_runs += 1;

@@ -114,7 +114,7 @@ async fn a_login_is_kept_across_restarts_and_renewed_when_the_shop_expires_it() 
 
     sh.expire_logins("ada");
     let app = start(&p, 2).await;
-    let st = app.state.clone();
+    let st = app.parts.state.clone();
     app.run().await;
     assert_eq!(sh.account_logins("ada"), 2, "logged in again once");
 
@@ -140,7 +140,7 @@ async fn a_two_step_login_uses_the_totp_seed() {
     );
     let app = start(&p, 1).await;
     let sh = app.shop.as_ref().unwrap().shop.clone();
-    let st = app.state.clone();
+    let st = app.parts.state.clone();
     app.run().await;
     assert_eq!(sh.account_logins("grace"), 1);
     assert_eq!(sh.account_orders("grace"), 1);
@@ -174,8 +174,8 @@ async fn two_targets_on_one_account_never_run_at_once() {
     common::live::ShopApi::new(&app.shop.as_ref().unwrap().url())
         .post("/admin/delay/checkout/800")
         .await;
-    let peaks = common::Peaks::watch(app.registry.clone(), |r| r.target.as_str() != "1002");
-    let st = app.state.clone();
+    let peaks = common::Peaks::watch(app.parts.registry.clone(), |r| r.target.as_str() != "1002");
+    let st = app.parts.state.clone();
     app.run().await;
     let (peak_ada, peak_all) = peaks.stop();
     assert_eq!(peak_ada, 1, "two runs on ada at once");
@@ -235,7 +235,7 @@ async fn a_wrong_password_is_logged_out_and_buys_nothing() {
     let p = Project::new(FAST_CYCLE, &on("ada", "1005", 30.0), &accounts("babbage"));
     let app = start(&p, 2).await;
     let sh = app.shop.as_ref().unwrap().shop.clone();
-    let st = app.state.clone();
+    let st = app.parts.state.clone();
     app.run().await;
     let h = st.history(usize::MAX).unwrap();
     assert_eq!(h.len(), 1, "a failed login is not retried: {h:#?}");

@@ -66,8 +66,8 @@ async fn next_run_of(rx: &mut broadcast::Receiver<RunRecord>, target: &str) -> R
 async fn flows_yaml_reloads_at_the_next_cycle_and_bad_edits_are_ignored() {
     let dir = project(&["a"], "test_mode: true\ndashboard: off\n");
     let app = start(dir.path()).await;
-    let mut runs = app.finished.subscribe();
-    let config = app.config.clone();
+    let mut runs = app.parts.finished.subscribe();
+    let config = app.parts.config.clone();
     let shutdown = app.shutdown.clone();
     let task = tokio::spawn(app.run());
 
@@ -103,8 +103,8 @@ async fn an_edit_to_accounts_waits_for_a_restart() {
         &format!("test_mode: true\ndashboard: off\n{accounts}"),
     );
     let app = start(dir.path()).await;
-    let mut runs = app.finished.subscribe();
-    let config = app.config.clone();
+    let mut runs = app.parts.finished.subscribe();
+    let config = app.parts.config.clone();
     let shutdown = app.shutdown.clone();
     let task = tokio::spawn(app.run());
 
@@ -148,8 +148,8 @@ async fn state_commands_reach_a_running_baton() {
         .port();
     let dir = project(&["a"], &format!("dashboard: 127.0.0.1:{port}\n"));
     let app = start(dir.path()).await;
-    let mut runs = app.finished.subscribe();
-    let state = app.state.clone();
+    let mut runs = app.parts.finished.subscribe();
+    let state = app.parts.state.clone();
     let shutdown = app.shutdown.clone();
     let task = tokio::spawn(app.run());
 
@@ -207,7 +207,7 @@ async fn runs_leave_bounded_traces_and_a_failed_one_keeps_its_dom() {
     .unwrap();
     let app = start(dir.path()).await;
     let dash = format!("http://{}", app.dashboard.as_ref().unwrap().addr);
-    let mut runs = app.finished.subscribe();
+    let mut runs = app.parts.finished.subscribe();
     let shutdown = app.shutdown.clone();
     let task = tokio::spawn(app.run());
     let mut last = None;

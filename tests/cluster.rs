@@ -384,7 +384,7 @@ async fn start(p: &Project, cycles: Option<u64>) -> App {
 fn merged(apps: &[App]) -> tokio::sync::mpsc::UnboundedReceiver<(usize, RunRecord)> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     for (i, a) in apps.iter().enumerate() {
-        let mut f = a.finished.subscribe();
+        let mut f = a.parts.finished.subscribe();
         let tx = tx.clone();
         tokio::spawn(async move {
             while let Ok(r) = f.recv().await {
@@ -430,7 +430,7 @@ async fn a_fleet_buys_each_target_once(n: usize) {
         apps.push(start(p, None).await);
     }
     let mut records = merged(&apps);
-    let states: Vec<_> = apps.iter().map(|a| a.state.clone()).collect();
+    let states: Vec<_> = apps.iter().map(|a| a.parts.state.clone()).collect();
     let mut statuses: Vec<_> = apps.iter().map(|a| a.status.clone()).collect();
     let stops: Vec<_> = apps.iter().map(|a| a.shutdown.clone()).collect();
     let runs: Vec<_> = apps.into_iter().map(|a| tokio::spawn(a.run())).collect();
@@ -597,8 +597,8 @@ async fn a_killed_holders_target_is_taken_only_after_its_lease_expires() {
     assert!(left > 0, "the lease was gone at once ({left})");
 
     let app = start(&b, None).await;
-    let (state, stop) = (app.state.clone(), app.shutdown.clone());
-    let mut finished = app.finished.subscribe();
+    let (state, stop) = (app.parts.state.clone(), app.shutdown.clone());
+    let mut finished = app.parts.finished.subscribe();
     let run = tokio::spawn(app.run());
     let rec = tokio::time::timeout(Duration::from_secs(120), async {
         loop {
@@ -640,7 +640,7 @@ async fn an_instance_killed_in_its_commit_leaves_the_target_to_nobody() {
 
     // b runs well past a's lease, cycle after cycle.
     let app = start(&b, Some(6)).await;
-    let state = app.state.clone();
+    let state = app.parts.state.clone();
     app.run().await;
     shop.shop.quiesce().await;
     assert_eq!(shop.shop.orders_per_product().get("1001"), Some(&1));
@@ -683,7 +683,7 @@ async fn after_a_flushall_a_restart_claims_nothing_until_the_loss_is_accepted() 
 
     // b runs until its copy of the markers holds a's.
     let app = start(&b, None).await;
-    let cluster = app.cluster.clone().unwrap();
+    let cluster = app.parts.leases.clone();
     let stop = app.shutdown.clone();
     let run = tokio::spawn(app.run());
     let memory = b.dir.path().join(".baton/cluster.json");
@@ -706,7 +706,9 @@ async fn after_a_flushall_a_restart_claims_nothing_until_the_loss_is_accepted() 
 
     let mut c = r.conn().await;
     let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
-    let mut health = cluster.health_changes();
+    let mut health = cluster
+        .health_changes()
+        .expect("with cluster:, the leases are the cluster's");
     let lost = tokio::time::timeout(
         Duration::from_secs(30),
         health.wait_for(|h| h.state == "store_lost"),
@@ -738,9 +740,11 @@ async fn after_a_flushall_a_restart_claims_nothing_until_the_loss_is_accepted() 
     );
     ShopApi::new(&shop.url()).post("/admin/stock/1002/50").await;
     let app = start(&b, Some(3)).await;
-    let cluster = app.cluster.clone().unwrap();
+    let cluster = app.parts.leases.clone();
     app.run().await;
-    let h = cluster.health();
+    let h = cluster
+        .health()
+        .expect("with cluster:, the leases are the cluster's");
     assert_eq!(h.state, "store_lost");
     assert!(
         h.last_error
@@ -768,7 +772,7 @@ async fn after_a_flushall_a_restart_claims_nothing_until_the_loss_is_accepted() 
         String::from_utf8_lossy(&out.stderr)
     );
     let app = start(&b, Some(2)).await;
-    let state = app.state.clone();
+    let state = app.parts.state.clone();
     app.run().await;
     shop.shop.quiesce().await;
     assert_eq!(state.get("1002").status, Status::Completed);
@@ -806,7 +810,7 @@ async fn redis_restarted_mid_run_stops_dispatch_and_never_double_buys() {
         apps.push(start(p, None).await);
     }
     let mut records = merged(&apps);
-    let clusters: Vec<_> = apps.iter().map(|a| a.cluster.clone().unwrap()).collect();
+    let clusters: Vec<_> = apps.iter().map(|a| a.parts.leases.clone()).collect();
     let mut statuses: Vec<_> = apps.iter().map(|a| a.status.clone()).collect();
     let stops: Vec<_> = apps.iter().map(|a| a.shutdown.clone()).collect();
     let runs: Vec<_> = apps.into_iter().map(|a| tokio::spawn(a.run())).collect();
@@ -824,6 +828,7 @@ async fn redis_restarted_mid_run_stops_dispatch_and_never_double_buys() {
     let mut outage = Vec::new();
     for (c, s) in clusters.iter().zip(&mut statuses) {
         c.health_changes()
+            .expect("a cluster")
             .wait_for(|h| h.state == "unreachable")
             .await
             .unwrap();
@@ -848,7 +853,7 @@ async fn redis_restarted_mid_run_stops_dispatch_and_never_double_buys() {
         cycles_pass(s, 1).await;
     }
     for c in &clusters {
-        assert_eq!(c.health().state, "connected");
+        assert_eq!(c.health().expect("a cluster").state, "connected");
     }
     // Nothing was dispatched in those cycles.
     while let Ok(r) = records.try_recv() {
@@ -902,10 +907,13 @@ async fn the_scheduler_publishes_what_it_bought_and_its_runs_commit_through_mark
         baton::rust_steps::commit(&cx, "order", async { Ok("o-1".to_owned()) }).await?;
         Ok(baton::flow::StepEnd::Continue)
     });
-    let scheduler = baton::scheduler::Scheduler {
-        cluster: Some(a.clone()),
-        ..h.scheduler(Some(1))
-    };
+    let scheduler = h.scheduler_on(
+        baton::parts::Parts {
+            leases: Arc::new(a.clone()),
+            ..h.parts()
+        },
+        Some(1),
+    );
     scheduler.run().await;
 
     let h_runs = h.history();

@@ -46,22 +46,16 @@ fn env(token: Option<&str>) -> Env {
     std::fs::write(scripts.path().join("broken.rhai"), "let = ;").unwrap();
     std::fs::create_dir_all(h.dir.path().join("shots")).unwrap();
     std::fs::write(h.dir.path().join("shots/r1.png"), b"\x89PNG\r\n\x1a\nfake").unwrap();
-    let (finished, _) = tokio::sync::broadcast::channel(8);
     let d = Dashboard {
         token: token.map(str::to_owned),
         hosts: vec!["baton.lan".into()],
         view: dashboard::View::new(dashboard::Sources {
-            config: h.config.clone(),
-            registry: h.registry.clone(),
-            state: h.state.clone(),
-            metrics: h.metrics.clone(),
-            browser: Arc::new(h.sim.clone()),
-            scripts: ScriptHost::builder(scripts.path()).build(),
+            parts: Arc::new(baton::parts::Parts {
+                scripts: ScriptHost::builder(scripts.path()).build(),
+                ..h.parts()
+            }),
             status: h.status.clone(),
             recent: Recent::new(redactor.clone()),
-            finished,
-            notifier: h.notifier.lock().unwrap().clone(),
-            cluster: None,
         }),
         commands: h.commands.clone(),
         redactor,

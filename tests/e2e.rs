@@ -57,7 +57,7 @@ async fn n_cycles_buy_exactly_n_per_in_stock_target() {
     );
     let app = start(&p, 3).await;
     let sh = shop_of(&app);
-    let state = app.state.clone();
+    let state = app.parts.state.clone();
     let summary = app.run().await;
     assert_eq!(summary.cycles, 3);
 
@@ -100,8 +100,8 @@ async fn an_html_monitor_waits_for_a_restock_then_buys() {
     );
     let app = start(&p, 3).await;
     let sh = shop_of(&app);
-    let state = app.state.clone();
-    let mut finished = app.finished.subscribe();
+    let state = app.parts.state.clone();
+    let mut finished = app.parts.finished.subscribe();
     let run = tokio::spawn(app.run());
     // Cycle 1 ran both monitors before dispatching 1001: 1003 was out of
     // stock then. Restock it once 1001's run is over.
@@ -210,8 +210,8 @@ async fn a_place_order_slower_than_wait_for_active_ends_completed() {
     let shop = ShopApi::new(&app.shop.as_ref().unwrap().url());
     let sh = shop_of(&app);
     shop.post("/admin/delay/place_order/45000?times=1").await;
-    let state = app.state.clone();
-    let (shutdown, mut finished) = (app.shutdown.clone(), app.finished.subscribe());
+    let state = app.parts.state.clone();
+    let (shutdown, mut finished) = (app.shutdown.clone(), app.parts.finished.subscribe());
     let run = tokio::spawn(app.run());
     tokio::time::timeout(Duration::from_secs(180), async {
         loop {
@@ -351,10 +351,10 @@ async fn chromium_killed_mid_run_is_survived() {
     let sh = shop_of(&app);
     // Slow the checkout page so the kill lands inside the run.
     shop.post("/admin/delay/checkout/3000?times=1").await;
-    let browser = app.browser.clone();
-    let state = app.state.clone();
-    let mut finished = app.finished.subscribe();
-    let registry = app.registry.clone();
+    let browser = app.parts.browser.clone();
+    let state = app.parts.state.clone();
+    let mut finished = app.parts.finished.subscribe();
+    let registry = app.parts.registry.clone();
     let killer = {
         tokio::spawn(async move {
             let mut changes = registry.watch();
@@ -447,7 +447,7 @@ async fn injected_500s_are_failures_retried_next_cycle() {
     let shop = ShopApi::new(&app.shop.as_ref().unwrap().url());
     let sh = shop_of(&app);
     shop.post("/admin/fail/checkout/1").await;
-    let state = app.state.clone();
+    let state = app.parts.state.clone();
     app.run().await;
     let mut h = state.history(usize::MAX).unwrap();
     h.reverse();
@@ -880,7 +880,7 @@ async fn attaches_to_a_running_browser_and_leaves_it_running() {
     std::fs::write(p.config(), yaml).unwrap();
     let app = start(&p, 2).await;
     let sh = shop_of(&app);
-    let state = app.state.clone();
+    let state = app.parts.state.clone();
     app.run().await;
 
     assert_eq!(orders_of(&sh, "1001"), 2);
@@ -934,9 +934,13 @@ async fn a_browser_pool_spreads_sessions_and_survives_an_endpoint_killed_mid_com
     common::init_tracing();
     let app = App::start(Options::new(p.config())).await.unwrap();
     let dash = ShopApi::new(&format!("http://{}", app.dashboard.as_ref().unwrap().addr));
-    let (browser, registry, state) = (app.browser.clone(), app.registry.clone(), app.state.clone());
+    let (browser, registry, state) = (
+        app.parts.browser.clone(),
+        app.parts.registry.clone(),
+        app.parts.state.clone(),
+    );
     let (shutdown, commands) = (app.shutdown.clone(), app.commands.clone());
-    let mut finished = app.finished.subscribe();
+    let mut finished = app.parts.finished.subscribe();
     let run = tokio::spawn(app.run());
 
     // A run on the second endpoint's session, inside its commit.
@@ -1395,7 +1399,7 @@ async fn two_sessions_buy_in_parallel_without_overlap() {
     shop.post("/admin/delay/checkout/1000").await;
     let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let watcher = {
-        let (registry, peak) = (app.registry.clone(), peak.clone());
+        let (registry, peak) = (app.parts.registry.clone(), peak.clone());
         let mut rx = registry.watch();
         tokio::spawn(async move {
             while rx.changed().await.is_ok() {
@@ -1403,7 +1407,7 @@ async fn two_sessions_buy_in_parallel_without_overlap() {
             }
         })
     };
-    let state = app.state.clone();
+    let state = app.parts.state.clone();
     app.run().await;
     watcher.abort();
     assert_eq!(
@@ -1788,7 +1792,7 @@ async fn the_shipped_flow_buys_on_realistic_pages() {
     let app = start(&p, 2).await;
     let sh = shop_of(&app);
     sh.set_profile(baton::shop::profile::Profile::Realistic);
-    let state = app.state.clone();
+    let state = app.parts.state.clone();
     app.run().await;
     assert_eq!(orders_of(&sh, "1001"), 2);
     assert_eq!(sh.overlaps(), 0);

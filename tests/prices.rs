@@ -114,7 +114,7 @@ async fn the_host_refuses_a_commit_over_budget_whatever_the_script_does() {
     o.cycles = Some(1);
     common::init_tracing();
     let app = App::start(o).await.unwrap();
-    let state = app.state.clone();
+    let state = app.parts.state.clone();
     app.run().await;
     srv.shop.quiesce().await;
 
@@ -265,6 +265,7 @@ targets:
         .await
         .unwrap();
     let ids: Vec<String> = app
+        .parts
         .config
         .load()
         .targets
@@ -274,7 +275,10 @@ targets:
     assert_eq!(ids, ["1001 watch", "1003 watch"]);
     let shop = ShopApi::new(&app.shop.as_ref().unwrap().url());
     let dash = format!("http://{}", app.dashboard.as_ref().unwrap().addr);
-    let (sh, state) = (app.shop.as_ref().unwrap().shop.clone(), app.state.clone());
+    let (sh, state) = (
+        app.shop.as_ref().unwrap().shop.clone(),
+        app.parts.state.clone(),
+    );
     let mut status = app.status.clone();
     let shutdown = app.shutdown.clone();
     let run = tokio::spawn(app.run());

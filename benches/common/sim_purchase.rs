@@ -8,13 +8,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use baton::browser::sim::SimBrowser;
 use baton::config::Config;
 use baton::flow::{Flow, Step, StepEnd, Target};
 use baton::id::TargetId;
 use baton::metrics::Metrics;
-use baton::registry::Registry;
+use baton::parts::Parts;
 use baton::rust_steps::RustSteps;
 use baton::scheduler::{Scheduler, SchedulerStatus};
 use baton::state::{RunRecord, StateStore};
@@ -73,21 +72,24 @@ pub(crate) fn scheduler(
     let (_commands_tx, commands) = tokio::sync::mpsc::channel(4);
     let (status, _) = tokio::sync::watch::channel(SchedulerStatus::default());
     let (finished, rx) = tokio::sync::broadcast::channel(runs as usize + 8);
-    let scheduler = Scheduler {
-        config: Arc::new(ArcSwap::from_pointee(cfg)),
-        registry: Arc::new(Registry::new(1)),
-        state,
-        browser: Arc::new(SimBrowser::default()),
-        steps,
+    let leases: Arc<dyn baton::cluster::Leases> = match cluster {
+        Some(c) => Arc::new(c),
+        None => Arc::new(baton::cluster::Local),
+    };
+    let parts = Parts {
         metrics,
+        notifier,
+        leases,
+        finished,
+        ..Parts::new(cfg, state, Arc::new(SimBrowser::default()), steps)
+    };
+    let scheduler = Scheduler {
+        parts: Arc::new(parts),
         shutdown: CancellationToken::new(),
         commands,
         status,
         cycles: Some(runs),
         seed: 1,
-        finished: Some(finished),
-        notifier,
-        cluster,
     };
     (scheduler, rx)
 }

@@ -6,33 +6,24 @@
 
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use tokio::sync::{broadcast, watch};
 
-use crate::browser::{Browser, BrowserHealth};
+use crate::browser::BrowserHealth;
 use crate::config::Config;
 use crate::logging::{Event, Recent};
-use crate::metrics::Metrics;
-use crate::registry::{Quarantine, Registry, RunInfo};
+use crate::parts::Parts;
+use crate::registry::{Quarantine, RunInfo};
 use crate::scheduler::SchedulerStatus;
+use crate::script::ScriptStatus;
 use crate::script::politeness::SlowHost;
-use crate::script::{ScriptHost, ScriptStatus};
-use crate::state::{RunRecord, StateDoc, StateError, StateStore};
+use crate::state::{RunRecord, StateDoc, StateError};
 
-/// What a [`View`] is made from: the running baton's parts.
+/// What a [`View`] is made from: the running baton's parts, the
+/// scheduler's status and the recent log.
 pub struct Sources {
-    pub config: Arc<ArcSwap<Config>>,
-    pub registry: Arc<Registry>,
-    pub state: Arc<StateStore>,
-    pub metrics: Arc<Metrics>,
-    pub browser: Arc<dyn Browser>,
-    pub scripts: ScriptHost,
+    pub parts: Arc<Parts>,
     pub status: watch::Receiver<SchedulerStatus>,
     pub recent: Recent,
-    pub finished: broadcast::Sender<RunRecord>,
-    pub notifier: crate::notify::Notifier,
-    /// With `cluster:`, the shared store's handle (its health).
-    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 /// Read-only access to a running baton. Cheap to clone.
@@ -50,40 +41,41 @@ impl View {
 
     /// The configuration in force (it changes when flows.yaml reloads).
     pub fn config(&self) -> Arc<Config> {
-        self.s.config.load_full()
+        self.s.parts.config.load_full()
     }
 
     /// Every target's persisted status.
     pub fn targets(&self) -> StateDoc {
-        self.s.state.snapshot()
+        self.s.parts.state.snapshot()
     }
 
     /// The last `limit` history records, newest first.
     pub async fn history(&self, limit: usize) -> Result<Vec<RunRecord>, StateError> {
-        self.s.state.blocking(move |s| s.history(limit)).await
+        self.s.parts.state.blocking(move |s| s.history(limit)).await
     }
 
     /// The registered runs, oldest first.
     pub fn runs(&self) -> Vec<RunInfo> {
-        self.s.registry.snapshot()
+        self.s.parts.registry.snapshot()
     }
 
     /// Whether every one of `sessions` guest browser sessions is taken (by
     /// a run or a quarantine).
     pub fn starved(&self, sessions: u32) -> bool {
         self.s
+            .parts
             .registry
             .free_session(&crate::registry::Pool::guests(sessions))
             .is_none()
     }
 
     pub fn quarantined(&self) -> Vec<Quarantine> {
-        self.s.registry.quarantined()
+        self.s.parts.registry.quarantined()
     }
 
     /// Ticks whenever a run registers, changes or ends.
     pub fn run_changes(&self) -> watch::Receiver<u64> {
-        self.s.registry.watch()
+        self.s.parts.registry.watch()
     }
 
     pub fn scheduler(&self) -> watch::Receiver<SchedulerStatus> {
@@ -92,16 +84,16 @@ impl View {
 
     /// Every finished run's record, from now on.
     pub fn finished(&self) -> broadcast::Receiver<RunRecord> {
-        self.s.finished.subscribe()
+        self.s.parts.finished.subscribe()
     }
 
     pub fn scripts(&self) -> Vec<ScriptStatus> {
-        self.s.scripts.status()
+        self.s.parts.scripts.status()
     }
 
     /// A target's price and stock history, oldest first.
     pub fn observations(&self, target: &str) -> Vec<crate::observations::Observation> {
-        self.s.scripts.observations(target)
+        self.s.parts.observations.of(target)
     }
 
     /// A target's newest observation and how many are kept.
@@ -109,25 +101,25 @@ impl View {
         &self,
         target: &str,
     ) -> Option<(crate::observations::Observation, usize)> {
-        self.s.scripts.last_observation(target)
+        self.s.parts.observations.last(target)
     }
 
     pub fn slowed_hosts(&self) -> Vec<SlowHost> {
-        self.s.scripts.slowed_hosts()
+        self.s.parts.scripts.slowed_hosts()
     }
 
     /// Each notification channel's state (empty without `notify:`).
     pub fn notifications(&self) -> Vec<crate::notify::ChannelStatus> {
-        self.s.notifier.status()
+        self.s.parts.notifier.status()
     }
 
     pub fn browser(&self) -> BrowserHealth {
-        self.s.browser.health()
+        self.s.parts.browser.health()
     }
 
     /// The cluster's health, with `cluster:`.
     pub fn cluster(&self) -> Option<crate::cluster::ClusterHealth> {
-        self.s.cluster.as_ref().map(crate::cluster::Cluster::health)
+        self.s.parts.leases.health()
     }
 
     pub fn recent(&self) -> Vec<Event> {
@@ -136,15 +128,15 @@ impl View {
 
     /// Runs finished with the status named `status`.
     pub fn runs_ended(&self, status: &str) -> u64 {
-        self.s.metrics.runs(status)
+        self.s.parts.metrics.runs(status)
     }
 
     pub fn cycles(&self) -> u64 {
-        self.s.metrics.cycles()
+        self.s.parts.metrics.cycles()
     }
 
     /// The Prometheus text.
     pub fn metrics_text(&self) -> String {
-        self.s.metrics.render()
+        self.s.parts.metrics.render()
     }
 }

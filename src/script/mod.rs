@@ -204,6 +204,13 @@ impl Builder {
     /// Compiles every script once. Compile errors do not fail the build:
     /// they are in [`ScriptHost::library`]`.errors` for the caller to report.
     pub fn build(self) -> ScriptHost {
+        let host = self.build_unloaded();
+        host.reload_inner(true);
+        host
+    }
+
+    /// The host, with no script compiled yet.
+    fn build_unloaded(self) -> ScriptHost {
         let host = ScriptHost {
             inner: Arc::new(Inner {
                 dir: self.dir,
@@ -229,7 +236,6 @@ impl Builder {
         for v in self.secrets.values() {
             host.inner.redactor.add(v);
         }
-        host.reload_inner(true);
         host
     }
 }
@@ -252,6 +258,12 @@ pub struct ScriptRun {
 }
 
 impl ScriptHost {
+    /// A host with no scripts that reads no directory: for a baton whose
+    /// steps are not scripts (tests, benches).
+    pub fn off() -> ScriptHost {
+        ScriptHost::builder(PathBuf::new()).build_unloaded()
+    }
+
     pub fn builder(dir: impl Into<PathBuf>) -> Builder {
         Builder {
             dir: dir.into(),
@@ -263,24 +275,6 @@ impl ScriptHost {
             notices: None,
             observations: None,
         }
-    }
-
-    /// A target's price and stock history, oldest first (empty when none
-    /// is kept).
-    pub fn observations(&self, target: &str) -> Vec<crate::observations::Observation> {
-        self.inner
-            .observations
-            .as_ref()
-            .map(|o| o.of(target))
-            .unwrap_or_default()
-    }
-
-    /// A target's newest observation and how many are kept.
-    pub fn last_observation(
-        &self,
-        target: &str,
-    ) -> Option<(crate::observations::Observation, usize)> {
-        self.inner.observations.as_ref()?.last(target)
     }
 
     pub fn dir(&self) -> &Path {

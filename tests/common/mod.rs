@@ -11,6 +11,7 @@ use baton::config::Config;
 use baton::flow::{Flow, OutcomeAction, Step, Target};
 use baton::id::TargetId;
 use baton::metrics::Metrics;
+use baton::parts::Parts;
 use baton::registry::Registry;
 use baton::rust_steps::RustSteps;
 use baton::scheduler::{Command, Scheduler, SchedulerStatus, Summary};
@@ -116,7 +117,9 @@ pub(crate) struct Harness {
     pub status: watch::Receiver<SchedulerStatus>,
     /// Off unless a test sets one before taking the scheduler.
     pub notifier: Mutex<baton::notify::Notifier>,
-    parts: Mutex<Option<(mpsc::Receiver<Command>, watch::Sender<SchedulerStatus>)>>,
+    /// Every finished run, from the scheduler to the dashboard.
+    pub finished: tokio::sync::broadcast::Sender<baton::state::RunRecord>,
+    channels: Mutex<Option<(mpsc::Receiver<Command>, watch::Sender<SchedulerStatus>)>>,
 }
 
 impl Harness {
@@ -168,35 +171,51 @@ impl Harness {
             shutdown: CancellationToken::new(),
             commands: tx,
             status: status_rx,
-            parts: Mutex::new(Some((rx, status_tx))),
+            channels: Mutex::new(Some((rx, status_tx))),
             notifier: Mutex::default(),
+            finished: tokio::sync::broadcast::channel(64).0,
             dir,
+        }
+    }
+
+    /// The parts of a baton on this harness: its config, registry, state,
+    /// metrics, simulated browser, steps and notifier, everything else off.
+    pub(crate) fn parts(&self) -> Parts {
+        Parts {
+            config: self.config.clone(),
+            registry: self.registry.clone(),
+            metrics: self.metrics.clone(),
+            notifier: self.notifier.lock().unwrap().clone(),
+            finished: self.finished.clone(),
+            ..Parts::new(
+                Config::clone(&self.config.load()),
+                self.state.clone(),
+                Arc::new(self.sim.clone()),
+                self.steps.clone(),
+            )
         }
     }
 
     /// The scheduler, ready to run `cycles` cycles. Can be taken once.
     pub(crate) fn scheduler(&self, cycles: Option<u64>) -> Scheduler {
+        self.scheduler_on(self.parts(), cycles)
+    }
+
+    /// The scheduler on `parts` (the harness's, with some replaced).
+    pub(crate) fn scheduler_on(&self, parts: Parts, cycles: Option<u64>) -> Scheduler {
         let (commands, status) = self
-            .parts
+            .channels
             .lock()
             .unwrap()
             .take()
             .expect("one scheduler per harness");
         Scheduler {
-            config: self.config.clone(),
-            registry: self.registry.clone(),
-            state: self.state.clone(),
-            browser: Arc::new(self.sim.clone()),
-            steps: self.steps.clone(),
-            metrics: self.metrics.clone(),
+            parts: Arc::new(parts),
             shutdown: self.shutdown.clone(),
             commands,
             status,
             cycles,
             seed: 7,
-            finished: None,
-            notifier: self.notifier.lock().unwrap().clone(),
-            cluster: None,
         }
     }
 
