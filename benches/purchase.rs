@@ -20,6 +20,11 @@
 //! medians of both and their ratio are printed. `BATON_BENCH_PROFILE`
 //! sets the shop's page profile (`realistic`).
 
+#![allow(
+    clippy::too_many_lines,
+    reason = "a live test or bench reads as one story, from start to the check"
+)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -13,6 +13,11 @@
 //!   demo shop.
 //! - `config_fuzz`: flows.yaml never panics `check` or `run`.
 
+#![allow(
+    clippy::too_many_lines,
+    reason = "a live test or bench reads as one story, from start to the check"
+)]
+
 mod common;
 
 mod accounts;

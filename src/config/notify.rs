@@ -347,119 +347,7 @@ impl Resolver<'_> {
                 urls: c.urls.as_ref().map(|u| self.cred(u, secrets, values)),
                 tag: text(self, &c.tag),
             },
-            "email" => {
-                let host = text(self, &c.host).unwrap_or_default();
-                if host.is_empty() {
-                    self.problem(
-                        where_,
-                        format!("notify channel `{name}` (email) needs `host` (the SMTP server)"),
-                    );
-                }
-                let tls = match c.tls.as_ref().map(|t| (t.value.as_str(), at(t))) {
-                    None | Some(("starttls", _)) => Tls::StartTls,
-                    Some(("tls", _)) => Tls::Tls,
-                    Some(("none", w)) => {
-                        if !(host == "localhost"
-                            || host
-                                .parse::<std::net::IpAddr>()
-                                .is_ok_and(|ip| ip.is_loopback()))
-                        {
-                            self.problem(w, format!("notify channel `{name}`: `tls: none` sends the password and messages in clear, so it is only allowed to a relay on this machine (localhost), not `{host}`"));
-                        }
-                        Tls::None
-                    }
-                    Some((other, w)) => {
-                        self.problem(w, format!("notify channel `{name}`: tls `{other}` is not starttls, tls or none"));
-                        Tls::StartTls
-                    }
-                };
-                let port = c.port.as_ref().map_or(
-                    match tls {
-                        Tls::StartTls => 587,
-                        Tls::Tls => 465,
-                        Tls::None => 25,
-                    },
-                    |p| p.0,
-                );
-                let username = c.username.as_ref().map(|u| self.cred(u, secrets, values));
-                let password = c.password.as_ref().map(|p| self.cred(p, secrets, values));
-                if username.is_some() != password.is_some() {
-                    self.problem(where_, format!("notify channel `{name}`: give both `username` and `password`, or neither"));
-                }
-                let from = text(self, &c.from).unwrap_or_default();
-                let mailbox = |r: &mut Self, a: &str, w| {
-                    if a.parse::<lettre::message::Mailbox>().is_err() {
-                        r.problem(
-                            w,
-                            format!("notify channel `{name}`: `{a}` is not an email address"),
-                        );
-                    }
-                };
-                if from.is_empty() {
-                    self.problem(
-                        where_,
-                        format!("notify channel `{name}` (email) needs `from`"),
-                    );
-                } else {
-                    mailbox(self, &from, c.from.as_ref().and_then(at));
-                }
-                let to = match c.to.as_ref().map(|t| (&t.value, at(t))) {
-                    Some((OneOrMany::One(s), w)) => vec![(s.clone(), w)],
-                    Some((OneOrMany::Many(v), w)) => v.iter().map(|s| (s.clone(), w)).collect(),
-                    None => Vec::new(),
-                };
-                if to.is_empty() {
-                    self.problem(
-                        where_,
-                        format!("notify channel `{name}` (email) needs `to`"),
-                    );
-                }
-                for (a, w) in &to {
-                    mailbox(self, a, *w);
-                }
-                let ca = c.ca.as_ref().and_then(|p| {
-                    let expanded = self.expand_str(&p.value, at(p));
-                    let path = self.rel(&expanded);
-                    match std::fs::read(&path) {
-                        Ok(pem)
-                            if lettre::transport::smtp::client::Certificate::from_pem(&pem)
-                                .is_ok() =>
-                        {
-                            Some(pem)
-                        }
-                        Ok(_) => {
-                            self.problem(
-                                at(p),
-                                format!(
-                                    "notify channel `{name}`: `{}` holds no PEM certificate",
-                                    path.display()
-                                ),
-                            );
-                            None
-                        }
-                        Err(e) => {
-                            self.problem(
-                                at(p),
-                                format!(
-                                    "notify channel `{name}`: cannot read `{}`: {e}",
-                                    path.display()
-                                ),
-                            );
-                            None
-                        }
-                    }
-                });
-                ChannelKind::Email(Email {
-                    host,
-                    port,
-                    tls,
-                    username,
-                    password,
-                    from,
-                    to: to.into_iter().map(|(a, _)| a).collect(),
-                    ca,
-                })
-            }
+            "email" => self.email(name, c, where_, secrets, values),
             other => {
                 self.problem(
                     at(&c.kind),
@@ -477,5 +365,139 @@ impl Resolver<'_> {
             kind,
             min_gap,
         })
+    }
+
+    /// An `email` channel: the SMTP server, its TLS, the sender and the
+    /// recipients, each address checked.
+    fn email(
+        &mut self,
+        name: &str,
+        c: &RawChannel,
+        where_: Option<(u32, u32)>,
+        secrets: &BTreeMap<String, Spanned<RawSecret>>,
+        values: &BTreeMap<String, String>,
+    ) -> ChannelKind {
+        let host = self.text(c.host.as_ref()).unwrap_or_default();
+        if host.is_empty() {
+            self.problem(
+                where_,
+                format!("notify channel `{name}` (email) needs `host` (the SMTP server)"),
+            );
+        }
+        let tls = match c.tls.as_ref().map(|t| (t.value.as_str(), at(t))) {
+            None | Some(("starttls", _)) => Tls::StartTls,
+            Some(("tls", _)) => Tls::Tls,
+            Some(("none", w)) => {
+                if !(host == "localhost"
+                    || host
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback()))
+                {
+                    self.problem(w, format!("notify channel `{name}`: `tls: none` sends the password and messages in clear, so it is only allowed to a relay on this machine (localhost), not `{host}`"));
+                }
+                Tls::None
+            }
+            Some((other, w)) => {
+                self.problem(
+                    w,
+                    format!("notify channel `{name}`: tls `{other}` is not starttls, tls or none"),
+                );
+                Tls::StartTls
+            }
+        };
+        let port = c.port.as_ref().map_or(
+            match tls {
+                Tls::StartTls => 587,
+                Tls::Tls => 465,
+                Tls::None => 25,
+            },
+            |p| p.0,
+        );
+        let username = c.username.as_ref().map(|u| self.cred(u, secrets, values));
+        let password = c.password.as_ref().map(|p| self.cred(p, secrets, values));
+        if username.is_some() != password.is_some() {
+            self.problem(
+                where_,
+                format!("notify channel `{name}`: give both `username` and `password`, or neither"),
+            );
+        }
+        let from = self.text(c.from.as_ref()).unwrap_or_default();
+        let mailbox = |r: &mut Self, a: &str, w| {
+            if a.parse::<lettre::message::Mailbox>().is_err() {
+                r.problem(
+                    w,
+                    format!("notify channel `{name}`: `{a}` is not an email address"),
+                );
+            }
+        };
+        if from.is_empty() {
+            self.problem(
+                where_,
+                format!("notify channel `{name}` (email) needs `from`"),
+            );
+        } else {
+            mailbox(self, &from, c.from.as_ref().and_then(at));
+        }
+        let to = match c.to.as_ref().map(|t| (&t.value, at(t))) {
+            Some((OneOrMany::One(s), w)) => vec![(s.clone(), w)],
+            Some((OneOrMany::Many(v), w)) => v.iter().map(|s| (s.clone(), w)).collect(),
+            None => Vec::new(),
+        };
+        if to.is_empty() {
+            self.problem(
+                where_,
+                format!("notify channel `{name}` (email) needs `to`"),
+            );
+        }
+        for (a, w) in &to {
+            mailbox(self, a, *w);
+        }
+        let ca = c.ca.as_ref().and_then(|p| self.email_ca(name, p));
+        ChannelKind::Email(Email {
+            host,
+            port,
+            tls,
+            username,
+            password,
+            from,
+            to: to.into_iter().map(|(a, _)| a).collect(),
+            ca,
+        })
+    }
+
+    /// An email channel's `ca`: a PEM certificate file, read now.
+    fn email_ca(&mut self, name: &str, p: &Spanned<String>) -> Option<Vec<u8>> {
+        let expanded = self.expand_str(&p.value, at(p));
+        let path = self.rel(&expanded);
+        match std::fs::read(&path) {
+            Ok(pem) if lettre::transport::smtp::client::Certificate::from_pem(&pem).is_ok() => {
+                Some(pem)
+            }
+            Ok(_) => {
+                self.problem(
+                    at(p),
+                    format!(
+                        "notify channel `{name}`: `{}` holds no PEM certificate",
+                        path.display()
+                    ),
+                );
+                None
+            }
+            Err(e) => {
+                self.problem(
+                    at(p),
+                    format!(
+                        "notify channel `{name}`: cannot read `{}`: {e}",
+                        path.display()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// An optional text field, `${...}` expanded.
+    fn text(&mut self, v: Option<&Spanned<String>>) -> Option<String> {
+        v.map(|s| self.expand_str(&s.value, at(s)))
     }
 }

@@ -14,7 +14,9 @@ use crate::flow::{Flow, Step, Target};
 use crate::id::{AccountId, SessionId, TargetId};
 
 use super::error::{ConfigError, Problem};
-use super::raw::{OneOrMany, RawAccount, RawConfig, RawDashboard, RawSecret, RawTarget};
+use super::raw::{
+    OneOrMany, RawAccount, RawBrowser, RawConfig, RawCycle, RawDashboard, RawSecret, RawTarget,
+};
 use super::value::MaxPrice;
 use super::{BrowserConfig, Config, CycleConfig, DashboardConfig, DemoShopConfig, Secrets};
 use crate::budget::Budget;
@@ -334,48 +336,86 @@ impl Resolver<'_> {
     }
 
     pub(super) fn resolve(mut self, raw: RawConfig) -> Result<Config, ConfigError> {
-        let defaults = Config::default();
+        let cycle = cycle(&raw.cycle);
+        let state_dir = self.state_dir(raw.state_dir.as_ref());
+        let mut browser = self.browser(&raw.browser);
+        // The default profile lives with the state, so two batons with two
+        // state directories never share a browser profile by accident.
+        if raw.browser.profile_dir.is_none() {
+            browser.profile_dir = state_dir.join("profile");
+        }
+        let scripts_dir = self.scripts_dir(&raw);
+        let dashboard = self.dashboard(raw.dashboard.as_ref());
+        let secrets = self.secrets(&raw.secrets);
+        let notify = raw.notify.as_ref().map(|n| {
+            self.notify(
+                n,
+                &raw.secrets,
+                &secrets,
+                dashboard.as_ref().map(|d| d.addr),
+            )
+        });
+        let flows = self.flows(&raw, &scripts_dir);
+        let accounts = self.accounts(&raw, &cycle, &scripts_dir);
+        let targets = self.targets(&raw, &flows, &accounts);
+        let traces = self.traces(raw.traces.as_ref());
+        let cluster = raw.cluster.as_ref().map(|c| self.cluster(c, &state_dir));
+        let test_mode = raw.test_mode.0
+            || (self.env)("BATON_TEST_MODE")
+                .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
 
+        if !self.problems.is_empty() {
+            self.problems.sort_by_key(|p| p.at);
+            return Err(ConfigError {
+                file: self.path.to_owned(),
+                problems: self.problems,
+            });
+        }
+        Ok(Config {
+            file: self.path.to_owned(),
+            browser,
+            cycle,
+            test_mode,
+            state_dir,
+            scripts_dir,
+            dashboard,
+            demo_shop: raw.demo_shop.map(|d| DemoShopConfig { port: d.port.0 }),
+            secrets: Secrets::new(secrets),
+            notify,
+            traces,
+            cluster,
+            accounts,
+            targets,
+            flows,
+        })
+    }
+
+    /// `browser:`; its `profile_dir` is left empty when not given (it
+    /// follows `state_dir`).
+    fn browser(&mut self, raw: &RawBrowser) -> BrowserConfig {
+        let defaults = BrowserConfig::default();
         let mut browser = BrowserConfig {
-            headless: raw.browser.headless.is_none_or(|b| b.0),
-            executable: match &raw.browser.executable {
+            headless: raw.headless.is_none_or(|b| b.0),
+            executable: match &raw.executable {
                 Some(e) if e.value != "auto" => Some(PathBuf::from(self.expand(e))),
                 _ => None,
             },
-            profile_dir: match &raw.browser.profile_dir {
+            profile_dir: match &raw.profile_dir {
                 Some(p) => {
                     let p = self.expand(p);
                     self.rel(&p)
                 }
-                // Set below: it follows `state_dir`.
                 None => PathBuf::new(),
             },
-            connect: raw.browser.connect.as_ref().map(|c| self.expand(c)),
-            timeout: raw.browser.timeout.map_or(defaults.browser.timeout, |d| d.0),
-            args: raw
-                .browser
-                .args
-                .iter()
-                .map(|a| {
-                    if a.value.starts_with('-') {
-                        self.problem(
-                            at(a),
-                            format!(
-                                "browser argument `{}` starts with `-`: write it as a bare key, like `{}`",
-                                a.value,
-                                a.value.trim_start_matches('-')
-                            ),
-                        );
-                    }
-                    a.value.clone()
-                })
-                .collect(),
-            spare_pages: defaults.browser.spare_pages,
+            connect: raw.connect.as_ref().map(|c| self.expand(c)),
+            timeout: raw.timeout.map_or(defaults.timeout, |d| d.0),
+            args: raw.args.iter().map(|a| self.browser_arg(a)).collect(),
+            spare_pages: defaults.spare_pages,
             block: Vec::new(),
             pool: Vec::new(),
         };
-        browser.pool = self.pool(&raw.browser);
-        for b in &raw.browser.block {
+        browser.pool = self.pool(raw);
+        for b in &raw.block {
             match crate::browser::Blocked::parse(&b.value) {
                 Some(kind) if !browser.block.contains(&kind) => browser.block.push(kind),
                 Some(_) => {}
@@ -393,7 +433,7 @@ impl Resolver<'_> {
                 ),
             }
         }
-        if let Some(n) = &raw.browser.spare_pages {
+        if let Some(n) = &raw.spare_pages {
             if n.value > MAX_SPARE_PAGES {
                 self.problem(
                     at(n),
@@ -405,7 +445,7 @@ impl Resolver<'_> {
             }
             browser.spare_pages = n.value as usize;
         }
-        if let Some(c) = &raw.browser.connect
+        if let Some(c) = &raw.connect
             && !is_devtools_url(&c.value)
         {
             self.problem(
@@ -413,46 +453,46 @@ impl Resolver<'_> {
                     format!("`browser.connect` must be a DevTools URL like `ws://127.0.0.1:9222/devtools/browser/...` or `http://127.0.0.1:9222`, not `{}`", c.value),
                 );
         }
+        browser
+    }
 
-        let d = defaults.cycle.clone();
-        let cycle = CycleConfig {
-            interval: raw.cycle.interval.map_or(d.interval, |i| (i.0, i.1)),
-            wait_for_active: raw.cycle.wait_for_active.map_or(d.wait_for_active, |x| x.0),
-            run_timeout: raw.cycle.run_timeout.map_or(d.run_timeout, |x| x.0),
-            step_timeout: raw.cycle.step_timeout.map_or(d.step_timeout, |x| x.0),
-            http_timeout: raw.cycle.http_timeout.map_or(d.http_timeout, |x| x.0),
-            commit_timeout: raw.cycle.commit_timeout.map_or(d.commit_timeout, |x| x.0),
-            max_concurrent_runs: raw
-                .cycle
-                .max_concurrent_runs
-                .as_ref()
-                .map_or(1, |c| c.0.get()),
-        };
-
-        let state_dir = match &raw.state_dir {
-            Some(s) => {
-                let dir = self.expand(s);
-                if dir.trim().is_empty() {
-                    self.problem(
-                        at(s),
-                        "`state_dir` is empty: name a directory, like `.baton`".into(),
-                    );
-                }
-                self.rel(&dir)
-            }
-            None => self.rel(".baton"),
-        };
-        // The default profile lives with the state, so two batons with two
-        // state directories never share a browser profile by accident.
-        if raw.browser.profile_dir.is_none() {
-            browser.profile_dir = state_dir.join("profile");
+    /// One of `browser.args`: a bare key, without the leading dashes.
+    fn browser_arg(&mut self, a: &Spanned<String>) -> String {
+        if a.value.starts_with('-') {
+            self.problem(
+                at(a),
+                format!(
+                    "browser argument `{}` starts with `-`: write it as a bare key, like `{}`",
+                    a.value,
+                    a.value.trim_start_matches('-')
+                ),
+            );
         }
+        a.value.clone()
+    }
+
+    /// `state_dir`, relative to flows.yaml; `.baton` when not given.
+    fn state_dir(&mut self, raw: Option<&Spanned<String>>) -> PathBuf {
+        let Some(s) = raw else {
+            return self.rel(".baton");
+        };
+        let dir = self.expand(s);
+        if dir.trim().is_empty() {
+            self.problem(
+                at(s),
+                "`state_dir` is empty: name a directory, like `.baton`".into(),
+            );
+        }
+        self.rel(&dir)
+    }
+
+    /// `scripts_dir`, which must exist unless the file needs no scripts (a
+    /// flows.yaml of URLs only, watched by the built-in `watch`).
+    fn scripts_dir(&mut self, raw: &RawConfig) -> PathBuf {
         let scripts_dir = match &raw.scripts_dir {
             Some(s) => self.rel(&s.value),
             None => self.rel("scripts"),
         };
-        // A flows.yaml of URLs only (the built-in `watch`) needs no
-        // scripts of its own.
         let needs_scripts =
             raw.scripts_dir.is_some() || !raw.flows.is_empty() || !raw.accounts.is_empty();
         if needs_scripts && !scripts_dir.is_dir() {
@@ -465,37 +505,43 @@ impl Resolver<'_> {
                 ),
             );
         }
+        scripts_dir
+    }
 
-        let dashboard = match raw.dashboard {
-            None => defaults.dashboard.clone(),
-            Some(RawDashboard::Off) => None,
-            Some(RawDashboard::On { addr, token, hosts }) => {
-                // The token may also come from the environment alone.
-                let token = token
-                    .as_ref()
-                    .map(|t| (self.expand(t), at(t)))
-                    .or_else(|| (self.env)("BATON_DASHBOARD_TOKEN").map(|t| (t, None)));
-                if let Some((t, where_)) = &token
-                    && t.trim().is_empty()
-                {
-                    self.problem(*where_, "`dashboard.token` is empty".into());
-                }
-                if !addr.ip().is_loopback() && token.is_none() {
-                    self.problem(
-                        None,
-                        format!("the dashboard binds `{addr}`, which is not loopback: set `dashboard.token` or the BATON_DASHBOARD_TOKEN environment variable, or bind 127.0.0.1"),
-                    );
-                }
-                Some(DashboardConfig {
-                    addr,
-                    token: token.map(|(t, _)| t),
-                    hosts,
-                })
-            }
+    /// `dashboard:`; a non-loopback address needs a token.
+    fn dashboard(&mut self, raw: Option<&RawDashboard>) -> Option<DashboardConfig> {
+        let (addr, token, hosts) = match raw {
+            None => return Config::default().dashboard,
+            Some(RawDashboard::Off) => return None,
+            Some(RawDashboard::On { addr, token, hosts }) => (*addr, token, hosts),
         };
+        // The token may also come from the environment alone.
+        let token = token
+            .as_ref()
+            .map(|t| (self.expand(t), at(t)))
+            .or_else(|| (self.env)("BATON_DASHBOARD_TOKEN").map(|t| (t, None)));
+        if let Some((t, where_)) = &token
+            && t.trim().is_empty()
+        {
+            self.problem(*where_, "`dashboard.token` is empty".into());
+        }
+        if !addr.ip().is_loopback() && token.is_none() {
+            self.problem(
+                None,
+                format!("the dashboard binds `{addr}`, which is not loopback: set `dashboard.token` or the BATON_DASHBOARD_TOKEN environment variable, or bind 127.0.0.1"),
+            );
+        }
+        Some(DashboardConfig {
+            addr,
+            token: token.map(|(t, _)| t),
+            hosts: hosts.clone(),
+        })
+    }
 
+    /// `secrets:`, each read from its environment variable (or default).
+    fn secrets(&mut self, raw: &BTreeMap<String, Spanned<RawSecret>>) -> BTreeMap<String, String> {
         let mut secrets = BTreeMap::new();
-        for (name, spec) in &raw.secrets {
+        for (name, spec) in raw {
             match ((self.env)(&spec.value.env), &spec.value.default) {
                 (Some(v), _) => {
                     secrets.insert(name.clone(), v);
@@ -512,16 +558,11 @@ impl Resolver<'_> {
                 ),
             }
         }
+        secrets
+    }
 
-        let notify = raw.notify.as_ref().map(|n| {
-            self.notify(
-                n,
-                &raw.secrets,
-                &secrets,
-                dashboard.as_ref().map(|d| d.addr),
-            )
-        });
-
+    /// `flows:`, and the built-in `watch` flow when a target needs it.
+    fn flows(&mut self, raw: &RawConfig, scripts_dir: &Path) -> BTreeMap<String, Arc<Flow>> {
         let mut flows = BTreeMap::new();
         // The built-in `watch` flow (a target with only a URL): the `offer`
         // monitor each cycle, no steps, so it is watched and never bought.
@@ -550,19 +591,17 @@ impl Resolver<'_> {
             if flow.value.steps.is_empty() {
                 self.problem(at(flow), format!("flow `{name}` has no steps"));
             }
-            let check_script =
-                |r: &mut Self, script: &str, where_| r.script(&scripts_dir, script, where_);
             let monitor = flow
                 .value
                 .monitor
                 .as_ref()
-                .map(|m| check_script(&mut self, &m.value, at(m)));
+                .map(|m| self.script(scripts_dir, &m.value, at(m)));
             let steps = flow
                 .value
                 .steps
                 .iter()
                 .map(|s| Step {
-                    script: check_script(&mut self, &s.value.script, at(s)),
+                    script: self.script(scripts_dir, &s.value.script, at(s)),
                     always: s.value.always,
                 })
                 .collect();
@@ -577,8 +616,17 @@ impl Resolver<'_> {
                 }),
             );
         }
+        flows
+    }
 
-        // Each account has a session of its own, after the guest sessions.
+    /// `accounts:`, each with a session of its own after the guest
+    /// sessions.
+    fn accounts(
+        &mut self,
+        raw: &RawConfig,
+        cycle: &CycleConfig,
+        scripts_dir: &Path,
+    ) -> BTreeMap<AccountId, Arc<Account>> {
         let mut accounts = BTreeMap::new();
         for (i, (name, a)) in raw.accounts.iter().enumerate() {
             let session = SessionId(
@@ -592,85 +640,25 @@ impl Resolver<'_> {
                 session,
                 &raw.secrets,
                 raw.demo_shop.is_some(),
-                &scripts_dir,
+                scripts_dir,
             );
             accounts.insert(account.id.clone(), Arc::new(account));
         }
+        accounts
+    }
 
+    /// `targets:`: ids unique, each flow and account defined.
+    fn targets(
+        &mut self,
+        raw: &RawConfig,
+        flows: &BTreeMap<String, Arc<Flow>>,
+        accounts: &BTreeMap<AccountId, Arc<Account>>,
+    ) -> Vec<Arc<Target>> {
         let mut seen = BTreeMap::<String, Option<(u32, u32)>>::new();
         let mut targets = Vec::new();
         for t in &raw.targets {
-            // A target with only a URL takes its id from it.
-            let id_at = t.id.as_ref().map_or_else(|| at(&t.url), at);
-            let id = match &t.id {
-                Some(id) => id.value.0.clone(),
-                None => id_from_url(&t.url.value),
-            };
-            if id.trim().is_empty() {
-                self.problem(
-                    id_at,
-                    if t.id.is_some() {
-                        "target id is empty".into()
-                    } else {
-                        format!(
-                            "target `{}` needs an `id:` (its URL gives none)",
-                            t.url.value
-                        )
-                    },
-                );
-            } else if id.chars().any(char::is_control) {
-                self.problem(
-                    id_at,
-                    format!("target id {id:?} holds a control character (a line break?): an id is one line of text"),
-                );
-            }
-            if let Some(first) = seen.get(&id) {
-                let first = first
-                    .map(|(l, _)| format!(" (first used on line {l})"))
-                    .unwrap_or_default();
-                let hint = if t.id.is_none() {
-                    " (taken from the URL: give this target an `id:`)"
-                } else {
-                    ""
-                };
-                self.problem(
-                    id_at,
-                    format!("duplicate target id `{id}`{first}: ids must be unique{hint}"),
-                );
-            } else {
-                seen.insert(id.clone(), id_at);
-            }
-            let flow = match &t.flow {
-                Some(f) => {
-                    if !flows.contains_key(&f.value) {
-                        let known: Vec<_> = flows.keys().map(|k| format!("`{k}`")).collect();
-                        let known = if known.is_empty() {
-                            "there is no `flows:` section".to_owned()
-                        } else {
-                            format!("defined: {}", known.join(", "))
-                        };
-                        self.problem(
-                            at(f),
-                            format!(
-                                "target `{id}` uses flow `{}`, which is not defined ({known})",
-                                f.value
-                            ),
-                        );
-                    }
-                    f.value.clone()
-                }
-                None if raw.flows.is_empty() => WATCH.to_owned(),
-                None if raw.flows.len() == 1 => {
-                    raw.flows.keys().next().cloned().unwrap_or_default()
-                }
-                None => {
-                    self.problem(
-                        id_at,
-                        format!("target `{id}` does not say which flow it runs: add `flow: NAME` (there are {} flows)", flows.len()),
-                    );
-                    String::new()
-                }
-            };
+            let (id, id_at) = self.target_id(t, &mut seen);
+            let flow = self.target_flow(raw, t, &id, id_at, flows);
             let url = self.expand(&t.url);
             self.url(
                 &format!("target `{id}`"),
@@ -713,43 +701,102 @@ impl Resolver<'_> {
         if targets.is_empty() {
             self.problem(None, "no targets: add at least one under `targets:`".into());
         }
+        targets
+    }
 
-        let traces = self.traces(raw.traces.as_ref());
-        let cluster = raw.cluster.as_ref().map(|c| self.cluster(c, &state_dir));
-
-        let test_mode = raw.test_mode.0
-            || (self.env)("BATON_TEST_MODE")
-                .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
-
-        if !self.problems.is_empty() {
-            self.problems.sort_by_key(|p| p.at);
-            return Err(ConfigError {
-                file: self.path.to_owned(),
-                problems: self.problems,
-            });
+    /// A target's id (from its URL when not given) and where it stands;
+    /// `seen` holds the ids before it, which it must not repeat.
+    fn target_id(
+        &mut self,
+        t: &RawTarget,
+        seen: &mut BTreeMap<String, Option<(u32, u32)>>,
+    ) -> (String, Option<(u32, u32)>) {
+        let id_at = t.id.as_ref().map_or_else(|| at(&t.url), at);
+        let id = match &t.id {
+            Some(id) => id.value.0.clone(),
+            None => id_from_url(&t.url.value),
+        };
+        if id.trim().is_empty() {
+            self.problem(
+                id_at,
+                if t.id.is_some() {
+                    "target id is empty".into()
+                } else {
+                    format!(
+                        "target `{}` needs an `id:` (its URL gives none)",
+                        t.url.value
+                    )
+                },
+            );
+        } else if id.chars().any(char::is_control) {
+            self.problem(
+                id_at,
+                format!("target id {id:?} holds a control character (a line break?): an id is one line of text"),
+            );
         }
-        Ok(Config {
-            file: self.path.to_owned(),
-            browser,
-            cycle,
-            test_mode,
-            state_dir,
-            scripts_dir,
-            dashboard,
-            demo_shop: raw.demo_shop.map(|d| DemoShopConfig { port: d.port.0 }),
-            secrets: Secrets::new(secrets),
-            notify,
-            traces,
-            cluster,
-            accounts,
-            targets,
-            flows,
-        })
+        if let Some(first) = seen.get(&id) {
+            let first = first
+                .map(|(l, _)| format!(" (first used on line {l})"))
+                .unwrap_or_default();
+            let hint = if t.id.is_none() {
+                " (taken from the URL: give this target an `id:`)"
+            } else {
+                ""
+            };
+            self.problem(
+                id_at,
+                format!("duplicate target id `{id}`{first}: ids must be unique{hint}"),
+            );
+        } else {
+            seen.insert(id.clone(), id_at);
+        }
+        (id, id_at)
+    }
+
+    /// The flow a target runs: its `flow:`, else the only flow, else the
+    /// built-in `watch` when there are no flows.
+    fn target_flow(
+        &mut self,
+        raw: &RawConfig,
+        t: &RawTarget,
+        id: &str,
+        id_at: Option<(u32, u32)>,
+        flows: &BTreeMap<String, Arc<Flow>>,
+    ) -> String {
+        match &t.flow {
+            Some(f) => {
+                if !flows.contains_key(&f.value) {
+                    let known: Vec<_> = flows.keys().map(|k| format!("`{k}`")).collect();
+                    let known = if known.is_empty() {
+                        "there is no `flows:` section".to_owned()
+                    } else {
+                        format!("defined: {}", known.join(", "))
+                    };
+                    self.problem(
+                        at(f),
+                        format!(
+                            "target `{id}` uses flow `{}`, which is not defined ({known})",
+                            f.value
+                        ),
+                    );
+                }
+                f.value.clone()
+            }
+            None if raw.flows.is_empty() => WATCH.to_owned(),
+            None if raw.flows.len() == 1 => raw.flows.keys().next().cloned().unwrap_or_default(),
+            None => {
+                self.problem(
+                    id_at,
+                    format!("target `{id}` does not say which flow it runs: add `flow: NAME` (there are {} flows)", flows.len()),
+                );
+                String::new()
+            }
+        }
     }
 
     /// `browser.pool:` endpoints, each a DevTools URL with an optional
     /// session limit; never together with `browser.connect`.
-    fn pool(&mut self, raw: &super::raw::RawBrowser) -> Vec<crate::browser::pool::Endpoint> {
+    fn pool(&mut self, raw: &RawBrowser) -> Vec<crate::browser::pool::Endpoint> {
         let mut pool: Vec<crate::browser::pool::Endpoint> = Vec::new();
         if let (Some(c), false) = (&raw.connect, raw.pool.is_empty()) {
             self.problem(
@@ -907,6 +954,20 @@ impl Resolver<'_> {
             c.max_bytes = u64::from(m.value) << 20;
         }
         c
+    }
+}
+
+/// `cycle:`, each key defaulted.
+fn cycle(raw: &RawCycle) -> CycleConfig {
+    let d = CycleConfig::default();
+    CycleConfig {
+        interval: raw.interval.map_or(d.interval, |i| (i.0, i.1)),
+        wait_for_active: raw.wait_for_active.map_or(d.wait_for_active, |x| x.0),
+        run_timeout: raw.run_timeout.map_or(d.run_timeout, |x| x.0),
+        step_timeout: raw.step_timeout.map_or(d.step_timeout, |x| x.0),
+        http_timeout: raw.http_timeout.map_or(d.http_timeout, |x| x.0),
+        commit_timeout: raw.commit_timeout.map_or(d.commit_timeout, |x| x.0),
+        max_concurrent_runs: raw.max_concurrent_runs.as_ref().map_or(1, |c| c.0.get()),
     }
 }
 
