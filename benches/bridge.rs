@@ -104,6 +104,7 @@ fn target() -> Arc<Target> {
         account: None,
         params: serde_json::Map::new(),
         budget: baton::budget::Budget::NoLimit,
+        schedule: baton::schedule::Schedule::default(),
     })
 }
 

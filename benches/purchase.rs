@@ -139,6 +139,7 @@ async fn run() {
             amount: baton::price::Amount::from_f64(60.0).unwrap(),
             currency: None,
         },
+        schedule: baton::schedule::Schedule::default(),
     });
     let timeouts = Timeouts {
         action: Duration::from_secs(10),

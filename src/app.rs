@@ -199,6 +199,7 @@ impl App {
             observations,
             logged_out: Arc::default(),
             finished: broadcast::channel(256).0,
+            clock: crate::schedule::Clock::system(),
         });
         let shutdown = CancellationToken::new();
         let (commands_tx, commands_rx) = mpsc::channel(32);

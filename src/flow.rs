@@ -31,6 +31,9 @@ pub struct Target {
     pub params: serde_json::Map<String, serde_json::Value>,
     /// What it may cost (I11): `max_price` and `currency`.
     pub budget: crate::budget::Budget,
+    /// When it is due: its interval, windows and drops.
+    #[serde(skip)]
+    pub schedule: crate::schedule::Schedule,
 }
 
 /// A named sequence of steps.

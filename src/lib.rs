@@ -62,6 +62,7 @@ pub mod redact;
 pub mod registry;
 pub mod run;
 pub mod rust_steps;
+pub mod schedule;
 pub mod scheduler;
 pub mod script;
 pub mod secrets;

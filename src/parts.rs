@@ -22,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::observations::Observations;
 use crate::registry::Registry;
+use crate::schedule::Clock;
 use crate::script::ScriptHost;
 use crate::state::{RunRecord, StateStore};
 
@@ -54,6 +55,8 @@ pub struct Parts {
     /// Every finished run is announced here (the CLI's run lines, the
     /// dashboard); nobody listening is fine.
     pub finished: broadcast::Sender<RunRecord>,
+    /// Wall time for schedules (a test starts it where it likes).
+    pub clock: Clock,
 }
 
 impl Parts {
@@ -78,6 +81,7 @@ impl Parts {
             observations: Arc::new(Observations::in_memory()),
             logged_out: Arc::default(),
             finished: broadcast::channel(FINISHED_BACKLOG).0,
+            clock: Clock::system(),
         }
     }
 }

@@ -86,6 +86,19 @@ pub struct SchedulerStatus {
     pub last_wait_ms: Option<u64>,
     /// Accounts whose login failed: their targets wait for a new config.
     pub logged_out: Vec<LoggedOutAccount>,
+    /// Targets the last cycle skipped by their schedule, and when each is
+    /// next due.
+    pub not_due: Vec<NotDue>,
+}
+
+/// A target skipped by its schedule, as the dashboard shows it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct NotDue {
+    pub target: TargetId,
+    /// `next at 09:58:00 Europe/London`, `outside its windows; next at ...`.
+    pub why: String,
+    #[serde(with = "crate::time::rfc3339_opt")]
+    pub next_at: Option<SystemTime>,
 }
 
 /// An account held after a failed login, as the dashboard shows it.
@@ -106,6 +119,7 @@ impl Default for SchedulerStatus {
             wait_started_at: None,
             waiting_for: Vec::new(),
             logged_out: Vec::new(),
+            not_due: Vec::new(),
             last_wait_ms: None,
         }
     }
@@ -162,6 +176,16 @@ struct Loop {
     /// Each monitored target's last answer, to tell a restock (skip, then
     /// run) from a target that stays in stock.
     in_stock: std::collections::HashMap<crate::id::TargetId, bool>,
+    /// When each target is next due by its schedule.
+    due: std::collections::HashMap<TargetId, Instant>,
+    /// This cycle's next tick by `cycle.interval`: when a target on the
+    /// cycle's own interval is next due.
+    cycle_next: Instant,
+    /// Targets skipped by their schedule this cycle.
+    not_due: Vec<NotDue>,
+    /// This cycle was asked for by an operator (`Run now`): schedules are
+    /// not consulted in it.
+    forced: bool,
 }
 
 impl Scheduler {
@@ -179,6 +203,10 @@ impl Scheduler {
             paused: false,
             cycle: 0,
             in_stock: std::collections::HashMap::new(),
+            due: std::collections::HashMap::new(),
+            cycle_next: Instant::now(),
+            not_due: Vec::new(),
+            forced: false,
         };
         l.run().await
     }
@@ -206,7 +234,7 @@ impl Loop {
             self.held_under = Some(cfg.clone());
             self.publish_logged_out();
             let cycle_start = Instant::now();
-            next_tick = cycle_start + self.draw_interval(&cfg);
+            self.cycle_next = cycle_start + self.draw_interval(cfg.cycle.interval);
             self.cycle += 1;
             self.s.parts.metrics.cycle_started();
             tracing::info!(cycle = self.cycle, "cycle started");
@@ -219,6 +247,7 @@ impl Loop {
                 tracing::info!(cycles = self.cycle, "cycle limit reached");
                 break;
             }
+            next_tick = self.next_tick(&cfg);
             let wait = next_tick.saturating_duration_since(Instant::now());
             self.publish(|st| {
                 st.next_cycle_at = Some(SystemTime::now() + wait);
@@ -252,6 +281,9 @@ impl Loop {
                         let _ = reply.send(());
                         if !self.paused {
                             tracing::info!("cycle requested by an operator");
+                            // An operator's cycle considers every target,
+                            // whatever its schedule says.
+                            self.forced = true;
                             return Wake::Tick;
                         }
                     }
@@ -389,8 +421,71 @@ impl Loop {
         }
     }
 
-    fn draw_interval(&mut self, cfg: &Config) -> Duration {
-        let (lo, hi) = cfg.cycle.interval;
+    /// When the next cycle starts: at the cycle's own interval, or sooner
+    /// when a target's schedule is due sooner (a drop, a short interval, a
+    /// window opening). Only times still ahead count, so a stale one (a
+    /// target held `in_doubt`) never makes the loop spin.
+    fn next_tick(&self, cfg: &Config) -> Instant {
+        let now = Instant::now();
+        cfg.targets
+            .iter()
+            .filter_map(|t| self.due.get(&t.id))
+            .filter(|d| **d > now)
+            .fold(self.cycle_next, |a, d| a.min(*d))
+    }
+
+    /// Whether `t` is considered this cycle by its schedule; if so, when it
+    /// is next due. A skipped target is listed with why and when.
+    fn is_due(&mut self, t: &crate::flow::Target) -> bool {
+        let clock = self.s.parts.clock;
+        let now = Instant::now();
+        let wall = clock.wall(now);
+        let s = &t.schedule;
+        if !self.forced && !s.open(wall) {
+            let next = s.next_open(wall);
+            if let Some(at) = next {
+                self.due.insert(t.id.clone(), clock.instant(at));
+            }
+            let why = match next {
+                Some(at) => format!(
+                    "outside its windows; next at {}",
+                    crate::schedule::show(at, wall, s.zone())
+                ),
+                None => "outside its windows, and none opens again".to_owned(),
+            };
+            self.skip(t, why, next);
+            return false;
+        }
+        if let Some(due) = self.due.get(&t.id).copied()
+            && due > now
+            && !self.forced
+        {
+            let at = clock.wall(due);
+            let why = format!("next at {}", crate::schedule::show(at, wall, s.zone()));
+            self.skip(t, why, Some(at));
+            return false;
+        }
+        let mut next = match s.interval(wall) {
+            None => self.cycle_next,
+            Some(range) => now + self.draw_interval(range),
+        };
+        if let Some(drop) = s.next_drop(wall) {
+            next = next.min(clock.instant(drop));
+        }
+        self.due.insert(t.id.clone(), next);
+        true
+    }
+
+    fn skip(&mut self, t: &crate::flow::Target, why: String, at: Option<jiff::Timestamp>) {
+        tracing::debug!(target = %t.id, "target `{}` not due: {why}", t.id);
+        self.not_due.push(NotDue {
+            target: t.id.clone(),
+            why,
+            next_at: at.and_then(|t| SystemTime::try_from(t).ok()),
+        });
+    }
+
+    fn draw_interval(&mut self, (lo, hi): (Duration, Duration)) -> Duration {
         if lo >= hi {
             return lo;
         }
@@ -698,6 +793,7 @@ impl Loop {
     /// Runs each runnable target's monitor; returns the targets to run.
     async fn monitor(&mut self, cfg: &Arc<Config>) -> Vec<Arc<crate::flow::Target>> {
         let mut selected = Vec::new();
+        self.not_due.clear();
         let doc = self.s.parts.state.snapshot();
         for t in &cfg.targets {
             if self.s.shutdown.is_cancelled() {
@@ -726,6 +822,9 @@ impl Loop {
                     ),
                     _ => tracing::debug!(target = %t.id, status = %status, "not runnable"),
                 }
+                continue;
+            }
+            if !self.is_due(t) {
                 continue;
             }
             let Some(flow) = cfg.flow_of(t) else { continue };
@@ -785,6 +884,9 @@ impl Loop {
                 }
             }
         }
+        self.forced = false;
+        let not_due = std::mem::take(&mut self.not_due);
+        self.publish(|st| st.not_due = not_due);
         selected
     }
 

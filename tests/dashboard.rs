@@ -148,6 +148,44 @@ async fn the_page_and_status_api() {
 }
 
 #[tokio::test]
+async fn a_target_skipped_by_its_schedule_shows_when_it_is_due() {
+    let e = env(None);
+    e.h.steps.step("work", |_| async { Ok(StepEnd::Continue) });
+    // A window that opens in two hours (UTC), so it is shut now.
+    let now = jiff::Timestamp::now().to_zoned_datetime(jiff::tz::TimeZone::UTC);
+    let open = now
+        .checked_add(jiff::SignedDuration::from_hours(2))
+        .unwrap();
+    let shut = now
+        .checked_add(jiff::SignedDuration::from_hours(3))
+        .unwrap();
+    let window = format!(
+        "daily {}-{} UTC",
+        open.strftime("%H:%M"),
+        shut.strftime("%H:%M")
+    );
+    let mut cfg = baton::config::Config::clone(&e.h.config.load());
+    Arc::make_mut(&mut cfg.targets[0]).schedule.windows =
+        vec![baton::schedule::Window::parse(&window).unwrap()];
+    e.h.config.store(Arc::new(cfg));
+    e.h.run_cycles(1).await;
+
+    let (_, body) = call(&e.app, "GET", "/api/status", &[]).await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let t = &v["targets"][0];
+    assert_eq!(t["id"], "1001");
+    let why = t["not_due"].as_str().unwrap_or_default();
+    assert!(
+        why.starts_with("outside its windows; next at ") && why.ends_with(" UTC"),
+        "{t}"
+    );
+    assert_eq!(v["scheduler"]["not_due"][0]["target"], "1001");
+    assert!(v["targets"][1].get("not_due").is_none(), "{v}");
+    let (_, page) = call(&e.app, "GET", "/", &[]).await;
+    assert!(page.contains("t.not_due"), "the page renders it");
+}
+
+#[tokio::test]
 async fn secrets_never_appear_in_responses() {
     let e = env(None);
     for uri in ["/api/status", "/api/runs?limit=5"] {

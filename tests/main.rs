@@ -12,6 +12,7 @@
 //! - `prices`: the budget (I11), `offer()` and `baton watch` against the
 //!   demo shop.
 //! - `config_fuzz`: flows.yaml never panics `check` or `run`.
+//! - `schedule`: windows, summer time and drops under the paused clock.
 
 #![allow(
     clippy::too_many_lines,
@@ -31,4 +32,5 @@ mod e2e;
 mod notify;
 mod prices;
 mod safety;
+mod schedule;
 mod scripting;

@@ -135,6 +135,7 @@ fn target() -> Arc<Target> {
             amount: baton::price::Amount::from_f64(25.0).unwrap(),
             currency: None,
         },
+        schedule: baton::schedule::Schedule::default(),
     })
 }
 

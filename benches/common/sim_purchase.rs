@@ -43,6 +43,7 @@ pub(crate) fn scheduler(
         account: None,
         params: serde_json::Map::new(),
         budget: baton::budget::Budget::NoLimit,
+        schedule: baton::schedule::Schedule::default(),
     })];
     cfg.flows = BTreeMap::from([(
         "buy".to_owned(),

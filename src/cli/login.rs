@@ -199,6 +199,7 @@ async fn check(cfg: &Config, account: &Account, page: Arc<dyn Page>) -> Result<b
                         account: Some(account.id.clone()),
                         params: serde_json::Map::new(),
                         budget: crate::budget::Budget::Unset,
+                        schedule: crate::schedule::Schedule::default(),
                     })
                 });
             let run = ScriptRun {

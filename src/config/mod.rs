@@ -400,6 +400,60 @@ mod tests {
     }
 
     #[test]
+    fn schedules_take_the_flow_default_and_say_where_they_are_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("scripts")).unwrap();
+        std::fs::write(dir.path().join("scripts/buy.rhai"), "").unwrap();
+        let file = dir.path().join("flows.yaml");
+        let yaml = |target_keys: &str| {
+            format!(
+                "flows:\n  buy:\n    steps: [buy]\n    windows: mon-fri 09:00-18:00 Europe/London\n    interval: 5m\ntargets:\n  - id: a\n    url: https://shop.example/a\n    max_price: none\n{target_keys}"
+            )
+        };
+        let cfg = Config::parse(
+            &file,
+            &yaml("    drops: [\"2026-12-05 10:00 Europe/London\"]\n    drop_interval: 10s\n"),
+            &no_env,
+        )
+        .unwrap();
+        let s = &cfg.targets[0].schedule;
+        assert_eq!(
+            s.interval,
+            Some((Duration::from_secs(300), Duration::from_secs(300)))
+        );
+        assert_eq!(s.windows.len(), 1, "the flow's windows");
+        assert_eq!(s.drops.len(), 1);
+        assert_eq!(s.drop_interval, Duration::from_secs(10));
+
+        for (keys, line, says) in [
+            (
+                "    windows: mon-fry 09:00-18:00 UTC\n",
+                10,
+                "target `a`: unknown day `fry`",
+            ),
+            (
+                "    drops: [\"2026-12-05 10:00 Mars/Olympus\"]\n",
+                10,
+                "unknown time zone `Mars/Olympus`",
+            ),
+            (
+                "    drops: [{ at: \"fri 10:00 UTC\", before: soon }]\n",
+                10,
+                "before",
+            ),
+            ("    drop_interval: 10ms\n", 10, "drop_interval"),
+        ] {
+            let err = Config::parse(&file, &yaml(keys), &no_env)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("flows.yaml:{line}:")) && err.contains(says),
+                "{keys}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn ids_taken_from_urls_must_differ() {
         let err = Config::parse(
             Path::new("flows.yaml"),

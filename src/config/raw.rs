@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde::de::Deserializer;
@@ -161,6 +162,15 @@ pub(super) struct RawTarget {
     pub(super) max_price: Option<Spanned<MaxPrice>>,
     #[serde(default)]
     pub(super) currency: Option<Spanned<String>>,
+    /// Its own schedule (issue 28): the flow's, key by key, when not given.
+    #[serde(default)]
+    pub(super) interval: Option<Spanned<Interval>>,
+    #[serde(default)]
+    pub(super) windows: Option<Spanned<OneOrMany>>,
+    #[serde(default)]
+    pub(super) drops: Vec<Spanned<RawDrop>>,
+    #[serde(default)]
+    pub(super) drop_interval: Option<Spanned<Dur<1_000>>>,
 }
 
 /// An account: its secrets by name, its logged-in check and login script.
@@ -213,6 +223,53 @@ pub(super) struct RawFlow {
     pub(super) steps: Vec<Spanned<RawStep>>,
     #[serde(default)]
     pub(super) outcomes: BTreeMap<String, OutcomeAction>,
+    /// The default schedule of its targets.
+    #[serde(default)]
+    pub(super) interval: Option<Spanned<Interval>>,
+    #[serde(default)]
+    pub(super) windows: Option<Spanned<OneOrMany>>,
+    #[serde(default)]
+    pub(super) drops: Vec<Spanned<RawDrop>>,
+    #[serde(default)]
+    pub(super) drop_interval: Option<Spanned<Dur<1_000>>>,
+}
+
+/// A drop: `2026-12-05 10:00 Europe/London`, or
+/// `{ at: ..., before: 2m, after: 10m }`.
+pub(super) struct RawDrop {
+    pub(super) at: String,
+    pub(super) before: Option<Duration>,
+    pub(super) after: Option<Duration>,
+}
+
+impl<'de> Deserialize<'de> for RawDrop {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Full {
+            at: String,
+            #[serde(default)]
+            before: Option<Dur<0>>,
+            #[serde(default)]
+            after: Option<Dur<0>>,
+        }
+        string_or_map(
+            d,
+            "a drop time like `2026-12-05 10:00 Europe/London`, or `{ at: ..., before: 2m, after: 10m }`",
+            |s| {
+                Ok(RawDrop {
+                    at: s.to_owned(),
+                    before: None,
+                    after: None,
+                })
+            },
+            |f: Full| RawDrop {
+                at: f.at,
+                before: f.before.map(|d| d.0),
+                after: f.after.map(|d| d.0),
+            },
+        )
+    }
 }
 
 /// A step: `name` or `{ script: name, always: true }`.

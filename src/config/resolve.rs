@@ -15,11 +15,13 @@ use crate::id::{AccountId, SessionId, TargetId};
 
 use super::error::{ConfigError, Problem};
 use super::raw::{
-    OneOrMany, RawAccount, RawBrowser, RawConfig, RawCycle, RawDashboard, RawSecret, RawTarget,
+    OneOrMany, RawAccount, RawBrowser, RawConfig, RawCycle, RawDashboard, RawDrop, RawFlow,
+    RawSecret, RawTarget,
 };
-use super::value::MaxPrice;
+use super::value::{Dur, Interval, MaxPrice};
 use super::{BrowserConfig, Config, CycleConfig, DashboardConfig, DemoShopConfig, Secrets};
 use crate::budget::Budget;
+use crate::schedule::{DropTime, Schedule, Window};
 
 /// The built-in flow of a target that names none when flows.yaml has no
 /// `flows:`: watched with the `offer` monitor, never bought.
@@ -656,6 +658,16 @@ impl Resolver<'_> {
     ) -> Vec<Arc<Target>> {
         let mut seen = BTreeMap::<String, Option<(u32, u32)>>::new();
         let mut targets = Vec::new();
+        // Each flow's schedule, read once: its targets start from it.
+        let flow_schedules: BTreeMap<&str, Schedule> = raw
+            .flows
+            .iter()
+            .map(|(name, f)| {
+                let keys = ScheduleKeys::of_flow(&f.value);
+                let s = self.schedule(&format!("flow `{name}`"), &keys, Schedule::default());
+                (name.as_str(), s)
+            })
+            .collect();
         for t in &raw.targets {
             let (id, id_at) = self.target_id(t, &mut seen);
             let flow = self.target_flow(raw, t, &id, id_at, flows);
@@ -689,6 +701,12 @@ impl Resolver<'_> {
                 self.expand_json(v, at(&t.url));
             }
             let budget = self.budget(&id, t);
+            let base = flow_schedules
+                .get(flow.as_str())
+                .cloned()
+                .unwrap_or_default();
+            let schedule =
+                self.schedule(&format!("target `{id}`"), &ScheduleKeys::of_target(t), base);
             targets.push(Arc::new(Target {
                 id: TargetId::new(&id),
                 url,
@@ -696,6 +714,7 @@ impl Resolver<'_> {
                 account,
                 params,
                 budget,
+                schedule,
             }));
         }
         if targets.is_empty() {
@@ -792,6 +811,46 @@ impl Resolver<'_> {
                 String::new()
             }
         }
+    }
+
+    /// `base` with the keys `keys` gives replaced; `what` names the target
+    /// or flow in problems.
+    fn schedule(&mut self, what: &str, keys: &ScheduleKeys<'_>, base: Schedule) -> Schedule {
+        let mut s = base;
+        if let Some(i) = keys.interval {
+            s.interval = Some((i.value.0, i.value.1));
+        }
+        if let Some(d) = keys.drop_interval {
+            s.drop_interval = d.value.0;
+        }
+        if let Some(w) = keys.windows {
+            let texts = match &w.value {
+                OneOrMany::One(t) => std::slice::from_ref(t),
+                OneOrMany::Many(v) => v.as_slice(),
+            };
+            s.windows = texts
+                .iter()
+                .filter_map(|t| {
+                    Window::parse(t)
+                        .map_err(|e| self.problem(at(w), format!("{what}: {e}")))
+                        .ok()
+                })
+                .collect();
+        }
+        if !keys.drops.is_empty() {
+            s.drops = keys
+                .drops
+                .iter()
+                .filter_map(|d| {
+                    let before = d.value.before.unwrap_or(crate::schedule::DROP_BEFORE);
+                    let after = d.value.after.unwrap_or(crate::schedule::DROP_AFTER);
+                    DropTime::parse(&d.value.at, before, after)
+                        .map_err(|e| self.problem(at(d), format!("{what}: {e}")))
+                        .ok()
+                })
+                .collect();
+        }
+        s
     }
 
     /// `browser.pool:` endpoints, each a DevTools URL with an optional
@@ -954,6 +1013,34 @@ impl Resolver<'_> {
             c.max_bytes = u64::from(m.value) << 20;
         }
         c
+    }
+}
+
+/// The schedule keys a target or a flow may give.
+struct ScheduleKeys<'a> {
+    interval: Option<&'a Spanned<Interval>>,
+    windows: Option<&'a Spanned<OneOrMany>>,
+    drops: &'a [Spanned<RawDrop>],
+    drop_interval: Option<&'a Spanned<Dur<1_000>>>,
+}
+
+impl ScheduleKeys<'_> {
+    fn of_target(t: &RawTarget) -> ScheduleKeys<'_> {
+        ScheduleKeys {
+            interval: t.interval.as_ref(),
+            windows: t.windows.as_ref(),
+            drops: &t.drops,
+            drop_interval: t.drop_interval.as_ref(),
+        }
+    }
+
+    fn of_flow(f: &RawFlow) -> ScheduleKeys<'_> {
+        ScheduleKeys {
+            interval: f.interval.as_ref(),
+            windows: f.windows.as_ref(),
+            drops: &f.drops,
+            drop_interval: f.drop_interval.as_ref(),
+        }
     }
 }
 

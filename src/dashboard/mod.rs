@@ -124,6 +124,9 @@ struct TargetView {
     #[serde(skip_serializing_if = "Option::is_none")]
     observed: Option<crate::observations::Observation>,
     observations: usize,
+    /// Why its schedule skipped it, and when it is next due.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    not_due: Option<String>,
 }
 
 /// A quarantined session and who it blocks.
@@ -165,6 +168,7 @@ impl Dashboard {
         let cfg = self.view.config();
         let doc = self.view.targets();
         let active = self.view.runs();
+        let not_due = self.view.scheduler().borrow().not_due.clone();
         let targets = cfg
             .targets
             .iter()
@@ -188,6 +192,10 @@ impl Dashboard {
                     active: active.iter().any(|r| r.target == t.id),
                     observed,
                     observations,
+                    not_due: not_due
+                        .iter()
+                        .find(|n| n.target == t.id)
+                        .map(|n| n.why.clone()),
                 }
             })
             .collect();

@@ -567,6 +567,7 @@ impl ScriptHost {
                 account: None,
                 params: serde_json::Map::new(),
                 budget: crate::budget::Budget::Unset,
+                schedule: crate::schedule::Schedule::default(),
             }),
             cancel: CancellationToken::new(),
             commit: None,

@@ -97,6 +97,7 @@ pub(crate) fn config(targets: &[&str], flow: Arc<Flow>) -> Config {
                 // The simulated shop's prices are not what these tests
                 // are about; I11 has tests of its own.
                 budget: baton::budget::Budget::NoLimit,
+                schedule: baton::schedule::Schedule::default(),
             })
         })
         .collect();
