@@ -886,7 +886,11 @@ impl Loop {
         }
         self.forced = false;
         let not_due = std::mem::take(&mut self.not_due);
-        self.publish(|st| st.not_due = not_due);
+        // A cycle cut short by the stop saw only some targets: the list of
+        // the last whole cycle stays.
+        if !self.s.shutdown.is_cancelled() {
+            self.publish(|st| st.not_due = not_due);
+        }
         selected
     }
 
