@@ -39,6 +39,8 @@ pub struct Schedule {
     pub drops: Vec<DropTime>,
     /// The interval from a drop's `before` to its `after`.
     pub drop_interval: Duration,
+    /// Skipped at every cycle (`paused: true`).
+    pub paused: bool,
 }
 
 impl Default for Schedule {
@@ -48,6 +50,7 @@ impl Default for Schedule {
             windows: Vec::new(),
             drops: Vec::new(),
             drop_interval: DROP_INTERVAL,
+            paused: false,
         }
     }
 }

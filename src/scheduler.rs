@@ -441,6 +441,10 @@ impl Loop {
         let now = Instant::now();
         let wall = clock.wall(now);
         let s = &t.schedule;
+        if s.paused && !self.forced {
+            self.skip(t, "paused".to_owned(), None);
+            return false;
+        }
         if !self.forced && !s.open(wall) {
             let next = s.next_open(wall);
             if let Some(at) = next {

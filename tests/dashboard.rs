@@ -186,6 +186,20 @@ async fn a_target_skipped_by_its_schedule_shows_when_it_is_due() {
 }
 
 #[tokio::test]
+async fn target_edits_are_actions_and_need_a_flows_yaml() {
+    let e = env(None);
+    // Like every action: a page elsewhere cannot press it.
+    let (s, body) = call(&e.app, "DELETE", "/api/targets/1001", &[]).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    let (s, _) = call(&e.app, "PATCH", "/api/targets/1001", &[]).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // A baton not started from a file has nothing to edit.
+    let (s, body) = call(&e.app, "DELETE", "/api/targets/1001", &[ACTION]).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{body}");
+    assert!(body.contains("not started from a flows.yaml"), "{body}");
+}
+
+#[tokio::test]
 async fn secrets_never_appear_in_responses() {
     let e = env(None);
     for uri in ["/api/status", "/api/runs?limit=5"] {

@@ -13,6 +13,7 @@
 //!   demo shop.
 //! - `config_fuzz`: flows.yaml never panics `check` or `run`.
 //! - `schedule`: windows, summer time and drops under the paused clock.
+//! - `targets`: the targets API on a running baton, live.
 
 #![allow(
     clippy::too_many_lines,
@@ -34,3 +35,4 @@ mod prices;
 mod safety;
 mod schedule;
 mod scripting;
+mod targets;

@@ -34,6 +34,7 @@ use crate::flow::{Flow, Target, Timeouts};
 use crate::id::AccountId;
 pub use crate::secrets::Secrets;
 
+pub mod edit;
 mod error;
 mod notify;
 mod raw;

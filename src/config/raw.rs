@@ -162,6 +162,9 @@ pub(super) struct RawTarget {
     pub(super) max_price: Option<Spanned<MaxPrice>>,
     #[serde(default)]
     pub(super) currency: Option<Spanned<String>>,
+    /// Skipped at every cycle while true (the dashboard's Pause).
+    #[serde(default)]
+    pub(super) paused: StrictBool,
     /// Its own schedule (issue 28): the flow's, key by key, when not given.
     #[serde(default)]
     pub(super) interval: Option<Spanned<Interval>>,

@@ -705,8 +705,9 @@ impl Resolver<'_> {
                 .get(flow.as_str())
                 .cloned()
                 .unwrap_or_default();
-            let schedule =
+            let mut schedule =
                 self.schedule(&format!("target `{id}`"), &ScheduleKeys::of_target(t), base);
+            schedule.paused = t.paused.0;
             targets.push(Arc::new(Target {
                 id: TargetId::new(&id),
                 url,

@@ -48,6 +48,7 @@ use crate::script::ScriptStatus;
 use crate::state::Status;
 
 pub mod listener;
+mod targets;
 pub mod view;
 
 pub use view::{Sources, View};
@@ -64,6 +65,10 @@ pub mod routes {
     pub const RUN_NOW: &str = "/api/run-now";
     pub const RESET: &str = "/api/targets/{id}/reset";
     pub const RESOLVE: &str = "/api/targets/{id}/resolve";
+    /// Add a target (POST).
+    pub const TARGETS: &str = "/api/targets";
+    /// Change (PATCH) or remove (DELETE) a target.
+    pub const TARGET: &str = "/api/targets/{id}";
     /// A target's price and stock history, and its purchases.
     pub const OBSERVATIONS: &str = "/api/targets/{id}/observations";
     pub const METRICS: &str = "/metrics";
@@ -275,6 +280,11 @@ pub fn app(d: Dashboard) -> Router {
         .route(routes::RUN_NOW, post(run_now))
         .route(routes::RESET, post(reset))
         .route(routes::RESOLVE, post(resolve))
+        .route(routes::TARGETS, post(targets::add))
+        .route(
+            routes::TARGET,
+            axum::routing::patch(targets::change).delete(targets::remove),
+        )
         .route(routes::METRICS, get(metrics))
         .route(routes::SHOT, get(shot))
         .route(routes::TRACE, get(trace))
@@ -450,7 +460,11 @@ async fn auth(State(d): State<Dashboard>, req: Request, next: Next) -> Response 
                 .into_response();
         }
     }
-    if req.method() == axum::http::Method::POST && !req.headers().contains_key("x-baton-action") {
+    let reads = matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    if !reads && !req.headers().contains_key("x-baton-action") {
         return error(
             StatusCode::FORBIDDEN,
             "actions need the `X-Baton-Action: 1` header (it keeps other web pages from pressing the buttons)",

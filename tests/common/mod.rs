@@ -155,6 +155,9 @@ impl Harness {
         init_tracing();
         let mut cfg = cfg;
         cfg.state_dir = state_dir.to_owned();
+        // Not the repository's flows.yaml: a harness has no file (and the
+        // targets API must never edit the repository's).
+        cfg.file = std::path::PathBuf::new();
         let (state, _) = StateStore::open(state_dir).unwrap();
         let state = Arc::new(state);
         state
