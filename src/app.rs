@@ -62,7 +62,7 @@ pub enum AppError {
     #[error("{0}")]
     Account(#[from] crate::account::AccountError),
     #[error("{0}")]
-    Cluster(String),
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error(
         "cannot start the demo shop on 127.0.0.1:{port}: {source} (is another baton running? change `demo_shop.port`)"
     )]
@@ -478,7 +478,7 @@ fn start_leases(cfg: &Config) -> Result<Arc<dyn Leases>, AppError> {
     let Some(c) = cfg.cluster.clone() else {
         return Ok(Arc::new(crate::cluster::Local));
     };
-    let cluster = crate::cluster::Cluster::new(c).map_err(AppError::Cluster)?;
+    let cluster = crate::cluster::Cluster::new(c)?;
     tracing::info!(
         instance = cluster.instance(),
         redis = %cluster.health().redis,

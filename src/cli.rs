@@ -425,10 +425,12 @@ fn cluster_cmd(config: &Path, action: &ClusterCmd) -> Result<(), Failure> {
     }
     match action {
         ClusterCmd::AcceptLoss => {
-            let mut memory =
-                crate::cluster::Memory::load(&cfg.state_dir).map_err(Failure::runtime)?;
+            let mut memory = crate::cluster::Memory::load(&cfg.state_dir)
+                .map_err(|e| Failure::runtime(e.to_string()))?;
             memory.accept_loss = true;
-            memory.save(&cfg.state_dir).map_err(Failure::runtime)?;
+            memory
+                .save(&cfg.state_dir)
+                .map_err(|e| Failure::runtime(e.to_string()))?;
             answer(&format!(
                 "accepted: at its next start this instance takes the cluster's epoch as Redis has it now and claims again ({})\n",
                 cfg.state_dir.join(crate::cluster::MEMORY_FILE).display()
@@ -873,7 +875,8 @@ async fn change_state(cfg: &Config, id: &str, to: Option<Status>) -> Result<(), 
     // free again.
     if let Some(cc) = &cfg.cluster {
         let completed = store.get(id).status == Status::Completed;
-        let cluster = crate::cluster::Cluster::new(cc.clone()).map_err(Failure::runtime)?;
+        let cluster = crate::cluster::Cluster::new(cc.clone())
+            .map_err(|e| Failure::runtime(e.to_string()))?;
         cluster
             .settled(&id.into(), completed)
             .await

@@ -197,6 +197,26 @@ pub struct Memory {
     pub seen_at: Option<SystemTime>,
 }
 
+/// Why the cluster's handle or its memory could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// `cluster.redis` is not a Redis URL redis-rs accepts.
+    #[error("cluster.redis `{url}`: {source}")]
+    Redis {
+        /// Without its password.
+        url: String,
+        #[source]
+        source: redis::RedisError,
+    },
+    /// `STATE_DIR/cluster.json` cannot be read or written.
+    #[error("`{path}`: {source}")]
+    Memory {
+        path: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
 /// The file [`Memory`] lives in, in the state directory.
 pub const MEMORY_FILE: &str = "cluster.json";
 
@@ -204,20 +224,25 @@ impl Memory {
     /// The memory in `state_dir`; empty when there is none. A file that
     /// cannot be read is an error: it is what protects other instances'
     /// markers.
-    pub fn load(state_dir: &std::path::Path) -> Result<Memory, String> {
+    pub fn load(state_dir: &std::path::Path) -> Result<Memory, ClusterError> {
         let path = state_dir.join(MEMORY_FILE);
+        let err = |source: Box<dyn std::error::Error + Send + Sync>| ClusterError::Memory {
+            path: path.display().to_string(),
+            source,
+        };
         match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                serde_json::from_str(&text).map_err(|e| format!("`{}`: {e}", path.display()))
-            }
+            Ok(text) => serde_json::from_str(&text).map_err(|e| err(e.into())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Memory::default()),
-            Err(e) => Err(format!("`{}`: {e}", path.display())),
+            Err(e) => Err(err(e.into())),
         }
     }
 
     /// Writes it whole or not at all.
-    pub fn save(&self, state_dir: &std::path::Path) -> Result<(), String> {
-        crate::state::write_atomic(state_dir, MEMORY_FILE, self).map_err(|e| e.to_string())
+    pub fn save(&self, state_dir: &std::path::Path) -> Result<(), ClusterError> {
+        crate::state::write_atomic(state_dir, MEMORY_FILE, self).map_err(|e| ClusterError::Memory {
+            path: state_dir.join(MEMORY_FILE).display().to_string(),
+            source: e.into(),
+        })
     }
 }
 
@@ -438,16 +463,18 @@ impl Leases for Cluster {
 impl Cluster {
     /// A cluster handle for `cfg`. Connects lazily: an unreachable Redis
     /// is not an error here, it only makes claims fail until it answers.
-    pub fn new(cfg: ClusterConfig) -> Result<Cluster, String> {
-        let client = redis::Client::open(cfg.redis.as_str())
-            .map_err(|e| format!("cluster.redis `{}`: {e}", cfg.redacted_url()))?;
+    pub fn new(cfg: ClusterConfig) -> Result<Cluster, ClusterError> {
+        let redis = |source| ClusterError::Redis {
+            url: cfg.redacted_url(),
+            source,
+        };
+        let client = redis::Client::open(cfg.redis.as_str()).map_err(redis)?;
         let mc = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(OP_TIMEOUT))
             .set_response_timeout(Some(OP_TIMEOUT))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, mc)
-            .map_err(|e| format!("cluster.redis `{}`: {e}", cfg.redacted_url()))?;
+        let conn = ConnectionManager::new_lazy_with_config(client, mc).map_err(redis)?;
         let health = watch::Sender::new(ClusterHealth {
             instance: cfg.instance.clone(),
             redis: cfg.redacted_url(),

@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::account::Account;
 use crate::config::Config;
-use crate::id::{AccountId, TargetId};
+use crate::id::{AccountId, RunId, TargetId};
 use crate::parts::Parts;
 use crate::registry::{
     Cancel, CancelReason, Pool, Quarantine, Registration, RunInfo, SessionWait, Stuck,
@@ -133,9 +133,29 @@ pub enum Command {
     /// Start a cycle now (it still waits for the previous one).
     RunNow(oneshot::Sender<()>),
     /// Put a target back to `ready`.
-    Reset(TargetId, oneshot::Sender<Result<(), String>>),
+    Reset(TargetId, oneshot::Sender<Result<(), CommandError>>),
     /// Settle an `in_doubt` target as `completed` or `ready`.
-    Resolve(TargetId, Status, oneshot::Sender<Result<(), String>>),
+    Resolve(TargetId, Status, oneshot::Sender<Result<(), CommandError>>),
+}
+
+/// Why an operator's change to a target was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("unknown target `{0}`")]
+    Unknown(TargetId),
+    #[error("target `{target}` has run {run} in progress; try again when it ends")]
+    Live { target: TargetId, run: RunId },
+    /// Refused by the operator policy (a resolve of a target that is not
+    /// `in_doubt`), or not saved.
+    #[error(transparent)]
+    Refused(#[from] crate::state::OperatorError),
+    #[error(
+        "saved here, but the cluster's marker for `{target}` was not updated ({refusal}); try again when Redis answers"
+    )]
+    Cluster {
+        target: TargetId,
+        refusal: crate::cluster::Refusal,
+    },
 }
 
 /// Everything the scheduler runs with.
@@ -368,7 +388,7 @@ impl Loop {
         &self,
         target: &TargetId,
         change: OperatorChange,
-    ) -> Result<(), String> {
+    ) -> Result<(), CommandError> {
         let cfg = self.s.parts.config.load();
         let known = cfg.target(target.as_str()).is_some()
             || self
@@ -379,14 +399,14 @@ impl Loop {
                 .targets
                 .contains_key(target.as_str());
         if !known {
-            return Err(format!("unknown target `{target}`"));
+            return Err(CommandError::Unknown(target.clone()));
         }
         let _lock = self.s.parts.registry.completion_lock().await;
         if let Some(run) = self.s.parts.registry.get(target.as_str()) {
-            return Err(format!(
-                "target `{target}` has run {} in progress; try again when it ends",
-                run.run_id
-            ));
+            return Err(CommandError::Live {
+                target: target.clone(),
+                run: run.run_id,
+            });
         }
         let t = target.clone();
         let saved = self
@@ -411,13 +431,14 @@ impl Loop {
                     .settled(target, now == Status::Completed)
                     .await
                 {
-                    return Err(format!(
-                        "saved here, but the cluster's marker for `{target}` was not updated ({e}); try again when Redis answers"
-                    ));
+                    return Err(CommandError::Cluster {
+                        target: target.clone(),
+                        refusal: e,
+                    });
                 }
                 Ok(())
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e.into()),
         }
     }
 

@@ -575,7 +575,7 @@ async fn run_now(State(d): State<Dashboard>) -> Response {
 
 async fn target_command(
     d: &Dashboard,
-    make: impl FnOnce(oneshot::Sender<Result<(), String>>) -> Command,
+    make: impl FnOnce(oneshot::Sender<Result<(), crate::scheduler::CommandError>>) -> Command,
 ) -> Response {
     let (tx, rx) = oneshot::channel();
     if d.commands.send(make(tx)).await.is_err() {
@@ -583,7 +583,7 @@ async fn target_command(
     }
     match tokio::time::timeout(Duration::from_secs(30), rx).await {
         Ok(Ok(Ok(()))) => Json(json!({"ok": true})).into_response(),
-        Ok(Ok(Err(e))) => error(StatusCode::CONFLICT, e),
+        Ok(Ok(Err(e))) => error(StatusCode::CONFLICT, e.to_string()),
         _ => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the scheduler is busy with a cycle; try again when it is sleeping",
