@@ -28,6 +28,33 @@ pub const DROP_AFTER: Duration = Duration::from_secs(600);
 /// The default `drop_interval`.
 pub const DROP_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Why a window or a drop time does not read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScheduleError {
+    #[error(
+        "unknown day `{0}`: use mon, tue, wed, thu, fri, sat, sun, ranges like mon-fri, or daily"
+    )]
+    Day(String),
+    #[error("`{0}` is not a time of day like 09:00")]
+    Time(String),
+    #[error("unknown time zone `{0}`: use an IANA name like Europe/London or UTC")]
+    Zone(String),
+    #[error(
+        "window `{0}`: write the days, the times and the time zone, like `mon-fri 09:00-18:00 Europe/London`"
+    )]
+    WindowShape(String),
+    #[error("window `{window}`: `{times}` is not a time range like 09:00-18:00")]
+    Range { window: String, times: String },
+    #[error("window `{window}` starts and ends at {at}: it would never be open")]
+    NeverOpen { window: String, at: Time },
+    #[error(
+        "drop `{0}`: write a date or days, a time and a time zone, like `2026-12-05 10:00 Europe/London` or `fri 10:00 Europe/London`"
+    )]
+    DropShape(String),
+    #[error("drop `{drop}`: `{date}` is not a date like 2026-12-05")]
+    Date { drop: String, date: String },
+}
+
 /// A target's schedule. The default (no interval, no windows, no drops)
 /// is due at every cycle, as before schedules.
 #[derive(Clone, Debug, PartialEq)]
@@ -67,7 +94,7 @@ impl Days {
     }
 
     /// `mon-fri`, `sat,sun`, `daily`, `mon,wed-fri`.
-    fn parse(text: &str) -> Result<Days, String> {
+    fn parse(text: &str) -> Result<Days, ScheduleError> {
         if matches!(text, "daily" | "every" | "*") {
             return Ok(Days::ALL);
         }
@@ -90,7 +117,7 @@ impl Days {
     }
 }
 
-fn day(s: &str) -> Result<Weekday, String> {
+fn day(s: &str) -> Result<Weekday, ScheduleError> {
     Ok(match s.to_ascii_lowercase().as_str() {
         "mon" | "monday" => Weekday::Monday,
         "tue" | "tuesday" => Weekday::Tuesday,
@@ -100,25 +127,21 @@ fn day(s: &str) -> Result<Weekday, String> {
         "sat" | "saturday" => Weekday::Saturday,
         "sun" | "sunday" => Weekday::Sunday,
         _ => {
-            return Err(format!(
-                "unknown day `{s}`: use mon, tue, wed, thu, fri, sat, sun, ranges like mon-fri, or daily"
-            ));
+            return Err(ScheduleError::Day(s.to_owned()));
         }
     })
 }
 
 /// `HH:MM` or `HH:MM:SS`.
-fn time_of_day(s: &str) -> Result<Time, String> {
+fn time_of_day(s: &str) -> Result<Time, ScheduleError> {
     s.parse::<Time>()
         .ok()
         .filter(|_| s.len() >= 4 && s.contains(':'))
-        .ok_or_else(|| format!("`{s}` is not a time of day like 09:00"))
+        .ok_or_else(|| ScheduleError::Time(s.to_owned()))
 }
 
-fn zone(name: &str) -> Result<TimeZone, String> {
-    TimeZone::get(name).map_err(|_| {
-        format!("unknown time zone `{name}`: use an IANA name like Europe/London or UTC")
-    })
+fn zone(name: &str) -> Result<TimeZone, ScheduleError> {
+    TimeZone::get(name).map_err(|_| ScheduleError::Zone(name.to_owned()))
 }
 
 /// `mon-fri 09:00-18:00 Europe/London`: the days, the times (an end
@@ -145,25 +168,25 @@ impl fmt::Display for Window {
 }
 
 impl Window {
-    pub fn parse(text: &str) -> Result<Window, String> {
+    pub fn parse(text: &str) -> Result<Window, ScheduleError> {
         let words: Vec<&str> = text.split_whitespace().collect();
         let (days, times, tz) = match words.as_slice() {
             [days, times, tz] => (Days::parse(days)?, *times, *tz),
             [times, tz] if times.contains(':') => (Days::ALL, *times, *tz),
             _ => {
-                return Err(format!(
-                    "window `{text}`: write the days, the times and the time zone, like `mon-fri 09:00-18:00 Europe/London`"
-                ));
+                return Err(ScheduleError::WindowShape(text.to_owned()));
             }
         };
-        let (start, end) = times.split_once('-').ok_or_else(|| {
-            format!("window `{text}`: `{times}` is not a time range like 09:00-18:00")
+        let (start, end) = times.split_once('-').ok_or_else(|| ScheduleError::Range {
+            window: text.to_owned(),
+            times: times.to_owned(),
         })?;
         let (start, end) = (time_of_day(start)?, time_of_day(end)?);
         if start == end {
-            return Err(format!(
-                "window `{text}` starts and ends at {start}: it would never be open"
-            ));
+            return Err(ScheduleError::NeverOpen {
+                window: text.to_owned(),
+                at: start,
+            });
         }
         Ok(Window {
             days,
@@ -241,21 +264,17 @@ impl fmt::Display for DropTime {
 }
 
 impl DropTime {
-    pub fn parse(text: &str, before: Duration, after: Duration) -> Result<DropTime, String> {
+    pub fn parse(text: &str, before: Duration, after: Duration) -> Result<DropTime, ScheduleError> {
         let words: Vec<&str> = text.split_whitespace().collect();
-        let hint = || {
-            format!(
-                "drop `{text}`: write a date or days, a time and a time zone, like `2026-12-05 10:00 Europe/London` or `fri 10:00 Europe/London`"
-            )
-        };
         let [first, time, tz] = words.as_slice() else {
-            return Err(hint());
+            return Err(ScheduleError::DropShape(text.to_owned()));
         };
         let t = time_of_day(time)?;
         let when = if first.starts_with(|c: char| c.is_ascii_digit()) {
-            let date: Date = first
-                .parse()
-                .map_err(|_| format!("drop `{text}`: `{first}` is not a date like 2026-12-05"))?;
+            let date: Date = first.parse().map_err(|_| ScheduleError::Date {
+                drop: text.to_owned(),
+                date: (*first).to_owned(),
+            })?;
             When::Once(DateTime::from_parts(date, t))
         } else {
             When::Weekly(Days::parse(first)?, t)
@@ -471,10 +490,12 @@ mod tests {
             ("09:00-18:00", "write the days, the times and the time zone"),
             ("daily 09:00-09:00 UTC", "never be open"),
         ] {
-            let e = Window::parse(text).unwrap_err();
+            let e = Window::parse(text).unwrap_err().to_string();
             assert!(e.contains(says), "{text}: {e}");
         }
-        let e = DropTime::parse("2026-13-05 10:00 UTC", DROP_BEFORE, DROP_AFTER).unwrap_err();
+        let e = DropTime::parse("2026-13-05 10:00 UTC", DROP_BEFORE, DROP_AFTER)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a date"), "{e}");
     }
 
