@@ -1066,6 +1066,46 @@ async fn definitions_describe_every_primitive() {
     );
 }
 
+/// docs/scripting.md and the engine agree on the primitives: every one the
+/// engine registers (what `baton defs` prints) is in the reference, and
+/// every row of the reference's tables names one the engine has. A
+/// primitive added without its docs, or documented and then removed,
+/// fails here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scripting_reference_names_every_primitive_and_only_those() {
+    // baton's own primitives: no plugin's.
+    let defs = baton::script::ScriptHost::off().definitions();
+    let registered: std::collections::BTreeSet<&str> = defs
+        .lines()
+        .filter_map(|l| l.strip_prefix("fn "))
+        .filter_map(|l| l.split('(').next())
+        .collect();
+    assert!(registered.len() > 30, "{registered:?}");
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/scripting.md"),
+    )
+    .unwrap();
+    let undocumented: Vec<&&str> = registered
+        .iter()
+        .filter(|n| !doc.contains(&format!("{n}(")))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "registered but not in docs/scripting.md: {undocumented:?}"
+    );
+    let documented: std::collections::BTreeSet<&str> = doc
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split_once('(').map(|(n, _)| n))
+        .filter(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+        .collect();
+    let gone: Vec<&&str> = documented
+        .iter()
+        .filter(|n| !registered.contains(**n))
+        .collect();
+    assert!(gone.is_empty(), "documented but not registered: {gone:?}");
+}
+
 /// Hardening: an import cycle used to recurse until the compiling thread's
 /// stack overflowed, which aborted baton (during a reload, mid-commit) and
 /// every later `check` and start. It is now a located compile error naming
