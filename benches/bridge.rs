@@ -79,6 +79,15 @@ impl Page for NoopPage {
     async fn press(&self, _: &str, _: Duration) -> Result<(), PageError> {
         Ok(())
     }
+    async fn click_at(&self, _: f64, _: f64, _: Duration) -> Result<(), PageError> {
+        Ok(())
+    }
+    async fn type_text(&self, _: &str, _: Duration) -> Result<(), PageError> {
+        Ok(())
+    }
+    async fn screencast(&self) -> Result<tokio::sync::mpsc::Receiver<Vec<u8>>, PageError> {
+        Err(PageError::Other("no pixels".into()))
+    }
     async fn eval(&self, _: &str, _: Duration) -> Result<serde_json::Value, PageError> {
         Ok(serde_json::Value::Null)
     }

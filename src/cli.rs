@@ -41,6 +41,7 @@ mod dry_run;
 mod init;
 mod login;
 mod notify;
+mod remote;
 mod watch;
 
 const EXAMPLES: &str = "\
@@ -173,6 +174,19 @@ enum Cmd {
         /// Write the account's saved session to this file.
         #[arg(long, value_name = "FILE")]
         export: Option<PathBuf>,
+        /// Log in with no display: the session runs headless and is shown
+        /// on a page served on --listen, where you click and type.
+        #[arg(long, conflicts_with_all = ["check", "import", "export"])]
+        remote: bool,
+        /// Where --remote serves its page (needs `dashboard.token` unless
+        /// loopback).
+        #[arg(
+            long,
+            value_name = "ADDR",
+            default_value = "127.0.0.1:7879",
+            requires = "remote"
+        )]
+        listen: std::net::SocketAddr,
         #[arg(short, long, default_value = "flows.yaml")]
         config: PathBuf,
     },
@@ -395,11 +409,14 @@ async fn dispatch(cmd: Cmd, opts: Options, recent: Recent) -> Result<(), Failure
             check,
             import,
             export,
+            remote,
+            listen,
             config,
         } => {
             login::run(login::Args {
                 account,
                 check,
+                remote: remote.then_some(listen),
                 import,
                 export,
                 config,

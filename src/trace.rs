@@ -465,6 +465,28 @@ impl Page for TracedPage {
         })
         .await
     }
+    async fn click_at(&self, x: f64, y: f64, timeout: Duration) -> Result<(), PageError> {
+        self.traced(
+            "click_at",
+            format!("{x:.0}, {y:.0}"),
+            self.inner.click_at(x, y, timeout),
+            |()| String::new(),
+        )
+        .await
+    }
+    async fn type_text(&self, text: &str, timeout: Duration) -> Result<(), PageError> {
+        // The length only, as for `fill`: the text may be a password.
+        self.traced(
+            "type_text",
+            format!("{} character(s)", text.chars().count()),
+            self.inner.type_text(text, timeout),
+            |()| String::new(),
+        )
+        .await
+    }
+    async fn screencast(&self) -> Result<tokio::sync::mpsc::Receiver<Vec<u8>>, PageError> {
+        self.inner.screencast().await
+    }
     async fn eval(&self, js: &str, timeout: Duration) -> Result<serde_json::Value, PageError> {
         self.traced(
             "eval",

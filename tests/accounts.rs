@@ -534,3 +534,184 @@ impl Drop for Reaper {
         }
     }
 }
+
+/// `baton login grace --remote` (issue 28): the account's session runs
+/// headless and is streamed to a page; the test drives that page the way a
+/// person would (typing into what it sees, reading the address above the
+/// picture to know where it is, its own authenticator for the two-step
+/// code), presses Done, and the next run buys on the saved session with no
+/// login script at all. Without the dashboard token the stream and the
+/// input are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_login_with_a_two_step_code_is_saved_and_the_next_run_buys_on_it() {
+    use tokio::io::AsyncBufReadExt as _;
+    let _one = common::live::one_at_a_time().await;
+    const TOKEN: &str = "tok-remote-7f3a";
+    // Grace has no login script: only the session logged in remotely can
+    // buy.
+    let p = Project::new(
+        FAST_CYCLE,
+        &on("grace", "1005", 30.0),
+        &accounts("lovelace").replace(
+            "    check: { url: /account, selector: \"#account-name\" }\n    login: login\n",
+            "    check: { url: /account, selector: \"#account-name\" }\n",
+        ),
+    );
+    p.edit(
+        "dashboard: off\n",
+        &format!("dashboard: {{ addr: \"127.0.0.1:0\", token: {TOKEN} }}\n"),
+    );
+    let (srv, stop) = own_shop(&p).await;
+
+    let mut login = tokio::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["login", "grace", "--remote", "--listen", "127.0.0.1:0"])
+        .current_dir(p.dir.path())
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = tokio::io::BufReader::new(login.stdout.take().unwrap()).lines();
+    let base = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        loop {
+            let line = out
+                .next_line()
+                .await
+                .unwrap()
+                .expect("baton login ended early");
+            if let Some(rest) = line.strip_prefix("Open ") {
+                return rest.split('/').take(3).collect::<Vec<_>>().join("/");
+            }
+        }
+    })
+    .await
+    .expect("baton login never served its page");
+
+    let client = reqwest::Client::new();
+    // Without the token: nothing to see, nothing to press.
+    let r = client.get(format!("{base}/frames")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = client
+        .post(format!("{base}/input"))
+        .header("x-baton-action", "1")
+        .json(&serde_json::json!({"kind": "text", "text": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // The page itself is an empty shell that asks for the token.
+    let shell = client.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(shell.status(), 200);
+
+    let mut frames = client
+        .get(format!("{base}/frames"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(frames.status(), 200);
+    let mut buf = String::new();
+    let input = |body: serde_json::Value| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let r = client
+                .post(format!("{base}/input"))
+                .bearer_auth(TOKEN)
+                .header("x-baton-action", "1")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+        }
+    };
+
+    // The sign-in page: the username field has the focus, as on most shops.
+    seen(&mut frames, &mut buf, "/account/login").await;
+    input(serde_json::json!({"kind": "text", "text": "grace"})).await;
+    input(serde_json::json!({"kind": "key", "key": "Tab"})).await;
+    input(serde_json::json!({"kind": "text", "text": "hopper"})).await;
+    input(serde_json::json!({"kind": "key", "key": "Enter"})).await;
+    // The two-step page: the code from the person's own authenticator.
+    seen(&mut frames, &mut buf, "/account/totp").await;
+    let secret = totp_rs::Secret::try_from_base32(baton::shop::account::GRACE_TOTP_SEED).unwrap();
+    let code = totp_rs::Builder::new()
+        .with_secret(secret)
+        .build_noncompliant()
+        .generate(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+        )
+        .to_string();
+    input(serde_json::json!({"kind": "text", "text": code})).await;
+    input(serde_json::json!({"kind": "key", "key": "Enter"})).await;
+    seen(&mut frames, &mut buf, "/account\"").await;
+    drop(frames);
+    let r = client
+        .post(format!("{base}/done"))
+        .bearer_auth(TOKEN)
+        .header("x-baton-action", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let status = tokio::time::timeout(std::time::Duration::from_secs(60), login.wait())
+        .await
+        .expect("baton login did not end after Done")
+        .unwrap();
+    let mut rest = String::new();
+    while let Ok(Some(l)) = out.next_line().await {
+        rest.push_str(&l);
+        rest.push('\n');
+    }
+    assert!(status.success(), "{rest}");
+    assert!(rest.contains("logged in; session saved"), "{rest}");
+    assert!(
+        !rest.contains("hopper") && !rest.contains(&code),
+        "typed text never printed"
+    );
+
+    // The next run buys on the saved session.
+    let app = start(&p, 1).await;
+    let st = app.parts.state.clone();
+    app.run().await;
+    let sh = srv.shop.clone();
+    assert_eq!(st.get("1005").status, Status::Completed);
+    assert_eq!(sh.account_logins("grace"), 1, "only the remote login");
+    assert_eq!(sh.account_orders("grace"), 1);
+    stop.cancel();
+    assert_no_chromium(&p.profile()).await;
+}
+
+/// Reads the remote page's frame stream until a frame's address contains
+/// `want` (each frame's picture checked to be a JPEG); returns that
+/// address. The stream's events are the only sign of where the page is,
+/// as the address bar is a person's.
+async fn seen(frames: &mut reqwest::Response, buf: &mut String, want: &str) -> String {
+    use base64::Engine as _;
+    let found = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            while let Some(end) = buf.find("\n\n") {
+                let event: String = buf.drain(..end + 2).collect();
+                let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) else {
+                    continue;
+                };
+                let f: serde_json::Value = serde_json::from_str(data).unwrap();
+                let jpeg = base64::engine::general_purpose::STANDARD
+                    .decode(f["jpeg"].as_str().unwrap())
+                    .unwrap();
+                assert_eq!(jpeg[..2], [0xff, 0xd8], "a JPEG");
+                let url = format!("{}\"", f["url"].as_str().unwrap());
+                if url.contains(want) {
+                    return url;
+                }
+            }
+            let chunk = frames.chunk().await.unwrap().expect("the stream ended");
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("the page never showed `{want}`"))
+}

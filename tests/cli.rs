@@ -970,6 +970,23 @@ fn dry_run_failure_saves_screenshot_and_html_and_exits_1() {
 /// `baton login --import` of what is not a storageState (`[]`, a value of
 /// the wrong type, an endless file) is a usage error that names the field
 /// and never its value, and the saved login stays as it was.
+
+/// `baton login --remote` on an address other machines reach needs the
+/// dashboard token; without one it is refused before anything starts.
+#[test]
+fn a_remote_login_off_loopback_needs_the_dashboard_token() {
+    let c = Case::shipped();
+    let o = c.run(&["login", "ada", "--remote", "--listen", "0.0.0.0:0"]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("is not loopback: set `dashboard.token`"),
+        "{}",
+        o.stderr
+    );
+    let o = c.run(&["login", "ada", "--listen", "127.0.0.1:0"]);
+    assert_eq!(o.code, 2, "--listen without --remote: {}", o.stderr);
+}
+
 #[test]
 fn a_login_import_of_another_shape_is_refused_and_keeps_the_saved_login() {
     let c = Case::shipped();

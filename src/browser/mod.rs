@@ -489,6 +489,15 @@ pub trait Page: Send + Sync + 'static {
         timeout: Duration,
     ) -> Result<(), PageError>;
     async fn press(&self, key: &str, timeout: Duration) -> Result<(), PageError>;
+    /// A trusted left click at viewport point (`x`, `y`): what a person
+    /// logging in remotely clicks on the streamed picture.
+    async fn click_at(&self, x: f64, y: f64, timeout: Duration) -> Result<(), PageError>;
+    /// Types `text` into the focused element as trusted input (remote
+    /// login). Never traced or logged: it may be a password.
+    async fn type_text(&self, text: &str, timeout: Duration) -> Result<(), PageError>;
+    /// The page as a stream of JPEG frames (a CDP screencast, a new frame
+    /// when the page changes), until the receiver is dropped.
+    async fn screencast(&self) -> Result<tokio::sync::mpsc::Receiver<Vec<u8>>, PageError>;
     async fn eval(&self, js: &str, timeout: Duration) -> Result<serde_json::Value, PageError>;
     /// A PNG of the viewport, with every field that received a secret,
     /// every password and card field (`autocomplete` `cc-*`, `*password`)

@@ -8,6 +8,7 @@
 //! account a running baton is using. The session files are written with
 //! mode 0600 and their contents never printed.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -26,6 +27,9 @@ use crate::script::{ScriptHost, ScriptRun};
 pub(super) struct Args {
     pub account: String,
     pub check: bool,
+    /// Log in through a page served on this address, the session headless
+    /// (`--remote`).
+    pub remote: Option<SocketAddr>,
     pub import: Option<PathBuf>,
     pub export: Option<PathBuf>,
     pub config: PathBuf,
@@ -50,6 +54,14 @@ pub(super) async fn run(args: Args) -> Result<(), Failure> {
             }
         )));
     };
+    if let Some(addr) = args.remote
+        && !addr.ip().is_loopback()
+        && remote_token(&cfg).is_none()
+    {
+        return Err(Failure::usage(format!(
+            "--listen {addr} is not loopback: set `dashboard.token` (or BATON_DASHBOARD_TOKEN) so only you can drive the session, or keep 127.0.0.1 and use an SSH tunnel"
+        )));
+    }
     let store = AccountStore::new(&cfg.state_dir);
     let _lock = store
         .lock(
@@ -84,23 +96,40 @@ pub(super) async fn run(args: Args) -> Result<(), Failure> {
         .tempdir()
         .map_err(|e| Failure::runtime(format!("cannot create a temporary profile: {e}")))?;
     let mut chrome = cfg.browser.chrome(profile.path().to_owned());
-    chrome.headless = !interactive;
+    chrome.headless = !interactive || args.remote.is_some();
     let browser = ChromeBrowser::new(chrome, None);
-    let result = session(&cfg, &store, &account, &browser, interactive).await;
+    let how = match (interactive, args.remote) {
+        (false, _) => How::Check,
+        (true, None) => How::Window,
+        (true, Some(addr)) => How::Remote(addr),
+    };
+    let result = session(&cfg, &store, &account, &browser, how).await;
     browser.shutdown().await;
     stop.cancel();
     result
 }
 
-/// Opens the account's session, lets a person log in (interactive), checks
-/// it and saves it when logged in.
+/// How a person logs the account in, if at all.
+#[derive(Clone, Copy)]
+enum How {
+    /// `--check`: no person; the saved session is checked.
+    Check,
+    /// In a headed browser window on this machine.
+    Window,
+    /// Through the page served on this address (`--remote`).
+    Remote(SocketAddr),
+}
+
+/// Opens the account's session, lets a person log in (a window or the
+/// remote page), checks it and saves it when logged in.
 async fn session(
     cfg: &Config,
     store: &AccountStore,
     account: &Account,
     browser: &ChromeBrowser,
-    interactive: bool,
+    how: How,
 ) -> Result<(), Failure> {
+    let interactive = !matches!(how, How::Check);
     let runtime = |e: &dyn std::fmt::Display| Failure::runtime(e.to_string());
     if let Some(saved) = store.load(&account.id).map_err(|e| runtime(&e))? {
         browser
@@ -122,11 +151,16 @@ async fn session(
         page.navigate(url, cfg.browser.timeout)
             .await
             .map_err(|e| runtime(&e))?;
-        say!(
-            "Log in to account `{}` in the browser window (two-step codes and challenges included), then press Enter here. Ctrl-C leaves without saving.",
-            account.id
-        );
-        if !enter_or_signal().await {
+        let person_done = if let How::Remote(addr) = how {
+            remote_login(cfg, account, page.clone(), addr).await?
+        } else {
+            say!(
+                "Log in to account `{}` in the browser window (two-step codes and challenges included), then press Enter here. Ctrl-C leaves without saving.",
+                account.id
+            );
+            enter_or_signal().await
+        };
+        if !person_done {
             page.close().await;
             return Err(Failure::runtime("stopped; nothing saved"));
         }
@@ -160,6 +194,50 @@ async fn session(
             "account `{}`: the login check failed: {e}",
             account.id
         ))),
+    }
+}
+
+/// Serves the remote login page for `page` until the person presses Done
+/// (true) or baton is stopped (false).
+async fn remote_login(
+    cfg: &Config,
+    account: &Account,
+    page: Arc<dyn Page>,
+    addr: SocketAddr,
+) -> Result<bool, Failure> {
+    let token = remote_token(cfg);
+    let hosts = cfg
+        .dashboard
+        .as_ref()
+        .map(|d| d.hosts.clone())
+        .unwrap_or_default();
+    let mut running = super::remote::start(addr, token.clone(), hosts, page)
+        .await
+        .map_err(Failure::usage)?;
+    say!(
+        "Open http://{}/ to log in account `{}` (two-step codes and challenges included), then press Done there.{} Ctrl-C leaves without saving.",
+        running.addr,
+        account.id,
+        if token.is_some() {
+            " The page asks for the dashboard token."
+        } else {
+            ""
+        }
+    );
+    let mut signals = Signals::new();
+    let done = tokio::select! {
+        d = running.done.recv() => d.is_some(),
+        () = signals.recv() => false,
+    };
+    running.stop().await;
+    Ok(done)
+}
+
+/// The token the remote page asks for: the dashboard's.
+fn remote_token(cfg: &Config) -> Option<String> {
+    match &cfg.dashboard {
+        Some(d) => d.token.clone(),
+        None => std::env::var("BATON_DASHBOARD_TOKEN").ok(),
     }
 }
 

@@ -396,7 +396,7 @@ fn is_loopback_name(host: &str) -> bool {
 /// site: the demo shop, any local service), and the scheme the dashboard
 /// speaks, `http`. `https` is accepted only for a name in
 /// `dashboard.hosts` reached on its default port: a TLS proxy in front.
-fn same_origin(d: &Dashboard, origin: &str, host: Option<&str>) -> bool {
+fn same_origin(g: &Gate<'_>, origin: &str, host: Option<&str>) -> bool {
     let (Ok(o), Some(host)) = (reqwest::Url::parse(origin), host) else {
         return false;
     };
@@ -405,7 +405,7 @@ fn same_origin(d: &Dashboard, origin: &str, host: Option<&str>) -> bool {
     };
     let proxied = o.scheme() == "https"
         && o.port().is_none()
-        && o.host_str().is_some_and(|h| d.hosts.iter().any(|x| x == h));
+        && o.host_str().is_some_and(|h| g.hosts.iter().any(|x| x == h));
     (o.scheme() == "http" || proxied)
         && o.host_str() == sent.host_str()
         && o.port_or_known_default() == sent.port_or_known_default()
@@ -413,30 +413,32 @@ fn same_origin(d: &Dashboard, origin: &str, host: Option<&str>) -> bool {
 
 /// Refuses requests a page on another site could make through DNS
 /// rebinding (see the module docs).
-fn check_origin(d: &Dashboard, req: &Request) -> Result<(), String> {
+fn check_origin(g: &Gate<'_>, req: &Request) -> Result<(), String> {
     let host = req
         .headers()
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .map(host_name);
-    if d.token.is_none()
+    if g.token.is_none()
         && let Some(h) = &host
         && !is_loopback_name(h)
-        && !d.hosts.iter().any(|x| x == h)
+        && !g.hosts.iter().any(|x| x == h)
     {
         return Err(format!(
             "host `{h}` is not this dashboard's: use 127.0.0.1 or localhost, add the name to `dashboard.hosts`, or set a token"
         ));
     }
-    if req.method() == axum::http::Method::POST
-        && let Some(origin) = req.headers().get(header::ORIGIN)
-    {
+    let reads = matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    if !reads && let Some(origin) = req.headers().get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or_default();
         let host = req
             .headers()
             .get(header::HOST)
             .and_then(|v| v.to_str().ok());
-        if !same_origin(d, origin, host) {
+        if !same_origin(g, origin, host) {
             return Err(format!(
                 "actions must come from the dashboard's own page, not from `{origin}`"
             ));
@@ -445,30 +447,54 @@ fn check_origin(d: &Dashboard, req: &Request) -> Result<(), String> {
     Ok(())
 }
 
-async fn auth(State(d): State<Dashboard>, req: Request, next: Next) -> Response {
-    if let Err(why) = check_origin(&d, &req) {
-        return error(StatusCode::FORBIDDEN, why);
-    }
-    if let Some(token) = &d.token {
-        let ok = presented_token(req.headers()).is_some_and(|t| same(&t, token));
-        if !ok {
-            return (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                Json(json!({"error": "a dashboard token is required: send `Authorization: Bearer TOKEN`"})),
-            )
-                .into_response();
+/// What every request to the dashboard (and to `baton login --remote`'s
+/// page) must pass: the Host and Origin checks, the token when there is
+/// one, and `X-Baton-Action` on anything but a read.
+pub(crate) struct Gate<'a> {
+    pub(crate) token: Option<&'a str>,
+    pub(crate) hosts: &'a [String],
+}
+
+impl Gate<'_> {
+    /// The refusal, if `req` does not pass.
+    pub(crate) fn check(&self, req: &Request) -> Result<(), Box<Response>> {
+        if let Err(why) = check_origin(self, req) {
+            return Err(Box::new(error(StatusCode::FORBIDDEN, why)));
         }
-    }
-    let reads = matches!(
-        *req.method(),
-        axum::http::Method::GET | axum::http::Method::HEAD
-    );
-    if !reads && !req.headers().contains_key("x-baton-action") {
-        return error(
-            StatusCode::FORBIDDEN,
-            "actions need the `X-Baton-Action: 1` header (it keeps other web pages from pressing the buttons)",
+        if let Some(token) = self.token {
+            let ok = presented_token(req.headers()).is_some_and(|t| same(&t, token));
+            if !ok {
+                return Err(Box::new(
+                    (
+                        StatusCode::UNAUTHORIZED,
+                        [(header::WWW_AUTHENTICATE, "Bearer")],
+                        Json(json!({"error": "a dashboard token is required: send `Authorization: Bearer TOKEN`"})),
+                    )
+                        .into_response(),
+                ));
+            }
+        }
+        let reads = matches!(
+            *req.method(),
+            axum::http::Method::GET | axum::http::Method::HEAD
         );
+        if !reads && !req.headers().contains_key("x-baton-action") {
+            return Err(Box::new(error(
+                StatusCode::FORBIDDEN,
+                "actions need the `X-Baton-Action: 1` header (it keeps other web pages from pressing the buttons)",
+            )));
+        }
+        Ok(())
+    }
+}
+
+async fn auth(State(d): State<Dashboard>, req: Request, next: Next) -> Response {
+    let gate = Gate {
+        token: d.token.as_deref(),
+        hosts: &d.hosts,
+    };
+    if let Err(refused) = gate.check(&req) {
+        return *refused;
     }
     next.run(req).await
 }

@@ -13,7 +13,8 @@ use chromiumoxide::cdp::browser_protocol::input::{
     InsertTextParams, MouseButton,
 };
 use chromiumoxide::cdp::browser_protocol::page::{
-    CaptureScreenshotFormat, CaptureScreenshotParams,
+    CaptureScreenshotFormat, CaptureScreenshotParams, EventScreencastFrame,
+    ScreencastFrameAckParams, StartScreencastFormat, StartScreencastParams, StopScreencastParams,
 };
 use chromiumoxide::error::CdpError;
 use serde_json::{Value, json};
@@ -592,6 +593,68 @@ impl Page for ChromePage {
                 .map_err(|e| cdp_error(&e))
         })
         .await
+    }
+
+    async fn click_at(&self, x: f64, y: f64, timeout: Duration) -> Result<(), PageError> {
+        self.guard(timeout, async {
+            self.mouse(DispatchMouseEventType::MouseMoved, x, y).await?;
+            self.mouse(DispatchMouseEventType::MousePressed, x, y)
+                .await?;
+            self.mouse(DispatchMouseEventType::MouseReleased, x, y)
+                .await
+        })
+        .await
+    }
+
+    async fn type_text(&self, text: &str, timeout: Duration) -> Result<(), PageError> {
+        self.guard(timeout, async {
+            self.page
+                .execute(InsertTextParams::new(text))
+                .await
+                .map(drop)
+                .map_err(|e| cdp_error(&e))
+        })
+        .await
+    }
+
+    async fn screencast(&self) -> Result<tokio::sync::mpsc::Receiver<Vec<u8>>, PageError> {
+        use base64::Engine as _;
+        use futures::StreamExt as _;
+        let mut frames = self
+            .page
+            .event_listener::<EventScreencastFrame>()
+            .await
+            .map_err(|e| cdp_error(&e))?;
+        let start = StartScreencastParams {
+            format: Some(StartScreencastFormat::Jpeg),
+            quality: Some(70),
+            max_width: Some(1280),
+            max_height: Some(900),
+            every_nth_frame: Some(1),
+        };
+        self.page.execute(start).await.map_err(|e| cdp_error(&e))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let page = self.page.clone();
+        tokio::spawn(async move {
+            while let Some(frame) = frames.next().await {
+                // Chromium sends the next frame only after this one is
+                // acknowledged: a slow viewer slows the stream, never
+                // piles frames up.
+                let _ = page
+                    .execute(ScreencastFrameAckParams::new(frame.session_id))
+                    .await;
+                let Ok(jpeg) = base64::engine::general_purpose::STANDARD
+                    .decode(AsRef::<str>::as_ref(&frame.data))
+                else {
+                    continue;
+                };
+                if tx.send(jpeg).await.is_err() {
+                    break;
+                }
+            }
+            let _ = page.execute(StopScreencastParams::default()).await;
+        });
+        Ok(rx)
     }
 
     async fn eval(&self, js: &str, timeout: Duration) -> Result<Value, PageError> {

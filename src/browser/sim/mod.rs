@@ -821,6 +821,24 @@ impl Page for SimTab {
         self.call("press", key, |_| Ok(())).await
     }
 
+    async fn click_at(&self, _: f64, _: f64, _: Duration) -> Result<(), PageError> {
+        Err(PageError::Other(
+            "the simulated browser has no pixels to click".into(),
+        ))
+    }
+
+    async fn type_text(&self, _: &str, _: Duration) -> Result<(), PageError> {
+        Err(PageError::Other(
+            "the simulated browser has no focused field".into(),
+        ))
+    }
+
+    async fn screencast(&self) -> Result<tokio::sync::mpsc::Receiver<Vec<u8>>, PageError> {
+        Err(PageError::Other(
+            "the simulated browser draws nothing to stream".into(),
+        ))
+    }
+
     async fn eval(&self, js: &str, _timeout: Duration) -> Result<Value, PageError> {
         self.call("eval", js, |t| Ok(t.eval_answer(js))).await
     }
