@@ -962,15 +962,6 @@ fn dry_run_failure_saves_screenshot_and_html_and_exits_1() {
     );
 }
 
-/// Hardening: a browser profile belongs to one baton. `dry-run --profile`
-/// pointed at a running baton's profile (and a second `run` on it) used to
-/// kill that baton's Chromium mid-commit and then hang. The profile's lock
-/// is held here as a running baton holds it: both commands refuse at once,
-/// naming the holder, and start no browser.
-/// `baton login --import` of what is not a storageState (`[]`, a value of
-/// the wrong type, an endless file) is a usage error that names the field
-/// and never its value, and the saved login stays as it was.
-
 /// `baton login --remote` on an address other machines reach needs the
 /// dashboard token; without one it is refused before anything starts.
 #[test]
@@ -987,6 +978,14 @@ fn a_remote_login_off_loopback_needs_the_dashboard_token() {
     assert_eq!(o.code, 2, "--listen without --remote: {}", o.stderr);
 }
 
+/// Hardening: a browser profile belongs to one baton. `dry-run --profile`
+/// pointed at a running baton's profile (and a second `run` on it) used to
+/// kill that baton's Chromium mid-commit and then hang. The profile's lock
+/// is held here as a running baton holds it: both commands refuse at once,
+/// naming the holder, and start no browser.
+/// `baton login --import` of what is not a storageState (`[]`, a value of
+/// the wrong type, an endless file) is a usage error that names the field
+/// and never its value, and the saved login stays as it was.
 #[test]
 fn a_login_import_of_another_shape_is_refused_and_keeps_the_saved_login() {
     let c = Case::shipped();
