@@ -978,11 +978,6 @@ fn a_remote_login_off_loopback_needs_the_dashboard_token() {
     assert_eq!(o.code, 2, "--listen without --remote: {}", o.stderr);
 }
 
-/// Hardening: a browser profile belongs to one baton. `dry-run --profile`
-/// pointed at a running baton's profile (and a second `run` on it) used to
-/// kill that baton's Chromium mid-commit and then hang. The profile's lock
-/// is held here as a running baton holds it: both commands refuse at once,
-/// naming the holder, and start no browser.
 /// `baton login --import` of what is not a storageState (`[]`, a value of
 /// the wrong type, an endless file) is a usage error that names the field
 /// and never its value, and the saved login stays as it was.
@@ -1029,6 +1024,11 @@ fn a_login_import_of_another_shape_is_refused_and_keeps_the_saved_login() {
     }
 }
 
+/// Hardening: a browser profile belongs to one baton. `dry-run --profile`
+/// pointed at a running baton's profile (and a second `run` on it) used to
+/// kill that baton's Chromium mid-commit and then hang. The profile's lock
+/// is held here as a running baton holds it: both commands refuse at once,
+/// naming the holder, and start no browser.
 #[test]
 fn a_profile_in_use_by_another_baton_is_refused() {
     let c = Case::shipped();

@@ -213,7 +213,7 @@ async fn remote_login(
         .unwrap_or_default();
     let mut running = super::remote::start(addr, token.clone(), hosts, page)
         .await
-        .map_err(Failure::usage)?;
+        .map_err(|e| Failure::usage(e.to_string()))?;
     say!(
         "Open http://{}/ to log in account `{}` (two-step codes and challenges included), then press Done there.{} Ctrl-C leaves without saving.",
         running.addr,

@@ -56,6 +56,23 @@ enum Input {
     Key { key: String },
 }
 
+/// Why the remote login page could not start.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum RemoteError {
+    #[error(
+        "`{0}` is not loopback: set `dashboard.token` (or BATON_DASHBOARD_TOKEN) so only you can drive the session, or use --listen 127.0.0.1:PORT through an SSH tunnel"
+    )]
+    NeedsToken(SocketAddr),
+    #[error("cannot stream the page: {0}")]
+    Stream(#[source] crate::browser::PageError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// A started remote login page.
 pub(super) struct Running {
     pub(super) addr: SocketAddr,
@@ -78,16 +95,11 @@ pub(super) async fn start(
     token: Option<String>,
     hosts: Vec<String>,
     page: Arc<dyn Page>,
-) -> Result<Running, String> {
+) -> Result<Running, RemoteError> {
     if !addr.ip().is_loopback() && token.is_none() {
-        return Err(format!(
-            "`{addr}` is not loopback: set `dashboard.token` (or BATON_DASHBOARD_TOKEN) so only you can drive the session, or use --listen 127.0.0.1:PORT through an SSH tunnel"
-        ));
+        return Err(RemoteError::NeedsToken(addr));
     }
-    let mut frames = page
-        .screencast()
-        .await
-        .map_err(|e| format!("cannot stream the page: {e}"))?;
+    let mut frames = page.screencast().await.map_err(RemoteError::Stream)?;
     let (frame_tx, frame) = watch::channel(None);
     let stop = CancellationToken::new();
     {
@@ -128,12 +140,9 @@ pub(super) async fn start(
         .route("/done", post(finish))
         .layer(middleware::from_fn_with_state(state.clone(), gate))
         .with_state(state);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let listen = |source| RemoteError::Listen { addr, source };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(listen)?;
+    let addr = listener.local_addr().map_err(listen)?;
     let task = {
         let stop = stop.clone();
         tokio::spawn(async move {

@@ -338,6 +338,16 @@ impl ChromePage {
         .await
     }
 
+    /// A trusted left click at viewport point (`x`, `y`): move, press,
+    /// release, as a person's mouse does.
+    async fn click_point(&self, x: f64, y: f64) -> Result<(), PageError> {
+        self.mouse(DispatchMouseEventType::MouseMoved, x, y).await?;
+        self.mouse(DispatchMouseEventType::MousePressed, x, y)
+            .await?;
+        self.mouse(DispatchMouseEventType::MouseReleased, x, y)
+            .await
+    }
+
     async fn mouse(&self, kind: DispatchMouseEventType, x: f64, y: f64) -> Result<(), PageError> {
         let mut p = DispatchMouseEventParams::new(kind, x, y);
         p.button = Some(MouseButton::Left);
@@ -510,11 +520,7 @@ impl Page for ChromePage {
                 v["x"].as_f64().unwrap_or(0.0),
                 v["y"].as_f64().unwrap_or(0.0),
             );
-            self.mouse(DispatchMouseEventType::MouseMoved, x, y).await?;
-            self.mouse(DispatchMouseEventType::MousePressed, x, y)
-                .await?;
-            self.mouse(DispatchMouseEventType::MouseReleased, x, y)
-                .await
+            self.click_point(x, y).await
         })
         .await
     }
@@ -596,14 +602,8 @@ impl Page for ChromePage {
     }
 
     async fn click_at(&self, x: f64, y: f64, timeout: Duration) -> Result<(), PageError> {
-        self.guard(timeout, async {
-            self.mouse(DispatchMouseEventType::MouseMoved, x, y).await?;
-            self.mouse(DispatchMouseEventType::MousePressed, x, y)
-                .await?;
-            self.mouse(DispatchMouseEventType::MouseReleased, x, y)
-                .await
-        })
-        .await
+        self.guard(timeout, async { self.click_point(x, y).await })
+            .await
     }
 
     async fn type_text(&self, text: &str, timeout: Duration) -> Result<(), PageError> {
