@@ -627,13 +627,13 @@ async fn a_remote_login_with_a_two_step_code_is_saved_and_the_next_run_buys_on_i
     };
 
     // The sign-in page: the username field has the focus, as on most shops.
-    seen(&mut frames, &mut buf, "/account/login").await;
+    seen(&mut frames, &mut buf, "/account/login", "input#username").await;
     input(serde_json::json!({"kind": "text", "text": "grace"})).await;
     input(serde_json::json!({"kind": "key", "key": "Tab"})).await;
     input(serde_json::json!({"kind": "text", "text": "hopper"})).await;
     input(serde_json::json!({"kind": "key", "key": "Enter"})).await;
     // The two-step page: the code from the person's own authenticator.
-    seen(&mut frames, &mut buf, "/account/totp").await;
+    seen(&mut frames, &mut buf, "/account/totp", "input#code").await;
     let secret = totp_rs::Secret::try_from_base32(baton::shop::account::GRACE_TOTP_SEED).unwrap();
     let code = totp_rs::Builder::new()
         .with_secret(secret)
@@ -647,7 +647,7 @@ async fn a_remote_login_with_a_two_step_code_is_saved_and_the_next_run_buys_on_i
         .to_string();
     input(serde_json::json!({"kind": "text", "text": code})).await;
     input(serde_json::json!({"kind": "key", "key": "Enter"})).await;
-    seen(&mut frames, &mut buf, "/account\"").await;
+    seen(&mut frames, &mut buf, "/account\"", "").await;
     drop(frames);
     let r = client
         .post(format!("{base}/done"))
@@ -685,11 +685,12 @@ async fn a_remote_login_with_a_two_step_code_is_saved_and_the_next_run_buys_on_i
     assert_no_chromium(&p.profile()).await;
 }
 
-/// Reads the remote page's frame stream until a frame's address contains
-/// `want` (each frame's picture checked to be a JPEG); returns that
-/// address. The stream's events are the only sign of where the page is,
-/// as the address bar is a person's.
-async fn seen(frames: &mut reqwest::Response, buf: &mut String, want: &str) -> String {
+/// Reads the remote page's frame stream until a frame shows a loaded page
+/// whose address contains `want` and whose focus is `focus` (each frame's
+/// picture checked to be a JPEG); returns that address. The stream is the
+/// test's only sight of the page, as the window is a person's: typing
+/// before the field has the caret would go nowhere.
+async fn seen(frames: &mut reqwest::Response, buf: &mut String, want: &str, focus: &str) -> String {
     use base64::Engine as _;
     let found = tokio::time::timeout(std::time::Duration::from_secs(30), async {
         loop {
@@ -704,7 +705,7 @@ async fn seen(frames: &mut reqwest::Response, buf: &mut String, want: &str) -> S
                     .unwrap();
                 assert_eq!(jpeg[..2], [0xff, 0xd8], "a JPEG");
                 let url = format!("{}\"", f["url"].as_str().unwrap());
-                if url.contains(want) {
+                if url.contains(want) && f["ready"] == true && f["focus"] == focus {
                     return url;
                 }
             }
@@ -713,5 +714,5 @@ async fn seen(frames: &mut reqwest::Response, buf: &mut String, want: &str) -> S
         }
     })
     .await;
-    found.unwrap_or_else(|_| panic!("the page never showed `{want}`"))
+    found.unwrap_or_else(|_| panic!("the page never showed `{want}` loaded with `{focus}` focused"))
 }

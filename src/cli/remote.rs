@@ -35,11 +35,19 @@ const INPUT_TIMEOUT: Duration = Duration::from_secs(10);
 
 const PAGE: &str = include_str!("remote.html");
 
+/// The page's address, load state and focused element (`input#code`).
+const WHERE: &str = r"(() => {
+  const e = document.activeElement;
+  const focus = e && e !== document.body ? e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') : '';
+  return { url: location.href, ready: document.readyState, focus };
+})()";
+
 #[derive(Clone)]
 struct Remote {
     page: Arc<dyn Page>,
-    /// The newest frame: `{"url": ..., "jpeg": base64}`, the page's
-    /// address shown above the picture as a browser shows it.
+    /// The newest frame: `{"url", "ready", "focus", "jpeg"}`: the page's
+    /// address, whether it has loaded and what has the focus, shown above
+    /// the picture, and the picture as base64 JPEG.
     frame: watch::Receiver<Option<Arc<str>>>,
     done: mpsc::Sender<()>,
     token: Option<String>,
@@ -111,9 +119,16 @@ pub(super) async fn start(
                     () = stop.cancelled() => break,
                     f = frames.recv() => match f {
                         Some(jpeg) => {
-                            let url = page.url().await.unwrap_or_default();
+                            // Where the page is, whether it has loaded, and
+                            // what has the focus: what a person reads off a
+                            // window (the address bar, the spinner, the
+                            // caret) before typing.
+                            let seen = page.eval(WHERE, INPUT_TIMEOUT).await.unwrap_or_default();
+                            let url = seen["url"].as_str().unwrap_or_default();
                             let shown = serde_json::json!({
-                                "url": crate::redact::url(&url),
+                                "url": crate::redact::url(url),
+                                "ready": seen["ready"] == "complete",
+                                "focus": seen["focus"],
                                 "jpeg": base64::engine::general_purpose::STANDARD.encode(jpeg),
                             });
                             frame_tx.send_replace(Some(shown.to_string().into()));
