@@ -626,14 +626,23 @@ async fn a_remote_login_with_a_two_step_code_is_saved_and_the_next_run_buys_on_i
         }
     };
 
-    // The sign-in page: the username field has the focus, as on most shops.
-    seen(&mut frames, &mut buf, "/account/login", "input#username").await;
+    // The sign-in page. Nothing has the focus (the shop sets none): Tab
+    // until the stream shows the username field has it, as a keyboard
+    // user watching the page would.
+    tab_to(
+        &mut frames,
+        &mut buf,
+        &input,
+        "/account/login",
+        "input#username",
+    )
+    .await;
     input(serde_json::json!({"kind": "text", "text": "grace"})).await;
     input(serde_json::json!({"kind": "key", "key": "Tab"})).await;
     input(serde_json::json!({"kind": "text", "text": "hopper"})).await;
     input(serde_json::json!({"kind": "key", "key": "Enter"})).await;
     // The two-step page: the code from the person's own authenticator.
-    seen(&mut frames, &mut buf, "/account/totp", "input#code").await;
+    tab_to(&mut frames, &mut buf, &input, "/account/totp", "input#code").await;
     let secret = totp_rs::Secret::try_from_base32(baton::shop::account::GRACE_TOTP_SEED).unwrap();
     let code = totp_rs::Builder::new()
         .with_secret(secret)
@@ -715,4 +724,69 @@ async fn seen(frames: &mut reqwest::Response, buf: &mut String, want: &str, focu
     })
     .await;
     found.unwrap_or_else(|_| panic!("the page never showed `{want}` loaded with `{focus}` focused"))
+}
+
+/// Presses Tab on the remote page until a loaded page at `want` shows
+/// `field` focused (at most 20 presses: the field is among a page's first
+/// few focusable elements).
+async fn tab_to<F, Fut>(
+    frames: &mut reqwest::Response,
+    buf: &mut String,
+    input: &F,
+    want: &str,
+    field: &str,
+) where
+    F: Fn(serde_json::Value) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    // The page loaded, with whatever focus it gives.
+    let mut focus = seen_any(frames, buf, want).await;
+    for _ in 0..20 {
+        if focus == field {
+            return;
+        }
+        input(serde_json::json!({"kind": "key", "key": "Tab"})).await;
+        // The focus moved: a new frame (the focus ring) says where to.
+        focus = next_focus(frames, buf, &focus).await;
+    }
+    panic!("Tab never reached `{field}` on `{want}` (last: `{focus}`)");
+}
+
+/// The focus of the first frame of a loaded page at `want`.
+async fn seen_any(frames: &mut reqwest::Response, buf: &mut String, want: &str) -> String {
+    frame_where(frames, buf, |f| {
+        f["ready"] == true && f["url"].as_str().is_some_and(|u| u.contains(want))
+    })
+    .await
+}
+
+/// The focus of the next frame whose focus is not `was`.
+async fn next_focus(frames: &mut reqwest::Response, buf: &mut String, was: &str) -> String {
+    frame_where(frames, buf, |f| f["focus"].as_str() != Some(was)).await
+}
+
+/// The focus shown by the first streamed frame `ok` accepts.
+async fn frame_where(
+    frames: &mut reqwest::Response,
+    buf: &mut String,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> String {
+    let found = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            while let Some(end) = buf.find("\n\n") {
+                let event: String = buf.drain(..end + 2).collect();
+                let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) else {
+                    continue;
+                };
+                let f: serde_json::Value = serde_json::from_str(data).unwrap();
+                if ok(&f) {
+                    return f["focus"].as_str().unwrap_or_default().to_owned();
+                }
+            }
+            let chunk = frames.chunk().await.unwrap().expect("the stream ended");
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await;
+    found.expect("no frame showed what the test waited for")
 }

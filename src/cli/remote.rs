@@ -35,12 +35,14 @@ const INPUT_TIMEOUT: Duration = Duration::from_secs(10);
 
 const PAGE: &str = include_str!("remote.html");
 
-/// The page's address, load state and focused element (`input#code`).
-const WHERE: &str = r"(() => {
+/// The page's address, load state and focused element (`input#code`, or
+/// `a "Cart"` for one without an id).
+const WHERE: &str = r#"(() => {
   const e = document.activeElement;
-  const focus = e && e !== document.body ? e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') : '';
+  const label = (x) => (x.id ? '#' + x.id : ' "' + (x.getAttribute('aria-label') || x.name || x.textContent || '').trim().slice(0, 24) + '"');
+  const focus = e && e !== document.body ? e.tagName.toLowerCase() + label(e) : '';
   return { url: location.href, ready: document.readyState, focus };
-})()";
+})()"#;
 
 #[derive(Clone)]
 struct Remote {

@@ -304,7 +304,7 @@ pub(super) fn login(next: &str, token: &str, error: Option<&str>) -> Html<String
 <form id="login-form" method="post" action="/account/login">
 <input type="hidden" name="next" value="{next}">
 <input type="hidden" name="token" value="{token}">
-<label>Username <input id="username" name="username" autocomplete="username" autofocus></label>
+<label>Username <input id="username" name="username" autocomplete="username"></label>
 <label>Password <input id="password" name="password" type="password" autocomplete="current-password"></label>
 <button id="sign-in" type="submit">Sign in</button>
 </form></main>"#,
@@ -325,7 +325,7 @@ pub(super) fn totp(next: &str, error: Option<&str>) -> Html<String> {
 <p>Open your authenticator app and enter the 6-digit code.</p>
 <form id="totp-form" method="post" action="/account/totp">
 <input type="hidden" name="next" value="{next}">
-<label>Code <input id="code" name="code" inputmode="numeric" autocomplete="one-time-code" autofocus></label>
+<label>Code <input id="code" name="code" inputmode="numeric" autocomplete="one-time-code"></label>
 <button id="verify" type="submit">Verify</button>
 </form></main>"#,
             next = escape(next)
