@@ -118,6 +118,12 @@ impl LoggedOut {
     }
 
     /// Lets every account try again; returns the ones that were held.
+    /// Lets `account` try again (it was logged in by a person); whether
+    /// it was held.
+    pub fn lift(&self, account: &AccountId) -> bool {
+        self.held().remove(account).is_some()
+    }
+
     pub fn clear(&self) -> Vec<AccountId> {
         std::mem::take(&mut *self.held()).into_keys().collect()
     }
@@ -179,6 +185,8 @@ pub enum AccountError {
         "the runtime directory `{path}` {reason}; remove it or set BATON_RUNTIME_DIR to a private directory"
     )]
     RuntimeDir { path: PathBuf, reason: String },
+    #[error("cannot read the browser session: {0}")]
+    Session(String),
 }
 
 /// Who an account is to its shop: the shop's origin and the user name.
@@ -397,8 +405,9 @@ impl AccountStore {
 
     /// Saves `session`'s cookies and the local storage of `origins` as
     /// `account`'s stored state, and makes them what the session starts
-    /// from after a relaunch. A failure is logged, not returned: the run
-    /// that asks has its own result, which a lost save does not change.
+    /// from after a relaunch. A failure is logged, and returned for a
+    /// caller that tells a person; a run goes on without it (its own result
+    /// does not change with a lost save).
     pub async fn save_session(
         &self,
         browser: &dyn Browser,
@@ -406,33 +415,33 @@ impl AccountStore {
         origins: &[String],
         bound: std::time::Duration,
         account: &AccountId,
-    ) {
+    ) -> Result<(), AccountError> {
         let read = tokio::time::timeout(bound, browser.storage_state(session, origins)).await;
         let state = match read {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                tracing::warn!(account = %account, error = %e, "account's session not saved");
-                return;
-            }
-            Err(_) => {
-                tracing::warn!(account = %account, "account's session not saved: reading it timed out");
-                return;
-            }
+            Ok(Err(e)) => Err(AccountError::Session(e.to_string()))?,
+            Err(_) => Err(AccountError::Session("reading it timed out".into()))?,
         };
         let (store, id, s) = (self.clone(), account.clone(), state.clone());
-        let saved = tokio::task::spawn_blocking(move || store.save(&id, &s)).await;
+        let saved = tokio::task::spawn_blocking(move || store.save(&id, &s))
+            .await
+            .unwrap_or_else(|e| {
+                Err(AccountError::Write {
+                    path: self.path(account),
+                    reason: e.to_string(),
+                })
+            });
         match saved {
-            Ok(Ok(())) => {
+            Ok(()) => {
                 let _ = browser.seed(session, state).await;
                 tracing::debug!(account = %account, "account's session saved");
+                Ok(())
             }
-            Ok(Err(e)) => {
-                tracing::warn!(account = %account, error = %e, "account's session not saved");
-            }
-            Err(e) => {
-                tracing::warn!(account = %account, error = %e, "account's session not saved");
-            }
+            Err(e) => Err(e),
         }
+        .inspect_err(
+            |e| tracing::warn!(account = %account, error = %e, "account's session not saved"),
+        )
     }
 
     /// Replaces the stored state: written whole or not at all, mode 0600.

@@ -220,6 +220,7 @@ impl App {
                         commands: commands_tx.clone(),
                         redactor: redactor.clone(),
                         stop: CancellationToken::new(),
+                        logins: dashboard::Logins::default(),
                     },
                     servers.child_token(),
                 )

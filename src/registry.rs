@@ -406,6 +406,10 @@ pub enum Unavailable {
         for_: Duration,
     },
     Quarantined(Quarantine),
+    /// A person is logging `account` in from the dashboard.
+    LoggingIn {
+        account: AccountId,
+    },
 }
 
 impl std::fmt::Display for Unavailable {
@@ -431,6 +435,10 @@ impl std::fmt::Display for Unavailable {
                     .unwrap_or_default(),
                 q.target,
                 q.run_id.map(|r| format!(" (run {r})")).unwrap_or_default()
+            ),
+            Unavailable::LoggingIn { account } => write!(
+                f,
+                "account `{account}` is being logged in from the dashboard; its targets wait until that ends"
             ),
         }
     }
@@ -460,6 +468,8 @@ pub enum Refusal {
     },
     #[error("account `{account}` is in use by run {run_id}")]
     AccountBusy { account: AccountId, run_id: RunId },
+    #[error("account `{account}` is being logged in from the dashboard")]
+    LoggingIn { account: AccountId },
     #[error("account `{account}` is quarantined until target `{target}` is resolved")]
     AccountQuarantined {
         account: AccountId,
@@ -497,6 +507,10 @@ pub struct Registry {
     /// named (I9). Added by a run's own guard before it deregisters, so a
     /// session goes from held to quarantined with no moment in between.
     quarantine: DashMap<SessionId, Quarantine>,
+    /// Accounts a person is logging in (the dashboard's Log in), with the
+    /// hold's id in `sessions` and `accounts`: held like a run's (I1,
+    /// I10), but no run, so a cycle's wait never waits for a person.
+    logins: DashMap<AccountId, RunId>,
     /// Woken by every deregistration and status change; waiters re-check
     /// the maps themselves, so a spurious wake is harmless.
     changed: Notify,
@@ -523,6 +537,7 @@ impl Registry {
             sessions: DashMap::new(),
             accounts: DashMap::new(),
             quarantine: DashMap::new(),
+            logins: DashMap::new(),
             changed: Notify::new(),
             version: watch::Sender::new(0),
             completion: tokio::sync::Mutex::new(()),
@@ -539,16 +554,7 @@ impl Registry {
     /// before returning, and because they are matched by run id the undo
     /// can never release someone else's.
     pub fn register(self: &Arc<Self>, reg: Registration) -> Result<RunGuard, Refusal> {
-        // Never wrap: a reused id would overwrite an older run's
-        // screenshots and confuse its history. `u64::MAX` itself is never
-        // handed out, so the counter can always hold "exhausted".
-        let run_id = self
-            .next_run
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < u64::MAX - 1).then_some(n + 1)
-            })
-            .map(RunId)
-            .map_err(|_| Refusal::RunIdsExhausted)?;
+        let run_id = self.take_run_id()?;
         match self.sessions.entry(reg.session) {
             Entry::Occupied(e) => {
                 return Err(Refusal::SessionBusy {
@@ -652,6 +658,95 @@ impl Registry {
             run_id,
             control,
         })
+    }
+
+    /// Holds `account` and its `session` for a person logging it in (the
+    /// dashboard's Log in), or refuses as [`register`](Self::register)
+    /// would: the session and the account are claimed the same way, in the
+    /// same order, so no run can drive either while the person does (I1,
+    /// I10), and none is left held: [`LoginHold`] releases both when
+    /// dropped. Not a run: cycles do not wait for it, and the account's
+    /// targets are skipped with [`Unavailable::LoggingIn`] meanwhile.
+    pub fn hold_for_login(
+        self: &Arc<Self>,
+        session: SessionId,
+        account: &AccountId,
+    ) -> Result<LoginHold, Refusal> {
+        // Only for the message: the claims below are what keep it apart.
+        if self.logins.contains_key(account) {
+            return Err(Refusal::LoggingIn {
+                account: account.clone(),
+            });
+        }
+        let run_id = self.take_run_id()?;
+        match self.sessions.entry(session) {
+            Entry::Occupied(e) => {
+                return Err(Refusal::SessionBusy {
+                    session,
+                    run_id: *e.get(),
+                });
+            }
+            Entry::Vacant(e) => {
+                if let Some(q) = self.quarantine.get(&session) {
+                    return Err(Refusal::SessionQuarantined {
+                        session,
+                        target: q.target.clone(),
+                    });
+                }
+                e.insert(run_id);
+            }
+        }
+        let undo_session = || {
+            self.sessions.remove_if(&session, |_, r| *r == run_id);
+        };
+        match self.accounts.entry(account.clone()) {
+            Entry::Occupied(e) => {
+                let holder = *e.get();
+                drop(e);
+                undo_session();
+                if self.logins.contains_key(account) {
+                    return Err(Refusal::LoggingIn {
+                        account: account.clone(),
+                    });
+                }
+                return Err(Refusal::AccountBusy {
+                    account: account.clone(),
+                    run_id: holder,
+                });
+            }
+            Entry::Vacant(e) => {
+                if let Some(q) = self.account_quarantine(account) {
+                    drop(e);
+                    undo_session();
+                    return Err(Refusal::AccountQuarantined {
+                        account: account.clone(),
+                        target: q.target,
+                    });
+                }
+                e.insert(run_id);
+            }
+        }
+        self.logins.insert(account.clone(), run_id);
+        self.bump();
+        tracing::info!(account = %account, session = session.0, "account `{account}` held for a login from the dashboard");
+        Ok(LoginHold {
+            registry: self.clone(),
+            session,
+            account: account.clone(),
+            run_id,
+        })
+    }
+
+    /// Whether a person is logging `account` in.
+    pub fn is_logging_in(&self, account: &AccountId) -> bool {
+        self.logins.contains_key(account)
+    }
+
+    /// The accounts a person is logging in, by name.
+    pub fn logins(&self) -> Vec<AccountId> {
+        let mut a: Vec<AccountId> = self.logins.iter().map(|e| e.key().clone()).collect();
+        a.sort();
+        a
     }
 
     /// Whether no run is registered.
@@ -768,6 +863,11 @@ impl Registry {
             .and_then(|a| self.account_quarantine(a))
         {
             return Some(vec![Unavailable::Quarantined(q)]);
+        }
+        if let Some(a) = &pool.account
+            && self.logins.contains_key(a)
+        {
+            return Some(vec![Unavailable::LoggingIn { account: a.clone() }]);
         }
         if let Some(a) = &pool.account
             && let Some(run_id) = self.accounts.get(a).map(|r| *r)
@@ -928,6 +1028,19 @@ impl Registry {
         self.bump();
     }
 
+    /// A run id never handed out before. Never wraps: a reused id would
+    /// overwrite an older run's screenshots and confuse its history.
+    /// `u64::MAX` itself is never handed out, so the counter can always
+    /// hold "exhausted".
+    fn take_run_id(&self) -> Result<RunId, Refusal> {
+        self.next_run
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < u64::MAX - 1).then_some(n + 1)
+            })
+            .map(RunId)
+            .map_err(|_| Refusal::RunIdsExhausted)
+    }
+
     fn bump(&self) {
         self.version.send_modify(|v| *v = v.wrapping_add(1));
         self.changed.notify_waiters();
@@ -1020,6 +1133,38 @@ impl RunGuard {
         // observe the final state missing with the run gone.
         drop(self);
         out
+    }
+}
+
+/// An account and its session held for a person logging it in
+/// ([`Registry::hold_for_login`]); dropping it frees both, account first,
+/// as a run's guard does.
+#[derive(Debug)]
+pub struct LoginHold {
+    registry: Arc<Registry>,
+    session: SessionId,
+    account: AccountId,
+    run_id: RunId,
+}
+
+impl LoginHold {
+    pub fn session(&self) -> SessionId {
+        self.session
+    }
+
+    pub fn account(&self) -> &AccountId {
+        &self.account
+    }
+}
+
+impl Drop for LoginHold {
+    fn drop(&mut self) {
+        let (r, run_id) = (&self.registry, self.run_id);
+        r.logins.remove_if(&self.account, |_, h| *h == run_id);
+        r.accounts.remove_if(&self.account, |_, h| *h == run_id);
+        r.sessions.remove_if(&self.session, |_, h| *h == run_id);
+        r.bump();
+        tracing::info!(account = %self.account, "account `{}` released by its login", self.account);
     }
 }
 
@@ -1125,5 +1270,89 @@ mod tests {
         assert_eq!(stuck.runs.len(), 1);
         assert_eq!(stuck.runs[0].run_id, g.run_id());
         assert_eq!(stuck.waited, Duration::from_secs(30));
+    }
+
+    fn on_account(target: &str, session: u32, account: &str) -> Registration {
+        Registration {
+            account: Some(AccountId::new(account)),
+            ..reg(target, session)
+        }
+    }
+
+    /// A person logging an account in holds it like a run (I10): no run
+    /// on the account starts, the account's targets are told why at once
+    /// (no cycle waits for a person), other accounts and guests go on, and
+    /// dropping the hold frees both.
+    #[tokio::test(start_paused = true)]
+    async fn a_login_holds_its_account_and_session_until_it_ends() {
+        let r = Arc::new(Registry::default());
+        let ada = AccountId::new("ada");
+        let hold = r.hold_for_login(SessionId(7), &ada).unwrap();
+        assert_eq!(r.logins(), vec![ada.clone()]);
+        assert_eq!(
+            r.hold_for_login(SessionId(7), &ada).unwrap_err(),
+            Refusal::LoggingIn {
+                account: ada.clone()
+            }
+        );
+        assert!(matches!(
+            r.register(on_account("t", 7, "ada")).unwrap_err(),
+            Refusal::SessionBusy { .. }
+        ));
+        assert!(matches!(
+            r.register(on_account("t", 8, "ada")).unwrap_err(),
+            Refusal::AccountBusy { .. }
+        ));
+        let pool = Pool {
+            sessions: vec![SessionId(7)],
+            account: Some(ada.clone()),
+        };
+        let started = Instant::now();
+        match r.wait_for_session(&pool, Duration::from_secs(60)).await {
+            Err(SessionWait::Unavailable(why)) => {
+                assert_eq!(
+                    why,
+                    vec![Unavailable::LoggingIn {
+                        account: ada.clone()
+                    }]
+                );
+            }
+            other => panic!("expected LoggingIn, got {other:?}"),
+        }
+        assert_eq!(started.elapsed(), Duration::ZERO, "no wait for a person");
+        // A cycle's wait for runs does not wait for a login either.
+        assert!(r.wait_settled(Duration::ZERO).await.is_ok());
+        let guest = r.register(reg("g", 0)).unwrap();
+        drop(guest);
+
+        drop(hold);
+        assert!(r.is_idle());
+        assert!(r.logins().is_empty());
+        assert!(r.register(on_account("t", 7, "ada")).is_ok());
+    }
+
+    /// A login is refused while a run holds the account, or while the
+    /// account is quarantined, and the refusal claims nothing.
+    #[test]
+    fn a_login_waits_for_the_run_on_its_account() {
+        let r = Arc::new(Registry::default());
+        let ada = AccountId::new("ada");
+        let run = r.register(on_account("t", 7, "ada")).unwrap();
+        assert_eq!(
+            r.hold_for_login(SessionId(8), &ada).unwrap_err(),
+            Refusal::AccountBusy {
+                account: ada.clone(),
+                run_id: run.run_id()
+            }
+        );
+        assert!(r.free_session(&Pool::guests(9)).is_some());
+        assert_eq!(r.sessions.len(), 1, "the refused login released session 8");
+        run.quarantine();
+        drop(run);
+        assert!(matches!(
+            r.hold_for_login(SessionId(9), &ada).unwrap_err(),
+            Refusal::AccountQuarantined { .. }
+        ));
+        assert!(r.sessions.is_empty() && r.accounts.is_empty());
     }
 }

@@ -838,7 +838,9 @@ impl Steps<'_> {
     /// failing the run).
     async fn save_account(&mut self, account: &Account) {
         let d = self.deps;
-        d.accounts
+        // A failed save is logged by `save_session`; the run goes on.
+        let _ = d
+            .accounts
             .save_session(
                 d.parts.browser.as_ref(),
                 self.guard.session(),

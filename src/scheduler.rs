@@ -136,6 +136,12 @@ pub enum Command {
     Reset(TargetId, oneshot::Sender<Result<(), CommandError>>),
     /// Settle an `in_doubt` target as `completed` or `ready`.
     Resolve(TargetId, Status, oneshot::Sender<Result<(), CommandError>>),
+    /// Hold an account for a person logging it in (the dashboard's Log
+    /// in): between cycles, never under a run (I10).
+    Login(
+        crate::id::AccountId,
+        oneshot::Sender<Result<crate::login::Held, crate::login::LoginRefused>>,
+    ),
 }
 
 /// Why an operator's change to a target was refused.
@@ -378,6 +384,12 @@ impl Loop {
                     .await;
                 let _ = reply.send(r);
             }
+            Command::Login(account, reply) => {
+                let cfg = self.s.parts.config.load_full();
+                let stop = self.s.shutdown.child_token();
+                let held = crate::login::Held::take(&self.s.parts, cfg, &account, stop).await;
+                let _ = reply.send(held);
+            }
         }
     }
 
@@ -539,6 +551,22 @@ impl Loop {
             return;
         }
         if self.s.shutdown.is_cancelled() {
+            return;
+        }
+        // What operators asked during the wait acts before this cycle
+        // dispatches: a Log in pressed while the account's run went on
+        // gets the account now, not after yet another run; a Pause
+        // dispatches nothing; a Run now is this cycle.
+        while let Ok(cmd) = self.s.commands.try_recv() {
+            match cmd {
+                Command::RunNow(reply) => {
+                    let _ = reply.send(());
+                    self.forced = !self.paused;
+                }
+                cmd => self.command(cmd).await,
+            }
+        }
+        if self.paused {
             return;
         }
 
@@ -928,7 +956,7 @@ impl Loop {
         // A guest takes any guest session; an account's target only the
         // account's own session, and the account with it (I10).
         let account = cfg.account_of(target).cloned();
-        if self.held_logged_out(target, account.as_deref()) {
+        if self.account_held(target, account.as_deref()) {
             return true;
         }
         let sessions = match &account {
@@ -1014,7 +1042,7 @@ impl Loop {
             // Likewise the account: a run on it may have failed its login
             // while this target waited for it (the run holds the account
             // before it deregisters). The same login is not tried again.
-            if self.held_logged_out(target, account.as_deref()) {
+            if self.account_held(target, account.as_deref()) {
                 return true;
             }
             let guard = match self.s.parts.registry.register(Registration {
@@ -1063,14 +1091,25 @@ impl Loop {
         true
     }
 
-    /// Whether `target`'s account is held after a failed login (and says so).
-    fn held_logged_out(&self, target: &crate::flow::Target, account: Option<&Account>) -> bool {
-        let Some(why) = account.and_then(|a| self.s.parts.logged_out.why(&a.id)) else {
+    /// Whether `target`'s account is held back (and says so): a person is
+    /// logging it in from the dashboard, or its login failed.
+    fn account_held(&self, target: &crate::flow::Target, account: Option<&Account>) -> bool {
+        let Some(a) = account else {
+            return false;
+        };
+        if self.s.parts.registry.is_logging_in(&a.id) {
+            let why = crate::registry::Unavailable::LoggingIn {
+                account: a.id.clone(),
+            };
+            tracing::info!(target = %target.id, "target `{}` skipped this cycle: {why}", target.id);
+            return true;
+        }
+        let Some(why) = self.s.parts.logged_out.why(&a.id) else {
             return false;
         };
         tracing::info!(
             target = %target.id,
-            "target `{}` skipped: {why}. Its account is not tried again until flows.yaml changes or baton restarts",
+            "target `{}` skipped: {why}. Its account is not tried again until it is logged in from the dashboard, flows.yaml changes or baton restarts",
             target.id
         );
         true

@@ -8,6 +8,7 @@ use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
+use std::time::Duration;
 
 use baton::app::{App, Options};
 use baton::browser::Browser;
@@ -690,6 +691,283 @@ async fn a_remote_login_with_a_two_step_code_is_saved_and_the_next_run_buys_on_i
     assert_eq!(st.get("1005").status, Status::Completed);
     assert_eq!(sh.account_logins("grace"), 1, "only the remote login");
     assert_eq!(sh.account_orders("grace"), 1);
+    stop.cancel();
+    assert_no_chromium(&p.profile()).await;
+}
+
+/// The dashboard's Log in, on a running baton (issue 28): grace's target
+/// runs, finds the account logged out (no login script) and waits. A
+/// person presses Log in: the account is held (its target is skipped with
+/// the reason, no run starts under the person), they log in on the
+/// streamed page with the two-step code and press Done; the session is
+/// saved, the hold lifted, and the next cycle buys on it. A second login
+/// left open does not keep a stopping baton alive, and leaves no Chromium.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_from_the_dashboard_of_a_running_baton_is_saved_and_its_target_buys() {
+    let _one = common::live::one_at_a_time().await;
+    const TOKEN: &str = "tok-dash-login-19c2";
+    let p = Project::new(
+        FAST_CYCLE,
+        &on("grace", "1005", 30.0),
+        &accounts("lovelace").replace(
+            "    check: { url: /account, selector: \"#account-name\" }\n    login: login\n",
+            "    check: { url: /account, selector: \"#account-name\" }\n",
+        ),
+    );
+    p.edit(
+        "dashboard: off\n",
+        &format!("dashboard: {{ addr: \"127.0.0.1:0\", token: {TOKEN} }}\n"),
+    );
+    let (srv, stop) = own_shop(&p).await;
+    common::init_tracing();
+    let app = App::start(Options::new(p.config())).await.unwrap();
+    let dash = format!("http://{}", app.dashboard.as_ref().unwrap().addr);
+    let mut finished = app.parts.finished.subscribe();
+    let registry = app.parts.registry.clone();
+    let mut cycles = app.status.clone();
+    let shutdown = app.shutdown.clone();
+    let task = tokio::spawn(app.run());
+    let client = reqwest::Client::new();
+    let post = |path: &str| {
+        client
+            .post(format!("{dash}{path}"))
+            .bearer_auth(TOKEN)
+            .header("x-baton-action", "1")
+    };
+    let status = || async {
+        client
+            .get(format!("{dash}/api/status"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+    };
+    // The first run finds grace logged out, with nobody to log in.
+    let first = tokio::time::timeout(Duration::from_secs(120), finished.recv())
+        .await
+        .expect("no run finished")
+        .unwrap();
+    assert_eq!(first.outcome.as_deref(), Some("logged_out"), "{first:?}");
+    let grace = |st: serde_json::Value| {
+        st["accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["id"] == "grace")
+            .cloned()
+            .unwrap()
+    };
+    let g = grace(status().await);
+    assert!(g["logged_out"].is_string(), "{g}");
+
+    let saved = || std::fs::read(p.dir.path().join(".baton/accounts/grace.json")).ok();
+    let before = saved();
+    // Log in, without the token: refused. With it: held, and a page.
+    let r = client
+        .post(format!("{dash}/api/accounts/grace/login"))
+        .header("x-baton-action", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = post("/api/accounts/nobody/login").send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let r = post("/api/accounts/grace/login").send().await.unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let page: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(page["page"], "/login/grace/");
+    let base = format!("{dash}/login/grace");
+    assert_eq!(registry.logins().len(), 1);
+    // Pressed twice: the same login.
+    let r = post("/api/accounts/grace/login").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(registry.logins().len(), 1);
+    let r = client.get(format!("{base}/frames")).send().await.unwrap();
+    assert_eq!(r.status(), 401, "the stream needs the token");
+    let shell = client.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(shell.status(), 200);
+    assert!(
+        shell
+            .text()
+            .await
+            .unwrap()
+            .contains("EventSource(\"frames\")")
+    );
+
+    let mut frames = client
+        .get(format!("{base}/frames"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(frames.status(), 200);
+    let mut buf = String::new();
+    let input = |body: serde_json::Value| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let r = client
+                .post(format!("{base}/input"))
+                .bearer_auth(TOKEN)
+                .header("x-baton-action", "1")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+        }
+    };
+    tab_to(
+        &mut frames,
+        &mut buf,
+        &input,
+        "/account/login",
+        "input#username",
+    )
+    .await;
+    input(serde_json::json!({"kind": "text", "text": "grace"})).await;
+    // Done too early: still logged out, and the login stays open, with
+    // the person's page as they left it (the check runs beside it).
+    let r = post("/login/grace/done").send().await.unwrap();
+    let said: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(said["ended"], false, "{said}");
+    assert!(
+        said["message"]
+            .as_str()
+            .unwrap()
+            .contains("still logged out")
+    );
+    assert_eq!(registry.logins().len(), 1);
+    input(serde_json::json!({"kind": "key", "key": "Tab"})).await;
+    seen(&mut frames, &mut buf, "/account/login", "input#password").await;
+    // Cancel: nothing saved, the account and its session are free.
+    let r = post("/login/grace/cancel").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(registry.logins().is_empty());
+    assert!(
+        registry.is_idle(),
+        "cancel released the account and its session"
+    );
+    assert_eq!(saved(), before, "nothing saved");
+    drop(frames);
+
+    // Again, to the end this time.
+    let r = post("/api/accounts/grace/login").send().await.unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let mut frames = client
+        .get(format!("{base}/frames"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let mut buf = String::new();
+    tab_to(
+        &mut frames,
+        &mut buf,
+        &input,
+        "/account/login",
+        "input#username",
+    )
+    .await;
+    input(serde_json::json!({"kind": "text", "text": "grace"})).await;
+    input(serde_json::json!({"kind": "key", "key": "Tab"})).await;
+    input(serde_json::json!({"kind": "text", "text": "hopper"})).await;
+    input(serde_json::json!({"kind": "key", "key": "Enter"})).await;
+    tab_to(&mut frames, &mut buf, &input, "/account/totp", "input#code").await;
+    let secret = totp_rs::Secret::try_from_base32(baton::shop::account::GRACE_TOTP_SEED).unwrap();
+    let code = totp_rs::Builder::new()
+        .with_secret(secret)
+        .build_noncompliant()
+        .generate(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+        )
+        .to_string();
+    input(serde_json::json!({"kind": "text", "text": code})).await;
+    input(serde_json::json!({"kind": "key", "key": "Enter"})).await;
+    seen(&mut frames, &mut buf, "/account\"", "").await;
+    let r = post("/login/grace/done").send().await.unwrap();
+    let said: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        (&said["ended"], &said["logged_in"]),
+        (&serde_json::json!(true), &serde_json::json!(true)),
+        "{said}"
+    );
+    assert!(registry.logins().is_empty());
+    // The stream ended with the login.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while frames.chunk().await.ok().flatten().is_some() {}
+    })
+    .await
+    .expect("the stream outlived its login");
+    assert!(grace(status().await)["logged_out"].is_null());
+    assert_ne!(saved(), before, "the session was saved");
+
+    // The next cycle buys on the saved session.
+    let bought = tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            let rec = finished.recv().await.unwrap();
+            if rec.status == Status::Completed {
+                return rec;
+            }
+        }
+    })
+    .await
+    .expect("grace's target was never bought");
+    assert!(bought.order.is_some(), "{bought:?}");
+    let sh = srv.shop.clone();
+    assert_eq!(sh.account_logins("grace"), 1, "only the person's login");
+    assert_eq!(sh.account_orders("grace"), 1);
+
+    // While a person logs the account in, its target waits: put back to
+    // `ready` (and the account not held for a failed login), it still
+    // does not run for two whole cycles, and the dashboard says why.
+    let r = post("/api/accounts/grace/login").send().await.unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    // Runs that ended before the hold are not this part's business.
+    while finished.try_recv().is_ok() {}
+    let r = post("/api/targets/1005/reset").send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let now = cycles.borrow().cycle;
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        cycles.wait_for(|s| s.cycle >= now + 2 && s.phase == baton::scheduler::Phase::Sleeping),
+    )
+    .await
+    .expect("the cycles stopped")
+    .unwrap();
+    assert!(
+        finished.try_recv().is_err(),
+        "a run started on the account while it was being logged in"
+    );
+    let st = status().await;
+    assert_eq!(st["active"], serde_json::json!([]));
+    assert_eq!(grace(st.clone())["logging_in"], true);
+    let row = st["targets"].as_array().unwrap()[0].clone();
+    assert_eq!(row["status"], "ready", "{row}");
+
+    // A login left open when baton stops: it ends with baton, promptly.
+    let mut frames = client
+        .get(format!("{base}/frames"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("an open login kept baton from stopping")
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while frames.chunk().await.ok().flatten().is_some() {}
+    })
+    .await
+    .expect("the login's stream kept going after baton stopped");
+    assert!(registry.is_idle());
     stop.cancel();
     assert_no_chromium(&p.profile()).await;
 }

@@ -60,6 +60,7 @@ fn env(token: Option<&str>) -> Env {
         commands: h.commands.clone(),
         redactor,
         stop: tokio_util::sync::CancellationToken::new(),
+        logins: dashboard::Logins::default(),
     };
     Env {
         app: dashboard::app(d.clone()),

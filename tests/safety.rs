@@ -1058,6 +1058,78 @@ async fn i10_runs_on_one_account_take_turns_and_log_in_once() {
     assert!(h.registry.is_idle());
 }
 
+/// I10 with a person: a Log in asked for while the account's run goes on
+/// (the next cycle is waiting for that run) gets the account as soon as
+/// the run ends, before that cycle dispatches the account's next run.
+/// While the person holds it, the account's target is skipped at once
+/// each cycle (the guest beside it runs on); released, it runs again.
+/// Guards: the commands taken before dispatch, `Registry::hold_for_login`
+/// and the scheduler's check of it.
+#[tokio::test(start_paused = true)]
+async fn i10_a_login_asked_for_mid_run_holds_the_account_before_its_next_run() {
+    use baton::scheduler::Phase;
+    let mut cfg = config(&["a", "g"], flow(&["work"]));
+    cfg.cycle.max_concurrent_runs = 1;
+    common::on_account(&mut cfg, "ada", &["a"]);
+    let ada = AccountId::new("ada");
+    Arc::make_mut(cfg.accounts.get_mut(&ada).unwrap()).login_url =
+        Some("http://shop.test/login".into());
+    let h = Harness::new(cfg);
+    // Longer than the 25-35 s interval: the next cycle waits for it.
+    timed_step(&h, "work", secs(40), &Timeline::default());
+    h.steps.step("check", |_| async { Ok(StepEnd::Continue) });
+    let runs_of = |h: &Harness, t: &str| {
+        h.history()
+            .iter()
+            .filter(|r| r.target.as_str() == t)
+            .count()
+    };
+    let mut status = h.status.clone();
+    let task = tokio::spawn(h.scheduler(None).run());
+    status
+        .wait_for(|s| s.cycle == 2 && s.phase == Phase::Waiting)
+        .await
+        .unwrap();
+    assert!(h.registry.is_registered("a"), "cycle 1's run goes on");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    h.commands
+        .send(Command::Login(ada.clone(), tx))
+        .await
+        .unwrap();
+    let held = rx
+        .await
+        .unwrap()
+        .expect("the account, as soon as its run ended");
+    assert_eq!(runs_of(&h, "a"), 1);
+    assert!(h.registry.is_logging_in(&ada));
+
+    // Two more whole cycles: `a` is not run, `g` is.
+    let now = status.borrow().cycle;
+    status
+        .wait_for(|s| s.cycle >= now + 2 && s.phase == Phase::Sleeping)
+        .await
+        .unwrap();
+    assert_eq!(runs_of(&h, "a"), 1, "a run started under the person");
+    assert!(runs_of(&h, "g") >= 2, "the guest went on");
+
+    drop(held);
+    assert!(!h.registry.is_logging_in(&ada));
+    let before = runs_of(&h, "a");
+    let now = status.borrow().cycle;
+    status
+        .wait_for(|s| s.cycle >= now + 3 && s.phase == Phase::Sleeping)
+        .await
+        .unwrap();
+    assert!(
+        runs_of(&h, "a") > before,
+        "released, the account runs again"
+    );
+    h.shutdown.cancel();
+    task.await.unwrap();
+    assert!(h.registry.is_idle());
+    assert_eq!(h.sim.overlaps(), 0);
+}
+
 /// A login that does not take ends the run `logged_out`: the target fails
 /// (a person must look: retrying a wrong password locks accounts), and no
 /// step of the flow runs. The account's other target, dispatched while

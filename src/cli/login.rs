@@ -15,14 +15,12 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::{Failure, Signals, demo_shop_base};
-use crate::account::{Account, AccountStore, Check, LOGGED_OUT};
+use crate::account::{Account, AccountStore, LOGGED_OUT};
 use crate::browser::chrome::ChromeBrowser;
 use crate::browser::storage::StorageState;
 use crate::browser::{Browser, Page};
 use crate::config::Config;
-use crate::flow::StepEnd;
-use crate::flow::Target;
-use crate::script::{ScriptHost, ScriptRun};
+use crate::script::ScriptHost;
 
 pub(super) struct Args {
     pub account: String,
@@ -165,7 +163,11 @@ async fn session(
             return Err(Failure::runtime("stopped; nothing saved"));
         }
     }
-    let logged_in = check(cfg, account, page.clone()).await;
+    let scripts = ScriptHost::builder(&cfg.scripts_dir)
+        .secrets(cfg.secrets.clone())
+        .redactor(crate::redact::global())
+        .build();
+    let logged_in = crate::login::check(cfg, &scripts, account, page.clone()).await;
     page.close().await;
     match logged_in {
         Ok(true) => {
@@ -198,7 +200,7 @@ async fn session(
 }
 
 /// Serves the remote login page for `page` until the person presses Done
-/// (true) or baton is stopped (false).
+/// (true), or Cancel, or baton is stopped (false).
 async fn remote_login(
     cfg: &Config,
     account: &Account,
@@ -226,7 +228,7 @@ async fn remote_login(
     );
     let mut signals = Signals::new();
     let done = tokio::select! {
-        d = running.done.recv() => d.is_some(),
+        d = running.done.recv() => d.unwrap_or(false),
         () = signals.recv() => false,
     };
     running.stop().await;
@@ -238,69 +240,6 @@ fn remote_token(cfg: &Config) -> Option<String> {
     match &cfg.dashboard {
         Some(d) => d.token.clone(),
         None => std::env::var("BATON_DASHBOARD_TOKEN").ok(),
-    }
-}
-
-/// Runs the account's check on `page`.
-async fn check(cfg: &Config, account: &Account, page: Arc<dyn Page>) -> Result<bool, String> {
-    match &account.check {
-        Check::Page {
-            url,
-            selector,
-            logged_out,
-        } => {
-            crate::account::page_logged_in(
-                page.as_ref(),
-                url,
-                selector,
-                logged_out,
-                cfg.browser.timeout,
-            )
-            .await
-        }
-        Check::Script(script) => {
-            let host = ScriptHost::builder(&cfg.scripts_dir)
-                .secrets(cfg.secrets.clone())
-                .redactor(crate::redact::global())
-                .build();
-            // The check sees the first target on the account, as in a run.
-            let target = cfg
-                .targets
-                .iter()
-                .find(|t| t.account.as_ref() == Some(&account.id))
-                .cloned()
-                .unwrap_or_else(|| {
-                    Arc::new(Target {
-                        id: account.id.as_str().into(),
-                        url: account.login_page().unwrap_or_default().to_owned(),
-                        flow: String::new(),
-                        account: Some(account.id.clone()),
-                        params: serde_json::Map::new(),
-                        budget: crate::budget::Budget::Unset,
-                        schedule: crate::schedule::Schedule::default(),
-                    })
-                });
-            let run = ScriptRun {
-                page: Some(page),
-                target,
-                cancel: CancellationToken::new(),
-                commit: None,
-                timeouts: cfg.timeouts(),
-                shot_prefix: "login".into(),
-                trace: None,
-                http_fixture: None,
-                account: Some(Arc::new(account.clone())),
-                notices: None,
-            };
-            match host.run_script(script, run).await.map(|r| r.end) {
-                Ok(StepEnd::Outcome(o)) if o == LOGGED_OUT => Ok(false),
-                Ok(StepEnd::Outcome(o)) => Err(format!(
-                    "`{script}` ended with outcome `{o}`; a check ends with `logged_out` or not at all"
-                )),
-                Ok(_) => Ok(true),
-                Err(e) => Err(e.message),
-            }
-        }
     }
 }
 

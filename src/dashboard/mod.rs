@@ -48,6 +48,8 @@ use crate::script::ScriptStatus;
 use crate::state::Status;
 
 pub mod listener;
+mod login;
+pub use login::Logins;
 mod targets;
 pub mod view;
 
@@ -75,6 +77,11 @@ pub mod routes {
     pub const SHOT: &str = "/shots/{name}";
     /// A run's trace, by its number (`12` or `r12`).
     pub const TRACE: &str = "/api/runs/{run}/trace";
+    /// Start logging an account in (POST); answers the login's page.
+    pub const ACCOUNT_LOGIN: &str = "/api/accounts/{id}/login";
+    /// A login's page, and under it its `frames`, `input`, `done` and
+    /// `cancel`.
+    pub const LOGIN_PAGE: &str = "/login/{id}/";
 
     /// `template` with `{id}` replaced by `id`, percent-encoded: an id may
     /// hold `/`, `?` or a space.
@@ -105,6 +112,8 @@ pub struct Dashboard {
     /// as long as a browser tab stayed open. [`start`] sets it to the
     /// server's own stop token.
     pub stop: CancellationToken,
+    /// The accounts being logged in from this dashboard.
+    pub logins: login::Logins,
 }
 
 /// One target as the page shows it.
@@ -134,6 +143,19 @@ struct TargetView {
     not_due: Option<String>,
 }
 
+/// An account as the page shows it, with its Log in button.
+#[derive(Serialize)]
+struct AccountView {
+    id: crate::id::AccountId,
+    /// Why its targets wait after a failed login, if they do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logged_out: Option<String>,
+    /// A person is logging it in (its page is `/login/ID/`).
+    logging_in: bool,
+    /// Whether it has a page to log in on (`login_url`, or its check's).
+    can_log_in: bool,
+}
+
 /// A quarantined session and who it blocks.
 #[derive(Serialize)]
 struct QuarantineView {
@@ -153,6 +175,7 @@ struct StatusView {
     /// (I9), and the runnable targets that waits for.
     quarantined: Vec<QuarantineView>,
     targets: Vec<TargetView>,
+    accounts: Vec<AccountView>,
     scripts: Vec<ScriptStatus>,
     /// Hosts that asked baton to slow down: their monitors are paused.
     slowed_hosts: Vec<crate::script::politeness::SlowHost>,
@@ -227,6 +250,17 @@ impl Dashboard {
                 quarantine: q,
             })
             .collect();
+        let logins = self.view.logins();
+        let accounts = cfg
+            .accounts
+            .values()
+            .map(|a| AccountView {
+                id: a.id.clone(),
+                logged_out: self.view.logged_out(&a.id),
+                logging_in: logins.contains(&a.id),
+                can_log_in: a.login_page().is_some(),
+            })
+            .collect();
         let runs_total = [
             Status::Ready,
             Status::Completed,
@@ -243,6 +277,7 @@ impl Dashboard {
             active,
             quarantined,
             targets,
+            accounts,
             scripts: self.view.scripts(),
             slowed_hosts: self.view.slowed_hosts(),
             browser: self.view.browser(),
@@ -289,8 +324,17 @@ pub fn app(d: Dashboard) -> Router {
         .route(routes::SHOT, get(shot))
         .route(routes::TRACE, get(trace))
         .route(routes::OBSERVATIONS, get(observations))
+        .route(routes::ACCOUNT_LOGIN, post(login::start))
+        .route("/login/{id}/frames", get(login::frames))
+        .route("/login/{id}/input", post(login::input))
+        .route("/login/{id}/done", post(login::done))
+        .route("/login/{id}/cancel", post(login::cancel))
         .layer(middleware::from_fn_with_state(d.clone(), auth));
-    Router::new().route("/", get(page)).merge(api).with_state(d)
+    Router::new()
+        .route("/", get(page))
+        .route(routes::LOGIN_PAGE, get(login::page))
+        .merge(api)
+        .with_state(d)
 }
 
 /// A running dashboard server.

@@ -69,6 +69,16 @@ impl View {
             .is_none()
     }
 
+    /// The accounts a person is logging in.
+    pub fn logins(&self) -> Vec<crate::id::AccountId> {
+        self.s.parts.registry.logins()
+    }
+
+    /// Why `account`'s targets wait after a failed login, if they do.
+    pub fn logged_out(&self, account: &crate::id::AccountId) -> Option<String> {
+        self.s.parts.logged_out.why(account)
+    }
+
     pub fn quarantined(&self) -> Vec<Quarantine> {
         self.s.parts.registry.quarantined()
     }
