@@ -209,30 +209,10 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// `a`'s identity under `cfg`.
-    pub fn of(cfg: &crate::config::Config, a: &Account) -> Identity {
-        let page = match &a.check {
-            Check::Page { url, .. } => Some(url.as_str()),
-            Check::Script(_) => None,
-        };
-        let origin = page
-            .into_iter()
-            .chain(
-                cfg.targets
-                    .iter()
-                    .filter(|t| t.account.as_ref() == Some(&a.id))
-                    .map(|t| t.url.as_str()),
-            )
-            .chain(a.login_url.as_deref())
-            .find_map(origin_of);
-        let user = a
-            .username
-            .as_deref()
-            .and_then(|name| cfg.secrets.get(name))
-            .map_or_else(|| a.id.to_string(), str::to_owned);
-        let fallback = origin
-            .is_none()
-            .then(|| fs::canonicalize(&cfg.state_dir).unwrap_or_else(|_| cfg.state_dir.clone()));
+    /// The identity of the account `user` on the shop at `origin`
+    /// ([`crate::config::Config::identity`] finds them); `fallback` (the
+    /// state directory) stands in for an unknown origin.
+    pub fn new(origin: Option<String>, user: String, fallback: Option<PathBuf>) -> Identity {
         Identity {
             origin,
             user,

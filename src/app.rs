@@ -463,7 +463,7 @@ async fn claim_accounts(
     };
     let mut locks = Vec::new();
     for a in cfg.accounts.values() {
-        locks.push(store.lock(&a.id, &crate::account::Identity::of(cfg, a), sharing)?);
+        locks.push(store.lock(&a.id, &cfg.identity(a), sharing)?);
         if let Some(saved) = store.load(&a.id)? {
             browser.seed(a.session, saved).await?;
         } else {

@@ -14,8 +14,11 @@
 
 pub mod chrome;
 pub mod pool;
+pub mod settings;
 pub mod sim;
 pub mod storage;
+
+pub use settings::BrowserConfig;
 
 use std::fmt;
 use std::sync::Arc;

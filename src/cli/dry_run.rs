@@ -583,11 +583,7 @@ async fn account_session(
     let runtime = |e: &dyn std::fmt::Display| Failure::runtime(e.to_string());
     let store = crate::account::AccountStore::new(&cfg.state_dir);
     let lock = store
-        .lock(
-            &a.id,
-            &crate::account::Identity::of(cfg, a),
-            crate::account::Sharing::Alone,
-        )
+        .lock(&a.id, &cfg.identity(a), crate::account::Sharing::Alone)
         .map_err(|e| runtime(&e))?;
     if let Some(saved) = store.load(&a.id).map_err(|e| runtime(&e))? {
         browser

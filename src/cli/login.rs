@@ -64,7 +64,7 @@ pub(super) async fn run(args: Args) -> Result<(), Failure> {
     let _lock = store
         .lock(
             &account.id,
-            &crate::account::Identity::of(&cfg, &account),
+            &cfg.identity(&account),
             crate::account::Sharing::Alone,
         )
         .map_err(|e| Failure::runtime(e.to_string()))?;

@@ -30,6 +30,7 @@ use serde::Serialize;
 use serde_saphyr::MessageFormatter;
 
 use crate::account::{Account, Check};
+pub use crate::browser::BrowserConfig;
 use crate::flow::{Flow, Target, Timeouts};
 use crate::id::AccountId;
 pub use crate::secrets::Secrets;
@@ -81,28 +82,6 @@ pub struct Config {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct BrowserConfig {
-    pub headless: bool,
-    /// `None` means find one (`BATON_CHROME`, then PATH).
-    pub executable: Option<PathBuf>,
-    pub profile_dir: PathBuf,
-    /// Attach to a running browser instead of launching one.
-    pub connect: Option<String>,
-    /// How long an action waits for its element; the bound of every
-    /// browser call.
-    pub timeout: Duration,
-    /// Extra Chromium switches, as bare keys (`disable-gpu`, `lang=en`).
-    pub args: Vec<String>,
-    /// How many sessions may have a page opened ahead of their next run.
-    pub spare_pages: usize,
-    /// Kinds of request pages never make.
-    pub block: Vec<crate::browser::Blocked>,
-    /// Several browsers to spread sessions over (`browser.pool`); empty
-    /// for one browser.
-    pub pool: Vec<crate::browser::pool::Endpoint>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct CycleConfig {
     /// The interval is drawn uniformly from this range each cycle.
     pub interval: (Duration, Duration),
@@ -130,38 +109,6 @@ pub struct DashboardConfig {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct DemoShopConfig {
     pub port: u16,
-}
-
-impl BrowserConfig {
-    /// How to launch (or attach to) Chromium as this section says, with the
-    /// profile in `profile_dir`.
-    pub fn chrome(&self, profile_dir: PathBuf) -> crate::browser::chrome::ChromeConfig {
-        crate::browser::chrome::ChromeConfig {
-            executable: self.executable.clone(),
-            headless: self.headless,
-            profile_dir,
-            connect: self.connect.clone(),
-            args: self.args.clone(),
-            spare_pages: self.spare_pages,
-            block: self.block.clone(),
-        }
-    }
-}
-
-impl Default for BrowserConfig {
-    fn default() -> Self {
-        BrowserConfig {
-            headless: true,
-            executable: None,
-            profile_dir: PathBuf::from(".baton/profile"),
-            connect: None,
-            timeout: Duration::from_secs(10),
-            args: Vec::new(),
-            spare_pages: crate::browser::chrome::SPARE_PAGES,
-            block: Vec::new(),
-            pool: Vec::new(),
-        }
-    }
 }
 
 impl Default for CycleConfig {
@@ -260,6 +207,36 @@ impl Config {
             Some(a) => Arc::new(flow.with_account(a.clone())),
             None => flow.clone(),
         })
+    }
+
+    /// Who `a` is to its shop under this configuration: the origin of
+    /// its check page, else of its first target, else of its login page,
+    /// and its user name (the username secret's value, else the account's
+    /// name). The machine-wide lock of I10 is taken on it.
+    pub fn identity(&self, a: &Account) -> crate::account::Identity {
+        let page = match &a.check {
+            Check::Page { url, .. } => Some(url.as_str()),
+            Check::Script(_) => None,
+        };
+        let origin = page
+            .into_iter()
+            .chain(
+                self.targets
+                    .iter()
+                    .filter(|t| t.account.as_ref() == Some(&a.id))
+                    .map(|t| t.url.as_str()),
+            )
+            .chain(a.login_url.as_deref())
+            .find_map(crate::account::origin_of);
+        let user = a
+            .username
+            .as_deref()
+            .and_then(|name| self.secrets.get(name))
+            .map_or_else(|| a.id.to_string(), str::to_owned);
+        let fallback = origin.is_none().then(|| {
+            std::fs::canonicalize(&self.state_dir).unwrap_or_else(|_| self.state_dir.clone())
+        });
+        crate::account::Identity::new(origin, user, fallback)
     }
 
     /// The origins whose local storage an account's stored state keeps:

@@ -1,5 +1,6 @@
-//! flows.yaml's `notify:` section: its schema (first pass) and its
-//! resolution into a [`NotifyConfig`] (second pass), each problem located.
+//! flows.yaml's `notify:` section resolved into a [`NotifyConfig`] (the
+//! second pass; its schema is in `raw` with every other section's), each
+//! problem located.
 //!
 //! Values that are credentials (webhook URLs, tokens, passwords) take a
 //! string, with `${VAR}` expanded as elsewhere, or `{ secret: NAME }`
@@ -9,114 +10,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use serde::Deserialize;
-use serde::de::Deserializer;
 use serde_saphyr::Spanned;
 
 use crate::notify::channel::{Channel, ChannelKind, Email, Template, Tls};
 use crate::notify::{Kind, NotifyConfig, Rule};
 
-use super::raw::{OneOrMany, RawSecret};
+use super::raw::{Cred, OneOrMany, RawChannel, RawNotify, RawSecret};
 use super::resolve::{Resolver, at};
-use super::value::{Dur, Port, string_or_map};
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawNotify {
-    #[serde(default)]
-    channels: BTreeMap<String, Spanned<RawChannel>>,
-    #[serde(default)]
-    rules: Vec<Spanned<RawRule>>,
-    #[serde(default)]
-    failures_in_a_row: Option<Spanned<i64>>,
-    #[serde(default)]
-    max_messages: Option<Spanned<i64>>,
-    #[serde(default)]
-    max_age: Option<Dur<1_000>>,
-    #[serde(default)]
-    retry: Option<RawRetry>,
-    #[serde(default)]
-    link: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRetry {
-    first: Dur<10>,
-    max: Dur<10>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRule {
-    events: OneOrMany,
-    channels: OneOrMany,
-    #[serde(default)]
-    min_interval: Option<Dur<0>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawChannel {
-    #[serde(rename = "type")]
-    kind: Spanned<String>,
-    #[serde(default)]
-    url: Option<Spanned<Cred>>,
-    #[serde(default)]
-    headers: BTreeMap<String, Spanned<Cred>>,
-    #[serde(default)]
-    template: Option<Spanned<String>>,
-    #[serde(default)]
-    server: Option<Spanned<String>>,
-    #[serde(default)]
-    topic: Option<Spanned<String>>,
-    #[serde(default)]
-    token: Option<Spanned<Cred>>,
-    #[serde(default)]
-    urls: Option<Spanned<Cred>>,
-    #[serde(default)]
-    tag: Option<Spanned<String>>,
-    #[serde(default)]
-    host: Option<Spanned<String>>,
-    #[serde(default)]
-    port: Option<Port>,
-    #[serde(default)]
-    tls: Option<Spanned<String>>,
-    #[serde(default)]
-    username: Option<Spanned<Cred>>,
-    #[serde(default)]
-    password: Option<Spanned<Cred>>,
-    #[serde(default)]
-    from: Option<Spanned<String>>,
-    #[serde(default)]
-    to: Option<Spanned<OneOrMany>>,
-    #[serde(default)]
-    ca: Option<Spanned<String>>,
-    #[serde(default)]
-    min_gap: Option<Dur<0>>,
-}
-
-/// A credential: a string (`${VAR}` expanded) or `{ secret: NAME }`.
-enum Cred {
-    Text(String),
-    Secret(String),
-}
-
-impl<'de> Deserialize<'de> for Cred {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Full {
-            secret: String,
-        }
-        string_or_map(
-            d,
-            "a string (`${VAR}` works) or `{ secret: NAME }`",
-            |s| Ok(Cred::Text(s.to_owned())),
-            |f: Full| Cred::Secret(f.secret),
-        )
-    }
-}
 
 const TYPES: &str = "webhook, discord, slack, ntfy, apprise or email";
 

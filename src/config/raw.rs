@@ -39,7 +39,7 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) accounts: BTreeMap<String, Spanned<RawAccount>>,
     #[serde(default)]
-    pub(super) notify: Option<super::notify::RawNotify>,
+    pub(super) notify: Option<RawNotify>,
     #[serde(default)]
     pub(super) traces: Option<RawTraces>,
     #[serde(default)]
@@ -381,6 +381,106 @@ impl<'de> Deserialize<'de> for RawDashboard {
                 token: f.token,
                 hosts: f.hosts.into_iter().map(|h| h.0).collect(),
             },
+        )
+    }
+}
+
+// `notify:`
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNotify {
+    #[serde(default)]
+    pub(super) channels: BTreeMap<String, Spanned<RawChannel>>,
+    #[serde(default)]
+    pub(super) rules: Vec<Spanned<RawRule>>,
+    #[serde(default)]
+    pub(super) failures_in_a_row: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) max_messages: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) max_age: Option<Dur<1_000>>,
+    #[serde(default)]
+    pub(super) retry: Option<RawRetry>,
+    #[serde(default)]
+    pub(super) link: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRetry {
+    pub(super) first: Dur<10>,
+    pub(super) max: Dur<10>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRule {
+    pub(super) events: OneOrMany,
+    pub(super) channels: OneOrMany,
+    #[serde(default)]
+    pub(super) min_interval: Option<Dur<0>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawChannel {
+    #[serde(rename = "type")]
+    pub(super) kind: Spanned<String>,
+    #[serde(default)]
+    pub(super) url: Option<Spanned<Cred>>,
+    #[serde(default)]
+    pub(super) headers: BTreeMap<String, Spanned<Cred>>,
+    #[serde(default)]
+    pub(super) template: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) server: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) topic: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) token: Option<Spanned<Cred>>,
+    #[serde(default)]
+    pub(super) urls: Option<Spanned<Cred>>,
+    #[serde(default)]
+    pub(super) tag: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) host: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) port: Option<Port>,
+    #[serde(default)]
+    pub(super) tls: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) username: Option<Spanned<Cred>>,
+    #[serde(default)]
+    pub(super) password: Option<Spanned<Cred>>,
+    #[serde(default)]
+    pub(super) from: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) to: Option<Spanned<OneOrMany>>,
+    #[serde(default)]
+    pub(super) ca: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) min_gap: Option<Dur<0>>,
+}
+
+/// A credential: a string (`${VAR}` expanded) or `{ secret: NAME }`.
+pub(super) enum Cred {
+    Text(String),
+    Secret(String),
+}
+
+impl<'de> Deserialize<'de> for Cred {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Full {
+            secret: String,
+        }
+        string_or_map(
+            d,
+            "a string (`${VAR}` works) or `{ secret: NAME }`",
+            |s| Ok(Cred::Text(s.to_owned())),
+            |f: Full| Cred::Secret(f.secret),
         )
     }
 }

@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use super::checkout::Details;
+use super::Details;
 use super::{Shop, cookie, pages};
 
 /// The cookie that carries a login.

@@ -9,18 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::{Order, Product, Shop, Step, card, pages, session_of, with_session};
-
-/// What the address page saved.
-#[derive(Clone, Debug, Deserialize)]
-pub(super) struct Details {
-    #[serde(default)]
-    pub name: String,
-    #[serde(default)]
-    pub email: String,
-    #[serde(default)]
-    pub address: String,
-}
+use super::{Details, Order, Product, Shop, Step, card, pages, session_of, with_session};
 
 /// Where a session's checkout stands: the page it may see next.
 enum Stage {

@@ -149,13 +149,24 @@ struct Line {
     qty: u32,
 }
 
+/// What the checkout's address page saved (an account keeps one too).
+#[derive(Clone, Debug, Deserialize)]
+pub(super) struct Details {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub email: String,
+    #[serde(default)]
+    pub address: String,
+}
+
 #[derive(Default, Debug)]
 struct Session {
     cart: Vec<Line>,
     in_flight: u32,
     in_checkout: bool,
     /// What the checkout's address page saved.
-    details: Option<checkout::Details>,
+    details: Option<Details>,
     /// The card behind the token the payment page posted.
     card: Option<(String, String)>,
 }

@@ -255,12 +255,8 @@ pub(super) fn cart(m: &Money, rows: &[(Line, Option<Product>)]) -> Html<String> 
     )
 }
 
-pub(super) fn address(
-    m: &Money,
-    total_cents: u64,
-    saved: Option<&super::checkout::Details>,
-) -> Html<String> {
-    let v = |f: fn(&super::checkout::Details) -> &str| {
+pub(super) fn address(m: &Money, total_cents: u64, saved: Option<&super::Details>) -> Html<String> {
+    let v = |f: fn(&super::Details) -> &str| {
         saved
             .map(|d| format!(r#" value="{}""#, escape(f(d))))
             .unwrap_or_default()
@@ -334,11 +330,7 @@ pub(super) fn totp(next: &str, error: Option<&str>) -> Html<String> {
 }
 
 /// The account page: who is logged in, the saved address, orders.
-pub(super) fn account(
-    name: &str,
-    address: &super::checkout::Details,
-    orders: usize,
-) -> Html<String> {
+pub(super) fn account(name: &str, address: &super::Details, orders: usize) -> Html<String> {
     layout(
         "Your account",
         None,
