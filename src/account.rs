@@ -141,18 +141,37 @@ pub async fn page_logged_in(
     selector: &[String],
     logged_out: &[String],
     timeout: std::time::Duration,
-) -> Result<bool, String> {
-    page.navigate(url, timeout)
-        .await
-        .map_err(|e| format!("login check: {e}"))?;
+) -> Result<bool, CheckError> {
+    page.navigate(url, timeout).await?;
     // One wait for both: the logged-in signs first, so a page showing both
     // (a header login link beside the account's name) counts as logged in.
     let signs: Vec<&String> = selector.iter().chain(logged_out).collect();
     match page.wait_for(&Selectors::many(&signs), timeout).await {
         Ok(i) => Ok(i < selector.len()),
         Err(PageError::NotFound { .. }) => Ok(false),
-        Err(e) => Err(format!("login check: {e}")),
+        Err(e) => Err(e.into()),
     }
+}
+
+/// Why an account's login check gave no verdict (logged in or out).
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// The check page could not be loaded or read.
+    #[error("login check: {0}")]
+    Page(#[from] PageError),
+    /// The run's page could not be opened for the check.
+    #[error("{0}")]
+    Open(String),
+    /// A check script ended with an outcome other than `logged_out`.
+    #[error(
+        "login check `{script}` ended with outcome `{outcome}`; a check ends with `logged_out` or not at all"
+    )]
+    Outcome { script: String, outcome: String },
+    /// A check script failed; its own message.
+    #[error("{0}")]
+    Script(String),
+    #[error("login check cancelled")]
+    Cancelled,
 }
 
 /// The origin (`scheme://host:port`) of `url`, if it has one.
@@ -678,12 +697,12 @@ mod tests {
         let t = tokio::time::Instant::now();
         let out =
             page_logged_in(page.as_ref(), "http://shop.test/out", &name, &form, timeout).await;
-        assert_eq!(out, Ok(false));
+        assert_eq!(out.ok(), Some(false));
         assert!(t.elapsed() < timeout, "waited {:?}", t.elapsed());
 
         let t = tokio::time::Instant::now();
         let out = page_logged_in(page.as_ref(), "http://shop.test/out", &name, &[], timeout).await;
-        assert_eq!(out, Ok(false));
+        assert_eq!(out.ok(), Some(false));
         assert!(
             t.elapsed() >= timeout,
             "without the sign the check waits: {:?}",
@@ -691,7 +710,7 @@ mod tests {
         );
 
         let inn = page_logged_in(page.as_ref(), "http://shop.test/in", &name, &form, timeout).await;
-        assert_eq!(inn, Ok(true));
+        assert_eq!(inn.ok(), Some(true));
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! A person logging an account in: the account's login check on a page
-//! (shared by every form of `baton login` and by the dashboard), and, in a
+//! Logging an account in: a run's login gate (check, login script, check
+//! again, save), the account's login check on a page (shared by every
+//! form of `baton login` and by the dashboard), and, in a
 //! running baton, the dashboard's **Log in**: the account held in the
 //! registry like a run (I10) while a person drives its session through a
 //! [`Screen`], then checked, saved, and let run again.
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::account::{Account, AccountStore, Check, LOGGED_OUT};
+use crate::account::{Account, AccountStore, Check, CheckError, LOGGED_OUT};
 use crate::browser::Page;
 use crate::cluster::Claim;
 use crate::config::Config;
@@ -39,7 +40,7 @@ pub async fn check(
     scripts: &ScriptHost,
     account: &Account,
     page: Arc<dyn Page>,
-) -> Result<bool, String> {
+) -> Result<bool, CheckError> {
     match &account.check {
         Check::Page {
             url,
@@ -86,13 +87,82 @@ pub async fn check(
             };
             match scripts.run_script(script, run).await.map(|r| r.end) {
                 Ok(StepEnd::Outcome(o)) if o == LOGGED_OUT => Ok(false),
-                Ok(StepEnd::Outcome(o)) => Err(format!(
-                    "`{script}` ended with outcome `{o}`; a check ends with `logged_out` or not at all"
-                )),
+                Ok(StepEnd::Outcome(outcome)) => Err(CheckError::Outcome {
+                    script: script.clone(),
+                    outcome,
+                }),
                 Ok(_) => Ok(true),
-                Err(e) => Err(e.message),
+                Err(e) => Err(CheckError::Script(e.message)),
             }
         }
+    }
+}
+
+/// How a run's login gate went.
+pub(crate) enum Gate {
+    LoggedIn,
+    /// Logged out, and logging in did not help (or was not possible).
+    LoggedOut(String),
+    /// The check itself failed (the page did not load): not a verdict.
+    Failed(CheckError),
+}
+
+/// What the login gate needs of a run: the account's check and its login
+/// script, run as the run's own steps on its page, and saving its session.
+pub(crate) trait Session {
+    fn target(&self) -> &Target;
+    /// Whether the run's session is logged into `account`, by its check.
+    async fn logged_in(&mut self, account: &Account) -> Result<bool, CheckError>;
+    /// Runs the login script `script` as a step of the run.
+    async fn run_login(&mut self, script: &str) -> Result<StepEnd, crate::flow::StepError>;
+    /// Saves the session as the account's stored state (logged, never
+    /// failing the run).
+    async fn save(&mut self, account: &Account);
+}
+
+/// A run's login gate, before its steps (I10 holds the account already):
+/// checks the account's login and, when the session is logged out, runs
+/// its login script once and checks again. A run never buys on a session
+/// it has not seen logged in; a login that does not take is not retried
+/// (retrying a wrong password is what locks accounts).
+pub(crate) async fn gate(run: &mut impl Session, account: &Account) -> Gate {
+    match run.logged_in(account).await {
+        Ok(true) => return Gate::LoggedIn,
+        Ok(false) => {}
+        Err(e) => return Gate::Failed(e),
+    }
+    let id = &account.id;
+    let Some(script) = &account.login else {
+        return Gate::LoggedOut(format!(
+            "account `{id}` is logged out and has no login script; log it in from the dashboard (Log in), or with `baton login {id}` while baton is stopped"
+        ));
+    };
+    tracing::info!(target = %run.target().id, account = %id, "account `{id}` is logged out; running `{script}`");
+    match run.run_login(script).await {
+        Ok(StepEnd::Continue | StepEnd::Paused(_)) => {}
+        Ok(StepEnd::Outcome(name)) => {
+            return Gate::LoggedOut(format!(
+                "account `{id}`: the login script `{script}` ended with outcome `{name}`"
+            ));
+        }
+        Err(e) => {
+            return Gate::LoggedOut(format!(
+                "account `{id}`: the login script `{script}` failed: {}",
+                e.message
+            ));
+        }
+    }
+    match run.logged_in(account).await {
+        Ok(true) => {
+            tracing::info!(target = %run.target().id, account = %id, "logged in");
+            // Saved at once: a crash later in the run keeps the login.
+            run.save(account).await;
+            Gate::LoggedIn
+        }
+        Ok(false) => Gate::LoggedOut(format!(
+            "account `{id}` is still logged out after its login script `{script}` (a wrong password, or a challenge for a person: log it in from the dashboard, or with `baton login {id}` while baton is stopped)"
+        )),
+        Err(e) => Gate::Failed(e),
     }
 }
 

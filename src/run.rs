@@ -31,7 +31,7 @@ use futures::FutureExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::account::{Account, AccountStore, Check, LOGGED_OUT};
+use crate::account::{Account, AccountStore, Check, CheckError, LOGGED_OUT};
 use crate::browser::Page;
 use crate::cluster::Claim;
 use crate::config::Config;
@@ -420,14 +420,14 @@ async fn run_steps(
     // The account's login first (I10 holds the account already): a run
     // never buys on a session it has not seen logged in.
     if let Some(account) = &flow.account {
-        match run.login(account).await {
-            Gate::LoggedIn => {}
-            Gate::LoggedOut(why) => {
+        match crate::login::gate(&mut run, account).await {
+            crate::login::Gate::LoggedIn => {}
+            crate::login::Gate::LoggedOut(why) => {
                 tracing::warn!(target = %run.target.id, account = %account.id, "{why}");
                 run.report.outcome = Some(LOGGED_OUT.to_owned());
                 run.report.why = Some(why);
             }
-            Gate::Failed(e) => record_failure(&mut run.report, false, &e),
+            crate::login::Gate::Failed(e) => record_failure(&mut run.report, false, &e.to_string()),
         }
     }
 
@@ -468,21 +468,12 @@ async fn run_steps(
     }
     run.control.set_step(None);
     if let Some(account) = &flow.account {
-        run.save_account(account).await;
+        crate::login::Session::save(&mut run, account).await;
     }
     if let Some(p) = run.page.take() {
         p.close().await;
     }
     run.report
-}
-
-/// How the account's login check went.
-enum Gate {
-    LoggedIn,
-    /// Logged out, and logging in did not help (or was not possible).
-    LoggedOut(String),
-    /// The check itself failed (the page did not load): not a verdict.
-    Failed(String),
 }
 
 /// A run's steps in progress: the page they share and what they reported.
@@ -728,9 +719,17 @@ impl Steps<'_> {
         }
         result
     }
+}
+
+/// The login gate's side of a run: its check and its login script run as
+/// the run's own steps (recorded in its history and trace), on its page.
+impl crate::login::Session for Steps<'_> {
+    fn target(&self) -> &Target {
+        &self.target
+    }
 
     /// Whether the run's session is logged into `account`, by its check.
-    async fn logged_in(&mut self, account: &Account) -> Result<bool, String> {
+    async fn logged_in(&mut self, account: &Account) -> Result<bool, CheckError> {
         match &account.check {
             Check::Script(script) => {
                 let step = Step {
@@ -740,10 +739,11 @@ impl Steps<'_> {
                 match self.exec(&step).await {
                     Ok(StepEnd::Continue | StepEnd::Paused(_)) => Ok(true),
                     Ok(StepEnd::Outcome(name)) if name == LOGGED_OUT => Ok(false),
-                    Ok(StepEnd::Outcome(name)) => Err(format!(
-                        "login check `{script}` ended with outcome `{name}`; a check ends with `logged_out` or not at all"
-                    )),
-                    Err(e) => Err(e.message),
+                    Ok(StepEnd::Outcome(outcome)) => Err(CheckError::Outcome {
+                        script: script.clone(),
+                        outcome,
+                    }),
+                    Err(e) => Err(CheckError::Script(e.message)),
                 }
             }
             Check::Page {
@@ -754,7 +754,7 @@ impl Steps<'_> {
                 let started = Instant::now();
                 let token = self.control.token().child_token();
                 let checked = async {
-                    let page = self.page(&token).await?;
+                    let page = self.page(&token).await.map_err(CheckError::Open)?;
                     crate::account::page_logged_in(
                         page.as_ref(),
                         url,
@@ -766,11 +766,11 @@ impl Steps<'_> {
                 };
                 let checked = tokio::select! {
                     r = checked => r,
-                    () = token.cancelled() => Err("login check cancelled".into()),
+                    () = token.cancelled() => Err(CheckError::Cancelled),
                 };
                 let (result, error) = match &checked {
                     Ok(_) => (StepResult::Ok, None),
-                    Err(e) => (StepResult::Failed, Some(e.clone())),
+                    Err(e) => (StepResult::Failed, Some(e.to_string())),
                 };
                 self.report.steps.push(StepRecord {
                     script: LOGIN_CHECK.into(),
@@ -785,58 +785,17 @@ impl Steps<'_> {
         }
     }
 
-    /// Checks the account's login and, when the session is logged out,
-    /// runs its login script and checks again.
-    async fn login(&mut self, account: &Account) -> Gate {
-        match self.logged_in(account).await {
-            Ok(true) => return Gate::LoggedIn,
-            Ok(false) => {}
-            Err(e) => return Gate::Failed(e),
-        }
-        let Some(script) = &account.login else {
-            return Gate::LoggedOut(format!(
-                "account `{}` is logged out and has no login script; log in by hand with `baton login {}`",
-                account.id, account.id
-            ));
-        };
-        tracing::info!(target = %self.target.id, account = %account.id, "account `{}` is logged out; running `{script}`", account.id);
+    async fn run_login(&mut self, script: &str) -> Result<StepEnd, crate::flow::StepError> {
         let step = Step {
-            script: script.clone(),
+            script: script.to_owned(),
             always: false,
         };
-        match self.exec(&step).await {
-            Ok(StepEnd::Continue | StepEnd::Paused(_)) => {}
-            Ok(StepEnd::Outcome(name)) => {
-                return Gate::LoggedOut(format!(
-                    "account `{}`: the login script `{script}` ended with outcome `{name}`",
-                    account.id
-                ));
-            }
-            Err(e) => {
-                return Gate::LoggedOut(format!(
-                    "account `{}`: the login script `{script}` failed: {}",
-                    account.id, e.message
-                ));
-            }
-        }
-        match self.logged_in(account).await {
-            Ok(true) => {
-                tracing::info!(target = %self.target.id, account = %account.id, "logged in");
-                // Saved at once: a crash later in the run keeps the login.
-                self.save_account(account).await;
-                Gate::LoggedIn
-            }
-            Ok(false) => Gate::LoggedOut(format!(
-                "account `{}` is still logged out after its login script `{script}` (a wrong password, or a challenge for a person: `baton login {}`)",
-                account.id, account.id
-            )),
-            Err(e) => Gate::Failed(e),
-        }
+        self.exec(&step).await
     }
 
     /// Saves the session as the account's stored state (logged, never
     /// failing the run).
-    async fn save_account(&mut self, account: &Account) {
+    async fn save(&mut self, account: &Account) {
         let d = self.deps;
         // A failed save is logged by `save_session`; the run goes on.
         let _ = d
