@@ -627,37 +627,7 @@ async fn a_remote_login_with_a_two_step_code_is_saved_and_the_next_run_buys_on_i
         }
     };
 
-    // The sign-in page. Nothing has the focus (the shop sets none): Tab
-    // until the stream shows the username field has it, as a keyboard
-    // user watching the page would.
-    tab_to(
-        &mut frames,
-        &mut buf,
-        &input,
-        "/account/login",
-        "input#username",
-    )
-    .await;
-    input(serde_json::json!({"kind": "text", "text": "grace"})).await;
-    input(serde_json::json!({"kind": "key", "key": "Tab"})).await;
-    input(serde_json::json!({"kind": "text", "text": "hopper"})).await;
-    input(serde_json::json!({"kind": "key", "key": "Enter"})).await;
-    // The two-step page: the code from the person's own authenticator.
-    tab_to(&mut frames, &mut buf, &input, "/account/totp", "input#code").await;
-    let secret = totp_rs::Secret::try_from_base32(baton::shop::account::GRACE_TOTP_SEED).unwrap();
-    let code = totp_rs::Builder::new()
-        .with_secret(secret)
-        .build_noncompliant()
-        .generate(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs(),
-        )
-        .to_string();
-    input(serde_json::json!({"kind": "text", "text": code})).await;
-    input(serde_json::json!({"kind": "key", "key": "Enter"})).await;
-    seen(&mut frames, &mut buf, "/account\"", "").await;
+    let code = log_grace_in(&mut frames, &mut buf, &input).await;
     drop(frames);
     let r = client
         .post(format!("{base}/done"))
@@ -863,33 +833,7 @@ async fn a_login_from_the_dashboard_of_a_running_baton_is_saved_and_its_target_b
         .await
         .unwrap();
     let mut buf = String::new();
-    tab_to(
-        &mut frames,
-        &mut buf,
-        &input,
-        "/account/login",
-        "input#username",
-    )
-    .await;
-    input(serde_json::json!({"kind": "text", "text": "grace"})).await;
-    input(serde_json::json!({"kind": "key", "key": "Tab"})).await;
-    input(serde_json::json!({"kind": "text", "text": "hopper"})).await;
-    input(serde_json::json!({"kind": "key", "key": "Enter"})).await;
-    tab_to(&mut frames, &mut buf, &input, "/account/totp", "input#code").await;
-    let secret = totp_rs::Secret::try_from_base32(baton::shop::account::GRACE_TOTP_SEED).unwrap();
-    let code = totp_rs::Builder::new()
-        .with_secret(secret)
-        .build_noncompliant()
-        .generate(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs(),
-        )
-        .to_string();
-    input(serde_json::json!({"kind": "text", "text": code})).await;
-    input(serde_json::json!({"kind": "key", "key": "Enter"})).await;
-    seen(&mut frames, &mut buf, "/account\"", "").await;
+    log_grace_in(&mut frames, &mut buf, &input).await;
     let r = post("/login/grace/done").send().await.unwrap();
     let said: serde_json::Value = r.json().await.unwrap();
     assert_eq!(
@@ -970,6 +914,40 @@ async fn a_login_from_the_dashboard_of_a_running_baton_is_saved_and_its_target_b
     assert!(registry.is_idle());
     stop.cancel();
     assert_no_chromium(&p.profile()).await;
+}
+
+/// Logs grace in on a remote login page the way a person does, watching
+/// its stream: on the sign-in page nothing has the focus (the shop sets
+/// none), so Tab until the username field has it, type it, Tab, the
+/// password, Enter; on the two-step page the code from the person's own
+/// authenticator. Returns when the account page has loaded, with the code
+/// typed (for checking that it was never printed).
+async fn log_grace_in<F, Fut>(frames: &mut reqwest::Response, buf: &mut String, input: &F) -> String
+where
+    F: Fn(serde_json::Value) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    tab_to(frames, buf, input, "/account/login", "input#username").await;
+    input(serde_json::json!({"kind": "text", "text": "grace"})).await;
+    input(serde_json::json!({"kind": "key", "key": "Tab"})).await;
+    input(serde_json::json!({"kind": "text", "text": "hopper"})).await;
+    input(serde_json::json!({"kind": "key", "key": "Enter"})).await;
+    tab_to(frames, buf, input, "/account/totp", "input#code").await;
+    let secret = totp_rs::Secret::try_from_base32(baton::shop::account::GRACE_TOTP_SEED).unwrap();
+    let code = totp_rs::Builder::new()
+        .with_secret(secret)
+        .build_noncompliant()
+        .generate(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+        )
+        .to_string();
+    input(serde_json::json!({"kind": "text", "text": code})).await;
+    input(serde_json::json!({"kind": "key", "key": "Enter"})).await;
+    seen(frames, buf, "/account\"", "").await;
+    code
 }
 
 /// Reads the remote page's frame stream until a frame shows a loaded page
