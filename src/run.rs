@@ -41,7 +41,7 @@ use crate::flow::{
 };
 use crate::parts::Parts;
 use crate::registry::{CancelReason, RunControl, RunGuard};
-use crate::state::{RunRecord, StateStore, Status, StepRecord, StepResult};
+use crate::state::{RunMove, RunRecord, StateStore, Status, StepRecord, StepResult};
 use crate::sync::lock;
 use crate::trace::{Recorder, TraceStore};
 
@@ -210,17 +210,14 @@ pub async fn execute(
         .complete(async move {
             let saved = state
                 .blocking(move |state| {
-                    state.update(&rec.target, |t| {
-                        t.status = rec.status;
-                        t.run_id = Some(rec.run_id);
-                        t.session = Some(session);
-                        t.account = account;
-                        t.last_outcome = rec.outcome.clone();
-                        // The row shows this run's order, never an older one.
-                        t.last_order = rec.order.clone();
-                        t.last_error = rec.error.clone();
-                        t.runs += 1;
-                    })?;
+                    state.run_moved(
+                        &rec.target,
+                        RunMove::Finished {
+                            record: &rec,
+                            session,
+                            account: account.as_ref(),
+                        },
+                    )?;
                     state.append_history(&rec)
                 })
                 .await;
@@ -952,13 +949,14 @@ impl CommitSink for RunCommit {
         // Persist first: if baton dies inside the closure, the restart finds
         // `committing` and turns it into `in_doubt`, never a retry. The
         // order field is cleared so the row never shows an older run's.
-        let saved = self.state.update(&self.target.id, |t| {
-            t.status = Status::Committing;
-            t.run_id = Some(self.run);
-            t.session = Some(self.session);
-            t.account = self.account.clone();
-            t.last_order = None;
-        });
+        let saved = self.state.run_moved(
+            &self.target.id,
+            RunMove::Committing {
+                run: self.run,
+                session: self.session,
+                account: self.account.as_ref(),
+            },
+        );
         if let Err(e) = saved {
             // The closure does not run, so nothing reached the shop.
             self.control.abandon_commit();
@@ -977,11 +975,13 @@ impl CommitSink for RunCommit {
         self.set_answer(CommitAnswer::Placed(result.map(str::to_owned)));
         self.claim.committed(self.run, result);
         tracing::info!(run = %self.run, target = %self.target.id, label, result = result.unwrap_or("-"), "committed");
-        let saved = self.state.update(&self.target.id, |t| {
-            t.status = Status::Committed;
-            t.run_id = Some(self.run);
-            t.last_order = result.map(str::to_owned);
-        });
+        let saved = self.state.run_moved(
+            &self.target.id,
+            RunMove::Committed {
+                run: self.run,
+                order: result,
+            },
+        );
         if let Err(e) = saved {
             tracing::error!(run = %self.run, target = %self.target.id, error = %e, "`committed` not saved; a crash now would leave the target in_doubt");
         }

@@ -46,7 +46,7 @@ use crate::registry::{
     Cancel, CancelReason, Pool, Quarantine, Registration, RunInfo, SessionWait, Stuck,
 };
 use crate::run::{self, CANCEL_GRACE, RunDeps};
-use crate::state::{OperatorChange, RunRecord, Status};
+use crate::state::{OperatorChange, RunMove, RunRecord, Status};
 
 /// What the scheduler is doing, for observers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -832,10 +832,7 @@ impl Loop {
             .s
             .parts
             .state
-            .blocking(move |state| {
-                ids.iter()
-                    .try_for_each(|id| state.update(id, |s| s.status = Status::Ready).map(drop))
-            })
+            .blocking(move |state| state.reset_to_ready(&ids))
             .await;
         match saved {
             Ok(()) => tracing::info!(targets = n, "test mode: completed targets reset to ready"),
@@ -1065,14 +1062,14 @@ impl Loop {
                 .parts
                 .state
                 .blocking(move |state| {
-                    state.update(&id, |s| {
-                        s.status = Status::Attempting;
-                        s.run_id = Some(run_id);
-                        s.session = Some(session);
-                        s.account = account_id;
-                        // The row describes the live run: no older order.
-                        s.last_order = None;
-                    })
+                    state.run_moved(
+                        &id,
+                        RunMove::Attempting {
+                            run: run_id,
+                            session,
+                            account: account_id.as_ref(),
+                        },
+                    )
                 })
                 .await;
             match saved {

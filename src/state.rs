@@ -28,7 +28,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::id::{RunId, TargetId};
+use crate::id::{AccountId, RunId, SessionId, TargetId};
 use crate::sync::lock;
 
 pub const STATE_FILE: &str = "state.json";
@@ -315,6 +315,86 @@ impl StateStore {
         tokio::task::spawn_blocking(move || f(&store))
             .await
             .unwrap_or_else(|e| Err(StateError::Worker(e.to_string()).into()))
+    }
+}
+
+/// A run's moves through its target's row. Every write a run makes to the
+/// row is one of these, applied here and nowhere else, so what the row
+/// says about the live run (its run, session and account; never an older
+/// run's order) is decided in one place.
+#[derive(Clone, Copy, Debug)]
+pub enum RunMove<'a> {
+    /// Dispatched: registered and `attempting` under the completion lock
+    /// (I4). The row describes the live run, with no older order.
+    Attempting {
+        run: RunId,
+        session: SessionId,
+        account: Option<&'a AccountId>,
+    },
+    /// Entering `commit`, persisted before the closure runs (I7): a crash
+    /// from here on restarts `in_doubt`, never a retry.
+    Committing {
+        run: RunId,
+        session: SessionId,
+        account: Option<&'a AccountId>,
+    },
+    /// The shop placed the order (`done`).
+    Committed { run: RunId, order: Option<&'a str> },
+    /// The run's final result, written in its completion step with its
+    /// history record.
+    Finished {
+        record: &'a RunRecord,
+        session: SessionId,
+        account: Option<&'a AccountId>,
+    },
+}
+
+impl RunMove<'_> {
+    fn apply(self, t: &mut TargetState) {
+        match self {
+            RunMove::Attempting {
+                run,
+                session,
+                account,
+            } => {
+                t.status = Status::Attempting;
+                t.run_id = Some(run);
+                t.session = Some(session);
+                t.account = account.cloned();
+                t.last_order = None;
+            }
+            RunMove::Committing {
+                run,
+                session,
+                account,
+            } => {
+                t.status = Status::Committing;
+                t.run_id = Some(run);
+                t.session = Some(session);
+                t.account = account.cloned();
+                t.last_order = None;
+            }
+            RunMove::Committed { run, order } => {
+                t.status = Status::Committed;
+                t.run_id = Some(run);
+                t.last_order = order.map(str::to_owned);
+            }
+            RunMove::Finished {
+                record,
+                session,
+                account,
+            } => {
+                t.status = record.status;
+                t.run_id = Some(record.run_id);
+                t.session = Some(session);
+                t.account = account.cloned();
+                t.last_outcome.clone_from(&record.outcome);
+                // The row shows this run's order, never an older one.
+                t.last_order.clone_from(&record.order);
+                t.last_error.clone_from(&record.error);
+                t.runs += 1;
+            }
+        }
     }
 }
 
@@ -613,6 +693,22 @@ impl StateStore {
             self.commit(&mut doc, next)?;
         }
         Ok(())
+    }
+
+    /// Test mode: `targets` (completed ones) back to `ready`.
+    pub fn reset_to_ready(&self, targets: &[TargetId]) -> Result<(), StateError> {
+        targets
+            .iter()
+            .try_for_each(|id| self.update(id, |t| t.status = Status::Ready).map(drop))
+    }
+
+    /// Writes `step` of a run into `target`'s row (see [`RunMove`]).
+    pub fn run_moved(
+        &self,
+        target: &TargetId,
+        step: RunMove<'_>,
+    ) -> Result<TargetState, StateError> {
+        self.update(target, |t| step.apply(t))
     }
 
     /// Changes one target's state and persists the whole document
