@@ -393,7 +393,10 @@ impl AccountStore {
         match fs::read_to_string(&path) {
             Ok(text) => StorageState::from_json(&text)
                 .map(Some)
-                .map_err(|reason| AccountError::Read { path, reason }),
+                .map_err(|e| AccountError::Read {
+                    path,
+                    reason: e.to_string(),
+                }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(AccountError::Read {
                 path,

@@ -217,7 +217,19 @@ pub trait Notices: Send + Sync {
     /// Queues `message` from a run of `target`: to `channel`, or where the
     /// rules send event `script`. Returns what to show in a dry run's
     /// trace; errs on a channel that does not exist.
-    fn notify(&self, target: &str, channel: Option<&str>, message: &str) -> Result<String, String>;
+    fn notify(
+        &self,
+        target: &str,
+        channel: Option<&str>,
+        message: &str,
+    ) -> Result<String, NoticeError>;
+}
+
+/// Why a script's `notify(..)` was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NoticeError {
+    #[error("no channel `{0}` under notify.channels")]
+    NoChannel(String),
 }
 
 /// How a commit closure ended, as far as the shop's side is known.

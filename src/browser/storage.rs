@@ -77,20 +77,15 @@ impl StorageState {
     /// so `[]` or `{}` is not taken for an empty login). The error says
     /// where it is wrong (line and column, or the field's path) and what
     /// kind of value is there, never the value.
-    pub fn from_json(text: &str) -> Result<StorageState, String> {
-        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-            format!(
-                "line {}, column {}: not JSON: {}",
-                e.line(),
-                e.column(),
-                strip_position(&e.to_string())
-            )
-        })?;
-        check_shape(&v).map_err(|(path, want, found)| {
-            format!("{NOT_STORAGE_STATE}: `{path}` must be {want}, not {found}")
-        })?;
-        serde_json::from_value(v)
-            .map_err(|_| format!("{NOT_STORAGE_STATE}: a value has the wrong type"))
+    pub fn from_json(text: &str) -> Result<StorageState, StorageError> {
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| StorageError::NotJson {
+                line: e.line(),
+                column: e.column(),
+                reason: strip_position(&e.to_string()).to_owned(),
+            })?;
+        check_shape(&v).map_err(|(path, want, found)| StorageError::Shape { path, want, found })?;
+        serde_json::from_value(v).map_err(|_| StorageError::WrongType)
     }
 
     pub fn to_json(&self) -> String {
@@ -123,8 +118,29 @@ impl StorageState {
     }
 }
 
-const NOT_STORAGE_STATE: &str =
-    "not a storageState document ({\"cookies\": [...], \"origins\": [...]})";
+/// Why a text is not a `storageState` document: where, and what kind of
+/// value is there, never the value (it may be a credential).
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("line {line}, column {column}: not JSON: {reason}")]
+    NotJson {
+        line: usize,
+        column: usize,
+        reason: String,
+    },
+    #[error(
+        "not a storageState document ({{\"cookies\": [...], \"origins\": [...]}}): `{path}` must be {want}, not {found}"
+    )]
+    Shape {
+        path: String,
+        want: &'static str,
+        found: &'static str,
+    },
+    #[error(
+        "not a storageState document ({{\"cookies\": [...], \"origins\": [...]}}): a value has the wrong type"
+    )]
+    WrongType,
+}
 
 /// Where a document departs from the `storageState` shape: the field's
 /// path, what it must be, and the kind of value found there (never the
@@ -318,7 +334,8 @@ mod tests {
         let err = StorageState::from_json(
             r#"{"cookies": [{"name": "a", "value": "secret-v"}], "origins": []}"#,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(
             err.contains("`cookies[0].domain` must be a string, not missing"),
             "{err}"
@@ -358,7 +375,7 @@ mod tests {
             ),
             ("{\"cookies\": [\"s3cret", "line 1, column"),
         ] {
-            let err = StorageState::from_json(doc).unwrap_err();
+            let err = StorageState::from_json(doc).unwrap_err().to_string();
             assert!(err.contains(want), "{doc}: {err}");
             assert!(!err.contains("4242") && !err.contains("s3cret"), "{err}");
         }

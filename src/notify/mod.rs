@@ -38,6 +38,7 @@ pub use event::{Event, Kind};
 use outbox::Outbox;
 pub use sender::{ChannelStatus, Delivery};
 
+use crate::flow::NoticeError;
 use crate::metrics::Metrics;
 use crate::redact::Redactor;
 use crate::secrets::Secrets;
@@ -256,6 +257,14 @@ pub struct Running {
 pub enum NotifyError {
     #[error("no channel `{0}` under notify.channels")]
     NoChannel(String),
+}
+
+impl From<NotifyError> for NoticeError {
+    fn from(e: NotifyError) -> NoticeError {
+        match e {
+            NotifyError::NoChannel(c) => NoticeError::NoChannel(c),
+        }
+    }
 }
 
 impl Notifier {
@@ -536,11 +545,16 @@ impl Notifier {
 /// Scripts' `notify(..)` through the notifier: event `script`, or one
 /// channel.
 impl crate::flow::Notices for Notifier {
-    fn notify(&self, target: &str, channel: Option<&str>, message: &str) -> Result<String, String> {
+    fn notify(
+        &self,
+        target: &str,
+        channel: Option<&str>,
+        message: &str,
+    ) -> Result<String, NoticeError> {
         let first = message.lines().next().unwrap_or_default();
         let e = Event::new(Kind::Script, format!("{target}: {first}"), message).with_target(target);
         match channel {
-            Some(c) => self.emit_to(c, e).map_err(|e| e.to_string())?,
+            Some(c) => self.emit_to(c, e)?,
             None => self.emit(e),
         }
         Ok("queued".into())
@@ -557,13 +571,13 @@ impl crate::flow::Notices for DryRun {
         _target: &str,
         channel: Option<&str>,
         _message: &str,
-    ) -> Result<String, String> {
+    ) -> Result<String, NoticeError> {
         let Some(cfg) = &self.0 else {
             return Ok("not sent (dry run; flows.yaml has no notify section)".into());
         };
         let to: Vec<String> = match channel {
             Some(c) if cfg.channels.contains_key(c) => vec![c.to_owned()],
-            Some(c) => return Err(NotifyError::NoChannel(c.to_owned()).to_string()),
+            Some(c) => return Err(NoticeError::NoChannel(c.to_owned())),
             None => cfg
                 .route(Kind::Script)
                 .into_iter()

@@ -72,7 +72,7 @@ pub(super) fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
                     Ok(())
                 }
                 Err(e) => {
-                    c.trace("notify", &args, Err(&e), Duration::ZERO);
+                    c.trace("notify", &args, Err(&e.to_string()), Duration::ZERO);
                     Err(c.error(format!("notify({args}): {e}")))
                 }
             }
