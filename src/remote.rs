@@ -29,14 +29,8 @@ const INPUT_TIMEOUT: Duration = Duration::from_secs(10);
 /// works wherever it is served: at `/` or at `/login/ACCOUNT/`.
 pub const PAGE: &str = include_str!("remote.html");
 
-/// The page's address, load state and focused element (`input#code`, or
-/// `a "Cart"` for one without an id).
-const WHERE: &str = r#"(() => {
-  const e = document.activeElement;
-  const label = (x) => (x.id ? '#' + x.id : ' "' + (x.getAttribute('aria-label') || x.name || x.textContent || '').trim().slice(0, 24) + '"');
-  const focus = e && e !== document.body ? e.tagName.toLowerCase() + label(e) : '';
-  return { url: location.href, ready: document.readyState, focus };
-})()"#;
+/// The page's address and load state.
+const WHERE: &str = "({ url: location.href, ready: document.readyState })";
 
 /// One thing the person did.
 #[derive(Deserialize)]
@@ -78,11 +72,14 @@ impl Screen {
                 // the focus: what a person reads off a window (the address
                 // bar, the spinner, the caret) before typing.
                 let seen = seen_on.eval(WHERE, INPUT_TIMEOUT).await.unwrap_or_default();
+                // Followed into frames: a hosted sign-in form or a card
+                // field in a frame shows as the field, not as `iframe`.
+                let focus = seen_on.focused(INPUT_TIMEOUT).await.unwrap_or_default();
                 let url = seen["url"].as_str().unwrap_or_default();
                 let shown = serde_json::json!({
                     "url": crate::redact::url(url),
                     "ready": seen["ready"] == "complete",
-                    "focus": seen["focus"],
+                    "focus": focus,
                     "jpeg": base64::engine::general_purpose::STANDARD.encode(jpeg),
                 });
                 frame_tx.send_replace(Some(shown.to_string().into()));

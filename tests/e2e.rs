@@ -1275,6 +1275,70 @@ async fn screenshots_mask_secrets_and_card_fields() {
     chrome.stop().await;
 }
 
+/// A person at a remote screen (`Screen`, `baton login --remote`, the
+/// dashboard's Log in) sees where their typing goes inside a cross-origin
+/// frame, as a hosted sign-in form or card fields put it: Tab walks into
+/// the provider's frame on the demo shop's payment page, the focus reads
+/// `iframe#card-frame > input#card-number` (not just `iframe`), and text
+/// typed as trusted input lands in the frame's fields: the provider posts
+/// its token back and the shop enables Continue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_into_a_cross_origin_frame_shows_where_it_goes_and_lands_there() {
+    let _one = common::live::one_at_a_time().await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let shop_srv = baton::shop::start("127.0.0.1:0".parse().unwrap(), stop.clone())
+        .await
+        .unwrap();
+    let chrome = common::live::Chrome::start().await;
+    let page = chrome.page.clone();
+    let t = Duration::from_secs(10);
+    let one = |s: &str| Selectors::one(s);
+    page.navigate(&format!("{}/p/1001", shop_srv.url()), t)
+        .await
+        .unwrap();
+    page.click(&one("#add-to-cart"), t).await.unwrap();
+    page.wait_for(&one("#cart-page"), t).await.unwrap();
+    page.click(&one("#checkout"), t).await.unwrap();
+    page.fill(&one("#name"), "Ada", t).await.unwrap();
+    page.fill(&one("#email"), "ada@example.com", t)
+        .await
+        .unwrap();
+    page.fill(&one("#address"), "1 Main St", t).await.unwrap();
+    page.click(&one("#to-payment"), t).await.unwrap();
+    page.wait_for(&one("#payment-page"), t).await.unwrap();
+
+    // Tab, as a keyboard user does, until the caret is in the card number.
+    let mut seen = Vec::new();
+    for _ in 0..25 {
+        let focus = page.focused(t).await.unwrap();
+        if focus == "iframe#card-frame > input#card-number" {
+            break;
+        }
+        seen.push(focus);
+        page.press("Tab", t).await.unwrap();
+    }
+    assert_eq!(
+        page.focused(t).await.unwrap(),
+        "iframe#card-frame > input#card-number",
+        "Tab went through {seen:?}"
+    );
+    page.type_text("4242424242424242", t).await.unwrap();
+    page.press("Tab", t).await.unwrap();
+    assert_eq!(
+        page.focused(t).await.unwrap(),
+        "iframe#card-frame > input#card-cvv"
+    );
+    page.type_text("123", t).await.unwrap();
+    page.wait_until(
+        &baton::browser::Condition::Js("!document.getElementById('to-review').disabled".into()),
+        t,
+    )
+    .await
+    .expect("the typed card never reached the provider's frame");
+    stop.cancel();
+    chrome.stop().await;
+}
+
 /// Ctrl-C in a terminal signals baton's whole process group, and
 /// `systemctl stop` signals every process of the service; a closed
 /// terminal sends SIGHUP. Each arrives here while a run is inside its

@@ -441,6 +441,18 @@ pub type DocumentStatus = (u16, Option<String>);
 
 /// Methods that take a selector wait for it up to `timeout`; methods that do
 /// not (`navigate`, `eval`, ...) are bounded by `timeout` as a whole.
+/// The focused element of one document (`{focus, frame}`: its label, and,
+/// when it is a frame the focus went into, its place among the document's
+/// frames, from 1, for entering it).
+pub const FOCUSED: &str = r#"(() => {
+  const e = document.activeElement;
+  if (!e || e === document.body || e === document.documentElement) return { focus: '', frame: 0 };
+  const tag = e.tagName.toLowerCase();
+  const label = e.id ? '#' + e.id : ' "' + (e.getAttribute('aria-label') || e.getAttribute('title') || e.name || e.textContent || '').trim().slice(0, 24) + '"';
+  const frame = tag === 'iframe' || tag === 'frame' ? [...document.querySelectorAll('iframe, frame')].indexOf(e) + 1 : 0;
+  return { focus: tag + label, frame };
+})()"#;
+
 #[async_trait]
 pub trait Page: Send + Sync + 'static {
     async fn navigate(&self, url: &str, timeout: Duration) -> Result<(), PageError>;
@@ -501,6 +513,14 @@ pub trait Page: Send + Sync + 'static {
     /// The page as a stream of JPEG frames (a CDP screencast, a new frame
     /// when the page changes), until the receiver is dropped.
     async fn screencast(&self) -> Result<tokio::sync::mpsc::Receiver<Vec<u8>>, PageError>;
+    /// What has the keyboard focus, as a person reads a caret: `input#code`,
+    /// `a "Cart"` for an element without an id, `""` for nothing. A page
+    /// that can see into frames follows the focus into them:
+    /// `iframe#login > input#username`. This one reads the top document.
+    async fn focused(&self, timeout: Duration) -> Result<String, PageError> {
+        let v = self.eval(FOCUSED, timeout).await?;
+        Ok(v["focus"].as_str().unwrap_or_default().to_owned())
+    }
     async fn eval(&self, js: &str, timeout: Duration) -> Result<serde_json::Value, PageError>;
     /// A PNG of the viewport, with every field that received a secret,
     /// every password and card field (`autocomplete` `cc-*`, `*password`)

@@ -10,6 +10,8 @@
 //! viewport; adding the frames' offsets gives page coordinates for trusted
 //! mouse input.
 
+use std::time::Duration;
+
 use chromiumoxide::cdp::browser_protocol::dom::DescribeNodeParams;
 use chromiumoxide::cdp::browser_protocol::page::CreateIsolatedWorldParams;
 use chromiumoxide::cdp::js_protocol::runtime::{
@@ -18,7 +20,7 @@ use chromiumoxide::cdp::js_protocol::runtime::{
 use serde_json::{Value, json};
 
 use super::page::{ChromePage, EVAL_SLICE, HELPER, cdp_error, is_navigation_race, selector_json};
-use crate::browser::{PageError, Selector, Selectors};
+use crate::browser::{FOCUSED, PageError, Selector, Selectors};
 
 /// Where a helper call runs: the page's main world, or a frame's world
 /// with the frame's viewport offset in page coordinates.
@@ -66,6 +68,43 @@ impl ChromePage {
                 _ => Value::Null,
             },
         )
+    }
+
+    /// What has the keyboard focus, followed into frames, cross-origin
+    /// ones included (`iframe#card-frame > input#card-number`): the
+    /// focused frame element of each document is entered (by its place
+    /// among the document's frames) and asked in turn, at most four frames
+    /// deep. A frame that cannot be entered within a second ends the path
+    /// where it is.
+    pub(super) async fn focused_in_frames(&self, timeout: Duration) -> Result<String, PageError> {
+        let deadline = tokio::time::Instant::now() + timeout.min(Duration::from_secs(1));
+        let mut path: Vec<String> = Vec::new();
+        let mut frames: Vec<Selector> = Vec::new();
+        loop {
+            let frame = if frames.is_empty() {
+                Frame::default()
+            } else {
+                match self.enter(&frames, deadline).await {
+                    Ok(f) => f,
+                    Err(_) if !path.is_empty() => break,
+                    Err(e) => return Err(e),
+                }
+            };
+            let v = self.evaluate_in(FOCUSED.to_owned(), frame, true).await?;
+            let focus = v["focus"].as_str().unwrap_or_default();
+            if focus.is_empty() {
+                break;
+            }
+            path.push(focus.to_owned());
+            let Some(n) = v["frame"].as_u64().filter(|n| *n > 0) else {
+                break;
+            };
+            if frames.len() >= 4 {
+                break;
+            }
+            frames.push(Selector::parse(&format!("xpath:(//iframe|//frame)[{n}]")));
+        }
+        Ok(path.join(" > "))
     }
 
     /// Enters `frames` in turn, each waited for up to `timeout` as a whole.

@@ -606,6 +606,10 @@ impl Page for ChromePage {
             .await
     }
 
+    async fn focused(&self, timeout: Duration) -> Result<String, PageError> {
+        self.guard(timeout, self.focused_in_frames(timeout)).await
+    }
+
     async fn type_text(&self, text: &str, timeout: Duration) -> Result<(), PageError> {
         self.guard(timeout, async {
             self.page
