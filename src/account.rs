@@ -189,7 +189,7 @@ pub enum AccountError {
     #[error("cannot write `{path}`: {reason}")]
     Write { path: PathBuf, reason: String },
     #[error(
-        "account `{account}`{shop} is in use by another baton process{holder} (`{path}` is locked); stop it first, or let it do the work",
+        "account `{account}`{shop} is in use by another baton process{holder} (`{path}` is locked); stop it first, or let it do the work (to log the account in while it runs, use Log in on its dashboard)",
         shop = shop.as_ref().map(|s| format!(" on {s}")).unwrap_or_default()
     )]
     InUse {
