@@ -604,28 +604,10 @@ async fn a_remote_login_with_a_two_step_code_is_saved_and_the_next_run_buys_on_i
     let shell = client.get(format!("{base}/")).send().await.unwrap();
     assert_eq!(shell.status(), 200);
 
-    let mut frames = client
-        .get(format!("{base}/frames"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(frames.status(), 200);
+    let remote = RemotePage::new(&base, TOKEN);
+    let mut frames = remote.frames().await;
     let mut buf = String::new();
-    let input = |body: serde_json::Value| {
-        let (client, base) = (client.clone(), base.clone());
-        async move {
-            let r = client
-                .post(format!("{base}/input"))
-                .bearer_auth(TOKEN)
-                .header("x-baton-action", "1")
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
-        }
-    };
+    let input = |body| remote.input(body);
 
     let code = log_grace_in(&mut frames, &mut buf, &input).await;
     drop(frames);
@@ -767,28 +749,10 @@ async fn a_login_from_the_dashboard_of_a_running_baton_is_saved_and_its_target_b
             .contains("EventSource(\"frames\")")
     );
 
-    let mut frames = client
-        .get(format!("{base}/frames"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(frames.status(), 200);
+    let remote = RemotePage::new(&base, TOKEN);
+    let mut frames = remote.frames().await;
     let mut buf = String::new();
-    let input = |body: serde_json::Value| {
-        let (client, base) = (client.clone(), base.clone());
-        async move {
-            let r = client
-                .post(format!("{base}/input"))
-                .bearer_auth(TOKEN)
-                .header("x-baton-action", "1")
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
-        }
-    };
+    let input = |body| remote.input(body);
     tab_to(
         &mut frames,
         &mut buf,
@@ -826,12 +790,7 @@ async fn a_login_from_the_dashboard_of_a_running_baton_is_saved_and_its_target_b
     // Again, to the end this time.
     let r = post("/api/accounts/grace/login").send().await.unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    let mut frames = client
-        .get(format!("{base}/frames"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let mut frames = remote.frames().await;
     let mut buf = String::new();
     log_grace_in(&mut frames, &mut buf, &input).await;
     let r = post("/login/grace/done").send().await.unwrap();
@@ -895,12 +854,7 @@ async fn a_login_from_the_dashboard_of_a_running_baton_is_saved_and_its_target_b
     assert_eq!(row["status"], "ready", "{row}");
 
     // A login left open when baton stops: it ends with baton, promptly.
-    let mut frames = client
-        .get(format!("{base}/frames"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let mut frames = remote.frames().await;
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(30), task)
         .await
@@ -914,6 +868,52 @@ async fn a_login_from_the_dashboard_of_a_running_baton_is_saved_and_its_target_b
     assert!(registry.is_idle());
     stop.cancel();
     assert_no_chromium(&p.profile()).await;
+}
+
+/// A remote login page at `base` (`baton login --remote`'s own address,
+/// or the dashboard's `/login/ACCOUNT`), driven with the dashboard token
+/// as the page's script drives it.
+struct RemotePage {
+    client: reqwest::Client,
+    base: String,
+    token: &'static str,
+}
+
+impl RemotePage {
+    fn new(base: &str, token: &'static str) -> RemotePage {
+        RemotePage {
+            client: reqwest::Client::new(),
+            base: base.to_owned(),
+            token,
+        }
+    }
+
+    /// Its stream of frames.
+    async fn frames(&self) -> reqwest::Response {
+        let r = self
+            .client
+            .get(format!("{}/frames", self.base))
+            .bearer_auth(self.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r
+    }
+
+    /// One click, text or key, sent as the page sends it (204).
+    async fn input(&self, body: serde_json::Value) {
+        let r = self
+            .client
+            .post(format!("{}/input", self.base))
+            .bearer_auth(self.token)
+            .header("x-baton-action", "1")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+    }
 }
 
 /// Logs grace in on a remote login page the way a person does, watching

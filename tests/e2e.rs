@@ -1201,6 +1201,18 @@ async fn screenshots_mask_cross_origin_card_frames() {
     chrome.stop().await;
 }
 
+/// Puts product 1001 in the cart and goes to the checkout's address page,
+/// as a buyer does.
+async fn to_the_address_page(page: &dyn baton::browser::Page, shop: &str) {
+    let t = Duration::from_secs(10);
+    let one = |s: &str| Selectors::one(s);
+    page.navigate(&format!("{shop}/p/1001"), t).await.unwrap();
+    page.click(&one("#add-to-cart"), t).await.unwrap();
+    page.wait_for(&one("#cart-page"), t).await.unwrap();
+    page.click(&one("#checkout"), t).await.unwrap();
+    page.wait_for(&one("#address-form"), t).await.unwrap();
+}
+
 /// Hardening: card data never reaches pixels, on the demo shop's checkout
 /// pages. The address page with the name filled as a secret (so marked):
 /// the name is the mask colour, the email is not. The payment page: the
@@ -1219,13 +1231,7 @@ async fn screenshots_mask_secrets_and_card_fields() {
     let page = chrome.page.clone();
     let t = Duration::from_secs(10);
     let one = |s: &str| Selectors::one(s);
-    page.navigate(&format!("{}/p/1001", shop_srv.url()), t)
-        .await
-        .unwrap();
-    page.click(&one("#add-to-cart"), t).await.unwrap();
-    page.wait_for(&one("#cart-page"), t).await.unwrap();
-    page.click(&one("#checkout"), t).await.unwrap();
-    page.wait_for(&one("#address-form"), t).await.unwrap();
+    to_the_address_page(page.as_ref(), &shop_srv.url()).await;
     page.fill_secret(&one("#name"), "Ada Secret", t)
         .await
         .unwrap();
@@ -1293,12 +1299,7 @@ async fn typing_into_a_cross_origin_frame_shows_where_it_goes_and_lands_there() 
     let page = chrome.page.clone();
     let t = Duration::from_secs(10);
     let one = |s: &str| Selectors::one(s);
-    page.navigate(&format!("{}/p/1001", shop_srv.url()), t)
-        .await
-        .unwrap();
-    page.click(&one("#add-to-cart"), t).await.unwrap();
-    page.wait_for(&one("#cart-page"), t).await.unwrap();
-    page.click(&one("#checkout"), t).await.unwrap();
+    to_the_address_page(page.as_ref(), &shop_srv.url()).await;
     page.fill(&one("#name"), "Ada", t).await.unwrap();
     page.fill(&one("#email"), "ada@example.com", t)
         .await
