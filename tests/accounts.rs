@@ -548,20 +548,7 @@ async fn a_remote_login_with_a_two_step_code_is_saved_and_the_next_run_buys_on_i
     use tokio::io::AsyncBufReadExt as _;
     let _one = common::live::one_at_a_time().await;
     const TOKEN: &str = "tok-remote-7f3a";
-    // Grace has no login script: only the session logged in remotely can
-    // buy.
-    let p = Project::new(
-        FAST_CYCLE,
-        &on("grace", "1005", 30.0),
-        &accounts("lovelace").replace(
-            "    check: { url: /account, selector: \"#account-name\" }\n    login: login\n",
-            "    check: { url: /account, selector: \"#account-name\" }\n",
-        ),
-    );
-    p.edit(
-        "dashboard: off\n",
-        &format!("dashboard: {{ addr: \"127.0.0.1:0\", token: {TOKEN} }}\n"),
-    );
+    let p = grace_by_hand(TOKEN);
     let (srv, stop) = own_shop(&p).await;
 
     let mut login = tokio::process::Command::new(env!("CARGO_BIN_EXE_baton"))
@@ -658,18 +645,7 @@ async fn a_remote_login_with_a_two_step_code_is_saved_and_the_next_run_buys_on_i
 async fn a_login_from_the_dashboard_of_a_running_baton_is_saved_and_its_target_buys() {
     let _one = common::live::one_at_a_time().await;
     const TOKEN: &str = "tok-dash-login-19c2";
-    let p = Project::new(
-        FAST_CYCLE,
-        &on("grace", "1005", 30.0),
-        &accounts("lovelace").replace(
-            "    check: { url: /account, selector: \"#account-name\" }\n    login: login\n",
-            "    check: { url: /account, selector: \"#account-name\" }\n",
-        ),
-    );
-    p.edit(
-        "dashboard: off\n",
-        &format!("dashboard: {{ addr: \"127.0.0.1:0\", token: {TOKEN} }}\n"),
-    );
+    let p = grace_by_hand(TOKEN);
     let (srv, stop) = own_shop(&p).await;
     common::init_tracing();
     let app = App::start(Options::new(p.config())).await.unwrap();
@@ -868,6 +844,24 @@ async fn a_login_from_the_dashboard_of_a_running_baton_is_saved_and_its_target_b
     assert!(registry.is_idle());
     stop.cancel();
     assert_no_chromium(&p.profile()).await;
+}
+
+/// A project with target 1005 on grace, who has no login script: only a
+/// session a person logged in can buy. Its dashboard needs `token`.
+fn grace_by_hand(token: &str) -> Project {
+    let p = Project::new(
+        FAST_CYCLE,
+        &on("grace", "1005", 30.0),
+        &accounts("lovelace").replace(
+            "    check: { url: /account, selector: \"#account-name\" }\n    login: login\n",
+            "    check: { url: /account, selector: \"#account-name\" }\n",
+        ),
+    );
+    p.edit(
+        "dashboard: off\n",
+        &format!("dashboard: {{ addr: \"127.0.0.1:0\", token: {token} }}\n"),
+    );
+    p
 }
 
 /// A remote login page at `base` (`baton login --remote`'s own address,
