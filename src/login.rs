@@ -195,7 +195,8 @@ pub struct Held {
     pub(crate) account: Arc<Account>,
     pub(crate) config: Arc<Config>,
     pub(crate) parts: Arc<Parts>,
-    /// baton's shutdown: a login ends with it.
+    /// Cancelled when the scheduler finishes (a signal, or the last of
+    /// `--cycles N`): a login ends with it.
     pub(crate) stop: CancellationToken,
 }
 

@@ -212,6 +212,10 @@ struct Loop {
     /// This cycle was asked for by an operator (`Run now`): schedules are
     /// not consulted in it.
     forced: bool,
+    /// Ends every login from the dashboard: cancelled when the scheduler
+    /// finishes, on a signal or after the last of `--cycles N`, so no open
+    /// login keeps a stopping baton waiting.
+    logins: CancellationToken,
 }
 
 impl Scheduler {
@@ -233,6 +237,7 @@ impl Scheduler {
             cycle_next: Instant::now(),
             not_due: Vec::new(),
             forced: false,
+            logins: CancellationToken::new(),
         };
         l.run().await
     }
@@ -386,7 +391,7 @@ impl Loop {
             }
             Command::Login(account, reply) => {
                 let cfg = self.s.parts.config.load_full();
-                let stop = self.s.shutdown.child_token();
+                let stop = self.logins.child_token();
                 let held = crate::login::Held::take(&self.s.parts, cfg, &account, stop).await;
                 let _ = reply.send(held);
             }
@@ -1145,6 +1150,7 @@ impl Loop {
     /// Shutdown: dispatch has stopped; wait for the active runs within
     /// `wait_for_active`, cancel what remains, then close the browser.
     async fn finish(&mut self) -> Summary {
+        self.logins.cancel();
         let cfg = self.s.parts.config.load_full();
         self.publish(|st| {
             st.phase = Phase::ShuttingDown;
