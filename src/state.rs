@@ -356,19 +356,17 @@ impl RunMove<'_> {
                 run,
                 session,
                 account,
-            } => {
-                t.status = Status::Attempting;
-                t.run_id = Some(run);
-                t.session = Some(session);
-                t.account = account.cloned();
-                t.last_order = None;
             }
-            RunMove::Committing {
+            | RunMove::Committing {
                 run,
                 session,
                 account,
             } => {
-                t.status = Status::Committing;
+                t.status = if matches!(self, RunMove::Attempting { .. }) {
+                    Status::Attempting
+                } else {
+                    Status::Committing
+                };
                 t.run_id = Some(run);
                 t.session = Some(session);
                 t.account = account.cloned();

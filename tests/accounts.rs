@@ -951,29 +951,17 @@ where
 /// before the field has the caret would go nowhere.
 async fn seen(frames: &mut reqwest::Response, buf: &mut String, want: &str, focus: &str) -> String {
     use base64::Engine as _;
-    let found = tokio::time::timeout(std::time::Duration::from_secs(30), async {
-        loop {
-            while let Some(end) = buf.find("\n\n") {
-                let event: String = buf.drain(..end + 2).collect();
-                let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) else {
-                    continue;
-                };
-                let f: serde_json::Value = serde_json::from_str(data).unwrap();
-                let jpeg = base64::engine::general_purpose::STANDARD
-                    .decode(f["jpeg"].as_str().unwrap())
-                    .unwrap();
-                assert_eq!(jpeg[..2], [0xff, 0xd8], "a JPEG");
-                let url = format!("{}\"", f["url"].as_str().unwrap());
-                if url.contains(want) && f["ready"] == true && f["focus"] == focus {
-                    return url;
-                }
-            }
-            let chunk = frames.chunk().await.unwrap().expect("the stream ended");
-            buf.push_str(&String::from_utf8_lossy(&chunk));
-        }
+    let found = frame_where(frames, buf, |f| {
+        let jpeg = base64::engine::general_purpose::STANDARD
+            .decode(f["jpeg"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(jpeg[..2], [0xff, 0xd8], "a JPEG");
+        let url = format!("{}\"", f["url"].as_str().unwrap());
+        url.contains(want) && f["ready"] == true && f["focus"] == focus
     })
-    .await;
-    found.unwrap_or_else(|_| panic!("the page never showed `{want}` loaded with `{focus}` focused"))
+    .await
+    .unwrap_or_else(|| panic!("the page never showed `{want}` loaded with `{focus}` focused"));
+    format!("{}\"", found["url"].as_str().unwrap())
 }
 
 /// Presses Tab on the remote page until a loaded page at `want` shows
@@ -1004,23 +992,30 @@ async fn tab_to<F, Fut>(
 
 /// The focus of the first frame of a loaded page at `want`.
 async fn seen_any(frames: &mut reqwest::Response, buf: &mut String, want: &str) -> String {
-    frame_where(frames, buf, |f| {
-        f["ready"] == true && f["url"].as_str().is_some_and(|u| u.contains(want))
-    })
-    .await
+    focus_of(
+        frame_where(frames, buf, |f| {
+            f["ready"] == true && f["url"].as_str().is_some_and(|u| u.contains(want))
+        })
+        .await,
+    )
 }
 
 /// The focus of the next frame whose focus is not `was`.
 async fn next_focus(frames: &mut reqwest::Response, buf: &mut String, was: &str) -> String {
-    frame_where(frames, buf, |f| f["focus"].as_str() != Some(was)).await
+    focus_of(frame_where(frames, buf, |f| f["focus"].as_str() != Some(was)).await)
 }
 
-/// The focus shown by the first streamed frame `ok` accepts.
+fn focus_of(frame: Option<serde_json::Value>) -> String {
+    let f = frame.expect("no frame showed what the test waited for");
+    f["focus"].as_str().unwrap_or_default().to_owned()
+}
+
+/// The first streamed frame `ok` accepts, within 30 s.
 async fn frame_where(
     frames: &mut reqwest::Response,
     buf: &mut String,
     ok: impl Fn(&serde_json::Value) -> bool,
-) -> String {
+) -> Option<serde_json::Value> {
     let found = tokio::time::timeout(std::time::Duration::from_secs(30), async {
         loop {
             while let Some(end) = buf.find("\n\n") {
@@ -1030,7 +1025,7 @@ async fn frame_where(
                 };
                 let f: serde_json::Value = serde_json::from_str(data).unwrap();
                 if ok(&f) {
-                    return f["focus"].as_str().unwrap_or_default().to_owned();
+                    return f;
                 }
             }
             let chunk = frames.chunk().await.unwrap().expect("the stream ended");
@@ -1038,5 +1033,5 @@ async fn frame_where(
         }
     })
     .await;
-    found.expect("no frame showed what the test waited for")
+    found.ok()
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::{Failure, Signals, demo_shop_base};
-use crate::account::{Account, AccountStore, LOGGED_OUT};
+use crate::account::{Account, AccountStore, Check, LOGGED_OUT};
 use crate::browser::chrome::ChromeBrowser;
 use crate::browser::storage::StorageState;
 use crate::browser::{Browser, Page};
@@ -163,10 +163,14 @@ async fn session(
             return Err(Failure::runtime("stopped; nothing saved"));
         }
     }
-    let scripts = ScriptHost::builder(&cfg.scripts_dir)
-        .secrets(cfg.secrets.clone())
-        .redactor(crate::redact::global())
-        .build();
+    // The scripts are loaded only for a check that is a script.
+    let scripts = match account.check {
+        Check::Script(_) => ScriptHost::builder(&cfg.scripts_dir)
+            .secrets(cfg.secrets.clone())
+            .redactor(crate::redact::global())
+            .build(),
+        Check::Page { .. } => ScriptHost::off(),
+    };
     let logged_in = crate::login::check(cfg, &scripts, account, page.clone()).await;
     page.close().await;
     match logged_in {
