@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use rhai::module_resolvers::DummyModuleResolver;
 use rhai::packages::{Package, StandardPackage};
 use rhai::{
-    AST, Engine, EvalAltResult, Module, ModuleResolver, ParseError, Position, Scope, Shared,
+    AST, Engine, EvalAltResult, FuncRegistration, Module, ModuleResolver, ParseError, Position,
+    Scope, Shared,
 };
 
 use crate::sync::lock;
@@ -200,13 +201,19 @@ pub fn base_engine(std: &Shared<Module>) -> Engine {
     // Rhai's own `sleep` (seconds) blocks its thread and nothing can cancel
     // it: in a module's top level it ran at compile time and hung `check`,
     // start-up and reloads past SIGINT; in a step it outlived the run's
-    // cancellation. These take its place; a step's engine replaces the
-    // whole-milliseconds one with baton's cancellable sleep.
-    engine.register_fn("sleep", |ms: rhai::INT| -> Result<(), Box<EvalAltResult>> {
-        Err(format!("sleep({ms}): only a running step may sleep, not a module's top level (it runs when scripts are compiled)").into())
-    });
-    engine.register_fn(
-        "sleep",
+    // cancellation. These take its place. They live in a module of their
+    // own so that a step's primitives, registered later and so searched
+    // first, replace the whole-milliseconds one with baton's cancellable
+    // sleep.
+    let mut placeholders = Module::new();
+    FuncRegistration::new("sleep").set_into_module(
+        &mut placeholders,
+        |ms: rhai::INT| -> Result<(), Box<EvalAltResult>> {
+            Err(format!("sleep({ms}): only a running step may sleep, not a module's top level (it runs when scripts are compiled)").into())
+        },
+    );
+    FuncRegistration::new("sleep").set_into_module(
+        &mut placeholders,
         |s: rhai::FLOAT| -> Result<(), Box<EvalAltResult>> {
             Err(
                 format!("sleep({s:?}): baton's sleep takes whole milliseconds, like sleep(500)")
@@ -214,6 +221,7 @@ pub fn base_engine(std: &Shared<Module>) -> Engine {
             )
         },
     );
+    engine.register_global_module(placeholders.into());
     engine.set_module_resolver(DummyModuleResolver::new());
     engine
 }

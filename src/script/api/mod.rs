@@ -6,6 +6,9 @@
 //! - [`flow`]: `commit`, `not_placed`, `outcome`, `fail`, `secret`, `log`,
 //!   `sleep`.
 //! - [`net`]: browser-free HTTP for monitors.
+//! - [`price`]: offers, prices and what the run observed (I11).
+//! - [`table`]: how each of them is declared once, registered, and
+//!   written into the reference.
 //!
 //! A script runs on a blocking thread; each primitive bridges to the async
 //! page with `Handle::block_on`, bounded by a timeout and raced against the
@@ -271,36 +274,14 @@ fn json_to_dynamic(cx: &ScriptContext, name: &str, v: serde_json::Value) -> R<Dy
         .map_err(|e| cx.error(format!("{name}: cannot convert the answer: {e}")))
 }
 
-/// `///` doc comments for the definitions file editors read.
-fn doc_comments(doc: &str) -> String {
-    doc.lines()
-        .map(|l| format!("/// {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// Registers a function with its signature and doc comment. A macro, not a
-/// function, because the registration is generic over Rhai's internal
-/// function traits.
-macro_rules! def {
-    ($engine:expr, $name:expr, $params:expr, $doc:expr, $f:expr) => {
-        rhai::FuncRegistration::new($name)
-            .with_volatility(true)
-            .with_params_info($params)
-            .with_comments([doc_comments($doc).as_str()])
-            .register_into_engine($engine, $f)
-    };
-}
-
 mod flow;
 pub mod net;
 mod page;
 pub mod price;
+pub mod table;
 
 /// Registers every primitive into `engine`, bound to `cx`.
 pub fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
-    page::register(engine, cx);
-    flow::register(engine, cx);
-    net::register(engine, cx);
-    price::register(engine, cx);
+    engine.register_type_with_name::<net::HtmlDoc>("Html");
+    table::register(engine, cx);
 }

@@ -18,9 +18,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rhai::{Array, Dynamic, Engine, INT, Map};
+use rhai::{Array, Dynamic, INT, Map};
 
-use super::{End, Http, R, ScriptContext, doc_comments, json_to_dynamic, selectors};
+use super::table::{Args, Form, Param, Primitive, Section, Type};
+use super::{End, Http, R, ScriptContext, json_to_dynamic, selectors};
 use crate::browser::PageError;
 use crate::script::html;
 use crate::script::politeness::host_of;
@@ -273,147 +274,159 @@ fn options(c: &ScriptContext, opts: &Map) -> R<Vec<(String, String)>> {
     Ok(headers)
 }
 
-pub(super) fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
-    let c = cx.clone();
-    def!(
-        engine,
-        "http_get_json",
-        &["url: &str", "?"],
-        "GETs `url` and parses the body as JSON (bounded by `cycle.http_timeout`).\nFails on a non-2xx status.",
-        move |url: &str| -> R<Dynamic> {
-            let args = format!("{url:?}");
-            let a = c.get("http_get_json", &args, url, Vec::new())?;
-            if !(200..300).contains(&a.status) {
-                let status = reqwest::StatusCode::from_u16(a.status)
-                    .map_or_else(|_| a.status.to_string(), |s| s.to_string());
-                return Err(c.error(format!("http_get_json({args}): HTTP {status}")));
-            }
-            let v: serde_json::Value = serde_json::from_str(&a.body).map_err(|e| {
-                c.error(format!("http_get_json({args}): the body is not JSON: {e}"))
-            })?;
-            json_to_dynamic(&c, "http_get_json", v)
-        }
-    );
-    let c = cx.clone();
-    def!(
-        engine,
-        "http_get",
-        &["url: &str", "map"],
-        "GETs `url` without a browser (bounded by `cycle.http_timeout`, up to 10\nredirects) and returns `#{status, url, headers, body}`; any status is an\nanswer. From a step it sends the run's session cookies for the URL.",
-        move |url: &str| -> R<Dynamic> {
-            let args = format!("{url:?}");
-            c.get("http_get", &args, url, Vec::new())
-                .map(Answer::into_dynamic)
-        }
-    );
-    let c = cx.clone();
-    def!(
-        engine,
-        "http_get",
-        &["url: &str", "options: map", "map"],
-        "`http_get(url)` with options: `#{ headers: #{ \"Accept-Language\": \"en\" } }`.",
-        move |url: &str, opts: Map| -> R<Dynamic> {
-            let headers = options(&c, &opts)?;
-            let args = format!("{url:?}, {{..}}");
-            c.get("http_get", &args, url, headers)
-                .map(Answer::into_dynamic)
-        }
-    );
+const URL: Param = Param("url", Type::Str);
+const DOC: Param = Param("doc", Type::Html);
+const SEL: Param = Param("selector", Type::Selector);
 
-    register_html(engine, cx);
+/// HTTP and HTML primitives, in the reference's order.
+pub(super) static PRIMITIVES: &[Primitive] = &[
+    Primitive {
+        name: "http_get",
+        section: Section::Flow,
+        forms: &[
+            Form::new(&[URL], Type::Map, http_get),
+            Form::new(&[URL, Param("options", Type::Map)], Type::Map, http_get),
+        ],
+        does: "GET without a browser: returns `#{status, url, headers, body}` (`url` after redirects, header names in lower case). Any status is an answer; bounded by `cycle.http_timeout`; up to 10 redirects; a body is read up to 16 MB. `options` may give headers: `#{ headers: #{ \"Accept-Language\": \"en\" } }`. From a step it sends the cookies the run's browser session holds for that URL (so a logged-in session stays logged in); a monitor has no session and sends none. Cookies the answer sets are not stored",
+        errors: "`http_get: unknown option `x` (known: headers)`; the host is paused (429/503 with `Retry-After`); no answer within the timeout",
+    },
+    Primitive {
+        name: "http_get_json",
+        section: Section::Flow,
+        forms: &[Form::new(&[URL], Type::Any, http_get_json)],
+        does: "the same request, the body parsed as JSON into a Rhai value. For shops with a stock API",
+        errors: "a non-2xx status (`HTTP 503 Service Unavailable`); `the body is not JSON`",
+    },
+    Primitive {
+        name: "html",
+        section: Section::Flow,
+        forms: &[Form::new(&[Param("body", Type::Str)], Type::Html, html)],
+        does: "parses an HTML body (HTML5, as a browser parses it) for queries with the page primitives' selectors: `doc.exists(sel)`, `doc.count(sel)`, `doc.text(sel)`, `doc.attr(sel, name)`, `doc.all(sel)`. There is no rendering, so text is the text content with whitespace collapsed, not the visible text",
+        errors: "",
+    },
+    Primitive {
+        name: "exists",
+        section: Section::Html,
+        forms: &[Form::new(&[DOC, SEL], Type::Bool, html_exists)],
+        does: "whether anything in the document matches",
+        errors: "",
+    },
+    Primitive {
+        name: "count",
+        section: Section::Html,
+        forms: &[Form::new(&[DOC, SEL], Type::Int, html_count)],
+        does: "how many elements match (of the first selector that matches anything)",
+        errors: "",
+    },
+    Primitive {
+        name: "text",
+        section: Section::Html,
+        forms: &[Form::new(&[DOC, SEL], Type::Str, html_text)],
+        does: "the text of the first match, whitespace collapsed (check with `exists` first when absence is an answer)",
+        errors: "`nothing in the HTML matches`",
+    },
+    Primitive {
+        name: "attr",
+        section: Section::Html,
+        forms: &[Form::new(
+            &[DOC, SEL, Param("name", Type::Str)],
+            Type::OptStr,
+            html_attr,
+        )],
+        does: "an attribute of the first match, or `()` if it has none",
+        errors: "`nothing in the HTML matches`",
+    },
+    Primitive {
+        name: "all",
+        section: Section::Html,
+        forms: &[Form::new(&[DOC, SEL], Type::Array, html_all)],
+        does: "every match as `#{text, attrs}`, in document order",
+        errors: "",
+    },
+];
+
+fn http_get_json(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+    let url = a.str(0)?;
+    let args = format!("{url:?}");
+    let answer = c.get("http_get_json", &args, &url, Vec::new())?;
+    if !(200..300).contains(&answer.status) {
+        let status = reqwest::StatusCode::from_u16(answer.status)
+            .map_or_else(|_| answer.status.to_string(), |s| s.to_string());
+        return Err(c.error(format!("http_get_json({args}): HTTP {status}")));
+    }
+    let v: serde_json::Value = serde_json::from_str(&answer.body)
+        .map_err(|e| c.error(format!("http_get_json({args}): the body is not JSON: {e}")))?;
+    json_to_dynamic(c, "http_get_json", v)
 }
 
-/// `html(body)` and its queries.
-fn register_html(engine: &mut Engine, cx: &Arc<ScriptContext>) {
-    engine.register_type_with_name::<HtmlDoc>("Html");
-    def!(
-        engine,
-        "html",
-        &["body: &str", "Html"],
-        "Parses an HTML body (from `http_get`) to query it: `doc.exists(sel)`,\n`doc.count(sel)`, `doc.text(sel)`, `doc.attr(sel, name)`, `doc.all(sel)`.\nSelectors are CSS, `xpath:` or `text:`, or an array of fallbacks.",
-        |body: &str| HtmlDoc(Arc::from(body))
-    );
-    // Every query: the first selector that matches anything, its matches.
-    let run =
-        |c: &ScriptContext, name: &str, doc: &HtmlDoc, sel: &Dynamic| -> R<Vec<html::Match>> {
-            let s = selectors(c, name, sel)?;
-            let found = html::query(&doc.0, &s).map_err(|e| c.error(format!("{name}: {e}")))?;
-            Ok(found.map(|(_, m)| m).unwrap_or_default())
-        };
-    let first =
-        move |c: &ScriptContext, name: &str, doc: &HtmlDoc, sel: &Dynamic| -> R<html::Match> {
-            run(c, name, doc, sel)?.into_iter().next().ok_or_else(|| {
-                c.error(format!(
-                    "{name}({}): nothing in the HTML matches",
-                    super::show_sel(sel)
-                ))
-            })
-        };
-    let c = cx.clone();
-    def!(
-        engine,
-        "exists",
-        &["doc: Html", "selector: string | array", "bool"],
-        "Whether anything in the document matches.",
-        move |doc: &mut HtmlDoc, sel: Dynamic| -> R<bool> {
-            Ok(!run(&c, "exists", doc, &sel)?.is_empty())
-        }
-    );
-    let c = cx.clone();
-    def!(
-        engine,
-        "count",
-        &["doc: Html", "selector: string | array", "int"],
-        "How many elements match (of the first selector that matches anything).",
-        move |doc: &mut HtmlDoc, sel: Dynamic| -> R<INT> {
-            Ok(run(&c, "count", doc, &sel)?.len() as INT)
-        }
-    );
-    let c = cx.clone();
-    def!(
-        engine,
-        "text",
-        &["doc: Html", "selector: string | array", "string"],
-        "The text of the first match, whitespace collapsed; an error if nothing\nmatches (check with `exists` first when absence is an answer).",
-        move |doc: &mut HtmlDoc, sel: Dynamic| -> R<String> {
-            first(&c, "text", doc, &sel).map(|m| m.text)
-        }
-    );
-    let c = cx.clone();
-    def!(
-        engine,
-        "attr",
-        &["doc: Html", "selector: string | array", "name: &str", "?"],
-        "An attribute of the first match, or `()` if it has none; an error if\nnothing matches.",
-        move |doc: &mut HtmlDoc, sel: Dynamic, name: &str| -> R<Dynamic> {
-            let m = first(&c, "attr", doc, &sel)?;
-            Ok(m.attrs
-                .get(name)
-                .cloned()
-                .map_or(Dynamic::UNIT, Dynamic::from))
-        }
-    );
-    let c = cx.clone();
-    def!(
-        engine,
-        "all",
-        &["doc: Html", "selector: string | array", "array"],
-        "Every match as `#{text, attrs}`, in document order.",
-        move |doc: &mut HtmlDoc, sel: Dynamic| -> R<Array> {
-            Ok(run(&c, "all", doc, &sel)?
+/// `http_get(url)` or `http_get(url, options)`.
+fn http_get(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+    let url = a.str(0)?;
+    let (headers, args) = match a.opt::<Map>(1)? {
+        Some(opts) => (options(c, &opts)?, format!("{url:?}, {{..}}")),
+        None => (Vec::new(), format!("{url:?}")),
+    };
+    c.get("http_get", &args, &url, headers)
+        .map(Answer::into_dynamic)
+}
+
+fn html(_: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+    let body = a.str(0)?;
+    Ok(Dynamic::from(HtmlDoc(Arc::from(body.as_str()))))
+}
+
+/// Every query: the first selector that matches anything, its matches.
+fn query(c: &ScriptContext, a: &Args<'_>, name: &str) -> R<Vec<html::Match>> {
+    let doc: HtmlDoc = a.get(0)?;
+    let s = selectors(c, name, &a.value(1))?;
+    let found = html::query(&doc.0, &s).map_err(|e| c.error(format!("{name}: {e}")))?;
+    Ok(found.map(|(_, m)| m).unwrap_or_default())
+}
+
+fn first(c: &ScriptContext, a: &Args<'_>, name: &str) -> R<html::Match> {
+    query(c, a, name)?.into_iter().next().ok_or_else(|| {
+        c.error(format!(
+            "{name}({}): nothing in the HTML matches",
+            super::show_sel(&a.value(1))
+        ))
+    })
+}
+
+fn html_exists(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+    Ok((!query(c, a, "exists")?.is_empty()).into())
+}
+
+fn html_count(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+    Ok((query(c, a, "count")?.len() as INT).into())
+}
+
+fn html_text(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+    first(c, a, "text").map(|m| m.text.into())
+}
+
+fn html_attr(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+    let name = a.str(2)?;
+    let m = first(c, a, "attr")?;
+    Ok(m.attrs
+        .get(name.as_str())
+        .cloned()
+        .map_or(Dynamic::UNIT, Dynamic::from))
+}
+
+fn html_all(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+    let all: Array = query(c, a, "all")?
+        .into_iter()
+        .map(|m| {
+            let mut map = Map::new();
+            map.insert("text".into(), m.text.into());
+            let attrs: Map = m
+                .attrs
                 .into_iter()
-                .map(|m| {
-                    let mut map = Map::new();
-                    map.insert("text".into(), m.text.into());
-                    let attrs: Map = m
-                        .attrs
-                        .into_iter()
-                        .map(|(k, v)| (k.into(), v.into()))
-                        .collect();
-                    map.insert("attrs".into(), attrs.into());
-                    Dynamic::from(map)
-                })
-                .collect())
-        }
-    );
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect();
+            map.insert("attrs".into(), attrs.into());
+            Dynamic::from(map)
+        })
+        .collect();
+    Ok(all.into())
 }

@@ -3,127 +3,139 @@
 //! `observe_price` tells the host what the run is about to pay, so that
 //! `commit` can hold it to the target's budget (I11).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use rhai::{Dynamic, Engine, FLOAT, INT, ImmutableString, Map};
+use rhai::{Dynamic, FLOAT, INT, ImmutableString, Map};
 
-use super::{R, ScriptContext, doc_comments};
+use super::table::{Args, Form, Param, Primitive, Section, Type};
+use super::{R, ScriptContext};
 use crate::observations::{By, Observation};
 use crate::offer::{self, Availability, Offer};
 use crate::price::{self, Context, Locale, Price};
 
-pub(super) fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
-    let c = cx.clone();
-    def!(
-        engine,
+/// The price primitives, in the reference's order.
+pub(super) static PRIMITIVES: &[Primitive] = &[
+    Primitive {
+        name: "offer",
+        section: Section::Price,
+        forms: &[
+            Form::new(&[], Type::Map, offer_of_page),
+            Form::new(
+                &[Param("html_or_answer", Type::StrOrMap)],
+                Type::Map,
+                offer_of,
+            ),
+        ],
+        does: "reads the schema.org offer the current page publishes for search engines (or, given one, an HTML text or an `http_get` answer: its body, and its URL to pick the variant; monitors use this: `offer(http_get(target.url)).in_stock`): JSON-LD (`Product`, `ProductGroup` variants, `Offer` arrays, `AggregateOffer`, inside `@graph`, arrays or `mainEntity`), else microdata (`itemprop`), else OpenGraph product tags. Returns `#{ name, price, currency, availability, in_stock, sku, url, source, offers }`: `price` a float (or `()`), `availability` one of `in_stock`, `out_of_stock`, `preorder`, `backorder`, `unknown` (schema.org's InStock, LimitedAvailability, OnlineOnly... map to `in_stock`; OutOfStock, SoldOut, Discontinued to `out_of_stock`), `source` one of `json-ld`, `microdata`, `opengraph`, `offers` how many variants the product lists (the one returned is the page's own by URL, else the first in stock, else the first). In a step, its price counts as observed (as `observe_price`). Shopify, WooCommerce, BigCommerce, Magento and most shop builders publish this: `baton watch URL` shows what baton reads on a page",
+        errors: "the page has no product data; its price is not a price",
+    },
+    Primitive {
+        name: "parse_price",
+        section: Section::Price,
+        forms: &[
+            Form::new(&[Param("text", Type::Str)], Type::Map, parse_price),
+            Form::new(
+                &[Param("text", Type::Str), Param("locale", Type::Str)],
+                Type::Map,
+                parse_price,
+            ),
+        ],
+        does: "reads one price from a shop's text: `#{ amount, currency }` (currency `()` when the text has none). Grouping and decimal separators by locale (`de-DE`, `en-US`, `fr-FR`, `de-CH`, `en-IN`, `ja-JP`, `es-ES`, `it-IT`, `nl-NL`, `pt-BR`, `sv-SE`, `pl-PL`, `en-GB`) or inferred: `1.299,00 €` and `1 299,00 €` are 1299 EUR, `$1,299.00` 1299 USD, `CHF 1'299.–` 1299 CHF, `¥1,299` 1299 JPY. A lone separator before three digits (`1.299`) is a thousands separator when the currency has two decimals or none, and an **error** when nothing says which it is (give the locale). `$` is USD unless the target's `currency` is another dollar; `kr` has no currency unless the target's says",
+        errors: "text with two numbers (`was $20 now $15`), none, or a minus; an ambiguous separator; an unknown locale",
+    },
+    Primitive {
+        name: "observe_price",
+        section: Section::Price,
+        forms: &[
+            Form::new(&[Param("text", Type::Str)], Type::Float, observe_price),
+            Form::new(
+                &[Param("amount", Type::Float), Param("currency", Type::Str)],
+                Type::Float,
+                observe_price,
+            ),
+            Form::new(
+                &[Param("amount", Type::Int), Param("currency", Type::Str)],
+                Type::Float,
+                observe_price,
+            ),
+        ],
+        does: "tells baton the price this run is about to pay, and returns the amount. `commit` is refused unless the last price observed in the run is within `target.max_price`. Call it on the last page before the order (the review page's total): a shop may change the price between pages. Text is read by `parse_price`, with the target's currency for text that has none",
+        errors: "in a monitor (the run must see the price on its own pages); text that is not one price",
+    },
+];
+
+fn offer_of_page(c: &ScriptContext, _: &Args<'_>) -> R<Dynamic> {
+    let p = c.page("offer")?;
+    let bound = c.action();
+    let (html, url) = c.block(
         "offer",
-        &["map"],
-        "The offer the current page publishes as schema.org data (JSON-LD,\nmicrodata or OpenGraph product tags): `#{ name, price, currency,\navailability, in_stock, sku, url, source, offers }`. `availability` is\none of in_stock, out_of_stock, preorder, backorder, unknown. In a step,\nits price is what the run observed (I11), as with `observe_price`. Fails\nwhen the page has no product data.",
-        move || -> R<Dynamic> {
-            let p = c.page("offer")?;
-            let a = c.action();
-            let page = p.clone();
-            let (html, url) = c.block(
-                "offer",
-                "",
-                a,
-                async move { Ok((page.html(a).await?, page.url().await?)) },
-                |(h, _): &(String, String)| format!("{} bytes of HTML", h.len()),
-            )?;
-            read(&c, &html, Some(&url))
-        }
-    );
-    let c = cx.clone();
-    def!(
-        engine,
+        "",
+        bound,
+        async move { Ok((p.html(bound).await?, p.url().await?)) },
+        |(h, _): &(String, String)| format!("{} bytes of HTML", h.len()),
+    )?;
+    read(c, &html, Some(&url))
+}
+
+fn offer_of(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+    let source = a.value(0);
+    let (body, url) = if let Some(s) = source.read_lock::<ImmutableString>() {
+        (s.to_string(), None)
+    } else if let Some(m) = source.read_lock::<Map>() {
+        let field = |k: &str| m.get(k).and_then(|v| v.clone().into_string().ok());
+        let Some(body) = field("body") else {
+            return Err(c.error(
+                "offer(answer): the map has no `body`; pass an http_get answer or an HTML text"
+                    .into(),
+            ));
+        };
+        (body, field("url"))
+    } else {
+        return Err(c.error(format!(
+            "offer(..): expected an HTML text or an http_get answer, not {}",
+            source.type_name()
+        )));
+    };
+    let start = Instant::now();
+    let out = read(c, &body, url.as_deref());
+    let shown = match &out {
+        Ok(_) => Ok(format!("{} bytes of HTML", body.len())),
+        Err(e) => Err(e.to_string()),
+    };
+    c.trace(
         "offer",
-        &["source: string | map", "map"],
-        "`offer()` over an HTML text, or over an `http_get` answer (its body,\nand its URL to pick the page's variant). Monitors use this form.",
-        move |source: Dynamic| -> R<Dynamic> {
-            let (body, url) = if let Some(s) = source.read_lock::<ImmutableString>() {
-                (s.to_string(), None)
-            } else if let Some(m) = source.read_lock::<Map>() {
-                let field = |k: &str| m.get(k).and_then(|v| v.clone().into_string().ok());
-                let Some(body) = field("body") else {
-                    return Err(c.error(
-                        "offer(answer): the map has no `body`; pass an http_get answer or an HTML text".into(),
-                    ));
-                };
-                (body, field("url"))
-            } else {
-                return Err(c.error(format!(
-                    "offer(..): expected an HTML text or an http_get answer, not {}",
-                    source.type_name()
-                )));
-            };
-            let start = Instant::now();
-            let out = read(&c, &body, url.as_deref());
-            let shown = match &out {
-                Ok(_) => Ok(format!("{} bytes of HTML", body.len())),
-                Err(e) => Err(e.to_string()),
-            };
-            c.trace(
-                "offer",
-                "..",
-                shown.as_deref().map_err(String::as_str),
-                start.elapsed(),
-            );
-            out
-        }
+        "..",
+        shown.as_deref().map_err(String::as_str),
+        start.elapsed(),
     );
-    let c = cx.clone();
-    def!(
-        engine,
-        "parse_price",
-        &["text: &str", "map"],
-        "Reads one price from a shop's text in any locale (`1.299,00 €`,\n`$1,299.00`, `CHF 1'299.–`, `¥1,299`): `#{ amount, currency }`\n(currency `()` when the text has none). Fails on text that is not one\nprice, or is ambiguous (`1.299` alone: give the locale).",
-        move |text: &str| -> R<Map> { parse(&c, text, None).map(|p| price_map(&p)) }
-    );
-    let c = cx.clone();
-    def!(
-        engine,
-        "parse_price",
-        &["text: &str", "locale: &str", "map"],
-        "`parse_price(text)` in a locale (`de-DE`, `en-US`, `fr-FR`, `de-CH`,\n`ja-JP`, ...), which decides what a lone `.` or `,` is.",
-        move |text: &str, locale: &str| -> R<Map> {
-            let l = Locale::find(locale).map_err(|e| c.error(format!("parse_price: {e}")))?;
-            parse(&c, text, Some(l)).map(|p| price_map(&p))
-        }
-    );
-    let c = cx.clone();
-    def!(
-        engine,
-        "observe_price",
-        &["text: &str", "float"],
-        "Tells baton the price this run is about to pay, from the page's text\n(`observe_price(text(\"#total\"))`). `commit` is refused unless the\nlast price observed is within the target's `max_price` (I11). Returns\nthe amount.",
-        move |text: &str| -> R<FLOAT> {
-            let p = parse(&c, text, None)?;
-            observe(&c, &format!("{text:?}"), p)
-        }
-    );
-    let c = cx.clone();
-    def!(
-        engine,
-        "observe_price",
-        &["amount: float", "currency: &str", "float"],
-        "`observe_price` with the amount and its currency code (`EUR`).",
-        move |amount: FLOAT, currency: &str| -> R<FLOAT> {
-            let p = numeric(&c, amount, currency)?;
-            observe(&c, &format!("{amount}, {currency:?}"), p)
-        }
-    );
-    let c = cx.clone();
-    def!(
-        engine,
-        "observe_price",
-        &["amount: int", "currency: &str", "float"],
-        "`observe_price` with a whole amount.",
-        move |amount: INT, currency: &str| -> R<FLOAT> {
-            let p = numeric(&c, amount as FLOAT, currency)?;
-            observe(&c, &format!("{amount}, {currency:?}"), p)
-        }
-    );
+    out
+}
+
+/// `parse_price(text)` or `parse_price(text, locale)`.
+fn parse_price(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+    let text = a.str(0)?;
+    let locale = match a.opt::<ImmutableString>(1)? {
+        Some(l) => Some(Locale::find(&l).map_err(|e| c.error(format!("parse_price: {e}")))?),
+        None => None,
+    };
+    parse(c, &text, locale).map(|p| price_map(&p).into())
+}
+
+/// `observe_price(text)` or `observe_price(amount, currency)`.
+fn observe_price(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+    if a.count() == 1 {
+        let text = a.str(0)?;
+        let p = parse(c, &text, None)?;
+        return observe(c, &format!("{text:?}"), p).map(Dynamic::from);
+    }
+    let amount = a.value(0);
+    let amount = amount
+        .as_float()
+        .or_else(|_| amount.as_int().map(|i| i as FLOAT))
+        .map_err(|t| c.error(format!("observe_price: the amount is a {t}, not a number")))?;
+    let currency = a.str(1)?;
+    let p = numeric(c, amount, &currency)?;
+    observe(c, &format!("{amount}, {currency:?}"), p).map(Dynamic::from)
 }
 
 /// The target's currency reads prices whose text has none, and picks
