@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use baton::browser::{Condition, Page, PageError, Selectors};
-use baton::flow::{Target, Timeouts};
+use baton::flow::{StepContext, Target, Timeouts};
 use baton::id::SessionId;
 use baton::registry::{Registration, Registry};
-use baton::script::{ScriptHost, ScriptRun};
+use baton::script::{Probe, ScriptHost};
 use tokio_util::sync::CancellationToken;
 
 /// A page whose every call returns at once.
@@ -117,18 +117,15 @@ fn target() -> Arc<Target> {
     })
 }
 
-fn run_args(page: Option<Arc<dyn Page>>, cancel: CancellationToken) -> ScriptRun {
-    ScriptRun {
+fn run_args(page: Option<Arc<dyn Page>>, cancel: CancellationToken) -> StepContext {
+    StepContext {
+        label: "bench".into(),
         page,
         target: target(),
         cancel,
         commit: None,
         timeouts: Timeouts::default(),
-        shot_prefix: "bench".into(),
-        trace: None,
-        http_fixture: None,
         account: None,
-        notices: None,
     }
 }
 
@@ -142,6 +139,7 @@ async fn primitive_call(host: &ScriptHost) {
         host.run_script(
             "calls",
             run_args(Some(page.clone()), CancellationToken::new()),
+            Probe::default(),
         )
         .await
         .unwrap();
@@ -150,6 +148,7 @@ async fn primitive_call(host: &ScriptHost) {
         host.run_script(
             "plain",
             run_args(Some(page.clone()), CancellationToken::new()),
+            Probe::default(),
         )
         .await
         .unwrap();
@@ -172,6 +171,7 @@ async fn step_overhead(host: &ScriptHost) {
         host.run_script(
             "empty",
             run_args(Some(page.clone()), CancellationToken::new()),
+            Probe::default(),
         )
         .await
         .unwrap();
@@ -189,7 +189,10 @@ async fn cancel_latency(host: &ScriptHost) {
         let cancel = CancellationToken::new();
         let h = host.clone();
         let c = cancel.clone();
-        let run = tokio::spawn(async move { h.run_script("spin", run_args(None, c)).await });
+        let run = tokio::spawn(async move {
+            h.run_script("spin", run_args(None, c), Probe::default())
+                .await
+        });
         // Let it spin for a moment first.
         tokio::time::sleep(Duration::from_millis(20)).await;
         let t = Instant::now();

@@ -33,9 +33,9 @@ use baton::browser::chrome::{ChromeBrowser, ChromeConfig, SPARE_PAGES};
 use baton::browser::{Blocked, Browser};
 use baton::config::Secrets;
 use baton::flow::StepEnd;
-use baton::flow::{CommitSink, Target, Timeouts};
+use baton::flow::{CommitSink, StepContext, Target, Timeouts};
 use baton::id::SessionId;
-use baton::script::{Ran, ScriptHost, ScriptRun};
+use baton::script::{Probe, Ran, ScriptHost};
 use tokio_util::sync::CancellationToken;
 
 /// Lets `commit` run its closure: the benchmark places real orders.
@@ -179,18 +179,16 @@ async fn run() {
             let r = host
                 .run_script(
                     step,
-                    ScriptRun {
+                    StepContext {
+                        label: "bench".into(),
                         page: Some(page.clone()),
                         target: target.clone(),
                         cancel: CancellationToken::new(),
                         commit: Some(Arc::new(Allow)),
                         timeouts,
-                        shot_prefix: "bench".into(),
-                        trace: None,
-                        http_fixture: None,
                         account: None,
-                        notices: None,
                     },
+                    Probe::default(),
                 )
                 .await;
             match r {

@@ -264,20 +264,56 @@ impl Default for Timeouts {
     }
 }
 
-/// Everything a step gets to work with.
+/// Everything a step gets to work with: one shape from the run (or a
+/// monitor, a dry run, a login check) down to a script's primitives.
 #[derive(Clone)]
 pub struct StepContext {
-    pub run_id: crate::id::RunId,
-    pub page: Arc<dyn Page>,
+    /// Names what the step leaves behind (screenshots): the run's id, or
+    /// what runs the step instead of a run (`monitor`, `login`, a dry run's
+    /// script).
+    pub label: String,
+    /// `None` for a monitor, which watches without a browser.
+    pub page: Option<Arc<dyn Page>>,
     pub target: Arc<Target>,
     /// Cancelled when the step must stop: the run was cancelled, or the step
     /// ran out of time. Every wait inside the step races it.
     pub cancel: CancellationToken,
-    pub commit: Arc<dyn CommitSink>,
+    /// Where `commit` and observed prices go; `None` for a monitor and a
+    /// login check, which cannot commit.
+    pub commit: Option<Arc<dyn CommitSink>>,
     pub timeouts: Timeouts,
     /// The account the run is logged into, if any (scripts see it as
     /// `account`).
     pub account: Option<Arc<Account>>,
+}
+
+impl StepContext {
+    /// A monitor's context: the target, no page, no commit, no account.
+    pub fn monitor(target: Arc<Target>, cancel: CancellationToken, timeouts: Timeouts) -> Self {
+        StepContext {
+            label: "monitor".into(),
+            page: None,
+            target,
+            cancel,
+            commit: None,
+            timeouts,
+            account: None,
+        }
+    }
+
+    /// The step's page; an error in a step that has none (a monitor).
+    pub fn page(&self) -> Result<&Arc<dyn Page>, StepError> {
+        self.page
+            .as_ref()
+            .ok_or_else(|| StepError::failed("this step has no page: it runs as a monitor"))
+    }
+
+    /// Where the step commits; an error where it cannot (a monitor).
+    pub fn commit(&self) -> Result<&Arc<dyn CommitSink>, StepError> {
+        self.commit
+            .as_ref()
+            .ok_or_else(|| StepError::failed("this step cannot commit: it runs as a monitor"))
+    }
 }
 
 /// The versions of `scripts` as `generation` finds them (scripts it does
@@ -315,15 +351,10 @@ pub trait StepRunner: Send + Sync + 'static {
     /// the pin for its whole life, whatever reloads happen meanwhile.
     fn pin(&self, flow: &Flow) -> Result<Arc<dyn PinnedFlow>, StepError>;
 
-    /// Runs `script` as a monitor for `target`: `true` means run the target
-    /// this cycle. Monitors get no page.
-    fn monitor(
-        &self,
-        script: &str,
-        target: Arc<Target>,
-        cancel: CancellationToken,
-        timeouts: Timeouts,
-    ) -> BoxFuture<'static, Result<bool, StepError>>;
+    /// Runs `script` as a monitor for `cx.target`: `true` means run the
+    /// target this cycle. Monitors get no page ([`StepContext::monitor`]).
+    fn monitor(&self, script: &str, cx: StepContext)
+    -> BoxFuture<'static, Result<bool, StepError>>;
 }
 
 /// The message of a caught panic.

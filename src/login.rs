@@ -20,12 +20,12 @@ use crate::account::{Account, AccountStore, Check, CheckError, LOGGED_OUT};
 use crate::browser::Page;
 use crate::cluster::Claim;
 use crate::config::Config;
-use crate::flow::{StepEnd, Target};
+use crate::flow::{StepContext, StepEnd, Target};
 use crate::id::{AccountId, SessionId};
 use crate::parts::Parts;
 use crate::registry::{LoginHold, RunControl};
 use crate::remote::Screen;
-use crate::script::{ScriptHost, ScriptRun};
+use crate::script::{Probe, ScriptHost};
 
 /// How long a login from the dashboard may stay open: a forgotten tab
 /// must not keep an account's targets waiting for ever.
@@ -73,19 +73,20 @@ pub async fn check(
                         schedule: crate::schedule::Schedule::default(),
                     })
                 });
-            let run = ScriptRun {
+            let cx = StepContext {
+                label: "login".into(),
                 page: Some(page),
                 target,
                 cancel: CancellationToken::new(),
                 commit: None,
                 timeouts: cfg.timeouts(),
-                shot_prefix: "login".into(),
-                trace: None,
-                http_fixture: None,
                 account: Some(Arc::new(account.clone())),
-                notices: None,
             };
-            match scripts.run_script(script, run).await.map(|r| r.end) {
+            match scripts
+                .run_script(script, cx, Probe::default())
+                .await
+                .map(|r| r.end)
+            {
                 Ok(StepEnd::Outcome(o)) if o == LOGGED_OUT => Ok(false),
                 Ok(StepEnd::Outcome(outcome)) => Err(CheckError::Outcome {
                     script: script.clone(),

@@ -575,11 +575,11 @@ impl Steps<'_> {
         };
 
         let cx = StepContext {
-            run_id: self.guard.run_id(),
-            page: p.clone(),
+            label: self.guard.run_id().to_string(),
+            page: Some(p.clone()),
             target: self.target.clone(),
             cancel: token.clone(),
-            commit: self.sink.clone(),
+            commit: Some(self.sink.clone()),
             timeouts: deps.timeouts,
             account: self.account.clone(),
         };

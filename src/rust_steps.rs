@@ -12,20 +12,16 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::flow::{Flow, PinnedFlow, Step, StepContext, StepEnd, StepError, StepRunner};
+use crate::id::PinnedVersion;
 use arc_swap::ArcSwap;
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use tokio_util::sync::CancellationToken;
-
-use crate::flow::{
-    Flow, PinnedFlow, Step, StepContext, StepEnd, StepError, StepRunner, Target, Timeouts,
-};
-use crate::id::PinnedVersion;
 
 type StepFn =
     Arc<dyn Fn(StepContext) -> BoxFuture<'static, Result<StepEnd, StepError>> + Send + Sync>;
 type MonitorFn =
-    Arc<dyn Fn(Arc<Target>) -> BoxFuture<'static, Result<bool, StepError>> + Send + Sync>;
+    Arc<dyn Fn(StepContext) -> BoxFuture<'static, Result<bool, StepError>> + Send + Sync>;
 
 #[derive(Clone)]
 struct Versioned<F> {
@@ -72,14 +68,15 @@ impl RustSteps {
         });
     }
 
-    /// Defines (or replaces) the monitor `name`.
+    /// Defines (or replaces) the monitor `name`. It gets a step's context
+    /// with no page and no commit ([`StepContext::monitor`]).
     pub fn monitor<F, Fut>(&self, name: &str, f: F)
     where
-        F: Fn(Arc<Target>) -> Fut + Send + Sync + 'static,
+        F: Fn(StepContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<bool, StepError>> + Send + 'static,
     {
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        let f: MonitorFn = Arc::new(move |t| f(t).boxed());
+        let f: MonitorFn = Arc::new(move |cx| f(cx).boxed());
         self.table.rcu(|t| {
             let mut t = Table::clone(t);
             t.monitors.insert(
@@ -147,12 +144,10 @@ impl StepRunner for RustSteps {
     fn monitor(
         &self,
         script: &str,
-        target: Arc<Target>,
-        _cancel: CancellationToken,
-        _timeouts: Timeouts,
+        cx: StepContext,
     ) -> BoxFuture<'static, Result<bool, StepError>> {
         if let Some(v) = self.table.load().monitors.get(script) {
-            (v.f)(target)
+            (v.f)(cx)
         } else {
             let msg = format!("native monitor `{script}` is not defined");
             async move { Err(StepError::failed(msg)) }.boxed()
@@ -167,7 +162,7 @@ pub async fn commit<F>(cx: &StepContext, label: &str, body: F) -> Result<Option<
 where
     F: Future<Output = Result<String, StepError>>,
 {
-    let sink = cx.commit.clone();
+    let sink = cx.commit()?.clone();
     let l = label.to_owned();
     let go = tokio::task::spawn_blocking(move || sink.begin(&l))
         .await
@@ -180,7 +175,7 @@ where
     }
     let result = body.await?;
     // `done` persists `committed`: a blocking write, off the async threads.
-    let (sink, l, r) = (cx.commit.clone(), label.to_owned(), result.clone());
+    let (sink, l, r) = (cx.commit()?.clone(), label.to_owned(), result.clone());
     tokio::task::spawn_blocking(move || sink.done(&l, Some(&r)))
         .await
         .map_err(|e| StepError::failed(e.to_string()))?;

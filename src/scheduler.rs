@@ -888,11 +888,8 @@ impl Loop {
                 continue;
             };
             let cancel = self.s.shutdown.child_token();
-            let check =
-                self.s
-                    .parts
-                    .steps
-                    .monitor(script, t.clone(), cancel.clone(), cfg.timeouts());
+            let cx = crate::flow::StepContext::monitor(t.clone(), cancel.clone(), cfg.timeouts());
+            let check = self.s.parts.steps.monitor(script, cx);
             let bound = cfg.cycle.step_timeout;
             match tokio::time::timeout(bound, check).await {
                 Ok(Ok(true)) => {

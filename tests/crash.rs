@@ -167,7 +167,7 @@ fn crash_child_run() {
         cfg.cycle.interval = (Duration::from_millis(100), Duration::from_millis(100));
         let h = common::Harness::in_dir(cfg, Path::new(&dir));
         h.steps.step("buy", |cx| async move {
-            let order = format!("A-{}", cx.run_id);
+            let order = format!("A-{}", cx.label);
             let placed = baton::rust_steps::commit(&cx, "order", async move { Ok(order) }).await?;
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "answered {}", placed.unwrap_or_default());

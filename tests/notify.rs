@@ -105,10 +105,10 @@ async fn every_event_kind_reaches_every_channel_in_its_format() {
     // `bought` is out of stock in cycle 1 and back in cycle 2: a restock.
     let cycle = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let c = cycle.clone();
-    h.steps.monitor("watch", move |t| {
+    h.steps.monitor("watch", move |cx| {
         let c = c.clone();
         async move {
-            if t.id.as_str() == "bought" {
+            if cx.target.id.as_str() == "bought" {
                 return Ok(c.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0);
             }
             Ok(true)
@@ -455,11 +455,11 @@ fn notify_crash_child() {
             let notifier = notifier.clone();
             async move {
             // An event that is not about a run: only the outbox keeps it.
-            notifier.emit(Event::new(Kind::Script, format!("run {} starts", cx.run_id), "from a step"));
-            let order = format!("A-{}", cx.run_id);
+            notifier.emit(Event::new(Kind::Script, format!("run {} starts", cx.label), "from a step"));
+            let order = format!("A-{}", cx.label);
             baton::rust_steps::commit(&cx, "order", async move { Ok(order.clone()) }).await?;
             let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "answered A-{}", cx.run_id);
+            let _ = writeln!(out, "answered A-{}", cx.label);
             let _ = out.flush();
             Ok(StepEnd::Continue)
             }

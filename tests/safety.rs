@@ -35,7 +35,7 @@ fn timed_step(h: &Harness, name: &'static str, d: Duration, tl: &Timeline) {
         let tl = tl.clone();
         async move {
             tl.mark(format!("{name}:start:{}", cx.target.id));
-            cx.page
+            cx.page()?
                 .navigate(&cx.target.url, T)
                 .await
                 .map_err(|e| StepError::failed(e.to_string()))?;
@@ -294,11 +294,11 @@ async fn i3_stuck_run_is_cancelled_and_confirmed_gone() {
             let tl = tl.clone();
             async move {
                 tl.mark("work:start");
-                cx.page
+                cx.page()?
                     .navigate(&cx.target.url, T)
                     .await
                     .map_err(|e| StepError::failed(e.to_string()))?;
-                let r = cx.page.click(&Selectors::one("#buy"), T).await;
+                let r = cx.page()?.click(&Selectors::one("#buy"), T).await;
                 tl.mark("work:end");
                 r.map(|()| StepEnd::Continue)
                     .map_err(|e| StepError::failed(e.to_string()))
@@ -310,7 +310,7 @@ async fn i3_stuck_run_is_cancelled_and_confirmed_gone() {
         h.steps.step("clear", move |cx| {
             let tl = tl.clone();
             async move {
-                cx.page
+                cx.page()?
                     .navigate("http://shop.test/cart", T)
                     .await
                     .map_err(|e| StepError::failed(e.to_string()))?;
@@ -492,7 +492,7 @@ async fn i5_deregistered_after_panic_and_error() {
         match cx.target.id.as_str() {
             "panics" => panic!("native step blew up"),
             "page-panics" => {
-                cx.page.click(&Selectors::one("#x"), T).await.ok();
+                cx.page()?.click(&Selectors::one("#x"), T).await.ok();
                 Ok(StepEnd::Continue)
             }
             _ => Err(StepError::failed("checkout refused the card")),
@@ -567,7 +567,7 @@ async fn capturing_a_failed_page_is_bounded() {
     let cfg = config(&["1001"], flow(&["work"]));
     let h = Harness::new(cfg);
     h.steps.step("work", |cx| async move {
-        cx.page
+        cx.page()?
             .navigate(&cx.target.url, T)
             .await
             .map_err(|e| StepError::failed(e.to_string()))?;
@@ -618,7 +618,7 @@ async fn i7_committed_run_without_result_is_in_doubt() {
             let buys = buys.clone();
             async move {
                 buys.lock().unwrap().push(cx.target.id.to_string());
-                let page = cx.page.clone();
+                let page = cx.page()?.clone();
                 let hang = cx.target.id.as_str() == "hangs";
                 commit(&cx, "place order", async move {
                     if hang {
@@ -690,8 +690,8 @@ fn place_order_step(h: &Harness, timeline: &Timeline) {
         async move {
             tl.mark(format!("buy:start:{}", cx.target.id));
             let fail = |e: baton::browser::PageError| StepError::failed(e.to_string());
-            cx.page.navigate(&cx.target.url, T).await.map_err(fail)?;
-            let page = cx.page.clone();
+            cx.page()?.navigate(&cx.target.url, T).await.map_err(fail)?;
+            let page = cx.page()?.clone();
             let id = cx.target.id.to_string();
             commit(&cx, "place order", async move {
                 page.click(&Selectors::one(&format!("#place-{id}")), T)
@@ -707,7 +707,7 @@ fn place_order_step(h: &Harness, timeline: &Timeline) {
     h.steps.step("clear", move |cx| {
         let tl = tl.clone();
         async move {
-            cx.page
+            cx.page()?
                 .navigate("http://shop.test/cart", T)
                 .await
                 .map_err(|e| StepError::failed(e.to_string()))?;
@@ -1332,7 +1332,7 @@ async fn i11_a_commit_over_budget_is_refused_by_the_host() {
                     _ => None,
                 };
                 if let Some((amount, currency)) = seen {
-                    cx.commit.observe(Price {
+                    cx.commit()?.observe(Price {
                         amount: Amount::from_plain(amount).unwrap(),
                         currency: currency.map(str::to_owned),
                     });
@@ -1439,7 +1439,7 @@ async fn soak_10000_cycles() {
                 };
                 kinds.lock().unwrap()[kind as usize] += 1;
                 let fail = |e: baton::browser::PageError| StepError::failed(e.to_string());
-                cx.page.navigate(&cx.target.url, T).await.map_err(fail)?;
+                cx.page()?.navigate(&cx.target.url, T).await.map_err(fail)?;
                 match kind {
                     // fast
                     0 | 1 => tokio::time::sleep(Duration::from_millis(ms % 3_000)).await,
@@ -1447,7 +1447,7 @@ async fn soak_10000_cycles() {
                     2 => tokio::time::sleep(Duration::from_millis(25_000 + ms % 20_000)).await,
                     // stuck in the browser
                     3 => {
-                        let page = cx.page.clone();
+                        let page = cx.page()?.clone();
                         let never = async move {
                             loop {
                                 page.wait_for(&Selectors::one("#never"), T).await.ok();
@@ -1481,7 +1481,7 @@ async fn soak_10000_cycles() {
                             Fault::Server(Duration::from_millis(ms * 4)),
                             1,
                         );
-                        let page = cx.page.clone();
+                        let page = cx.page()?.clone();
                         commit(&cx, "order", async move {
                             page.click(&Selectors::one("#place"), T)
                                 .await
@@ -1496,7 +1496,7 @@ async fn soak_10000_cycles() {
         });
     }
     h.steps.step("clear", |cx| async move {
-        cx.page
+        cx.page()?
             .navigate("http://shop.test/cart", T)
             .await
             .map_err(|e| StepError::failed(e.to_string()))?;

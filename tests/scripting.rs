@@ -13,11 +13,13 @@ use std::time::Duration;
 use baton::browser::sim::{ClickEffect, SimBrowser, SimElement, SimPage, SimSite};
 use baton::browser::{Browser, Page};
 use baton::config::Secrets;
-use baton::flow::{CommitSink, Flow, Step, StepEnd, StepErrorKind, StepRunner, Target, Timeouts};
+use baton::flow::{
+    CommitSink, Flow, Step, StepContext, StepEnd, StepErrorKind, StepRunner, Target, Timeouts,
+};
 use baton::id::SessionId;
 use baton::redact::Redactor;
 use baton::script::api::{Trace, TracedCall};
-use baton::script::{Ran, ScriptHost, ScriptRun};
+use baton::script::{Probe, Ran, ScriptHost};
 use tokio_util::sync::CancellationToken;
 
 const PRODUCT: &str = "http://shop.test/p/1";
@@ -246,7 +248,8 @@ impl Env {
             .host
             .run_script(
                 script,
-                ScriptRun {
+                StepContext {
+                    label: "r1".into(),
                     page: Some(page.clone()),
                     target: target(),
                     cancel,
@@ -256,13 +259,14 @@ impl Env {
                         step: Duration::from_secs(5),
                         http: Duration::from_secs(2),
                     },
-                    shot_prefix: "r1".into(),
+                    account: None,
+                },
+                Probe {
                     trace: Some(calls),
                     http_fixture: Some(Arc::new(BTreeMap::from([(
                         "http://shop.test/api/stock/1".to_owned(),
                         serde_json::json!({"in_stock": true, "stock": 3}),
                     )]))),
-                    account: None,
                     notices: None,
                 },
             )
@@ -310,22 +314,16 @@ fn monitor(
     async move {
         host.run_script(
             script,
-            ScriptRun {
-                page: None,
-                target: target(),
-                cancel: CancellationToken::new(),
-                commit: None,
-                timeouts: Timeouts {
+            StepContext::monitor(
+                target(),
+                CancellationToken::new(),
+                Timeouts {
                     action: Duration::from_millis(200),
                     step: Duration::from_secs(5),
                     http,
                 },
-                shot_prefix: "m".into(),
-                trace: None,
-                http_fixture: None,
-                account: None,
-                notices: None,
-            },
+            ),
+            Probe::default(),
         )
         .await
     }
@@ -1389,12 +1387,12 @@ async fn i8_a_run_keeps_its_versions_across_a_reload() {
     let pinned = e.host.pin(&flow).unwrap();
     let page = e.page().await;
     let calls = Arc::new(Calls::default());
-    let cx = |page: Arc<dyn Page>| baton::flow::StepContext {
-        run_id: baton::id::RunId(1),
-        page,
+    let cx = |page: Arc<dyn Page>| StepContext {
+        label: "r1".into(),
+        page: Some(page),
         target: target(),
         cancel: CancellationToken::new(),
-        commit: Arc::new(Sink::default()),
+        commit: Some(Arc::new(Sink::default())),
         timeouts: Timeouts::default(),
         account: None,
     };
@@ -1558,9 +1556,7 @@ async fn http_get_and_html_queries_make_a_browser_free_monitor() {
     let skip = baton::flow::StepRunner::monitor(
         &e.host,
         "limited",
-        target(),
-        CancellationToken::new(),
-        Timeouts::default(),
+        StepContext::monitor(target(), CancellationToken::new(), Timeouts::default()),
     )
     .await;
     assert_eq!(skip, Ok(false));

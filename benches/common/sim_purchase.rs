@@ -65,8 +65,8 @@ pub(crate) fn scheduler(
         .unwrap();
     let steps = Arc::new(RustSteps::new());
     steps.step("buy", |cx| async move {
-        baton::rust_steps::commit(&cx, "order", async move { Ok(format!("A-{}", cx.run_id)) })
-            .await?;
+        let order = format!("A-{}", cx.label);
+        baton::rust_steps::commit(&cx, "order", async move { Ok(order) }).await?;
         Ok(StepEnd::Continue)
     });
     // Nobody sends commands; dropping the sender is fine.

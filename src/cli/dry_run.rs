@@ -21,10 +21,10 @@ use crate::browser::sim::SimBrowser;
 use crate::browser::sim::fixture::{Fixture, absolute, origin};
 use crate::browser::{Browser, Page};
 use crate::flow::CommitSink;
-use crate::flow::{StepEnd, StepError};
+use crate::flow::{StepContext, StepEnd, StepError};
 use crate::id::SessionId;
 use crate::script::api::{Trace, TracedCall};
-use crate::script::{Plugin, Ran, ScriptHost, ScriptRun};
+use crate::script::{Plugin, Probe, Ran, ScriptHost};
 use crate::sync::lock;
 
 /// What to dry-run.
@@ -340,7 +340,8 @@ impl Dry<'_> {
             .host
             .run_script(
                 name,
-                ScriptRun {
+                StepContext {
+                    label: name.to_owned(),
                     page,
                     target: self.target.clone(),
                     cancel: self.cancel.clone(),
@@ -350,10 +351,11 @@ impl Dry<'_> {
                         Some(self.sink.clone() as Arc<dyn CommitSink>)
                     },
                     timeouts: self.cfg.timeouts(),
-                    shot_prefix: name.to_owned(),
+                    account: self.account.clone(),
+                },
+                Probe {
                     trace: Some(self.printer.clone()),
                     http_fixture: self.http_fixture.clone(),
-                    account: self.account.clone(),
                     notices: Some(self.notices.clone()),
                 },
             )

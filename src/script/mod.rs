@@ -34,10 +34,9 @@ use rhai::{AST, Dynamic, Module, Scope, Shared};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::browser::Page;
 use crate::flow::{
-    CommitSink, Flow, PinnedFlow, Step, StepContext, StepEnd, StepError, StepErrorKind, StepRunner,
-    Target, Timeouts,
+    Flow, PinnedFlow, Step, StepContext, StepEnd, StepError, StepErrorKind, StepRunner, Target,
+    Timeouts,
 };
 use crate::id::PinnedVersion;
 use crate::metrics::Metrics;
@@ -240,19 +239,15 @@ impl Builder {
     }
 }
 
-/// Everything [`ScriptHost::run_script`] needs besides the script name.
-pub struct ScriptRun {
-    pub page: Option<Arc<dyn Page>>,
-    pub target: Arc<Target>,
-    pub cancel: CancellationToken,
-    pub commit: Option<Arc<dyn CommitSink>>,
-    pub timeouts: Timeouts,
-    pub shot_prefix: String,
+/// What a dry run (or a test) puts around a step besides its
+/// [`StepContext`]: a trace of every primitive call, offline answers, and
+/// its own notices. A run's steps have none of these.
+#[derive(Clone, Default)]
+pub struct Probe {
     pub trace: Option<Arc<dyn Trace>>,
-    /// Offline answers for `http_get_json`; `None` to use the network.
+    /// Offline answers for `http_get` and `http_get_json`; `None` to use
+    /// the network.
     pub http_fixture: Option<Arc<BTreeMap<String, serde_json::Value>>>,
-    /// The run's account, shown to scripts as `account`.
-    pub account: Option<Arc<crate::account::Account>>,
     /// Where `notify(..)` goes instead of the host's (a dry run's printer).
     pub notices: Option<Arc<dyn crate::flow::Notices>>,
 }
@@ -538,7 +533,12 @@ impl ScriptHost {
 
     /// Runs the current version of `name` once. For the dry run; runs
     /// dispatched by the scheduler use [`StepRunner::pin`].
-    pub async fn run_script(&self, name: &str, run: ScriptRun) -> Result<Ran, StepError> {
+    pub async fn run_script(
+        &self,
+        name: &str,
+        cx: StepContext,
+        probe: Probe,
+    ) -> Result<Ran, StepError> {
         let lib = self.library();
         let Some(script) = lib.scripts.get(name).cloned() else {
             return Err(StepError::failed(match lib.errors.get(name) {
@@ -549,7 +549,7 @@ impl ScriptHost {
                 ),
             }));
         };
-        execute(self.inner.clone(), script, run).await
+        execute(self.inner.clone(), script, cx, probe).await
     }
 
     /// Writes the script API as a Rhai definition file (for the Rhai
@@ -558,28 +558,24 @@ impl ScriptHost {
         // Not the base engine: its compile-time `sleep` stand-ins are not
         // part of the API.
         let mut engine = rhai::Engine::new_raw();
+        let target = Arc::new(Target {
+            id: "".into(),
+            url: String::new(),
+            flow: String::new(),
+            account: None,
+            params: serde_json::Map::new(),
+            budget: crate::budget::Budget::Unset,
+            schedule: crate::schedule::Schedule::default(),
+        });
         let cx = Arc::new(ScriptContext {
+            step: StepContext::monitor(target, CancellationToken::new(), Timeouts::default()),
             script: String::new(),
             file: String::new(),
-            page: None,
-            target: Arc::new(Target {
-                id: "".into(),
-                url: String::new(),
-                flow: String::new(),
-                account: None,
-                params: serde_json::Map::new(),
-                budget: crate::budget::Budget::Unset,
-                schedule: crate::schedule::Schedule::default(),
-            }),
-            cancel: CancellationToken::new(),
-            commit: None,
-            timeouts: Timeouts::default(),
             secrets: Secrets::default(),
             redactor: self.inner.redactor.clone(),
             handle: None,
             http: self.inner.http(),
             shots_dir: None,
-            shot_prefix: String::new(),
             trace: None,
             end: Mutex::new(None),
             in_commit: Mutex::new(None),
@@ -726,32 +722,32 @@ impl Ran {
 }
 
 /// Runs `script` on a blocking thread and maps its ending.
-async fn execute(inner: Arc<Inner>, script: Arc<Script>, run: ScriptRun) -> Result<Ran, StepError> {
-    let cancel = run.cancel.clone();
+async fn execute(
+    inner: Arc<Inner>,
+    script: Arc<Script>,
+    step: StepContext,
+    probe: Probe,
+) -> Result<Ran, StepError> {
+    let cancel = step.cancel.clone();
     let redactor = inner.redactor.clone();
     let file = script.file.clone();
     let handle = tokio::task::spawn_blocking(move || {
         let cx = Arc::new(ScriptContext {
+            step,
             script: script.name.clone(),
             file: script.file.clone(),
-            page: run.page,
-            target: run.target.clone(),
-            cancel: run.cancel.clone(),
-            commit: run.commit,
-            timeouts: run.timeouts,
             secrets: Secrets::clone(&inner.secrets.load()),
             redactor: inner.redactor.clone(),
             handle: Some(tokio::runtime::Handle::current()),
-            http: match run.http_fixture {
+            http: match probe.http_fixture {
                 Some(f) => Http::Fixture(f),
                 None => inner.http(),
             },
             shots_dir: inner.shots_dir.clone(),
-            shot_prefix: run.shot_prefix,
-            trace: run.trace,
+            trace: probe.trace,
             end: Mutex::new(None),
             in_commit: Mutex::new(None),
-            notices: run.notices.or_else(|| inner.notices.clone()),
+            notices: probe.notices.or_else(|| inner.notices.clone()),
             observations: inner.observations.clone(),
         });
         let mut engine = engine::base_engine(&inner.std);
@@ -761,21 +757,21 @@ async fn execute(inner: Arc<Inner>, script: Arc<Script>, run: ScriptRun) -> Resu
         }
         // The progress hook runs between operations: a cancelled script
         // stops here even in `loop {}`, with no primitive to notice.
-        let token = run.cancel.clone();
+        let token = cx.step.cancel.clone();
         engine.on_progress(move |_| token.is_cancelled().then(|| Dynamic::from("cancelled")));
-        let (t, s) = (run.target.id.clone(), script.name.clone());
+        let (t, s) = (cx.step.target.id.clone(), script.name.clone());
         let red = inner.redactor.clone();
         engine.on_print(move |msg| {
             tracing::info!(target: "baton::script", target = %t, script = %s, "{}", red.apply(msg));
         });
-        let (t, s) = (run.target.id.clone(), script.name.clone());
+        let (t, s) = (cx.step.target.id.clone(), script.name.clone());
         let red = inner.redactor.clone();
         engine.on_debug(move |msg, _src, pos| {
             tracing::debug!(target: "baton::script", target = %t, script = %s, "{}: {}", pos, red.apply(msg));
         });
         let mut scope = Scope::new();
-        scope.push_constant("target", target_map(&run.target));
-        scope.push_constant("account", account_map(run.account.as_deref()));
+        scope.push_constant("target", target_map(&cx.step.target));
+        scope.push_constant("account", account_map(cx.step.account.as_deref()));
         let result = engine.eval_ast_with_scope::<Dynamic>(&mut scope, &script.ast);
         let end = lock(&cx.end).take();
         (result, end)
@@ -858,19 +854,7 @@ impl PinnedFlow for PinnedScripts {
             let Some(script) = script else {
                 return Err(StepError::failed(format!("script `{name}` is not loaded")));
             };
-            let run = ScriptRun {
-                page: Some(cx.page),
-                target: cx.target,
-                cancel: cx.cancel,
-                commit: Some(cx.commit),
-                timeouts: cx.timeouts,
-                shot_prefix: cx.run_id.to_string(),
-                trace: None,
-                http_fixture: None,
-                account: cx.account,
-                notices: None,
-            };
-            step_end(execute(inner, script, run).await)
+            step_end(execute(inner, script, cx, Probe::default()).await)
         }
         .boxed()
     }
@@ -897,26 +881,12 @@ impl StepRunner for ScriptHost {
     fn monitor(
         &self,
         script: &str,
-        target: Arc<Target>,
-        cancel: CancellationToken,
-        timeouts: Timeouts,
+        cx: StepContext,
     ) -> BoxFuture<'static, Result<bool, StepError>> {
         let host = self.clone();
         let name = script.to_owned();
         async move {
-            let run = ScriptRun {
-                page: None,
-                target,
-                cancel,
-                commit: None,
-                timeouts,
-                shot_prefix: "monitor".into(),
-                trace: None,
-                http_fixture: None,
-                account: None,
-                notices: None,
-            };
-            let ran = host.run_script(&name, run).await?;
+            let ran = host.run_script(&name, cx, Probe::default()).await?;
             let v = match ran.end {
                 StepEnd::Continue => ran.value,
                 StepEnd::Outcome(o) => {

@@ -114,7 +114,7 @@ fn sleep(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
 fn log(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
     let text = a.value(0).to_string();
     let text = c.redactor.apply(&text);
-    tracing::info!(target: "baton::script", target = %c.target.id, script = %c.script, "{text}");
+    tracing::info!(target: "baton::script", target = %c.step.target.id, script = %c.script, "{text}");
     c.trace("log", &format!("{text:?}"), Ok(""), Duration::ZERO);
     Ok(Dynamic::UNIT)
 }
@@ -132,7 +132,7 @@ fn notify(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
         None => format!("{text:?}"),
     };
     let Some(n) = &c.notices else {
-        tracing::warn!(target: "baton::script", target = %c.target.id, script = %c.script, "notify(): flows.yaml has no `notify:` section, so this goes to the log only: {text}");
+        tracing::warn!(target: "baton::script", target = %c.step.target.id, script = %c.script, "notify(): flows.yaml has no `notify:` section, so this goes to the log only: {text}");
         c.trace(
             "notify",
             &args,
@@ -141,7 +141,7 @@ fn notify(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
         );
         return Ok(Dynamic::UNIT);
     };
-    match n.notify(c.target.id.as_str(), channel.as_deref(), &text) {
+    match n.notify(c.step.target.id.as_str(), channel.as_deref(), &text) {
         Ok(said) => {
             c.trace("notify", &args, Ok(&said), Duration::ZERO);
             Ok(Dynamic::UNIT)
@@ -217,12 +217,12 @@ fn totp(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
 fn commit(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
     let label = a.str(0)?;
     let f: FnPtr = a.get(1)?;
-    let Some(sink) = &c.commit else {
+    let Some(sink) = &c.step.commit else {
         return Err(c.error(format!(
             "commit({label:?}): not available in a monitor script"
         )));
     };
-    if c.cancel.is_cancelled() {
+    if c.step.cancel.is_cancelled() {
         return Err(c.terminate(End::Cancelled));
     }
     let go = match sink.begin(&label) {
@@ -278,7 +278,7 @@ fn commit(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
 fn not_placed(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
     let reason = a.str(0)?;
     let label = lock(&c.in_commit).clone();
-    let (Some(label), Some(sink)) = (label, &c.commit) else {
+    let (Some(label), Some(sink)) = (label, &c.step.commit) else {
         return Err(c.error(format!(
             "not_placed({reason:?}): only allowed inside a commit(...) closure, where it tells baton the shop refused the order"
         )));

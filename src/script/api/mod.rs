@@ -24,10 +24,9 @@ use std::time::{Duration, Instant};
 
 use rhai::{Array, Dynamic, Engine, EvalAltResult, INT, Position};
 use tokio::runtime::Handle;
-use tokio_util::sync::CancellationToken;
 
 use crate::browser::{Page, PageError, Selectors};
-use crate::flow::{CommitSink, StepEnd, Target, Timeouts};
+use crate::flow::{StepContext, StepEnd};
 use crate::redact::Redactor;
 use crate::secrets::Secrets;
 use crate::sync::lock;
@@ -78,24 +77,18 @@ pub enum Http {
 
 /// Everything the primitives of one step execution work with.
 pub struct ScriptContext {
+    /// The step as the run (or monitor, dry run, login check) gave it:
+    /// page, target, cancellation, commit, timeouts, account.
+    pub step: StepContext,
     pub script: String,
     /// The script's file as messages show it.
     pub file: String,
-    /// `None` for monitors, which get no page.
-    pub page: Option<Arc<dyn Page>>,
-    pub target: Arc<Target>,
-    pub cancel: CancellationToken,
-    /// `None` for monitors: they cannot commit.
-    pub commit: Option<Arc<dyn CommitSink>>,
-    pub timeouts: Timeouts,
     pub secrets: Secrets,
     pub redactor: Arc<Redactor>,
     /// `None` only for the engine that exports definitions.
     pub handle: Option<Handle>,
     pub http: Http,
     pub shots_dir: Option<PathBuf>,
-    /// File name prefix for screenshots (the run id, or `dry-run`).
-    pub shot_prefix: String,
     pub trace: Option<Arc<dyn Trace>>,
     pub end: Mutex<Option<End>>,
     /// The label of the `commit` whose closure is running, if one is.
@@ -152,11 +145,11 @@ impl ScriptContext {
     /// the closure keeps waiting for the shop's answer, which is what turns
     /// a slow order into `completed` instead of `in_doubt` (I9).
     fn action(&self) -> Duration {
-        let a = self.timeouts.action;
+        let a = self.step.timeouts.action;
         if lock(&self.in_commit).is_none() {
             return a;
         }
-        match self.commit.as_ref().and_then(|c| c.deadline()) {
+        match self.step.commit.as_ref().and_then(|c| c.deadline()) {
             Some(deadline) => {
                 a.max(deadline.saturating_duration_since(tokio::time::Instant::now()))
             }
@@ -165,7 +158,7 @@ impl ScriptContext {
     }
 
     fn page(&self, name: &str) -> R<Arc<dyn Page>> {
-        self.page.clone().ok_or_else(|| {
+        self.step.page.clone().ok_or_else(|| {
             self.error(format!(
                 "{name}: page primitives are not available in a monitor script; use http_get or http_get_json"
             ))
@@ -182,7 +175,7 @@ impl ScriptContext {
         fut: impl Future<Output = Result<T, PageError>>,
         show: impl Fn(&T) -> String,
     ) -> R<T> {
-        if self.cancel.is_cancelled() {
+        if self.step.cancel.is_cancelled() {
             self.trace(name, args, Err("cancelled"), Duration::ZERO);
             return Err(self.terminate(End::Cancelled));
         }
@@ -197,7 +190,7 @@ impl ScriptContext {
         let out = handle.block_on(async {
             tokio::select! {
                 biased;
-                () = self.cancel.cancelled() => None,
+                () = self.step.cancel.cancelled() => None,
                 r = tokio::time::timeout(outer, fut) => Some(r.unwrap_or(Err(PageError::Timeout(bound)))),
             }
         });

@@ -195,7 +195,7 @@ impl ScriptContext {
             return Ok(());
         };
         self.trace(name, args, Err(&msg), Duration::ZERO);
-        if self.page.is_none() {
+        if self.step.page.is_none() {
             return Err(self.terminate(End::Step(crate::flow::StepEnd::Paused(msg))));
         }
         Err(self.error(format!("{name}({args}): {msg}")))
@@ -204,7 +204,7 @@ impl ScriptContext {
     /// GETs `url` for primitive `name`, honouring the host's pause and
     /// recording its answer.
     fn get(&self, name: &str, args: &str, url: &str, headers: Vec<(String, String)>) -> R<Answer> {
-        let bound = self.timeouts.http;
+        let bound = self.step.timeouts.http;
         let show = |a: &Answer| format!("HTTP {}, {} bytes", a.status, a.body.len());
         let (client, polite) = match &self.http {
             Http::Fixture(answers) => {
@@ -222,7 +222,7 @@ impl ScriptContext {
         self.honour_pause(&polite, name, args, host.as_deref())?;
         // The session's cookies for the URL are looked up inside the same
         // bounded, traced call; a page that cannot tell sends none.
-        let page = self.page.clone();
+        let page = self.step.page.clone();
         let url = url.to_owned();
         let answer = self.block(
             name,

@@ -541,7 +541,7 @@ fn screenshot(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
             }
         })
         .collect();
-    let path = dir.join(format!("{}-{safe}.png", c.shot_prefix));
+    let path = dir.join(format!("{}-{safe}.png", c.step.label));
     std::fs::create_dir_all(dir)
         .and_then(|()| std::fs::write(&path, png))
         .map_err(|e| {

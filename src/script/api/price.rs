@@ -143,7 +143,7 @@ fn observe_price(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
 fn parse(c: &ScriptContext, text: &str, locale: Option<Locale>) -> R<Price> {
     let cx = Context {
         locale,
-        currency: c.target.budget.currency(),
+        currency: c.step.target.budget.currency(),
     };
     price::parse(text, cx).map_err(|e| c.error(format!("parse_price: {e}")))
 }
@@ -162,7 +162,7 @@ fn numeric(c: &ScriptContext, amount: FLOAT, currency: &str) -> R<Price> {
 }
 
 fn observe(c: &ScriptContext, args: &str, price: Price) -> R<FLOAT> {
-    let Some(sink) = &c.commit else {
+    let Some(sink) = &c.step.commit else {
         return Err(c.error(
             "observe_price: only a flow's steps observe prices; a monitor's price does not count for the budget (the run must see it on its own pages)".into(),
         ));
@@ -181,7 +181,7 @@ fn observe(c: &ScriptContext, args: &str, price: Price) -> R<FLOAT> {
 
 fn read(c: &ScriptContext, body: &str, url: Option<&str>) -> R<Dynamic> {
     let o = offer::read(body, url).map_err(|e| c.error(format!("offer: {e}")))?;
-    if let (Some(sink), Some(p)) = (&c.commit, &o.price) {
+    if let (Some(sink), Some(p)) = (&c.step.commit, &o.price) {
         c.trace(
             "observe_price",
             "(from offer)",
@@ -200,12 +200,12 @@ fn keep(c: &ScriptContext, price: Option<&Price>, availability: Availability) {
         return;
     };
     store.record(&Observation {
-        target: c.target.id.to_string(),
+        target: c.step.target.id.to_string(),
         at: SystemTime::now(),
         price: price.map(|p| p.amount.to_f64()),
         currency: price.and_then(|p| p.currency.clone()),
         availability,
-        by: if c.commit.is_some() {
+        by: if c.step.commit.is_some() {
             By::Step
         } else {
             By::Monitor
