@@ -124,16 +124,16 @@ impl Selectors {
     /// The frames the selectors are in (outermost first) and the
     /// selectors inside them. The fallbacks of one call must all be in the
     /// same frames: a page wait runs in one document.
-    pub fn split_frames(&self) -> Result<(Vec<Selector>, Selectors), String> {
+    pub fn split_frames(&self) -> Result<(Vec<Selector>, Selectors), PageError> {
         let frames_of = |s: &Selector| match s {
             Selector::Framed { frames, .. } => frames.clone(),
             _ => Vec::new(),
         };
         let frames = self.0.first().map(frames_of).unwrap_or_default();
         if self.0.iter().any(|s| frames_of(s) != frames) {
-            return Err(format!(
-                "the fallbacks {self} are in different frames; a fallback array must stay in one frame"
-            ));
+            return Err(PageError::MixedFrames {
+                selector: self.clone(),
+            });
         }
         let inner = self
             .0
@@ -275,6 +275,12 @@ pub enum PageError {
     Closed,
     #[error("the browser is gone: {0}")]
     Disconnected(String),
+    /// A fallback array whose selectors are in different frames: a wait
+    /// runs in one document.
+    #[error(
+        "the fallbacks {selector} are in different frames; a fallback array must stay in one frame"
+    )]
+    MixedFrames { selector: Selectors },
     #[error("{0}")]
     Other(String),
 }
@@ -601,6 +607,7 @@ mod tests {
             Selectors::many(&["frame:#card >> #n", "#n"])
                 .split_frames()
                 .unwrap_err()
+                .to_string()
                 .contains("different frames")
         );
     }

@@ -156,7 +156,7 @@ pub(super) async fn run(args: Args) -> Result<(), Failure> {
     let mut shop = None;
     let mut target = (*target).clone();
     let fixture = if let Some(path) = &args.offline {
-        let f = Fixture::load(path).map_err(Failure::usage)?;
+        let f = Fixture::load(path).map_err(|e| Failure::usage(e.to_string()))?;
         if target.url.starts_with('/') {
             let port = cfg.demo_shop.as_ref().map_or(8099, |d| d.port);
             target.url = format!("http://127.0.0.1:{port}{}", target.url);

@@ -46,7 +46,7 @@ pub use error::{ConfigError, Problem};
 use error::{friendly, strip_location_suffix};
 use raw::RawConfig;
 use resolve::Resolver;
-pub use value::{MAX_DURATION, parse_duration, parse_interval};
+pub use value::{MAX_DURATION, ValueError, parse_duration, parse_interval};
 
 // ---------------------------------------------------------------------------
 // The resolved configuration.
@@ -353,11 +353,13 @@ mod tests {
             parse_interval("30s").unwrap(),
             (Duration::from_secs(30), Duration::from_secs(30))
         );
-        assert!(
-            parse_interval("35s..25s")
-                .unwrap_err()
-                .starts_with("empty interval")
-        );
+        let e = parse_interval("35s..25s").unwrap_err();
+        assert_eq!(e, ValueError::EmptyInterval("35s..25s".into()));
+        assert!(e.to_string().starts_with("empty interval"), "{e}");
+        assert!(matches!(
+            parse_interval("0s"),
+            Err(ValueError::ZeroInterval(_))
+        ));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
     }
 

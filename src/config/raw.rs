@@ -3,6 +3,7 @@
 //! problem. `resolve` turns it into a [`super::Config`].
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -88,7 +89,7 @@ impl<'de> Deserialize<'de> for RawEndpoint {
             d,
             "a DevTools URL or `{ url: ..., max_sessions: N }`",
             |s| {
-                Ok(RawEndpoint {
+                Ok::<_, Infallible>(RawEndpoint {
                     url: s.to_owned(),
                     max_sessions: None,
                 })
@@ -260,7 +261,7 @@ impl<'de> Deserialize<'de> for RawDrop {
             d,
             "a drop time like `2026-12-05 10:00 Europe/London`, or `{ at: ..., before: 2m, after: 10m }`",
             |s| {
-                Ok(RawDrop {
+                Ok::<_, Infallible>(RawDrop {
                     at: s.to_owned(),
                     before: None,
                     after: None,
@@ -295,7 +296,7 @@ impl<'de> Deserialize<'de> for RawStep {
             d,
             "a script name or `{ script: NAME, always: true }`",
             |s| {
-                Ok(RawStep {
+                Ok::<_, Infallible>(RawStep {
                     script: s.to_owned(),
                     always: false,
                 })
@@ -328,7 +329,7 @@ impl<'de> Deserialize<'de> for RawSecret {
             d,
             "an environment variable name or `{ env: NAME, default: VALUE }`",
             |s| {
-                Ok(RawSecret {
+                Ok::<_, Infallible>(RawSecret {
                     env: s.to_owned(),
                     default: None,
                 })
@@ -479,7 +480,7 @@ impl<'de> Deserialize<'de> for Cred {
         string_or_map(
             d,
             "a string (`${VAR}` works) or `{ secret: NAME }`",
-            |s| Ok(Cred::Text(s.to_owned())),
+            |s| Ok::<_, Infallible>(Cred::Text(s.to_owned())),
             |f: Full| Cred::Secret(f.secret),
         )
     }

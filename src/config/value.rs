@@ -101,26 +101,47 @@ impl<'de> Deserialize<'de> for Addr {
     }
 }
 
-pub(super) fn parse_addr(s: &str) -> Result<SocketAddr, String> {
-    s.parse().map_err(|_| {
-        format!(
-            "invalid address `{s}`: expected HOST:PORT with an IP address, like `127.0.0.1:7878`"
-        )
-    })
+pub(super) fn parse_addr(s: &str) -> Result<SocketAddr, ValueError> {
+    s.parse().map_err(|_| ValueError::Address(s.to_owned()))
+}
+
+/// A value written in flows.yaml (or on the command line) that does not
+/// read as what it must be; the message shows what would.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("invalid duration `{0}`: write a number with a unit, like `250ms`, `30s` or `2m`")]
+    Duration(String),
+    #[error(
+        "duration `{written}` is out of range: use {} to {}",
+        humantime::format_duration(*.min),
+        humantime::format_duration(*.max)
+    )]
+    OutOfRange {
+        written: String,
+        min: Duration,
+        max: Duration,
+    },
+    #[error("empty interval `{0}`: the first bound must not be above the second, like `25s..35s`")]
+    EmptyInterval(String),
+    #[error("interval `{0}` is zero: cycles need time between them, like `25s..35s`")]
+    ZeroInterval(String),
+    #[error("invalid address `{0}`: expected HOST:PORT with an IP address, like `127.0.0.1:7878`")]
+    Address(String),
 }
 
 /// Deserializes a scalar string through `from_str`, or hands a map on as a
 /// deserializer for the long form. Keeps serde-saphyr's locations, which an
 /// untagged enum would lose.
-pub(super) fn string_or_map<'de, D, T, M>(
+pub(super) fn string_or_map<'de, D, T, M, E>(
     d: D,
     expecting: &'static str,
-    from_str: impl FnOnce(&str) -> Result<T, String>,
+    from_str: impl FnOnce(&str) -> Result<T, E>,
     from_map: impl FnOnce(M) -> T,
 ) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     M: Deserialize<'de>,
+    E: fmt::Display,
 {
     struct V<F, G, M> {
         expecting: &'static str,
@@ -128,18 +149,19 @@ where
         from_map: G,
         map: std::marker::PhantomData<M>,
     }
-    impl<'de, T, M, F, G> Visitor<'de> for V<F, G, M>
+    impl<'de, T, M, F, G, E> Visitor<'de> for V<F, G, M>
     where
         M: Deserialize<'de>,
-        F: FnOnce(&str) -> Result<T, String>,
+        E: fmt::Display,
+        F: FnOnce(&str) -> Result<T, E>,
         G: FnOnce(M) -> T,
     {
         type Value = T;
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str(self.expecting)
         }
-        fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
-            (self.from_str)(s).map_err(E::custom)
+        fn visit_str<X: de::Error>(self, s: &str) -> Result<Self::Value, X> {
+            (self.from_str)(s).map_err(X::custom)
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
             // Buffer the map as JSON values (the long forms are small and
@@ -278,23 +300,20 @@ impl<'de, const MIN_MS: u64> Deserialize<'de> for Dur<MIN_MS> {
 }
 
 /// `v` (written `s`) if it lies within `min..=MAX_DURATION`.
-pub(super) fn bounded(s: &str, v: Duration, min: Duration) -> Result<Duration, String> {
+pub(super) fn bounded(s: &str, v: Duration, min: Duration) -> Result<Duration, ValueError> {
     if v < min || v > MAX_DURATION {
-        return Err(format!(
-            "duration `{}` is out of range: use {} to {}",
-            s.trim(),
-            humantime::format_duration(min),
-            humantime::format_duration(MAX_DURATION)
-        ));
+        return Err(ValueError::OutOfRange {
+            written: s.trim().to_owned(),
+            min,
+            max: MAX_DURATION,
+        });
     }
     Ok(v)
 }
 
 /// Parses a duration like `30s`, `250ms` or `1m 30s`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|_| {
-        format!("invalid duration `{s}`: write a number with a unit, like `250ms`, `30s` or `2m`")
-    })
+pub fn parse_duration(s: &str) -> Result<Duration, ValueError> {
+    humantime::parse_duration(s.trim()).map_err(|_| ValueError::Duration(s.to_owned()))
 }
 
 /// A cycle interval: `30s` or a range `25s..35s`.
@@ -311,7 +330,7 @@ impl<'de> Deserialize<'de> for Interval {
 }
 
 /// Parses `30s` or `25s..35s`.
-pub fn parse_interval(s: &str) -> Result<(Duration, Duration), String> {
+pub fn parse_interval(s: &str) -> Result<(Duration, Duration), ValueError> {
     let (lo, hi) = if let Some((a, b)) = s.split_once("..") {
         (parse_duration(a)?, parse_duration(b)?)
     } else {
@@ -319,14 +338,10 @@ pub fn parse_interval(s: &str) -> Result<(Duration, Duration), String> {
         (d, d)
     };
     if lo > hi {
-        return Err(format!(
-            "empty interval `{s}`: the first bound must not be above the second, like `25s..35s`"
-        ));
+        return Err(ValueError::EmptyInterval(s.to_owned()));
     }
     if hi.is_zero() {
-        return Err(format!(
-            "interval `{s}` is zero: cycles need time between them, like `25s..35s`"
-        ));
+        return Err(ValueError::ZeroInterval(s.to_owned()));
     }
     let min = Duration::from_millis(100);
     let (a, b) = s.split_once("..").unwrap_or((s, s));

@@ -163,10 +163,28 @@ pub const FIELDS: [&str; 13] = [
     "link", "command", "at",
 ];
 
+/// Why a `template:` cannot be used; it names the wrong placeholder.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("a `{{{{` is not closed: write `{{{{title}}}}`")]
+    Unclosed,
+    #[error("`{{{{secret.{0}}}}}` names a secret that is not declared under `secrets:`")]
+    UnknownSecret(String),
+    #[error("unknown placeholder `{{{{{0}}}}}`: use one of {fields}, or `{{{{secret.NAME}}}}`", fields = FIELDS.join(", "))]
+    UnknownPlaceholder(String),
+    #[error(
+        "the template is not JSON once filled in ({0}); put placeholders inside strings, like `{{\"text\": \"{{{{title}}}}\"}}`"
+    )]
+    NotJson(String),
+}
+
 impl Template {
     /// Parses `text`; `secret_known` says whether a secret name is declared.
     /// The error says which placeholder is wrong.
-    pub fn parse(text: &str, secret_known: impl Fn(&str) -> bool) -> Result<Template, String> {
+    pub fn parse(
+        text: &str,
+        secret_known: impl Fn(&str) -> bool,
+    ) -> Result<Template, TemplateError> {
         let mut parts = Vec::new();
         let mut rest = text;
         while let Some(i) = rest.find("{{") {
@@ -175,23 +193,18 @@ impl Template {
             }
             let after = &rest[i + 2..];
             let Some(j) = after.find("}}") else {
-                return Err("a `{{` is not closed: write `{{title}}`".into());
+                return Err(TemplateError::Unclosed);
             };
             let name = after[..j].trim();
             if let Some(secret) = name.strip_prefix("secret.") {
                 if !secret_known(secret) {
-                    return Err(format!(
-                        "`{{{{secret.{secret}}}}}` names a secret that is not declared under `secrets:`"
-                    ));
+                    return Err(TemplateError::UnknownSecret(secret.to_owned()));
                 }
                 parts.push(Part::Secret(secret.to_owned()));
             } else if FIELDS.contains(&name) {
                 parts.push(Part::Field(name.to_owned()));
             } else {
-                return Err(format!(
-                    "unknown placeholder `{{{{{name}}}}}`: use one of {}, or `{{{{secret.NAME}}}}`",
-                    FIELDS.join(", ")
-                ));
+                return Err(TemplateError::UnknownPlaceholder(name.to_owned()));
             }
             rest = &after[j + 2..];
         }
@@ -203,9 +216,7 @@ impl Template {
             Some("s".into())
         });
         if let Err(e) = serde_json::from_str::<serde_json::Value>(&sample) {
-            return Err(format!(
-                "the template is not JSON once filled in ({e}); put placeholders inside strings, like `{{\"text\": \"{{{{title}}}}\"}}`"
-            ));
+            return Err(TemplateError::NotJson(e.to_string()));
         }
         Ok(t)
     }
@@ -545,7 +556,7 @@ mod tests {
 
     #[test]
     fn bad_templates_say_what_is_wrong() {
-        let err = |t: &str| Template::parse(t, |n| n == "api").unwrap_err();
+        let err = |t: &str| Template::parse(t, |n| n == "api").unwrap_err().to_string();
         assert!(err(r#"{"a": "{{nope}}"}"#).contains("unknown placeholder `{{nope}}`"));
         assert!(err(r#"{"a": "{{secret.other}}"}"#).contains("not declared"));
         assert!(err(r#"{"a": {{title}}}"#).contains("not JSON"));

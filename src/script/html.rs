@@ -23,18 +23,31 @@ pub struct Match {
     pub attrs: BTreeMap<String, String>,
 }
 
+/// Why a query could not run: the selector, not the document, is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    #[error("invalid CSS selector `{css}`: {reason}")]
+    Css { css: String, reason: String },
+    #[error("invalid XPath `{expr}`: {reason}")]
+    XPath { expr: String, reason: String },
+    #[error("XPath `{expr}` failed: {reason}")]
+    XPathFailed { expr: String, reason: String },
+    #[error("{selector}: a fetched body has no frames; fetch the frame's own URL")]
+    Framed { selector: String },
+}
+
 /// The matches of the first selector of `sel` that matches anything (the
 /// fallbacks of an array, as in the page primitives), and its index.
-pub fn query(body: &str, sel: &Selectors) -> Result<Option<(usize, Vec<Match>)>, String> {
+pub fn query(body: &str, sel: &Selectors) -> Result<Option<(usize, Vec<Match>)>, QueryError> {
     for (i, s) in sel.0.iter().enumerate() {
         let found = match s {
             Selector::Css(css) => css_query(body, css)?,
             Selector::XPath(x) => xpath_query(body, x)?,
             Selector::Text(t) => text_query(body, t),
             Selector::Framed { .. } => {
-                return Err(format!(
-                    "{s}: a fetched body has no frames; fetch the frame's own URL"
-                ));
+                return Err(QueryError::Framed {
+                    selector: s.to_string(),
+                });
             }
         };
         if !found.is_empty() {
@@ -59,9 +72,11 @@ fn element_match(el: scraper::ElementRef<'_>) -> Match {
     }
 }
 
-fn css_query(body: &str, css: &str) -> Result<Vec<Match>, String> {
-    let sel =
-        scraper::Selector::parse(css).map_err(|e| format!("invalid CSS selector `{css}`: {e}"))?;
+fn css_query(body: &str, css: &str) -> Result<Vec<Match>, QueryError> {
+    let sel = scraper::Selector::parse(css).map_err(|e| QueryError::Css {
+        css: css.to_owned(),
+        reason: e.to_string(),
+    })?;
     let doc = scraper::Html::parse_document(body);
     Ok(doc.select(&sel).map(element_match).collect())
 }
@@ -92,19 +107,27 @@ fn text_query(body: &str, text: &str) -> Vec<Match> {
     out
 }
 
-fn xpath_query(body: &str, expr: &str) -> Result<Vec<Match>, String> {
+fn xpath_query(body: &str, expr: &str) -> Result<Vec<Match>, QueryError> {
     use sxd_xpath::nodeset::Node;
     use sxd_xpath::{Context, Factory, Value};
 
+    let invalid = |reason: String| QueryError::XPath {
+        expr: expr.to_owned(),
+        reason,
+    };
     let xpath = Factory::new()
         .build(expr)
-        .map_err(|e| format!("invalid XPath `{expr}`: {e}"))?
-        .ok_or_else(|| format!("invalid XPath `{expr}`: it is empty"))?;
+        .map_err(|e| invalid(e.to_string()))?
+        .ok_or_else(|| invalid("it is empty".into()))?;
     let package = xml_of(body);
     let doc = package.as_document();
-    let value = xpath
-        .evaluate(&Context::new(), doc.root())
-        .map_err(|e| format!("XPath `{expr}` failed: {e}"))?;
+    let value =
+        xpath
+            .evaluate(&Context::new(), doc.root())
+            .map_err(|e| QueryError::XPathFailed {
+                expr: expr.to_owned(),
+                reason: e.to_string(),
+            })?;
     let scalar = |text: String| {
         vec![Match {
             text,
@@ -273,8 +296,13 @@ mod tests {
     #[test]
     fn bad_selectors_are_clear_errors() {
         let e = query(PAGE, &Selectors::one("li[")).unwrap_err();
-        assert!(e.starts_with("invalid CSS selector `li[`"), "{e}");
+        assert!(matches!(&e, QueryError::Css { css, .. } if css == "li["));
+        assert!(
+            e.to_string().starts_with("invalid CSS selector `li[`"),
+            "{e}"
+        );
         let e = query(PAGE, &Selectors::one("xpath://li[")).unwrap_err();
-        assert!(e.starts_with("invalid XPath `//li[`"), "{e}");
+        assert!(matches!(&e, QueryError::XPath { expr, .. } if expr == "//li["));
+        assert!(e.to_string().starts_with("invalid XPath `//li[`"), "{e}");
     }
 }

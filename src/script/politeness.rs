@@ -52,19 +52,36 @@ pub struct Politeness {
     hosts: Mutex<HashMap<String, Host>>,
 }
 
+/// A host paused now: no request to it before `until`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "host `{host}` asked baton to slow down ({reason}); no request to it before {} (in {})",
+    crate::time::format(*.until),
+    crate::time::short(*.left)
+)]
+pub struct Paused {
+    pub host: String,
+    /// What the host answered: `HTTP 429 with Retry-After`, ...
+    pub reason: String,
+    pub until: SystemTime,
+    /// How long the pause has left when it was checked.
+    pub left: Duration,
+}
+
 impl Politeness {
-    /// `Err` with a message when `host` is paused now.
-    pub fn check(&self, host: &str) -> Result<(), String> {
+    /// `Err` when `host` is paused now.
+    pub fn check(&self, host: &str) -> Result<(), Paused> {
         let mut hosts = self.lock();
         let Some(h) = hosts.get_mut(host) else {
             return Ok(());
         };
         match &h.paused {
-            Some((until, wall, reason)) if Instant::now() < *until => Err(format!(
-                "host `{host}` asked baton to slow down ({reason}); no request to it before {} (in {})",
-                crate::time::format(*wall),
-                crate::time::short(until.saturating_duration_since(Instant::now()))
-            )),
+            Some((until, wall, reason)) if Instant::now() < *until => Err(Paused {
+                host: host.to_owned(),
+                reason: reason.clone(),
+                until: *wall,
+                left: until.saturating_duration_since(Instant::now()),
+            }),
             Some(_) => {
                 h.paused = None;
                 Ok(())
@@ -170,8 +187,11 @@ mod tests {
         let p = Politeness::default();
         p.record("shop.test", 429, Some("120"));
         let e = p.check("shop.test").unwrap_err();
+        assert_eq!(e.host, "shop.test");
+        assert_eq!(e.left, Duration::from_secs(120));
         assert!(
-            e.contains("asked baton to slow down (HTTP 429 with Retry-After)"),
+            e.to_string()
+                .contains("asked baton to slow down (HTTP 429 with Retry-After)"),
             "{e}"
         );
         assert!(p.check("other.test").is_ok(), "only that host is paused");

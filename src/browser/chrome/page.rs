@@ -208,7 +208,7 @@ impl ChromePage {
             waited: timeout,
         };
         let full = sel;
-        let (frames, inner) = sel.split_frames().map_err(PageError::Other)?;
+        let (frames, inner) = sel.split_frames()?;
         let sel = &inner;
         loop {
             // Entered afresh on each try: a navigation destroys the frames'

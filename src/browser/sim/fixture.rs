@@ -46,26 +46,47 @@ pub struct Expect {
     pub would_commit: Option<String>,
 }
 
+/// Why a fixture file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum FixtureError {
+    #[error("cannot read fixture `{}`: {source}", .path.display())]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// Located: `file:line:column: message`.
+    #[error("{}{location}: {message}", .path.display())]
+    Invalid {
+        path: std::path::PathBuf,
+        /// `:LINE:COLUMN`, or empty when the parser gives no place.
+        location: String,
+        message: String,
+    },
+}
+
 impl Fixture {
     /// Reads `path`; the error is located (`file:line:column: message`).
-    pub fn load(path: &Path) -> Result<Fixture, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read fixture `{}`: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<Fixture, FixtureError> {
+        let text = std::fs::read_to_string(path).map_err(|source| FixtureError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         let options = serde_saphyr::options! {
             strict_booleans: true,
             reject_unsupported_tags: true,
             reject_tagged_field_names: true,
         };
-        serde_saphyr::from_str_with_options(&text, options).map_err(|e| {
-            let at = e
+        serde_saphyr::from_str_with_options(&text, options).map_err(|e| FixtureError::Invalid {
+            path: path.to_owned(),
+            location: e
                 .location()
                 .map(|l| format!(":{}:{}", l.line(), l.column()))
-                .unwrap_or_default();
-            let msg = serde_saphyr::MessageFormatter::format_message(
+                .unwrap_or_default(),
+            message: serde_saphyr::MessageFormatter::format_message(
                 &serde_saphyr::UserMessageFormatter,
                 e.without_snippet(),
-            );
-            format!("{}{at}: {msg}", path.display())
+            )
+            .to_string(),
         })
     }
 

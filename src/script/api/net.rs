@@ -191,9 +191,10 @@ impl ScriptContext {
         host: Option<&str>,
     ) -> R<()> {
         let Some(h) = host else { return Ok(()) };
-        let Err(msg) = polite.check(h) else {
+        let Err(paused) = polite.check(h) else {
             return Ok(());
         };
+        let msg = paused.to_string();
         self.trace(name, args, Err(&msg), Duration::ZERO);
         if self.step.page.is_none() {
             return Err(self.terminate(End::Step(crate::flow::StepEnd::Paused(msg))));
