@@ -1092,7 +1092,7 @@ async fn the_engine_registers_the_primitive_table_and_only_it() {
         })
         .collect();
     registered.sort();
-    let mut declared: Vec<String> = baton::script::api::table::primitives()
+    let mut declared: Vec<String> = baton::script::api::primitives()
         .flat_map(|p| p.forms.iter().map(move |f| (p.name, f)))
         .map(|(name, f)| format!("{name}({})", f.param_types().join(", ")))
         .collect();
@@ -1103,7 +1103,7 @@ async fn the_engine_registers_the_primitive_table_and_only_it() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/scripting.md"),
     )
     .unwrap();
-    for p in baton::script::api::table::primitives() {
+    for p in baton::script::api::primitives() {
         assert!(
             doc.contains(&format!("{}(", p.name)),
             "`{}` is not in docs/scripting.md",
@@ -1119,7 +1119,7 @@ async fn the_engine_registers_the_primitive_table_and_only_it() {
 /// function reads a string).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_form_reads_its_arguments_as_declared() {
-    use baton::script::api::table::{Type, primitives};
+    use baton::script::api::{primitives, table::Type};
     let sample = |t: Type| match t {
         Type::Str | Type::Any => "\"x\"",
         Type::Int => "1",

@@ -13,8 +13,25 @@
 //! whitespace collapsed, not the visible text a page primitive reads.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::browser::{Selector, Selectors};
+
+/// A parsed `html(body)`, as scripts hold it (type `Html`): the text,
+/// parsed again by each query (the parsed trees are not `Send`, and a
+/// monitor queries a page a few times).
+#[derive(Clone, Debug)]
+pub struct Document(Arc<str>);
+
+impl Document {
+    pub fn new(body: &str) -> Document {
+        Document(Arc::from(body))
+    }
+
+    pub fn text(&self) -> &str {
+        &self.0
+    }
+}
 
 /// One element (or attribute, text node or computed value) a query found.
 #[derive(Clone, Debug, PartialEq, Eq)]

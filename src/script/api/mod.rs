@@ -275,6 +275,15 @@ pub mod table;
 
 /// Registers every primitive into `engine`, bound to `cx`.
 pub fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
-    engine.register_type_with_name::<net::HtmlDoc>("Html");
-    table::register(engine, cx);
+    engine.register_type_with_name::<crate::script::html::Document>("Html");
+    table::register(engine, primitives(), cx);
+}
+
+/// Every primitive, in the order the reference lists them.
+pub fn primitives() -> impl Iterator<Item = &'static table::Primitive> {
+    page::PRIMITIVES
+        .iter()
+        .chain(flow::PRIMITIVES)
+        .chain(net::PRIMITIVES)
+        .chain(price::PRIMITIVES)
 }

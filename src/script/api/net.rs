@@ -23,7 +23,7 @@ use rhai::{Array, Dynamic, INT, Map};
 use super::table::{Args, Form, Param, Primitive, Section, Type};
 use super::{End, Http, R, ScriptContext, json_to_dynamic, selectors};
 use crate::browser::PageError;
-use crate::script::html;
+use crate::script::html::{self, Document};
 use crate::script::politeness::host_of;
 
 /// Redirects followed before a request fails (reqwest's policy, set where
@@ -56,11 +56,6 @@ impl Answer {
         m.into()
     }
 }
-
-/// A parsed `html(body)`: the text, parsed again by each query (the
-/// parsed trees are not `Send`, and a monitor queries a page a few times).
-#[derive(Clone)]
-pub struct HtmlDoc(Arc<str>);
 
 /// A reqwest error with its causes, without the URL (which the call's
 /// arguments show already, and which may carry a token in its query).
@@ -373,14 +368,14 @@ fn http_get(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
 
 fn html(_: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
     let body = a.str(0)?;
-    Ok(Dynamic::from(HtmlDoc(Arc::from(body.as_str()))))
+    Ok(Dynamic::from(Document::new(&body)))
 }
 
 /// Every query: the first selector that matches anything, its matches.
 fn query(c: &ScriptContext, a: &Args<'_>, name: &str) -> R<Vec<html::Match>> {
-    let doc: HtmlDoc = a.get(0)?;
+    let doc: Document = a.get(0)?;
     let s = selectors(c, name, &a.value(1))?;
-    let found = html::query(&doc.0, &s).map_err(|e| c.error(format!("{name}: {e}")))?;
+    let found = html::query(doc.text(), &s).map_err(|e| c.error(format!("{name}: {e}")))?;
     Ok(found.map(|(_, m)| m).unwrap_or_default())
 }
 

@@ -5,7 +5,7 @@
 //! reports. Three things are made from the same table, so they cannot
 //! drift apart:
 //!
-//! - [`register`] is one loop over it that adds every form to a script's
+//! - [`register`] is one loop over it (`api::primitives()`) that adds every form to a script's
 //!   engine, with its signature and doc comment;
 //! - `baton defs` prints what that loop registered;
 //! - docs/scripting.md's reference tables are [`reference`]'s output, and a
@@ -92,7 +92,7 @@ impl Type {
             Type::Map => TypeId::of::<Map>(),
             Type::Array => TypeId::of::<rhai::Array>(),
             Type::Fn => TypeId::of::<FnPtr>(),
-            Type::Html => TypeId::of::<super::net::HtmlDoc>(),
+            Type::Html => TypeId::of::<crate::script::html::Document>(),
         }
     }
 
@@ -331,23 +331,18 @@ impl<'c> Args<'c> {
     }
 }
 
-/// Every primitive, in the order the reference lists them.
-pub fn primitives() -> impl Iterator<Item = &'static Primitive> {
-    super::page::PRIMITIVES
-        .iter()
-        .chain(super::flow::PRIMITIVES)
-        .chain(super::net::PRIMITIVES)
-        .chain(super::price::PRIMITIVES)
-}
-
-/// Adds every form of every primitive to `engine`, bound to `cx`.
+/// Adds every form of `primitives` to `engine`, bound to `cx`.
 ///
 /// They go into a module of their own, registered ahead of the base
 /// engine's modules, so a step's `sleep` takes the place of the compile
 /// time one; plugins register into the global namespace, searched first.
-pub fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
+pub fn register(
+    engine: &mut Engine,
+    primitives: impl Iterator<Item = &'static Primitive>,
+    cx: &Arc<ScriptContext>,
+) {
     let mut module = Module::new();
-    for p in primitives() {
+    for p in primitives {
         for form in p.forms {
             let (cx, call, name) = (cx.clone(), form.call, p.name);
             let func = move |ctx: Option<NativeCallContext<'_>>,
@@ -390,7 +385,7 @@ pub fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
 /// The Markdown table of one section, as docs/scripting.md holds it.
 pub fn reference(section: Section) -> String {
     let mut out = String::from("| signature | does | errors |\n| --- | --- | --- |\n");
-    for p in primitives().filter(|p| p.section == section) {
+    for p in super::primitives().filter(|p| p.section == section) {
         out.push_str(&p.row());
         out.push('\n');
     }
@@ -462,7 +457,7 @@ mod tests {
     fn every_primitive_is_declared_once_with_forms_rhai_tells_apart() {
         let mut names = std::collections::BTreeSet::new();
         let mut forms = std::collections::BTreeSet::new();
-        for p in primitives() {
+        for p in super::super::primitives() {
             // `text(selector)` on the page and `doc.text(selector)` share a
             // name, in two sections.
             assert!(
