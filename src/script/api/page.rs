@@ -2,13 +2,14 @@
 //! run's page. Each waits for its element up to `browser.timeout` (or the
 //! commit's deadline inside `commit`) and is cancellable.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rhai::{Array, Dynamic, INT};
 
 use super::table::{Args, Form, Param, Primitive, Section, Type};
 use super::{R, ScriptContext, json_to_dynamic, ms, selectors, show_sel};
-use crate::browser::{Cmp, Condition};
+use crate::browser::{Cmp, Condition, Page, Selectors};
 
 const SEL: Param = Param("selector", Type::Selector);
 const MS: Param = Param("ms", Type::Int);
@@ -382,107 +383,154 @@ fn wait_idle(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
     .map(unit)
 }
 
+/// What a primitive on an element starts from: the page, the selector
+/// argument (the first), the wait's bound and the selector as the trace
+/// shows it.
+struct On {
+    page: Arc<dyn Page>,
+    sel: Selectors,
+    bound: Duration,
+    shown: String,
+}
+
+fn on(c: &ScriptContext, a: &Args<'_>, name: &str) -> R<On> {
+    let v = a.value(0);
+    let page = c.page(name)?;
+    let sel = selectors(c, name, &v)?;
+    Ok(On {
+        page,
+        sel,
+        bound: c.action(),
+        shown: show_sel(&v),
+    })
+}
+
 fn exists(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
-    let sel = a.value(0);
-    let p = c.page("exists")?;
-    let s = selectors(c, "exists", &sel)?;
-    c.block("exists", &show_sel(&sel), c.action(), p.exists(&s), |b| {
+    let On {
+        page,
+        sel,
+        bound,
+        shown,
+    } = on(c, a, "exists")?;
+    c.block("exists", &shown, bound, page.exists(&sel), |b| {
         b.to_string()
     })
     .map(Dynamic::from)
 }
 
 fn count(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
-    let sel = a.value(0);
-    let p = c.page("count")?;
-    let s = selectors(c, "count", &sel)?;
-    c.block("count", &show_sel(&sel), c.action(), p.count(&s), |n| {
-        n.to_string()
-    })
+    let On {
+        page,
+        sel,
+        bound,
+        shown,
+    } = on(c, a, "count")?;
+    c.block(
+        "count",
+        &shown,
+        bound,
+        page.count(&sel),
+        ToString::to_string,
+    )
     .map(|n| (n as INT).into())
 }
 
 fn text(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
-    let sel = a.value(0);
-    let p = c.page("text")?;
-    let bound = c.action();
-    let s = selectors(c, "text", &sel)?;
-    c.block("text", &show_sel(&sel), bound, p.text(&s, bound), |v| {
+    let On {
+        page,
+        sel,
+        bound,
+        shown,
+    } = on(c, a, "text")?;
+    c.block("text", &shown, bound, page.text(&sel, bound), |v| {
         format!("{v:?}")
     })
     .map(Dynamic::from)
 }
 
 fn attr(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
-    let sel = a.value(0);
     let name = a.str(1)?;
-    let p = c.page("attr")?;
-    let bound = c.action();
-    let s = selectors(c, "attr", &sel)?;
-    let args = format!("{}, {name:?}", show_sel(&sel));
-    c.block("attr", &args, bound, p.attr(&s, &name, bound), |v| {
+    let On {
+        page,
+        sel,
+        bound,
+        shown,
+    } = on(c, a, "attr")?;
+    let args = format!("{shown}, {name:?}");
+    c.block("attr", &args, bound, page.attr(&sel, &name, bound), |v| {
         format!("{v:?}")
     })
     .map(|v| v.map_or(Dynamic::UNIT, Dynamic::from))
 }
 
 fn value(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
-    let sel = a.value(0);
-    let p = c.page("value")?;
-    let bound = c.action();
-    let s = selectors(c, "value", &sel)?;
-    c.block("value", &show_sel(&sel), bound, p.value(&s, bound), |v| {
+    let On {
+        page,
+        sel,
+        bound,
+        shown,
+    } = on(c, a, "value")?;
+    c.block("value", &shown, bound, page.value(&sel, bound), |v| {
         format!("{v:?}")
     })
     .map(Dynamic::from)
 }
 
 fn click(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
-    let sel = a.value(0);
-    let p = c.page("click")?;
-    let bound = c.action();
-    let s = selectors(c, "click", &sel)?;
-    c.block("click", &show_sel(&sel), bound, p.click(&s, bound), |()| {
+    let On {
+        page,
+        sel,
+        bound,
+        shown,
+    } = on(c, a, "click")?;
+    c.block("click", &shown, bound, page.click(&sel, bound), |()| {
         String::new()
     })
     .map(unit)
 }
 
 fn fill(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
-    let sel = a.value(0);
     let text = a.str(1)?;
-    let p = c.page("fill")?;
-    let bound = c.action();
-    let s = selectors(c, "fill", &sel)?;
-    let args = format!("{}, {text:?}", show_sel(&sel));
-    if c.redactor.holds_secret(&text) {
+    let On {
+        page,
+        sel,
+        bound,
+        shown,
+    } = on(c, a, "fill")?;
+    let args = format!("{shown}, {text:?}");
+    let filled = if c.redactor.holds_secret(&text) {
         // Marked in the page, so every screenshot masks the field.
-        return c
-            .block(
-                "fill",
-                &args,
-                bound,
-                p.fill_secret(&s, &text, bound),
-                |()| String::new(),
-            )
-            .map(unit);
-    }
-    c.block("fill", &args, bound, p.fill(&s, &text, bound), |()| {
-        String::new()
-    })
-    .map(unit)
+        c.block(
+            "fill",
+            &args,
+            bound,
+            page.fill_secret(&sel, &text, bound),
+            |()| String::new(),
+        )
+    } else {
+        c.block("fill", &args, bound, page.fill(&sel, &text, bound), |()| {
+            String::new()
+        })
+    };
+    filled.map(unit)
 }
 
 fn select(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
-    let sel = a.value(0);
     let value = a.str(1)?;
-    let p = c.page("select")?;
-    let bound = c.action();
-    let s = selectors(c, "select", &sel)?;
-    let args = format!("{}, {value:?}", show_sel(&sel));
-    c.block("select", &args, bound, p.select(&s, &value, bound), |()| {
-        String::new()
-    })
+    let On {
+        page,
+        sel,
+        bound,
+        shown,
+    } = on(c, a, "select")?;
+    let args = format!("{shown}, {value:?}");
+    c.block(
+        "select",
+        &args,
+        bound,
+        page.select(&sel, &value, bound),
+        |()| String::new(),
+    )
     .map(unit)
 }
 
