@@ -94,7 +94,7 @@ pub(super) static PRIMITIVES: &[Primitive] = &[
     },
 ];
 
-fn sleep(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+fn sleep(c: &ScriptContext, a: &Args<'_, '_>) -> R<Dynamic> {
     let t = a.int(0)?;
     let d = ms(c, "sleep", t)?;
     c.block(
@@ -111,7 +111,7 @@ fn sleep(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
 }
 
 #[expect(clippy::unnecessary_wraps, reason = "a form's function returns `R`")]
-fn log(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+fn log(c: &ScriptContext, a: &Args<'_, '_>) -> R<Dynamic> {
     let text = a.value(0).to_string();
     let text = c.redactor.apply(&text);
     tracing::info!(target: "baton::script", target = %c.step.target.id, script = %c.script, "{text}");
@@ -120,7 +120,7 @@ fn log(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
 }
 
 /// `notify(message)` or `notify(channel, message)`.
-fn notify(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+fn notify(c: &ScriptContext, a: &Args<'_, '_>) -> R<Dynamic> {
     let (channel, msg) = if a.count() == 2 {
         (Some(a.str(0)?), a.value(1))
     } else {
@@ -153,7 +153,7 @@ fn notify(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
     }
 }
 
-fn outcome(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+fn outcome(c: &ScriptContext, a: &Args<'_, '_>) -> R<Dynamic> {
     let name = a.str(0)?;
     c.trace("outcome", &format!("{name:?}"), Ok(""), Duration::ZERO);
     // Masked before it is stored in state.json and history.
@@ -162,14 +162,14 @@ fn outcome(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
     ))))
 }
 
-fn fail(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+fn fail(c: &ScriptContext, a: &Args<'_, '_>) -> R<Dynamic> {
     let reason = a.str(0)?;
     // A failure in the trace too, not `ok`.
     c.trace("fail", &format!("{reason:?}"), Err(&reason), Duration::ZERO);
     Err(c.terminate(End::Fail(reason.to_string())))
 }
 
-fn secret(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+fn secret(c: &ScriptContext, a: &Args<'_, '_>) -> R<Dynamic> {
     let name = a.str(0)?;
     if let Some(v) = c.secrets.get(&name) {
         c.redactor.add(v);
@@ -192,7 +192,7 @@ fn secret(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
     )))
 }
 
-fn totp(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+fn totp(c: &ScriptContext, a: &Args<'_, '_>) -> R<Dynamic> {
     let name = a.str(0)?;
     let Some(seed) = c.secrets.get(&name) else {
         return Err(c.error(format!(
@@ -214,7 +214,7 @@ fn totp(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
     Ok(code.into())
 }
 
-fn commit(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+fn commit(c: &ScriptContext, a: &Args<'_, '_>) -> R<Dynamic> {
     let label = a.str(0)?;
     let f: FnPtr = a.get(1)?;
     let Some(sink) = &c.step.commit else {
@@ -275,7 +275,7 @@ fn commit(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
     Ok(result)
 }
 
-fn not_placed(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+fn not_placed(c: &ScriptContext, a: &Args<'_, '_>) -> R<Dynamic> {
     let reason = a.str(0)?;
     let label = lock(&c.in_commit).clone();
     let (Some(label), Some(sink)) = (label, &c.step.commit) else {

@@ -19,10 +19,10 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use rhai::{Array, Dynamic, Engine, EvalAltResult, INT, Position};
+use rhai::{Array, Dynamic, Engine, EvalAltResult, INT, Module, Position, Shared};
 use tokio::runtime::Handle;
 
 use crate::browser::{Page, PageError, Selectors};
@@ -275,8 +275,10 @@ pub mod table;
 
 /// Registers every primitive into `engine`, bound to `cx`.
 pub fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
+    static PRIMITIVES: LazyLock<Shared<Module>> =
+        LazyLock::new(|| table::module(primitives()).into());
     engine.register_type_with_name::<crate::script::html::Document>("Html");
-    table::register(engine, primitives(), cx);
+    table::bind(engine, PRIMITIVES.clone(), cx);
 }
 
 /// Every primitive, in the order the reference lists them.

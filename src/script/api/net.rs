@@ -341,7 +341,7 @@ pub(super) static PRIMITIVES: &[Primitive] = &[
     },
 ];
 
-fn http_get_json(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+fn http_get_json(c: &ScriptContext, a: &Args<'_, '_>) -> R<Dynamic> {
     let url = a.str(0)?;
     let args = format!("{url:?}");
     let answer = c.get("http_get_json", &args, &url, Vec::new())?;
@@ -356,7 +356,7 @@ fn http_get_json(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
 }
 
 /// `http_get(url)` or `http_get(url, options)`.
-fn http_get(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+fn http_get(c: &ScriptContext, a: &Args<'_, '_>) -> R<Dynamic> {
     let url = a.str(0)?;
     let (headers, args) = match a.opt::<Map>(1)? {
         Some(opts) => (options(c, &opts)?, format!("{url:?}, {{..}}")),
@@ -366,20 +366,20 @@ fn http_get(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
         .map(Answer::into_dynamic)
 }
 
-fn html(_: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+fn html(_: &ScriptContext, a: &Args<'_, '_>) -> R<Dynamic> {
     let body = a.str(0)?;
     Ok(Dynamic::from(Document::new(&body)))
 }
 
 /// Every query: the first selector that matches anything, its matches.
-fn query(c: &ScriptContext, a: &Args<'_>, name: &str) -> R<Vec<html::Match>> {
+fn query(c: &ScriptContext, a: &Args<'_, '_>, name: &str) -> R<Vec<html::Match>> {
     let doc: Document = a.get(0)?;
     let s = selectors(c, name, &a.value(1))?;
     let found = html::query(doc.text(), &s).map_err(|e| c.error(format!("{name}: {e}")))?;
     Ok(found.map(|(_, m)| m).unwrap_or_default())
 }
 
-fn first(c: &ScriptContext, a: &Args<'_>, name: &str) -> R<html::Match> {
+fn first(c: &ScriptContext, a: &Args<'_, '_>, name: &str) -> R<html::Match> {
     query(c, a, name)?.into_iter().next().ok_or_else(|| {
         c.error(format!(
             "{name}({}): nothing in the HTML matches",
@@ -388,19 +388,19 @@ fn first(c: &ScriptContext, a: &Args<'_>, name: &str) -> R<html::Match> {
     })
 }
 
-fn html_exists(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+fn html_exists(c: &ScriptContext, a: &Args<'_, '_>) -> R<Dynamic> {
     Ok((!query(c, a, "exists")?.is_empty()).into())
 }
 
-fn html_count(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+fn html_count(c: &ScriptContext, a: &Args<'_, '_>) -> R<Dynamic> {
     Ok((query(c, a, "count")?.len() as INT).into())
 }
 
-fn html_text(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+fn html_text(c: &ScriptContext, a: &Args<'_, '_>) -> R<Dynamic> {
     first(c, a, "text").map(|m| m.text.into())
 }
 
-fn html_attr(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+fn html_attr(c: &ScriptContext, a: &Args<'_, '_>) -> R<Dynamic> {
     let name = a.str(2)?;
     let m = first(c, a, "attr")?;
     Ok(m.attrs
@@ -409,7 +409,7 @@ fn html_attr(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
         .map_or(Dynamic::UNIT, Dynamic::from))
 }
 
-fn html_all(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+fn html_all(c: &ScriptContext, a: &Args<'_, '_>) -> R<Dynamic> {
     let all: Array = query(c, a, "all")?
         .into_iter()
         .map(|m| {

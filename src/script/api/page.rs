@@ -212,7 +212,7 @@ fn unit(_: ()) -> Dynamic {
     Dynamic::UNIT
 }
 
-fn navigate(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+fn navigate(c: &ScriptContext, a: &Args<'_, '_>) -> R<Dynamic> {
     let url = a.str(0)?;
     let p = c.page("navigate")?;
     let bound = c.action();
@@ -238,14 +238,14 @@ fn navigate(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
     Ok(Dynamic::UNIT)
 }
 
-fn reload(c: &ScriptContext, _: &Args<'_>) -> R<Dynamic> {
+fn reload(c: &ScriptContext, _: &Args<'_, '_>) -> R<Dynamic> {
     let p = c.page("reload")?;
     let bound = c.action();
     c.block("reload", "", bound, p.reload(bound), |()| String::new())
         .map(unit)
 }
 
-fn url(c: &ScriptContext, _: &Args<'_>) -> R<Dynamic> {
+fn url(c: &ScriptContext, _: &Args<'_, '_>) -> R<Dynamic> {
     let p = c.page("url")?;
     c.block("url", "", c.action(), p.url(), |v: &String| {
         format!("{v:?}")
@@ -253,7 +253,7 @@ fn url(c: &ScriptContext, _: &Args<'_>) -> R<Dynamic> {
     .map(Dynamic::from)
 }
 
-fn title(c: &ScriptContext, _: &Args<'_>) -> R<Dynamic> {
+fn title(c: &ScriptContext, _: &Args<'_, '_>) -> R<Dynamic> {
     let p = c.page("title")?;
     c.block("title", "", c.action(), p.title(), |v: &String| {
         format!("{v:?}")
@@ -263,14 +263,14 @@ fn title(c: &ScriptContext, _: &Args<'_>) -> R<Dynamic> {
 
 /// A wait's bound: argument `i` in milliseconds when the call has it,
 /// else the action timeout.
-fn bound(c: &ScriptContext, a: &Args<'_>, name: &str, i: usize) -> R<Duration> {
+fn bound(c: &ScriptContext, a: &Args<'_, '_>, name: &str, i: usize) -> R<Duration> {
     match a.opt::<INT>(i)? {
         Some(t) => ms(c, name, t),
         None => Ok(c.action()),
     }
 }
 
-fn wait_for(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+fn wait_for(c: &ScriptContext, a: &Args<'_, '_>) -> R<Dynamic> {
     let sel = a.value(0);
     let bound = bound(c, a, "wait_for", 1)?;
     let p = c.page("wait_for")?;
@@ -306,14 +306,14 @@ fn until(
     json_to_dynamic(c, name, v)
 }
 
-fn wait_gone(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+fn wait_gone(c: &ScriptContext, a: &Args<'_, '_>) -> R<Dynamic> {
     let sel = a.value(0);
     let s = selectors(c, "wait_gone", &sel)?;
     let b = bound(c, a, "wait_gone", 1)?;
     until(c, "wait_gone", &show_sel(&sel), &Condition::Gone(s), b).map(|_| Dynamic::UNIT)
 }
 
-fn wait_count(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+fn wait_count(c: &ScriptContext, a: &Args<'_, '_>) -> R<Dynamic> {
     // `wait_count(sel, n)` or `wait_count(sel, cmp, n[, ms])`.
     let (op, n, b) = if a.count() == 2 {
         ("==".into(), a.int(1)?, c.action())
@@ -334,7 +334,7 @@ fn wait_count(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
     Ok(v.as_int().unwrap_or_default().into())
 }
 
-fn wait_text(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+fn wait_text(c: &ScriptContext, a: &Args<'_, '_>) -> R<Dynamic> {
     let sel = a.value(0);
     let text = a.str(1)?;
     let s = selectors(c, "wait_text", &sel)?;
@@ -350,7 +350,7 @@ fn wait_text(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
     Ok(v.into_string().unwrap_or_default().into())
 }
 
-fn wait_until(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+fn wait_until(c: &ScriptContext, a: &Args<'_, '_>) -> R<Dynamic> {
     let js = a.str(0)?;
     let b = bound(c, a, "wait_until", 1)?;
     until(
@@ -366,7 +366,7 @@ fn wait_until(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
 /// `networkidle` does.
 const QUIET: Duration = Duration::from_millis(500);
 
-fn wait_idle(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+fn wait_idle(c: &ScriptContext, a: &Args<'_, '_>) -> R<Dynamic> {
     let quiet = match a.opt::<INT>(0)? {
         Some(t) => ms(c, "wait_idle", t)?,
         None => QUIET,
@@ -393,7 +393,7 @@ struct On {
     shown: String,
 }
 
-fn on(c: &ScriptContext, a: &Args<'_>, name: &str) -> R<On> {
+fn on(c: &ScriptContext, a: &Args<'_, '_>, name: &str) -> R<On> {
     let v = a.value(0);
     let page = c.page(name)?;
     let sel = selectors(c, name, &v)?;
@@ -405,7 +405,7 @@ fn on(c: &ScriptContext, a: &Args<'_>, name: &str) -> R<On> {
     })
 }
 
-fn exists(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+fn exists(c: &ScriptContext, a: &Args<'_, '_>) -> R<Dynamic> {
     let On {
         page,
         sel,
@@ -418,7 +418,7 @@ fn exists(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
     .map(Dynamic::from)
 }
 
-fn count(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+fn count(c: &ScriptContext, a: &Args<'_, '_>) -> R<Dynamic> {
     let On {
         page,
         sel,
@@ -435,7 +435,7 @@ fn count(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
     .map(|n| (n as INT).into())
 }
 
-fn text(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+fn text(c: &ScriptContext, a: &Args<'_, '_>) -> R<Dynamic> {
     let On {
         page,
         sel,
@@ -448,7 +448,7 @@ fn text(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
     .map(Dynamic::from)
 }
 
-fn attr(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+fn attr(c: &ScriptContext, a: &Args<'_, '_>) -> R<Dynamic> {
     let name = a.str(1)?;
     let On {
         page,
@@ -463,7 +463,7 @@ fn attr(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
     .map(|v| v.map_or(Dynamic::UNIT, Dynamic::from))
 }
 
-fn value(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+fn value(c: &ScriptContext, a: &Args<'_, '_>) -> R<Dynamic> {
     let On {
         page,
         sel,
@@ -476,7 +476,7 @@ fn value(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
     .map(Dynamic::from)
 }
 
-fn click(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+fn click(c: &ScriptContext, a: &Args<'_, '_>) -> R<Dynamic> {
     let On {
         page,
         sel,
@@ -489,7 +489,7 @@ fn click(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
     .map(unit)
 }
 
-fn fill(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+fn fill(c: &ScriptContext, a: &Args<'_, '_>) -> R<Dynamic> {
     let text = a.str(1)?;
     let On {
         page,
@@ -515,7 +515,7 @@ fn fill(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
     filled.map(unit)
 }
 
-fn select(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+fn select(c: &ScriptContext, a: &Args<'_, '_>) -> R<Dynamic> {
     let value = a.str(1)?;
     let On {
         page,
@@ -534,7 +534,7 @@ fn select(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
     .map(unit)
 }
 
-fn press(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+fn press(c: &ScriptContext, a: &Args<'_, '_>) -> R<Dynamic> {
     let key = a.str(0)?;
     let p = c.page("press")?;
     let bound = c.action();
@@ -548,7 +548,7 @@ fn press(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
     .map(unit)
 }
 
-fn js(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+fn js(c: &ScriptContext, a: &Args<'_, '_>) -> R<Dynamic> {
     let code = a.str(0)?;
     let p = c.page("js")?;
     let bound = c.action();
@@ -562,7 +562,7 @@ fn js(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
     json_to_dynamic(c, "js", v)
 }
 
-fn screenshot(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+fn screenshot(c: &ScriptContext, a: &Args<'_, '_>) -> R<Dynamic> {
     let name = a.str(0)?;
     let p = c.page("screenshot")?;
     let bound = c.action();

@@ -64,7 +64,7 @@ pub(super) static PRIMITIVES: &[Primitive] = &[
     },
 ];
 
-fn offer_of_page(c: &ScriptContext, _: &Args<'_>) -> R<Dynamic> {
+fn offer_of_page(c: &ScriptContext, _: &Args<'_, '_>) -> R<Dynamic> {
     let p = c.page("offer")?;
     let bound = c.action();
     let (html, url) = c.block(
@@ -77,7 +77,7 @@ fn offer_of_page(c: &ScriptContext, _: &Args<'_>) -> R<Dynamic> {
     read(c, &html, Some(&url))
 }
 
-fn offer_of(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+fn offer_of(c: &ScriptContext, a: &Args<'_, '_>) -> R<Dynamic> {
     let source = a.value(0);
     let (body, url) = if let Some(s) = source.read_lock::<ImmutableString>() {
         (s.to_string(), None)
@@ -112,7 +112,7 @@ fn offer_of(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
 }
 
 /// `parse_price(text)` or `parse_price(text, locale)`.
-fn parse_price(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+fn parse_price(c: &ScriptContext, a: &Args<'_, '_>) -> R<Dynamic> {
     let text = a.str(0)?;
     let locale = match a.opt::<ImmutableString>(1)? {
         Some(l) => Some(Locale::find(&l).map_err(|e| c.error(format!("parse_price: {e}")))?),
@@ -122,7 +122,7 @@ fn parse_price(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
 }
 
 /// `observe_price(text)` or `observe_price(amount, currency)`.
-fn observe_price(c: &ScriptContext, a: &Args<'_>) -> R<Dynamic> {
+fn observe_price(c: &ScriptContext, a: &Args<'_, '_>) -> R<Dynamic> {
     if a.count() == 1 {
         let text = a.str(0)?;
         let p = parse(c, &text, None)?;

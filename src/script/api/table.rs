@@ -5,9 +5,10 @@
 //! reports. Three things are made from the same table, so they cannot
 //! drift apart:
 //!
-//! - [`register`] is one loop over it (`api::primitives()`) that adds every form to a script's
-//!   engine, with its signature and doc comment;
-//! - `baton defs` prints what that loop registered;
+//! - [`module`] is one loop over it (`api::primitives()`) that puts every
+//!   form, with its signature and doc comment, in one Rhai module, built
+//!   once per process; [`bind`] gives it to a step's engine;
+//! - `baton defs` prints what that module holds;
 //! - docs/scripting.md's reference tables are [`reference`]'s output, and a
 //!   test fails when the file and the table differ (`UPDATE_DOCS=1 cargo
 //!   test --lib reference` rewrites them).
@@ -136,14 +137,14 @@ pub struct Param(pub &'static str, pub Type);
 pub struct Form {
     pub params: &'static [Param],
     pub returns: Type,
-    pub call: fn(&ScriptContext, &Args<'_>) -> R<Dynamic>,
+    pub call: fn(&ScriptContext, &Args<'_, '_>) -> R<Dynamic>,
 }
 
 impl Form {
     pub const fn new(
         params: &'static [Param],
         returns: Type,
-        call: fn(&ScriptContext, &Args<'_>) -> R<Dynamic>,
+        call: fn(&ScriptContext, &Args<'_, '_>) -> R<Dynamic>,
     ) -> Form {
         Form {
             params,
@@ -269,13 +270,13 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
 }
 
 /// The arguments of one call, by position, and the call's context.
-pub struct Args<'c> {
+pub struct Args<'a, 'c> {
     name: &'static str,
-    values: Vec<Dynamic>,
+    values: &'a [&'a mut Dynamic],
     ctx: Option<NativeCallContext<'c>>,
 }
 
-impl<'c> Args<'c> {
+impl<'c> Args<'_, 'c> {
     /// How many arguments the call has: forms of one primitive differ in
     /// their count.
     pub fn count(&self) -> usize {
@@ -285,7 +286,7 @@ impl<'c> Args<'c> {
     /// Argument `i` as a `T`. A form's function reads what its form
     /// declares, so the mismatch error only shows a wrong table entry.
     pub fn get<T: Variant + Clone>(&self, i: usize) -> R<T> {
-        let v = self.values.get(i).cloned().unwrap_or(Dynamic::UNIT);
+        let v = self.value(i);
         let actual = v.type_name();
         v.try_cast::<T>().ok_or_else(|| {
             EvalAltResult::ErrorMismatchDataType(
@@ -316,7 +317,7 @@ impl<'c> Args<'c> {
 
     /// Argument `i` as it came, for parameters of several types.
     pub fn value(&self, i: usize) -> Dynamic {
-        self.values.get(i).cloned().unwrap_or(Dynamic::UNIT)
+        self.values.get(i).map_or(Dynamic::UNIT, |v| (**v).clone())
     }
 
     /// The calling context, for calling a closure argument.
@@ -331,28 +332,38 @@ impl<'c> Args<'c> {
     }
 }
 
-/// Adds every form of `primitives` to `engine`, bound to `cx`.
+/// Every form of `primitives` in one module, with its signature and doc
+/// comment: built once and shared by every script engine (see [`bind`]).
 ///
-/// They go into a module of their own, registered ahead of the base
-/// engine's modules, so a step's `sleep` takes the place of the compile
-/// time one; plugins register into the global namespace, searched first.
-pub fn register(
-    engine: &mut Engine,
-    primitives: impl Iterator<Item = &'static Primitive>,
-    cx: &Arc<ScriptContext>,
-) {
+/// A form finds the step it runs in through the engine's tag, which
+/// [`bind`] sets, so one module serves every step: a step's engine costs
+/// a pointer, not 55 registrations.
+pub fn module(primitives: impl Iterator<Item = &'static Primitive>) -> Module {
     let mut module = Module::new();
     for p in primitives {
         for form in p.forms {
-            let (cx, call, name) = (cx.clone(), form.call, p.name);
+            let (call, name) = (form.call, p.name);
             let func = move |ctx: Option<NativeCallContext<'_>>,
                              args: &mut [&mut Dynamic]|
                   -> R<Dynamic> {
                 let args = Args {
                     name,
-                    values: args.iter().map(|v| (**v).clone()).collect(),
+                    values: args,
                     ctx,
                 };
+                // The step this call runs in: the tag `bind` set.
+                let cx = args
+                    .ctx
+                    .as_ref()
+                    .and_then(|c| c.tag())
+                    .and_then(Dynamic::read_lock::<Arc<ScriptContext>>)
+                    .ok_or_else(|| -> Box<EvalAltResult> {
+                        EvalAltResult::ErrorRuntime(
+                            format!("{name}: only a running step can call it").into(),
+                            Position::NONE,
+                        )
+                        .into()
+                    })?;
                 call(&cx, &args)
             };
             let func = Shared::new(func);
@@ -379,7 +390,17 @@ pub fn register(
                 .set_into_module_raw(&mut module, types, func);
         }
     }
-    engine.register_global_module(module.into());
+    module
+}
+
+/// Gives `engine` the primitives of `module`, bound to the step `cx`.
+///
+/// The module is registered ahead of the base engine's modules, so a
+/// step's `sleep` takes the place of the compile time one; plugins
+/// register into the global namespace, searched first.
+pub fn bind(engine: &mut Engine, module: Shared<Module>, cx: &Arc<ScriptContext>) {
+    engine.register_global_module(module);
+    engine.set_default_tag(Dynamic::from(cx.clone()));
 }
 
 /// The Markdown table of one section, as docs/scripting.md holds it.
@@ -432,7 +453,7 @@ mod tests {
     #[test]
     fn a_signature_names_the_parameters_and_what_it_returns() {
         #[expect(clippy::unnecessary_wraps, reason = "a form's function returns `R`")]
-        fn none(_: &ScriptContext, _: &Args<'_>) -> R<Dynamic> {
+        fn none(_: &ScriptContext, _: &Args<'_, '_>) -> R<Dynamic> {
             Ok(Dynamic::UNIT)
         }
         let f = Form::new(
