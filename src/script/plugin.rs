@@ -14,6 +14,8 @@ pub trait Plugin: Send + Sync + 'static {
     /// A short name for logs and `baton check`.
     fn name(&self) -> &str;
 
-    /// Adds this plugin's functions to `engine`.
+    /// Adds this plugin's functions to `engine`. The engine's default tag
+    /// is baton's (it binds the primitives to the running step) and is
+    /// set after this returns.
     fn register(&self, engine: &mut rhai::Engine);
 }
