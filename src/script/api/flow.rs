@@ -254,7 +254,7 @@ fn commit(c: &ScriptContext, a: &Args<'_, '_>) -> R<Dynamic> {
         Duration::ZERO,
     );
     *lock(&c.in_commit) = Some(label.to_string());
-    let result = f.call_within_context::<Dynamic>(a.context()?, ());
+    let result = f.call_within_context::<Dynamic>(a.context(), ());
     *lock(&c.in_commit) = None;
     // An error or an `outcome` ends the closure without an answer: the run
     // settles it as in doubt. `not_placed` already told the sink.

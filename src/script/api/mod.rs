@@ -85,8 +85,7 @@ pub struct ScriptContext {
     pub file: String,
     pub secrets: Secrets,
     pub redactor: Arc<Redactor>,
-    /// `None` only for the engine that exports definitions.
-    pub handle: Option<Handle>,
+    pub handle: Handle,
     pub http: Http,
     pub shots_dir: Option<PathBuf>,
     pub trace: Option<Arc<dyn Trace>>,
@@ -179,15 +178,12 @@ impl ScriptContext {
             self.trace(name, args, Err("cancelled"), Duration::ZERO);
             return Err(self.terminate(End::Cancelled));
         }
-        let Some(handle) = &self.handle else {
-            return Err(self.error(format!("{name}: no runtime")));
-        };
         let start = Instant::now();
         // The page bounds its own waits by `bound`; the outer timeout (with
         // a margin for the answer to arrive) catches a browser that hangs
         // in a way the page cannot see.
         let outer = bound + Duration::from_millis(500);
-        let out = handle.block_on(async {
+        let out = self.handle.block_on(async {
             tokio::select! {
                 biased;
                 () = self.step.cancel.cancelled() => None,
@@ -273,12 +269,23 @@ mod page;
 pub mod price;
 pub mod table;
 
-/// Registers every primitive into `engine`, bound to `cx`.
-pub fn register(engine: &mut Engine, cx: &Arc<ScriptContext>) {
+/// Gives `engine` every primitive: the one module [`table::module`] builds
+/// per process. They answer only once [`bind`] ties them to a step.
+///
+/// The module is registered ahead of the base engine's modules, so a
+/// step's `sleep` takes the place of the compile time one; plugins
+/// register into the global namespace, searched first.
+pub fn register(engine: &mut Engine) {
     static PRIMITIVES: LazyLock<Shared<Module>> =
         LazyLock::new(|| table::module(primitives()).into());
     engine.register_type_with_name::<crate::script::html::Document>("Html");
-    table::bind(engine, PRIMITIVES.clone(), cx);
+    engine.register_global_module(PRIMITIVES.clone());
+}
+
+/// Ties the primitives of `engine` to the step `cx`: each call finds it
+/// in the engine's default tag.
+pub fn bind(engine: &mut Engine, cx: &Arc<ScriptContext>) {
+    engine.set_default_tag(Dynamic::from(cx.clone()));
 }
 
 /// Every primitive, in the order the reference lists them.

@@ -7,7 +7,7 @@
 //!
 //! - [`module`] is one loop over it (`api::primitives()`) that puts every
 //!   form, with its signature and doc comment, in one Rhai module, built
-//!   once per process; [`bind`] gives it to a step's engine;
+//!   once per process and given to every script engine;
 //! - `baton defs` prints what that module holds;
 //! - docs/scripting.md's reference tables are [`reference`]'s output, and a
 //!   test fails when the file and the table differ (`UPDATE_DOCS=1 cargo
@@ -22,8 +22,8 @@ use std::any::TypeId;
 use std::sync::Arc;
 
 use rhai::{
-    Dynamic, Engine, EvalAltResult, FLOAT, FnPtr, FuncRegistration, INT, ImmutableString, Map,
-    Module, NativeCallContext, Position, RhaiFunc, Shared, Variant,
+    Dynamic, EvalAltResult, FLOAT, FnPtr, FuncRegistration, INT, ImmutableString, Map, Module,
+    NativeCallContext, Position, RhaiFunc, Shared, Variant,
 };
 
 use super::{R, ScriptContext};
@@ -273,7 +273,7 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
 pub struct Args<'a, 'c> {
     name: &'static str,
     values: &'a [&'a mut Dynamic],
-    ctx: Option<NativeCallContext<'c>>,
+    ctx: NativeCallContext<'c>,
 }
 
 impl<'c> Args<'_, 'c> {
@@ -321,22 +321,16 @@ impl<'c> Args<'_, 'c> {
     }
 
     /// The calling context, for calling a closure argument.
-    pub fn context(&self) -> R<&NativeCallContext<'c>> {
-        self.ctx.as_ref().ok_or_else(|| {
-            EvalAltResult::ErrorRuntime(
-                format!("{}: called without a script context", self.name).into(),
-                Position::NONE,
-            )
-            .into()
-        })
+    pub fn context(&self) -> &NativeCallContext<'c> {
+        &self.ctx
     }
 }
 
 /// Every form of `primitives` in one module, with its signature and doc
-/// comment: built once and shared by every script engine (see [`bind`]).
+/// comment: built once and shared by every script engine (`api::register`).
 ///
 /// A form finds the step it runs in through the engine's tag, which
-/// [`bind`] sets, so one module serves every step: a step's engine costs
+/// `api::bind` sets, so one module serves every step: a step's engine costs
 /// a pointer, not a registration per form.
 pub fn module(primitives: impl Iterator<Item = &'static Primitive>) -> Module {
     let mut module = Module::new();
@@ -346,24 +340,26 @@ pub fn module(primitives: impl Iterator<Item = &'static Primitive>) -> Module {
             let func = move |ctx: Option<NativeCallContext<'_>>,
                              args: &mut [&mut Dynamic]|
                   -> R<Dynamic> {
+                // Forms are registered with a context, so Rhai passes one;
+                // the step is the tag `api::bind` set.
+                let unbound = || -> Box<EvalAltResult> {
+                    EvalAltResult::ErrorRuntime(
+                        format!("{name}: only a running step can call it").into(),
+                        Position::NONE,
+                    )
+                    .into()
+                };
+                let ctx = ctx.ok_or_else(unbound)?;
                 let args = Args {
                     name,
                     values: args,
                     ctx,
                 };
-                // The step this call runs in: the tag `bind` set.
                 let cx = args
                     .ctx
-                    .as_ref()
-                    .and_then(|c| c.tag())
+                    .tag()
                     .and_then(Dynamic::read_lock::<Arc<ScriptContext>>)
-                    .ok_or_else(|| -> Box<EvalAltResult> {
-                        EvalAltResult::ErrorRuntime(
-                            format!("{name}: only a running step can call it").into(),
-                            Position::NONE,
-                        )
-                        .into()
-                    })?;
+                    .ok_or_else(unbound)?;
                 call(&cx, &args)
             };
             let func = Shared::new(func);
@@ -391,16 +387,6 @@ pub fn module(primitives: impl Iterator<Item = &'static Primitive>) -> Module {
         }
     }
     module
-}
-
-/// Gives `engine` the primitives of `module`, bound to the step `cx`.
-///
-/// The module is registered ahead of the base engine's modules, so a
-/// step's `sleep` takes the place of the compile time one; plugins
-/// register into the global namespace, searched first.
-pub fn bind(engine: &mut Engine, module: Shared<Module>, cx: &Arc<ScriptContext>) {
-    engine.register_global_module(module);
-    engine.set_default_tag(Dynamic::from(cx.clone()));
 }
 
 /// The Markdown table of one section, as docs/scripting.md holds it.
