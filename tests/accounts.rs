@@ -545,35 +545,11 @@ impl Drop for Reaper {
 /// input are refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_login_with_a_two_step_code_is_saved_and_the_next_run_buys_on_it() {
-    use tokio::io::AsyncBufReadExt as _;
     let _one = common::live::one_at_a_time().await;
     const TOKEN: &str = "tok-remote-7f3a";
     let p = grace_by_hand(TOKEN);
     let (srv, stop) = own_shop(&p).await;
-
-    let mut login = tokio::process::Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args(["login", "grace", "--remote", "--listen", "127.0.0.1:0"])
-        .current_dir(p.dir.path())
-        .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut out = tokio::io::BufReader::new(login.stdout.take().unwrap()).lines();
-    let base = tokio::time::timeout(std::time::Duration::from_secs(60), async {
-        loop {
-            let line = out
-                .next_line()
-                .await
-                .unwrap()
-                .expect("baton login ended early");
-            if let Some(rest) = line.strip_prefix("Open ") {
-                return rest.split('/').take(3).collect::<Vec<_>>().join("/");
-            }
-        }
-    })
-    .await
-    .expect("baton login never served its page");
+    let (mut login, mut out, base) = remote_login(&p).await;
 
     let client = reqwest::Client::new();
     // Without the token: nothing to see, nothing to press.
@@ -596,25 +572,9 @@ async fn a_remote_login_with_a_two_step_code_is_saved_and_the_next_run_buys_on_i
     let mut buf = String::new();
     let input = |body| remote.input(body);
 
-    let code = log_grace_in(&mut frames, &mut buf, &input).await;
+    let code = log_grace_in(&mut frames, &mut buf, &input, &PLAIN).await;
     drop(frames);
-    let r = client
-        .post(format!("{base}/done"))
-        .bearer_auth(TOKEN)
-        .header("x-baton-action", "1")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let status = tokio::time::timeout(std::time::Duration::from_secs(60), login.wait())
-        .await
-        .expect("baton login did not end after Done")
-        .unwrap();
-    let mut rest = String::new();
-    while let Ok(Some(l)) = out.next_line().await {
-        rest.push_str(&l);
-        rest.push('\n');
-    }
+    let (status, rest) = press_done(&base, TOKEN, &mut login, &mut out).await;
     assert!(status.success(), "{rest}");
     assert!(rest.contains("logged in; session saved"), "{rest}");
     assert!(
@@ -630,6 +590,43 @@ async fn a_remote_login_with_a_two_step_code_is_saved_and_the_next_run_buys_on_i
     assert_eq!(st.get("1005").status, Status::Completed);
     assert_eq!(sh.account_logins("grace"), 1, "only the remote login");
     assert_eq!(sh.account_orders("grace"), 1);
+    stop.cancel();
+    assert_no_chromium(&p.profile()).await;
+}
+
+/// A shop whose sign-in form is a provider's, in a cross-origin frame (as
+/// embedded sign-in providers serve it): the remote page's focus readout
+/// follows Tab into the frame, what the person types lands in the
+/// provider's fields, Enter there signs in at the top level, and the
+/// two-step page and Done work as on a plain form. The session is saved
+/// and the next run buys on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_login_through_a_sign_in_form_in_a_cross_origin_frame_is_saved() {
+    let _one = common::live::one_at_a_time().await;
+    const TOKEN: &str = "tok-hosted-41c9";
+    let p = grace_by_hand(TOKEN);
+    p.edit(
+        "    totp: grace_totp\n",
+        "    totp: grace_totp\n    login_url: /account/login-hosted\n",
+    );
+    let (srv, stop) = own_shop(&p).await;
+    let (mut login, mut out, base) = remote_login(&p).await;
+    let remote = RemotePage::new(&base, TOKEN);
+    let mut frames = remote.frames().await;
+    let mut buf = String::new();
+    let input = |body| remote.input(body);
+    log_grace_in(&mut frames, &mut buf, &input, &HOSTED).await;
+    drop(frames);
+    let (status, rest) = press_done(&base, TOKEN, &mut login, &mut out).await;
+    assert!(status.success(), "{rest}");
+    assert!(rest.contains("logged in; session saved"), "{rest}");
+
+    let app = start(&p, 1).await;
+    let st = app.parts.state.clone();
+    app.run().await;
+    assert_eq!(st.get("1005").status, Status::Completed);
+    assert_eq!(srv.shop.account_logins("grace"), 1, "only the framed login");
+    assert_eq!(srv.shop.account_orders("grace"), 1);
     stop.cancel();
     assert_no_chromium(&p.profile()).await;
 }
@@ -768,7 +765,7 @@ async fn a_login_from_the_dashboard_of_a_running_baton_is_saved_and_its_target_b
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     let mut frames = remote.frames().await;
     let mut buf = String::new();
-    log_grace_in(&mut frames, &mut buf, &input).await;
+    log_grace_in(&mut frames, &mut buf, &input, &PLAIN).await;
     let r = post("/login/grace/done").send().await.unwrap();
     let said: serde_json::Value = r.json().await.unwrap();
     assert_eq!(
@@ -846,6 +843,70 @@ async fn a_login_from_the_dashboard_of_a_running_baton_is_saved_and_its_target_b
     assert_no_chromium(&p.profile()).await;
 }
 
+/// `baton login grace --remote` in `p`, started: the process, its output
+/// lines, and the base address of the page it serves.
+async fn remote_login(
+    p: &Project,
+) -> (
+    tokio::process::Child,
+    tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    String,
+) {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut login = tokio::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["login", "grace", "--remote", "--listen", "127.0.0.1:0"])
+        .current_dir(p.dir.path())
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = tokio::io::BufReader::new(login.stdout.take().unwrap()).lines();
+    let base = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        loop {
+            let line = out
+                .next_line()
+                .await
+                .unwrap()
+                .expect("baton login ended early");
+            if let Some(rest) = line.strip_prefix("Open ") {
+                return rest.split('/').take(3).collect::<Vec<_>>().join("/");
+            }
+        }
+    })
+    .await
+    .expect("baton login never served its page");
+    (login, out, base)
+}
+
+/// Presses Done on `baton login --remote`'s page and waits for the
+/// process to end: its exit status and the rest of its output.
+async fn press_done(
+    base: &str,
+    token: &str,
+    login: &mut tokio::process::Child,
+    out: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) -> (std::process::ExitStatus, String) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/done"))
+        .bearer_auth(token)
+        .header("x-baton-action", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let status = tokio::time::timeout(std::time::Duration::from_secs(60), login.wait())
+        .await
+        .expect("baton login did not end after Done")
+        .unwrap();
+    let mut rest = String::new();
+    while let Ok(Some(l)) = out.next_line().await {
+        rest.push_str(&l);
+        rest.push('\n');
+    }
+    (status, rest)
+}
+
 /// A project with target 1005 on grace, who has no login script: only a
 /// session a person logged in can buy. Its dashboard needs `token`.
 fn grace_by_hand(token: &str) -> Project {
@@ -910,18 +971,42 @@ impl RemotePage {
     }
 }
 
+/// Where a sign-in form is: its page, and its username field as the
+/// remote page's focus readout names it.
+struct SignInForm {
+    page: &'static str,
+    username: &'static str,
+}
+
+/// The shop's own form.
+const PLAIN: SignInForm = SignInForm {
+    page: "/account/login",
+    username: "input#username",
+};
+
+/// The provider's form, in a cross-origin frame.
+const HOSTED: SignInForm = SignInForm {
+    page: "/account/login-hosted",
+    username: "iframe#signin-frame > input#username",
+};
+
 /// Logs grace in on a remote login page the way a person does, watching
 /// its stream: on the sign-in page nothing has the focus (the shop sets
-/// none), so Tab until the username field has it, type it, Tab, the
-/// password, Enter; on the two-step page the code from the person's own
-/// authenticator. Returns when the account page has loaded, with the code
-/// typed (for checking that it was never printed).
-async fn log_grace_in<F, Fut>(frames: &mut reqwest::Response, buf: &mut String, input: &F) -> String
+/// none), so Tab until the username field of `form` has it, type it, Tab,
+/// the password, Enter; on the two-step page the code from the person's
+/// own authenticator. Returns when the account page has loaded, with the
+/// code typed (for checking that it was never printed).
+async fn log_grace_in<F, Fut>(
+    frames: &mut reqwest::Response,
+    buf: &mut String,
+    input: &F,
+    form: &SignInForm,
+) -> String
 where
     F: Fn(serde_json::Value) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    tab_to(frames, buf, input, "/account/login", "input#username").await;
+    tab_to(frames, buf, input, form.page, form.username).await;
     input(serde_json::json!({"kind": "text", "text": "grace"})).await;
     input(serde_json::json!({"kind": "key", "key": "Tab"})).await;
     input(serde_json::json!({"kind": "text", "text": "hopper"})).await;

@@ -114,14 +114,64 @@ fn next_path(next: Option<&str>) -> String {
 }
 
 pub(super) async fn login_page(State(shop): State<Shop>, Query(q): Query<Next>) -> Response {
-    login_form(&shop, &next_path(q.next.as_deref()), None).into_response()
+    SignInPage::Plain
+        .page(&shop, &next_path(q.next.as_deref()), None)
+        .into_response()
 }
 
-/// The login form with a fresh one-time token.
-fn login_form(shop: &Shop, next: &str, error: Option<&str>) -> axum::response::Html<String> {
-    let token = random_token("c");
-    shop.lock().login_tokens.insert(token.clone());
-    pages::login(next, &token, error)
+/// Which sign-in page a login came from: the shop's own form, or the
+/// provider's in a cross-origin frame. An error shows the same page again.
+#[derive(Clone, Copy)]
+enum SignInPage {
+    Plain,
+    Hosted,
+}
+
+impl SignInPage {
+    /// The page with a fresh one-time token.
+    fn page(self, shop: &Shop, next: &str, error: Option<&str>) -> axum::response::Html<String> {
+        let token = random_token("c");
+        shop.lock().login_tokens.insert(token.clone());
+        match self {
+            SignInPage::Plain => pages::login(next, &token, error),
+            SignInPage::Hosted => {
+                pages::login_hosted(next, &token, error, shop.card_origin().as_deref())
+            }
+        }
+    }
+}
+
+/// `GET /account/login-hosted`: the sign-in form in the provider's frame.
+pub(super) async fn login_hosted_page(State(shop): State<Shop>, Query(q): Query<Next>) -> Response {
+    SignInPage::Hosted
+        .page(&shop, &next_path(q.next.as_deref()), None)
+        .into_response()
+}
+
+#[derive(Deserialize)]
+pub(super) struct HostedForm {
+    #[serde(default)]
+    credential: String,
+    #[serde(default)]
+    next: Option<String>,
+    #[serde(default)]
+    token: String,
+}
+
+/// `POST /account/login-hosted`: the frame's credential, then the same
+/// sign-in as the plain form's.
+pub(super) async fn login_hosted(State(shop): State<Shop>, Form(f): Form<HostedForm>) -> Response {
+    let (username, password) = super::card::signed_in_as(&f.credential).unwrap_or_default();
+    sign_in(
+        &shop,
+        SignInPage::Hosted,
+        &LoginForm {
+            username,
+            password,
+            next: f.next,
+            token: f.token,
+        },
+    )
 }
 
 #[derive(Deserialize)]
@@ -138,12 +188,18 @@ pub(super) struct LoginForm {
 }
 
 pub(super) async fn login(State(shop): State<Shop>, Form(f): Form<LoginForm>) -> Response {
+    sign_in(&shop, SignInPage::Plain, &f)
+}
+
+/// Checks the one-time token and the password, then signs in (or asks
+/// for the two-step code); an error shows `form`'s page again.
+fn sign_in(shop: &Shop, form: SignInPage, f: &LoginForm) -> Response {
     let next = next_path(f.next.as_deref());
     if !shop.lock().login_tokens.remove(&f.token) {
         return (
             StatusCode::FORBIDDEN,
-            login_form(
-                &shop,
+            form.page(
+                shop,
                 &next,
                 Some("This form has expired. Please sign in again."),
             ),
@@ -160,7 +216,7 @@ pub(super) async fn login(State(shop): State<Shop>, Form(f): Form<LoginForm>) ->
     match account {
         None => (
             StatusCode::UNAUTHORIZED,
-            login_form(&shop, &next, Some("Wrong username or password.")),
+            form.page(shop, &next, Some("Wrong username or password.")),
         )
             .into_response(),
         Some((name, true)) => {
@@ -171,7 +227,7 @@ pub(super) async fn login(State(shop): State<Shop>, Form(f): Form<LoginForm>) ->
             set_cookie(&mut resp, PENDING_COOKIE, &token, Some(300));
             resp
         }
-        Some((name, false)) => logged_in(&shop, &name, &next),
+        Some((name, false)) => logged_in(shop, &name, &next),
     }
 }
 

@@ -1,8 +1,13 @@
-//! The payment provider's side of the demo shop: card fields served from a
-//! second origin (another port), shown in an iframe on the payment page,
-//! the way hosted fields (Stripe, Adyen, Braintree) are. The fields turn
-//! the card into a token and hand it to the shop's page by `postMessage`;
-//! the shop never sees the fields themselves.
+//! The demo shop's second origin (another port): hosted fields in an
+//! iframe, the way payment providers (Stripe, Adyen, Braintree) and
+//! embedded sign-in providers serve them.
+//!
+//! - `/fields`: card fields on the payment page. They turn the card into a
+//!   token and hand it to the shop's page by `postMessage`; the shop never
+//!   sees the fields themselves.
+//! - `/signin`: a hosted sign-in form on `/account/login-hosted`. On
+//!   submit it hands the shop's page a credential by `postMessage`, and the
+//!   page posts that to the shop, which signs in as its own form does.
 
 use axum::Router;
 use axum::response::Html;
@@ -11,11 +16,44 @@ use base64::Engine as _;
 
 /// The provider's routes.
 pub fn router() -> Router {
-    Router::new().route("/fields", get(fields))
+    Router::new()
+        .route("/fields", get(fields))
+        .route("/signin", get(signin))
 }
 
 async fn fields() -> Html<&'static str> {
     Html(FIELDS)
+}
+
+async fn signin() -> Html<&'static str> {
+    Html(SIGNIN)
+}
+
+const SIGNIN: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Sign in</title><link rel="icon" href="data:,">
+<style>body{font:16px system-ui,sans-serif;margin:0}input{font-size:1em;padding:6px;margin:2px 0 8px;width:100%;box-sizing:border-box}</style></head>
+<body><form id="signin-form"><label>Username <input id="username" autocomplete="username"></label>
+<label>Password <input id="password" type="password" autocomplete="current-password"></label>
+<button id="sign-in" type="submit">Sign in</button></form>
+<script>
+// Enter or the button: the credential goes to the shop's page, which
+// signs in at the top level (the frame cannot set the shop's cookie).
+document.getElementById("signin-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const u = document.getElementById("username").value;
+  const p = document.getElementById("password").value;
+  parent.postMessage({ type: "baton-demo-signin", credential: "sig_" + btoa(u + "|" + p) }, "*");
+});
+</script></body></html>"#;
+
+/// The username and password behind a hosted sign-in's credential.
+pub fn signed_in_as(credential: &str) -> Option<(String, String)> {
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(credential.strip_prefix("sig_")?)
+        .ok()?;
+    let s = String::from_utf8(raw).ok()?;
+    let (u, p) = s.split_once('|')?;
+    Some((u.to_owned(), p.to_owned()))
 }
 
 const FIELDS: &str = r#"<!doctype html>

@@ -630,6 +630,10 @@ pub fn router(shop: Shop) -> Router {
             "/account/login",
             get(account::login_page).post(account::login),
         )
+        .route(
+            "/account/login-hosted",
+            get(account::login_hosted_page).post(account::login_hosted),
+        )
         .route("/account/totp", get(account::totp_page).post(account::totp))
         .route("/account", get(account::account_page))
         .route("/account/logout", post(account::logout))
@@ -997,6 +1001,61 @@ mod tests {
         assert_eq!(st, StatusCode::SEE_OTHER);
         assert_eq!(h[header::LOCATION], "/cart");
         format!("{guest}; {}", set_cookie(&h, account::AUTH_COOKIE).unwrap())
+    }
+
+    /// The sign-in form in the provider's cross-origin frame: its page
+    /// frames the provider and carries a one-time token; the credential
+    /// the frame posts back signs in as the plain form does, and a wrong
+    /// one shows the framed page again with the error.
+    #[tokio::test]
+    async fn a_hosted_sign_in_signs_in_as_the_plain_form_does() {
+        let shop = Shop::new();
+        let _ = shop.card_origin.set("http://localhost:9".into());
+        let app = router(shop.clone());
+        let (st, _, page) = call(&app, "GET", "/account/login-hosted?next=/cart", None, "").await;
+        assert_eq!(st, StatusCode::OK);
+        assert!(
+            page.contains(
+                r#"<iframe id="signin-frame" title="Sign in" src="http://localhost:9/signin""#
+            ),
+            "{page}"
+        );
+        let token = |page: &str| {
+            let at = page.find("name=\"token\" value=\"").unwrap() + 20;
+            page[at..].split('"').next().unwrap().to_owned()
+        };
+        let credential = |u: &str, p: &str| {
+            use base64::Engine as _;
+            format!(
+                "sig_{}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{u}|{p}"))
+            )
+        };
+        let post = |cred: String, t: String| {
+            let app = app.clone();
+            async move {
+                let body = format!(
+                    "credential={}&next=%2Fcart&token={t}",
+                    cred.replace('+', "%2B")
+                        .replace('=', "%3D")
+                        .replace('/', "%2F")
+                );
+                call(&app, "POST", "/account/login-hosted", None, &body).await
+            }
+        };
+        let (st, h, body) = post(credential("ada", "babbage"), token(&page)).await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED);
+        assert!(
+            body.contains("id=\"signin-frame\""),
+            "the framed page again"
+        );
+        assert!(body.contains("id=\"login-error\""), "{body}");
+        assert!(set_cookie(&h, account::AUTH_COOKIE).is_none());
+        let (st, h, _) = post(credential("ada", "lovelace"), token(&body)).await;
+        assert_eq!(st, StatusCode::SEE_OTHER);
+        assert_eq!(h[header::LOCATION], "/cart");
+        assert!(set_cookie(&h, account::AUTH_COOKIE).is_some());
+        assert_eq!(shop.account_logins("ada"), 1);
     }
 
     #[tokio::test]

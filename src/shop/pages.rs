@@ -310,6 +310,48 @@ pub(super) fn login(next: &str, token: &str, error: Option<&str>) -> Html<String
     )
 }
 
+/// The sign-in page whose form is the provider's, in a cross-origin frame
+/// (`card::SIGNIN`): the frame posts a credential back, and this page
+/// submits it with the one-time token, as the plain form would.
+pub(super) fn login_hosted(
+    next: &str,
+    token: &str,
+    error: Option<&str>,
+    origin: Option<&str>,
+) -> Html<String> {
+    let error = login_error(error);
+    let origin = origin.unwrap_or("");
+    let src = if origin.is_empty() {
+        "about:blank".to_owned()
+    } else {
+        format!("{origin}/signin")
+    };
+    layout(
+        "Sign in",
+        None,
+        &format!(
+            r#"<main id="login-page"><h1>Sign in</h1>{error}
+<iframe id="signin-frame" title="Sign in" src="{src}" style="width:100%;height:170px;border:1px solid #ccc;border-radius:6px;padding:8px;box-sizing:border-box"></iframe>
+<form id="login-form" method="post" action="/account/login-hosted">
+<input type="hidden" name="next" value="{next}">
+<input type="hidden" name="token" value="{token}">
+<input type="hidden" id="credential" name="credential">
+</form></main>
+<script>
+addEventListener("message", (e) => {{
+  if (e.origin !== {origin_js} || !e.data || e.data.type !== "baton-demo-signin") return;
+  document.getElementById("credential").value = e.data.credential || "";
+  document.getElementById("login-form").submit();
+}});
+</script>"#,
+            next = escape(next),
+            token = escape(token),
+            src = escape(&src),
+            origin_js = serde_json::to_string(origin).unwrap_or_default(),
+        ),
+    )
+}
+
 /// The one-time-code step of a login.
 pub(super) fn totp(next: &str, error: Option<&str>) -> Html<String> {
     let error = login_error(error);
